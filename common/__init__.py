@@ -1,0 +1,1 @@
+"""Small helpers every step shares: user-facing errors and atomic file writes."""

@@ -1,0 +1,81 @@
+"""The shard format: what the writer writes, the reader reads back and validates."""
+
+import json
+
+import numpy as np
+import pytest
+
+from common.errors import UserError
+from tokenizer.tokenized_data import SplitWriter, open_dataset, open_split, token_dtype
+
+
+def write_split(directory, mode="pre_training", vocab_size=1000):
+    writer = SplitWriter(directory, mode, vocab_size)
+    if mode == "post_training_dpo":
+        writer.add_pairs([([0, 3, 7, 4], [8, 9, 5], [10, 5]), ([0, 3, 4], [11, 5], [12, 13, 5])])
+    elif mode == "post_training_sft":
+        writer.add_documents(
+            [[0, 3, 7, 5, 4, 8, 5], [0, 3, 5, 4, 9, 9, 5]],
+            [[0, 0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1, 1]],
+        )
+    else:
+        writer.add_documents([[0, 10, 11], [0, 12]])
+        writer.add_documents([[0, 13, 14, 15]])
+    writer.finish("pre_training", "abc")
+
+
+def test_pre_training_round_trip(tmp_path):
+    write_split(tmp_path / "train")
+    split = open_split(tmp_path / "train", "pre_training")
+    assert split.tokens.dtype == np.uint16
+    assert split.tokens.tolist() == [0, 10, 11, 0, 12, 0, 13, 14, 15]
+    assert split.doc_offsets.tolist() == [0, 3, 5, 9]
+    assert split.document(2).tolist() == [0, 13, 14, 15]
+    assert split.meta["num_documents"] == 3 and split.meta["num_tokens"] == 9
+
+
+def test_sft_and_dpo_round_trip(tmp_path):
+    write_split(tmp_path / "sft", "post_training_sft")
+    sft = open_split(tmp_path / "sft")
+    assert sft.loss_mask.tolist()[:7] == [0, 0, 0, 0, 0, 1, 1]
+    write_split(tmp_path / "dpo", "post_training_dpo")
+    dpo = open_split(tmp_path / "dpo")
+    p, c, r, e = dpo.pair_offsets[1].tolist()
+    assert dpo.tokens[p:c].tolist() == [0, 3, 4]
+    assert dpo.tokens[c:r].tolist() == [11, 5]
+    assert dpo.tokens[r:e].tolist() == [12, 13, 5]
+
+
+def test_large_vocab_uses_uint32():
+    assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
+
+
+def test_wrong_mode_is_an_error(tmp_path):
+    write_split(tmp_path / "train")
+    with pytest.raises(UserError, match="post_training_sft"):
+        open_dataset(tmp_path, "post_training_sft")
+
+
+def test_damaged_arrays_are_errors(tmp_path):
+    write_split(tmp_path / "train")
+    with open(tmp_path / "train" / "tokens.bin", "ab") as file:
+        file.write(b"\x01")  # odd byte count for uint16
+    with pytest.raises(UserError, match="not a multiple"):
+        open_split(tmp_path / "train")
+    with open(tmp_path / "train" / "tokens.bin", "ab") as file:
+        file.write(b"\x01")  # now even, but meta.json disagrees
+    with pytest.raises(UserError, match="meta.json says"):
+        open_split(tmp_path / "train")
+
+
+def test_missing_meta_and_out_of_vocab_ids(tmp_path):
+    write_split(tmp_path / "train", vocab_size=1000)
+    split = open_split(tmp_path / "train")
+    split.check_token_ids(1000)
+    with pytest.raises(UserError, match="token id 15"):
+        split.check_token_ids(15)
+    meta = json.loads((tmp_path / "train" / "meta.json").read_text())
+    (tmp_path / "train" / "meta.json").unlink()
+    with pytest.raises(UserError, match="meta.json is missing"):
+        open_split(tmp_path / "train")
+    assert meta["arrays"]["tokens.bin"]["bytes"] == 18

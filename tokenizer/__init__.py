@@ -1,0 +1,1 @@
+"""BPE tokenizer training, tokenizer profiles (special tokens, chat template) and token shards."""

@@ -1,0 +1,267 @@
+"""The on-disk format of tokenized data: flat memory-mapped arrays plus `meta.json`, per split.
+
+A tokenized dataset is a folder with one sub-folder per split (`train/`, `validation/`, `test/`).
+Each split folder holds little-endian arrays and a `meta.json` that describes them:
+
+| array              | dtype            | shape            | modes                        |
+|--------------------|------------------|------------------|------------------------------|
+| `tokens.bin`       | uint16 or uint32 | (num_tokens,)    | all                          |
+| `doc_offsets.bin`  | uint64           | (num_docs + 1,)  | pre_training, post_training_sft |
+| `loss_mask.bin`    | uint8            | (num_tokens,)    | post_training_sft            |
+| `pair_offsets.bin` | uint64           | (num_pairs, 4)   | post_training_dpo            |
+
+- Document i is `tokens[doc_offsets[i]:doc_offsets[i + 1]]` and begins with `<|endoftext|>`.
+- `loss_mask[j] == 1` means token j is a training target (it is predicted from tokens[:j]).
+- A DPO pair row is `[prompt_start, chosen_start, rejected_start, end]`: the prompt is
+  `tokens[p:c]` (ending with `<|assistant|>`), the chosen reply `tokens[c:r]`, the rejected reply
+  `tokens[r:e]`; both replies end with `<|end|>`.
+- Token arrays are uint16 while the vocabulary fits in 65,536 ids, else uint32.
+
+`meta.json`: format_version, mode, profile, dtype, vocab_size, tokenizer_sha256, num_tokens,
+num_documents, arrays ({name: {dtype, shape, bytes}}) and stats (mode-specific counters).
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import atomic_write_text
+from common.errors import UserError
+
+FORMAT_VERSION = 1
+MODES = ("pre_training", "post_training_sft", "post_training_dpo")
+SPLITS = ("train", "validation", "test")
+ARRAYS_BY_MODE = {
+    "pre_training": ("tokens.bin", "doc_offsets.bin"),
+    "post_training_sft": ("tokens.bin", "doc_offsets.bin", "loss_mask.bin"),
+    "post_training_dpo": ("tokens.bin", "pair_offsets.bin"),
+}
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise UserError(f"unknown tokenizer mode {mode!r}; choose one of {', '.join(MODES)}")
+    return mode
+
+
+class SplitWriter:
+    """Streams one split to disk: arrays grow by appending, so memory stays flat.
+
+    Use inside `common.atomic.atomic_directory` so an interrupted write never looks finished.
+    """
+
+    def __init__(self, directory: str | Path, mode: str, vocab_size: int):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.mode = check_mode(mode)
+        self.vocab_size = vocab_size
+        self.dtype = token_dtype(vocab_size)
+        # Kept open while the split streams in; closed by finish().
+        self.files = {
+            name: open(self.directory / name, "wb")  # noqa: SIM115
+            for name in ARRAYS_BY_MODE[mode]
+        }
+        self.num_tokens = 0
+        self.num_documents = 0
+        if "doc_offsets.bin" in self.files:
+            np.zeros(1, np.uint64).tofile(self.files["doc_offsets.bin"])
+
+    def _append_tokens(self, ids: np.ndarray) -> None:
+        ids.astype(self.dtype, copy=False).tofile(self.files["tokens.bin"])
+        self.num_tokens += len(ids)
+
+    def add_documents(
+        self, documents: list[list[int]], masks: list[list[int]] | None = None
+    ) -> None:
+        """Append a batch of documents (and, for SFT, their loss masks) in order."""
+        if not documents:
+            return
+        lengths = np.fromiter((len(doc) for doc in documents), np.int64, len(documents))
+        start = self.num_tokens
+        self._append_tokens(np.concatenate([np.asarray(doc) for doc in documents]))
+        (start + np.cumsum(lengths)).astype(np.uint64).tofile(self.files["doc_offsets.bin"])
+        if self.mode == "post_training_sft":
+            if masks is None:
+                raise ValueError("post_training_sft documents need loss masks")
+            np.concatenate([np.asarray(m, np.uint8) for m in masks]).tofile(
+                self.files["loss_mask.bin"]
+            )
+        self.num_documents += len(documents)
+
+    def add_pairs(self, pairs: list[tuple[list[int], list[int], list[int]]]) -> None:
+        """Append DPO (prompt, chosen, rejected) token lists in order."""
+        if not pairs:
+            return
+        rows = np.empty((len(pairs), 4), np.uint64)
+        flat = []
+        position = self.num_tokens
+        for row, (prompt, chosen, rejected) in enumerate(pairs):
+            rows[row] = (
+                position,
+                position + len(prompt),
+                position + len(prompt) + len(chosen),
+                position + len(prompt) + len(chosen) + len(rejected),
+            )
+            position = int(rows[row, 3])
+            flat += [prompt, chosen, rejected]
+        self._append_tokens(np.concatenate([np.asarray(x) for x in flat]))
+        rows.tofile(self.files["pair_offsets.bin"])
+        self.num_documents += len(pairs)
+
+    def finish(self, profile: str, tokenizer_sha256: str, stats: dict | None = None) -> dict:
+        """Close the arrays and write `meta.json` describing them."""
+        for file in self.files.values():
+            file.close()
+        arrays = {}
+        for name in self.files:
+            dtype, row = _array_layout(name, self.dtype)
+            size = (self.directory / name).stat().st_size
+            arrays[name] = {
+                "dtype": dtype.name,
+                "shape": [size // (dtype.itemsize * row)] + ([row] if row > 1 else []),
+                "bytes": size,
+            }
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "mode": self.mode,
+            "profile": profile,
+            "dtype": self.dtype.name,
+            "vocab_size": self.vocab_size,
+            "tokenizer_sha256": tokenizer_sha256,
+            "num_tokens": self.num_tokens,
+            "num_documents": self.num_documents,
+            "arrays": arrays,
+            "stats": stats or {},
+        }
+        atomic_write_text(self.directory / "meta.json", json.dumps(meta, indent=2) + "\n")
+        return meta
+
+
+def _array_layout(name: str, token_dtype_: np.dtype) -> tuple[np.dtype, int]:
+    """(element dtype, elements per row) of a named array."""
+    return {
+        "tokens.bin": (token_dtype_, 1),
+        "doc_offsets.bin": (np.dtype(np.uint64), 1),
+        "loss_mask.bin": (np.dtype(np.uint8), 1),
+        "pair_offsets.bin": (np.dtype(np.uint64), 4),
+    }[name]
+
+
+@dataclass
+class TokenizedSplit:
+    """One split opened read-only: arrays are memory-mapped, nothing is loaded up front."""
+
+    directory: Path
+    meta: dict
+    tokens: np.ndarray
+    doc_offsets: np.ndarray | None = None
+    loss_mask: np.ndarray | None = None
+    pair_offsets: np.ndarray | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.meta["mode"]
+
+    def document(self, index: int) -> np.ndarray:
+        return self.tokens[int(self.doc_offsets[index]) : int(self.doc_offsets[index + 1])]
+
+    def check_token_ids(self, vocab_size: int, chunk: int = 1 << 24) -> None:
+        """UserError if any token id is >= vocab_size (scanned in chunks to keep memory flat)."""
+        for start in range(0, len(self.tokens), chunk):
+            largest = int(self.tokens[start : start + chunk].max())
+            if largest >= vocab_size:
+                raise UserError(
+                    f"{self.directory}: token id {largest} is outside the vocabulary of size "
+                    f"{vocab_size}; re-tokenize with the tokenizer this run uses"
+                )
+
+
+def open_split(directory: str | Path, mode: str | None = None) -> TokenizedSplit:
+    """Open and validate one split folder; UserError names what is wrong."""
+    directory = Path(directory)
+    meta_path = directory / "meta.json"
+    if not meta_path.is_file():
+        raise UserError(
+            f"{meta_path} is missing; tokenize the data with "
+            "`python3 -m tokenizer.tokenize_dataset`"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{meta_path} is not valid JSON ({error})") from None
+    for key in ("format_version", "mode", "dtype", "vocab_size", "arrays"):
+        if key not in meta:
+            raise UserError(f"{meta_path} lacks {key!r}; re-tokenize this dataset")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise UserError(
+            f"{meta_path} has format version {meta['format_version']}, this code reads "
+            f"{FORMAT_VERSION}; re-tokenize this dataset"
+        )
+    if meta["mode"] not in MODES:
+        raise UserError(f"{meta_path}: unknown mode {meta['mode']!r}")
+    if mode is not None and meta["mode"] != mode:
+        raise UserError(
+            f"{directory} was tokenized in mode {meta['mode']!r} but this step needs {mode!r}; "
+            f"re-run tokenize_dataset with --tokenizer-mode={mode}"
+        )
+    arrays = {}
+    for name in ARRAYS_BY_MODE[meta["mode"]]:
+        path = directory / name
+        dtype, row = _array_layout(name, np.dtype(meta["dtype"]))
+        if not path.is_file():
+            raise UserError(f"{path} is missing; re-tokenize this dataset")
+        size = path.stat().st_size
+        if size % (dtype.itemsize * row):
+            raise UserError(
+                f"{path} holds {size} bytes, not a multiple of {dtype.itemsize * row} "
+                f"({dtype.name}); the file is damaged, re-tokenize this dataset"
+            )
+        expected = meta["arrays"].get(name, {}).get("bytes")
+        if expected != size:
+            raise UserError(
+                f"{path} holds {size} bytes but meta.json says {expected}; "
+                "the folder is damaged or half-written, re-tokenize this dataset"
+            )
+        count = size // dtype.itemsize
+        if count == 0:
+            arrays[name] = np.zeros((0, row) if row > 1 else 0, dtype)
+        else:
+            shape = (count // row, row) if row > 1 else (count,)
+            arrays[name] = np.memmap(path, dtype=dtype, mode="r", shape=shape)
+    tokens = arrays["tokens.bin"]
+    if meta.get("num_tokens", len(tokens)) != len(tokens):
+        raise UserError(
+            f"{meta_path} says {meta['num_tokens']} tokens, tokens.bin has {len(tokens)}"
+        )
+    if "loss_mask.bin" in arrays and len(arrays["loss_mask.bin"]) != len(tokens):
+        raise UserError(f"{directory}: loss_mask.bin and tokens.bin differ in length; re-tokenize")
+    return TokenizedSplit(
+        directory=directory,
+        meta=meta,
+        tokens=tokens,
+        doc_offsets=arrays.get("doc_offsets.bin"),
+        loss_mask=arrays.get("loss_mask.bin"),
+        pair_offsets=arrays.get("pair_offsets.bin"),
+    )
+
+
+def open_dataset(directory: str | Path, mode: str | None = None) -> dict[str, TokenizedSplit]:
+    """Open every split folder present under `directory` (at least `train`)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(
+            f"tokenized dataset folder {directory} not found; create it with "
+            "`python3 -m tokenizer.tokenize_dataset`"
+        )
+    splits = {
+        name: open_split(directory / name, mode) for name in SPLITS if (directory / name).is_dir()
+    }
+    if "train" not in splits:
+        raise UserError(f"{directory} has no train/ split; is it a tokenized dataset folder?")
+    return splits
