@@ -1,0 +1,307 @@
+"""Generate text from a checkpoint: complete a prompt, or chat with a fine-tuned model.
+
+    # continue a plain prompt (pre_training profile: the model sees <|endoftext|> + prompt)
+    python3 -m model.generate --checkpoint checkpoints/<run> --prompt "Once upon a time"
+
+    # interactive multi-turn chat in the post_training_v1 template, streamed token by token
+    python3 -m model.generate --checkpoint checkpoints/<run> --chat --system "Be brief."
+
+Tiny CPU example, after the README's sample pipeline:
+    python3 -m model.generate --checkpoint checkpoints/sample --prompt "The" --max-new-tokens 40
+
+Sampling: --temperature 0 is greedy; otherwise logits / temperature, then optional top-k and
+top-p (nucleus) filtering. Generation stops at <|end|> (end of turn) or <|endoftext|> (end of
+document), or after --max-new-tokens. Padded vocabulary ids (>= the tokenizer's vocab size)
+are never sampled.
+
+In Python (the training engine uses this for TensorBoard samples):
+    for token_id in generate(model, prompt_ids, max_new_tokens=50, temperature=0.0): ...
+    text = generate_text(model, tokenizer, "Once upon a time", max_new_tokens=50)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Iterator
+
+import torch
+from tokenizers import Tokenizer
+
+from common.errors import UserError, run_cli
+from model.checkpoint import load_model, unwrap_model
+from model.kv_cache import KVCache
+from tokenizer.profiles import (
+    DOC_SEPARATOR,
+    END_OF_TURN,
+    SPECIAL_TOKENS,
+    encode_document,
+    encode_prompt,
+    load_tokenizer,
+)
+
+STOP_IDS = (SPECIAL_TOKENS.index(END_OF_TURN), SPECIAL_TOKENS.index(DOC_SEPARATOR))
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    vocab_size: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick one id per row of logits [B, V_pad]; returns ids [B] (all < vocab_size).
+
+    temperature 0 = greedy (argmax); top_k / top_p None = no filtering.
+    """
+    logits = logits[:, :vocab_size].float()  # [B, V]: padded ids are not tokens
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < vocab_size:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # [B, 1]
+        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, sorted_ids = torch.sort(logits, dim=-1, descending=True)  # [B, V]
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens ranked above it already hold top_p of the mass
+        # (the most likely token is always kept)
+        mass_above = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        drop_sorted = mass_above >= top_p
+        drop = drop_sorted.scatter(-1, sorted_ids, drop_sorted)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    prompt_ids: Iterable[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_ids: Iterable[int] = STOP_IDS,
+    seed: int | None = None,
+    vocab_size: int | None = None,
+    use_cache: bool = True,
+) -> Iterator[int]:
+    """Yield new token ids one at a time (batch of one); a stop id ends it and is not yielded.
+
+    The model sees at most block_size tokens. Without the cache every step re-runs the last
+    block_size tokens (the reference). With the cache each step costs one position; when the
+    cache is full the last block_size // 2 tokens are re-encoded into a fresh cache and
+    generation goes on. Both give identical tokens while prompt + output fit in block_size.
+    """
+    model = unwrap_model(model)
+    config = model.config
+    vocab_size = vocab_size or config.vocab_size
+    stop_ids = set(stop_ids)
+    device = next(model.parameters()).device
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    tokens = list(prompt_ids)
+    if not tokens:
+        raise ValueError("generate needs at least one prompt token (e.g. <|endoftext|>)")
+    block = config.block_size
+
+    def run(ids: list[int], cache: KVCache | None) -> torch.Tensor:
+        idx = torch.tensor([ids], dtype=torch.long, device=device)  # [1, T]
+        return model(idx, kv_cache=cache, last_only=True)[:, -1, :]  # [1, V_pad] next token
+
+    cache = KVCache(config, batch_size=1) if use_cache else None
+    logits = run(tokens[-block:], cache)
+    for step in range(max_new_tokens):
+        next_id = sample_next_token(logits, vocab_size, temperature, top_k, top_p, generator)
+        next_id = int(next_id.item())
+        if next_id in stop_ids:
+            return
+        yield next_id
+        tokens.append(next_id)
+        if step == max_new_tokens - 1:
+            return
+        if cache is None:
+            logits = run(tokens[-block:], None)
+        elif cache.length < block:
+            logits = run([next_id], cache)
+        else:  # cache full: keep the recent half of the context and go on from there
+            cache.reset()
+            logits = run(tokens[-max(1, block // 2) :], cache)
+
+
+def generate_text(
+    model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, **kwargs
+) -> str:
+    """Continue a plain-text prompt (pre_training profile); returns only the new text."""
+    ids = list(generate(model, encode_document(tokenizer, prompt), max_new_tokens, **kwargs))
+    return tokenizer.decode(ids)
+
+
+class StreamDecoder:
+    """Turns a stream of token ids into printable text without splitting a UTF-8 character.
+
+    Byte-level BPE tokens can end mid-character (an emoji may span several tokens); decoding
+    such a prefix yields U+FFFD. We hold text back while the decoded tail is incomplete.
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.emitted = 0  # characters of the decoded text already returned
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):
+            return ""  # wait for the rest of the character
+        new_text, self.emitted = text[self.emitted :], len(text)
+        return new_text
+
+    def finish(self) -> str:
+        """Whatever is left (a truly invalid byte sequence stays as U+FFFD)."""
+        text = self.tokenizer.decode(self.ids)
+        new_text, self.emitted = text[self.emitted :], len(text)
+        return new_text
+
+    def text(self) -> str:
+        return self.tokenizer.decode(self.ids)
+
+
+def stream(tokens: Iterator[int], tokenizer: Tokenizer, out=None) -> str:
+    """Print tokens as they are generated (to stdout by default); return the decoded text."""
+    out = out or sys.stdout
+    decoder = StreamDecoder(tokenizer)
+    for token_id in tokens:
+        out.write(decoder.push(token_id))
+        out.flush()
+    out.write(decoder.finish())
+    out.flush()
+    return decoder.text()
+
+
+def chat(model, tokenizer: Tokenizer, sampling: dict, system: str | None, input_fn=input) -> None:
+    """Read user turns until EOF / empty line / `/quit`; `/reset` clears the history."""
+    base = [{"role": "system", "content": system}] if system else []
+    messages = list(base)
+    block = unwrap_model(model).config.block_size
+    print("chat: type a message; /reset clears the history; /quit or Ctrl-D ends.")
+    while True:
+        try:
+            user_text = input_fn("user> ")
+        except EOFError:
+            print()
+            return
+        if user_text.strip() in ("", "/quit"):
+            return
+        if user_text.strip() == "/reset":
+            messages = list(base)
+            continue
+        messages.append({"role": "user", "content": user_text})
+        prompt_ids = encode_prompt(tokenizer, messages)
+        if len(prompt_ids) >= block:
+            print(f"(conversation is {len(prompt_ids)} tokens; the model sees the last {block})")
+        print("assistant> ", end="", flush=True)
+        reply = stream(generate(model, prompt_ids, **sampling), tokenizer)
+        print()
+        messages.append({"role": "assistant", "content": reply})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m model.generate",
+        description="Complete a prompt or chat with a trained checkpoint.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="run folder (follows its `latest`) or step folder, e.g. checkpoints/sample",
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--prompt", help="text to continue (encoded as <|endoftext|> + text)")
+    mode.add_argument(
+        "--chat", action="store_true", help="interactive multi-turn chat (post_training_v1)"
+    )
+    parser.add_argument("--system", default=None, help="system message for --chat")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=256,
+        help="most tokens to generate per reply (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="softmax temperature; 0 = greedy, the most likely token (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=None, help="sample only among the k most likely tokens"
+    )
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="nucleus sampling: smallest set of tokens holding this probability mass (0, 1]",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="random seed (same seed, same sample)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="recompute the whole context for every token (slow; for checking the KV cache)",
+    )
+    return parser
+
+
+def check_sampling_args(args: argparse.Namespace) -> None:
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    check_sampling_args(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
+    model, _, tokenizer_path = load_model(args.checkpoint, device=device)
+    if tokenizer_path is None:
+        raise UserError(f"{args.checkpoint} has no tokenizer.json next to its weights")
+    tokenizer = load_tokenizer(tokenizer_path)
+    if tokenizer.get_vocab_size() > model.config.vocab_size:
+        raise UserError(
+            f"{tokenizer_path} has {tokenizer.get_vocab_size()} tokens but the model only "
+            f"{model.config.vocab_size}; the checkpoint is inconsistent"
+        )
+    sampling = dict(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        vocab_size=tokenizer.get_vocab_size(),
+        use_cache=not args.no_cache,
+    )
+    if args.chat:
+        chat(model, tokenizer, sampling, args.system)
+        return
+    print(args.prompt, end="", flush=True)
+    stream(generate(model, encode_document(tokenizer, args.prompt), **sampling), tokenizer)
+    print()
+
+
+if __name__ == "__main__":
+    run_cli(main)

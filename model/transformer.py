@@ -1,0 +1,209 @@
+"""A Llama-shaped decoder-only Transformer, readable in one sitting.
+
+    token ids [B, T]
+      -> embed_tokens                                   [B, T, C]
+      -> n_layer x Block:
+           x = x + attention(attention_norm(x))         RMSNorm -> causal GQA self-attention + RoPE
+           x = x + mlp(mlp_norm(x))                     RMSNorm -> SwiGLU MLP
+      -> norm -> lm_head                                [B, T, padded_vocab]
+
+No biases anywhere. The LM head may share the embedding matrix (`tie_embeddings`).
+Parameter names map one-to-one onto Hugging Face `LlamaForCausalLM` (see model/export_hf.py):
+`embed_tokens`, `layers.{i}.attention.{q,k,v,o}_proj`, `layers.{i}.attention_norm`,
+`layers.{i}.mlp.{gate,up,down}_proj`, `layers.{i}.mlp_norm`, `norm`, `lm_head`.
+RoPE uses HF Llama's convention (rotate_half over the two halves of each head, not interleaved
+pairs), so exported weights give the same logits.
+
+`forward(idx)` is the training path. Generation passes a `KVCache` (model/kv_cache.py): new keys
+and values are written into it and attention reads the whole cached prefix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from model.config import ModelConfig
+from model.kv_cache import KVCache
+
+
+def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables [length, head_dim] in HF Llama's layout (frequencies repeated twice)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    positions = torch.arange(length, dtype=torch.float32)
+    freqs = torch.outer(positions, inv_freq)  # [length, head_dim/2]
+    angles = torch.cat((freqs, freqs), dim=-1)  # [length, head_dim]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, H, T, D] by per-position angles; cos/sin are [T, D] (float32 tables)."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # under autocast x may be bf16
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # HF's rotate_half
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer_index: int):
+        super().__init__()
+        self.layer_index = layer_index
+        self.n_head = config.n_head
+        self.n_kv_head = config.n_kv_head
+        self.head_dim = config.head_dim
+        C, D = config.n_embd, config.head_dim
+        self.q_proj = nn.Linear(C, self.n_head * D, bias=False)
+        self.k_proj = nn.Linear(C, self.n_kv_head * D, bias=False)
+        self.v_proj = nn.Linear(C, self.n_kv_head * D, bias=False)
+        self.o_proj = nn.Linear(self.n_head * D, C, bias=False)
+
+    def forward(self, x, cos, sin, kv_cache: KVCache | None = None):
+        B, T, _ = x.shape
+        H, KV, D = self.n_head, self.n_kv_head, self.head_dim
+        q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
+        k = self.k_proj(x).view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
+        v = self.v_proj(x).view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+        if kv_cache is None:
+            is_causal, mask = True, None
+        else:
+            # k, v become the whole cached prefix plus the new tokens: [B, KV, S, D], S = start + T
+            k, v, is_causal, mask = kv_cache.update(self.layer_index, k, v)
+
+        if KV != H:  # grouped-query attention: query head h reads key/value head h // (H // KV)
+            k = k.repeat_interleave(H // KV, dim=1)  # [B, H, S, D]
+            v = v.repeat_interleave(H // KV, dim=1)  # [B, H, S, D]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        y = y.transpose(1, 2).reshape(B, T, H * D)  # [B, T, C]
+        return self.o_proj(y)
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.n_embd, config.mlp_hidden, bias=False)
+        self.up_proj = nn.Linear(config.n_embd, config.mlp_hidden, bias=False)
+        self.down_proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer_index: int):
+        super().__init__()
+        self.attention_norm = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.attention = Attention(config, layer_index)
+        self.mlp_norm = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, kv_cache: KVCache | None = None):
+        x = x + self.attention(self.attention_norm(x), cos, sin, kv_cache)
+        x = x + self.mlp(self.mlp_norm(x))
+        return x
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.padded_vocab_size, config.n_embd)
+        self.layers = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        self.norm = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        # RoPE tables are derived, not learned: not saved with the weights (persistent=False).
+        cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)  # [block_size, head_dim]
+        self.register_buffer("rope_sin", sin, persistent=False)  # [block_size, head_dim]
+        # The training engine sets this to trade compute for memory (recompute each block
+        # in the backward pass instead of storing its activations).
+        self.gradient_checkpointing = False
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Initialise every tensor (GPT-2 style, with scaled residual projections).
+
+        | tensor                                    | init                              |
+        |-------------------------------------------|-----------------------------------|
+        | embed_tokens.weight  [V_pad, C]           | normal(0, 0.02)                   |
+        | layers.i.attention.q/k/v_proj.weight      | normal(0, 0.02)                   |
+        | layers.i.attention.o_proj.weight          | normal(0, 0.02 / sqrt(2*n_layer)) |
+        | layers.i.mlp.gate_proj/up_proj.weight     | normal(0, 0.02)                   |
+        | layers.i.mlp.down_proj.weight             | normal(0, 0.02 / sqrt(2*n_layer)) |
+        | layers.i.attention_norm/mlp_norm.weight   | ones                              |
+        | norm.weight                               | ones                              |
+        | lm_head.weight (untied only) [V_pad, C]   | normal(0, 0.02)                   |
+
+        The two projections that write into the residual stream are scaled down by
+        sqrt(2 * n_layer) (two per block) so the residual's variance does not grow with depth.
+        """
+        std = 0.02
+        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=std)
+        for layer in self.layers:
+            attention, mlp = layer.attention, layer.mlp
+            for linear in (attention.q_proj, attention.k_proj, attention.v_proj):
+                nn.init.normal_(linear.weight, mean=0.0, std=std)
+            nn.init.normal_(attention.o_proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(mlp.gate_proj.weight, mean=0.0, std=std)
+            nn.init.normal_(mlp.up_proj.weight, mean=0.0, std=std)
+            nn.init.normal_(mlp.down_proj.weight, mean=0.0, std=residual_std)
+            nn.init.ones_(layer.attention_norm.weight)
+            nn.init.ones_(layer.mlp_norm.weight)
+        nn.init.ones_(self.norm.weight)
+        if not self.config.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, mean=0.0, std=std)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Trainable parameters (a tied matrix counts once).
+
+        non_embedding=True leaves out the vocabulary-sized matrices (the token embedding and,
+        when untied, the LM head): the count that scaling laws and 6*N FLOP estimates use.
+        """
+        total = sum(p.numel() for p in self.parameters())  # parameters() yields a tied one once
+        if non_embedding:
+            total -= self.embed_tokens.weight.numel()
+            if not self.config.tie_embeddings:
+                total -= self.lm_head.weight.numel()
+        return total
+
+    def forward(
+        self, idx: torch.Tensor, kv_cache: KVCache | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """Logits [B, T, padded_vocab_size] for token ids idx [B, T].
+
+        Without a cache, position t sees tokens 0..t of idx (causal). With a cache, idx holds the
+        next T tokens after the kv_cache.length tokens already cached; the cache advances by T.
+        last_only=True returns only the last position's logits [B, 1, V] (generation needs no
+        more, and the LM head is the costliest matmul of a small model).
+        """
+        B, T = idx.shape
+        start = 0 if kv_cache is None else kv_cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}"
+            )
+        x = self.embed_tokens(idx)  # [B, T, C]
+        cos = self.rope_cos[start : start + T]  # [T, head_dim]
+        sin = self.rope_sin[start : start + T]  # [T, head_dim]
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training and kv_cache is None:
+                x = checkpoint(layer, x, cos, sin, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        if last_only:
+            x = x[:, -1:, :]  # [B, 1, C]
+        x = self.norm(x)
+        return self.lm_head(x)  # [B, T, padded_vocab_size]

@@ -1,0 +1,176 @@
+"""model/generate.py: KV-cache decoding, sampling, streaming UTF-8, chat prompts, the CLI."""
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from model_fixtures import build_checkpoint, build_tokenizer
+
+from common.errors import run_cli as common_run_cli
+from model import generate as generation
+from model.config import from_preset
+from model.generate import StreamDecoder, generate, generate_text, sample_next_token
+from model.transformer import Transformer
+from tokenizer.profiles import encode_conversation, encode_prompt, load_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path(tmp_path_factory):
+    return build_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tokenizer_path):
+    _, run = build_checkpoint(tmp_path_factory.mktemp("ckpt") / "run", tokenizer_path)
+    return run
+
+
+def model_with_vocab(vocab_size=300, **overrides) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(from_preset("debug", vocab_size=vocab_size, **overrides)).eval()
+
+
+def test_cached_and_uncached_greedy_decoding_agree():
+    model = model_with_vocab()
+    prompt = [0, 17, 42, 99, 7]
+    kwargs = dict(max_new_tokens=60, temperature=0.0, stop_ids=())
+    cached = list(generate(model, prompt, use_cache=True, **kwargs))
+    uncached = list(generate(model, prompt, use_cache=False, **kwargs))
+    assert len(cached) == 60 and cached == uncached
+
+
+def test_generation_continues_past_block_size():
+    model = model_with_vocab(block_size=16)
+    tokens = list(generate(model, [0, 1, 2], 40, temperature=0.0, stop_ids=()))
+    assert len(tokens) == 40
+
+
+def test_sampling_with_a_seed_is_reproducible():
+    model = model_with_vocab()
+    kwargs = dict(max_new_tokens=20, temperature=1.0, top_k=50, top_p=0.9, stop_ids=())
+    first = list(generate(model, [0, 5], seed=123, **kwargs))
+    again = list(generate(model, [0, 5], seed=123, **kwargs))
+    other = list(generate(model, [0, 5], seed=124, **kwargs))
+    assert first == again and first != other
+
+
+def test_stop_token_ends_generation_and_is_not_yielded():
+    model = model_with_vocab()
+    with torch.no_grad():
+        logits = model(torch.tensor([[0, 5]]))[0, -1, :300]
+    greedy_first = int(logits.argmax())
+    assert list(generate(model, [0, 5], 10, temperature=0.0, stop_ids=(greedy_first,))) == []
+
+
+def test_padded_vocab_ids_are_never_sampled():
+    logits = torch.zeros(4, 320)
+    logits[:, 300:] = 100.0  # the padded ids are by far the most likely
+    for temperature in (0.0, 1.0):
+        ids = sample_next_token(
+            logits, 300, temperature, generator=torch.Generator().manual_seed(0)
+        )
+        assert (ids < 300).all()
+
+
+def test_top_k_and_top_p_filtering():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]])
+    gen = torch.Generator().manual_seed(0)
+    draws = {int(sample_next_token(logits, 5, 1.0, top_k=2, generator=gen)) for _ in range(200)}
+    assert draws == {0, 1}
+    # probabilities ~ .64 .23 .09 .03 .01: top_p=0.8 keeps the first two (.64 < .8 <= .87)
+    draws = {int(sample_next_token(logits, 5, 1.0, top_p=0.8, generator=gen)) for _ in range(200)}
+    assert draws == {0, 1}
+    assert int(sample_next_token(logits, 5, 1.0, top_p=0.01, generator=gen)) == 0
+
+
+def test_stream_decoder_never_splits_a_utf8_character(tokenizer_path):
+    tokenizer = load_tokenizer(tokenizer_path)
+    text = "naïve café 🦊 東京 — Straße"
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    assert len(ids) > len(text) // 2  # the emoji and CJK span several byte tokens
+    decoder = StreamDecoder(tokenizer)
+    pieces = [decoder.push(i) for i in ids] + [decoder.finish()]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in piece for piece in pieces)
+
+
+def test_generate_text_returns_only_the_continuation(tokenizer_path):
+    tokenizer = load_tokenizer(tokenizer_path)
+    model = model_with_vocab(tokenizer.get_vocab_size())
+    text = generate_text(model, tokenizer, "Once upon", 8, temperature=0.0)
+    assert isinstance(text, str) and not text.startswith("Once upon")
+
+
+def test_chat_prompts_render_exactly_as_the_sft_data(tokenizer_path, monkeypatch):
+    """Each turn's prompt must equal encode_conversation of the history + <|assistant|>, i.e. the
+    exact prefix the SFT data trained the model to continue."""
+    tokenizer = load_tokenizer(tokenizer_path)
+    replies = iter(["Hello there!", "It is 4."])
+    prompts = []
+
+    def fake_generate(model, prompt_ids, **kwargs):
+        prompts.append(list(prompt_ids))
+        yield from tokenizer.encode(next(replies), add_special_tokens=False).ids
+
+    monkeypatch.setattr(generation, "generate", fake_generate)
+    user_turns = iter(["Hi fox", "what is 2+2?", "/quit"])
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    generation.chat(
+        model_with_vocab(), tokenizer, {}, "Be brief.", input_fn=lambda _: next(user_turns)
+    )
+    history = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi fox"},
+        {"role": "assistant", "content": "Hello there!"},
+        {"role": "user", "content": "what is 2+2?"},
+        {"role": "assistant", "content": "It is 4."},
+    ]
+    assert prompts[0] == encode_prompt(tokenizer, history[:2])
+    assert prompts[1] == encode_prompt(tokenizer, history[:4])
+    sft_ids, sft_mask = encode_conversation(tokenizer, history)
+    first_reply_start = sft_mask.index(1)
+    assert sft_ids[:first_reply_start] == prompts[0]  # prompt = SFT tokens before the reply
+    assert "Hello there!" in out.getvalue() and "It is 4." in out.getvalue()
+
+
+def test_cli_prompt_end_to_end(run_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "model.generate", "--checkpoint", str(run_dir), "--prompt",
+         "Once upon", "--max-new-tokens", "5", "--temperature", "0", "--device", "cpu"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Once upon")
+
+
+def test_cli_chat_reads_turns_until_eof(run_dir, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nhow are you?\n"))
+    generation.main(
+        ["--checkpoint", str(run_dir), "--chat", "--max-new-tokens", "4", "--seed", "1",
+         "--device", "cpu"]
+    )  # fmt: skip
+    assert capsys.readouterr().out.count("assistant> ") == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prompt", "x", "--temperature", "-1"], "--temperature must be >= 0"),
+        (["--prompt", "x", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
+        (["--prompt", "x", "--top-k", "0"], "--top-k must be >= 1"),
+        (["--prompt", "x", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+        (["--prompt", "x", "--checkpoint", "missing/run"], "checkpoint missing/run not found"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(run_dir, args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        common_run_cli(lambda: generation.main(["--checkpoint", str(run_dir), *args]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
