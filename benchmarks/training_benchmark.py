@@ -1,0 +1,151 @@
+"""Training throughput: tokens/s, MFU and peak memory, one JSON line per configuration.
+
+    # the README's reference shapes on a GPU (with and without torch.compile)
+    python3 -m benchmarks.training_benchmark --preset 124m --micro-batch 32 --block-size 1024
+    python3 -m benchmarks.training_benchmark --preset 170m --micro-batch 16 --block-size 1024
+    # several micro-batches at once, compiled only
+    python3 -m benchmarks.training_benchmark --preset 170m --micro-batch 8 16 24 --compile on
+
+Tiny CPU example (tokens/s only; a CPU has no MFU):
+    python3 -m benchmarks.training_benchmark --preset debug --micro-batch 8 --block-size 128 \
+        --device cpu --steps 10 --warmup 3
+
+Each timed step is the engine's optimizer step on random tokens: forward under autocast,
+fp32 cross-entropy over the padded vocabulary, backward, gradient clipping, fused AdamW, and the
+one host sync per step the engine also does (reading the loss). Warm-up steps (which include
+compilation) are not timed. MFU = tokens/s x training FLOPs per token (model/plan.py) / the
+device's dense bf16 peak (training/mfu.py). Peak memory is torch.cuda.max_memory_allocated.
+"""
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+from common.errors import UserError, run_cli
+from model.config import PRESETS, from_preset
+from model.transformer import Transformer
+from training.distributed import pick_device
+from training.losses import cross_entropy_sum
+from training.mfu import peak_flops, training_flops_per_token
+from training.optimizer import build_optimizer
+from training.precision import autocast, enable_fast_fp32_matmuls, grad_scaler, resolve_precision
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m benchmarks.training_benchmark",
+        description="Measure training tokens/s, MFU and peak memory; prints one JSON line each.",
+    )
+    parser.add_argument("--preset", default="124m", choices=sorted(PRESETS), help="model size")
+    parser.add_argument(
+        "--micro-batch", type=int, nargs="+", default=[32], help="sequences per forward pass"
+    )
+    parser.add_argument("--block-size", type=int, default=1024, help="tokens per sequence")
+    parser.add_argument(
+        "--compile", choices=("off", "on", "both"), default="both",
+        help="torch.compile the model: off, on, or both (two lines per micro-batch)",
+    )  # fmt: skip
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (and compile)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument(
+        "--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+        help="auto = bf16 on a GPU that has it, fp32 on CPU",
+    )  # fmt: skip
+    parser.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute activations (less memory)",
+    )
+    return parser
+
+
+def measure(args, micro_batch: int, compiled: bool, device: torch.device, precision: str) -> dict:
+    config = from_preset(args.preset, block_size=args.block_size)
+    torch.manual_seed(0)
+    model = Transformer(config).to(device).train()
+    model.gradient_checkpointing = args.activation_checkpointing
+    optimizer_config = argparse.Namespace(
+        learning_rate=1e-4, weight_decay=0.1, beta1=0.9, beta2=0.95
+    )
+    optimizer = build_optimizer(model, optimizer_config, device)
+    scaler = grad_scaler(precision, device)
+    train_model = torch.compile(model) if compiled else model
+    shape = (micro_batch, args.block_size)
+    inputs = torch.randint(0, config.vocab_size, shape, device=device)
+    targets = torch.randint(0, config.vocab_size, shape, device=device)
+
+    def step() -> float:
+        with autocast(precision, device):
+            loss = cross_entropy_sum(train_model(inputs), targets) / targets.numel()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()  # the engine's per-step host sync
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - started) / args.steps
+    tokens_per_s = micro_batch * args.block_size / seconds
+    result = {
+        "preset": args.preset,
+        "parameters_m": round(model.num_parameters() / 1e6, 2),
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "precision": precision,
+        "compile": compiled,
+        "activation_checkpointing": args.activation_checkpointing,
+        "micro_batch": micro_batch,
+        "block_size": args.block_size,
+        "step_ms": round(seconds * 1000, 2),
+        "tokens_per_s": round(tokens_per_s),
+    }
+    peak = peak_flops(device)
+    if peak:
+        flops = training_flops_per_token(config, args.block_size)
+        result["mfu"] = round(tokens_per_s * flops / peak, 4)
+    if device.type == "cuda":
+        result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
+    else:
+        result["threads"] = torch.get_num_threads()
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.block_size < 1 or min(args.micro_batch) < 1:
+        raise UserError("--steps, --block-size and --micro-batch must be >= 1, --warmup >= 0")
+    device = pick_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    if device.type == "cuda":
+        enable_fast_fp32_matmuls()
+    compile_modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    for micro_batch in args.micro_batch:
+        for compiled in compile_modes:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            try:
+                result = measure(args, micro_batch, compiled, device, precision)
+            except torch.cuda.OutOfMemoryError:
+                result = {"preset": args.preset, "micro_batch": micro_batch, "compile": compiled,
+                          "block_size": args.block_size, "error": "out of memory"}  # fmt: skip
+            print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,103 @@
+"""Pre-train the Transformer on the tokenized corpus: next-token prediction on random windows.
+
+The constants a user edits are the CONFIG below; any field can be overridden on the command
+line as --key=value (`python3 pre_training.py --help` lists them all). Outputs go to
+checkpoints/<run_name>/ (step folders, `latest`, `tensorboard/`).
+
+    # the real run (one L4, ~a day; needs the README's data and tokenizer steps first)
+    python3 pre_training.py
+    # watch it
+    tensorboard --logdir checkpoints
+    # continue after Ctrl-C / a crash / a preemption, exactly where it stopped
+    python3 pre_training.py --resume=true
+    # several GPUs (same tokens per step: gradient accumulation shrinks to compensate)
+    torchrun --nproc_per_node=4 pre_training.py
+    # a bigger GPU
+    python3 pre_training.py --model_preset=124m --micro_batch_size=32 --compile=true
+
+Tiny CPU example (a few minutes; the sample corpus, tokenizer and tokenized data first):
+    python3 -m dataset.pre_training.download_dataset --output-dir data/sample --source sample
+    python3 -m tokenizer.train --dataset-dir data/sample --output-path data/sample_tok.json \
+        --vocab-size 512
+    python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample \
+        --tokenizer-path data/sample_tok.json --output-dir data/sample_tokens
+    python3 pre_training.py --data_dir=data/sample_tokens --tokenizer_path=data/sample_tok.json \
+        --model_preset=debug --block_size=128 --micro_batch_size=16 --tokens_per_step=4096 \
+        --max_steps=300 --warmup_steps=30 --learning_rate=3e-3 --min_lr=3e-4 \
+        --eval_interval=100 --eval_batches=4 --checkpoint_interval=100 --run_name=sample
+At the end it prints the model's continuation of a fixed prompt.
+"""
+
+import sys
+
+import torch
+
+from common.errors import run_cli
+from model.generate import generate_text
+from training.config import TrainConfig, parse_config
+from training.pretraining_stage import PretrainingStage
+from training.trainer import train
+
+# The 170m preset on one 24 GB L4 for about a day: 8 x 1024 tokens per forward pass
+# (`python3 -m model.plan --preset 170m --gpu L4` puts the limit near 15), 64 micro-batches per
+# step (0.5M tokens), 6,700 steps = ~3.5B tokens (~20 tokens per parameter).
+CONFIG = TrainConfig(
+    run_name="pre_training",
+    checkpoint_dir="checkpoints",
+    data_dir="data/pre_training/tokenized",
+    tokenizer_path="data/tokenizer/tokenizer.json",
+    model_preset="170m",
+    model_overrides={},
+    block_size=1024,
+    micro_batch_size=8,
+    tokens_per_step=524_288,
+    max_steps=6_700,
+    max_tokens=0,
+    learning_rate=6e-4,
+    min_lr=6e-5,
+    warmup_steps=300,
+    schedule="cosine",
+    weight_decay=0.1,
+    beta1=0.9,
+    beta2=0.95,
+    grad_clip=1.0,
+    precision="auto",
+    compile=True,
+    activation_checkpointing=False,
+    eval_interval=250,
+    eval_batches=20,
+    log_interval=10,
+    checkpoint_interval=500,
+    keep_last=3,
+    seed=1337,
+)
+
+PROMPT = "Once upon a time"
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(CONFIG, sys.argv[1:] if argv is None else argv, __doc__)
+    result = train(config, PretrainingStage)
+    if not result.is_main:
+        return 0
+    if result.stopped_by_signal:
+        print(
+            f"stopped at step {result.step}; checkpoint {result.last_checkpoint}. "
+            "Continue with the same options plus --resume=true",
+            file=sys.stderr,
+        )
+        return 128 + result.stopped_by_signal
+    with torch.no_grad():
+        text = generate_text(
+            result.model, result.tokenizer, PROMPT, max_new_tokens=100,
+            temperature=0.8, top_k=50, seed=config.seed,
+            vocab_size=result.tokenizer.get_vocab_size(),
+        )  # fmt: skip
+    val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}"
+    print(f"\nval loss {val} after {result.step} steps; checkpoint {result.last_checkpoint}")
+    print(f"sample: {PROMPT}{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,94 @@
+"""The run config parser: --key=value overrides, type checks, unknown keys, --help."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from common.errors import UserError
+from training.config import TrainConfig, option, parse_config
+
+
+def test_overrides_are_typed_and_accept_both_spellings():
+    config = parse_config(
+        TrainConfig(),
+        [
+            "--micro_batch_size=8",
+            "--learning-rate=3e-4",
+            "--init-from", "checkpoints/base",
+            "--compile",
+            "--resume=false",
+            "--max_tokens=3.5e9",
+            "--model_overrides=n_layer=4,n_embd=256",
+        ],
+    )  # fmt: skip
+    assert config.micro_batch_size == 8 and isinstance(config.micro_batch_size, int)
+    assert config.learning_rate == 3e-4
+    assert config.init_from == "checkpoints/base"
+    assert config.compile is True and config.resume is False
+    assert config.max_tokens == 3_500_000_000 and isinstance(config.max_tokens, int)
+    assert config.model_overrides == {"n_layer": 4, "n_embd": 256}
+    assert TrainConfig().micro_batch_size == 16, "the defaults object must not be modified"
+
+
+def test_optional_accepts_none_and_dict_accepts_json():
+    config = parse_config(
+        TrainConfig(init_from="x"), ["--init_from=none", '--model_overrides={"n_head": 2}']
+    )
+    assert config.init_from is None
+    assert config.model_overrides == {"n_head": 2}
+
+
+def test_unknown_key_lists_close_matches():
+    with pytest.raises(UserError, match=r"unknown option --learning_rat.*--learning_rate"):
+        parse_config(TrainConfig(), ["--learning_rat=1e-3"])
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--max_steps=ten", "not a valid int"),
+        ("--max_steps=1.5", "not a valid int"),
+        ("--learning_rate=fast", "not a valid float"),
+        ("--compile=maybe", "true or false"),
+        ("--model_overrides=n_layer", "not a valid dict"),
+        ("--precision=fp8", "not one of"),
+        ("--micro_batch_size=0", "positive"),
+        ("--min_lr=1", "min_lr"),
+        ("positional", "unexpected argument"),
+    ],
+)
+def test_bad_values_are_user_errors(arg, message):
+    with pytest.raises(UserError, match=message):
+        parse_config(TrainConfig(), [arg])
+
+
+def test_value_missing_at_the_end_is_an_error():
+    with pytest.raises(UserError, match="needs a value"):
+        parse_config(TrainConfig(), ["--run_name"])
+
+
+def test_help_lists_every_field_with_default_and_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(TrainConfig(), ["--help"], "The script docstring.")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "The script docstring." in out
+    for name in ("tokens_per_step", "activation_checkpointing", "keep_last", "init_from"):
+        assert f"--{name}:" in out
+    assert "[0.0006]" in out  # the default of learning_rate
+    assert "one of: cosine, wsd" in out
+
+
+def test_subclass_fields_parse_and_check():
+    @dataclass
+    class DpoLikeConfig(TrainConfig):
+        beta: float = option(0.1, "DPO temperature")
+
+        def check(self) -> None:
+            super().check()
+            if self.beta <= 0:
+                raise UserError("--beta must be positive")
+
+    assert parse_config(DpoLikeConfig(), ["--beta=0.5"]).beta == 0.5
+    with pytest.raises(UserError, match="beta"):
+        parse_config(DpoLikeConfig(), ["--beta=-1"])

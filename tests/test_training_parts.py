@@ -1,0 +1,108 @@
+"""The engine's small parts: schedules, optimizer groups, losses, FLOPs, checkpoint retention."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.config import from_preset
+from model.transformer import Transformer
+from training.checkpoint import prune, resume_candidates, step_dir_name
+from training.config import TrainConfig
+from training.losses import IGNORE_INDEX, count_targets, cross_entropy_sum, token_log_probs
+from training.mfu import peak_flops, training_flops_per_token
+from training.optimizer import parameter_groups
+from training.schedule import learning_rate_at
+
+
+def schedule_config(**overrides) -> TrainConfig:
+    base = dict(learning_rate=1.0, min_lr=0.1, warmup_steps=10, schedule="cosine")
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_cosine_warms_up_peaks_and_ends_at_min_lr():
+    config = schedule_config()
+    rates = [learning_rate_at(step, config, 100) for step in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:10])), "warmup must rise"
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:])), "decay must not rise"
+    assert rates[-1] == pytest.approx(0.1)
+
+
+def test_wsd_is_flat_then_decays_linearly_in_the_last_fraction():
+    config = schedule_config(schedule="wsd", decay_fraction=0.2)
+    rates = [learning_rate_at(step, config, 100) for step in range(100)]
+    assert rates[10:80] == [1.0] * 70
+    assert rates[80] == pytest.approx(1.0) and rates[-1] == pytest.approx(0.1)
+    assert rates[90] == pytest.approx(1.0 - 0.9 * 10 / 19)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_no_weight_decay_on_norms_and_embeddings(tied):
+    model = Transformer(from_preset("debug", tie_embeddings=tied))
+    decay, no_decay = parameter_groups(model, 0.1)
+    decayed = {id(p) for p in decay["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert id(model.embed_tokens.weight) not in decayed
+    assert all("norm" not in names[i] for i in decayed)
+    assert (id(model.lm_head.weight) in decayed) == (not tied)
+    assert id(model.layers[0].attention.q_proj.weight) in decayed
+    every = decay["params"] + no_decay["params"]
+    assert len(every) == len(list(model.parameters())), "each parameter in exactly one group"
+
+
+def test_cross_entropy_sum_ignores_masked_targets_and_upcasts():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 64, dtype=torch.bfloat16)
+    targets = torch.randint(0, 60, (2, 5))
+    targets[0, :2] = IGNORE_INDEX
+    loss = cross_entropy_sum(logits, targets)
+    assert loss.dtype == torch.float32
+    keep = targets != IGNORE_INDEX
+    expected = F.cross_entropy(logits.float()[keep], targets[keep], reduction="sum")
+    assert torch.allclose(loss, expected)
+    assert count_targets(targets) == 8
+    per_token = token_log_probs(logits, targets)
+    assert per_token[0, :2].eq(0).all()
+    assert torch.allclose(-per_token.sum(), expected, atol=1e-5)
+
+
+def test_flops_per_token_matches_the_palm_formula_for_gpt2_small():
+    config = from_preset("124m")
+    layer = 4 * 768 * 768 + 3 * 768 * 2048 + 2 * 768  # q k v o, gate up down, two norms
+    expected = 6 * (12 * layer + config.n_embd + 50304 * 768) + 12 * 12 * 768 * 1024
+    assert training_flops_per_token(config, 1024) == expected
+    assert 0.7e9 < training_flops_per_token(config, 1024) < 0.9e9  # nanoGPT: ~0.85 GFLOP/token
+    assert peak_flops(torch.device("cpu")) is None, "no MFU on CPU"
+
+
+def write_step(run_dir, step, val_loss):
+    path = run_dir / step_dir_name(step)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"metrics": {"val_loss": val_loss}}))
+    return path
+
+
+def test_prune_keeps_last_n_and_the_best(tmp_path):
+    for step, loss in [(10, 3.0), (20, 1.0), (30, 2.0), (40, 2.5), (50, 2.4)]:
+        write_step(tmp_path, step, loss)
+    (tmp_path / "latest").write_text(step_dir_name(50))
+    prune(tmp_path, keep_last=2)
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("step_"))
+    assert kept == [step_dir_name(20), step_dir_name(40), step_dir_name(50)]
+    assert (tmp_path / "best").read_text().strip() == step_dir_name(20)
+    assert not [p for p in tmp_path.iterdir() if "deleting" in p.name]
+
+
+def test_resume_candidates_start_at_latest_and_skip_temp_folders(tmp_path):
+    for step in (10, 20, 30):
+        write_step(tmp_path, step, math.nan)
+    (tmp_path / (step_dir_name(40) + ".tmp-123")).mkdir()  # a save killed half-way
+    (tmp_path / "latest").write_text(step_dir_name(20) + "\n")
+    names = [p.name for p in resume_candidates(tmp_path)]
+    assert names == [step_dir_name(20), step_dir_name(10)]
+    (tmp_path / "latest").write_text("garbage")
+    names = [p.name for p in resume_candidates(tmp_path)]
+    assert names == [step_dir_name(30), step_dir_name(20), step_dir_name(10)]

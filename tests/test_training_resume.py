@@ -1,0 +1,200 @@
+"""Checkpoints and resume: exact continuation, graceful signals, kill -9, corrupt checkpoints."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from training_fixtures import make_inputs, single_thread, tiny_config
+
+import pre_training
+from common.errors import UserError
+from model.checkpoint import load_model
+from training.checkpoint import step_dir_name
+from training.pretraining_stage import PretrainingStage
+from training.trainer import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return make_inputs(tmp_path_factory.mktemp("inputs"))
+
+
+def signal_at(step_to_signal: int, signum: int):
+    """A pre-training stage that sends `signum` to this process while building step k's data."""
+
+    class SignalAt(PretrainingStage):
+        def train_micro_batch(self, step, micro_index):
+            if step == step_to_signal and micro_index == 0:
+                os.kill(os.getpid(), signum)
+            return super().train_micro_batch(step, micro_index)
+
+    return SignalAt
+
+
+def weights(path: Path) -> dict:
+    model, _, _ = load_model(path)
+    return model.state_dict()
+
+
+def test_stop_by_sigterm_then_resume_is_bitwise_identical(tmp_path, inputs):
+    straight = train(tiny_config(tmp_path, *inputs, run_name="straight"), PretrainingStage)
+
+    config = tiny_config(tmp_path, *inputs, run_name="stopped")
+    first = train(config, signal_at(2, signal.SIGTERM))
+    assert first.stopped_by_signal == signal.SIGTERM
+    assert first.step == 3, "the step in progress is finished, then the run stops"
+    assert (first.run_dir / "latest").read_text().strip() == step_dir_name(3)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, "handlers are restored"
+
+    second = train(
+        tiny_config(tmp_path, *inputs, run_name="stopped", resume=True), PretrainingStage
+    )
+    assert second.step == 8
+    assert first.losses + second.losses == straight.losses  # exact float equality
+    a, b = weights(straight.run_dir), weights(second.run_dir)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_sigint_through_the_cli_saves_and_exits_130(tmp_path, inputs, monkeypatch, capsys):
+    monkeypatch.setattr(pre_training, "PretrainingStage", signal_at(4, signal.SIGINT))
+    config = tiny_config(tmp_path, *inputs)
+    argv = [
+        f"--{key}={value}"
+        for key, value in config.to_dict().items()
+        if key not in ("model_overrides", "init_from")
+    ]
+    assert pre_training.main(argv) == 128 + signal.SIGINT
+    assert "--resume=true" in capsys.readouterr().err
+    run_dir = tmp_path / "checkpoints" / "run"
+    assert (run_dir / "latest").read_text().strip() == step_dir_name(5)
+    load_model(run_dir)  # loadable
+
+
+def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_usable(tmp_path, inputs):
+    """A real SIGKILL while step 8 is being written (the write is slowed down to hit it)."""
+    script = """
+import sys, time
+from pathlib import Path
+import torch
+import training.checkpoint as ckpt
+original = ckpt.write_training_state
+def slow_write(state, path):
+    original(state, path)
+    if "step_0000008" in str(path):
+        print("SAVING", flush=True)
+        time.sleep(120)
+ckpt.write_training_state = slow_write
+sys.path.insert(0, "tests")
+from training_fixtures import tiny_config
+from training.pretraining_stage import PretrainingStage
+from training.trainer import train
+torch.set_num_threads(1)
+train(tiny_config(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])), PretrainingStage)
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path), *map(str, inputs)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        for line in process.stdout:
+            if line.strip() == "SAVING" or time.monotonic() > deadline:
+                break
+        assert process.poll() is None, "the run ended before its second checkpoint"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    run_dir = tmp_path / "checkpoints" / "run"
+    assert (run_dir / "latest").read_text().strip() == step_dir_name(4)
+    assert list(run_dir.glob(step_dir_name(8) + ".tmp-*")), "the half-written folder is there"
+    load_model(run_dir)  # `latest` is complete and loadable
+
+    resumed = train(tiny_config(tmp_path, *inputs, resume=True), PretrainingStage)
+    assert resumed.step == 8 and len(resumed.losses) == 4
+    assert not list(run_dir.glob("*.tmp-*")), "leftovers of the killed run are removed"
+    assert (run_dir / "latest").read_text().strip() == step_dir_name(8)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncate model.safetensors", "garbage training_state.pt", "garbage config.json"],
+)
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, inputs, damage, capsys):
+    train(tiny_config(tmp_path, *inputs), PretrainingStage)  # checkpoints at 4 and 8
+    step_dir = tmp_path / "checkpoints" / "run" / step_dir_name(8)
+    action, name = damage.split()
+    path = step_dir / name
+    if action == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(b"\x00garbage")
+    resumed = train(tiny_config(tmp_path, *inputs, resume=True, max_steps=10), PretrainingStage)
+    err = capsys.readouterr().err
+    assert (
+        f"{step_dir_name(8)} is unreadable" in err and f"falling back to {step_dir_name(4)}" in err
+    )
+    assert resumed.step == 10 and len(resumed.losses) == 6, "continued from step 4"
+
+
+def test_resume_with_an_incompatible_config_lists_the_differences(tmp_path, inputs):
+    train(tiny_config(tmp_path, *inputs, max_steps=4), PretrainingStage)
+    with pytest.raises(UserError) as error:
+        train(
+            tiny_config(tmp_path, *inputs, resume=True, micro_batch_size=2, seed=8,
+                        model_overrides={"n_layer": 3}),
+            PretrainingStage,
+        )  # fmt: skip
+    message = str(error.value)
+    for key in ("model.n_layer", "micro_batch_size", "seed"):
+        assert key in message
+    assert "block_size" not in message
+
+
+def test_a_finished_run_is_not_silently_reused_or_resumed_from_nothing(tmp_path, inputs):
+    with pytest.raises(UserError, match="no checkpoint"):
+        train(tiny_config(tmp_path, *inputs, resume=True), PretrainingStage)
+    train(tiny_config(tmp_path, *inputs, max_steps=4), PretrainingStage)
+    with pytest.raises(UserError, match="already holds a run"):
+        train(tiny_config(tmp_path, *inputs, max_steps=4), PretrainingStage)
+    again = train(tiny_config(tmp_path, *inputs, max_steps=2, overwrite=True), PretrainingStage)
+    assert again.step == 2
+    finished = train(tiny_config(tmp_path, *inputs, max_steps=2, resume=True), PretrainingStage)
+    assert finished.step == 2 and finished.losses == [], "nothing left to do"
+
+
+def test_keep_last_and_best_pointer(tmp_path, inputs):
+    config = tiny_config(tmp_path, *inputs, max_steps=12, checkpoint_interval=2, keep_last=2)
+    result = train(config, PretrainingStage)
+    names = sorted(p.name for p in result.run_dir.iterdir() if p.name.startswith("step_"))
+    best = (result.run_dir / "best").read_text().strip()
+    assert names[-2:] == [step_dir_name(10), step_dir_name(12)]
+    assert set(names) == {best, step_dir_name(10), step_dir_name(12)}
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path, inputs):
+    train(tiny_config(tmp_path, *inputs, max_steps=6, checkpoint_interval=4), PretrainingStage)
+    # pretend the run crashed after step 6 but before its last save: resume from step 4
+    run_dir = tmp_path / "checkpoints" / "run"
+    (run_dir / "latest").write_text(step_dir_name(4) + "\n")
+    train(tiny_config(tmp_path, *inputs, max_steps=6, resume=True), PretrainingStage)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert [e.step for e in events.Scalars("val/loss")] == [4, 6]

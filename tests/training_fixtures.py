@@ -1,0 +1,162 @@
+"""Tiny, hermetic inputs for the training-engine tests: a BPE tokenizer trained in-test and
+pre-training shards written with tokenizer/tokenized_data.SplitWriter (no other CLI needed)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from common.atomic import sha256_file
+from tokenizer.profiles import SPECIAL_TOKENS, encode_document, load_tokenizer
+from tokenizer.tokenized_data import SplitWriter
+from training.config import TrainConfig
+from training.losses import IGNORE_INDEX, count_targets, cross_entropy_sum
+from training.stage import Batch, RunContext, Stage
+
+NAMES = ["Max", "Lily", "Tom", "Mia", "Ben", "Sue"]
+PLACES = ["forest", "park", "garden", "river", "house", "school"]
+THINGS = ["ball", "cat", "kite", "book", "cake", "tree"]
+
+
+def make_text(rng: random.Random) -> str:
+    """A patterned little story: easy for a tiny model to learn, so its loss falls fast."""
+    name, place, thing = rng.choice(NAMES), rng.choice(PLACES), rng.choice(THINGS)
+    return (
+        f"{name} went to the {place}. {name} saw a {thing}. The {thing} was big. {name} was happy."
+    )
+
+
+def make_tokenizer(path: Path, vocab_size: int = 300) -> Path:
+    rng = random.Random(0)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([make_text(rng) for _ in range(200)], trainer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(path))
+    return path
+
+
+def make_pretraining_data(
+    out_dir: Path,
+    tokenizer_path: Path,
+    documents: dict[str, int] | None = None,
+    mode: str = "pre_training",
+    vocab_size: int | None = None,
+    sha256: str | None = None,
+) -> Path:
+    """OUT/{train,validation}/ in the tokenized format; `vocab_size`/`sha256` may lie on purpose."""
+    tokenizer = load_tokenizer(tokenizer_path)
+    documents = documents or {"train": 400, "validation": 40}
+    for split_index, (split, count) in enumerate(documents.items()):
+        rng = random.Random(100 + split_index)
+        writer = SplitWriter(out_dir / split, mode, vocab_size or tokenizer.get_vocab_size())
+        docs = [encode_document(tokenizer, make_text(rng)) for _ in range(count)]
+        if mode == "post_training_sft":
+            writer.add_documents(docs, [[1] * len(d) for d in docs])
+        elif mode == "post_training_dpo":
+            writer.add_pairs([(d[:4], d[4:8] + [5], d[8:12] + [5]) for d in docs])
+        else:
+            writer.add_documents(docs)
+        writer.finish("pre_training", sha256 or sha256_file(tokenizer_path))
+    return out_dir
+
+
+def make_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """(tokenizer path, tokenized data folder) under tmp_path."""
+    tokenizer_path = make_tokenizer(tmp_path / "tokenizer.json")
+    return tokenizer_path, make_pretraining_data(tmp_path / "tokenized", tokenizer_path)
+
+
+def tiny_config(tmp_path: Path, tokenizer_path: Path, data_dir: Path, **overrides) -> TrainConfig:
+    """A debug-preset run on CPU that takes well under a second per few steps."""
+    base = TrainConfig(
+        run_name="run",
+        checkpoint_dir=str(tmp_path / "checkpoints"),
+        data_dir=str(data_dir),
+        tokenizer_path=str(tokenizer_path),
+        model_preset="debug",
+        block_size=32,
+        micro_batch_size=4,
+        tokens_per_step=0,
+        max_steps=8,
+        learning_rate=3e-3,
+        min_lr=3e-4,
+        warmup_steps=2,
+        eval_interval=4,
+        eval_batches=2,
+        log_interval=1,
+        checkpoint_interval=4,
+        keep_last=2,
+        sample_max_new_tokens=8,
+        precision="fp32",
+        device="cpu",
+        seed=7,
+        compile=False,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+class FixedPoolStage(Stage):
+    """Language modelling on a fixed pool of rows, some targets masked with -100.
+
+    Step s uses rows perm_s[:rows_per_step] (perm_s seeded by (seed, s)); micro-batch i of the
+    step takes the i-th slice of micro_batch_size rows. So 1 x 8 rows and 2 x 4 rows read the
+    same rows per step: what the accumulation-equivalence tests need.
+    """
+
+    def __init__(self, context: RunContext, pool_size: int = 16, mask_fraction: float = 0.3):
+        config = context.config
+        generator = torch.Generator().manual_seed(config.seed)
+        vocab = context.model_config.vocab_size
+        rows = torch.randint(0, vocab, (pool_size, config.block_size + 1), generator=generator)
+        self.inputs = rows[:, :-1]
+        self.targets = rows[:, 1:].clone()
+        masked = torch.rand(self.targets.shape, generator=generator) < mask_fraction
+        self.targets[masked] = IGNORE_INDEX
+        self.batch_size = config.micro_batch_size
+        self.rows_per_step = context.micro_batches_per_step * config.micro_batch_size
+        self.seed = config.seed
+
+    def train_micro_batch(self, step: int, micro_index: int) -> Batch:
+        order = np.random.default_rng([self.seed, step]).permutation(len(self.inputs))
+        rows = torch.from_numpy(order[: self.rows_per_step])
+        rows = rows[micro_index * self.batch_size : (micro_index + 1) * self.batch_size]
+        return {"inputs": self.inputs[rows], "targets": self.targets[rows]}
+
+    def validation_batches(self) -> list[Batch]:
+        return [{"inputs": self.inputs[:4], "targets": self.targets[:4]}]
+
+    def count(self, batch: Batch) -> int:
+        return count_targets(batch["targets"])
+
+    def tokens(self, batch: Batch) -> int:
+        return batch["inputs"].numel()
+
+    def loss(self, model, batch: Batch):
+        return cross_entropy_sum(model(batch["inputs"]), batch["targets"]), {
+            "debug/first_target_sum": (batch["targets"][:, 0] != IGNORE_INDEX).sum().float()
+        }
+
+
+@contextlib.contextmanager
+def single_thread():
+    """The test machine has 2 cores shared with other jobs: torch's 2 threads thrash there."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,78 @@
+"""Which model a run trains: its config (preset or `--init_from` checkpoint) and its weights.
+
+- A fresh run: `from_preset(model_preset, **model_overrides)` with vocab_size taken from the
+  tokenizer and block_size from the run config; weights from the model's own init (seeded).
+- `--init_from checkpoints/<run>`: the checkpoint's architecture and weights (weights only:
+  the optimizer, schedule and step start fresh). Its tokenizer must be the run's tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from common.errors import UserError
+from model.checkpoint import load_model, read_checkpoint_config, resolve_checkpoint
+from model.config import ModelConfig, from_preset
+from model.transformer import Transformer
+
+
+@dataclass
+class InitSource:
+    """Where the starting weights come from."""
+
+    model_config: ModelConfig
+    step_dir: Path | None = None  # the --init_from step folder, None for a fresh init
+
+
+def resolve_init(config, tokenizer: Tokenizer, tokenizer_sha256: str) -> InitSource:
+    vocab_size = tokenizer.get_vocab_size()
+    if config.init_from:
+        step_dir = resolve_checkpoint(config.init_from)
+        saved = read_checkpoint_config(step_dir)
+        model_config = ModelConfig.from_dict(saved["model"])
+        if model_config.vocab_size != vocab_size:
+            raise UserError(
+                f"--init_from={config.init_from}: the model's vocabulary has "
+                f"{model_config.vocab_size} tokens but {config.tokenizer_path} has {vocab_size}; "
+                "use the tokenizer that model was trained with"
+            )
+        saved_sha = (saved.get("tokenizer") or {}).get("sha256")
+        if saved_sha is not None and saved_sha != tokenizer_sha256:
+            raise UserError(
+                f"--init_from={config.init_from} was trained with a different tokenizer than "
+                f"{config.tokenizer_path} (sha256 {saved_sha[:12]}... vs "
+                f"{tokenizer_sha256[:12]}...); use the same tokenizer.json"
+            )
+        if config.block_size > model_config.block_size:
+            raise UserError(
+                f"--block_size={config.block_size} exceeds the context of --init_from's model "
+                f"({model_config.block_size}); use --block_size={model_config.block_size} or less"
+            )
+        if config.model_overrides:
+            raise UserError("--model_overrides cannot change a model loaded with --init_from")
+        return InitSource(model_config=model_config, step_dir=step_dir)
+    for key in ("vocab_size", "block_size"):
+        if key in config.model_overrides:
+            raise UserError(
+                f"--model_overrides may not set {key}: "
+                + ("it comes from the tokenizer" if key == "vocab_size" else "use --block_size")
+            )
+    model_config = from_preset(
+        config.model_preset,
+        **{**config.model_overrides, "vocab_size": vocab_size, "block_size": config.block_size},
+    )
+    return InitSource(model_config=model_config)
+
+
+def build_model(source: InitSource, seed: int, device: torch.device) -> Transformer:
+    """The starting model on `device`, in train mode (init on CPU, so it is device-independent)."""
+    if source.step_dir is not None:
+        model, _, _ = load_model(source.step_dir, device="cpu")
+    else:
+        torch.manual_seed(seed)
+        model = Transformer(source.model_config)
+    return model.to(device).train()

@@ -1,0 +1,121 @@
+"""The contract between the training engine and a stage (pre-training, SFT, DPO).
+
+The engine (training/trainer.py) owns everything a stage has in common: model building,
+precision, compile, DDP, the optimizer and schedule, gradient accumulation, validation,
+TensorBoard, checkpoints, exact resume and signals. A stage supplies only its data and its loss,
+by subclassing `Stage`. A training script then calls:
+
+    result = train(config, build_stage)      # build_stage(context: RunContext) -> Stage
+
+`build_stage` runs after the engine has loaded the tokenizer, resolved the model config and
+picked the device, so the stage can validate its data against them (see RunContext).
+
+How the engine uses a stage, per optimizer step `step` (0-based):
+
+1. For every micro-batch this rank runs, `batch = stage.train_micro_batch(step, micro_index)`.
+   `micro_index` is the micro-batch's position among ALL micro-batches of the step, across all
+   ranks: `rank * accumulation_steps + micro_step`, in `range(context.micro_batches_per_step)`.
+   The batch must be a pure function of (config.seed, step, micro_index), e.g. a
+   `numpy.random.default_rng([seed, step, micro_index])`: resume then needs no replay, and one
+   GPU with 2x accumulation sees exactly the data of 2 GPUs.
+   A batch is a dict of CPU tensors; the engine moves every tensor value to the device
+   (non-tensor values are passed through untouched).
+2. `stage.count(batch)` (an int, known before the forward pass: target tokens for language
+   modelling, pairs for DPO) is summed over all micro-batches and ranks of the step into N.
+3. `loss_sum, metrics = stage.loss(model, batch)` runs under the engine's autocast. `loss_sum`
+   is a scalar SUM over the batch's count units (not a mean); the engine backpropagates
+   `loss_sum / N` (times world size, because DDP averages gradients), so k micro-batches of b
+   give exactly the gradient of one batch of k*b. `metrics` maps TensorBoard names (e.g.
+   "rewards/chosen") to scalar tensors that are also SUMS over count units; the engine logs
+   sum / N. `model` is the training module (maybe compiled and DDP-wrapped): call it as
+   `model(idx) -> logits [B, T, padded_vocab]`.
+4. `stage.tokens(batch)` (an int) counts tokens processed, for tokens/s and MFU.
+
+At each evaluation (every config.eval_interval steps and at the end):
+- `stage.validation_batches()` is a FIXED list (same batches every time); rank r evaluates
+  batches[r::world_size]; val/loss = sum(loss_sum) / sum(count) over all of them, each metric
+  is logged as "val/<name>", and val/ppl = exp(val/loss) when `reports_perplexity`.
+- On rank 0 only, `stage.text_samples(model)` returns {name: text} logged as TensorBoard text
+  "samples/<name>". `model` is the plain module (never compiled/DDP), in eval mode, under
+  torch.no_grad and autocast; random sampling inside it cannot disturb training (the engine
+  forks the RNG).
+
+Class attributes: `name` ("pre_training" | "sft" | "dpo") and `tokenizer_profile` go into each
+checkpoint's config.json ("stage", "tokenizer"."profile"); `reports_perplexity` says whether
+val/ppl means anything for the stage's loss.
+
+`state_dict()` / `load_state_dict()` save and restore whatever state a stage keeps (none for a
+pure-function loader); it is stored in training_state.pt, so keep it to tensors, numbers,
+strings, lists and dicts (loaded with torch.load(weights_only=True)).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from model.config import ModelConfig
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class RunContext:
+    """What the engine knows when it builds the stage."""
+
+    config: object  # the run config (a training.config.TrainConfig or a subclass)
+    model_config: ModelConfig  # vocab_size comes from the tokenizer
+    tokenizer: Tokenizer  # loaded with tokenizer.profiles.load_tokenizer
+    tokenizer_path: Path
+    tokenizer_sha256: str
+    device: torch.device
+    rank: int
+    world_size: int
+    accumulation_steps: int  # micro-batches per rank per optimizer step
+    micro_batches_per_step: int  # accumulation_steps * world_size
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class Stage(abc.ABC):
+    """One training stage's data and loss. See the module docstring for the contract."""
+
+    name: str = "pre_training"  # "pre_training" | "sft" | "dpo": written to config.json "stage"
+    tokenizer_profile: str = "pre_training"  # written to config.json "tokenizer" "profile"
+    reports_perplexity: bool = True  # log val/ppl = exp(val/loss) (meaningless for DPO)
+
+    @abc.abstractmethod
+    def train_micro_batch(self, step: int, micro_index: int) -> Batch:
+        """The training micro-batch number `micro_index` of optimizer step `step` (CPU tensors)."""
+
+    @abc.abstractmethod
+    def validation_batches(self) -> list[Batch]:
+        """The fixed validation set, as micro-batches (CPU tensors)."""
+
+    @abc.abstractmethod
+    def count(self, batch: Batch) -> int:
+        """Normalizer units in the batch (target tokens, or pairs), known before the forward."""
+
+    @abc.abstractmethod
+    def tokens(self, batch: Batch) -> int:
+        """Tokens the model processes for this batch (for tokens/s and MFU)."""
+
+    @abc.abstractmethod
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
+        """(scalar loss SUM over count units, {metric name: scalar SUM over count units})."""
+
+    def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
+        """{name: generated text} for TensorBoard at each evaluation; none by default."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        del state
