@@ -2,19 +2,21 @@
 
     # the README's reference shapes on a GPU (with and without torch.compile)
     python3 -m benchmarks.training_benchmark --preset 124m --micro-batch 32 --block-size 1024
-    python3 -m benchmarks.training_benchmark --preset 170m --micro-batch 16 --block-size 1024
-    # several micro-batches at once, compiled only
-    python3 -m benchmarks.training_benchmark --preset 170m --micro-batch 8 16 24 --compile on
+    python3 -m benchmarks.training_benchmark --preset 170m --micro-batch 8 16 --compile on
 
 Tiny CPU example (tokens/s only; a CPU has no MFU):
     python3 -m benchmarks.training_benchmark --preset debug --micro-batch 8 --block-size 128 \
-        --device cpu --steps 10 --warmup 3
+        --device cpu --steps 10 --warmup 3 --compile off
 
-Each timed step is the engine's optimizer step on random tokens: forward under autocast,
-fp32 cross-entropy over the padded vocabulary, backward, gradient clipping, fused AdamW, and the
-one host sync per step the engine also does (reading the loss). Warm-up steps (which include
-compilation) are not timed. MFU = tokens/s x training FLOPs per token (model/plan.py) / the
-device's dense bf16 peak (training/mfu.py). Peak memory is torch.cuda.max_memory_allocated.
+Each timed step is what the engine's optimizer step does (training/trainer.py), on random
+tokens: forward under autocast, fp32 cross-entropy over the padded vocabulary (with --compile on
+a GPU, the engine's compiled loss: training/losses.py), backward, gradient clipping, fused
+AdamW, and the one host sync per step the engine also does (reading the loss). Warm-up steps
+(which include compilation) are not timed. MFU = tokens/s x training FLOPs per token
+(model/plan.py) / the device's dense bf16 peak (training/mfu.py). Peak memory is
+torch.cuda.max_memory_allocated; `planned_memory_gb` is model/plan.py's estimate for the same
+shape (it models the eager model: compile usually needs less).
+A configuration that fails (out of memory, a compiler error) prints a line with "error".
 """
 
 import argparse
@@ -26,9 +28,10 @@ import torch
 
 from common.errors import UserError, run_cli
 from model.config import PRESETS, from_preset
+from model.plan import memory_estimate
 from model.transformer import Transformer
 from training.distributed import pick_device
-from training.losses import cross_entropy_sum
+from training.losses import compiled_losses, cross_entropy_sum
 from training.mfu import peak_flops, training_flops_per_token
 from training.optimizer import build_optimizer
 from training.precision import autocast, enable_fast_fp32_matmuls, grad_scaler, resolve_precision
@@ -74,12 +77,13 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
     optimizer = build_optimizer(model, optimizer_config, device)
     scaler = grad_scaler(precision, device)
     train_model = torch.compile(model) if compiled else model
+    fused_loss = compiled and device.type == "cuda"  # as the engine decides
     shape = (micro_batch, args.block_size)
     inputs = torch.randint(0, config.vocab_size, shape, device=device)
     targets = torch.randint(0, config.vocab_size, shape, device=device)
 
     def step() -> float:
-        with autocast(precision, device):
+        with autocast(precision, device), compiled_losses(fused_loss):
             loss = cross_entropy_sum(train_model(inputs), targets) / targets.numel()
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -100,29 +104,41 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - started) / args.steps
     tokens_per_s = micro_batch * args.block_size / seconds
+    flops = training_flops_per_token(config, args.block_size)
     result = {
-        "preset": args.preset,
+        **describe(args, micro_batch, compiled, device),
         "parameters_m": round(model.num_parameters() / 1e6, 2),
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu",
         "precision": precision,
+        "fused_loss": fused_loss,
+        "step_ms": round(seconds * 1000, 2),
+        "tokens_per_s": round(tokens_per_s),
+        "model_tflops": round(tokens_per_s * flops / 1e12, 1),  # achieved, by the MFU formula
+    }
+    peak = peak_flops(device)
+    if peak:
+        result["mfu"] = round(tokens_per_s * flops / peak, 4)
+    if device.type == "cuda":
+        result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
+        planned = memory_estimate(
+            config, micro_batch, args.block_size, precision, args.activation_checkpointing
+        )
+        result["planned_memory_gb"] = round(planned["total"] / 1e9, 2)
+    else:
+        result["threads"] = torch.get_num_threads()
+    return result
+
+
+def describe(args, micro_batch: int, compiled: bool, device: torch.device) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {
+        "preset": args.preset,
+        "device": name or "cpu",
+        "torch": torch.__version__,
         "compile": compiled,
         "activation_checkpointing": args.activation_checkpointing,
         "micro_batch": micro_batch,
         "block_size": args.block_size,
-        "step_ms": round(seconds * 1000, 2),
-        "tokens_per_s": round(tokens_per_s),
     }
-    peak = peak_flops(device)
-    if peak:
-        flops = training_flops_per_token(config, args.block_size)
-        result["mfu"] = round(tokens_per_s * flops / peak, 4)
-    if device.type == "cuda":
-        result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
-    else:
-        result["threads"] = torch.get_num_threads()
-    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,8 +158,15 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 result = measure(args, micro_batch, compiled, device, precision)
             except torch.cuda.OutOfMemoryError:
-                result = {"preset": args.preset, "micro_batch": micro_batch, "compile": compiled,
-                          "block_size": args.block_size, "error": "out of memory"}  # fmt: skip
+                result = {**describe(args, micro_batch, compiled, device), "error": "out of memory"}
+            except Exception as error:  # e.g. no C compiler / Triton for torch.compile
+                first_line = (str(error).strip().splitlines() or [repr(error)])[0][:300]
+                result = {
+                    **describe(args, micro_batch, compiled, device),
+                    "error": f"{type(error).__name__}: {first_line}",
+                }
+            if compiled:
+                torch.compiler.reset()  # drop this model's compiled graphs before the next one
             print(json.dumps(result), flush=True)
 
 

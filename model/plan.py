@@ -23,9 +23,11 @@ Formulas (per token, d = n_embd, L = n_layer, T = block_size, V = padded vocab, 
   34d + 8m bytes (the same count with 2-byte matmul inputs; a GPU test checks it on CUDA).
   The residual stream stays fp32; RMSNorm keeps its input and normalised input, attention
   keeps q, k, v (k, v repeated to all heads) and its output, SwiGLU keeps its 4 hidden-width
-  tensors. The head keeps
-  12d bytes/token and at the start of the backward pass holds logits, fp32 log-probabilities
-  and their gradients: (a + 12) * V bytes/token (a = 2 in bf16, 4 in fp32).
+  tensors. (With grouped-query heads in bf16/fp16 on an Ampere+ GPU, SDPA groups the heads
+  itself and keeps k, v unrepeated: the estimate errs a few percent high there.) The head
+  keeps 12d bytes/token and at the start of the backward pass holds logits, fp32
+  log-probabilities and their gradients: (a + 12) * V bytes/token (a = 2 in bf16, 4 in fp32;
+  training/losses.py's compiled loss, used with --compile on a GPU, holds far less).
   With activation checkpointing each layer keeps only its fp32 input (4d) and one layer's
   activations are rebuilt at a time during the backward pass (while the logits, a * V, are
   still held).

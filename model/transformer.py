@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.torch_version import TorchVersion
 from torch.utils.checkpoint import checkpoint
 
 from model.config import ModelConfig
@@ -38,6 +39,28 @@ def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor,
     freqs = torch.outer(positions, inv_freq)  # [length, head_dim/2]
     angles = torch.cat((freqs, freqs), dim=-1)  # [length, head_dim]
     return angles.cos(), angles.sin()
+
+
+# SDPA reads grouped key/value heads itself from torch 2.5 (enable_gqa).
+SDPA_HAS_GQA = TorchVersion(torch.__version__) >= (2, 5)
+
+
+def sdpa_can_group_heads(q: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """Whether SDPA's own grouped-query support runs a fused kernel for these inputs.
+
+    With enable_gqa the flash/cuDNN kernels read each key/value head once for its whole group
+    of query heads (no H // KV copies in memory, none saved for the backward pass). They need
+    fp16/bf16 on an Ampere or newer GPU and no explicit mask; anywhere else SDPA would fall back
+    to its slow "math" kernel, so we repeat the key/value heads ourselves instead.
+    (Under torch.compile every test here is a constant: no graph break.)
+    """
+    return (
+        SDPA_HAS_GQA
+        and mask is None
+        and q.is_cuda
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and torch.cuda.get_device_properties(q.device).major >= 8
+    )
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -75,10 +98,16 @@ class Attention(nn.Module):
             # k, v become the whole cached prefix plus the new tokens: [B, KV, S, D], S = start + T
             k, v, is_causal, mask = kv_cache.update(self.layer_index, k, v)
 
-        if KV != H:  # grouped-query attention: query head h reads key/value head h // (H // KV)
-            k = k.repeat_interleave(H // KV, dim=1)  # [B, H, S, D]
-            v = v.repeat_interleave(H // KV, dim=1)  # [B, H, S, D]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        # Grouped-query attention: query head h reads key/value head h // (H // KV).
+        if KV != H and sdpa_can_group_heads(q, mask):
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True
+            )  # [B, H, T, D]
+        else:
+            if KV != H:
+                k = k.repeat_interleave(H // KV, dim=1)  # [B, H, S, D]
+                v = v.repeat_interleave(H // KV, dim=1)  # [B, H, S, D]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # [B, T, C]
         return self.o_proj(y)
 

@@ -4,12 +4,19 @@ import math
 
 import pytest
 import torch
+from model_fixtures import single_thread
 
 from common.errors import UserError
 from model.config import PRESETS, ModelConfig, from_preset
 from model.kv_cache import KVCache
 from model.plan import parameter_counts
 from model.transformer import Transformer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
 
 
 def tiny(**overrides) -> Transformer:
@@ -190,3 +197,53 @@ def test_unknown_preset_and_override():
         ModelConfig.from_dict({"n_layer": 2, "dropout": 0.1})
     with pytest.raises(UserError, match="disagrees"):
         ModelConfig.from_dict({**ModelConfig().to_dict(), "head_dim": 7})
+
+
+def test_sdpa_grouped_heads_match_repeated_heads(monkeypatch):
+    """SDPA's enable_gqa path (taken on Ampere+ GPUs in bf16/fp16) must group query heads onto
+    key/value heads exactly as our repeat_interleave does (head h reads kv head h // group)."""
+    from model import transformer
+
+    model = tiny()  # debug preset: 4 query heads, 2 key/value heads
+    assert model.config.n_kv_head < model.config.n_head
+    idx = torch.randint(0, 512, (2, 24))
+    with torch.no_grad():
+        repeated = model(idx)
+        monkeypatch.setattr(transformer, "sdpa_can_group_heads", lambda q, mask: True)
+        grouped = model(idx)
+        cache = KVCache(model.config, batch_size=2)
+        chunks = [model(idx[:, :10], cache), model(idx[:, 10:16], cache)]  # masked chunk too
+        chunks += [model(idx[:, t : t + 1], cache) for t in range(16, 24)]
+    torch.testing.assert_close(grouped, repeated, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(chunks, dim=1), repeated, atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_heads_stay_in_the_repeat_path_where_no_fused_kernel_has_them():
+    """fp32, CPU tensors or an explicit mask would send enable_gqa to SDPA's slow math kernel."""
+    from model.transformer import sdpa_can_group_heads
+
+    q = torch.zeros(1, 4, 8, 32)
+    assert not sdpa_can_group_heads(q, None)  # CPU
+    assert not sdpa_can_group_heads(q.bfloat16(), None)  # CPU, even in bf16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_bf16_grouped_heads_compile_without_graph_breaks_and_match():
+    torch.manual_seed(0)
+    config = from_preset("debug", n_head=8, n_kv_head=2, n_embd=256, block_size=256)
+    model = Transformer(config).cuda().eval()
+    idx = torch.randint(0, 512, (2, 256), device="cuda")
+    q = torch.zeros(1, 8, 4, 32, device="cuda", dtype=torch.bfloat16)
+    from model.transformer import sdpa_can_group_heads
+
+    major = torch.cuda.get_device_properties(0).major
+    assert sdpa_can_group_heads(q, None) == (major >= 8)
+    assert not sdpa_can_group_heads(q.float(), None) and not sdpa_can_group_heads(q, q.bool())
+    compiled = torch.compile(model, fullgraph=True)  # a graph break would raise here
+    with torch.no_grad():
+        reference = model(idx)  # fp32: the repeat path
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            eager = model(idx).float()  # bf16: SDPA groups the heads itself
+            fused = compiled(idx).float()
+    torch.testing.assert_close(fused, eager, atol=5e-2, rtol=5e-2)
+    torch.testing.assert_close(eager, reference, atol=5e-2, rtol=5e-2)

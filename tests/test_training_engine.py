@@ -184,3 +184,37 @@ def test_gpu_mixed_precision_with_compile(tmp_path, inputs, precision):
     events = EventAccumulator(str(result.run_dir / "tensorboard"))
     events.Reload()
     assert events.Scalars("perf/peak_memory_gb")[-1].value > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_a_training_step_waits_for_the_gpu_only_once(tmp_path, inputs):
+    """Host syncs stall the GPU: a step must have exactly one (reading its loss), however many
+    micro-batches it accumulates. Bug guarded: torch.tensor(..., device="cuda") per step."""
+    import warnings
+
+    from training.distributed import setup_distributed
+    from training.trainer import Trainer, host_to_device
+
+    window = torch.arange(2 * 9).reshape(2, 9)
+    inputs_view = window[:, :-1]  # strided, like a batch's inputs
+    moved = host_to_device(inputs_view, torch.device("cuda"))
+    assert moved.is_contiguous() and torch.equal(moved.cpu(), inputs_view)
+
+    config = tiny_config(
+        tmp_path, *inputs, device="cuda", precision="bf16", tokens_per_step=4 * 4 * 32,
+    )  # fmt: skip
+    trainer = Trainer(config, FixedPoolStage, setup_distributed(config.device))
+    assert trainer.accumulation == 4
+    for _ in range(2):  # warm up: AdamW creates its state (one-off syncs) on its first step
+        trainer._train_step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer._train_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        trainer.log.close()
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+    assert len(syncs) <= 1, syncs

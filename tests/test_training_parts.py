@@ -106,3 +106,97 @@ def test_resume_candidates_start_at_latest_and_skip_temp_folders(tmp_path):
     (tmp_path / "latest").write_text("garbage")
     names = [p.name for p in resume_candidates(tmp_path)]
     assert names == [step_dir_name(30), step_dir_name(20), step_dir_name(10)]
+
+
+def test_rng_state_touches_only_the_training_gpu(monkeypatch):
+    """Bug guarded: capturing torch.cuda.get_rng_state_all() made rank 0 of a torchrun job
+    create a CUDA context (hundreds of MB) on every visible GPU at its first checkpoint."""
+    from training import checkpoint as ckpt
+
+    def every_gpu(*args):
+        raise AssertionError("touches every GPU")
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", every_gpu)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", every_gpu)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: asked.append(device) or
+                        torch.zeros(8, dtype=torch.uint8))  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: asked.append(device))
+    device = torch.device("cuda", 1)
+    state = ckpt.capture_rng_state(device)
+    ckpt.restore_rng_state(state, device)
+    assert asked == [device, device]
+    cpu_state = ckpt.capture_rng_state(torch.device("cpu"))
+    assert "cuda" not in cpu_state, "a CPU run never initialises CUDA"
+    ckpt.restore_rng_state(cpu_state, torch.device("cpu"))
+
+
+def test_compiled_losses_leave_cpu_tensors_alone(monkeypatch):
+    """--compile on a CPU run must not try to compile the loss (no compiler needed there)."""
+    from training import losses
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled on CPU")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    logits, targets = torch.randn(2, 3, 64), torch.randint(0, 64, (2, 3))
+    expected = cross_entropy_sum(logits, targets)
+    with losses.compiled_losses():
+        assert torch.equal(cross_entropy_sum(logits, targets), expected)
+        token_log_probs(logits, targets)
+    assert not losses._compile_losses, "the flag is restored on exit"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_compiled_cross_entropy_matches_eager_and_saves_memory():
+    """The fused (torch.compile) loss gives eager's value and gradient without the fp32 copies
+    of the [B, T, V] logits that eager makes."""
+    from training import losses
+
+    torch.manual_seed(0)
+    B, T, V = 8, 512, 32768
+    targets = torch.randint(0, V, (B, T), device="cuda")
+    targets[:, :7] = IGNORE_INDEX
+    base = torch.randn(B, T, V, device="cuda", dtype=torch.bfloat16)
+
+    def run(compiled: bool):
+        logits = base.clone().requires_grad_()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        with losses.compiled_losses(compiled):
+            loss = cross_entropy_sum(logits, targets)
+            loss.backward()
+        torch.cuda.synchronize()
+        return loss.detach(), logits.grad.float(), torch.cuda.max_memory_allocated() - start
+
+    run(True)  # compile outside the measurement
+    eager_loss, eager_grad, eager_peak = run(False)
+    fused_loss, fused_grad, fused_peak = run(True)
+    torch.testing.assert_close(fused_loss, eager_loss, rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(fused_grad, eager_grad, rtol=2e-2, atol=1e-3)
+    logits_bytes = B * T * V * 2
+    print(f"peak above inputs: eager {eager_peak / 1e9:.2f} GB, fused {fused_peak / 1e9:.2f} GB")
+    assert fused_peak < eager_peak - 2 * logits_bytes, (eager_peak, fused_peak)
+
+
+@pytest.mark.parametrize("major, expected", [(7, "fp16"), (8, "bf16"), (9, "bf16")])
+def test_auto_precision_picks_fp16_on_gpus_without_bf16_tensor_cores(monkeypatch, major, expected):
+    """Bug guarded: torch.cuda.is_bf16_supported() is True on a T4/V100 (bf16 emulation), so
+    `auto` chose slow emulated bf16 there instead of fp16 + GradScaler."""
+    from types import SimpleNamespace
+
+    from common.errors import UserError
+    from training.precision import resolve_precision
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major)
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"GPU sm{major}0")
+    cuda = torch.device("cuda", 0)
+    assert resolve_precision("auto", cuda) == expected
+    if expected == "fp16":
+        with pytest.raises(UserError, match="no bf16 support; use --precision=fp16"):
+            resolve_precision("bf16", cuda)

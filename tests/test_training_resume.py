@@ -1,5 +1,6 @@
 """Checkpoints and resume: exact continuation, graceful signals, kill -9, corrupt checkpoints."""
 
+import json
 import os
 import signal
 import subprocess
@@ -198,3 +199,25 @@ def test_a_resumed_run_logs_each_step_once(tmp_path, inputs):
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
     assert [e.step for e in events.Scalars("val/loss")] == [4, 6]
+
+
+def test_best_is_chosen_only_among_checkpoints_whose_weights_were_evaluated(tmp_path, inputs):
+    """Bug guarded: a checkpoint saved between evaluations (or on SIGTERM) carried the val loss
+    of OLDER weights, so `best` could point at weights that were never validated."""
+    config = tiny_config(
+        tmp_path, *inputs, max_steps=6, eval_interval=2, checkpoint_interval=3, keep_last=2
+    )
+    result = train(config, PretrainingStage)
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    logged = {event.step: event.value for event in events.Scalars("val/loss")}
+    assert sorted(logged) == [2, 4, 6]
+
+    def saved_val_loss(step):
+        path = result.run_dir / step_dir_name(step) / "config.json"
+        return json.loads(path.read_text())["metrics"]["val_loss"]
+
+    assert saved_val_loss(6) == pytest.approx(logged[6])
+    # step 3 was never evaluated (the last evaluation was of step 2's weights)
+    assert saved_val_loss(3) is None
+    assert (result.run_dir / "best").read_text().strip() == step_dir_name(6)

@@ -218,28 +218,28 @@ def _skip(step_dir: Path, error: Exception, rest: list[Path], announce: bool) ->
         )
 
 
-def capture_rng_state() -> dict:
-    """Python, NumPy, torch (and CUDA) RNG states, in types torch.load(weights_only) accepts."""
+def capture_rng_state(device: torch.device) -> dict:
+    """Python, NumPy, torch (and the training GPU's) RNG states, in types torch.load(weights_only)
+    accepts. Only `device`'s CUDA state: asking for every GPU's would create a CUDA context on
+    each visible GPU (under torchrun, rank 0 would take memory on all of them)."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
         "numpy": [kind, torch.from_numpy(keys.copy()), position, has_gauss, cached],
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng_state(state: dict) -> None:
+def restore_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(_to_tuple(state["python"]))
     kind, keys, position, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy(), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
+    if device.type == "cuda" and isinstance(state.get("cuda"), torch.Tensor):
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _to_tuple(value):

@@ -2,7 +2,7 @@
 
 | --precision | CUDA                                   | CPU                       |
 |-------------|----------------------------------------|---------------------------|
-| auto        | bf16 if the GPU supports it, else fp16 | fp32                      |
+| auto        | bf16 on Ampere+ GPUs, else fp16        | fp32                      |
 | bf16        | autocast to bfloat16                   | autocast to bfloat16      |
 | fp16        | autocast to float16 + GradScaler       | error (needs a GPU)       |
 | fp32        | float32 (TF32 matmuls on Ampere+)      | float32                   |
@@ -29,7 +29,7 @@ def resolve_precision(option: str, device: torch.device) -> str:
     if option not in ("auto", *DTYPES):
         raise UserError(f"--precision={option!r} is not one of auto, bf16, fp16, fp32")
     on_cuda = device.type == "cuda"
-    bf16_ok = on_cuda and torch.cuda.is_bf16_supported()
+    bf16_ok = on_cuda and has_native_bf16(device)
     if option == "auto":
         return ("bf16" if bf16_ok else "fp16") if on_cuda else "fp32"
     if option == "fp16" and not on_cuda:
@@ -39,6 +39,17 @@ def resolve_precision(option: str, device: torch.device) -> str:
             f"{torch.cuda.get_device_name(device)} has no bf16 support; use --precision=fp16"
         )
     return option
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """bf16 tensor cores: NVIDIA Ampere (compute capability 8.0) and newer, or a ROCm GPU.
+
+    Not torch.cuda.is_bf16_supported(): it also says yes on a T4 or V100, which only emulate
+    bf16 (slowly); those GPUs should train in fp16 with the GradScaler.
+    """
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_properties(device).major >= 8
 
 
 def autocast(precision: str, device: torch.device):

@@ -51,6 +51,7 @@ from training.distributed import (
     setup_distributed,
     teardown_distributed,
 )
+from training.losses import compiled_losses
 from training.mfu import peak_flops, training_flops_per_token
 from training.model_setup import build_model, resolve_init
 from training.optimizer import build_optimizer, set_learning_rate
@@ -113,6 +114,20 @@ def accumulation_steps(config, world_size: int) -> int:
     return config.tokens_per_step // per_round
 
 
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a CPU tensor to `device` without making the host wait for the GPU.
+
+    On CUDA it goes through a contiguous page-locked (pinned) buffer: only from such memory is
+    the copy asynchronous. (A strided source, such as the inputs slice of a [B, T+1] window
+    array, would otherwise be made contiguous in pageable memory and copied synchronously.)
+    """
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    pinned.copy_(tensor)
+    return pinned.to(device, non_blocking=True)
+
+
 class Trainer:
     def __init__(self, config, build_stage: Callable[[RunContext], Stage], dist: Distributed):
         self.config = config
@@ -162,6 +177,7 @@ class Trainer:
         self.skipped_steps = 0
         self.nonfinite_streak = 0
         self.last_val_loss: float | None = None
+        self.last_val_step: int | None = None  # the step last_val_loss was measured at
         self.last_checkpoint: Path | None = None
         if config.resume:
             self._resume()
@@ -170,7 +186,12 @@ class Trainer:
         self.train_model = self.eval_model
         if dist.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.eval_model, device_ids=device_ids)
+            # gradient_as_bucket_view: gradients live in DDP's all-reduce buckets (no 2nd copy)
+            self.train_model = DistributedDataParallel(
+                self.eval_model, device_ids=device_ids, gradient_as_bucket_view=True
+            )
+        # The stage's losses compile too (training/losses.py): no fp32 copy of [B, T, V] logits.
+        self.compile_losses = config.compile and self.device.type == "cuda"
         self.validation = self.stage.validation_batches()
         self.flops_per_token = training_flops_per_token(self.model_config, config.block_size)
         self.peak_flops = peak_flops(self.device)
@@ -261,7 +282,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        ckpt.restore_rng_state(state["rng"])
+        ckpt.restore_rng_state(state["rng"], self.device)
         loop = state["loop"]
         self.step = state["step"]
         self.tokens_seen = loop["tokens_seen"]
@@ -296,12 +317,16 @@ class Trainer:
                 result.losses.append(loss)
                 tokens_per_s = interval_tokens / max(interval_seconds, 1e-9)
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+                # refresh=False: the bar redraws at its own pace, not once per step
+                progress.set_postfix(
+                    loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False
+                )
                 if self.step % config.log_interval == 0 or self.step == self.max_steps:
                     self._log_train(loss, lr, grad_norm, metrics, tokens_per_s)
                     interval_tokens, interval_seconds = 0, 0.0
                 if self.step % config.eval_interval == 0 or self.step == self.max_steps:
                     self.last_val_loss = self._guard_oom(self._evaluate, progress)
+                    self.last_val_step = self.step
                 stopping = self._stop_requested(stop)
                 due = self.step % config.checkpoint_interval == 0 or self.step == self.max_steps
                 if due or stopping:
@@ -327,45 +352,45 @@ class Trainer:
             raise UserError(out_of_memory_message(self.config)) from None
 
     def _to_device(self, batch: Batch) -> Batch:
-        on_cuda = self.device.type == "cuda"
         return {
-            key: (
-                value.pin_memory().to(self.device, non_blocking=True)
-                if on_cuda and isinstance(value, torch.Tensor)
-                else value.to(self.device)
-                if isinstance(value, torch.Tensor)
-                else value
-            )
+            key: host_to_device(value, self.device) if isinstance(value, torch.Tensor) else value
             for key, value in batch.items()
         }
 
     def _train_step(self):
-        """One optimizer step; returns (loss, grad_norm, tokens, metrics, lr)."""
+        """One optimizer step; returns (loss, grad_norm, tokens, metrics, lr).
+
+        The only host sync is the one `.tolist()` at the end (the skip decision needs the
+        loss): nothing in the micro-batch loop waits for the GPU.
+        """
         config, dist, stage = self.config, self.dist, self.stage
         lr = learning_rate_at(self.step, config, self.max_steps)
         set_learning_rate(self.optimizer, lr)
         first = dist.rank * self.accumulation
         batches = [stage.train_micro_batch(self.step, first + m) for m in range(self.accumulation)]
-        total_count = float(sum(stage.count(b) for b in batches))
-        if dist.enabled:  # the normalizer is the count over every rank's micro-batches
-            count = torch.tensor(total_count, device=self.device)
-            total_count = all_reduce_sum(count, dist).item()
-        total_count = max(total_count, 1.0)
-        # DDP averages gradients over ranks; * world_size turns that into a sum over ranks.
-        scale = dist.world_size / total_count
+        count = float(sum(stage.count(b) for b in batches))
+        tokens = float(sum(stage.tokens(b) for b in batches))
+        if dist.enabled:
+            # The normalizer N counts every rank's micro-batches. It stays on the device (the
+            # backward pass can use it as it is), so this all-reduce costs no host sync.
+            totals = torch.tensor([count, tokens], dtype=torch.float64)  # float64: exact counts
+            totals = all_reduce_sum(host_to_device(totals, self.device), dist)
+            # DDP averages gradients over ranks; * world_size turns that into a sum over ranks.
+            scale = (dist.world_size / totals[0].clamp(min=1.0)).float()
+        else:
+            totals = None
+            scale = 1.0 / max(count, 1.0)
 
         loss_sum = torch.zeros((), device=self.device)
         metric_sums: dict[str, torch.Tensor] = {}
-        tokens = 0
         for micro_step, batch in enumerate(batches):
-            tokens += stage.tokens(batch)
             batch = self._to_device(batch)
             last = micro_step == self.accumulation - 1
             no_sync = (
                 self.train_model.no_sync if dist.enabled and not last else contextlib.nullcontext
             )
             with no_sync():
-                with autocast(self.precision, self.device):
+                with autocast(self.precision, self.device), compiled_losses(self.compile_losses):
                     batch_loss, metrics = stage.loss(self.train_model, batch)
                 self.scaler.scale(batch_loss * scale).backward()
             loss_sum += batch_loss.detach().float()
@@ -373,17 +398,19 @@ class Trainer:
                 metric_sums[name] = metric_sums.get(name, 0.0) + value.detach().float()
 
         names = sorted(metric_sums)
-        stats = torch.stack(
-            [loss_sum, torch.tensor(float(tokens), device=self.device)]
-            + [metric_sums[name] for name in names]
-        )
+        stats = torch.stack([loss_sum] + [metric_sums[name] for name in names])
         all_reduce_sum(stats, dist)
         self.scaler.unscale_(self.optimizer)  # no-op unless fp16
         max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        values = torch.cat([stats, grad_norm.float().reshape(1)]).tolist()  # one host sync
-        loss, tokens, grad_norm = values[0] / total_count, int(values[1]), values[-1]
-        metrics = {name: value / total_count for name, value in zip(names, values[2:-1])}
+        on_device = [stats.double(), grad_norm.double().reshape(1)]
+        on_device += [totals] if totals is not None else []
+        values = torch.cat(on_device).tolist()  # the step's one host sync
+        if totals is not None:
+            count, tokens = values[-2], values[-1]
+        total_count = max(count, 1.0)
+        loss, grad_norm = values[0] / total_count, values[len(names) + 1]
+        metrics = {name: value / total_count for name, value in zip(names, values[1:])}
 
         if self.precision == "fp16":
             # GradScaler skips inf/nan gradients itself (that is how it finds its scale).
@@ -411,7 +438,7 @@ class Trainer:
                     f"{self.last_checkpoint or 'none'}"
                 )
         self.optimizer.zero_grad(set_to_none=True)
-        return loss, grad_norm, tokens, metrics, lr
+        return loss, grad_norm, int(tokens), metrics, lr
 
     @torch.no_grad()
     def _evaluate(self, progress) -> float:
@@ -429,7 +456,7 @@ class Trainer:
             weight = 1.0 if index < len(batches) else 0.0
             batch = batches[index if index < len(batches) else 0]
             total += weight * stage.count(batch)
-            with autocast(self.precision, self.device):
+            with autocast(self.precision, self.device), compiled_losses(self.compile_losses):
                 loss_sum, metrics = stage.loss(self.eval_model, self._to_device(batch))
             for name, value in {"loss": loss_sum, **metrics}.items():
                 sums[name] = sums.get(name, 0.0) + weight * value.detach().float()
@@ -491,7 +518,11 @@ class Trainer:
                     "sha256": self.tokenizer_sha256,
                     "profile": self.stage.tokenizer_profile,
                 },
-                "metrics": {"val_loss": self.last_val_loss, "tokens_seen": self.tokens_seen},
+                # val_loss only when measured on these very weights: `best` is chosen by it
+                "metrics": {
+                    "val_loss": self.last_val_loss if self.last_val_step == self.step else None,
+                    "tokens_seen": self.tokens_seen,
+                },
                 "run": {
                     "world_size": self.dist.world_size,
                     "accumulation_steps": self.accumulation,
@@ -505,7 +536,7 @@ class Trainer:
                 "step": self.step,
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(),
-                "rng": ckpt.capture_rng_state(),
+                "rng": ckpt.capture_rng_state(self.device),
                 "loop": {
                     "tokens_seen": self.tokens_seen,
                     "skipped_steps": self.skipped_steps,

@@ -1,0 +1,244 @@
+"""Everything a session with a lent GPU should run, in one go (about 8 minutes on an H100/H200).
+
+    python3 benchmarks/gpu_check.py                 # from the repository root
+    python3 benchmarks/gpu_check.py --budget-s 300  # less time: later parts are skipped
+    python3 benchmarks/gpu_check.py --only train_124m_compiled,gpu_tests
+
+It runs, each in its own process with a time limit, most valuable first:
+  1. training benchmark, 124m, micro-batch 32 x 1024, torch.compile + bf16 (the 50%-MFU bar)
+  2. training benchmark, 170m, micro-batch 8 and 16, compiled (does it fit an L4's 24 GB?)
+  3. training benchmark, 124m, 32 x 1024, eager (compile's gain; the planner models eager)
+  4. the GPU-only pytest tests (tests named *gpu* or *cuda* in the files that check for CUDA)
+  5. generation benchmark on CUDA, KV cache vs recomputation, 256 and 1024 new tokens
+then prints a table of each, and planner-vs-measured peak memory. It needs only torch, numpy,
+safetensors, tokenizers, tqdm (+ tensorboard and pytest for the tests); a part whose modules
+are missing is skipped and says so. No network, nothing installed. Logs and a JSON summary go
+to --out-dir (default: $OUT when set): gpu_check.log and gpu_check.json.
+
+Tiny CPU example (checks the script itself; every GPU part is skipped):
+    python3 benchmarks/gpu_check.py --budget-s 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN = [sys.executable, "-m", "benchmarks.training_benchmark", "--block-size", "1024"]
+BASE_MODULES = ("torch", "numpy", "safetensors", "tokenizers", "tqdm")
+
+
+@dataclass
+class Part:
+    name: str
+    argv: list[str]
+    cap_s: int  # time limit for this part
+    min_s: int  # skipped when less time than this is left
+    needs: tuple[str, ...] = BASE_MODULES
+    rc: int | None = None
+    seconds: float = 0.0
+    output: str = ""
+    note: str = ""
+    records: list[dict] = field(default_factory=list)
+
+
+def gpu_test_files() -> list[str]:
+    """Test files that have GPU-only tests (they check torch.cuda.is_available())."""
+    files = sorted((REPO / "tests").glob("test_*.py"))
+    return [str(p.relative_to(REPO)) for p in files if "cuda.is_available()" in p.read_text()]
+
+
+def parts() -> list[Part]:
+    return [
+        Part("train_124m_compiled", TRAIN + ["--preset", "124m", "--micro-batch", "32",
+             "--compile", "on", "--steps", "20", "--warmup", "6"], 220, 90),
+        Part("train_170m_compiled", TRAIN + ["--preset", "170m", "--micro-batch", "8", "16",
+             "--compile", "on", "--steps", "15", "--warmup", "5"], 240, 100),
+        Part("train_124m_eager", TRAIN + ["--preset", "124m", "--micro-batch", "32",
+             "--compile", "off", "--steps", "10", "--warmup", "3"], 90, 40),
+        Part("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p",
+             "no:cacheprovider", "-k", "gpu or cuda", *gpu_test_files()], 240, 60,
+             BASE_MODULES + ("pytest", "tensorboard")),
+        Part("generation", [sys.executable, "benchmarks/generation_benchmark.py", "--preset",
+             "124m", "--device", "cuda", "--dtype", "bfloat16", "--new-tokens", "256", "1024",
+             "--repeats", "1"], 90, 30),
+    ]  # fmt: skip
+
+
+def missing_modules(names) -> list[str]:
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def environment() -> dict:
+    info = {"python": sys.version.split()[0]}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.cuda.is_available()
+        if info["cuda"]:
+            props = torch.cuda.get_device_properties(0)
+            info["gpu"] = props.name
+            info["capability"] = f"{props.major}.{props.minor}"
+            info["memory_gb"] = round(props.total_memory / 1e9, 1)
+    except Exception as error:  # report, do not die: the table is the point
+        info["torch_error"] = repr(error)
+    optional = ("tensorboard", "pytest", "hypothesis", "transformers", "datasets", "triton")
+    info["missing_modules"] = missing_modules(BASE_MODULES + optional)
+    return info
+
+
+def run_part(part: Part, time_left: float, log) -> None:
+    missing = missing_modules(part.needs)
+    if missing:
+        part.note = f"skipped: missing {', '.join(missing)}"
+        return
+    if time_left < part.min_s:
+        part.note = f"skipped: {time_left:.0f}s left of the budget"
+        return
+    limit = min(part.cap_s, time_left)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    log.write(f"\n===== {part.name}: {' '.join(part.argv)} (limit {limit:.0f}s)\n")
+    log.flush()
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            part.argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=limit
+        )
+        part.rc, part.output = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as timeout:
+        part.rc = 124
+        part.output = _text(timeout.stdout) + _text(timeout.stderr)
+        part.note = f"timed out after {limit:.0f}s"
+    part.seconds = time.monotonic() - started
+    log.write(part.output)
+    log.flush()
+    for line in part.output.splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):  # a log line that looks like JSON
+                part.records.append(json.loads(line))
+
+
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+def training_table(all_parts: list[Part]) -> list[str]:
+    rows = [
+        f"{'config':34s} {'tokens/s':>10s} {'MFU':>6s} {'step ms':>8s} {'peak GB':>8s} "
+        f"{'plan GB':>8s}"
+    ]
+    for part in all_parts:
+        if not part.name.startswith("train_"):
+            continue
+        for r in part.records:
+            label = (
+                f"{r.get('preset')} {r.get('micro_batch')}x{r.get('block_size')} "
+                f"{'compiled' if r.get('compile') else 'eager'}"
+            )
+            if "error" in r:
+                rows.append(f"{label:34s} ERROR {r['error'][:80]}")
+                continue
+            mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
+            rows.append(
+                f"{label:34s} {r['tokens_per_s']:>10,} {mfu:>6s} {r['step_ms']:>8.1f} "
+                f"{r.get('peak_memory_gb', 0):>8.2f} {r.get('planned_memory_gb', 0):>8.2f}"
+            )
+    return rows
+
+
+def memory_table(all_parts: list[Part]) -> list[str]:
+    """Planner (model/plan.py) vs torch.cuda.max_memory_allocated, eager runs only."""
+    rows = []
+    for part in all_parts:
+        for r in part.records:
+            if part.name.startswith("train_") and not r.get("compile") and "peak_memory_gb" in r:
+                ratio = r["planned_memory_gb"] / r["peak_memory_gb"]
+                rows.append(
+                    f"{r['preset']} {r['micro_batch']}x{r['block_size']} eager bf16: measured "
+                    f"{r['peak_memory_gb']:.2f} GB, planned {r['planned_memory_gb']:.2f} GB "
+                    f"(plan/measured {ratio:.2f})"
+                )
+            if part.name == "gpu_tests" and "estimate" in r and "measured" in r:
+                rows.append(
+                    f"15m 16x512 eager bf16, checkpointing={r['checkpointing']}: measured "
+                    f"{r['measured'] / 1e9:.2f} GB, planned {r['estimate'] / 1e9:.2f} GB "
+                    f"(plan/measured {r['estimate'] / r['measured']:.2f})"
+                )
+    return rows
+
+
+def tests_summary(part: Part) -> list[str]:
+    lines = [line for line in part.output.splitlines() if re.search(r"\b(passed|failed)\b", line)]
+    failures = [line for line in part.output.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return (lines[-1:] or ["(no pytest summary line)"]) + failures
+
+
+def generation_table(part: Part) -> list[str]:
+    return [
+        f"{r['preset']} {r['dtype']} {r['mode']:9s} {r['new_tokens']:>5} new tokens: "
+        f"{r['tokens_per_s']:>8.1f} tokens/s"
+        for r in part.records
+        if "mode" in r
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the GPU checks once and print a table.")
+    parser.add_argument("--budget-s", type=float, default=460, help="total seconds to spend")
+    parser.add_argument("--only", default="", help="comma-separated part names to run")
+    parser.add_argument("--out-dir", default=os.environ.get("OUT", ""), help="logs + summary")
+    args = parser.parse_args(argv)
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "gpu_check.log" if out_dir else Path(os.devnull)
+
+    env = environment()
+    print(json.dumps(env), flush=True)
+    selected = [p for p in parts() if not args.only or p.name in args.only.split(",")]
+    if not env.get("cuda"):
+        for part in selected:
+            part.note = "skipped: no CUDA GPU"
+        selected_to_run = []
+    else:
+        selected_to_run = selected
+    deadline = time.monotonic() + args.budget_s
+    with open(log_path, "w") as log:
+        for part in selected_to_run:
+            run_part(part, deadline - time.monotonic(), log)
+            status = part.note or f"rc={part.rc}"
+            print(f"[{part.name}] {status}, {part.seconds:.0f}s", flush=True)
+
+    lines = ["", f"== {env.get('gpu', 'no GPU')} | torch {env.get('torch')} ==", "", "parts:"]
+    lines += [f"  {p.name:22s} {p.note or f'rc={p.rc}'} ({p.seconds:.0f}s)" for p in selected]
+    lines += ["", "training (bf16):", *("  " + r for r in training_table(selected))]
+    lines += ["", "planner vs measured peak memory:", *("  " + r for r in memory_table(selected))]
+    for part in selected:
+        if part.name == "gpu_tests" and part.rc is not None:
+            lines += ["", "GPU tests:", *("  " + r for r in tests_summary(part))]
+        if part.name == "generation" and part.records:
+            lines += ["", "generation (CUDA):", *("  " + r for r in generation_table(part))]
+    print("\n".join(lines), flush=True)
+    if out_dir:
+        summary = {"environment": env, "parts": [
+            {"name": p.name, "rc": p.rc, "seconds": round(p.seconds, 1), "note": p.note,
+             "records": p.records} for p in selected
+        ]}  # fmt: skip
+        (out_dir / "gpu_check.json").write_text(json.dumps(summary, indent=2) + "\n")
+    failed = [p.name for p in selected if p.rc not in (None, 0)]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""benchmarks/training_benchmark.py: one JSON line per configuration, errors as lines too
+(benchmarks/gpu_check.py parses these lines on a GPU machine)."""
+
+import json
+
+import torch
+from training_fixtures import single_thread
+
+from benchmarks import training_benchmark
+
+TINY = ["--preset", "debug", "--block-size", "16", "--device", "cpu"]
+TINY += ["--steps", "1", "--warmup", "0"]
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_one_json_line_per_configuration(capsys):
+    with single_thread():
+        training_benchmark.main([*TINY, "--micro-batch", "1", "2", "--compile", "off"])
+    lines = json_lines(capsys.readouterr().out)
+    assert [line["micro_batch"] for line in lines] == [1, 2]
+    for line in lines:
+        assert line["tokens_per_s"] > 0 and line["step_ms"] > 0
+        assert line["compile"] is False and line["fused_loss"] is False
+        assert "mfu" not in line, "a CPU has no MFU"
+
+
+def test_a_failing_configuration_is_a_line_not_a_crash(capsys, monkeypatch):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    training_benchmark.main([*TINY, "--micro-batch", "1", "--compile", "on"])
+    (line,) = json_lines(capsys.readouterr().out)
+    assert line["error"] == "RuntimeError: no C compiler found" and line["compile"] is True
