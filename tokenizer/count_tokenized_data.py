@@ -1,0 +1,163 @@
+"""Count the tokens of a tokenized dataset, per split and in total, after validating it.
+
+    python3 -m tokenizer.count_tokenized_data --tokenized-dir data/tokens/pre_training
+
+Tiny CPU example (machine-readable):
+
+    python3 -m tokenizer.count_tokenized_data --tokenized-dir data/tokens/sample --json
+
+Per split: tokens, documents, mean and max document length; SFT adds trainable tokens (loss
+mask 1); DPO counts pairs and the mean prompt / chosen / rejected lengths. Before counting it
+checks every split the way the training loaders will: meta.json present and matching the
+arrays' byte sizes, every token id below the vocabulary size, offsets in order and within the
+token array, and every document starting with `<|endoftext|>`.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import UserError, run_cli
+from tokenizer.batch_encoding import BOS
+from tokenizer.tokenized_data import TokenizedSplit, open_dataset
+
+
+def check_offsets(split: TokenizedSplit, offsets: np.ndarray, what: str) -> None:
+    """UserError unless `offsets` start at 0, never decrease and end at the token count."""
+    where = f"{split.directory}/{what}"
+    if len(offsets) and (offsets[0] != 0 or offsets[-1] != len(split.tokens)):
+        raise UserError(
+            f"{where} spans [{int(offsets[0])}, {int(offsets[-1])}] but tokens.bin holds "
+            f"{len(split.tokens)} tokens; re-tokenize this dataset"
+        )
+    if np.any(np.diff(offsets.astype(np.int64)) < 0):
+        raise UserError(f"{where} is not in increasing order; re-tokenize this dataset")
+
+
+def count_split(split: TokenizedSplit) -> dict:
+    split.check_token_ids(int(split.meta["vocab_size"]))
+    counts = {"tokens": int(len(split.tokens))}
+    if split.mode == "post_training_dpo":
+        rows = np.asarray(split.pair_offsets, np.int64)  # (num_pairs, 4)
+        check_offsets(split, rows.reshape(-1), "pair_offsets.bin")
+        lengths = np.diff(rows, axis=1)  # (num_pairs, 3): prompt, chosen, rejected
+        if len(rows) and np.any(rows[1:, 0] != rows[:-1, 3]):
+            raise UserError(f"{split.directory}/pair_offsets.bin has gaps; re-tokenize")
+        starts = rows[:, 0]
+        counts["pairs"] = counts["documents"] = len(rows)
+        for column, name in enumerate(("prompt", "chosen", "rejected")):
+            counts[f"mean_{name}_length"] = float(lengths[:, column].mean()) if len(rows) else 0.0
+        longest = lengths[:, 0] + lengths[:, 1:].max(axis=1) if len(rows) else np.zeros(0)
+        counts["max_pair_length"] = int(longest.max()) if len(rows) else 0
+    else:
+        offsets = np.asarray(split.doc_offsets, np.int64)
+        check_offsets(split, offsets, "doc_offsets.bin")
+        lengths = np.diff(offsets)
+        starts = offsets[:-1]
+        counts["documents"] = len(lengths)
+        counts["mean_document_length"] = float(lengths.mean()) if len(lengths) else 0.0
+        counts["max_document_length"] = int(lengths.max()) if len(lengths) else 0
+        if split.mode == "post_training_sft":
+            counts["trainable_tokens"] = int(np.asarray(split.loss_mask).sum(dtype=np.int64))
+    if counts["documents"] != split.meta.get("num_documents"):
+        raise UserError(
+            f"{split.directory}/meta.json says {split.meta.get('num_documents')} documents, "
+            f"the offsets hold {counts['documents']}; re-tokenize this dataset"
+        )
+    if len(starts) and np.any(np.asarray(split.tokens[starts]) != BOS):
+        raise UserError(
+            f"{split.directory}: a document does not start with <|endoftext|>; re-tokenize"
+        )
+    return counts
+
+
+def total(per_split: dict[str, dict]) -> dict:
+    """Sums of counts, maxima of maxima, and means weighted by each split's documents."""
+    documents = sum(counts["documents"] for counts in per_split.values())
+    summed = {}
+    for counts in per_split.values():
+        for key, value in counts.items():
+            if key.startswith("max_"):
+                summed[key] = max(summed.get(key, 0), value)
+            elif key.startswith("mean_"):
+                share = counts["documents"] / documents if documents else 0.0
+                summed[key] = summed.get(key, 0.0) + value * share
+            else:
+                summed[key] = summed.get(key, 0) + value
+    return summed
+
+
+def format_table(mode: str, per_split: dict[str, dict]) -> str:
+    if mode == "post_training_dpo":
+        columns = [
+            "tokens",
+            "pairs",
+            "mean_prompt_length",
+            "mean_chosen_length",
+            "mean_rejected_length",
+            "max_pair_length",
+        ]
+    else:
+        columns = ["tokens", "documents", "mean_document_length", "max_document_length"]
+        if mode == "post_training_sft":
+            columns.append("trainable_tokens")
+    rows = [["split"] + columns]
+    for name, counts in per_split.items():
+        cells = [name]
+        for column in columns:
+            value = counts.get(column)
+            cells.append(
+                ""
+                if value is None
+                else f"{value:,.1f}"
+                if isinstance(value, float)
+                else f"{value:,}"
+            )
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
+        )
+        for row in rows
+    )
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m tokenizer.count_tokenized_data",
+        description="Validate a tokenized dataset and count its tokens per split.",
+    )
+    parser.add_argument(
+        "--tokenized-dir", required=True, help="the output folder of tokenizer.tokenize_dataset"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a table"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    splits = open_dataset(args.tokenized_dir)
+    modes = {split.mode for split in splits.values()}
+    if len(modes) > 1:
+        raise UserError(f"{args.tokenized_dir} mixes tokenizer modes {sorted(modes)}; re-tokenize")
+    mode = modes.pop()
+    per_split = {name: count_split(split) for name, split in splits.items()}
+    per_split["total"] = total(per_split)
+    if args.json:
+        result = {"tokenized_dir": str(Path(args.tokenized_dir)), "mode": mode, "splits": per_split}
+        print(json.dumps(result, indent=2))
+    else:
+        meta = next(iter(splits.values())).meta
+        print(f"{args.tokenized_dir}: mode {mode}, vocab {meta['vocab_size']:,}, {meta['dtype']}")
+        print(format_table(mode, per_split))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
