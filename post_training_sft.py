@@ -1,0 +1,108 @@
+r"""Supervised fine-tuning (SFT): teach the pre-trained model to answer in the chat format.
+
+Starts from a pre-training checkpoint's weights (a fresh optimizer and schedule) and trains on
+tokenized conversations (post_training_v1 profile), with the loss on the assistant's tokens
+only. Conversations are packed whole into rows of block_size + 1 tokens (see
+training/sft_data.py for the choice). Every engine feature is there: precision, gradient
+accumulation, validation loss and answers to held-out prompts in TensorBoard, atomic
+checkpoints, exact --resume, torchrun DDP. `python3 post_training_sft.py --help` lists every
+option; the constants a user edits are the CONFIG below.
+
+    # the real run (one L4; after pre_training.py and the README's SFT data steps)
+    python3 post_training_sft.py
+    tensorboard --logdir checkpoints
+    python3 post_training_sft.py --resume=true                 # continue after a stop
+    torchrun --nproc_per_node=4 post_training_sft.py           # several GPUs
+    python3 -m model.generate --checkpoint checkpoints/sft --chat
+
+Tiny CPU example (a minute or two; after the tiny pre-training example in pre_training.py):
+    python3 -m dataset.post_training.sft.download_dataset --output-dir data/sample_sft \
+        --tokenizer-profile post_training_v1 --source sample --sample-size 2000
+    python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample_sft \
+        --tokenizer-path data/sample_tok.json --output-dir data/sample_sft_tokens \
+        --tokenizer-profile post_training_v1 --tokenizer-mode post_training_sft --max-length 129
+    python3 post_training_sft.py --data_dir=data/sample_sft_tokens \
+        --tokenizer_path=data/sample_tok.json --init_from=checkpoints/sample --run_name=sample_sft \
+        --block_size=128 --micro_batch_size=16 --tokens_per_step=2048 --max_steps=300 \
+        --warmup_steps=10 --learning_rate=3e-3 --min_lr=3e-4 --eval_interval=100 \
+        --eval_batches=4 --checkpoint_interval=100
+At the end it prints the model's answer to a held-out instruction.
+"""
+
+import sys
+
+import torch
+
+from common.errors import run_cli
+from model.generate import generate
+from tokenizer.profiles import encode_prompt
+from training.config import parse_config
+from training.sft_stage import SFTConfig, SFTStage
+from training.trainer import train
+
+# The 170m pre-trained model on one 24 GB L4: Alpaca-cleaned is ~52k conversations, ~10M
+# tokens, ~11k packed rows of 1024; 64 rows per step -> ~170 steps per epoch, ~3 epochs.
+CONFIG = SFTConfig(
+    run_name="sft",
+    checkpoint_dir="checkpoints",
+    data_dir="data/post_training/sft/tokenized",
+    tokenizer_path="data/tokenizer/tokenizer.json",
+    init_from="checkpoints/pre_training",
+    eval_split="validation",
+    block_size=1024,
+    micro_batch_size=16,
+    tokens_per_step=65_536,
+    max_steps=500,
+    max_tokens=0,
+    learning_rate=1e-4,  # ~1/6 of pre-training's: adapt the format, keep the knowledge
+    min_lr=1e-5,
+    warmup_steps=20,
+    schedule="cosine",
+    weight_decay=0.0,
+    beta1=0.9,
+    beta2=0.95,
+    grad_clip=1.0,
+    precision="auto",
+    compile=True,
+    activation_checkpointing=False,
+    eval_interval=50,
+    eval_batches=20,
+    log_interval=5,
+    checkpoint_interval=100,
+    keep_last=3,
+    sample_max_new_tokens=128,
+    num_text_samples=3,
+    seed=1337,
+)
+
+DEMO_INSTRUCTION = "Write a short story about a dog named Max who lives in a forest."
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(CONFIG, sys.argv[1:] if argv is None else argv, __doc__)
+    result = train(config, SFTStage)
+    if not result.is_main:
+        return 0
+    if result.stopped_by_signal:
+        print(
+            f"stopped at step {result.step}; checkpoint {result.last_checkpoint}. "
+            "Continue with the same options plus --resume=true",
+            file=sys.stderr,
+        )
+        return 128 + result.stopped_by_signal
+    tokenizer = result.tokenizer
+    prompt = encode_prompt(tokenizer, [{"role": "user", "content": DEMO_INSTRUCTION}])
+    with torch.no_grad():
+        answer = generate(
+            result.model, prompt, max_new_tokens=config.sample_max_new_tokens or 64,
+            temperature=0.0, vocab_size=tokenizer.get_vocab_size(),
+        )  # fmt: skip
+        answer = tokenizer.decode(list(answer))
+    val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
+    print(f"\nval loss {val} after {result.step} steps; saved {result.last_checkpoint}")
+    print(f"user: {DEMO_INSTRUCTION}\nassistant: {answer}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

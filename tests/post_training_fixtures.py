@@ -1,0 +1,390 @@
+"""Shared helpers for the SFT and DPO tests: tiny tokenizers and tokenized folders built in-test.
+
+Plain functions (not pytest fixtures), so test files import them without fixture-shadowing
+lint noise; the expensive sample pipeline is cached per process in `sample_pipeline()`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from common.atomic import sha256_file
+from tokenizer.profiles import (
+    SPECIAL_TOKENS,
+    encode_conversation,
+    encode_prompt,
+    encode_response,
+    load_tokenizer,
+)
+from tokenizer.tokenized_data import SplitWriter
+
+CONVERSATIONS = [
+    [
+        {"role": "user", "content": "Name a color of the sky."},
+        {"role": "assistant", "content": "Blue."},
+    ],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What do cats say?"},
+        {"role": "assistant", "content": "Meow, mostly."},
+        {"role": "user", "content": "And dogs?"},
+        {"role": "assistant", "content": "Woof."},
+    ],
+    [
+        {"role": "user", "content": "Write a short story about a dog named Max."},
+        {"role": "assistant", "content": "Max ran through the forest and found a stick."},
+    ],
+]
+
+
+def train_tiny_tokenizer(path: Path, vocab_size: int = 300) -> Tokenizer:
+    """A byte-level BPE tokenizer.json with our special tokens at ids 0..5."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    texts = [m["content"] for c in CONVERSATIONS for m in c] * 20
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.save(str(path))
+    return load_tokenizer(path)
+
+
+def write_sft_folder(out: Path, tokenizer_path: Path, conversations=None, splits=None) -> Path:
+    """A post_training_sft tokenized folder whose splits all hold `conversations`."""
+    tokenizer = load_tokenizer(tokenizer_path)
+    conversations = conversations or CONVERSATIONS
+    for split in splits or ("train", "validation", "test"):
+        writer = SplitWriter(out / split, "post_training_sft", tokenizer.get_vocab_size())
+        encoded = [encode_conversation(tokenizer, c) for c in conversations]
+        writer.add_documents([ids for ids, _ in encoded], [mask for _, mask in encoded])
+        writer.finish("post_training_v1", sha256_file(tokenizer_path))
+    return out
+
+
+def write_dpo_folder(out: Path, tokenizer_path: Path, pairs, splits=None) -> Path:
+    """A post_training_dpo folder from (prompt messages, chosen text, rejected text) triples."""
+    tokenizer = load_tokenizer(tokenizer_path)
+    for split in splits or ("train", "validation", "test"):
+        writer = SplitWriter(out / split, "post_training_dpo", tokenizer.get_vocab_size())
+        writer.add_pairs(
+            [
+                (
+                    encode_prompt(tokenizer, prompt),
+                    encode_response(tokenizer, chosen),
+                    encode_response(tokenizer, rejected),
+                )
+                for prompt, chosen, rejected in pairs
+            ]
+        )
+        writer.finish("post_training_v1", sha256_file(tokenizer_path))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The real sample pipeline: sample world -> tokenizer -> tokenized data -> pre-training -> SFT ->
+# DPO, at a size a CPU runs in a minute or two. Built once per test process, on first use.
+# ---------------------------------------------------------------------------------------------
+
+PIPELINE_SEED = 0
+VOCAB_SIZE = 1024
+BLOCK_SIZE = 192
+MODEL = "--model_overrides=n_layer=2,n_embd=96,n_head=4,n_kv_head=2"
+ENGINE_FLAGS = ["--compile=false", "--device=cpu", "--log_interval=10", "--keep_last=1"]
+PRETRAIN_STEPS = 200
+SFT_STEPS = 300  # name/place copying emerges between ~200 and ~300 steps
+DPO_STEPS = 60  # 480 pairs: about one epoch of the 500 sample pairs
+SFT_LEARNING_RATE = 3e-3
+DPO_LEARNING_RATE = 3e-4  # 1e-3 lowers every log-prob and ruins the answers
+DPO_PAIRS = 500
+
+_cache: dict = {}
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Tiny models run faster on one intra-op thread (and do not fight other processes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class SamplePipeline:
+    root: Path
+    tokenizer: Path
+    raw: dict  # "pre" | "sft" | "dpo" -> raw DatasetDict folder
+    tokenized: dict  # same keys -> tokenized folder
+    checkpoints: Path
+
+
+def sample_pipeline() -> SamplePipeline:
+    """Sample data and tokenizer, tokenized for all three stages (cached per process)."""
+    if "pipeline" in _cache:
+        return _cache["pipeline"]
+    from dataset.post_training.dpo import download_dataset as dpo_download
+    from dataset.post_training.sft import download_dataset as sft_download
+    from dataset.pre_training import download_dataset as pre_download
+    from tokenizer import tokenize_dataset
+    from tokenizer import train as tokenizer_train
+
+    root = Path(tempfile.mkdtemp(prefix="post_training_pipeline_"))
+    atexit.register(shutil.rmtree, root, True)
+    seed = ["--seed", str(PIPELINE_SEED)]
+    raw = {name: root / f"raw_{name}" for name in ("pre", "sft", "dpo")}
+    pre_download.main(["--output-dir", str(raw["pre"]), "--source", "sample",
+                       "--sample-size-mb", "1", *seed])  # fmt: skip
+    sft_download.main(["--output-dir", str(raw["sft"]), "--source", "sample",
+                       "--sample-size", "2000", *seed])  # fmt: skip
+    dpo_download.main(["--output-dir", str(raw["dpo"]), "--source", "sample",
+                       "--sample-size", str(DPO_PAIRS), *seed])  # fmt: skip
+    tokenizer = root / "tokenizer.json"
+    tokenizer_train.main(["--dataset-dir", str(raw["pre"]), "--output-path", str(tokenizer),
+                          "--vocab-size", str(VOCAB_SIZE)])  # fmt: skip
+    tokenized = {name: root / f"tokens_{name}" for name in raw}
+    for name, mode in (("pre", "pre_training"), ("sft", "post_training_sft"),
+                       ("dpo", "post_training_dpo")):  # fmt: skip
+        post = ["--tokenizer-profile", "post_training_v1", "--max-length", str(BLOCK_SIZE + 1)]
+        tokenize_dataset.main(
+            ["--dataset-dir", str(raw[name]), "--tokenizer-path", str(tokenizer),
+             "--output-dir", str(tokenized[name]), "--tokenizer-mode", mode, "--num-proc", "1"]
+            + ([] if name == "pre" else post)
+        )  # fmt: skip
+    pipeline = SamplePipeline(root, tokenizer, raw, tokenized, root / "checkpoints")
+    _cache["pipeline"] = pipeline
+    return pipeline
+
+
+def _common_flags(pipeline: SamplePipeline, run_name: str) -> list[str]:
+    return [f"--tokenizer_path={pipeline.tokenizer}", f"--checkpoint_dir={pipeline.checkpoints}",
+            f"--run_name={run_name}", f"--block_size={BLOCK_SIZE}", *ENGINE_FLAGS]  # fmt: skip
+
+
+def _run(script, argv: list[str]) -> None:
+    with one_thread():
+        code = script.main(argv)
+    assert code == 0, f"{script.__name__} exited with {code}"
+
+
+def pretrained_checkpoint() -> Path:
+    if "pre" not in _cache:
+        import pre_training
+
+        pipeline = sample_pipeline()
+        _run(pre_training, [
+            f"--data_dir={pipeline.tokenized['pre']}", *_common_flags(pipeline, "pre"),
+            "--model_preset=debug", MODEL, "--micro_batch_size=16", "--tokens_per_step=0",
+            f"--max_steps={PRETRAIN_STEPS}", "--warmup_steps=20", "--learning_rate=3e-3",
+            "--min_lr=3e-4", f"--eval_interval={PRETRAIN_STEPS}", "--eval_batches=2",
+            f"--checkpoint_interval={PRETRAIN_STEPS}", "--sample_max_new_tokens=0",
+        ])  # fmt: skip
+        _cache["pre"] = pipeline.checkpoints / "pre"
+    return _cache["pre"]
+
+
+def sft_checkpoint() -> Path:
+    if "sft" not in _cache:
+        import post_training_sft
+
+        pipeline = sample_pipeline()
+        _run(post_training_sft, [
+            f"--data_dir={pipeline.tokenized['sft']}", *_common_flags(pipeline, "sft"),
+            f"--init_from={pretrained_checkpoint()}", "--micro_batch_size=16",
+            "--tokens_per_step=0", f"--max_steps={SFT_STEPS}", "--warmup_steps=10",
+            f"--learning_rate={SFT_LEARNING_RATE}", f"--min_lr={SFT_LEARNING_RATE / 10}",
+            f"--eval_interval={SFT_STEPS}",
+            "--eval_batches=2", f"--checkpoint_interval={SFT_STEPS}", "--sample_max_new_tokens=0",
+        ])  # fmt: skip
+        _cache["sft"] = pipeline.checkpoints / "sft"
+    return _cache["sft"]
+
+
+def dpo_checkpoint(*extra: str) -> Path:
+    """A DPO run from the SFT checkpoint (extra flags change it; each variant runs once)."""
+    key = ("dpo", extra)
+    if key not in _cache:
+        import post_training_dpo
+
+        pipeline = sample_pipeline()
+        run_name = f"dpo{len(_cache)}"
+        _run(post_training_dpo, [
+            f"--data_dir={pipeline.tokenized['dpo']}", *_common_flags(pipeline, run_name),
+            f"--init_from={sft_checkpoint()}", "--micro_batch_size=8", "--pairs_per_step=8",
+            f"--max_steps={DPO_STEPS}", "--warmup_steps=5",
+            f"--learning_rate={DPO_LEARNING_RATE}", f"--min_lr={DPO_LEARNING_RATE / 10}",
+            f"--eval_interval={DPO_STEPS}", "--eval_batches=4",
+            f"--checkpoint_interval={DPO_STEPS}", "--sample_max_new_tokens=0", *extra,
+        ])  # fmt: skip
+        _cache[key] = pipeline.checkpoints / run_name
+    return _cache[key]
+
+
+def following_rate(checkpoint: Path, prompts: list[tuple[list[dict], str]], max_new_tokens=96):
+    """Share of prompts (messages, constraints json) whose greedy answer satisfies them."""
+    from dataset.sample_world.check import satisfies
+    from model.checkpoint import load_model
+    from model.generate import generate
+
+    model, _, tokenizer_path = load_model(checkpoint)
+    tokenizer = load_tokenizer(tokenizer_path)
+    passed = 0
+    answers = []
+    for messages, constraints in prompts:
+        ids = encode_prompt(tokenizer, messages)
+        answer = tokenizer.decode(list(generate(model, ids, max_new_tokens, temperature=0.0)))
+        answers.append(answer)
+        passed += satisfies(constraints, answer)
+    return passed / len(prompts), answers
+
+
+def held_out_sft_prompts(limit: int) -> list[tuple[list[dict], str]]:
+    """(prompt messages, constraints) of the SFT test split (instructions train never shows)."""
+    import datasets
+
+    rows = datasets.load_from_disk(str(sample_pipeline().raw["sft"] / "test"))
+    rows = rows.select(range(min(limit, len(rows))))
+    return [
+        ([m for m in r["messages"] if m["role"] != "assistant"], r["constraints"]) for r in rows
+    ]
+
+
+def held_out_dpo_prompts(limit: int) -> list[tuple[list[dict], str]]:
+    import datasets
+
+    rows = datasets.load_from_disk(str(sample_pipeline().raw["dpo"] / "test"))
+    rows = rows.select(range(min(limit, len(rows))))
+    return [(r["prompt"], r["constraints"]) for r in rows]
+
+
+def satisfies_subset(constraints_json: str, answer: str, positions=(0,)) -> bool:
+    """`satisfies` on some of the required words (a story's include list starts with name,
+    animal, place: positions (0, 2) asks for the requested name and place)."""
+    import json
+
+    from dataset.sample_world.check import satisfies
+
+    include = json.loads(constraints_json).get("include", [])
+    return satisfies(json.dumps({"include": [include[i] for i in positions]}), answer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny runs (seconds): a 300-token tokenizer, a handful of conversations and pairs, debug model.
+# ---------------------------------------------------------------------------------------------
+
+REPLIES = ["Blue.", "Meow, mostly.", "Woof.", "Max ran through the forest and found a stick."]
+
+
+def tiny_pairs() -> list[tuple[list[dict], str, str]]:
+    """(prompt messages, chosen reply, rejected reply): the right answer beats a wrong one."""
+    pairs = []
+    for conversation in CONVERSATIONS:
+        prompt = conversation[:-1]
+        chosen = conversation[-1]["content"]
+        for wrong in REPLIES:
+            if wrong != chosen:
+                pairs.append((prompt, chosen, wrong))
+    return pairs
+
+
+def tiny_inputs(root: Path) -> tuple[Path, Path, Path]:
+    """(tokenizer path, SFT tokenized folder, DPO tokenized folder) under root."""
+    tokenizer_path = root / "tokenizer.json"
+    if not tokenizer_path.exists():
+        train_tiny_tokenizer(tokenizer_path)
+        write_sft_folder(root / "sft", tokenizer_path, CONVERSATIONS * 6)
+        write_dpo_folder(root / "dpo", tokenizer_path, tiny_pairs())
+    return tokenizer_path, root / "sft", root / "dpo"
+
+
+def tiny_sft_config(root: Path, **overrides):
+    from training.sft_stage import SFTConfig
+
+    tokenizer_path, sft_dir, _ = tiny_inputs(root)
+    base = SFTConfig(
+        run_name="sft", checkpoint_dir=str(root / "checkpoints"), data_dir=str(sft_dir),
+        tokenizer_path=str(tokenizer_path), init_from=None, model_preset="debug", block_size=48,
+        micro_batch_size=2, tokens_per_step=0, max_steps=6, learning_rate=3e-3, min_lr=3e-4,
+        warmup_steps=1, eval_interval=3, eval_batches=2, log_interval=1,
+        checkpoint_interval=3, keep_last=2, sample_max_new_tokens=4, num_text_samples=1,
+        precision="fp32", device="cpu", seed=5, compile=False,
+    )  # fmt: skip
+    return dataclasses.replace(base, **overrides)
+
+
+def tiny_dpo_config(root: Path, init_from: Path, **overrides):
+    from training.dpo_stage import DPOConfig
+
+    tokenizer_path, _, dpo_dir = tiny_inputs(root)
+    base = DPOConfig(
+        run_name="dpo", checkpoint_dir=str(root / "checkpoints"), data_dir=str(dpo_dir),
+        tokenizer_path=str(tokenizer_path), init_from=str(init_from), block_size=48,
+        micro_batch_size=2, tokens_per_step=0, max_steps=6, learning_rate=3e-3, min_lr=3e-4,
+        warmup_steps=1, eval_interval=3, eval_batches=2, log_interval=1,
+        checkpoint_interval=3, keep_last=2, sample_max_new_tokens=4, num_text_samples=1,
+        precision="fp32", device="cpu", seed=5, compile=False, eval_split="test",
+    )  # fmt: skip
+    return dataclasses.replace(base, **overrides)
+
+
+def tiny_sft_checkpoint(root: Path) -> Path:
+    """A debug model after 2 SFT steps on the tiny data: the starting point of DPO tests."""
+    from training.sft_stage import SFTStage
+    from training.trainer import train
+
+    run_dir = root / "checkpoints" / "start"
+    if not (run_dir / "latest").exists():
+        train(tiny_sft_config(root, run_name="start", max_steps=2), SFTStage)
+    return run_dir
+
+
+def run_context(config, device: str = "cpu"):
+    """The RunContext the engine would hand a stage for `config` (for stage-level tests)."""
+    from common.atomic import sha256_file
+    from training.model_setup import resolve_init
+    from training.stage import RunContext
+
+    tokenizer = load_tokenizer(config.tokenizer_path)
+    sha = sha256_file(config.tokenizer_path)
+    source = resolve_init(config, tokenizer, sha)
+    return RunContext(
+        config=config, model_config=source.model_config, tokenizer=tokenizer,
+        tokenizer_path=Path(config.tokenizer_path), tokenizer_sha256=sha,
+        device=torch.device(device), rank=0, world_size=1, accumulation_steps=1,
+        micro_batches_per_step=1,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def pair_logps(checkpoint: Path, split_dir: Path, block_size: int = BLOCK_SIZE) -> np.ndarray:
+    """[num_usable_pairs, 2] summed log-probs of the chosen and rejected replies of a split."""
+    from model.checkpoint import load_model
+    from tokenizer.tokenized_data import open_split
+    from training.dpo_data import build_batch, load_pairs
+    from training.dpo_loss import sequence_logps
+
+    model = load_model(checkpoint)[0]
+    pairs = load_pairs(open_split(split_dir), block_size)
+    out = []
+    for first in range(0, len(pairs), 16):
+        ks = np.arange(first, min(first + 16, len(pairs)))
+        inputs, targets = build_batch(pairs, ks)
+        sums, _ = sequence_logps(model(inputs), targets)
+        out.append(sums.view(2, -1).T.numpy())
+    return np.concatenate(out)

@@ -1,0 +1,207 @@
+"""The DPO stage and script: ln 2 at the start, policy-only gradients, precomputed reference,
+exact resume, metrics in TensorBoard, and each bad input."""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from post_training_fixtures import (
+    one_thread,
+    run_context,
+    tiny_dpo_config,
+    tiny_inputs,
+    tiny_sft_checkpoint,
+    tiny_sft_config,
+    write_dpo_folder,
+)
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import post_training_dpo
+from common.errors import UserError
+from model.checkpoint import load_model
+from training.dpo_stage import DPOStage
+from training.reference_logps import IDENTITY_FILE, VALUES_FILE
+from training.sft_stage import SFTStage
+from training.trainer import train
+
+METRICS = (
+    "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+    "logps/chosen", "logps/rejected",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dpo")
+    tiny_inputs(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def start(root):
+    return tiny_sft_checkpoint(root)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_first_step_loss_is_ln2_when_policy_is_the_reference(root, start, loss_type):
+    result = train(
+        tiny_dpo_config(root, start, run_name=f"ln2_{loss_type}", max_steps=1, loss_type=loss_type),
+        DPOStage,
+    )
+    expected = math.log(2) if loss_type == "sigmoid" else (1 / (2 * 0.1)) ** 2  # z = 0
+    assert result.losses[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_gradients_reach_only_the_policy(root, start):
+    config = tiny_dpo_config(root, start)
+    stage = DPOStage(run_context(config))
+    policy = load_model(start)[0].train()
+    loss, metrics = stage.loss(policy, stage.train_micro_batch(0, 0))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in stage.reference.parameters())
+    assert not stage.reference.training
+    assert set(metrics) == set(METRICS)
+
+
+def test_precomputed_reference_gives_the_live_loss(root, start, tmp_path):
+    tokenizer_path, _, dpo_dir = tiny_inputs(root)
+    data = write_dpo_folder(tmp_path / "dpo", tokenizer_path, json_pairs(dpo_dir))
+    live = DPOStage(run_context(tiny_dpo_config(root, start, data_dir=str(data))))
+    pre = DPOStage(
+        run_context(tiny_dpo_config(root, start, data_dir=str(data), reference="precomputed"))
+    )
+    assert pre.reference is None
+    for split in ("train", "test"):
+        assert (data / split / VALUES_FILE).is_file() and (data / split / IDENTITY_FILE).is_file()
+    policy = load_model(start)[0]
+    with torch.no_grad():
+        policy.lm_head.weight.add_(0.05 * torch.randn_like(policy.lm_head.weight))  # step away
+        for step in range(3):
+            a, metrics_a = live.loss(policy, live.train_micro_batch(step, 0))
+            b, metrics_b = pre.loss(policy, pre.train_micro_batch(step, 0))
+            assert b.item() == pytest.approx(a.item(), abs=1e-5)
+            for name in METRICS:
+                assert metrics_b[name].item() == pytest.approx(metrics_a[name].item(), abs=1e-4)
+
+    # Another block (replies cut elsewhere) or reference checkpoint must not reuse these values.
+    with pytest.raises(UserError, match="block_size=48"):
+        DPOStage(
+            run_context(
+                tiny_dpo_config(
+                    root, start, data_dir=str(data), reference="precomputed", block_size=40
+                )
+            )
+        )
+    other = train(tiny_sft_config(root, run_name="other_start", max_steps=3), SFTStage).run_dir
+    with pytest.raises(UserError, match="weights_sha256.*--recompute_reference"):
+        DPOStage(
+            run_context(tiny_dpo_config(root, other, data_dir=str(data), reference="precomputed"))
+        )
+    config = tiny_dpo_config(
+        root, other, data_dir=str(data), reference="precomputed", recompute_reference=True
+    )
+    DPOStage(run_context(config))  # replaced, then accepted
+    stored = json.loads((data / "train" / IDENTITY_FILE).read_text())
+    assert stored["checkpoint"].startswith(str(other))
+
+
+def json_pairs(dpo_dir):
+    """The tiny pairs again (a private copy of the data folder, since values get written in)."""
+    from post_training_fixtures import tiny_pairs
+
+    del dpo_dir
+    return tiny_pairs()
+
+
+def stop_at(step_to_stop: int):
+    class StopAt(DPOStage):
+        def train_micro_batch(self, step, micro_index):
+            if step == step_to_stop and micro_index == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().train_micro_batch(step, micro_index)
+
+    return StopAt
+
+
+@pytest.mark.parametrize("reference", ["live", "precomputed"])
+def test_resume_is_exact(root, start, tmp_path, reference):
+    tokenizer_path, _, _ = tiny_inputs(root)
+    data = write_dpo_folder(tmp_path / "dpo", tokenizer_path, json_pairs(None))
+    options = dict(data_dir=str(data), reference=reference, pairs_per_step=4)
+    straight = train(tiny_dpo_config(root, start, run_name=f"s_{reference}", **options), DPOStage)
+    name = f"r_{reference}"
+    first = train(tiny_dpo_config(root, start, run_name=name, **options), stop_at(2))
+    assert first.stopped_by_signal == signal.SIGTERM and first.step == 3
+    second = train(tiny_dpo_config(root, start, run_name=name, resume=True, **options), DPOStage)
+    assert first.losses + second.losses == straight.losses
+    a, b = load_model(straight.run_dir)[0].state_dict(), load_model(second.run_dir)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_logs_every_metric_and_their_validation_counterparts(root, start, capsys):
+    config = tiny_dpo_config(root, start, run_name="cli", loss_type="robust", label_smoothing=0.1)
+    argv = [f"--{k}={v}" for k, v in config.to_dict().items() if k != "model_overrides"]
+    assert post_training_dpo.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "reward accuracy" in out and "dpo pairs: train" in out
+    events = EventAccumulator(str(root / "checkpoints" / "cli" / "tensorboard")).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "val/loss", *METRICS, *(f"val/{m}" for m in METRICS)} <= scalars
+    assert "val/ppl" not in scalars
+    assert any(tag.startswith("samples/answer_0") for tag in events.Tags()["tensors"])
+    _, saved, _ = load_model(root / "checkpoints" / "cli")
+    assert saved["stage"] == "dpo" and saved["train"]["loss_type"] == "robust"
+
+
+def test_wrong_mode_folder_is_a_user_error(root, start):
+    _, sft_dir, _ = tiny_inputs(root)
+    with pytest.raises(UserError, match="tokenized in mode 'post_training_sft'.*post_training_dpo"):
+        train(tiny_dpo_config(root, start, run_name="bad", data_dir=str(sft_dir)), DPOStage)
+
+
+def test_prompts_that_fill_the_context_and_identical_pairs(root, start, tmp_path):
+    tokenizer_path, _, _ = tiny_inputs(root)
+    long_prompt = [{"role": "user", "content": "Name a color of the sky. " * 20}]
+    same = [{"role": "user", "content": "What do cats say?"}]
+    data = write_dpo_folder(
+        tmp_path / "bad", tokenizer_path, [(long_prompt, "Blue.", "Red."), (same, "Meow.", "Meow.")]
+    )
+    with pytest.raises(UserError, match="no usable preference pair.*prompt_fills_context': 1.*"
+                                        "identical': 1"):  # fmt: skip
+        train(tiny_dpo_config(root, start, run_name="bad2", data_dir=str(data)), DPOStage)
+    # Mixed with good pairs, the bad ones are skipped and counted.
+    data = write_dpo_folder(
+        tmp_path / "mixed", tokenizer_path,
+        [(long_prompt, "Blue.", "Red."), (same, "Meow.", "Meow.")] + json_pairs(None),
+    )  # fmt: skip
+    stage = DPOStage(run_context(tiny_dpo_config(root, start, data_dir=str(data))))
+    assert stage.train_pairs.stats["skipped_prompt_fills_context"] == 1
+    assert stage.train_pairs.stats["skipped_identical"] == 1
+    assert len(stage.train_pairs) == len(json_pairs(None))
+    assert not np.isin(stage.train_pairs.pair_index, [0, 1]).any()
+
+
+def test_bad_settings_are_user_errors(root, start):
+    with pytest.raises(UserError, match="--init_from"):
+        dataclasses.replace(tiny_dpo_config(root, start), init_from=None).check()
+    with pytest.raises(UserError, match="label_smoothing"):
+        tiny_dpo_config(root, start, label_smoothing=0.5).check()
+    with pytest.raises(UserError, match="pairs_per_step"):
+        tiny_dpo_config(root, start, pairs_per_step=3).check()
+    with pytest.raises(UserError, match="disagree"):
+        tiny_dpo_config(root, start, pairs_per_step=4, tokens_per_step=2 * 2 * 48 * 3).check()
+    config = tiny_dpo_config(root, start, pairs_per_step=4)
+    config.check()
+    assert config.tokens_per_step == 4 * 48  # two micro-batches of 2 pairs per step

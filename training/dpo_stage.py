@@ -1,0 +1,295 @@
+"""The DPO stage: preference pairs in, DPO loss against a frozen reference out.
+
+The policy is the model the engine trains, started from `--init_from` (an SFT checkpoint). The
+reference is the same starting weights, frozen, and comes in one of two forms (`--reference`):
+
+- `live`: a second copy of the model in eval mode with requires_grad off, run under the same
+  autocast as the policy on every batch. Costs the weights' memory and one more forward pass.
+- `precomputed`: the reference scores every pair once before training (training/
+  reference_logps.py) and each batch carries its pairs' two numbers. No second model on the GPU.
+  Stored values from another checkpoint, block_size or precision are refused.
+
+Per micro-batch of B pairs the policy scores 2B rows in one forward pass (training/dpo_data.py:
+chosen rows first, then rejected); `loss_sum` is the sum of the B per-pair losses and `count`
+is B, so the engine's train/loss and val/loss are mean per-pair DPO losses. Metrics (rewards/*,
+logps/*) are sums over pairs, which the engine turns into means; validation runs on
+`--eval_split` (the test split by default) and is logged as val/rewards/accuracies etc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from common.errors import UserError
+from model.checkpoint import load_model
+from model.generate import generate
+from training.config import TrainConfig, option
+from training.data_checks import open_training_data
+from training.dpo_data import PreferencePairs, build_batch, load_pairs, sample_positions
+from training.dpo_loss import (
+    LOSS_TYPES,
+    check_loss_settings,
+    dpo_loss,
+    preference_metrics,
+    sequence_logps,
+)
+from training.precision import autocast, resolve_precision
+from training.reference_logps import (
+    compute_reference_logps,
+    read_reference_logps,
+    reference_identity,
+    write_reference_logps,
+)
+from training.sft_stage import render_sample
+from training.stage import Batch, RunContext, Stage
+
+MODE = "post_training_dpo"
+REFERENCE_MODES = ("live", "precomputed")
+
+
+@dataclass
+class DPOConfig(TrainConfig):
+    """TrainConfig plus what DPO adds (defaults for DPO are set in post_training_dpo.py).
+
+    micro_batch_size counts PAIRS (each pair is two rows of at most block_size tokens). The
+    engine sizes a step from tokens_per_step = micro-batches x micro_batch_size x block_size,
+    so `pairs_per_step` > 0 sets tokens_per_step = pairs_per_step x block_size for you.
+    """
+
+    RESUME_MUST_MATCH: ClassVar[tuple[str, ...]] = (
+        *TrainConfig.RESUME_MUST_MATCH, "beta", "loss_type", "label_smoothing",
+    )  # fmt: skip
+
+    pairs_per_step: int = option(
+        0, "preference pairs per optimizer step (> 0 sets tokens_per_step to it x block_size)"
+    )
+    beta: float = option(0.1, "DPO temperature: how far the policy may move from the reference")
+    loss_type: str = option(
+        "sigmoid",
+        "sigmoid = DPO (with label_smoothing > 0: conservative DPO); robust = robust DPO; "
+        "ipo = IPO (length-averaged log-probs)",
+        LOSS_TYPES,
+    )
+    label_smoothing: float = option(
+        0.0, "assumed fraction of wrong preference labels (sigmoid/robust), in [0, 0.5)"
+    )
+    reference: str = option(
+        "live",
+        "live = keep a frozen copy of the starting model; precomputed = score every pair once "
+        "into the data folder (saves the copy's memory and forward pass)",
+        REFERENCE_MODES,
+    )
+    recompute_reference: bool = option(
+        False, "precomputed only: recompute stored reference log-probs even if present"
+    )
+    eval_split: str = option("test", "held-out split for val/ metrics and text samples")
+    num_text_samples: int = option(3, "held-out prompts answered in TensorBoard at each eval")
+
+    def check(self) -> None:
+        if self.pairs_per_step < 0:
+            raise UserError(f"--pairs_per_step={self.pairs_per_step} must be >= 0")
+        if self.pairs_per_step % self.micro_batch_size:
+            raise UserError(
+                f"--pairs_per_step={self.pairs_per_step} must be a multiple of "
+                f"--micro_batch_size={self.micro_batch_size} (pairs per forward pass)"
+            )
+        if self.pairs_per_step:
+            tokens = self.pairs_per_step * self.block_size
+            if self.tokens_per_step not in (0, tokens):
+                raise UserError(
+                    f"--pairs_per_step={self.pairs_per_step} and --tokens_per_step="
+                    f"{self.tokens_per_step} disagree; set --pairs_per_step=0 to size steps in "
+                    "tokens, or leave --tokens_per_step=0"
+                )
+            self.tokens_per_step = tokens
+        super().check()
+        check_loss_settings(self.loss_type, self.beta, self.label_smoothing)
+        if not self.init_from:
+            raise UserError(
+                "DPO needs --init_from=checkpoints/<sft run>: the starting weights are also the "
+                "frozen reference"
+            )
+        if self.num_text_samples < 0:
+            raise UserError(f"--num_text_samples={self.num_text_samples} must be >= 0")
+
+
+class DPOStage(Stage):
+    name = "dpo"
+    tokenizer_profile = "post_training_v1"
+    reports_perplexity = False
+
+    def __init__(self, context: RunContext):
+        config = context.config
+        self.context = context
+        self.config = config
+        self.micro_batch_size = config.micro_batch_size
+        vocab_size = context.model_config.vocab_size
+        splits = open_training_data(
+            config.data_dir, MODE, context.tokenizer_sha256, vocab_size,
+            splits=("train", config.eval_split),
+        )  # fmt: skip
+        for split in splits.values():
+            split.check_token_ids(vocab_size)
+        self.train_pairs = load_pairs(splits["train"], config.block_size)
+        self.eval_pairs = load_pairs(splits[config.eval_split], config.block_size)
+        if context.is_main:
+            print(f"dpo pairs: train {self.train_pairs.stats}")
+            print(f"dpo pairs: {config.eval_split} {self.eval_pairs.stats}")
+        self.precision = resolve_precision(config.precision, context.device)
+        self.identity = reference_identity(config.init_from, config.block_size, self.precision)
+        self.reference: torch.nn.Module | None = None
+        self.reference_values: dict[str, np.ndarray] = {}
+        if config.reference == "live":
+            self.reference = load_model(config.init_from, device=context.device)[0]
+            self.reference.requires_grad_(False).eval()
+            if config.compile:
+                self.reference = torch.compile(self.reference)
+        else:
+            self.reference_values = self._precomputed_values()
+
+    # -- reference -----------------------------------------------------------------------
+    def _precomputed_values(self) -> dict[str, np.ndarray]:
+        """Stored reference log-probs per split, computed first (on rank 0) where missing."""
+        pairs_by_split = {"train": self.train_pairs, self.config.eval_split: self.eval_pairs}
+        if self.context.is_main:
+            model = None
+            for name, pairs in pairs_by_split.items():
+                split_dir = pairs.split.directory
+                num_pairs = len(pairs.split.pair_offsets)
+                stored = None
+                if not self.config.recompute_reference:
+                    stored = read_reference_logps(split_dir, self.identity, num_pairs)
+                if stored is None:
+                    if model is None:
+                        model = load_model(self.config.init_from, device=self.context.device)[0]
+                    values = compute_reference_logps(
+                        model,
+                        pairs,
+                        self.micro_batch_size,
+                        self.context.device,
+                        lambda: autocast(self.precision, self.context.device),
+                        description=f"reference log-probs ({name})",
+                    )
+                    write_reference_logps(split_dir, values, self.identity)
+            del model
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # other ranks wait for rank 0's files
+        values = {}
+        for name, pairs in pairs_by_split.items():
+            stored = read_reference_logps(
+                pairs.split.directory, self.identity, len(pairs.split.pair_offsets)
+            )
+            if stored is None:
+                raise UserError(f"{pairs.split.directory}: reference log-probs are missing")
+            values[name] = stored
+        return values
+
+    # -- batches -------------------------------------------------------------------------
+    def _batch(self, pairs: PreferencePairs, split: str, ks: np.ndarray) -> Batch:
+        inputs, targets = build_batch(pairs, ks)
+        batch = {"inputs": inputs, "targets": targets}
+        if self.reference_values:
+            stored = self.reference_values[split][pairs.pair_index[ks]]  # [B, 2]
+            batch["reference_logps"] = torch.from_numpy(np.ascontiguousarray(stored.T)).flatten()
+        return batch
+
+    def train_micro_batch(self, step: int, micro_index: int) -> Batch:
+        micro_batch = step * self.context.micro_batches_per_step + micro_index
+        B = self.micro_batch_size
+        ks = sample_positions(len(self.train_pairs), self.config.seed, micro_batch * B, B)
+        return self._batch(self.train_pairs, "train", ks)
+
+    def validation_batches(self) -> list[Batch]:
+        B, pairs = self.micro_batch_size, self.eval_pairs
+        count = min(len(pairs), self.config.eval_batches * B)
+        return [
+            self._batch(pairs, self.config.eval_split, np.arange(first, min(first + B, count)))
+            for first in range(0, count, B)
+        ]
+
+    def count(self, batch: Batch) -> int:
+        return batch["inputs"].shape[0] // 2  # pairs
+
+    def tokens(self, batch: Batch) -> int:
+        return batch["inputs"].numel()
+
+    # -- loss ----------------------------------------------------------------------------
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
+        inputs, targets = batch["inputs"], batch["targets"]
+        B = inputs.shape[0] // 2
+        logps, counts = sequence_logps(model(inputs), targets)  # [2B]: chosen then rejected
+        if "reference_logps" in batch:
+            reference_logps = batch["reference_logps"]  # [2B], same layout
+        else:
+            with torch.no_grad():
+                reference_logps, _ = sequence_logps(self.reference(inputs), targets)
+        if self.config.loss_type == "ipo":  # IPO works on per-token averages (as TRL does)
+            logps, reference_logps = logps / counts, reference_logps / counts
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            logps[:B],
+            logps[B:],
+            reference_logps[:B],
+            reference_logps[B:],
+            beta=self.config.beta,
+            loss_type=self.config.loss_type,
+            label_smoothing=self.config.label_smoothing,
+        )
+        metrics = preference_metrics(chosen_rewards, rejected_rewards, logps[:B], logps[B:])
+        return losses.sum(), metrics
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        """Mean loss and metrics per pair over the validation batches (for a final report)."""
+        was_training = model.training
+        model.eval()
+        sums: dict[str, float] = {}
+        pairs = 0
+        for batch in self.validation_batches():
+            batch = {key: value.to(self.context.device) for key, value in batch.items()}
+            with autocast(self.precision, self.context.device):
+                loss_sum, metrics = self.loss(model, batch)
+            for name, value in {"loss": loss_sum, **metrics}.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            pairs += self.count(batch)
+        model.train(was_training)
+        return {name: value / max(pairs, 1) for name, value in sums.items()}
+
+    # -- text samples --------------------------------------------------------------------
+    def eval_prompt(self, k: int) -> list[int]:
+        """Token ids of held-out usable pair k's prompt (ends with `<|assistant|>`)."""
+        pairs = self.eval_pairs
+        start, length = int(pairs.prompt_start[k]), int(pairs.prompt_length[k])
+        return pairs.split.tokens[start : start + length].astype(np.int64).tolist()
+
+    def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
+        config, tokenizer = self.config, self.context.tokenizer
+        samples = {}
+        if config.sample_max_new_tokens == 0:
+            return samples
+        for k in range(min(config.num_text_samples, len(self.eval_pairs))):
+            prompt = self.eval_prompt(k)
+            answer = generate(
+                model,
+                prompt,
+                max_new_tokens=config.sample_max_new_tokens,
+                temperature=0.0,
+                vocab_size=tokenizer.get_vocab_size(),
+            )
+            samples[f"answer_{k}"] = render_sample(tokenizer, prompt, list(answer))
+        return samples
+
+    # -- resume safety -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"reference_weights_sha256": self.identity["weights_sha256"]}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("reference_weights_sha256")
+        if saved is not None and saved != self.identity["weights_sha256"]:
+            raise UserError(
+                f"--init_from={self.config.init_from} holds different weights than the reference "
+                "this run started with; resume with the original checkpoint"
+            )

@@ -1,0 +1,135 @@
+"""The SFT stage: packed conversations in, cross-entropy on assistant tokens only.
+
+The engine (training/trainer.py) does everything else: init from a pre-trained checkpoint,
+precision, accumulation, validation, TensorBoard, checkpoints, exact resume, DDP. See
+training/sft_data.py for how conversations become rows (packing, and why).
+
+Per micro-batch: inputs and targets [micro_batch_size, block_size]; targets are -100 outside
+assistant content and its `<|end|>`, so `loss_sum` sums the negative log-likelihood of the
+assistant tokens alone and `count` is how many there are (the engine divides by the step total).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from common.errors import UserError
+from model.generate import generate
+from tokenizer.tokenized_data import TokenizedSplit
+from training.config import TrainConfig, option
+from training.data_checks import open_training_data
+from training.losses import count_targets, cross_entropy_sum
+from training.sft_data import PackedSFTData
+from training.stage import Batch, RunContext, Stage
+
+MODE = "post_training_sft"
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """TrainConfig plus what SFT adds (defaults for SFT are set in post_training_sft.py)."""
+
+    eval_split: str = option("validation", "held-out split for validation loss and text samples")
+    num_text_samples: int = option(3, "held-out prompts answered in TensorBoard at each eval")
+
+    def check(self) -> None:
+        super().check()
+        if self.num_text_samples < 0:
+            raise UserError(f"--num_text_samples={self.num_text_samples} must be >= 0")
+
+
+def first_assistant_prompt(split: TokenizedSplit, index: int) -> list[int]:
+    """Conversation `index` up to and including its first `<|assistant|>` (a generation prompt)."""
+    ids = np.asarray(split.document(index), np.int64)
+    mask = np.asarray(split.loss_mask[int(split.doc_offsets[index]) :][: len(ids)])
+    trained = np.flatnonzero(mask)
+    return ids[: int(trained[0])].tolist() if len(trained) else ids.tolist()
+
+
+class SFTStage(Stage):
+    name = "sft"
+    tokenizer_profile = "post_training_v1"
+    reports_perplexity = True  # perplexity of the assistant tokens
+
+    def __init__(self, context: RunContext):
+        config = context.config
+        self.context = context
+        self.micro_batch_size = config.micro_batch_size
+        splits = open_training_data(
+            config.data_dir,
+            MODE,
+            context.tokenizer_sha256,
+            context.model_config.vocab_size,
+            splits=("train", config.eval_split),
+        )
+        for split in splits.values():
+            split.check_token_ids(context.model_config.vocab_size)
+        self.train_data = PackedSFTData(splits["train"], config.block_size, config.seed)
+        self.eval_data = PackedSFTData(
+            splits[config.eval_split], config.block_size, config.seed, shuffle=False
+        )
+        self.eval_split = splits[config.eval_split]
+        if context.is_main:
+            print(
+                f"sft data: train {self.train_data.stats}, {self.train_data.rows_in_epoch(0)} "
+                f"packed rows per epoch ({self.train_data.fill_fraction():.0%} tokens, the rest "
+                f"padding); {config.eval_split} {self.eval_data.stats}"
+            )
+
+    # -- batches -------------------------------------------------------------------------
+    def train_micro_batch(self, step: int, micro_index: int) -> Batch:
+        micro_batch = step * self.context.micro_batches_per_step + micro_index
+        inputs, targets = self.train_data.batch(
+            micro_batch * self.micro_batch_size, self.micro_batch_size
+        )
+        return {"inputs": inputs, "targets": targets}
+
+    def validation_batches(self) -> list[Batch]:
+        rows = self.eval_data.rows_in_epoch(0)
+        batches = []
+        for first in range(0, rows, self.micro_batch_size):
+            if len(batches) == self.context.config.eval_batches:
+                break
+            inputs, targets = self.eval_data.batch(first, min(self.micro_batch_size, rows - first))
+            batches.append({"inputs": inputs, "targets": targets})
+        return batches
+
+    def count(self, batch: Batch) -> int:
+        return count_targets(batch["targets"])
+
+    def tokens(self, batch: Batch) -> int:
+        return batch["inputs"].numel()
+
+    # -- loss ----------------------------------------------------------------------------
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
+        logits = model(batch["inputs"])  # [B, T, V_pad]
+        return cross_entropy_sum(logits, batch["targets"]), {}
+
+    # -- text samples --------------------------------------------------------------------
+    def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
+        config, tokenizer = self.context.config, self.context.tokenizer
+        count = min(config.num_text_samples, self.eval_split.meta["num_documents"])
+        samples = {}
+        if config.sample_max_new_tokens == 0:
+            return samples
+        for index in range(count):
+            prompt = first_assistant_prompt(self.eval_split, index)
+            prompt = prompt[-max(1, config.block_size - config.sample_max_new_tokens) :]
+            answer = generate(
+                model,
+                prompt,
+                max_new_tokens=config.sample_max_new_tokens,
+                temperature=0.0,
+                vocab_size=tokenizer.get_vocab_size(),
+            )
+            samples[f"answer_{index}"] = render_sample(tokenizer, prompt, list(answer))
+        return samples
+
+
+def render_sample(tokenizer, prompt: list[int], answer: list[int]) -> str:
+    """Markdown for TensorBoard's text plugin: the prompt with its role tokens, then the answer."""
+    prompt_text = tokenizer.decode(prompt, skip_special_tokens=False)
+    return f"**prompt:** `{prompt_text}`\n\n**answer:** {tokenizer.decode(answer)}"
