@@ -20,13 +20,15 @@ option; the constants a user edits are the CONFIG below.
     python3 -m model.generate --checkpoint checkpoints/dpo --chat
 
 Tiny CPU example (a minute; after the tiny SFT example in post_training_sft.py):
-    python3 -m dataset.post_training.dpo.download_dataset --output-dir data/sample_dpo \
+    python3 -m dataset.post_training.dpo.download_dataset \
+        --output-dir data/sample/post_training/dpo/raw \
         --tokenizer-profile post_training_v1 --source sample --sample-size 1000
-    python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample_dpo \
-        --tokenizer-path data/sample_tok.json --output-dir data/sample_dpo_tokens \
+    python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample/post_training/dpo/raw \
+        --tokenizer-path data/sample/tokenizer/tokenizer.json \
+        --output-dir data/sample/post_training/dpo/tokenized \
         --tokenizer-profile post_training_v1 --tokenizer-mode post_training_dpo --max-length 129
-    python3 post_training_dpo.py --data_dir=data/sample_dpo_tokens \
-        --tokenizer_path=data/sample_tok.json --init_from=checkpoints/sample_sft \
+    python3 post_training_dpo.py --data_dir=data/sample/post_training/dpo/tokenized \
+        --tokenizer_path=data/sample/tokenizer/tokenizer.json --init_from=checkpoints/sample_sft \
         --run_name=sample_dpo --block_size=128 --micro_batch_size=8 --pairs_per_step=8 \
         --max_steps=60 --warmup_steps=5 --learning_rate=3e-4 --min_lr=3e-5 --eval_interval=30 \
         --eval_batches=4 --checkpoint_interval=30

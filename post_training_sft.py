@@ -16,13 +16,16 @@ option; the constants a user edits are the CONFIG below.
     python3 -m model.generate --checkpoint checkpoints/sft --chat
 
 Tiny CPU example (a minute or two; after the tiny pre-training example in pre_training.py):
-    python3 -m dataset.post_training.sft.download_dataset --output-dir data/sample_sft \
+    python3 -m dataset.post_training.sft.download_dataset \
+        --output-dir data/sample/post_training/sft/raw \
         --tokenizer-profile post_training_v1 --source sample --sample-size 2000
-    python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample_sft \
-        --tokenizer-path data/sample_tok.json --output-dir data/sample_sft_tokens \
+    python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample/post_training/sft/raw \
+        --tokenizer-path data/sample/tokenizer/tokenizer.json \
+        --output-dir data/sample/post_training/sft/tokenized \
         --tokenizer-profile post_training_v1 --tokenizer-mode post_training_sft --max-length 129
-    python3 post_training_sft.py --data_dir=data/sample_sft_tokens \
-        --tokenizer_path=data/sample_tok.json --init_from=checkpoints/sample --run_name=sample_sft \
+    python3 post_training_sft.py --data_dir=data/sample/post_training/sft/tokenized \
+        --tokenizer_path=data/sample/tokenizer/tokenizer.json \
+        --init_from=checkpoints/sample_pre_training --run_name=sample_sft \
         --block_size=128 --micro_batch_size=16 --tokens_per_step=2048 --max_steps=300 \
         --warmup_steps=10 --learning_rate=3e-3 --min_lr=3e-4 --eval_interval=100 \
         --eval_batches=4 --checkpoint_interval=100

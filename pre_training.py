@@ -1,4 +1,4 @@
-"""Pre-train the Transformer on the tokenized corpus: next-token prediction on random windows.
+r"""Pre-train the Transformer on the tokenized corpus: next-token prediction on random windows.
 
 The constants a user edits are the CONFIG below; any field can be overridden on the command
 line as --key=value (`python3 pre_training.py --help` lists them all). Outputs go to
@@ -16,15 +16,20 @@ checkpoints/<run_name>/ (step folders, `latest`, `tensorboard/`).
     python3 pre_training.py --model_preset=124m --micro_batch_size=32 --compile=true
 
 Tiny CPU example (a few minutes; the sample corpus, tokenizer and tokenized data first):
-    python3 -m dataset.pre_training.download_dataset --output-dir data/sample --source sample
-    python3 -m tokenizer.train --dataset-dir data/sample --output-path data/sample_tok.json \
-        --vocab-size 512
-    python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample \
-        --tokenizer-path data/sample_tok.json --output-dir data/sample_tokens
-    python3 pre_training.py --data_dir=data/sample_tokens --tokenizer_path=data/sample_tok.json \
-        --model_preset=debug --block_size=128 --micro_batch_size=16 --tokens_per_step=4096 \
+    python3 -m dataset.pre_training.download_dataset --output-dir data/sample/pre_training/raw \
+        --source sample
+    python3 -m tokenizer.train --dataset-dir data/sample/pre_training/raw \
+        --output-path data/sample/tokenizer/tokenizer.json \
+        --vocab-size 2048
+    python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample/pre_training/raw \
+        --tokenizer-path data/sample/tokenizer/tokenizer.json \
+        --output-dir data/sample/pre_training/tokenized
+    python3 pre_training.py --data_dir=data/sample/pre_training/tokenized \
+        --tokenizer_path=data/sample/tokenizer/tokenizer.json \
+        --model_preset=debug --block_size=256 --micro_batch_size=16 --tokens_per_step=8192 \
         --max_steps=300 --warmup_steps=30 --learning_rate=3e-3 --min_lr=3e-4 \
-        --eval_interval=100 --eval_batches=4 --checkpoint_interval=100 --run_name=sample
+        --eval_interval=100 --eval_batches=4 --checkpoint_interval=100 \
+        --run_name=sample_pre_training
 At the end it prints the model's continuation of a fixed prompt.
 """
 

@@ -1,4 +1,4 @@
-"""Training throughput: tokens/s, MFU and peak memory, one JSON line per configuration.
+r"""Training throughput: tokens/s, MFU and peak memory, one JSON line per configuration.
 
     # the README's reference shapes on a GPU (with and without torch.compile)
     python3 -m benchmarks.training_benchmark --preset 124m --micro-batch 32 --block-size 1024

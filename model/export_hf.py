@@ -1,9 +1,10 @@
-"""Export a checkpoint as a Hugging Face Llama folder (transformers, vLLM, llama.cpp's converter).
+r"""Export a checkpoint as a Hugging Face Llama folder (transformers, vLLM, llama.cpp's converter).
 
     python3 -m model.export_hf --checkpoint checkpoints/<run> --output-dir exports/<run>
 
 Tiny CPU example, after the README's sample pipeline:
-    python3 -m model.export_hf --checkpoint checkpoints/sample --output-dir exports/sample
+    python3 -m model.export_hf --checkpoint checkpoints/sample_pre_training \
+        --output-dir exports/sample
 
 Then, in Python (with `pip install transformers`):
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -1,4 +1,4 @@
-"""Generate text from a checkpoint: complete a prompt, or chat with a fine-tuned model.
+r"""Generate text from a checkpoint: complete a prompt, or chat with a fine-tuned model.
 
     # continue a plain prompt (pre_training profile: the model sees <|endoftext|> + prompt)
     python3 -m model.generate --checkpoint checkpoints/<run> --prompt "Once upon a time"
@@ -7,7 +7,8 @@
     python3 -m model.generate --checkpoint checkpoints/<run> --chat --system "Be brief."
 
 Tiny CPU example, after the README's sample pipeline:
-    python3 -m model.generate --checkpoint checkpoints/sample --prompt "The" --max-new-tokens 40
+    python3 -m model.generate --checkpoint checkpoints/sample_pre_training --prompt "The" \
+        --max-new-tokens 40
 
 Sampling: --temperature 0 is greedy; otherwise logits / temperature, then optional top-k and
 top-p (nucleus) filtering. Generation stops at <|end|> (end of turn) or <|endoftext|> (end of
@@ -217,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="run folder (follows its `latest`) or step folder, e.g. checkpoints/sample",
+        help="run folder (follows its `latest`) or step folder, e.g. checkpoints/sample_sft",
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--prompt", help="text to continue (encoded as <|endoftext|> + text)")

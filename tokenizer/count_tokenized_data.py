@@ -1,10 +1,11 @@
-"""Count the tokens of a tokenized dataset, per split and in total, after validating it.
+r"""Count the tokens of a tokenized dataset, per split and in total, after validating it.
 
     python3 -m tokenizer.count_tokenized_data --tokenized-dir data/tokens/pre_training
 
 Tiny CPU example (machine-readable):
 
-    python3 -m tokenizer.count_tokenized_data --tokenized-dir data/tokens/sample --json
+    python3 -m tokenizer.count_tokenized_data --tokenized-dir data/sample/pre_training/tokenized \
+        --json
 
 Per split: tokens, documents, mean and max document length; SFT adds trainable tokens (loss
 mask 1); DPO counts pairs and the mean prompt / chosen / rejected lengths. Before counting it

@@ -1,12 +1,13 @@
-"""Look at tokenized documents next to their raw text, and flag any that do not decode back to it.
+r"""Look at tokenized documents next to their raw text, and flag any that do not decode back to it.
 
-    python3 -m tokenizer.inspect_tokenized_data --raw-dataset-dir data/raw/pre_training \
+    python3 -m tokenizer.inspect_tokenized_data --raw-dataset-dir data/pre_training/raw \
         --tokenized-dataset-dir data/tokens/pre_training --tokenizer-path data/tokenizer.json
 
 Tiny CPU example (non-interactive: documents 0..2 of the validation split):
 
-    python3 -m tokenizer.inspect_tokenized_data --raw-dataset-dir data/raw/sample \
-        --tokenized-dataset-dir data/tokens/sample --tokenizer-path data/sample_tokenizer.json \
+    python3 -m tokenizer.inspect_tokenized_data --raw-dataset-dir data/sample/pre_training/raw \
+        --tokenized-dataset-dir data/sample/pre_training/tokenized \
+        --tokenizer-path data/sample/tokenizer/tokenizer.json \
         --split validation --index 0 --num 3
 
 With a terminal on stdin (and no --index/--num) it is interactive: Enter or `n` next, `p`
@@ -102,7 +103,7 @@ class Inspector:
                 f"{args.tokenizer_path} is not the tokenizer {directory} was made with "
                 "(sha256 differs); pass the same --tokenizer-path as to tokenize_dataset"
             )
-        raw_splits = raw_data.load_splits(args.raw_dataset_dir)
+        raw_splits = raw_data.load_datasets(args.raw_dataset_dir)
         if args.split in raw_splits:
             self.raw = raw_splits[args.split]
         elif len(raw_splits) == 1:  # a single split folder was passed

@@ -1,18 +1,22 @@
 """Reading the raw datasets that `dataset/` writes: open them, check their columns, stream rows.
 
 A raw dataset is a `save_to_disk` DatasetDict (`train/ validation/ test/`) or one split folder.
-Rows are streamed from the Arrow files with plain reads, batch by batch, instead of through a
-memory map: a memory-mapped corpus counts every page touched towards the process's resident
-memory, so streaming is what keeps peak memory flat however large the corpus is.
+Rows are streamed from its Arrow files with plain reads, batch by batch. `datasets` itself
+memory-maps the files and, to open them, walks every record batch through the memory map,
+which leaves a part of the corpus counted in the process's resident memory; reading the files
+directly is what keeps peak memory flat however large the corpus is. `load_datasets` (random
+access through `datasets`) is for the viewer, which reads one row at a time.
 """
 
+import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.errors import UserError
 
-if TYPE_CHECKING:  # imported lazily below: worker processes re-import callers of this module
+if TYPE_CHECKING:  # imported lazily: worker processes re-import the modules that import this one
     import datasets
 
 # The columns each tokenizer mode reads (see DESIGN.md, "Data contract").
@@ -32,74 +36,126 @@ DOWNLOAD_HINT = (
 )
 
 
-def load_splits(path: str | Path, allow_single_split: bool = True) -> dict[str, "datasets.Dataset"]:
-    """{split: Dataset} of a saved DatasetDict folder, or {folder name: Dataset} of one split."""
+@dataclass
+class RawSplit:
+    """One split folder written by `save_to_disk`: its Arrow files and columns, read lazily."""
+
+    name: str
+    directory: Path
+    files: list[Path]
+    column_names: list[str]
+    _num_rows: int | None = None
+    _column_bytes: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        if self._num_rows is None:
+            self._scan()
+        return self._num_rows
+
+    def column_bytes(self, columns) -> int:
+        """Bytes the Arrow buffers of `columns` hold: about the UTF-8 size of their text."""
+        if self._num_rows is None:
+            self._scan()
+        return sum(self._column_bytes.get(name, 0) for name in columns)
+
+    def _record_batches(self):
+        import pyarrow as pa
+
+        for path in self.files:
+            try:
+                with pa.OSFile(str(path)) as source:
+                    yield from pa.ipc.open_stream(source)
+            except (OSError, pa.ArrowException) as error:
+                raise UserError(
+                    f"cannot read {path} ({error}); the dataset is damaged, download it again"
+                ) from None
+
+    def _scan(self) -> None:
+        """Count rows and column bytes in one streaming pass (reads, no memory map)."""
+        rows, sizes = 0, dict.fromkeys(self.column_names, 0)
+        for batch in self._record_batches():
+            rows += batch.num_rows
+            for name in self.column_names:
+                sizes[name] += batch.column(name).nbytes
+        self._num_rows, self._column_bytes = rows, sizes
+
+    def iter_rows(self, columns, batch_rows: int) -> Iterator[dict[str, list]]:
+        """Yield {column: values} for consecutive batches of at most `batch_rows` rows, in order."""
+        for record_batch in self._record_batches():
+            for start in range(0, record_batch.num_rows, batch_rows):
+                chunk = record_batch.slice(start, batch_rows)
+                yield {name: chunk.column(name).to_pylist() for name in columns}
+
+
+def _open_split(directory: Path, name: str) -> RawSplit:
+    import pyarrow as pa
+
+    try:
+        state = json.loads((directory / "state.json").read_text())
+        files = [directory / entry["filename"] for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(
+            f"{directory} is not a split saved by `save_to_disk` ({error}); {DOWNLOAD_HINT}"
+        ) from None
+    if not files:
+        raise UserError(f"{directory} lists no data files; {DOWNLOAD_HINT}")
+    try:
+        with pa.OSFile(str(files[0])) as source:
+            columns = pa.ipc.open_stream(source).schema.names
+    except (OSError, pa.ArrowException) as error:
+        raise UserError(f"cannot read {files[0]} ({error}); download the dataset again") from None
+    return RawSplit(name=name, directory=directory, files=files, column_names=columns)
+
+
+def _split_folders(path: Path, allow_single_split: bool) -> dict[str, Path]:
+    if not path.is_dir():
+        raise UserError(f"dataset folder {path} not found; {DOWNLOAD_HINT}")
+    if (path / "dataset_dict.json").is_file():
+        try:
+            names = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        except (ValueError, KeyError) as error:
+            raise UserError(f"{path}/dataset_dict.json is damaged ({error})") from None
+        if not names:
+            raise UserError(f"dataset folder {path} has no splits; {DOWNLOAD_HINT}")
+        return {name: path / name for name in names}
+    if (path / "state.json").is_file():
+        if not allow_single_split:
+            raise UserError(
+                f"{path} is a single split folder; pass the dataset folder that holds "
+                "train/ validation/ test/ (its parent)"
+            )
+        return {path.name: path}
+    what = "is empty" if not any(path.iterdir()) else "holds no saved dataset"
+    raise UserError(
+        f"dataset folder {path} {what} (no dataset_dict.json or state.json); {DOWNLOAD_HINT}"
+    )
+
+
+def open_splits(path: str | Path, allow_single_split: bool = True) -> dict[str, RawSplit]:
+    """{split: RawSplit} of a saved DatasetDict folder, or {folder name: RawSplit} of one split."""
+    folders = _split_folders(Path(path), allow_single_split)
+    return {name: _open_split(folder, name) for name, folder in folders.items()}
+
+
+def load_datasets(path: str | Path) -> dict[str, "datasets.Dataset"]:
+    """Like `open_splits`, as `datasets.Dataset`s (random access by row; memory-mapped)."""
     import datasets
 
     path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"dataset folder {path} not found; {DOWNLOAD_HINT}")
-    is_dict = (path / "dataset_dict.json").is_file()
-    is_split = (path / "state.json").is_file()
-    if not is_dict and not is_split:
-        what = "is empty" if not any(path.iterdir()) else "holds no saved dataset"
-        raise UserError(
-            f"dataset folder {path} {what} (no dataset_dict.json or state.json); {DOWNLOAD_HINT}"
-        )
-    if is_split and not allow_single_split:
-        raise UserError(
-            f"{path} is a single split folder; pass the dataset folder that holds "
-            "train/ validation/ test/ (its parent)"
-        )
+    folders = _split_folders(path, allow_single_split=True)
     try:
-        loaded = datasets.load_from_disk(str(path))
+        return {name: datasets.load_from_disk(str(folder)) for name, folder in folders.items()}
     except Exception as error:  # damaged metadata or missing Arrow files
         raise UserError(f"cannot read the dataset at {path}: {error}") from None
-    splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {path.name: loaded}
-    if not splits:
-        raise UserError(f"dataset folder {path} has no splits; {DOWNLOAD_HINT}")
-    return splits
 
 
-def check_columns(splits: dict[str, "datasets.Dataset"], mode: str, path: str | Path) -> None:
+def check_columns(splits: dict, mode: str, path: str | Path) -> None:
     """UserError naming the split, the mode and the columns it needs, if any split lacks one."""
-    for name, dataset in splits.items():
-        missing = [c for c in COLUMNS_BY_MODE[mode] if c not in dataset.column_names]
+    for name, split in splits.items():
+        missing = [c for c in COLUMNS_BY_MODE[mode] if c not in split.column_names]
         if missing:
             raise UserError(
-                f"{Path(path) / name} has columns {dataset.column_names} but --tokenizer-mode "
+                f"{Path(path) / name} has columns {split.column_names} but --tokenizer-mode "
                 f"{mode} needs {COLUMN_HELP[mode]}; missing {missing}. Check --tokenizer-mode "
                 "and --dataset-dir"
             )
-
-
-def iter_rows(
-    dataset: "datasets.Dataset", columns: tuple[str, ...] | list[str], batch_rows: int
-) -> Iterator[dict[str, list]]:
-    """Yield {column: values} for consecutive batches of at most `batch_rows` rows, in order."""
-    import pyarrow as pa
-
-    files = [entry["filename"] for entry in dataset.cache_files]
-    if not files or dataset._indices is not None:
-        # In-memory or re-indexed datasets (never produced by save_to_disk): let datasets do it.
-        yield from dataset.select_columns(list(columns)).iter(batch_size=batch_rows)
-        return
-    seen = 0
-    for filename in files:
-        with pa.OSFile(filename) as source:
-            for record_batch in pa.ipc.open_stream(source):
-                for start in range(0, record_batch.num_rows, batch_rows):
-                    chunk = record_batch.slice(start, batch_rows)
-                    seen += chunk.num_rows
-                    yield {name: chunk.column(name).to_pylist() for name in columns}
-    if seen != len(dataset):
-        raise UserError(
-            f"the Arrow files of {Path(files[0]).parent} hold {seen} rows but the dataset says "
-            f"{len(dataset)}; the folder is damaged, download it again"
-        )
-
-
-def column_bytes(dataset: "datasets.Dataset", columns) -> int:
-    """Bytes held by `columns` (read from Arrow buffer sizes, no data is touched): about the
-    UTF-8 size of their text, for character budgets."""
-    return sum(dataset.data.column(name).nbytes for name in columns)

@@ -1,16 +1,17 @@
-"""Tokenize every split of a raw dataset into memory-mapped arrays (see tokenized_data.py).
+r"""Tokenize every split of a raw dataset into memory-mapped arrays (see tokenized_data.py).
 
-    python3 -m tokenizer.tokenize_dataset --dataset-dir data/raw/pre_training \
+    python3 -m tokenizer.tokenize_dataset --dataset-dir data/pre_training/raw \
         --tokenizer-path data/tokenizer.json --output-dir data/tokens/pre_training --num-proc 8
 
 Tiny CPU example, then SFT and DPO data (post_training_v1 profile):
 
-    python3 -m tokenizer.tokenize_dataset --dataset-dir data/raw/sample \
-        --tokenizer-path data/sample_tokenizer.json --output-dir data/tokens/sample --num-proc 2
-    python3 -m tokenizer.tokenize_dataset --dataset-dir data/raw/sft \
+    python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample/pre_training/raw \
+        --tokenizer-path data/sample/tokenizer/tokenizer.json \
+        --output-dir data/sample/pre_training/tokenized --num-proc 2
+    python3 -m tokenizer.tokenize_dataset --dataset-dir data/post_training/sft/raw \
         --tokenizer-path data/tokenizer.json --output-dir data/tokens/sft --num-proc 2 \
         --tokenizer-profile post_training_v1 --tokenizer-mode post_training_sft --max-length 1025
-    python3 -m tokenizer.tokenize_dataset --dataset-dir data/raw/dpo \
+    python3 -m tokenizer.tokenize_dataset --dataset-dir data/post_training/dpo/raw \
         --tokenizer-path data/tokenizer.json --output-dir data/tokens/dpo --num-proc 2 \
         --tokenizer-profile post_training_v1 --tokenizer-mode post_training_dpo --max-length 1024
 
@@ -218,7 +219,7 @@ def tokenize_split(dataset, name: str, directory: Path, encode_all, args, vocab_
 
     def jobs():
         first_row = 0
-        for rows in raw_data.iter_rows(dataset, columns, args.batch_size):
+        for rows in dataset.iter_rows(columns, args.batch_size):
             yield first_row, rows
             first_row += len(rows[columns[0]])
 
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
     tokenizer = load_tokenizer(args.tokenizer_path)
     vocab_size = tokenizer.get_vocab_size()
     sha256 = sha256_file(args.tokenizer_path)
-    splits = raw_data.load_splits(args.dataset_dir, allow_single_split=False)
+    splits = raw_data.open_splits(args.dataset_dir, allow_single_split=False)
     raw_data.check_columns(splits, args.tokenizer_mode, args.dataset_dir)
     if "train" not in splits:
         raise UserError(f"{args.dataset_dir} has splits {sorted(splits)} but no 'train' split")

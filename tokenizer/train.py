@@ -1,12 +1,14 @@
-"""Train the project's byte-level BPE tokenizer on the train split of a raw dataset.
+r"""Train the project's byte-level BPE tokenizer on the train split of a raw dataset.
 
-    python3 -m tokenizer.train --dataset-dir data/raw/pre_training --output-path data/tokenizer.json
+    python3 -m tokenizer.train --dataset-dir data/pre_training/raw \
+        --output-path data/tokenizer/tokenizer.json
 
 Tiny CPU example (a few seconds on the sample corpus):
 
-    python3 -m dataset.pre_training.download_dataset --output-dir data/raw/sample --source sample
-    python3 -m tokenizer.train --dataset-dir data/raw/sample \
-        --output-path data/sample_tokenizer.json --vocab-size 2048
+    python3 -m dataset.pre_training.download_dataset --output-dir data/sample/pre_training/raw \
+        --source sample
+    python3 -m tokenizer.train --dataset-dir data/sample/pre_training/raw \
+        --output-path data/sample/tokenizer/tokenizer.json --vocab-size 2048
 
 The tokenizer splits text with the GPT-4 regex, then maps every byte to one of 256 base symbols
 (byte-level BPE), so any Unicode string encodes and decodes back exactly; no normalizer is used
@@ -86,9 +88,9 @@ def iter_texts(dataset, columns, max_chars: int | None, stats: dict) -> Iterator
     The choice depends only on the data, so training is repeatable."""
     stride = 1
     if max_chars is not None:
-        stride = max(1, math.floor(raw_data.column_bytes(dataset, columns) / max_chars))
+        stride = max(1, math.floor(dataset.column_bytes(columns) / max_chars))
     row = 0
-    for rows in raw_data.iter_rows(dataset, columns, BATCH_ROWS):
+    for rows in dataset.iter_rows(columns, BATCH_ROWS):
         n = len(rows[columns[0]])
         take = [i for i in range(n) if (row + i) % stride == 0]
         row += n
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
     if output.exists() and not args.overwrite:
         raise UserError(f"{output} already exists; pass --overwrite to replace it")
 
-    splits = raw_data.load_splits(args.dataset_dir)
+    splits = raw_data.open_splits(args.dataset_dir)
     dataset_dir = Path(args.dataset_dir)
     if "train" in splits:
         train_name = "train"

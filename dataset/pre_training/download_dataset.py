@@ -1,15 +1,16 @@
 """Step 1 of pre-training: get raw text and save it as a DatasetDict (train/validation/test).
 
-    python3 -m dataset.pre_training.download_dataset --output-dir=data/raw/pre_training
+    python3 -m dataset.pre_training.download_dataset --output-dir=data/pre_training/raw
 
 Sources (`--source`):
 - `hub` (default): TinyStories (roneneldan/TinyStories) and WikiText (Salesforce/wikitext,
   wikitext-103-raw-v1) from the Hugging Face Hub, cleaned (see tinystories.py, wikitext.py).
 - `sample`: the embedded sample world's stories and articles, generated in seconds, no network.
   Tiny CPU example:
-      python3 -m dataset.pre_training.download_dataset --output-dir=data/raw/sample --source sample
+      python3 -m dataset.pre_training.download_dataset \\
+          --output-dir=data/sample/pre_training/raw --source sample
 - `local`: your own .txt/.jsonl/.parquet files:
-      python3 -m dataset.pre_training.download_dataset --output-dir=data/raw/mine \\
+      python3 -m dataset.pre_training.download_dataset --output-dir=data/mine/raw \\
           --source local --data-files 'corpus/*.txt'
 
 Output at --output-dir: `save_to_disk` folders train/ validation/ test/ with columns `text` and
@@ -38,7 +39,7 @@ from dataset.pre_training import cleaning, tinystories, wikitext
 from dataset.sample_world.corpus import pretraining_documents
 
 MODULE = "dataset.pre_training.download_dataset"
-DEFAULT_OUTPUT = "data/raw/pre_training"
+DEFAULT_OUTPUT = "data/pre_training/raw"
 SAMPLE_SPLIT_SHARES = {"train": 0.95, "validation": 0.025, "test": 0.025}
 FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")})
 

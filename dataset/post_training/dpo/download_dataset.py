@@ -1,6 +1,6 @@
 """Step 1 of DPO: get preference pairs (prompt, chosen, rejected) and save them as a DatasetDict.
 
-    python3 -m dataset.post_training.dpo.download_dataset --output-dir=data/raw/dpo \\
+    python3 -m dataset.post_training.dpo.download_dataset --output-dir=data/post_training/dpo/raw \\
         --tokenizer-profile=post_training_v1
 
 Sources (`--source`):
@@ -10,7 +10,8 @@ Sources (`--source`):
   Anthropic/hh-rlhf (train -> train + validation, test -> test). Layouts: see formats.py.
 - `sample`: pairs about the embedded sample world whose chosen answer meets the instruction and
   whose rejected answer breaks it checkably; no network. Tiny CPU example:
-      python3 -m dataset.post_training.dpo.download_dataset --output-dir=data/raw/sample_dpo \\
+      python3 -m dataset.post_training.dpo.download_dataset \\
+          --output-dir=data/sample/post_training/dpo/raw \\
           --tokenizer-profile=post_training_v1 --source sample --sample-size 2000
 - `local`: .jsonl files, one pair per line, in any layout of formats.py.
 
@@ -32,7 +33,7 @@ from dataset.post_training.messages import MESSAGES, PROFILES, Unusable, drop_by
 from dataset.sample_world.preferences import dpo_rows
 
 MODULE = "dataset.post_training.dpo.download_dataset"
-DEFAULT_OUTPUT = "data/raw/dpo"
+DEFAULT_OUTPUT = "data/post_training/dpo/raw"
 
 
 class HubDataset:

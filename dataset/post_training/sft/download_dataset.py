@@ -1,6 +1,6 @@
 """Step 1 of SFT: get instruction/response conversations and save them as a DatasetDict.
 
-    python3 -m dataset.post_training.sft.download_dataset --output-dir=data/raw/sft \\
+    python3 -m dataset.post_training.sft.download_dataset --output-dir=data/post_training/sft/raw \\
         --tokenizer-profile=post_training_v1
 
 Sources (`--source`):
@@ -9,7 +9,8 @@ Sources (`--source`):
   split (seeded) into train/validation/test.
 - `sample`: instructions about the embedded sample world with checkable constraints; no network.
   Tiny CPU example:
-      python3 -m dataset.post_training.sft.download_dataset --output-dir=data/raw/sample_sft \\
+      python3 -m dataset.post_training.sft.download_dataset \\
+          --output-dir=data/sample/post_training/sft/raw \\
           --tokenizer-profile=post_training_v1 --source sample --sample-size 2000
 - `local`: .jsonl files, one conversation per line, either {"messages": [{"role", "content"},
   ...]} (ending with the assistant's reply) or {"instruction", "input" (optional), "output"}.
@@ -40,7 +41,7 @@ from dataset.post_training.messages import (
 from dataset.sample_world.instructions import sft_rows
 
 MODULE = "dataset.post_training.sft.download_dataset"
-DEFAULT_OUTPUT = "data/raw/sft"
+DEFAULT_OUTPUT = "data/post_training/sft/raw"
 HUB_ID = "yahma/alpaca-cleaned"
 FEATURES = datasets.Features({"messages": MESSAGES})
 SAMPLE_FEATURES = datasets.Features({"messages": MESSAGES, "constraints": datasets.Value("string")})
