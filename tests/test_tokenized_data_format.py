@@ -79,3 +79,15 @@ def test_missing_meta_and_out_of_vocab_ids(tmp_path):
     with pytest.raises(UserError, match="meta.json is missing"):
         open_split(tmp_path / "train")
     assert meta["arrays"]["tokens.bin"]["bytes"] == 18
+
+
+def test_offsets_that_do_not_delimit_the_tokens_are_errors(tmp_path):
+    write_split(tmp_path / "train")
+    offsets = tmp_path / "train" / "doc_offsets.bin"
+    import numpy as np
+
+    values = np.fromfile(offsets, np.uint64)
+    values[1], values[2] = values[2], values[1]  # no longer rising
+    values.tofile(offsets)
+    with pytest.raises(UserError, match="does not delimit"):
+        open_split(tmp_path / "train")

@@ -25,27 +25,12 @@ from tokenizer.batch_encoding import BOS
 from tokenizer.tokenized_data import TokenizedSplit, open_dataset
 
 
-def check_offsets(split: TokenizedSplit, offsets: np.ndarray, what: str) -> None:
-    """UserError unless `offsets` start at 0, never decrease and end at the token count."""
-    where = f"{split.directory}/{what}"
-    if len(offsets) and (offsets[0] != 0 or offsets[-1] != len(split.tokens)):
-        raise UserError(
-            f"{where} spans [{int(offsets[0])}, {int(offsets[-1])}] but tokens.bin holds "
-            f"{len(split.tokens)} tokens; re-tokenize this dataset"
-        )
-    if np.any(np.diff(offsets.astype(np.int64)) < 0):
-        raise UserError(f"{where} is not in increasing order; re-tokenize this dataset")
-
-
 def count_split(split: TokenizedSplit) -> dict:
     split.check_token_ids(int(split.meta["vocab_size"]))
     counts = {"tokens": int(len(split.tokens))}
     if split.mode == "post_training_dpo":
         rows = np.asarray(split.pair_offsets, np.int64)  # (num_pairs, 4)
-        check_offsets(split, rows.reshape(-1), "pair_offsets.bin")
         lengths = np.diff(rows, axis=1)  # (num_pairs, 3): prompt, chosen, rejected
-        if len(rows) and np.any(rows[1:, 0] != rows[:-1, 3]):
-            raise UserError(f"{split.directory}/pair_offsets.bin has gaps; re-tokenize")
         starts = rows[:, 0]
         counts["pairs"] = counts["documents"] = len(rows)
         for column, name in enumerate(("prompt", "chosen", "rejected")):
@@ -54,7 +39,6 @@ def count_split(split: TokenizedSplit) -> dict:
         counts["max_pair_length"] = int(longest.max()) if len(rows) else 0
     else:
         offsets = np.asarray(split.doc_offsets, np.int64)
-        check_offsets(split, offsets, "doc_offsets.bin")
         lengths = np.diff(offsets)
         starts = offsets[:-1]
         counts["documents"] = len(lengths)

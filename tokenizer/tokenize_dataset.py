@@ -35,6 +35,8 @@ fit one window; DPO puts prompt + chosen and prompt + rejected each in one seque
 import argparse
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -169,6 +171,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def start_pool(settings: EncodeSettings, num_proc: int):
+    """Start `num_proc` spawned workers that never see Ctrl-C; this process handles it.
+
+    SIGINT is ignored here while the workers are created: an ignored signal stays ignored
+    across exec, so a Ctrl-C cannot interrupt their start-up imports with tracebacks. (A Ctrl-C
+    pressed in those ~50 ms is lost; press it again.)"""
+    # spawn, not fork: forking a process whose Rust/Arrow thread pools already run can deadlock.
+    context = multiprocessing.get_context("spawn")
+    if threading.current_thread() is not threading.main_thread():  # signals: main thread only
+        return context.Pool(num_proc, initializer=init_worker, initargs=(settings,))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return context.Pool(num_proc, initializer=init_worker, initargs=(settings,))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextmanager
 def batch_encoder(settings: EncodeSettings, num_proc: int):
     """Yield `encode_all(jobs) -> iterator of EncodedBatch` (in job order) on `num_proc` cores."""
@@ -184,9 +203,7 @@ def batch_encoder(settings: EncodeSettings, num_proc: int):
             else:
                 os.environ["TOKENIZERS_PARALLELISM"] = previous
         return
-    # spawn, not fork: forking a process whose Rust/Arrow thread pools already run can deadlock.
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(num_proc, initializer=init_worker, initargs=(settings,)) as pool:
+    with start_pool(settings, num_proc) as pool:
 
         def encode_all(jobs) -> Iterator[EncodedBatch]:
             pending = deque()  # bounded: at most 2 x num_proc batches in flight

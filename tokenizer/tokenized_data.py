@@ -9,12 +9,14 @@ Each split folder holds little-endian arrays and a `meta.json` that describes th
 | `doc_offsets.bin`  | uint64           | (num_docs + 1,)  | pre_training, post_training_sft |
 | `loss_mask.bin`    | uint8            | (num_tokens,)    | post_training_sft            |
 | `pair_offsets.bin` | uint64           | (num_pairs, 4)   | post_training_dpo            |
+| `source_rows.bin`  | uint64           | (num_docs,)      | all, optional (raw row of each doc) |
 
 - Document i is `tokens[doc_offsets[i]:doc_offsets[i + 1]]` and begins with `<|endoftext|>`.
 - `loss_mask[j] == 1` means token j is a training target (it is predicted from tokens[:j]).
 - A DPO pair row is `[prompt_start, chosen_start, rejected_start, end]`: the prompt is
   `tokens[p:c]` (ending with `<|assistant|>`), the chosen reply `tokens[c:r]`, the rejected reply
-  `tokens[r:e]`; both replies end with `<|end|>`.
+  `tokens[r:e]`; a reply ends with `<|end|>` unless tokenize_dataset cut it to fit
+  `--max-length` (counted in meta.json's stats).
 - Token arrays are uint16 while the vocabulary fits in 65,536 ids, else uint32.
 
 `meta.json`: format_version, mode, profile, dtype, vocab_size, tokenizer_sha256, num_tokens,
@@ -235,6 +237,9 @@ def open_split(directory: str | Path, mode: str | None = None) -> TokenizedSplit
             shape = (count // row, row) if row > 1 else (count,)
             arrays[name] = np.memmap(path, dtype=dtype, mode="r", shape=shape)
     tokens = arrays["tokens.bin"]
+    for name in ("doc_offsets.bin", "pair_offsets.bin"):
+        if name in arrays:
+            _check_offsets(directory / name, arrays[name], len(tokens))
     if meta.get("num_tokens", len(tokens)) != len(tokens):
         raise UserError(
             f"{meta_path} says {meta['num_tokens']} tokens, tokens.bin has {len(tokens)}"
@@ -249,6 +254,20 @@ def open_split(directory: str | Path, mode: str | None = None) -> TokenizedSplit
         loss_mask=arrays.get("loss_mask.bin"),
         pair_offsets=arrays.get("pair_offsets.bin"),
     )
+
+
+def _check_offsets(path: Path, offsets: np.ndarray, num_tokens: int) -> None:
+    """Offsets must rise from 0 to the token count without gaps (a DPO pair starts where the
+    previous one ended); anything else means a damaged or foreign folder."""
+    if len(offsets) == 0:
+        return
+    flat = np.asarray(offsets, np.int64).reshape(-1)
+    contiguous = offsets.ndim == 1 or bool(np.all(offsets[1:, 0] == offsets[:-1, -1]))
+    if flat[0] != 0 or flat[-1] != num_tokens or np.any(np.diff(flat) < 0) or not contiguous:
+        raise UserError(
+            f"{path} does not delimit tokens.bin (offsets must rise from 0 to {num_tokens} "
+            "without gaps); the folder is damaged, re-tokenize this dataset"
+        )
 
 
 def open_dataset(directory: str | Path, mode: str | None = None) -> dict[str, TokenizedSplit]:
