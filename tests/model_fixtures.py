@@ -10,12 +10,12 @@ import contextlib
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tiny_tokenizer import train_tiny_tokenizer
+from tokenizers import Tokenizer
 
 from model.checkpoint import save_model_files
 from model.config import from_preset
 from model.transformer import Transformer
-from tokenizer.profiles import SPECIAL_TOKENS
 
 SAMPLE_TEXT = (
     "Once upon a time there was a little fox who lived in the forest. "
@@ -28,19 +28,7 @@ SAMPLE_TEXT = (
 
 def build_tokenizer(path: Path, vocab_size: int = 300) -> Path:
     """Train a byte-level BPE on a few KB of text; write tokenizer.json at `path`."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([SAMPLE_TEXT] * 20, trainer=trainer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(path))
-    return path
+    return train_tiny_tokenizer(path, [SAMPLE_TEXT] * 20, vocab_size)
 
 
 def build_checkpoint(

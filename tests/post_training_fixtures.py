@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tiny_tokenizer
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 
 from common.atomic import sha256_file
 from tokenizer.profiles import (
-    SPECIAL_TOKENS,
     encode_conversation,
     encode_prompt,
     encode_response,
@@ -49,19 +49,8 @@ CONVERSATIONS = [
 
 def train_tiny_tokenizer(path: Path, vocab_size: int = 300) -> Tokenizer:
     """A byte-level BPE tokenizer.json with our special tokens at ids 0..5."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
     texts = [m["content"] for c in CONVERSATIONS for m in c] * 20
-    tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.save(str(path))
-    return load_tokenizer(path)
+    return load_tokenizer(tiny_tokenizer.train_tiny_tokenizer(path, texts, vocab_size))
 
 
 def write_sft_folder(out: Path, tokenizer_path: Path, conversations=None, splits=None) -> Path:

@@ -2,7 +2,7 @@
 
 import jinja2
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tiny_tokenizer import train_tiny_tokenizer
 
 from common.errors import UserError
 from tokenizer import profiles
@@ -10,17 +10,11 @@ from tokenizer import profiles
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    path = train_tiny_tokenizer(
+        tmp_path_factory.mktemp("tok") / "tokenizer.json",
+        ["Max the dog lives in the forest."] * 20,
         vocab_size=400,
-        special_tokens=profiles.SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(["Max the dog lives in the forest."] * 20, trainer)
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tok.save(str(path))
     return profiles.load_tokenizer(path)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tiny_tokenizer import train_tiny_tokenizer
 
 from common.atomic import sha256_file
-from tokenizer.profiles import SPECIAL_TOKENS, encode_document, load_tokenizer
+from tokenizer.profiles import encode_document, load_tokenizer
 from tokenizer.tokenized_data import SplitWriter
 from training.config import TrainConfig
 from training.losses import IGNORE_INDEX, count_targets, cross_entropy_sum
@@ -34,19 +34,7 @@ def make_text(rng: random.Random) -> str:
 
 def make_tokenizer(path: Path, vocab_size: int = 300) -> Path:
     rng = random.Random(0)
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([make_text(rng) for _ in range(200)], trainer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(path))
-    return path
+    return train_tiny_tokenizer(path, [make_text(rng) for _ in range(200)], vocab_size)
 
 
 def make_pretraining_data(
