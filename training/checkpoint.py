@@ -219,9 +219,10 @@ def _skip(step_dir: Path, error: Exception, rest: list[Path], announce: bool) ->
 
 
 def capture_rng_state(device: torch.device) -> dict:
-    """Python, NumPy, torch (and the training GPU's) RNG states, in types torch.load(weights_only)
-    accepts. Only `device`'s CUDA state: asking for every GPU's would create a CUDA context on
-    each visible GPU (under torchrun, rank 0 would take memory on all of them)."""
+    """Python, NumPy, torch (and the training GPU's) RNG states, as plain types and tensors
+    that the weights-only checkpoint loader accepts. Only `device`'s CUDA state: asking for
+    every GPU's would create a CUDA context on each visible GPU (under torchrun, rank 0 would
+    take memory on all of them)."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
