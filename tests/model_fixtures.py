@@ -6,7 +6,6 @@ them), so the model tests do not depend on the tokenizer trainer.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
@@ -49,15 +48,3 @@ def build_checkpoint(
     save_model_files(model, step_dir, config, tokenizer_path)
     (run_dir / "latest").write_text("step_0000001\n")
     return model, run_dir
-
-
-@contextlib.contextmanager
-def single_thread():
-    """The test machine has 2 cores shared with other jobs: torch's 2 threads thrash there
-    on these tiny models (3-10x slower than one thread)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -7,7 +7,6 @@ lint noise; the expensive sample pipeline is cached per process in `sample_pipel
 from __future__ import annotations
 
 import atexit
-import contextlib
 import dataclasses
 import shutil
 import tempfile
@@ -104,17 +103,6 @@ DPO_PAIRS = 500
 _cache: dict = {}
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Tiny models run faster on one intra-op thread (and do not fight other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @dataclass
 class SamplePipeline:
     root: Path
@@ -167,8 +155,7 @@ def _common_flags(pipeline: SamplePipeline, run_name: str) -> list[str]:
 
 
 def _run(script, argv: list[str]) -> None:
-    with one_thread():
-        code = script.main(argv)
+    code = script.main(argv)
     assert code == 0, f"{script.__name__} exited with {code}"
 
 

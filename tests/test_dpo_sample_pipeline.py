@@ -24,7 +24,6 @@ from post_training_fixtures import (
     dpo_checkpoint,
     following_rate,
     held_out_dpo_prompts,
-    one_thread,
     pair_logps,
     sample_pipeline,
     sft_checkpoint,
@@ -33,9 +32,8 @@ from post_training_fixtures import (
 
 def preference_figures(split_dir) -> tuple[float, float, float]:
     """(reward accuracy, SFT's log-prob preference, DPO's log-prob preference) on a split."""
-    with one_thread():
-        reference = pair_logps(sft_checkpoint(), split_dir)  # [pairs, (chosen, rejected)]
-        policy = pair_logps(dpo_checkpoint(), split_dir)
+    reference = pair_logps(sft_checkpoint(), split_dir)  # [pairs, (chosen, rejected)]
+    policy = pair_logps(dpo_checkpoint(), split_dir)
     rewards = policy - reference
     return (
         float(np.mean(rewards[:, 0] > rewards[:, 1])),
@@ -49,9 +47,8 @@ def test_dpo_learns_the_preferences_it_is_shown():
     train_accuracy, train_sft, train_dpo = preference_figures(tokenized / "train")
     test_accuracy, test_sft, test_dpo = preference_figures(tokenized / "test")
     prompts = held_out_dpo_prompts(50)
-    with one_thread():
-        sft_rate, _ = following_rate(sft_checkpoint(), prompts)
-        dpo_rate, _ = following_rate(dpo_checkpoint(), prompts)
+    sft_rate, _ = following_rate(sft_checkpoint(), prompts)
+    dpo_rate, _ = following_rate(dpo_checkpoint(), prompts)
     print(
         f"train pairs: reward accuracy 0.00 -> {train_accuracy:.2f}, log pi(chosen) > "
         f"log pi(rejected) {train_sft:.2f} -> {train_dpo:.2f}; held-out pairs: reward accuracy "

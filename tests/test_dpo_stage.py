@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from post_training_fixtures import (
-    one_thread,
     run_context,
     tiny_dpo_config,
     tiny_inputs,
@@ -33,12 +32,6 @@ METRICS = (
     "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
     "logps/chosen", "logps/rejected",
 )  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

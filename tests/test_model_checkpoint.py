@@ -4,19 +4,13 @@ import json
 
 import pytest
 import torch
-from model_fixtures import build_checkpoint, build_tokenizer, single_thread
+from model_fixtures import build_checkpoint, build_tokenizer
 from safetensors import safe_open
 
 from common.errors import UserError
 from model.checkpoint import load_model, resolve_checkpoint, save_model_files
 from model.config import from_preset
 from model.transformer import Transformer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_fixtures import SAMPLE_TEXT, build_checkpoint, build_tokenizer, single_thread
+from model_fixtures import SAMPLE_TEXT, build_checkpoint, build_tokenizer
 
 from common.errors import UserError
 from model.export_hf import export, main
@@ -23,12 +23,6 @@ from tokenizer.profiles import (
 )
 
 transformers = pytest.importorskip("transformers")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 MESSAGES = [

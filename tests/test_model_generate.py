@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_fixtures import build_checkpoint, build_tokenizer, single_thread
+from model_fixtures import build_checkpoint, build_tokenizer
 
 from common.errors import run_cli as common_run_cli
 from model import generate as generation
@@ -17,12 +17,6 @@ from model.transformer import Transformer
 from tokenizer.profiles import encode_conversation, encode_prompt, load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

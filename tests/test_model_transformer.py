@@ -4,19 +4,12 @@ import math
 
 import pytest
 import torch
-from model_fixtures import single_thread
 
 from common.errors import UserError
 from model.config import PRESETS, ModelConfig, from_preset
 from model.kv_cache import KVCache
 from model.plan import parameter_counts
 from model.transformer import Transformer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def tiny(**overrides) -> Transformer:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from training_fixtures import make_inputs, single_thread, tiny_config
+from training_fixtures import make_inputs, tiny_config
 
 import pre_training
 from common.errors import UserError
@@ -24,8 +24,7 @@ def argv_for(config) -> list[str]:
 
 def test_a_tiny_run_prints_its_config_and_a_continuation(tmp_path, capsys):
     config = tiny_config(tmp_path, *make_inputs(tmp_path), max_steps=4)
-    with single_thread():
-        assert pre_training.main(argv_for(config)) == 0
+    assert pre_training.main(argv_for(config)) == 0
     out = capsys.readouterr().out
     assert "micro_batch_size         = 4" in out, "the resolved config is printed"
     assert "sample: Once upon a time" in out

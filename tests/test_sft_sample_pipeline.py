@@ -10,7 +10,6 @@ checker, `dataset.sample_world.check.satisfies`.
 from post_training_fixtures import (
     following_rate,
     held_out_sft_prompts,
-    one_thread,
     pretrained_checkpoint,
     satisfies_subset,
     sft_checkpoint,
@@ -23,8 +22,7 @@ def story_prompts(limit: int):
 
 def name_and_place_rate(checkpoint, prompts) -> tuple[float, float, list[str]]:
     """(share naming the requested name and place, share meeting every constraint, answers)."""
-    with one_thread():
-        strict, answers = following_rate(checkpoint, prompts)
+    strict, answers = following_rate(checkpoint, prompts)
     named = sum(satisfies_subset(c, a, (0, 2)) for (_, c), a in zip(prompts, answers))
     return named / len(prompts), strict, answers
 

@@ -6,7 +6,6 @@ import signal
 import pytest
 import torch
 from post_training_fixtures import (
-    one_thread,
     run_context,
     tiny_inputs,
     tiny_sft_config,
@@ -21,12 +20,6 @@ from model.checkpoint import load_model
 from training.losses import IGNORE_INDEX
 from training.sft_stage import SFTStage
 from training.trainer import train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

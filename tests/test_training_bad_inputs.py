@@ -5,7 +5,6 @@ from training_fixtures import (
     make_inputs,
     make_pretraining_data,
     make_tokenizer,
-    single_thread,
     tiny_config,
 )
 
@@ -14,12 +13,6 @@ from common.errors import UserError
 from tokenizer.tokenized_data import SplitWriter
 from training.pretraining_stage import PretrainingStage
 from training.trainer import train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@
 import json
 
 import torch
-from training_fixtures import single_thread
 
 from benchmarks import training_benchmark
 
@@ -17,8 +16,7 @@ def json_lines(text: str) -> list[dict]:
 
 
 def test_one_json_line_per_configuration(capsys):
-    with single_thread():
-        training_benchmark.main([*TINY, "--micro-batch", "1", "2", "--compile", "off"])
+    training_benchmark.main([*TINY, "--micro-batch", "1", "2", "--compile", "off"])
     lines = json_lines(capsys.readouterr().out)
     assert [line["micro_batch"] for line in lines] == [1, 2]
     for line in lines:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from training_fixtures import make_inputs, single_thread, tiny_config
+from training_fixtures import make_inputs, tiny_config
 
 from model.checkpoint import load_model
 from training.pretraining_stage import PretrainingStage
@@ -28,8 +28,7 @@ def test_two_gloo_processes_match_one_process_with_double_accumulation(tmp_path)
     # tokens_per_step = 2 micro-batches of 4 x 32: one process accumulates 2, two run 1 each.
     common = dict(max_steps=4, tokens_per_step=256, eval_interval=2, checkpoint_interval=2)
     single = tiny_config(tmp_path, tokenizer, data, run_name="single", **common)
-    with single_thread():
-        reference = train(single, PretrainingStage)
+    reference = train(single, PretrainingStage)
 
     ddp = tiny_config(tmp_path, tokenizer, data, run_name="ddp", **common)
     argv = [

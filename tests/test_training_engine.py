@@ -7,18 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from training_fixtures import FixedPoolStage, make_inputs, single_thread, tiny_config
+from training_fixtures import FixedPoolStage, make_inputs, tiny_config
 
 from common.errors import UserError
 from model.checkpoint import load_model
 from training.pretraining_stage import PretrainingStage
 from training.trainer import train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

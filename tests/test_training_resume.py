@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from training_fixtures import make_inputs, single_thread, tiny_config
+from training_fixtures import make_inputs, tiny_config
 
 import pre_training
 from common.errors import UserError
@@ -21,12 +21,6 @@ from training.pretraining_stage import PretrainingStage
 from training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ format the engine reads is the one tokenize_dataset writes) and that the loss fa
 sample text, not only on the patterned test fixture.
 """
 
-from training_fixtures import single_thread, tiny_config
+from training_fixtures import tiny_config
 
 from dataset.pre_training import download_dataset
 from tokenizer import tokenize_dataset
@@ -27,8 +27,7 @@ def test_loss_falls_on_the_sample_corpus(tmp_path):
         learning_rate=3e-3, warmup_steps=6, eval_interval=60, eval_batches=4,
         checkpoint_interval=60,
     )  # fmt: skip
-    with single_thread():
-        result = train(config, PretrainingStage)
+    result = train(config, PretrainingStage)
     start, end = result.losses[0], sum(result.losses[-5:]) / 5
     assert start > 5.5  # ~ln(512) before training
     assert end < 0.6 * start, (start, end)

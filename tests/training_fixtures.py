@@ -3,7 +3,6 @@ pre-training shards written with tokenizer/tokenized_data.SplitWriter (no other 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
 from pathlib import Path
@@ -137,14 +136,3 @@ class FixedPoolStage(Stage):
         return cross_entropy_sum(model(batch["inputs"]), batch["targets"]), {
             "debug/first_target_sum": (batch["targets"][:, 0] != IGNORE_INDEX).sum().float()
         }
-
-
-@contextlib.contextmanager
-def single_thread():
-    """The test machine has 2 cores shared with other jobs: torch's 2 threads thrash there."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
