@@ -43,7 +43,7 @@ from common.errors import run_cli
 from model.generate import generate
 from training.config import parse_config
 from training.dpo_stage import DPOConfig, DPOStage
-from training.trainer import train
+from training.trainer import early_exit_code, train
 
 # The 170m SFT model on one 24 GB L4: UltraFeedback (~61k pairs), 64 pairs per step
 # (8 pairs = 16 rows of <= 1024 tokens per forward pass), ~one epoch.
@@ -96,15 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return stages[-1]
 
     result = train(config, build_stage)
-    if not result.is_main:
-        return 0
-    if result.stopped_by_signal:
-        print(
-            f"stopped at step {result.step}; checkpoint {result.last_checkpoint}. "
-            "Continue with the same options plus --resume=true",
-            file=sys.stderr,
-        )
-        return 128 + result.stopped_by_signal
+    if (code := early_exit_code(result)) is not None:
+        return code
     stage, tokenizer = stages[0], result.tokenizer
     held_out = stage.evaluate(result.model)
     print(

@@ -41,7 +41,7 @@ from model.generate import generate
 from tokenizer.profiles import encode_prompt
 from training.config import parse_config
 from training.sft_stage import SFTConfig, SFTStage
-from training.trainer import train
+from training.trainer import early_exit_code, train
 
 # The 170m pre-trained model on one 24 GB L4: Alpaca-cleaned is ~52k conversations, ~10M
 # tokens, ~11k packed rows of 1024; 64 rows per step -> ~170 steps per epoch, ~3 epochs.
@@ -84,15 +84,8 @@ DEMO_INSTRUCTION = "Write a short story about a dog named Max who lives in a for
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(CONFIG, sys.argv[1:] if argv is None else argv, __doc__)
     result = train(config, SFTStage)
-    if not result.is_main:
-        return 0
-    if result.stopped_by_signal:
-        print(
-            f"stopped at step {result.step}; checkpoint {result.last_checkpoint}. "
-            "Continue with the same options plus --resume=true",
-            file=sys.stderr,
-        )
-        return 128 + result.stopped_by_signal
+    if (code := early_exit_code(result)) is not None:
+        return code
     tokenizer = result.tokenizer
     prompt = encode_prompt(tokenizer, [{"role": "user", "content": DEMO_INSTRUCTION}])
     with torch.no_grad():

@@ -41,7 +41,7 @@ from common.errors import run_cli
 from model.generate import generate_text
 from training.config import TrainConfig, parse_config
 from training.pretraining_stage import PretrainingStage
-from training.trainer import train
+from training.trainer import early_exit_code, train
 
 # The 170m preset on one 24 GB L4 for about a day: 8 x 1024 tokens per forward pass
 # (`python3 -m model.plan --preset 170m --gpu L4` puts the limit near 15), 64 micro-batches per
@@ -83,15 +83,8 @@ PROMPT = "Once upon a time"
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(CONFIG, sys.argv[1:] if argv is None else argv, __doc__)
     result = train(config, PretrainingStage)
-    if not result.is_main:
-        return 0
-    if result.stopped_by_signal:
-        print(
-            f"stopped at step {result.step}; checkpoint {result.last_checkpoint}. "
-            "Continue with the same options plus --resume=true",
-            file=sys.stderr,
-        )
-        return 128 + result.stopped_by_signal
+    if (code := early_exit_code(result)) is not None:
+        return code
     with torch.no_grad():
         text = generate_text(
             result.model, result.tokenizer, PROMPT, max_new_tokens=100,

@@ -26,7 +26,6 @@ import torch
 
 from common.errors import UserError
 from model.checkpoint import load_model
-from model.generate import generate
 from training.config import TrainConfig, option
 from training.data_checks import open_training_data
 from training.dpo_data import PreferencePairs, build_batch, load_pairs, sample_positions
@@ -44,7 +43,7 @@ from training.reference_logps import (
     reference_identity,
     write_reference_logps,
 )
-from training.sft_stage import render_sample
+from training.sft_stage import answer_samples
 from training.stage import Batch, RunContext, Stage
 
 MODE = "post_training_dpo"
@@ -266,21 +265,11 @@ class DPOStage(Stage):
         return pairs.split.tokens[start : start + length].astype(np.int64).tolist()
 
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
-        config, tokenizer = self.config, self.context.tokenizer
-        samples = {}
-        if config.sample_max_new_tokens == 0:
-            return samples
-        for k in range(min(config.num_text_samples, len(self.eval_pairs))):
-            prompt = self.eval_prompt(k)
-            answer = generate(
-                model,
-                prompt,
-                max_new_tokens=config.sample_max_new_tokens,
-                temperature=0.0,
-                vocab_size=tokenizer.get_vocab_size(),
-            )
-            samples[f"answer_{k}"] = render_sample(tokenizer, prompt, list(answer))
-        return samples
+        count = min(self.config.num_text_samples, len(self.eval_pairs))
+        prompts = [self.eval_prompt(k) for k in range(count)]
+        return answer_samples(
+            model, self.context.tokenizer, prompts, self.config.sample_max_new_tokens
+        )
 
     # -- resume safety -------------------------------------------------------------------
     def state_dict(self) -> dict:

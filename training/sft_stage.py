@@ -110,23 +110,26 @@ class SFTStage(Stage):
 
     # -- text samples --------------------------------------------------------------------
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
-        config, tokenizer = self.context.config, self.context.tokenizer
+        config = self.context.config
         count = min(config.num_text_samples, self.eval_split.meta["num_documents"])
-        samples = {}
-        if config.sample_max_new_tokens == 0:
-            return samples
-        for index in range(count):
-            prompt = first_assistant_prompt(self.eval_split, index)
-            prompt = prompt[-max(1, config.block_size - config.sample_max_new_tokens) :]
-            answer = generate(
-                model,
-                prompt,
-                max_new_tokens=config.sample_max_new_tokens,
-                temperature=0.0,
-                vocab_size=tokenizer.get_vocab_size(),
-            )
-            samples[f"answer_{index}"] = render_sample(tokenizer, prompt, list(answer))
-        return samples
+        keep = max(1, config.block_size - config.sample_max_new_tokens)  # room for the answer
+        prompts = [first_assistant_prompt(self.eval_split, i)[-keep:] for i in range(count)]
+        return answer_samples(model, self.context.tokenizer, prompts, config.sample_max_new_tokens)
+
+
+def answer_samples(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> dict:
+    """{"answer_k": markdown} with the model's greedy answer to each prompt (none if 0 tokens)."""
+    samples = {}
+    for index, prompt in enumerate(prompts if max_new_tokens else []):
+        answer = generate(
+            model,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=0.0,
+            vocab_size=tokenizer.get_vocab_size(),
+        )
+        samples[f"answer_{index}"] = render_sample(tokenizer, prompt, list(answer))
+    return samples
 
 
 def render_sample(tokenizer, prompt: list[int], answer: list[int]) -> str:

@@ -76,6 +76,24 @@ class TrainResult:
     is_main: bool = True  # rank 0 (the process that logs, saves and should print)
 
 
+def early_exit_code(result: TrainResult) -> int | None:
+    """The exit code a script returns before its closing demo, or None to go on.
+
+    Non-zero ranks print nothing (0); a run stopped by SIGINT/SIGTERM says how to resume
+    (128 + the signal number, as shells report it).
+    """
+    if not result.is_main:
+        return 0
+    if result.stopped_by_signal:
+        print(
+            f"stopped at step {result.step}; checkpoint {result.last_checkpoint}. "
+            "Continue with the same options plus --resume=true",
+            file=sys.stderr,
+        )
+        return 128 + result.stopped_by_signal
+    return None
+
+
 def train(config, build_stage: Callable[[RunContext], Stage]) -> TrainResult:
     """Run (or resume) one training run; see the module docstring."""
     config.check()
