@@ -6,10 +6,10 @@
 
 It runs, each in its own process with a time limit, most valuable first:
   1. training benchmark, 124m, micro-batch 32 x 1024, torch.compile + bf16 (the 50%-MFU bar)
-  2. training benchmark, 170m, micro-batch 8 and 16, compiled (does it fit an L4's 24 GB?)
-  3. training benchmark, 124m, 32 x 1024, eager (compile's gain; the planner models eager)
-  4. the GPU-only pytest tests (tests named *gpu* or *cuda* in the files that check for CUDA)
-  5. generation benchmark on CUDA, KV cache vs recomputation, 256 and 1024 new tokens
+  2. the GPU-only pytest tests (tests named *gpu* or *cuda* in the files that check for CUDA)
+  3. training benchmark, 170m, micro-batch 8 and 16, compiled (does it fit an L4's 24 GB?)
+  4. generation benchmark on CUDA, KV cache vs recomputation, 256 and 1024 new tokens
+  5. training benchmark, 124m, 32 x 1024, eager (compile's gain; the planner models eager)
 then prints a table of each, and planner-vs-measured peak memory. It needs only torch, numpy,
 safetensors, tokenizers, tqdm (+ tensorboard and pytest for the tests); a part whose modules
 are missing is skipped and says so. No network, nothing installed. Logs and a JSON summary go
@@ -62,16 +62,16 @@ def parts() -> list[Part]:
     return [
         Part("train_124m_compiled", TRAIN + ["--preset", "124m", "--micro-batch", "32",
              "--compile", "on", "--steps", "20", "--warmup", "6"], 220, 90),
-        Part("train_170m_compiled", TRAIN + ["--preset", "170m", "--micro-batch", "8", "16",
-             "--compile", "on", "--steps", "15", "--warmup", "5"], 240, 100),
-        Part("train_124m_eager", TRAIN + ["--preset", "124m", "--micro-batch", "32",
-             "--compile", "off", "--steps", "10", "--warmup", "3"], 90, 40),
         Part("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p",
              "no:cacheprovider", "-k", "gpu or cuda", *gpu_test_files()], 240, 60,
              BASE_MODULES + ("pytest", "tensorboard")),
+        Part("train_170m_compiled", TRAIN + ["--preset", "170m", "--micro-batch", "8", "16",
+             "--compile", "on", "--steps", "15", "--warmup", "5"], 240, 100),
         Part("generation", [sys.executable, "benchmarks/generation_benchmark.py", "--preset",
              "124m", "--device", "cuda", "--dtype", "bfloat16", "--new-tokens", "256", "1024",
              "--repeats", "1"], 90, 30),
+        Part("train_124m_eager", TRAIN + ["--preset", "124m", "--micro-batch", "32",
+             "--compile", "off", "--steps", "10", "--warmup", "3"], 90, 40),
     ]  # fmt: skip
 
 

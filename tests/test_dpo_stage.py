@@ -198,3 +198,20 @@ def test_bad_settings_are_user_errors(root, start):
     config = tiny_dpo_config(root, start, pairs_per_step=4)
     config.check()
     assert config.tokens_per_step == 4 * 48  # two micro-batches of 2 pairs per step
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("reference", ["live", "precomputed"])
+def test_gpu_bf16_compiled_dpo_starts_at_ln2_and_learns(root, start, tmp_path, reference):
+    """The GPU path (bf16 autocast, torch.compile'd policy, eager reference) keeps policy ==
+    reference at step 1 up to bf16 rounding, and the pairs are learned."""
+    tokenizer_path, _, _ = tiny_inputs(root)
+    data = write_dpo_folder(tmp_path / "dpo", tokenizer_path, json_pairs(None))
+    config = tiny_dpo_config(
+        root, start, run_name=f"gpu_{reference}", data_dir=str(data), reference=reference,
+        device="cuda", precision="bf16", compile=True, max_steps=8,
+    )  # fmt: skip
+    result = train(config, DPOStage)
+    assert result.losses[0] == pytest.approx(math.log(2), abs=2e-2)
+    assert all(math.isfinite(loss) for loss in result.losses)
+    assert result.losses[-1] < result.losses[0]

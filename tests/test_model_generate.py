@@ -44,6 +44,25 @@ def test_cached_and_uncached_greedy_decoding_agree():
     assert len(cached) == 60 and cached == uncached
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("n_kv_head", [4, 2])
+def test_gpu_bf16_cached_logits_match_the_full_forward(n_kv_head):
+    """The decoding kernels (cuDNN left out; one query, or a chunk after a prefix with a mask)
+    compute what the training forward computes, with and without grouped key/value heads."""
+    from model.kv_cache import KVCache
+
+    model = model_with_vocab(n_head=4, n_kv_head=n_kv_head).cuda().to(torch.bfloat16)
+    ids = torch.randint(6, 300, (1, 40), device="cuda")
+    with torch.no_grad():
+        full = model(ids)  # [1, 40, V]
+        cache = KVCache(model.config, batch_size=1)
+        steps = [model(ids[:, :20], kv_cache=cache), model(ids[:, 20:30], kv_cache=cache)]
+        steps += [model(ids[:, t : t + 1], kv_cache=cache) for t in range(30, 40)]
+        cached = torch.cat(steps, dim=1)  # [1, 40, V]
+    error = (cached.float() - full.float()).norm() / full.float().norm()
+    assert error < 2e-2
+
+
 def test_generation_continues_past_block_size():
     model = model_with_vocab(block_size=16)
     tokens = list(generate(model, [0, 1, 2], 40, temperature=0.0, stop_ids=()))
