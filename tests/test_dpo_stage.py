@@ -143,6 +143,24 @@ def test_resume_is_exact(root, start, tmp_path, reference):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_mfu_counts_the_live_reference_forward_pass(root, start, tmp_path):
+    """A live reference adds one forward pass (a third of a training pass) per token."""
+    from training.distributed import setup_distributed
+    from training.trainer import Trainer
+
+    tokenizer_path, _, _ = tiny_inputs(root)
+    data = write_dpo_folder(tmp_path / "dpo", tokenizer_path, json_pairs(None))
+    flops = {}
+    for reference in ("live", "precomputed"):
+        config = tiny_dpo_config(
+            root, start, run_name=f"mfu_{reference}", data_dir=str(data), reference=reference
+        )
+        trainer = Trainer(config, DPOStage, setup_distributed(config.device))
+        trainer.log.close()
+        flops[reference] = trainer.flops_per_token
+    assert flops["live"] == pytest.approx(flops["precomputed"] * 4 / 3)
+
+
 def test_cli_logs_every_metric_and_their_validation_counterparts(root, start, capsys):
     config = tiny_dpo_config(root, start, run_name="cli", loss_type="robust", label_smoothing=0.1)
     argv = [f"--{k}={v}" for k, v in config.to_dict().items() if k != "model_overrides"]

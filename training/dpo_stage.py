@@ -145,6 +145,7 @@ class DPOStage(Stage):
         if config.reference == "live":
             self.reference = load_model(config.init_from, device=context.device)[0]
             self.reference.requires_grad_(False).eval()
+            self.extra_forward_passes = 1
             if config.compile:
                 self.reference = torch.compile(self.reference)
         else:

@@ -89,6 +89,9 @@ class Stage(abc.ABC):
     name: str = "pre_training"  # "pre_training" | "sft" | "dpo": written to config.json "stage"
     tokenizer_profile: str = "pre_training"  # written to config.json "tokenizer" "profile"
     reports_perplexity: bool = True  # log val/ppl = exp(val/loss) (meaningless for DPO)
+    # Forward-only passes of a same-sized model per trained token (DPO's live reference); MFU
+    # counts each as a third of a training pass (2N of 6N FLOPs per token).
+    extra_forward_passes: int = 0
 
     @abc.abstractmethod
     def train_micro_batch(self, step: int, micro_index: int) -> Batch:

@@ -211,7 +211,9 @@ class Trainer:
         # The stage's losses compile too (training/losses.py): no fp32 copy of [B, T, V] logits.
         self.compile_losses = config.compile and self.device.type == "cuda"
         self.validation = self.stage.validation_batches()
-        self.flops_per_token = training_flops_per_token(self.model_config, config.block_size)
+        self.flops_per_token = training_flops_per_token(self.model_config, config.block_size) * (
+            1 + self.stage.extra_forward_passes / 3
+        )
         self.peak_flops = peak_flops(self.device)
         self.log = TensorBoardLog(
             self.run_dir / "tensorboard",
