@@ -4,11 +4,12 @@ Starts from an SFT checkpoint (`--init_from`); the same weights, frozen, are the
 DPO loss measures against (`--reference=live` keeps a copy in memory, `--reference=precomputed`
 scores every pair once into the data folder instead). Chosen and rejected replies go through
 the model in one concatenated batch. Losses: sigmoid (DPO; with --label_smoothing > 0 the
-conservative cDPO), robust, ipo. TensorBoard shows train/loss, rewards/chosen,
-rewards/rejected, rewards/margins, rewards/accuracies, logps/chosen, logps/rejected, their val/
-counterparts on the test split, and answers to held-out prompts. Every engine feature is there:
-precision, accumulation, atomic checkpoints, exact --resume, torchrun DDP. `--help` lists every
-option; the constants a user edits are the CONFIG below.
+conservative cDPO), robust, ipo; --rpo_alpha > 0 adds the chosen reply's NLL (RPO), which keeps
+DPO from lowering the likelihood of good answers along with bad ones. TensorBoard shows
+train/loss, rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies, logps/chosen,
+logps/rejected, their val/ counterparts on the test split, and answers to held-out prompts.
+Every engine feature is there: precision, accumulation, atomic checkpoints, exact --resume,
+torchrun DDP. `--help` lists every option; the constants a user edits are the CONFIG below.
 
     # the real run (one L4; after post_training_sft.py and the README's DPO data steps)
     python3 post_training_dpo.py
@@ -30,8 +31,8 @@ Tiny CPU example (a minute; after the tiny SFT example in post_training_sft.py):
     python3 post_training_dpo.py --data_dir=data/sample/post_training/dpo/tokenized \
         --tokenizer_path=data/sample/tokenizer/tokenizer.json --init_from=checkpoints/sample_sft \
         --run_name=sample_dpo --block_size=128 --micro_batch_size=8 --pairs_per_step=8 \
-        --max_steps=60 --warmup_steps=5 --learning_rate=3e-4 --min_lr=3e-5 --eval_interval=30 \
-        --eval_batches=4 --checkpoint_interval=30
+        --max_steps=120 --warmup_steps=5 --learning_rate=3e-4 --min_lr=3e-5 --rpo_alpha=1.0 \
+        --eval_interval=60 --eval_batches=4 --checkpoint_interval=60
 At the end it prints the held-out reward accuracy and the model's answer to a held-out prompt.
 """
 
@@ -57,6 +58,7 @@ CONFIG = DPOConfig(
     beta=0.1,
     loss_type="sigmoid",
     label_smoothing=0.0,
+    rpo_alpha=0.0,  # plain DPO; 1.0 (the RPO paper's) kept the sample model's answers intact
     reference="live",
     recompute_reference=False,
     block_size=1024,

@@ -58,8 +58,8 @@ echo "== 6. DPO"
 $PY post_training_dpo.py --data_dir=$S/post_training/dpo/tokenized \
     --tokenizer_path=$S/tokenizer/tokenizer.json --init_from=checkpoints/sample_sft \
     --run_name=sample_dpo --overwrite --block_size=256 --micro_batch_size=8 --pairs_per_step=16 \
-    --max_steps=60 --warmup_steps=5 --learning_rate=3e-4 --min_lr=3e-5 --eval_interval=30 \
-    --eval_batches=4 --checkpoint_interval=60 --compile=false
+    --max_steps=120 --warmup_steps=5 --learning_rate=3e-4 --min_lr=3e-5 --rpo_alpha=1.0 \
+    --eval_interval=60 --eval_batches=4 --checkpoint_interval=120 --compile=false
 
 echo "== 7. chat"
 $PY -m model.generate --checkpoint checkpoints/sample_dpo --chat --temperature 0 \

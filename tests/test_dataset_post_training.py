@@ -272,7 +272,7 @@ def test_dpo_sample_chosen_meets_constraints_and_rejected_breaks_them(tmp_path):
     manifest = run(dpo_download, tmp_path / "dpo", "--source", "sample", "--sample-size", "200")
     run(dpo_download, tmp_path / "again", "--source", "sample", "--sample-size", "200")
     assert [manifest["splits"][s]["rows"] for s in SPLITS] == [200, 20, 20]
-    assert set(manifest["sample_rejected_violations"]["train"]) >= {"wrong_name", "wrong_fact"}
+    assert set(manifest["sample_rejected_violations"]["train"]) >= {"wrong_name", "other_request"}
     for split in SPLITS:
         assert rows(tmp_path / "dpo", split) == rows(tmp_path / "again", split)
         for row in rows(tmp_path / "dpo", split):

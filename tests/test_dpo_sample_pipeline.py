@@ -1,23 +1,23 @@
-"""DPO on the real sample pairs: the policy learns the preferences it is shown.
+"""DPO on the real sample pairs: the policy learns the preferences and they carry to new requests.
 
-Same cached pipeline as test_sft_sample_pipeline.py, then post_training_dpo.py on the sample
-preference pairs (the chosen answer meets the instruction, the rejected one is the same answer
-with one thing broken: another name, animal, place, object or feeling, too many sentences, a
-wrong fact).
+Same cached pipeline as test_sft_sample_pipeline.py (0.4M parameters), then post_training_dpo.py
+with --rpo_alpha=1.0 on 2,000 sample preference pairs (dataset/sample_world/preferences.py: the
+chosen story meets the request; the rejected one has the wrong name or home, is written for
+another request, or runs past the sentence limit). The held-out test split asks for name,
+animal and place combinations that no training pair shows.
 
-What is asserted, on the pairs DPO trained on (about one epoch):
-- reward accuracy, beta * (log pi - log ref) larger for the chosen reply: 0 for every pair
-  before DPO (policy == reference, all rewards 0), well above chance after;
-- the policy's own preference, log pi(chosen) > log pi(rejected), rises over the SFT model's.
+Asserted:
+- reward accuracy, beta * (log pi - log ref) larger for the chosen reply, is 0 for every pair
+  before DPO (policy == reference) and well above chance after, on the training pairs and on
+  the held-out pairs;
+- answers sampled at temperature 0.7 to held-out requests name the requested hero and home,
+  within the sentence limit, more often than the SFT model's answers do.
 A sign error, chosen/rejected swapped in the batch, a reference that moves with the policy or
-log-probs summed over the wrong tokens all break these.
-
-What is only printed: the same figures on the held-out test split (instructions no training
-step shows) and the share of generated answers that the sample world's checker accepts. At
-this CPU-test scale (0.4M parameters, a minute of training) DPO does not generalise to new
-instructions: held-out reward accuracy stays near chance and the answers do not improve; that
-needs a larger model and more data than a unit test can afford.
+log-probs summed over the wrong tokens all break the first; a DPO that only memorises its
+pairs, or that lowers every log-prob and so ruins the answers, breaks the second.
 """
+
+import json
 
 import numpy as np
 from post_training_fixtures import (
@@ -42,18 +42,38 @@ def preference_figures(split_dir) -> tuple[float, float, float]:
     )
 
 
-def test_dpo_learns_the_preferences_it_is_shown():
+def taught_checks(prompts):
+    """The prompts with only the constraints the pairs teach: the hero's name and home (the
+    first and third required words of a story) and the sentence limit."""
+    checks = []
+    for messages, constraints in prompts:
+        constraints = json.loads(constraints)
+        include = constraints["include"]
+        taught = {"include": [include[0], include[2]]}
+        if "max_sentences" in constraints:
+            taught["max_sentences"] = constraints["max_sentences"]
+        checks.append((messages, json.dumps(taught)))
+    return checks
+
+
+def test_dpo_learns_preferences_that_carry_to_held_out_requests():
     tokenized = sample_pipeline().tokenized["dpo"]
     train_accuracy, train_sft, train_dpo = preference_figures(tokenized / "train")
     test_accuracy, test_sft, test_dpo = preference_figures(tokenized / "test")
-    prompts = held_out_dpo_prompts(50)
-    sft_rate, _ = following_rate(sft_checkpoint(), prompts)
-    dpo_rate, _ = following_rate(dpo_checkpoint(), prompts)
+    prompts = held_out_dpo_prompts(100)
+    sampled = dict(temperature=0.7, samples=2)
+    sft_rate, _ = following_rate(sft_checkpoint(), taught_checks(prompts), **sampled)
+    dpo_rate, answers = following_rate(dpo_checkpoint(), taught_checks(prompts), **sampled)
+    sft_strict, _ = following_rate(sft_checkpoint(), prompts, **sampled)
+    dpo_strict, _ = following_rate(dpo_checkpoint(), prompts, **sampled)
     print(
-        f"train pairs: reward accuracy 0.00 -> {train_accuracy:.2f}, log pi(chosen) > "
-        f"log pi(rejected) {train_sft:.2f} -> {train_dpo:.2f}; held-out pairs: reward accuracy "
-        f"0.00 -> {test_accuracy:.2f}, preference {test_sft:.2f} -> {test_dpo:.2f}; held-out "
-        f"answers meeting every constraint {sft_rate:.2f} -> {dpo_rate:.2f} ({len(prompts)})"
+        f"reward accuracy: train pairs 0.00 -> {train_accuracy:.2f}, held-out pairs 0.00 -> "
+        f"{test_accuracy:.2f}; log pi(chosen) > log pi(rejected): train {train_sft:.2f} -> "
+        f"{train_dpo:.2f}, held-out {test_sft:.2f} -> {test_dpo:.2f}; sampled answers to "
+        f"{len(prompts)} held-out requests naming hero and home within the limit: "
+        f"{sft_rate:.2f} -> {dpo_rate:.2f}, meeting every constraint {sft_strict:.2f} -> "
+        f"{dpo_strict:.2f}; e.g. {answers[0]!r}"
     )
-    assert train_accuracy >= 0.7
-    assert train_dpo >= train_sft + 0.03
+    assert train_accuracy >= 0.8
+    assert test_accuracy >= 0.75
+    assert dpo_rate >= sft_rate + 0.08

@@ -56,6 +56,26 @@ def test_first_step_loss_is_ln2_when_policy_is_the_reference(root, start, loss_t
     assert result.losses[0] == pytest.approx(expected, rel=1e-6)
 
 
+def test_rpo_alpha_adds_the_mean_nll_of_each_chosen_reply(root, start):
+    config = tiny_dpo_config(root, start)
+    plain = DPOStage(run_context(config))
+    rpo = DPOStage(run_context(dataclasses.replace(config, rpo_alpha=0.5)))
+    policy = load_model(start)[0]
+    batch = plain.train_micro_batch(0, 0)
+    with torch.no_grad():
+        loss, _ = plain.loss(policy, batch)
+        loss_rpo, metrics = rpo.loss(policy, batch)
+        # independently: per-token log-softmax of the chosen rows (the first half)
+        B = batch["inputs"].shape[0] // 2
+        log_probs = torch.log_softmax(policy(batch["inputs"][:B]).double(), dim=-1)
+        targets = batch["targets"][:B]
+        mask = targets != -100
+        token = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # [B, T]
+        nll = -(token * mask).sum(dim=1) / mask.sum(dim=1)  # [B]
+    assert loss_rpo.item() == pytest.approx(loss.item() + 0.5 * nll.sum().item(), rel=1e-5)
+    assert metrics["nll/chosen"].item() == pytest.approx(nll.sum().item(), rel=1e-5)
+
+
 def test_gradients_reach_only_the_policy(root, start):
     config = tiny_dpo_config(root, start)
     stage = DPOStage(run_context(config))
@@ -209,6 +229,8 @@ def test_bad_settings_are_user_errors(root, start):
         dataclasses.replace(tiny_dpo_config(root, start), init_from=None).check()
     with pytest.raises(UserError, match="label_smoothing"):
         tiny_dpo_config(root, start, label_smoothing=0.5).check()
+    with pytest.raises(UserError, match="rpo_alpha"):
+        tiny_dpo_config(root, start, rpo_alpha=-1.0).check()
     with pytest.raises(UserError, match="pairs_per_step"):
         tiny_dpo_config(root, start, pairs_per_step=3).check()
     with pytest.raises(UserError, match="disagree"):

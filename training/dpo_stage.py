@@ -11,9 +11,11 @@ reference is the same starting weights, frozen, and comes in one of two forms (`
 
 Per micro-batch of B pairs the policy scores 2B rows in one forward pass (training/dpo_data.py:
 chosen rows first, then rejected); `loss_sum` is the sum of the B per-pair losses and `count`
-is B, so the engine's train/loss and val/loss are mean per-pair DPO losses. Metrics (rewards/*,
-logps/*) are sums over pairs, which the engine turns into means; validation runs on
-`--eval_split` (the test split by default) and is logged as val/rewards/accuracies etc.
+is B, so the engine's train/loss and val/loss are mean per-pair DPO losses (plus, with
+`--rpo_alpha`, that weight times the chosen reply's mean per-token NLL: RPO, logged as
+nll/chosen). Metrics (rewards/*, logps/*) are sums over pairs, which the engine turns into
+means; validation runs on `--eval_split` (the test split by default) and is logged as
+val/rewards/accuracies etc.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class DPOConfig(TrainConfig):
     """
 
     RESUME_MUST_MATCH: ClassVar[tuple[str, ...]] = (
-        *TrainConfig.RESUME_MUST_MATCH, "beta", "loss_type", "label_smoothing",
+        *TrainConfig.RESUME_MUST_MATCH, "beta", "loss_type", "label_smoothing", "rpo_alpha",
     )  # fmt: skip
 
     pairs_per_step: int = option(
@@ -75,6 +77,11 @@ class DPOConfig(TrainConfig):
     )
     label_smoothing: float = option(
         0.0, "assumed fraction of wrong preference labels (sigmoid/robust), in [0, 0.5)"
+    )
+    rpo_alpha: float = option(
+        0.0,
+        "weight of an NLL term on the chosen reply (RPO, Pang et al. 2024; TRL's rpo_alpha): "
+        "keeps DPO from lowering the chosen reply's likelihood too",
     )
     reference: str = option(
         "live",
@@ -107,6 +114,8 @@ class DPOConfig(TrainConfig):
             self.tokens_per_step = tokens
         super().check()
         check_loss_settings(self.loss_type, self.beta, self.label_smoothing)
+        if self.rpo_alpha < 0:
+            raise UserError(f"--rpo_alpha={self.rpo_alpha} must be >= 0 (1.0 is the paper's)")
         if not self.init_from:
             raise UserError(
                 "DPO needs --init_from=checkpoints/<sft run>: the starting weights are also the "
@@ -222,6 +231,7 @@ class DPOStage(Stage):
         inputs, targets = batch["inputs"], batch["targets"]
         B = inputs.shape[0] // 2
         logps, counts = sequence_logps(model(inputs), targets)  # [2B]: chosen then rejected
+        chosen_nll = -logps[:B] / counts[:B]  # [B] mean NLL per chosen token (for rpo_alpha)
         if "reference_logps" in batch:
             reference_logps = batch["reference_logps"]  # [2B], same layout
         else:
@@ -239,6 +249,9 @@ class DPOStage(Stage):
             label_smoothing=self.config.label_smoothing,
         )
         metrics = preference_metrics(chosen_rewards, rejected_rewards, logps[:B], logps[B:])
+        if self.config.rpo_alpha:
+            losses = losses + self.config.rpo_alpha * chosen_nll
+            metrics["nll/chosen"] = chosen_nll.detach().sum()
         return losses.sum(), metrics
 
     @torch.no_grad()

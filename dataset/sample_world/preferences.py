@@ -1,9 +1,20 @@
 """Sample DPO pairs: the chosen answer meets the instruction, the rejected one breaks it.
 
-The rejected answer is the same story (same random stream) told with one thing wrong: another
-name, animal, place, object or ending feeling, too many sentences, or a wrong fact for a
-question. So `satisfies(constraints, chosen)` is True and `satisfies(constraints, rejected)` is
-False for every pair, and the two answers differ in little else.
+Every pair is a story request. The rejected answer is the same story (same random stream) with
+one thing wrong that the prompt itself shows to be wrong:
+- wrong_name / wrong_place: the hero's name or home swapped for another;
+- other_request: a story written for another request (another name, animal and home);
+- too_long: more sentences than the request allows.
+So `satisfies(constraints, chosen)` is True and `satisfies(constraints, rejected)` is False for
+every pair, and the two answers differ in little else.
+
+Left out on purpose, after measuring (2,000 pairs, the 0.4M-parameter model of
+tests/test_dpo_sample_pipeline.py): a wrong fact in an answer to a question, and a wrong animal,
+object or ending feeling. A model can only prefer the true fact of a held-out question if it
+knows it, which preference pairs do not teach, and the small SFT model does not copy the animal,
+object or feeling from the prompt at all (its answers name the requested animal 6% of the time).
+With those pairs in, held-out reward accuracy stayed at chance (0.49-0.58); without them it
+reached 0.82-0.89.
 """
 
 import random
@@ -13,6 +24,8 @@ from dataset.sample_world.check import satisfies
 from dataset.sample_world.tasks import draw_task
 from dataset.sample_world.world import build_world
 
+VIOLATIONS = ("wrong_name", "wrong_place", "other_request", "too_long")
+
 
 def dpo_rows(seed: int, split: str, count: int) -> tuple[list[dict], Counter]:
     """`count` pairs for `split`, and how many pairs use each kind of violation."""
@@ -20,10 +33,10 @@ def dpo_rows(seed: int, split: str, count: int) -> tuple[list[dict], Counter]:
     rng = random.Random(f"sample-dpo-{seed}-{split}")
     rows, kinds = [], Counter()
     while len(rows) < count:
-        task = draw_task(rng, world, split)
+        task = draw_task(rng, world, split, question_share=0.0)
         if not satisfies(task.constraints, task.answer):
             continue
-        makers = list(task.violations)
+        makers = [(kind, make) for kind, make in task.violations if kind in VIOLATIONS]
         rng.shuffle(makers)
         # The first violation the checker really rejects (a random friend could, say, happen to
         # carry the requested name and so save a "wrong name" answer).

@@ -161,10 +161,13 @@ def story_violations(
     names = [n for n in same_gender if n not in (hero.name, spec.friend.name)]
     animals = [a for a in vocab.ANIMALS if a not in (hero.animal, spec.friend.animal)]
     places = [p for p in vocab.PLACES if p != hero.home]
+    name, animal, place = rng.choice(names), rng.choice(animals), rng.choice(places)
     wrong = {
-        "wrong_name": replace(spec, hero=replace(hero, name=rng.choice(names))),
-        "wrong_animal": replace(spec, hero=replace(hero, animal=rng.choice(animals))),
-        "wrong_place": replace(spec, hero=replace(hero, home=rng.choice(places))),
+        "wrong_name": replace(spec, hero=replace(hero, name=name)),
+        "wrong_animal": replace(spec, hero=replace(hero, animal=animal)),
+        "wrong_place": replace(spec, hero=replace(hero, home=place)),
+        # a story written for another request: another hero, animal and home
+        "other_request": replace(spec, hero=replace(hero, name=name, animal=animal, home=place)),
     }
     if spec.require_object:
         objects = [o for o in vocab.OBJECTS if o != hero.object]
@@ -287,9 +290,11 @@ class Task:
     violations: list[tuple[str, Callable[[], str]]]  # (name, maker of an answer that does not)
 
 
-def draw_task(rng: random.Random, world: World, split: str) -> Task:
-    """A random story request or question whose key belongs to `split`."""
-    if rng.random() < QUESTION_SHARE:
+def draw_task(
+    rng: random.Random, world: World, split: str, question_share: float = QUESTION_SHARE
+) -> Task:
+    """A random story request (or, a `question_share` of the time, a question) from `split`."""
+    if rng.random() < question_share:
         question = draw_question_spec(rng, world, split)
         return Task(
             prompt=question_prompt(rng, question),
