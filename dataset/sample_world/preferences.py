@@ -14,7 +14,7 @@ object or ending feeling. A model can only prefer the true fact of a held-out qu
 knows it, which preference pairs do not teach, and the small SFT model does not copy the animal,
 object or feeling from the prompt at all (its answers name the requested animal 6% of the time).
 With those pairs in, held-out reward accuracy stayed at chance (0.49-0.58); without them it
-reached 0.82-0.89.
+reached 0.82-0.95 (benchmarks/README.md).
 """
 
 import random
