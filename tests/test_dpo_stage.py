@@ -6,6 +6,9 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +31,7 @@ from training.reference_logps import IDENTITY_FILE, VALUES_FILE
 from training.sft_stage import SFTStage
 from training.trainer import train
 
+REPO = Path(__file__).resolve().parents[1]
 METRICS = (
     "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
     "logps/chosen", "logps/rejected",
@@ -179,6 +183,35 @@ def test_mfu_counts_the_live_reference_forward_pass(root, start, tmp_path):
         trainer.log.close()
         flops[reference] = trainer.flops_per_token
     assert flops["live"] == pytest.approx(flops["precomputed"] * 4 / 3)
+
+
+def test_two_gloo_processes_match_one_process_with_double_accumulation(root, start, tmp_path):
+    """DDP under torchrun: rank 0 precomputes the reference log-probs while rank 1 waits, each
+    rank takes its own micro-batch, and the losses are those of one process accumulating two."""
+    tokenizer_path, _, _ = tiny_inputs(root)
+    options = dict(reference="precomputed", pairs_per_step=4, max_steps=4)
+    single = tiny_dpo_config(
+        root, start, run_name="single", data_dir=str(write_dpo_folder(
+            tmp_path / "single", tokenizer_path, json_pairs(None))), **options,
+    )  # fmt: skip
+    reference = train(single, DPOStage)
+    ddp_data = write_dpo_folder(tmp_path / "ddp", tokenizer_path, json_pairs(None))
+    ddp = tiny_dpo_config(root, start, run_name="ddp", data_dir=str(ddp_data), **options)
+    argv = [f"--{key}={value}" for key, value in ddp.to_dict().items()]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "post_training_dpo.py", *argv],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "2 process(es), 1 micro-batch(es)" in completed.stdout
+    assert (ddp_data / "train" / VALUES_FILE).is_file()
+    events = EventAccumulator(str(root / "checkpoints" / "ddp" / "tensorboard")).Reload()
+    losses = [event.value for event in events.Scalars("train/loss")]
+    assert losses == pytest.approx(reference.losses, rel=1e-5)
+    accuracies = [event.value for event in events.Scalars("rewards/accuracies")]
+    assert len(accuracies) == len(losses)
 
 
 def test_cli_logs_every_metric_and_their_validation_counterparts(root, start, capsys):
