@@ -31,6 +31,8 @@ from post_training_fixtures import (
     sft_checkpoint,
 )
 
+from dataset.sample_world.check import satisfies
+
 
 def preference_figures(split_dir) -> tuple[float, float, float]:
     """(reward accuracy, SFT's log-prob preference, DPO's log-prob preference) on a split."""
@@ -64,10 +66,11 @@ def test_dpo_learns_preferences_that_carry_to_held_out_requests():
     test_accuracy, test_sft, test_dpo = preference_figures(tokenized / "test")
     prompts = held_out_dpo_prompts(100)
     sampled = dict(temperature=0.7, samples=2)
-    sft_rate, _ = following_rate(sft_checkpoint(), taught_checks(prompts), **sampled)
+    sft_rate, sft_answers = following_rate(sft_checkpoint(), taught_checks(prompts), **sampled)
     dpo_rate, answers = following_rate(dpo_checkpoint(), taught_checks(prompts), **sampled)
-    sft_strict, _ = following_rate(sft_checkpoint(), prompts, **sampled)
-    dpo_strict, _ = following_rate(dpo_checkpoint(), prompts, **sampled)
+    every = [constraints for _, constraints in prompts for _ in range(sampled["samples"])]
+    sft_strict = np.mean([satisfies(c, a) for c, a in zip(every, sft_answers)])
+    dpo_strict = np.mean([satisfies(c, a) for c, a in zip(every, answers)])
     print(
         f"reward accuracy: train pairs 0.00 -> {train_accuracy:.2f}, held-out pairs 0.00 -> "
         f"{test_accuracy:.2f}; log pi(chosen) > log pi(rejected): train {train_sft:.2f} -> "
