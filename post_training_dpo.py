@@ -20,7 +20,7 @@ torchrun DDP. `--help` lists every option; the constants a user edits are the CO
     torchrun --nproc_per_node=4 post_training_dpo.py           # several GPUs
     python3 -m model.generate --checkpoint checkpoints/dpo --chat
 
-Tiny CPU example (a minute; after the tiny SFT example in post_training_sft.py):
+Tiny CPU example (two minutes; after the tiny SFT example in post_training_sft.py):
     python3 -m dataset.post_training.dpo.download_dataset \
         --output-dir data/sample/post_training/dpo/raw \
         --tokenizer-profile post_training_v1 --source sample --sample-size 1000
