@@ -47,12 +47,12 @@ $PY pre_training.py --data_dir=$S/pre_training/tokenized --tokenizer_path=$S/tok
     --learning_rate=3e-3 --min_lr=3e-4 --eval_interval=100 --eval_batches=4 \
     --checkpoint_interval=200 --compile=false
 
-echo "== 5. SFT"
+echo "== 5. SFT (copying the requested name and home from the prompt appears between 300 and 600 steps)"
 $PY post_training_sft.py --data_dir=$S/post_training/sft/tokenized \
     --tokenizer_path=$S/tokenizer/tokenizer.json --init_from=checkpoints/sample_pre_training \
     --run_name=sample_sft --overwrite --block_size=256 --micro_batch_size=16 \
-    --tokens_per_step=4096 --max_steps=300 --warmup_steps=10 --learning_rate=3e-3 --min_lr=3e-4 \
-    --eval_interval=100 --eval_batches=4 --checkpoint_interval=300 --compile=false
+    --tokens_per_step=4096 --max_steps=600 --warmup_steps=10 --learning_rate=3e-3 --min_lr=3e-4 \
+    --eval_interval=200 --eval_batches=4 --checkpoint_interval=600 --compile=false
 
 echo "== 6. DPO"
 $PY post_training_dpo.py --data_dir=$S/post_training/dpo/tokenized \
