@@ -36,7 +36,6 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the pipeline builder lives wi
 
 import datasets  # noqa: E402
 import post_training_fixtures as pipeline  # noqa: E402
-from test_dpo_sample_pipeline import taught_checks  # noqa: E402
 
 from common.errors import run_cli  # noqa: E402
 from dataset.sample_world.check import count_sentences, violations  # noqa: E402
@@ -88,7 +87,7 @@ def within_limit(checkpoint: Path, prompts) -> float:
 
 def measure(name: str, checkpoint: Path, prompts) -> dict:
     taught, _ = pipeline.following_rate(
-        checkpoint, taught_checks(prompts), temperature=0.7, samples=2
+        checkpoint, pipeline.taught_checks(prompts), temperature=0.7, samples=2
     )
     record = {"model": name}
     if name != "sft":

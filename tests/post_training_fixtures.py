@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -262,11 +263,23 @@ def held_out_dpo_prompts(limit: int) -> list[tuple[list[dict], str]]:
     return [(r["prompt"], r["constraints"]) for r in rows]
 
 
+def taught_checks(prompts: list[tuple[list[dict], str]]) -> list[tuple[list[dict], str]]:
+    """The prompts with only the constraints the pairs teach: the hero's name and home (the
+    first and third required words of a story) and the sentence limit."""
+    checks = []
+    for messages, constraints in prompts:
+        constraints = json.loads(constraints)
+        include = constraints["include"]
+        taught = {"include": [include[0], include[2]]}
+        if "max_sentences" in constraints:
+            taught["max_sentences"] = constraints["max_sentences"]
+        checks.append((messages, json.dumps(taught)))
+    return checks
+
+
 def satisfies_subset(constraints_json: str, answer: str, positions=(0,)) -> bool:
     """`satisfies` on some of the required words (a story's include list starts with name,
     animal, place: positions (0, 2) asks for the requested name and place)."""
-    import json
-
     from dataset.sample_world.check import satisfies
 
     include = json.loads(constraints_json).get("include", [])

@@ -19,8 +19,6 @@ benchmarks/dpo_sample_benchmark.py runs the same pipeline against plain DPO and 
 control (which part of each gain the preference brings: benchmarks/README.md).
 """
 
-import json
-
 import numpy as np
 from post_training_fixtures import (
     dpo_checkpoint,
@@ -29,6 +27,7 @@ from post_training_fixtures import (
     pair_logps,
     sample_pipeline,
     sft_checkpoint,
+    taught_checks,
 )
 
 from dataset.sample_world.check import satisfies
@@ -44,20 +43,6 @@ def preference_figures(split_dir) -> tuple[float, float, float]:
         float(np.mean(reference[:, 0] > reference[:, 1])),
         float(np.mean(policy[:, 0] > policy[:, 1])),
     )
-
-
-def taught_checks(prompts):
-    """The prompts with only the constraints the pairs teach: the hero's name and home (the
-    first and third required words of a story) and the sentence limit."""
-    checks = []
-    for messages, constraints in prompts:
-        constraints = json.loads(constraints)
-        include = constraints["include"]
-        taught = {"include": [include[0], include[2]]}
-        if "max_sentences" in constraints:
-            taught["max_sentences"] = constraints["max_sentences"]
-        checks.append((messages, json.dumps(taught)))
-    return checks
 
 
 def test_dpo_learns_preferences_that_carry_to_held_out_requests():

@@ -6,9 +6,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +19,7 @@ from post_training_fixtures import (
     write_dpo_folder,
 )
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from training_fixtures import logged_scalars, torchrun
 
 import post_training_dpo
 from common.errors import UserError
@@ -31,7 +29,6 @@ from training.reference_logps import IDENTITY_FILE, VALUES_FILE
 from training.sft_stage import SFTStage
 from training.trainer import train
 
-REPO = Path(__file__).resolve().parents[1]
 METRICS = (
     "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
     "logps/chosen", "logps/rejected",
@@ -197,21 +194,13 @@ def test_two_gloo_processes_match_one_process_with_double_accumulation(root, sta
     reference = train(single, DPOStage)
     ddp_data = write_dpo_folder(tmp_path / "ddp", tokenizer_path, json_pairs(None))
     ddp = tiny_dpo_config(root, start, run_name="ddp", data_dir=str(ddp_data), **options)
-    argv = [f"--{key}={value}" for key, value in ddp.to_dict().items()]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "post_training_dpo.py", *argv],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    completed = torchrun("post_training_dpo.py", ddp)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "2 process(es), 1 micro-batch(es)" in completed.stdout
     assert (ddp_data / "train" / VALUES_FILE).is_file()
-    events = EventAccumulator(str(root / "checkpoints" / "ddp" / "tensorboard")).Reload()
-    losses = [event.value for event in events.Scalars("train/loss")]
-    assert losses == pytest.approx(reference.losses, rel=1e-5)
-    accuracies = [event.value for event in events.Scalars("rewards/accuracies")]
-    assert len(accuracies) == len(losses)
+    run_dir = root / "checkpoints" / "ddp"
+    assert logged_scalars(run_dir) == pytest.approx(reference.losses, rel=1e-5)
+    assert len(logged_scalars(run_dir, "rewards/accuracies")) == len(reference.losses)
 
 
 def test_cli_logs_every_metric_and_their_validation_counterparts(root, start, capsys):

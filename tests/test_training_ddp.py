@@ -1,26 +1,12 @@
 """DDP: 2 gloo processes under torchrun train like 1 process with 2x gradient accumulation."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from training_fixtures import make_inputs, tiny_config
+from training_fixtures import logged_scalars, make_inputs, tiny_config, torchrun
 
 from model.checkpoint import load_model
 from training.pretraining_stage import PretrainingStage
 from training.trainer import train
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def logged_losses(run_dir: Path) -> list[float]:
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    return [event.value for event in events.Scalars("train/loss")]
 
 
 def test_two_gloo_processes_match_one_process_with_double_accumulation(tmp_path):
@@ -31,23 +17,13 @@ def test_two_gloo_processes_match_one_process_with_double_accumulation(tmp_path)
     reference = train(single, PretrainingStage)
 
     ddp = tiny_config(tmp_path, tokenizer, data, run_name="ddp", **common)
-    argv = [
-        f"--{key}={value}"
-        for key, value in ddp.to_dict().items()
-        if key not in ("model_overrides", "init_from")
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "pre_training.py", *argv],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    completed = torchrun("pre_training.py", ddp)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.count("sample: ") == 1, "only rank 0 prints"
     assert "2 process(es), 1 micro-batch(es)" in completed.stdout
 
     run_dir = tmp_path / "checkpoints" / "ddp"
-    assert logged_losses(run_dir) == pytest.approx(reference.losses, rel=1e-5)
+    assert logged_scalars(run_dir) == pytest.approx(reference.losses, rel=1e-5)
     ddp_model, saved, _ = load_model(run_dir)
     assert saved["run"]["world_size"] == 2
     for name, tensor in reference.model.state_dict().items():

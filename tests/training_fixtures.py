@@ -4,7 +4,10 @@ pre-training shards written with tokenizer/tokenized_data.SplitWriter (no other 
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +139,27 @@ class FixedPoolStage(Stage):
         return cross_entropy_sum(model(batch["inputs"]), batch["targets"]), {
             "debug/first_target_sum": (batch["targets"][:, 0] != IGNORE_INDEX).sum().float()
         }
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def torchrun(script: str, config, processes: int = 2) -> subprocess.CompletedProcess:
+    """Run a training script under torchrun (gloo on CPU) with `config` as --key=value flags."""
+    argv = [f"--{key}={value}" for key, value in config.to_dict().items()
+            if key != "model_overrides" and value is not None]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={processes}", script, *argv],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def logged_scalars(run_dir: Path, tag: str = "train/loss") -> list[float]:
+    """Every value a run logged to TensorBoard under `tag`, in step order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [event.value for event in events.Scalars(tag)]
