@@ -44,7 +44,7 @@ from common.errors import run_cli
 from model.generate import generate
 from training.config import parse_config
 from training.dpo_stage import DPOConfig, DPOStage
-from training.trainer import early_exit_code, train
+from training.trainer import train
 
 # The 170m SFT model on one 24 GB L4: UltraFeedback (~61k pairs), 64 pairs per step
 # (8 pairs = 16 rows of <= 1024 tokens per forward pass), ~one epoch.
@@ -66,11 +66,11 @@ CONFIG = DPOConfig(
     pairs_per_step=64,  # sets tokens_per_step = 64 x block_size
     tokens_per_step=0,
     max_steps=950,
-    max_tokens=0,
     learning_rate=5e-6,  # DPO moves little: lr ~1/20 of SFT's
     min_lr=5e-7,
     warmup_steps=50,
     schedule="cosine",
+    decay_fraction=0.2,
     weight_decay=0.0,
     beta1=0.9,
     beta2=0.95,
@@ -91,23 +91,20 @@ CONFIG = DPOConfig(
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(CONFIG, sys.argv[1:] if argv is None else argv, __doc__)
-    stages: list[DPOStage] = []
-
-    def build_stage(context) -> DPOStage:
-        stages.append(DPOStage(context))
-        return stages[-1]
-
-    result = train(config, build_stage)
-    if (code := early_exit_code(result)) is not None:
-        return code
-    stage, tokenizer = stages[0], result.tokenizer
-    held_out = stage.evaluate(result.model)
-    print(
-        f"\nafter {result.step} steps ({result.last_checkpoint}), on {config.eval_split}: "
-        f"loss {held_out['loss']:.4f}, reward accuracy {held_out['rewards/accuracies']:.3f}, "
-        f"reward margin {held_out['rewards/margins']:.4f}"
-    )
-    prompt = stage.eval_prompt(0)
+    result = train(config, DPOStage)
+    if result.stopped_by_signal or not result.is_main:
+        return result.exit_code  # stopped by Ctrl-C/SIGTERM, or not the printing rank
+    tokenizer, held_out = result.tokenizer, result.val_metrics  # the evaluation of the last step
+    print(f"\nafter {result.step} steps ({result.last_checkpoint})", end="")
+    if held_out:  # (none when --resume found the run already finished)
+        print(
+            f", on {config.eval_split}: loss {held_out['loss']:.4f}, reward accuracy "
+            f"{held_out['rewards/accuracies']:.3f}, reward margin "
+            f"{held_out['rewards/margins']:.4f}",
+            end="",
+        )
+    print()
+    prompt = result.stage.eval_prompt(0)
     with torch.no_grad():
         answer = generate(
             result.model, prompt, max_new_tokens=config.sample_max_new_tokens or 64,

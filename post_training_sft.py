@@ -41,7 +41,7 @@ from model.generate import generate
 from tokenizer.profiles import encode_prompt
 from training.config import parse_config
 from training.sft_stage import SFTConfig, SFTStage
-from training.trainer import early_exit_code, train
+from training.trainer import train
 
 # The 170m pre-trained model on one 24 GB L4: Alpaca-cleaned is ~52k conversations, ~10M
 # tokens, ~11k packed rows of 1024; 64 rows per step -> ~170 steps per epoch, ~3 epochs.
@@ -56,11 +56,11 @@ CONFIG = SFTConfig(
     micro_batch_size=16,
     tokens_per_step=65_536,
     max_steps=500,
-    max_tokens=0,
     learning_rate=1e-4,  # ~1/6 of pre-training's: adapt the format, keep the knowledge
     min_lr=1e-5,
     warmup_steps=20,
     schedule="cosine",
+    decay_fraction=0.2,
     weight_decay=0.0,
     beta1=0.9,
     beta2=0.95,
@@ -84,8 +84,8 @@ DEMO_INSTRUCTION = "Write a short story about a dog named Max who lives in a for
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(CONFIG, sys.argv[1:] if argv is None else argv, __doc__)
     result = train(config, SFTStage)
-    if (code := early_exit_code(result)) is not None:
-        return code
+    if result.stopped_by_signal or not result.is_main:
+        return result.exit_code  # stopped by Ctrl-C/SIGTERM, or not the printing rank
     tokenizer = result.tokenizer
     prompt = encode_prompt(tokenizer, [{"role": "user", "content": DEMO_INSTRUCTION}])
     with torch.no_grad():

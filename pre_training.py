@@ -41,7 +41,7 @@ from common.errors import run_cli
 from model.generate import generate_text
 from training.config import TrainConfig, parse_config
 from training.pretraining_stage import PretrainingStage
-from training.trainer import early_exit_code, train
+from training.trainer import train
 
 # The 170m preset on one 24 GB L4 for about a day: 8 x 1024 tokens per forward pass
 # (`python3 -m model.plan --preset 170m --gpu L4` puts the limit near 15), 64 micro-batches per
@@ -52,16 +52,15 @@ CONFIG = TrainConfig(
     data_dir="data/pre_training/tokenized",
     tokenizer_path="data/tokenizer/tokenizer.json",
     model_preset="170m",
-    model_overrides={},
     block_size=1024,
     micro_batch_size=8,
     tokens_per_step=524_288,
     max_steps=6_700,
-    max_tokens=0,
     learning_rate=6e-4,
     min_lr=6e-5,
     warmup_steps=300,
     schedule="cosine",
+    decay_fraction=0.2,
     weight_decay=0.1,
     beta1=0.9,
     beta2=0.95,
@@ -72,6 +71,7 @@ CONFIG = TrainConfig(
     eval_interval=250,
     eval_batches=20,
     log_interval=10,
+    sample_max_new_tokens=64,
     checkpoint_interval=500,
     keep_last=3,
     seed=1337,
@@ -83,8 +83,8 @@ PROMPT = "Once upon a time"
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(CONFIG, sys.argv[1:] if argv is None else argv, __doc__)
     result = train(config, PretrainingStage)
-    if (code := early_exit_code(result)) is not None:
-        return code
+    if result.stopped_by_signal or not result.is_main:
+        return result.exit_code  # stopped by Ctrl-C/SIGTERM, or not the printing rank
     with torch.no_grad():
         text = generate_text(
             result.model, result.tokenizer, PROMPT, max_new_tokens=100,

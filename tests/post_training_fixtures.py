@@ -316,10 +316,11 @@ def tiny_inputs(root: Path) -> tuple[Path, Path, Path]:
 
 
 def tiny_sft_config(root: Path, **overrides):
-    from training.sft_stage import SFTConfig
+    import post_training_sft
 
     tokenizer_path, sft_dir, _ = tiny_inputs(root)
-    base = SFTConfig(
+    base = dataclasses.replace(
+        post_training_sft.CONFIG,
         run_name="sft", checkpoint_dir=str(root / "checkpoints"), data_dir=str(sft_dir),
         tokenizer_path=str(tokenizer_path), init_from=None, model_preset="debug", block_size=48,
         micro_batch_size=2, tokens_per_step=0, max_steps=6, learning_rate=3e-3, min_lr=3e-4,
@@ -331,16 +332,17 @@ def tiny_sft_config(root: Path, **overrides):
 
 
 def tiny_dpo_config(root: Path, init_from: Path, **overrides):
-    from training.dpo_stage import DPOConfig
+    import post_training_dpo
 
     tokenizer_path, _, dpo_dir = tiny_inputs(root)
-    base = DPOConfig(
+    base = dataclasses.replace(
+        post_training_dpo.CONFIG,
         run_name="dpo", checkpoint_dir=str(root / "checkpoints"), data_dir=str(dpo_dir),
         tokenizer_path=str(tokenizer_path), init_from=str(init_from), block_size=48,
         micro_batch_size=2, tokens_per_step=0, max_steps=6, learning_rate=3e-3, min_lr=3e-4,
         warmup_steps=1, eval_interval=3, eval_batches=2, log_interval=1,
         checkpoint_interval=3, keep_last=2, sample_max_new_tokens=4, num_text_samples=1,
-        precision="fp32", device="cpu", seed=5, compile=False, eval_split="test",
+        precision="fp32", device="cpu", seed=5, compile=False, eval_split="test", pairs_per_step=0,
     )  # fmt: skip
     return dataclasses.replace(base, **overrides)
 
@@ -358,19 +360,11 @@ def tiny_sft_checkpoint(root: Path) -> Path:
 
 def run_context(config, device: str = "cpu"):
     """The RunContext the engine would hand a stage for `config` (for stage-level tests)."""
-    from common.atomic import sha256_file
-    from training.model_setup import resolve_init
-    from training.stage import RunContext
+    from training.distributed import Distributed
+    from training.run_setup import run_context as engine_run_context
 
-    tokenizer = load_tokenizer(config.tokenizer_path)
-    sha = sha256_file(config.tokenizer_path)
-    source = resolve_init(config, tokenizer, sha)
-    return RunContext(
-        config=config, model_config=source.model_config, tokenizer=tokenizer,
-        tokenizer_path=Path(config.tokenizer_path), tokenizer_sha256=sha,
-        device=torch.device(device), rank=0, world_size=1, accumulation_steps=1,
-        micro_batches_per_step=1,
-    )  # fmt: skip
+    one_process = Distributed(rank=0, local_rank=0, world_size=1, device=torch.device(device))
+    return engine_run_context(config, one_process)[0]
 
 
 @torch.no_grad()

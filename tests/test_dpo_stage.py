@@ -77,6 +77,51 @@ def test_rpo_alpha_adds_the_mean_nll_of_each_chosen_reply(root, start):
     assert metrics["nll/chosen"].item() == pytest.approx(nll.sum().item(), rel=1e-5)
 
 
+def reply_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 summed log-probs [2B] and token counts [2B] of every row's reply, computed here."""
+    log_probs = torch.log_softmax(model(batch["inputs"]).double(), dim=-1)  # [2B, T, V]
+    targets = batch["targets"]
+    mask = targets != -100
+    token = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # [2B, T]
+    return (token * mask).sum(dim=1), mask.sum(dim=1)
+
+
+@pytest.mark.parametrize(
+    "loss_type, label_smoothing, rpo_alpha",
+    [("sigmoid", 0.2, 0.0), ("robust", 0.1, 0.0), ("ipo", 0.0, 0.0), ("sigmoid", 0.0, 0.5)],
+)
+def test_stage_loss_is_the_papers_loss_of_its_settings(
+    root, start, loss_type, label_smoothing, rpo_alpha
+):
+    """The stage's loss against the papers' formulas in float64, with a policy that moved away
+    from the reference. Bugs guarded: IPO's per-token averaging dropped, label_smoothing or
+    rpo_alpha not reaching the loss."""
+    from test_dpo_loss import reference_loss
+
+    config = tiny_dpo_config(root, start, loss_type=loss_type, beta=0.3,
+                             label_smoothing=label_smoothing, rpo_alpha=rpo_alpha)  # fmt: skip
+    stage = DPOStage(run_context(config))
+    policy = load_model(start)[0]
+    with torch.no_grad():
+        policy.lm_head.weight.add_(0.05 * torch.randn_like(policy.lm_head.weight))  # step away
+        batch = stage.train_micro_batch(0, 0)
+        loss, _ = stage.loss(policy, batch)
+        policy_logps, counts = reply_logps(policy, batch)
+        reference_logps, _ = reply_logps(load_model(start)[0], batch)
+    B = len(counts) // 2
+    nll = -policy_logps[:B] / counts[:B]
+    if loss_type == "ipo":  # IPO compares log-probs averaged over each reply's tokens
+        policy_logps, reference_logps = policy_logps / counts, reference_logps / counts
+    expected = sum(
+        reference_loss(policy_logps[i].item(), policy_logps[B + i].item(),
+                       reference_logps[i].item(), reference_logps[B + i].item(), 0.3, loss_type,
+                       label_smoothing) + rpo_alpha * nll[i].item()
+        for i in range(B)
+    )  # fmt: skip
+    assert counts[:B].ne(counts[B:]).any(), "replies of different lengths, or IPO is untested"
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_gradients_reach_only_the_policy(root, start):
     config = tiny_dpo_config(root, start)
     stage = DPOStage(run_context(config))
@@ -165,13 +210,17 @@ def test_resume_is_exact(root, start, tmp_path, reference):
 
 
 def test_mfu_counts_the_live_reference_forward_pass(root, start, tmp_path):
-    """A live reference adds one forward pass (a third of a training pass) per token."""
+    """A live reference adds one forward pass (a third of a training pass) per token: the
+    engine's FLOPs per token, live over precomputed, match what torch's FLOP counter measures
+    for one training micro-batch of each."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     from training.distributed import setup_distributed
     from training.trainer import Trainer
 
     tokenizer_path, _, _ = tiny_inputs(root)
     data = write_dpo_folder(tmp_path / "dpo", tokenizer_path, json_pairs(None))
-    flops = {}
+    flops, measured = {}, {}
     for reference in ("live", "precomputed"):
         config = tiny_dpo_config(
             root, start, run_name=f"mfu_{reference}", data_dir=str(data), reference=reference
@@ -179,6 +228,13 @@ def test_mfu_counts_the_live_reference_forward_pass(root, start, tmp_path):
         trainer = Trainer(config, DPOStage, setup_distributed(config.device))
         trainer.log.close()
         flops[reference] = trainer.flops_per_token
+        with FlopCounterMode(display=False) as counter:
+            loss, _ = trainer.stage.loss(trainer.model, trainer.stage.train_micro_batch(0, 0))
+            loss.backward()
+        measured[reference] = counter.get_total_flops()
+    assert flops["live"] / flops["precomputed"] == pytest.approx(
+        measured["live"] / measured["precomputed"], rel=0.02
+    )
     assert flops["live"] == pytest.approx(flops["precomputed"] * 4 / 3)
 
 
@@ -201,6 +257,11 @@ def test_two_gloo_processes_match_one_process_with_double_accumulation(root, sta
     run_dir = root / "checkpoints" / "ddp"
     assert logged_scalars(run_dir) == pytest.approx(reference.losses, rel=1e-5)
     assert len(logged_scalars(run_dir, "rewards/accuracies")) == len(reference.losses)
+    for tag in ("val/loss", "val/rewards/margins"):  # one evaluation path, split across ranks
+        single_values = logged_scalars(reference.run_dir, tag)
+        assert single_values and logged_scalars(run_dir, tag) == pytest.approx(
+            single_values, rel=1e-5
+        ), tag
 
 
 def test_cli_logs_every_metric_and_their_validation_counterparts(root, start, capsys):
@@ -213,6 +274,20 @@ def test_cli_logs_every_metric_and_their_validation_counterparts(root, start, ca
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "val/loss", *METRICS, *(f"val/{m}" for m in METRICS)} <= scalars
     assert "val/ppl" not in scalars
+
+    def values(tag):
+        return [event.value for event in events.Scalars(tag)]
+
+    for prefix in ("", "val/"):  # the values, not only the names
+        chosen, rejected = values(f"{prefix}rewards/chosen"), values(f"{prefix}rewards/rejected")
+        assert values(f"{prefix}rewards/margins") == pytest.approx(
+            [c - r for c, r in zip(chosen, rejected)], abs=1e-5
+        )
+        assert all(0 <= a <= 1 for a in values(f"{prefix}rewards/accuracies"))
+        assert all(
+            logp < 0 for logp in values(f"{prefix}logps/chosen") + values(f"{prefix}logps/rejected")
+        )
+    assert f"loss {values('val/loss')[-1]:.4f}, reward accuracy" in out, "reports the last eval"
     assert any(tag.startswith("samples/answer_0") for tag in events.Tags()["tensors"])
     _, saved, _ = load_model(root / "checkpoints" / "cli")
     assert saved["stage"] == "dpo" and saved["train"]["loss_type"] == "robust"
@@ -259,7 +334,9 @@ def test_bad_settings_are_user_errors(root, start):
         tiny_dpo_config(root, start, pairs_per_step=4, tokens_per_step=2 * 2 * 48 * 3).check()
     config = tiny_dpo_config(root, start, pairs_per_step=4)
     config.check()
-    assert config.tokens_per_step == 4 * 48  # two micro-batches of 2 pairs per step
+    config.check()  # checking reads only: twice changes nothing
+    assert config.optimizer_step_tokens() == 4 * 48  # two micro-batches of 2 pairs per step
+    assert config.tokens_per_step == 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

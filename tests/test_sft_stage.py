@@ -100,6 +100,8 @@ def test_cli_trains_from_a_checkpoint_and_logs_answers(root, capsys):
     assert any(tag.startswith("samples/answer_0") for tag in events.Tags()["tensors"])
     model, saved, _ = load_model(root / "checkpoints" / "cli")
     assert saved["stage"] == "sft" and saved["tokenizer"]["profile"] == "post_training_v1"
+    # the shape came from --init_from: no preset name is recorded (the model section has it)
+    assert saved["train"]["model_preset"] is None and saved["model"]["n_layer"] == 2
 
 
 def test_wrong_mode_folder_is_a_user_error(root):

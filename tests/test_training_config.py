@@ -1,16 +1,18 @@
 """The run config parser: --key=value overrides, type checks, unknown keys, --help."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
 
 from common.errors import UserError
+from pre_training import CONFIG
 from training.config import TrainConfig, option, parse_config
 
 
 def test_overrides_are_typed_and_accept_both_spellings():
     config = parse_config(
-        TrainConfig(),
+        CONFIG,
         [
             "--micro_batch_size=8",
             "--learning-rate=3e-4",
@@ -27,12 +29,13 @@ def test_overrides_are_typed_and_accept_both_spellings():
     assert config.compile is True and config.resume is False
     assert config.max_tokens == 3_500_000_000 and isinstance(config.max_tokens, int)
     assert config.model_overrides == {"n_layer": 4, "n_embd": 256}
-    assert TrainConfig().micro_batch_size == 16, "the defaults object must not be modified"
+    assert CONFIG.micro_batch_size == 8, "the defaults object must not be modified"
 
 
 def test_optional_accepts_none_and_dict_accepts_json():
     config = parse_config(
-        TrainConfig(init_from="x"), ["--init_from=none", '--model_overrides={"n_head": 2}']
+        dataclasses.replace(CONFIG, init_from="x"),
+        ["--init_from=none", '--model_overrides={"n_head": 2}'],
     )
     assert config.init_from is None
     assert config.model_overrides == {"n_head": 2}
@@ -40,7 +43,7 @@ def test_optional_accepts_none_and_dict_accepts_json():
 
 def test_unknown_key_lists_close_matches():
     with pytest.raises(UserError, match=r"unknown option --learning_rat.*--learning_rate"):
-        parse_config(TrainConfig(), ["--learning_rat=1e-3"])
+        parse_config(CONFIG, ["--learning_rat=1e-3"])
 
 
 @pytest.mark.parametrize(
@@ -54,22 +57,25 @@ def test_unknown_key_lists_close_matches():
         ("--precision=fp8", "not one of"),
         ("--micro_batch_size=0", "positive"),
         ("--min_lr=1", "min_lr"),
+        ("--learning_rate=inf", "--learning_rate=inf must be a finite number"),
+        ("--min_lr=nan", "--min_lr=nan must be a finite number"),
+        ("--grad_clip=-inf", "finite"),
         ("positional", "unexpected argument"),
     ],
 )
 def test_bad_values_are_user_errors(arg, message):
     with pytest.raises(UserError, match=message):
-        parse_config(TrainConfig(), [arg])
+        parse_config(CONFIG, [arg])
 
 
 def test_value_missing_at_the_end_is_an_error():
     with pytest.raises(UserError, match="needs a value"):
-        parse_config(TrainConfig(), ["--run_name"])
+        parse_config(CONFIG, ["--run_name"])
 
 
 def test_help_lists_every_field_with_default_and_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        parse_config(TrainConfig(), ["--help"], "The script docstring.")
+        parse_config(CONFIG, ["--help"], "The script docstring.")
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "The script docstring." in out
@@ -80,15 +86,16 @@ def test_help_lists_every_field_with_default_and_help(capsys):
 
 
 def test_subclass_fields_parse_and_check():
-    @dataclass
+    @dataclass(kw_only=True)
     class DpoLikeConfig(TrainConfig):
-        beta: float = option(0.1, "DPO temperature")
+        beta: float = option("DPO temperature", default=0.1)
 
         def check(self) -> None:
             super().check()
             if self.beta <= 0:
                 raise UserError("--beta must be positive")
 
-    assert parse_config(DpoLikeConfig(), ["--beta=0.5"]).beta == 0.5
+    base = DpoLikeConfig(**CONFIG.to_dict())
+    assert parse_config(base, ["--beta=0.5"]).beta == 0.5
     with pytest.raises(UserError, match="beta"):
-        parse_config(DpoLikeConfig(), ["--beta=-1"])
+        parse_config(base, ["--beta=-1"])

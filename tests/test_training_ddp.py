@@ -24,6 +24,12 @@ def test_two_gloo_processes_match_one_process_with_double_accumulation(tmp_path)
 
     run_dir = tmp_path / "checkpoints" / "ddp"
     assert logged_scalars(run_dir) == pytest.approx(reference.losses, rel=1e-5)
+    # validation is split across the ranks and summed back: the same figures as one process
+    for tag in ("val/loss", "val/bpb"):
+        single_values = logged_scalars(reference.run_dir, tag)
+        assert len(single_values) == 2 and logged_scalars(run_dir, tag) == pytest.approx(
+            single_values, rel=1e-5
+        ), tag
     ddp_model, saved, _ = load_model(run_dir)
     assert saved["run"]["world_size"] == 2
     for name, tensor in reference.model.state_dict().items():

@@ -7,11 +7,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from training_fixtures import FixedPoolStage, make_inputs, tiny_config
+from training_fixtures import FixedPoolStage, logged_scalars, make_inputs, tiny_config
 
 from common.errors import UserError
 from model.checkpoint import load_model
+from training.losses import IGNORE_INDEX, count_targets
+from training.optimizer import build_optimizer
 from training.pretraining_stage import PretrainingStage
+from training.schedule import learning_rate_at
 from training.trainer import train
 
 
@@ -85,11 +88,23 @@ def test_tensorboard_holds_every_promised_scalar_and_text(tmp_path, inputs):
         "perf/peak_memory_gb", "val/loss", "val/ppl",
         "debug/first_target_sum", "val/debug/first_target_sum",  # the stage's own metrics
     }  # fmt: skip
-    assert expected <= scalars, expected - scalars
+    assert expected | {"val/bpb"} <= scalars, expected - scalars
     if torch.cuda.is_available():
         assert "perf/mfu" in scalars
-    losses = [event.value for event in events.Scalars("train/loss")]
+
+    def values(tag):
+        return [event.value for event in events.Scalars(tag)]
+
+    losses = values("train/loss")
     assert losses == pytest.approx(result.losses)
+    assert values("train/lr") == pytest.approx(
+        [learning_rate_at(step, config, 4) for step in range(4)]
+    )
+    assert all(norm > 0 for norm in values("train/grad_norm"))
+    assert all(rate > 0 for rate in values("perf/tokens_per_s") + values("perf/peak_memory_gb"))
+    targets = result.stage.validation_batches()[0]["targets"]  # one validation batch
+    first_trained = (targets[:, 0] != IGNORE_INDEX).sum().item() / count_targets(targets)
+    assert values("val/debug/first_target_sum") == pytest.approx([first_trained] * 2)
     assert [event.step for event in events.Scalars("val/loss")] == [2, 4]
     val_loss = events.Scalars("val/loss")[-1].value
     assert events.Scalars("val/ppl")[-1].value == pytest.approx(math.exp(val_loss), rel=1e-4)
@@ -103,6 +118,48 @@ def test_text_samples_are_logged_for_the_pretraining_stage(tmp_path, inputs):
     assert {"samples/story/text_summary", "samples/article/text_summary"} <= set(
         events.Tags()["tensors"]
     )
+
+
+@pytest.mark.parametrize("grad_clip", [0.05, 0.0])
+def test_the_optimizer_steps_on_gradients_clipped_to_grad_clip(tmp_path, inputs, monkeypatch,
+                                                               grad_clip):  # fmt: skip
+    """Bug guarded: a grad_clip that never reaches the gradients. AdamW (and Muon) hardly
+    change when every gradient is scaled alike, so the loss cannot show it: look at the norm
+    of the gradients the optimizer steps on."""
+    from training import trainer as engine
+
+    seen = []
+
+    def spying_build_optimizer(model, config, device):
+        optimizer = build_optimizer(model, config, device)
+        step = optimizer.step
+
+        def spy(*args, **kwargs):
+            grads = [p.grad.flatten() for p in model.parameters() if p.grad is not None]
+            seen.append(torch.linalg.vector_norm(torch.cat(grads)).item())
+            return step(*args, **kwargs)
+
+        optimizer.step = spy
+        return optimizer
+
+    monkeypatch.setattr(engine, "build_optimizer", spying_build_optimizer)
+    config = tiny_config(tmp_path, *inputs, max_steps=3, grad_clip=grad_clip, eval_interval=1000)
+    result = train(config, FixedPoolStage)
+    logged = logged_scalars(result.run_dir, "train/grad_norm")  # before clipping
+    assert len(seen) == 3 and min(logged) > 0.05
+    if grad_clip:
+        assert seen == pytest.approx([grad_clip] * 3, rel=1e-4)
+    else:
+        assert seen == pytest.approx(logged, rel=1e-4)
+
+
+def test_a_stage_must_name_itself():
+    """Bug guarded: Stage.name defaulted to "pre_training", so a new stage that forgot it was
+    saved (and resumed) as pre-training."""
+    with pytest.raises(TypeError, match="must set the class attribute name"):
+
+        class Nameless(FixedPoolStage):
+            name = None
 
 
 class NanAtStage(FixedPoolStage):
@@ -127,7 +184,17 @@ def test_a_non_finite_step_is_skipped_and_counted(tmp_path, inputs):
     result = train(config, NanAtStage)
     assert result.skipped_steps == 1
     assert math.isnan(result.losses[1]) and math.isfinite(result.losses[2])
-    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    # The skipped step changed no weight: after steps 0 and 1 (skipped), the weights are those
+    # of a clean run after step 0 (warmup makes step 0's learning rate the same in both).
+    skipped = train(
+        tiny_config(tmp_path / "a", *inputs, max_steps=2, eval_interval=1000), NanAtStage
+    )
+    clean = train(
+        tiny_config(tmp_path / "b", *inputs, max_steps=1, eval_interval=1000), FixedPoolStage
+    )
+    assert skipped.skipped_steps == 1
+    for (name, a), b in zip(skipped.model.state_dict().items(), clean.model.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_many_non_finite_steps_in_a_row_stop_the_run(tmp_path, inputs):
@@ -159,6 +226,8 @@ def test_init_from_loads_weights_only(tmp_path, inputs):
     tuned = train(config, FixedPoolStage)
     assert tuned.step == 1, "a fresh loop, not the base run's step 4"
     assert tuned.model.config == base.model.config, "the architecture comes from the checkpoint"
+    _, saved, _ = load_model(tuned.run_dir)
+    assert saved["train"]["model_preset"] is None, "15m was not trained: it is not recorded"
     for (name, a), b in zip(tuned.model.state_dict().items(), base.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
 
@@ -187,7 +256,8 @@ def test_gpu_a_training_step_waits_for_the_gpu_only_once(tmp_path, inputs):
     import warnings
 
     from training.distributed import setup_distributed
-    from training.trainer import Trainer, host_to_device
+    from training.trainer import Trainer
+    from training.transfer import host_to_device
 
     window = torch.arange(2 * 9).reshape(2, 9)
     inputs_view = window[:, :-1]  # strided, like a batch's inputs
@@ -198,7 +268,7 @@ def test_gpu_a_training_step_waits_for_the_gpu_only_once(tmp_path, inputs):
         tmp_path, *inputs, device="cuda", precision="bf16", tokens_per_step=4 * 4 * 32,
     )  # fmt: skip
     trainer = Trainer(config, FixedPoolStage, setup_distributed(config.device))
-    assert trainer.accumulation == 4
+    assert trainer.context.accumulation_steps == 4
     for _ in range(2):  # warm up: AdamW creates its state (one-off syncs) on its first step
         trainer._train_step()
     torch.cuda.synchronize()

@@ -1,5 +1,6 @@
 """The engine's small parts: schedules, optimizer groups, losses, FLOPs, checkpoint retention."""
 
+import dataclasses
 import json
 import math
 
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 
 from model.config import from_preset
 from model.transformer import Transformer
+from pre_training import CONFIG
 from training.checkpoint import prune, resume_candidates, step_dir_name
 from training.config import TrainConfig
 from training.losses import IGNORE_INDEX, count_targets, cross_entropy_sum, token_log_probs
@@ -19,7 +21,7 @@ from training.schedule import learning_rate_at
 
 def schedule_config(**overrides) -> TrainConfig:
     base = dict(learning_rate=1.0, min_lr=0.1, warmup_steps=10, schedule="cosine")
-    return TrainConfig(**{**base, **overrides})
+    return dataclasses.replace(CONFIG, **{**base, **overrides})
 
 
 def test_cosine_warms_up_peaks_and_ends_at_min_lr():

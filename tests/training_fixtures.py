@@ -14,12 +14,14 @@ import numpy as np
 import torch
 from tiny_tokenizer import train_tiny_tokenizer
 
+import pre_training
 from common.atomic import sha256_file
 from tokenizer.profiles import encode_document, load_tokenizer
 from tokenizer.tokenized_data import SplitWriter
 from training.config import TrainConfig
-from training.losses import IGNORE_INDEX, count_targets, cross_entropy_sum
-from training.stage import Batch, RunContext, Stage
+from training.language_model_stage import LanguageModelStage
+from training.losses import IGNORE_INDEX
+from training.stage import Batch, RunContext
 
 NAMES = ["Max", "Lily", "Tom", "Mia", "Ben", "Sue"]
 PLACES = ["forest", "park", "garden", "river", "house", "school"]
@@ -72,7 +74,8 @@ def make_inputs(tmp_path: Path) -> tuple[Path, Path]:
 
 def tiny_config(tmp_path: Path, tokenizer_path: Path, data_dir: Path, **overrides) -> TrainConfig:
     """A debug-preset run on CPU that takes well under a second per few steps."""
-    base = TrainConfig(
+    base = dataclasses.replace(
+        pre_training.CONFIG,
         run_name="run",
         checkpoint_dir=str(tmp_path / "checkpoints"),
         data_dir=str(data_dir),
@@ -99,7 +102,7 @@ def tiny_config(tmp_path: Path, tokenizer_path: Path, data_dir: Path, **override
     return dataclasses.replace(base, **overrides)
 
 
-class FixedPoolStage(Stage):
+class FixedPoolStage(LanguageModelStage):
     """Language modelling on a fixed pool of rows, some targets masked with -100.
 
     Step s uses rows perm_s[:rows_per_step] (perm_s seeded by (seed, s)); micro-batch i of the
@@ -107,7 +110,11 @@ class FixedPoolStage(Stage):
     same rows per step: what the accumulation-equivalence tests need.
     """
 
+    name = "fixed_pool"
+    tokenizer_profile = "pre_training"
+
     def __init__(self, context: RunContext, pool_size: int = 16, mask_fraction: float = 0.3):
+        super().__init__(context)
         config = context.config
         generator = torch.Generator().manual_seed(config.seed)
         vocab = context.model_config.vocab_size
@@ -127,18 +134,12 @@ class FixedPoolStage(Stage):
         return {"inputs": self.inputs[rows], "targets": self.targets[rows]}
 
     def validation_batches(self) -> list[Batch]:
-        return [{"inputs": self.inputs[:4], "targets": self.targets[:4]}]
-
-    def count(self, batch: Batch) -> int:
-        return count_targets(batch["targets"])
-
-    def tokens(self, batch: Batch) -> int:
-        return batch["inputs"].numel()
+        return [self.with_target_bytes({"inputs": self.inputs[:4], "targets": self.targets[:4]})]
 
     def loss(self, model, batch: Batch):
-        return cross_entropy_sum(model(batch["inputs"]), batch["targets"]), {
-            "debug/first_target_sum": (batch["targets"][:, 0] != IGNORE_INDEX).sum().float()
-        }
+        loss_sum, metrics = super().loss(model, batch)
+        first_targets = (batch["targets"][:, 0] != IGNORE_INDEX).sum().float()
+        return loss_sum, {**metrics, "debug/first_target_sum": first_targets}
 
 
 REPO = Path(__file__).resolve().parents[1]

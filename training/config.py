@@ -10,8 +10,8 @@ edits), then calls `parse_config(CONFIG, sys.argv[1:], __doc__)`:
 
 Values are type-checked against the field's annotation (int, float, str, bool, Optional[...]
 accepts "none", dict accepts `k=v,k=v` or a JSON object); an unknown key is an error that
-lists the closest field names. SFT and DPO subclass `TrainConfig` to add their own fields
-(declare each with `option(default, help)` so --help can explain it).
+lists the closest field names; a float must be finite. SFT and DPO subclass `TrainConfig` to
+add their own fields (declare each with `option(help)` so --help can explain it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import math
 import sys
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import ClassVar
 
 from common.errors import UserError
@@ -32,16 +32,25 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SCHEDULES = ("cosine", "wsd")
 
 
-def option(default, help: str, choices: tuple | None = None):
-    """A dataclass field with a help text (shown by --help) and optional allowed values."""
+def option(help: str, *, default=MISSING, choices: tuple | None = None):
+    """A dataclass field with a help text (shown by --help) and optional allowed values.
+
+    Without `default` the field is required: the script's CONFIG sets it. A default belongs only
+    to a field that no script's recipe sets (a switch like --resume, or --device), so each value
+    is written in one place.
+    """
     metadata = {"help": help, "choices": choices}
     if isinstance(default, dict | list):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
+    """Every setting of a training run. The values live in the scripts' CONFIG blocks
+    (pre_training.py, post_training_sft.py, post_training_dpo.py): this class declares the
+    fields, their types, help and checks."""
+
     # Fields that must equal the checkpoint's for --resume to continue the same run exactly
     # (the model, tokenizer and stage are compared too). Subclasses may add their own.
     RESUME_MUST_MATCH: ClassVar[tuple[str, ...]] = (
@@ -49,73 +58,86 @@ class TrainConfig:
     )  # fmt: skip
 
     # --- where things are ---
-    run_name: str = option("pre_training", "run folder name: outputs go to checkpoint_dir/run_name")
-    checkpoint_dir: str = option("checkpoints", "folder that holds one sub-folder per run")
-    data_dir: str = option(
-        "data/pre_training/tokenized", "tokenized dataset folder (train/ and validation/ splits)"
-    )
-    tokenizer_path: str = option(
-        "data/tokenizer/tokenizer.json", "tokenizer.json the data was tokenized with"
-    )
+    run_name: str = option("run folder name: outputs go to checkpoint_dir/run_name")
+    checkpoint_dir: str = option("folder that holds one sub-folder per run")
+    data_dir: str = option("tokenized dataset folder (train/ and validation/ splits)")
+    tokenizer_path: str = option("tokenizer.json the data was tokenized with")
     # --- the model ---
-    model_preset: str = option("170m", "model size preset from model/config.py (debug, 15m, ...)")
+    model_preset: str | None = option(
+        "model size preset from model/config.py (debug, 15m, 124m, 170m); unused (and recorded "
+        "as none) when --init_from gives the model",
+        default=None,
+    )
     model_overrides: dict = option(
-        {}, "ModelConfig fields to change, e.g. n_layer=4,n_embd=256 (vocab comes from tokenizer)"
+        "ModelConfig fields to change, e.g. n_layer=4,n_embd=256 (vocab comes from tokenizer)",
+        default={},
     )
     init_from: str | None = option(
-        None, "start from this checkpoint's weights (run or step folder); fresh optimizer"
+        "start from this checkpoint's weights (run or step folder); fresh optimizer", default=None
     )
-    resume: bool = option(False, "continue the run in checkpoint_dir/run_name from its latest step")
-    overwrite: bool = option(False, "delete an existing run folder of the same name and start over")
+    resume: bool = option(
+        "continue the run in checkpoint_dir/run_name from its latest step", default=False
+    )
+    overwrite: bool = option(
+        "delete an existing run folder of the same name and start over", default=False
+    )
     # --- batch and budget ---
-    block_size: int = option(1024, "tokens per training sequence (context length)")
-    micro_batch_size: int = option(16, "sequences per forward pass per GPU (lower it on OOM)")
+    block_size: int = option("tokens per training sequence (context length)")
+    micro_batch_size: int = option("sequences per forward pass per GPU (lower it on OOM)")
     tokens_per_step: int = option(
-        524288,
         "tokens per optimizer step; accumulation = this / (micro_batch_size*block_size*GPUs); "
-        "0 = one micro-batch per GPU",
+        "0 = one micro-batch per GPU"
     )
-    max_steps: int = option(5000, "optimizer steps to train (ignored when max_tokens > 0)")
+    max_steps: int = option("optimizer steps to train (ignored when max_tokens > 0)")
     max_tokens: int = option(
-        0, "token budget; > 0 sets max_steps = ceil(max_tokens/tokens_per_step)"
+        "token budget; > 0 sets max_steps = ceil(max_tokens/tokens_per_step)", default=0
     )
     # --- optimizer and schedule ---
-    learning_rate: float = option(6e-4, "peak learning rate (after warmup)")
-    min_lr: float = option(6e-5, "learning rate at the end of the decay")
-    warmup_steps: int = option(200, "steps of linear warmup from 0 to learning_rate")
+    learning_rate: float = option("peak learning rate (after warmup)")
+    min_lr: float = option("learning rate at the end of the decay")
+    warmup_steps: int = option("steps of linear warmup from 0 to learning_rate")
     schedule: str = option(
-        "cosine", "cosine: decay from warmup to the end; wsd: warmup-stable-decay", SCHEDULES
+        "cosine: decay from warmup to the end; wsd: warmup-stable-decay", choices=SCHEDULES
     )
-    decay_fraction: float = option(0.2, "wsd only: fraction of steps spent in the final decay")
-    weight_decay: float = option(0.1, "AdamW weight decay (never on norms and embeddings)")
-    beta1: float = option(0.9, "AdamW beta1")
-    beta2: float = option(0.95, "AdamW beta2")
-    grad_clip: float = option(1.0, "clip the global gradient norm to this (0 = off)")
+    decay_fraction: float = option("wsd only: fraction of steps spent in the final decay")
+    weight_decay: float = option("AdamW weight decay (never on norms and embeddings)")
+    beta1: float = option("AdamW beta1")
+    beta2: float = option("AdamW beta2")
+    grad_clip: float = option("clip the global gradient norm to this (0 = off)")
     max_nonfinite_steps: int = option(
-        5, "stop after this many steps in a row with a non-finite loss or gradient"
+        "stop after this many steps in a row with a non-finite loss or gradient", default=5
     )
     # --- speed and memory ---
     precision: str = option(
-        "auto",
         "auto = bf16 if the GPU supports it, else fp16 + GradScaler; fp32 on CPU",
-        PRECISIONS,
+        choices=PRECISIONS,
     )
-    compile: bool = option(False, "torch.compile the model for training (faster on GPU)")
+    compile: bool = option("torch.compile the model for training (faster on GPU)")
     activation_checkpointing: bool = option(
-        False, "recompute activations in the backward pass: less memory, ~30% slower"
+        "recompute activations in the backward pass: less memory, ~30% slower"
     )
-    device: str = option("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
-    seed: int = option(1337, "seed of the model init and of the data order")
+    device: str = option(
+        "auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...", default="auto"
+    )
+    seed: int = option("seed of the model init and of the data order")
     # --- evaluation, logging, checkpoints ---
-    eval_interval: int = option(250, "evaluate (validation loss + text samples) every N steps")
-    eval_batches: int = option(20, "validation micro-batches per evaluation (a fixed set)")
-    log_interval: int = option(10, "write train scalars to TensorBoard every N steps")
-    sample_max_new_tokens: int = option(64, "tokens generated for each text sample")
-    checkpoint_interval: int = option(500, "save a checkpoint every N steps (and at the end)")
-    keep_last: int = option(3, "checkpoints to keep (the best by validation loss is also kept)")
+    eval_interval: int = option("evaluate (validation loss + text samples) every N steps")
+    eval_batches: int = option("validation micro-batches per evaluation (a fixed set)")
+    log_interval: int = option("write train scalars to TensorBoard every N steps")
+    sample_max_new_tokens: int = option("tokens generated for each text sample")
+    checkpoint_interval: int = option("save a checkpoint every N steps (and at the end)")
+    keep_last: int = option("checkpoints to keep (the best by validation loss is also kept)")
 
     def check(self) -> None:
-        """UserError for values no run can use; subclasses extend this (call super().check())."""
+        """UserError for values no run can use; subclasses extend this (call super().check()).
+
+        It only reads: a config means the same after any number of checks."""
+        for f in dataclasses.fields(self):
+            value, choices = getattr(self, f.name), f.metadata.get("choices")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"--{f.name}={value} must be a finite number")
+            if choices and value not in choices:
+                raise UserError(f"--{f.name}={value!r} is not one of {', '.join(choices)}")
         for name in (
             "block_size", "micro_batch_size", "max_steps", "eval_interval", "eval_batches",
             "log_interval", "checkpoint_interval", "keep_last", "max_nonfinite_steps",
@@ -138,12 +160,10 @@ class TrainConfig:
             raise UserError("--weight_decay and --grad_clip must be >= 0")
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pick one")
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise UserError(
-                    f"--{f.name}={getattr(self, f.name)!r} is not one of {', '.join(choices)}"
-                )
+
+    def optimizer_step_tokens(self) -> int:
+        """Tokens per optimizer step (0 = one micro-batch per process); DPO sizes it in pairs."""
+        return self.tokens_per_step
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

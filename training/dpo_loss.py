@@ -16,19 +16,56 @@ s is the logistic sigmoid, e the label smoothing (the assumed probability that a
 flipped); sigmoid with e > 0 is conservative DPO (cDPO, Mitchell 2023). Names and formulas
 follow TRL's `DPOTrainer` (loss_type "sigmoid" | "robust" | "ipo", `label_smoothing`), so
 numbers compare with runs made there. IPO, as in TRL, uses log-probs averaged over the reply's
-tokens (the caller passes them). With policy == reference, z = 0 and the sigmoid loss is ln 2
-whatever beta is.
+tokens. With policy == reference, z = 0 and the sigmoid loss is ln 2 whatever beta is.
+
+`preference_loss` is the whole loss of a batch, as the DPO stage calls it: log-probs averaged
+per token where the loss type asks for it, the per-pair loss, the RPO term (`rpo_alpha` times
+the chosen reply's mean per-token NLL, Pang et al. 2024) and the metrics. A new variant is one
+per-pair function and one entry in LOSSES.
 
 The implicit rewards are `beta * (log pi(y) - log ref(y))`; a pair counts as "accurate" when the
 chosen reply's reward is strictly larger than the rejected one's.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
+from training.losses import IGNORE_INDEX, token_log_probs
 
-LOSS_TYPES = ("sigmoid", "robust", "ipo")
+
+def sigmoid_loss(z: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
+    return -(1 - label_smoothing) * F.logsigmoid(beta * z) - label_smoothing * F.logsigmoid(
+        -beta * z
+    )
+
+
+def robust_loss(z: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
+    return (
+        -(1 - label_smoothing) * F.logsigmoid(beta * z) + label_smoothing * F.logsigmoid(-beta * z)
+    ) / (1 - 2 * label_smoothing)
+
+
+def ipo_loss(z: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
+    del label_smoothing  # not defined for IPO (check_loss_settings refuses it)
+    return (z - 1 / (2 * beta)) ** 2
+
+
+@dataclass(frozen=True)
+class LossType:
+    per_pair: Callable[[torch.Tensor, float, float], torch.Tensor]  # (z, beta, eps) -> [B]
+    per_token_average: bool  # work on log-probs averaged over each reply's tokens (IPO)
+
+
+LOSSES = {
+    "sigmoid": LossType(sigmoid_loss, per_token_average=False),
+    "robust": LossType(robust_loss, per_token_average=False),
+    "ipo": LossType(ipo_loss, per_token_average=True),
+}
+LOSS_TYPES = tuple(LOSSES)
 
 
 def check_loss_settings(loss_type: str, beta: float, label_smoothing: float) -> None:
@@ -57,30 +94,51 @@ def dpo_loss(
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-pair losses and implicit rewards; every input is [B] (float32 recommended).
+    """Per-pair losses and implicit rewards on the log-probs given; every input is [B].
 
     Returns (losses [B], chosen_rewards [B], rejected_rewards [B]). Rewards are detached: they
     are for logging, the gradient flows through `losses` into the policy log-probs only.
     """
+    if loss_type not in LOSSES:
+        raise ValueError(f"unknown DPO loss_type {loss_type!r}; choose one of {LOSS_TYPES}")
     policy_margin = policy_chosen_logps - policy_rejected_logps
     reference_margin = reference_chosen_logps - reference_rejected_logps
     z = policy_margin - reference_margin.detach()  # the reference never gets gradients
-    if loss_type == "sigmoid":
-        losses = -(1 - label_smoothing) * F.logsigmoid(beta * z) - label_smoothing * F.logsigmoid(
-            -beta * z
-        )
-    elif loss_type == "robust":
-        losses = (
-            -(1 - label_smoothing) * F.logsigmoid(beta * z)
-            + label_smoothing * F.logsigmoid(-beta * z)
-        ) / (1 - 2 * label_smoothing)
-    elif loss_type == "ipo":
-        losses = (z - 1 / (2 * beta)) ** 2
-    else:
-        raise ValueError(f"unknown DPO loss_type {loss_type!r}; choose one of {LOSS_TYPES}")
+    losses = LOSSES[loss_type].per_pair(z, beta, label_smoothing)
     chosen_rewards = beta * (policy_chosen_logps - reference_chosen_logps).detach()
     rejected_rewards = beta * (policy_rejected_logps - reference_rejected_logps).detach()
     return losses, chosen_rewards, rejected_rewards
+
+
+def preference_loss(
+    policy_logps: torch.Tensor,
+    reference_logps: torch.Tensor,
+    counts: torch.Tensor,
+    loss_type: str,
+    beta: float,
+    label_smoothing: float = 0.0,
+    rpo_alpha: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of B pairs: (per-pair losses [B], metric sums).
+
+    policy_logps, reference_logps and counts are [2B]: summed reply log-probs and reply token
+    counts (sequence_logps), chosen rows first, then rejected.
+    """
+    B = policy_logps.shape[0] // 2
+    chosen_nll = -policy_logps[:B] / counts[:B]  # [B] mean NLL per chosen token (RPO)
+    if LOSSES[loss_type].per_token_average:
+        policy_logps, reference_logps = policy_logps / counts, reference_logps / counts
+    losses, chosen_rewards, rejected_rewards = dpo_loss(
+        policy_logps[:B], policy_logps[B:], reference_logps[:B], reference_logps[B:],
+        beta=beta, loss_type=loss_type, label_smoothing=label_smoothing,
+    )  # fmt: skip
+    metrics = preference_metrics(
+        chosen_rewards, rejected_rewards, policy_logps[:B], policy_logps[B:]
+    )
+    if rpo_alpha:
+        losses = losses + rpo_alpha * chosen_nll
+        metrics["nll/chosen"] = chosen_nll.detach().sum()
+    return losses, metrics
 
 
 def preference_metrics(
@@ -109,15 +167,9 @@ def sequence_logps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probability of each row's target tokens, and how many there are.
 
-    logits [N, T, V] (any float dtype; computed in float32), targets [N, T] with -100 wherever a
+    logits [N, T, V] (any float dtype; training/losses.token_log_probs computes in float32, as
+    a fused kernel on a GPU with --compile), targets [N, T] with IGNORE_INDEX wherever a
     position is not part of the reply (prompt, padding). Returns (sum_logps [N], counts [N]).
     """
-    N, T, V = logits.shape
-    token_logps = -F.cross_entropy(
-        logits.float().reshape(N * T, V),  # [N*T, V]
-        targets.reshape(N * T),  # [N*T]
-        ignore_index=-100,
-        reduction="none",
-    ).view(N, T)  # ignored positions come back as exactly 0
-    counts = (targets != -100).sum(dim=1)
-    return token_logps.sum(dim=1), counts
+    counts = (targets != IGNORE_INDEX).sum(dim=1)
+    return token_log_probs(logits, targets).sum(dim=1), counts

@@ -13,9 +13,9 @@ Per micro-batch of B pairs the policy scores 2B rows in one forward pass (traini
 chosen rows first, then rejected); `loss_sum` is the sum of the B per-pair losses and `count`
 is B, so the engine's train/loss and val/loss are mean per-pair DPO losses (plus, with
 `--rpo_alpha`, that weight times the chosen reply's mean per-token NLL: RPO, logged as
-nll/chosen). Metrics (rewards/*, logps/*) are sums over pairs, which the engine turns into
-means; validation runs on `--eval_split` (the test split by default) and is logged as
-val/rewards/accuracies etc.
+nll/chosen); the whole loss is training/dpo_loss.py's `preference_loss`. Metrics (rewards/*,
+logps/*) are sums over pairs, which the engine turns into means; validation runs on
+`--eval_split` (the test split by default) and is logged as val/rewards/accuracies etc.
 """
 
 from __future__ import annotations
@@ -31,14 +31,7 @@ from model.checkpoint import load_model
 from training.config import TrainConfig, option
 from training.data_checks import open_training_data
 from training.dpo_data import PreferencePairs, build_batch, load_pairs, sample_positions
-from training.dpo_loss import (
-    LOSS_TYPES,
-    check_loss_settings,
-    dpo_loss,
-    preference_metrics,
-    sequence_logps,
-)
-from training.precision import autocast, resolve_precision
+from training.dpo_loss import LOSS_TYPES, check_loss_settings, preference_loss, sequence_logps
 from training.reference_logps import (
     compute_reference_logps,
     read_reference_logps,
@@ -52,50 +45,57 @@ MODE = "post_training_dpo"
 REFERENCE_MODES = ("live", "precomputed")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DPOConfig(TrainConfig):
-    """TrainConfig plus what DPO adds (defaults for DPO are set in post_training_dpo.py).
+    """TrainConfig plus what DPO adds (the values are in post_training_dpo.py's CONFIG).
 
     micro_batch_size counts PAIRS (each pair is two rows of at most block_size tokens). The
-    engine sizes a step from tokens_per_step = micro-batches x micro_batch_size x block_size,
-    so `pairs_per_step` > 0 sets tokens_per_step = pairs_per_step x block_size for you.
+    engine sizes a step in tokens (micro-batches x micro_batch_size x block_size), so
+    `pairs_per_step` > 0 makes a step pairs_per_step x block_size tokens.
     """
 
     RESUME_MUST_MATCH: ClassVar[tuple[str, ...]] = (
-        *TrainConfig.RESUME_MUST_MATCH, "beta", "loss_type", "label_smoothing", "rpo_alpha",
+        *TrainConfig.RESUME_MUST_MATCH, "pairs_per_step", "beta", "loss_type", "label_smoothing",
+        "rpo_alpha",
     )  # fmt: skip
 
     pairs_per_step: int = option(
-        0, "preference pairs per optimizer step (> 0 sets tokens_per_step to it x block_size)"
+        "preference pairs per optimizer step (> 0: a step is this x block_size tokens, and "
+        "tokens_per_step must be 0 or agree)"
     )
-    beta: float = option(0.1, "DPO temperature: how far the policy may move from the reference")
+    beta: float = option("DPO temperature: how far the policy may move from the reference")
     loss_type: str = option(
-        "sigmoid",
         "sigmoid = DPO (with label_smoothing > 0: conservative DPO); robust = robust DPO; "
         "ipo = IPO (length-averaged log-probs)",
-        LOSS_TYPES,
+        choices=LOSS_TYPES,
     )
     label_smoothing: float = option(
-        0.0, "assumed fraction of wrong preference labels (sigmoid/robust), in [0, 0.5)"
+        "assumed fraction of wrong preference labels, in [0, 0.5). sigmoid: conservative DPO "
+        "(cDPO), as TRL 0.x computes it (TRL 1.x ignores it for sigmoid); robust: robust DPO"
     )
     rpo_alpha: float = option(
-        0.0,
-        "weight of an NLL term on the chosen reply (RPO, Pang et al. 2024; TRL's rpo_alpha): "
-        "keeps DPO from lowering the chosen reply's likelihood too",
+        "weight of an NLL term on the chosen reply, the chosen reply's mean per-token NLL, as in "
+        "the RPO paper (Pang et al. 2024; TRL 1.x replaced its own rpo_alpha with an 'sft' loss "
+        "term): keeps DPO from lowering the chosen reply's likelihood too"
     )
     reference: str = option(
-        "live",
         "live = keep a frozen copy of the starting model; precomputed = score every pair once "
         "into the data folder (saves the copy's memory and forward pass)",
-        REFERENCE_MODES,
+        choices=REFERENCE_MODES,
     )
     recompute_reference: bool = option(
-        False, "precomputed only: recompute stored reference log-probs even if present"
+        "precomputed only: recompute stored reference log-probs even if present"
     )
-    eval_split: str = option("test", "held-out split for val/ metrics and text samples")
-    num_text_samples: int = option(3, "held-out prompts answered in TensorBoard at each eval")
+    eval_split: str = option("held-out split for val/ metrics and text samples")
+    num_text_samples: int = option("held-out prompts answered in TensorBoard at each eval")
+
+    def optimizer_step_tokens(self) -> int:
+        if self.pairs_per_step:
+            return self.pairs_per_step * self.block_size
+        return self.tokens_per_step
 
     def check(self) -> None:
+        super().check()
         if self.pairs_per_step < 0:
             raise UserError(f"--pairs_per_step={self.pairs_per_step} must be >= 0")
         if self.pairs_per_step % self.micro_batch_size:
@@ -103,16 +103,12 @@ class DPOConfig(TrainConfig):
                 f"--pairs_per_step={self.pairs_per_step} must be a multiple of "
                 f"--micro_batch_size={self.micro_batch_size} (pairs per forward pass)"
             )
-        if self.pairs_per_step:
-            tokens = self.pairs_per_step * self.block_size
-            if self.tokens_per_step not in (0, tokens):
-                raise UserError(
-                    f"--pairs_per_step={self.pairs_per_step} and --tokens_per_step="
-                    f"{self.tokens_per_step} disagree; set --pairs_per_step=0 to size steps in "
-                    "tokens, or leave --tokens_per_step=0"
-                )
-            self.tokens_per_step = tokens
-        super().check()
+        if self.pairs_per_step and self.tokens_per_step not in (0, self.optimizer_step_tokens()):
+            raise UserError(
+                f"--pairs_per_step={self.pairs_per_step} and --tokens_per_step="
+                f"{self.tokens_per_step} disagree; set --pairs_per_step=0 to size steps in "
+                "tokens, or leave --tokens_per_step=0"
+            )
         check_loss_settings(self.loss_type, self.beta, self.label_smoothing)
         if self.rpo_alpha < 0:
             raise UserError(f"--rpo_alpha={self.rpo_alpha} must be >= 0 (1.0 is the paper's)")
@@ -128,7 +124,6 @@ class DPOConfig(TrainConfig):
 class DPOStage(Stage):
     name = "dpo"
     tokenizer_profile = "post_training_v1"
-    reports_perplexity = False
 
     def __init__(self, context: RunContext):
         config = context.config
@@ -147,8 +142,7 @@ class DPOStage(Stage):
         if context.is_main:
             print(f"dpo pairs: train {self.train_pairs.stats}")
             print(f"dpo pairs: {config.eval_split} {self.eval_pairs.stats}")
-        self.precision = resolve_precision(config.precision, context.device)
-        self.identity = reference_identity(config.init_from, config.block_size, self.precision)
+        self.identity = reference_identity(config.init_from, config.block_size, context.precision)
         self.reference: torch.nn.Module | None = None
         self.reference_values: dict[str, np.ndarray] = {}
         if config.reference == "live":
@@ -180,13 +174,12 @@ class DPOStage(Stage):
                         pairs,
                         self.micro_batch_size,
                         self.context.device,
-                        lambda: autocast(self.precision, self.context.device),
+                        self.context.autocast,
                         description=f"reference log-probs ({name})",
                     )
                     write_reference_logps(split_dir, values, self.identity)
             del model
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()  # other ranks wait for rank 0's files
+        self.context.barrier()  # other ranks wait for rank 0's files
         values = {}
         for name, pairs in pairs_by_split.items():
             stored = read_reference_logps(
@@ -229,47 +222,17 @@ class DPOStage(Stage):
     # -- loss ----------------------------------------------------------------------------
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
         inputs, targets = batch["inputs"], batch["targets"]
-        B = inputs.shape[0] // 2
         logps, counts = sequence_logps(model(inputs), targets)  # [2B]: chosen then rejected
-        chosen_nll = -logps[:B] / counts[:B]  # [B] mean NLL per chosen token (for rpo_alpha)
-        if "reference_logps" in batch:
-            reference_logps = batch["reference_logps"]  # [2B], same layout
-        else:
+        reference_logps = batch.get("reference_logps")  # [2B], same layout, when precomputed
+        if reference_logps is None:
             with torch.no_grad():
                 reference_logps, _ = sequence_logps(self.reference(inputs), targets)
-        if self.config.loss_type == "ipo":  # IPO works on per-token averages (as TRL does)
-            logps, reference_logps = logps / counts, reference_logps / counts
-        losses, chosen_rewards, rejected_rewards = dpo_loss(
-            logps[:B],
-            logps[B:],
-            reference_logps[:B],
-            reference_logps[B:],
-            beta=self.config.beta,
-            loss_type=self.config.loss_type,
-            label_smoothing=self.config.label_smoothing,
-        )
-        metrics = preference_metrics(chosen_rewards, rejected_rewards, logps[:B], logps[B:])
-        if self.config.rpo_alpha:
-            losses = losses + self.config.rpo_alpha * chosen_nll
-            metrics["nll/chosen"] = chosen_nll.detach().sum()
+        config = self.config
+        losses, metrics = preference_loss(
+            logps, reference_logps, counts, config.loss_type, config.beta,
+            config.label_smoothing, config.rpo_alpha,
+        )  # fmt: skip
         return losses.sum(), metrics
-
-    @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
-        """Mean loss and metrics per pair over the validation batches (for a final report)."""
-        was_training = model.training
-        model.eval()
-        sums: dict[str, float] = {}
-        pairs = 0
-        for batch in self.validation_batches():
-            batch = {key: value.to(self.context.device) for key, value in batch.items()}
-            with autocast(self.precision, self.context.device):
-                loss_sum, metrics = self.loss(model, batch)
-            for name, value in {"loss": loss_sum, **metrics}.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-            pairs += self.count(batch)
-        model.train(was_training)
-        return {name: value / max(pairs, 1) for name, value in sums.items()}
 
     # -- text samples --------------------------------------------------------------------
     def eval_prompt(self, k: int) -> list[int]:

@@ -1,5 +1,9 @@
 """Language-model losses, computed in float32 over the padded vocabulary.
 
+`language_model_loss` is the loss of the pre-training and SFT stages; on validation batches
+that carry each target's byte length it also returns what bits per byte needs, and
+`language_model_scalars` turns an evaluation's means into val/loss, val/ppl and val/bpb.
+
 Targets equal to IGNORE_INDEX (-100) are not trained on (SFT prompt tokens, padding). Losses are
 SUMS, not means: the engine divides by the number of targets in the whole optimizer step, so
 a step's gradient does not depend on how its tokens were split into micro-batches.
@@ -16,6 +20,7 @@ numbers, a fraction of the memory traffic.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -79,3 +84,34 @@ def count_targets(targets: torch.Tensor) -> int:
 def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log p(target) per position [B, T] in fp32; 0 where the target is IGNORE_INDEX."""
     return _maybe_compiled(_token_log_probs, logits)(logits, targets)
+
+
+def language_model_loss(
+    logits: torch.Tensor, targets: torch.Tensor, target_bytes: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(summed cross-entropy, metrics) for logits [B, T, V_pad] and targets [B, T].
+
+    With target_bytes [B, T] (the UTF-8 bytes each target token stands for: 0 for special
+    tokens and ignored positions, see tokenizer/token_bytes.py) the metrics hold the sums bits
+    per byte is made of: the loss on tokens that stand for text, and their bytes. Special
+    tokens are left out of both, as nanochat's bpb does.
+    """
+    if target_bytes is None:
+        return cross_entropy_sum(logits, targets), {}
+    nats = -token_log_probs(logits, targets)  # [B, T], 0 where ignored
+    is_text = target_bytes > 0
+    return nats.sum(), {
+        "text_nats": (nats * is_text).sum(),
+        "text_bytes": target_bytes.sum().float(),
+    }
+
+
+def language_model_scalars(means: dict[str, float]) -> dict[str, float]:
+    """An evaluation's scalars: loss, ppl = exp(loss), bpb (when the batches carried bytes),
+    and any other metric as it is."""
+    scalars = dict(means)
+    text_nats, text_bytes = scalars.pop("text_nats", None), scalars.pop("text_bytes", None)
+    scalars["ppl"] = math.exp(min(scalars["loss"], 50.0))
+    if text_bytes:
+        scalars["bpb"] = text_nats / (text_bytes * math.log(2))
+    return scalars

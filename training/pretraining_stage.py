@@ -1,12 +1,13 @@
-"""The pre-training stage: next-token prediction on windows of the tokenized corpus."""
+"""The pre-training stage: next-token prediction on windows of the tokenized corpus
+(training/pretraining_data.py); the loss is training/language_model_stage.py's."""
 
 from __future__ import annotations
 
 from model.generate import generate_text
 from training.data_checks import open_training_data
-from training.losses import count_targets, cross_entropy_sum
+from training.language_model_stage import LanguageModelStage
 from training.pretraining_data import WindowSampler
-from training.stage import Batch, RunContext, Stage
+from training.stage import Batch, RunContext
 
 # Continued at each evaluation and logged as TensorBoard text (fits TinyStories and WikiText).
 SAMPLE_PROMPTS = {
@@ -15,11 +16,12 @@ SAMPLE_PROMPTS = {
 }
 
 
-class PretrainingStage(Stage):
+class PretrainingStage(LanguageModelStage):
     name = "pre_training"
     tokenizer_profile = "pre_training"
 
     def __init__(self, context: RunContext):
+        super().__init__(context)
         config = context.config
         vocab_size = context.model_config.vocab_size
         splits = open_training_data(
@@ -40,19 +42,9 @@ class PretrainingStage(Stage):
     def validation_batches(self) -> list[Batch]:
         starts = self.validation_windows.evenly_spaced_starts(self.eval_batches * self.batch_size)
         return [
-            self.validation_windows.windows(starts[i : i + self.batch_size])
+            self.with_target_bytes(self.validation_windows.windows(starts[i : i + self.batch_size]))
             for i in range(0, len(starts), self.batch_size)
         ]
-
-    def count(self, batch: Batch) -> int:
-        return count_targets(batch["targets"])
-
-    def tokens(self, batch: Batch) -> int:
-        return batch["inputs"].numel()
-
-    def loss(self, model, batch: Batch):
-        logits = model(batch["inputs"])  # [B, T, V_pad]
-        return cross_entropy_sum(logits, batch["targets"]), {}
 
     def text_samples(self, model) -> dict[str, str]:
         if self.sample_max_new_tokens == 0:

@@ -40,17 +40,6 @@ from training.losses import IGNORE_INDEX
 PAD_ID = SPECIAL_TOKENS.index(PAD)
 
 
-def global_micro_batch_index(
-    step: int, micro_step: int, rank: int, accumulation_steps: int, world_size: int
-) -> int:
-    """Which micro-batch of the whole run this is, counted over all ranks.
-
-    Ordering micro-steps before ranks makes N ranks with accumulation A read the same data per
-    optimizer step as 1 rank with accumulation N*A.
-    """
-    return (step * accumulation_steps + micro_step) * world_size + rank
-
-
 def next_fit_rows(lengths: np.ndarray, capacity: int) -> np.ndarray:
     """Start index (into `lengths`) of each packed row, plus a final len(lengths).
 
@@ -166,6 +155,3 @@ class PackedSFTData:
         inputs = tokens[:, :-1]  # [B, T]
         targets = tokens[:, 1:].masked_fill(~mask[:, 1:], IGNORE_INDEX)  # [B, T]
         return inputs.contiguous(), targets.contiguous()
-
-    def epoch_of(self, global_row: int) -> int:
-        return self.locate(global_row)[0]

@@ -6,7 +6,8 @@ training/sft_data.py for how conversations become rows (packing, and why).
 
 Per micro-batch: inputs and targets [micro_batch_size, block_size]; targets are -100 outside
 assistant content and its `<|end|>`, so `loss_sum` sums the negative log-likelihood of the
-assistant tokens alone and `count` is how many there are (the engine divides by the step total).
+assistant tokens alone and `count` is how many there are (the engine divides by the step total;
+training/language_model_stage.py). val/bpb is in bits per byte of the assistant replies.
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ from model.generate import generate
 from tokenizer.tokenized_data import TokenizedSplit
 from training.config import TrainConfig, option
 from training.data_checks import open_training_data
-from training.losses import count_targets, cross_entropy_sum
+from training.language_model_stage import LanguageModelStage
 from training.sft_data import PackedSFTData
-from training.stage import Batch, RunContext, Stage
+from training.stage import Batch, RunContext
 
 MODE = "post_training_sft"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SFTConfig(TrainConfig):
-    """TrainConfig plus what SFT adds (defaults for SFT are set in post_training_sft.py)."""
+    """TrainConfig plus what SFT adds (the values are in post_training_sft.py's CONFIG)."""
 
-    eval_split: str = option("validation", "held-out split for validation loss and text samples")
-    num_text_samples: int = option(3, "held-out prompts answered in TensorBoard at each eval")
+    eval_split: str = option("held-out split for validation loss and text samples")
+    num_text_samples: int = option("held-out prompts answered in TensorBoard at each eval")
 
     def check(self) -> None:
         super().check()
@@ -49,14 +50,13 @@ def first_assistant_prompt(split: TokenizedSplit, index: int) -> list[int]:
     return ids[: int(trained[0])].tolist() if len(trained) else ids.tolist()
 
 
-class SFTStage(Stage):
+class SFTStage(LanguageModelStage):
     name = "sft"
     tokenizer_profile = "post_training_v1"
-    reports_perplexity = True  # perplexity of the assistant tokens
 
     def __init__(self, context: RunContext):
+        super().__init__(context)
         config = context.config
-        self.context = context
         self.micro_batch_size = config.micro_batch_size
         splits = open_training_data(
             config.data_dir,
@@ -94,19 +94,8 @@ class SFTStage(Stage):
             if len(batches) == self.context.config.eval_batches:
                 break
             inputs, targets = self.eval_data.batch(first, min(self.micro_batch_size, rows - first))
-            batches.append({"inputs": inputs, "targets": targets})
+            batches.append(self.with_target_bytes({"inputs": inputs, "targets": targets}))
         return batches
-
-    def count(self, batch: Batch) -> int:
-        return count_targets(batch["targets"])
-
-    def tokens(self, batch: Batch) -> int:
-        return batch["inputs"].numel()
-
-    # -- loss ----------------------------------------------------------------------------
-    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
-        logits = model(batch["inputs"])  # [B, T, V_pad]
-        return cross_entropy_sum(logits, batch["targets"]), {}
 
     # -- text samples --------------------------------------------------------------------
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:

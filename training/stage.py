@@ -8,7 +8,9 @@ by subclassing `Stage`. A training script then calls:
     result = train(config, build_stage)      # build_stage(context: RunContext) -> Stage
 
 `build_stage` runs after the engine has loaded the tokenizer, resolved the model config and
-picked the device, so the stage can validate its data against them (see RunContext).
+picked the device and precision, so the stage can validate its data against them; everything
+a stage may need of the run comes through its RunContext (it never asks torch.distributed or
+works out the precision itself).
 
 How the engine uses a stage, per optimizer step `step` (0-based):
 
@@ -31,18 +33,18 @@ How the engine uses a stage, per optimizer step `step` (0-based):
    `model(idx) -> logits [B, T, padded_vocab]`.
 4. `stage.tokens(batch)` (an int) counts tokens processed, for tokens/s and MFU.
 
-At each evaluation (every config.eval_interval steps and at the end):
+At each evaluation (every config.eval_interval steps and at the end; training/evaluation.py):
 - `stage.validation_batches()` is a FIXED list (same batches every time); rank r evaluates
-  batches[r::world_size]; val/loss = sum(loss_sum) / sum(count) over all of them, each metric
-  is logged as "val/<name>", and val/ppl = exp(val/loss) when `reports_perplexity`.
+  batches[r::world_size]; the means per count unit over all of them, {"loss": ..., metric:
+  ...}, go through `stage.evaluation_scalars(means)` (where a stage derives val/ppl, val/bpb)
+  and are logged as "val/<name>"; they come back in TrainResult.val_metrics.
 - On rank 0 only, `stage.text_samples(model)` returns {name: text} logged as TensorBoard text
   "samples/<name>". `model` is the plain module (never compiled/DDP), in eval mode, under
   torch.no_grad and autocast; random sampling inside it cannot disturb training (the engine
   forks the RNG).
 
-Class attributes: `name` ("pre_training" | "sft" | "dpo") and `tokenizer_profile` go into each
-checkpoint's config.json ("stage", "tokenizer"."profile"); `reports_perplexity` says whether
-val/ppl means anything for the stage's loss.
+Class attributes every concrete stage must set: `name` ("pre_training" | "sft" | "dpo") and
+`tokenizer_profile`, which go into each checkpoint's config.json ("stage", "tokenizer"."profile").
 
 `state_dict()` / `load_state_dict()` save and restore whatever state a stage keeps (none for a
 pure-function loader); it is stored in training_state.pt, so keep it to tensors, numbers,
@@ -52,6 +54,7 @@ strings, lists and dicts (loaded with torch.load(weights_only=True)).
 from __future__ import annotations
 
 import abc
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +62,8 @@ import torch
 from tokenizers import Tokenizer
 
 from model.config import ModelConfig
+from training.distributed import Distributed, barrier
+from training.precision import autocast
 
 Batch = dict[str, torch.Tensor]
 
@@ -72,26 +77,57 @@ class RunContext:
     tokenizer: Tokenizer  # loaded with tokenizer.profiles.load_tokenizer
     tokenizer_path: Path
     tokenizer_sha256: str
-    device: torch.device
-    rank: int
-    world_size: int
+    dist: Distributed  # rank, world size and device of this process
+    precision: str  # "bf16" | "fp16" | "fp32", resolved for the device
     accumulation_steps: int  # micro-batches per rank per optimizer step
     micro_batches_per_step: int  # accumulation_steps * world_size
+    max_steps: int  # optimizer steps of the whole run
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.micro_batches_per_step * self.config.micro_batch_size * self.config.block_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    @property
+    def rank(self) -> int:
+        return self.dist.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.dist.world_size
 
     @property
     def is_main(self) -> bool:
-        return self.rank == 0
+        return self.dist.is_main
+
+    def autocast(self):
+        """The run's autocast context (a no-op in fp32), for forward passes a stage runs."""
+        return autocast(self.precision, self.device)
+
+    def barrier(self) -> None:
+        """Wait for every rank (e.g. for files rank 0 writes); a no-op in one process."""
+        barrier(self.dist)
 
 
 class Stage(abc.ABC):
     """One training stage's data and loss. See the module docstring for the contract."""
 
-    name: str = "pre_training"  # "pre_training" | "sft" | "dpo": written to config.json "stage"
-    tokenizer_profile: str = "pre_training"  # written to config.json "tokenizer" "profile"
-    reports_perplexity: bool = True  # log val/ppl = exp(val/loss) (meaningless for DPO)
+    name: str  # "pre_training" | "sft" | "dpo": written to config.json "stage"
+    tokenizer_profile: str  # written to config.json "tokenizer" "profile"
     # Forward-only passes of a same-sized model per trained token (DPO's live reference); MFU
     # counts each as a third of a training pass (2N of 6N FLOPs per token).
     extra_forward_passes: int = 0
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not inspect.isabstract(cls):
+            for attribute in ("name", "tokenizer_profile"):
+                if not isinstance(getattr(cls, attribute, None), str):
+                    raise TypeError(f"stage {cls.__name__} must set the class attribute "
+                                    f"{attribute}")  # fmt: skip
 
     @abc.abstractmethod
     def train_micro_batch(self, step: int, micro_index: int) -> Batch:
@@ -112,6 +148,11 @@ class Stage(abc.ABC):
     @abc.abstractmethod
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
         """(scalar loss SUM over count units, {metric name: scalar SUM over count units})."""
+
+    def evaluation_scalars(self, means: dict[str, float]) -> dict[str, float]:
+        """What an evaluation logs as val/<name>, from the means per count unit of the loss
+        ("loss") and of every metric over the validation set. By default: those means."""
+        return means
 
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
         """{name: generated text} for TensorBoard at each evaluation; none by default."""

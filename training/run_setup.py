@@ -1,4 +1,7 @@
-"""Which model a run trains: its config (preset or `--init_from` checkpoint) and its weights.
+"""What a run is made of, worked out before anything trains: the RunContext a stage is built
+from (tokenizer, model shape, precision, micro-batches per step) and the starting weights.
+
+Which model a run trains:
 
 - A fresh run: `from_preset(model_preset, **model_overrides)` with vocab_size taken from the
   tokenizer and block_size from the run config; weights from the model's own init (seeded).
@@ -8,16 +11,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
+from common.atomic import sha256_file
 from common.errors import UserError
 from model.checkpoint import load_model, read_checkpoint_config, resolve_checkpoint
 from model.config import ModelConfig, from_preset
 from model.transformer import Transformer
+from tokenizer.profiles import load_tokenizer
+from training.distributed import Distributed
+from training.precision import resolve_precision
+from training.stage import RunContext
 
 
 @dataclass
@@ -55,6 +64,10 @@ def resolve_init(config, tokenizer: Tokenizer, tokenizer_sha256: str) -> InitSou
         if config.model_overrides:
             raise UserError("--model_overrides cannot change a model loaded with --init_from")
         return InitSource(model_config=model_config, step_dir=step_dir)
+    if not config.model_preset:
+        raise UserError(
+            "no model: set --model_preset (debug, 15m, 124m, 170m) or --init_from=<checkpoint>"
+        )
     for key in ("vocab_size", "block_size"):
         if key in config.model_overrides:
             raise UserError(
@@ -76,3 +89,44 @@ def build_model(source: InitSource, seed: int, device: torch.device) -> Transfor
         torch.manual_seed(seed)
         model = Transformer(source.model_config)
     return model.to(device).train()
+
+
+def accumulation_steps(config, world_size: int) -> int:
+    """Micro-batches per rank per step, so a step holds config.optimizer_step_tokens()."""
+    step_tokens = config.optimizer_step_tokens()
+    if step_tokens == 0:
+        return 1
+    per_round = config.micro_batch_size * config.block_size * world_size
+    if step_tokens % per_round:
+        nearest = max(per_round, round(step_tokens / per_round) * per_round)
+        raise UserError(
+            f"--tokens_per_step={step_tokens} is not a multiple of micro_batch_size"
+            f" x block_size x processes = {config.micro_batch_size} x {config.block_size} x "
+            f"{world_size} = {per_round}; use e.g. --tokens_per_step={nearest}"
+        )
+    return step_tokens // per_round
+
+
+def run_context(config, dist: Distributed) -> tuple[RunContext, InitSource]:
+    """Tokenizer, model shape, precision and batch geometry: what a stage is built from; and
+    where the starting weights come from."""
+    tokenizer_path = Path(config.tokenizer_path)
+    tokenizer = load_tokenizer(tokenizer_path)
+    tokenizer_sha256 = sha256_file(tokenizer_path)
+    init = resolve_init(config, tokenizer, tokenizer_sha256)
+    accumulation = accumulation_steps(config, dist.world_size)
+    tokens_per_step = accumulation * dist.world_size * config.micro_batch_size * config.block_size
+    max_steps = math.ceil(config.max_tokens / tokens_per_step) if config.max_tokens else None
+    context = RunContext(
+        config=config,
+        model_config=init.model_config,
+        tokenizer=tokenizer,
+        tokenizer_path=tokenizer_path,
+        tokenizer_sha256=tokenizer_sha256,
+        dist=dist,
+        precision=resolve_precision(config.precision, dist.device),
+        accumulation_steps=accumulation,
+        micro_batches_per_step=accumulation * dist.world_size,
+        max_steps=max_steps or config.max_steps,
+    )
+    return context, init
