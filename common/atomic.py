@@ -64,3 +64,14 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def readable_as_umask_allows(path: str | os.PathLike) -> None:
+    """Give a file the mode a plain `open()` would (0666 minus the umask).
+
+    safetensors writes its files readable by their owner only (0600); an exported model or a
+    checkpoint is meant to be copied and shared like any other file.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -1,6 +1,6 @@
 """Model files inside a checkpoint folder: find them, write them, load them.
 
-Layout (written by training/, see DESIGN.md):
+Layout (written by training/checkpoint.py):
 
     checkpoints/<run>/latest                 text: the name of the newest step folder
     checkpoints/<run>/step_0000100/
@@ -8,8 +8,10 @@ Layout (written by training/, see DESIGN.md):
         config.json                          {"model": ModelConfig fields, "train": ..., ...}
         tokenizer.json                       copy of the tokenizer the run used
         training_state.pt                    optimizer/RNG/loop state (training/ only)
+        SHA256SUMS                           sha256 of every file above (common/checksums.py)
 
-`load_model` accepts either the run folder (follows `latest`) or a step folder.
+`load_model` accepts either the run folder (follows `latest`) or a step folder, and checks the
+files it reads against SHA256SUMS: a damaged file is a one-line error that names it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model as safetensors_load_model
 from safetensors.torch import save_model as safetensors_save_model
 
-from common.atomic import atomic_write_text
+from common.atomic import atomic_write_text, readable_as_umask_allows
+from common.checksums import verify_checksums
 from common.errors import UserError
 from model.config import ModelConfig
 from model.transformer import Transformer
@@ -83,6 +86,7 @@ def save_model_files(
     # save_model (not save_file) drops the duplicate name of tied weights and never writes
     # compile's `_orig_mod.` prefixes (we unwrapped above).
     safetensors_save_model(model, str(step_dir / WEIGHTS_FILE))
+    readable_as_umask_allows(step_dir / WEIGHTS_FILE)
     config = {**config_dict, "model": model.config.to_dict()}
     atomic_write_text(step_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     if tokenizer_path is not None:
@@ -90,6 +94,7 @@ def save_model_files(
 
 
 def read_checkpoint_config(step_dir: Path) -> dict:
+    verify_checksums(step_dir, [CONFIG_FILE])
     config_path = step_dir / CONFIG_FILE
     try:
         config = json.loads(config_path.read_text())
@@ -110,6 +115,7 @@ def load_model(
     weights = step_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{weights} is missing; the checkpoint is incomplete")
+    verify_checksums(step_dir, [WEIGHTS_FILE, TOKENIZER_FILE])
     model = Transformer(model_config).to(device)
     try:
         # strict: every tensor of the model must be in the file and nothing else.

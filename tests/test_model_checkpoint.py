@@ -84,3 +84,47 @@ def test_weights_that_do_not_match_the_config_are_reported(tmp_path, tokenizer_p
     config_path.write_text("{not json")
     with pytest.raises(UserError, match="not JSON"):
         load_model(run)
+
+
+def scramble_middle(path, size: int = 64) -> None:
+    """Overwrite `size` bytes in the middle of a file: same size, same header, wrong values."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + size] = bytes(range(size))
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("command", ["load_model", "model.generate", "model.export_hf"])
+def test_damaged_weights_are_named_by_every_reader(tmp_path, tokenizer_path, command):
+    """Bug guarded: bytes written into the middle of model.safetensors loaded without
+    complaint, and generate ended in a `probability tensor contains inf/nan` traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from common.checksums import write_checksums
+
+    _, run = build_checkpoint(tmp_path / "run", tokenizer_path)
+    write_checksums(run / "step_0000001")
+    load_model(run)  # intact: loads
+    weights = run / "step_0000001" / "model.safetensors"
+    scramble_middle(weights)
+    expected = f"{weights} does not match its checksum"
+    if command == "load_model":
+        with pytest.raises(UserError, match=expected) as error:
+            load_model(run)
+        assert "\n" not in str(error.value)
+        return
+    args = {
+        "model.generate": ["--prompt", "Once", "--max-new-tokens", "3"],
+        "model.export_hf": ["--output-dir", str(tmp_path / "export")],
+    }[command]
+    completed = subprocess.run(
+        [sys.executable, "-m", command, "--checkpoint", str(run), *args],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 2, completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), lines
+    assert "the file is damaged" in lines[0]
+    assert not (tmp_path / "export").exists(), "nothing exported"

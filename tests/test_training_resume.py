@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_model_checkpoint import scramble_middle
 from training_fixtures import make_inputs, tiny_config
 
 import pre_training
@@ -85,14 +86,13 @@ def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_usable(tmp_pat
 import sys, time
 from pathlib import Path
 import torch
-import training.checkpoint as ckpt
-original = ckpt.write_training_state
-def slow_write(state, path):
-    original(state, path)
+original = torch.save
+def slow_save(state, path, *args, **kwargs):
+    original(state, path, *args, **kwargs)
     if "step_0000008" in str(path):
         print("SAVING", flush=True)
         time.sleep(120)
-ckpt.write_training_state = slow_write
+torch.save = slow_save
 sys.path.insert(0, "tests")
 from training_fixtures import tiny_config
 from training.pretraining_stage import PretrainingStage
@@ -129,7 +129,13 @@ train(tiny_config(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])), Pret
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncate model.safetensors", "garbage training_state.pt", "garbage config.json"],
+    [
+        "truncate model.safetensors",
+        "garbage training_state.pt",
+        "garbage config.json",
+        "scramble model.safetensors",  # same size and header: only the checksum tells
+        "scramble training_state.pt",
+    ],
 )
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, inputs, damage, capsys):
     train(tiny_config(tmp_path, *inputs), PretrainingStage)  # checkpoints at 4 and 8
@@ -138,6 +144,8 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, inputs
     path = step_dir / name
     if action == "truncate":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif action == "scramble":
+        scramble_middle(path)
     else:
         path.write_bytes(b"\x00garbage")
     resumed = train(tiny_config(tmp_path, *inputs, resume=True, max_steps=10), PretrainingStage)
@@ -146,6 +154,8 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, inputs
         f"{step_dir_name(8)} is unreadable" in err and f"falling back to {step_dir_name(4)}" in err
     )
     assert resumed.step == 10 and len(resumed.losses) == 6, "continued from step 4"
+    if action == "scramble":
+        assert f"{name} does not match its checksum" in err
 
 
 def test_resume_with_an_incompatible_config_lists_the_differences(tmp_path, inputs):
@@ -165,6 +175,7 @@ def test_resume_with_an_incompatible_config_lists_the_differences(tmp_path, inpu
 def test_a_finished_run_is_not_silently_reused_or_resumed_from_nothing(tmp_path, inputs):
     with pytest.raises(UserError, match="no checkpoint"):
         train(tiny_config(tmp_path, *inputs, resume=True), PretrainingStage)
+    assert not (tmp_path / "checkpoints" / "run").exists(), "a failed --resume creates nothing"
     train(tiny_config(tmp_path, *inputs, max_steps=4), PretrainingStage)
     with pytest.raises(UserError, match="already holds a run"):
         train(tiny_config(tmp_path, *inputs, max_steps=4), PretrainingStage)
@@ -172,6 +183,18 @@ def test_a_finished_run_is_not_silently_reused_or_resumed_from_nothing(tmp_path,
     assert again.step == 2
     finished = train(tiny_config(tmp_path, *inputs, max_steps=2, resume=True), PretrainingStage)
     assert finished.step == 2 and finished.losses == [], "nothing left to do"
+
+
+def test_resume_with_another_block_size_names_it_and_nothing_misleading(tmp_path, inputs):
+    """Bug guarded: the changed block size changed the micro-batches per step, and the error
+    blamed the GPU count and suggested --tokens_per_step=0."""
+    train(tiny_config(tmp_path, *inputs, max_steps=2, tokens_per_step=256), PretrainingStage)
+    with pytest.raises(UserError) as error:
+        train(tiny_config(tmp_path, *inputs, resume=True, tokens_per_step=256, block_size=16),
+              PretrainingStage)  # fmt: skip
+    message = str(error.value)
+    assert "block_size (checkpoint 32, now 16)" in message
+    assert "tokens_per_step=0" not in message and "processes" not in message
 
 
 def test_keep_last_and_best_pointer(tmp_path, inputs):

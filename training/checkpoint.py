@@ -4,6 +4,7 @@
     checkpoints/<run>/best            text: name of the kept step folder with the lowest val loss
     checkpoints/<run>/step_0000100/   model.safetensors, config.json, tokenizer.json
                                       (model/checkpoint.save_model_files) + training_state.pt
+                                      + SHA256SUMS (the sha256 of each, common/checksums.py)
     checkpoints/<run>/tensorboard/
 
 Why a kill -9 can never leave `latest` on a broken checkpoint: a step folder is written under a
@@ -13,8 +14,9 @@ file + fsync + rename). A crash before the rename leaves a `.tmp-` folder that n
 at (the next run deletes it); a crash after it leaves `latest` on the previous, complete step.
 Old folders are first renamed to `.deleting-<pid>` and then removed, for the same reason.
 
-Resume reads `latest`; if that checkpoint cannot be read (a disk error, a file truncated by
-hand...), it says so and falls back to the newest older step folder that loads.
+Resume reads `latest`; if that checkpoint cannot be read or a file differs from its recorded
+checksum (a disk error, a file truncated or edited by hand...), it says so and falls back to
+the newest older step folder that loads.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 from safetensors.torch import load_model as safetensors_load_model
 
 from common.atomic import atomic_directory, atomic_write_text
+from common.checksums import ChecksumMismatch, verify_checksums, write_checksums
 from common.errors import UserError
 from model.checkpoint import CONFIG_FILE, LATEST_FILE, WEIGHTS_FILE, save_model_files
 
@@ -90,10 +93,6 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_training_state(state: dict, path: Path) -> None:
-    torch.save(state, path)
-
-
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -107,7 +106,8 @@ def save_checkpoint(
     final = run_dir / step_dir_name(step)
     with atomic_directory(final, overwrite=True) as temp:
         save_model_files(model, temp, config_json, tokenizer_path)
-        write_training_state(training_state, temp / STATE_FILE)
+        torch.save(training_state, temp / STATE_FILE)
+        write_checksums(temp)
         for path in temp.iterdir():
             _fsync_path(path)
         _fsync_path(temp)
@@ -189,10 +189,11 @@ def load_for_resume(
         )
     for index, step_dir in enumerate(candidates):
         try:
+            verify_checksums(step_dir)
             config = json.loads((step_dir / CONFIG_FILE).read_text())
             if not isinstance(config, dict) or "model" not in config or "train" not in config:
                 raise ValueError("config.json lacks the model or train section")
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, ChecksumMismatch) as error:
             _skip(step_dir, error, candidates[index + 1 :], announce)
             continue
         check_compatible(config, step_dir)
