@@ -1,4 +1,4 @@
-r"""Export a checkpoint as a Hugging Face Llama folder (transformers, vLLM, llama.cpp's converter).
+r"""Export a checkpoint as a Hugging Face Llama folder (tested with transformers).
 
     python3 -m model.export_hf --checkpoint checkpoints/<run> --output-dir exports/<run>
 
@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, processors
 
-from common.atomic import atomic_directory
+from common.atomic import atomic_directory, readable_as_umask_allows
 from common.errors import UserError, run_cli
 from model.checkpoint import load_model
 from model.transformer import Transformer
@@ -193,6 +193,7 @@ def export(
             str(tmp / "model.safetensors"),
             metadata={"format": "pt"},
         )
+        readable_as_umask_allows(tmp / "model.safetensors")
         write_json(tmp / "config.json", llama_config(model, dtype_name))
         write_json(tmp / "generation_config.json", generation_config(model))
         write_json(tmp / "tokenizer_config.json", tokenizer_config(model.config.block_size))

@@ -118,6 +118,22 @@ def test_cli_writes_folder_and_refuses_to_overwrite(tmp_path, tokenizer_path, ca
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_exported_files_follow_the_umask(tmp_path, tokenizer_path, umask):
+    """Bug guarded: safetensors wrote model.safetensors readable by its owner only (0600), so
+    an export meant to be shared was unreadable for everyone else."""
+    import os
+
+    _, run = build_checkpoint(tmp_path / "run", tokenizer_path)
+    previous = os.umask(umask)
+    try:
+        export(run, tmp_path / "hf")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "hf").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
+
+
 def test_model_package_never_imports_transformers():
     """transformers is test-only: no module under model/ may import it (export writes by hand)."""
     for path in (Path(__file__).resolve().parent.parent / "model").glob("*.py"):
