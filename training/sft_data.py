@@ -15,9 +15,8 @@ Choice: packing, with attention allowed across the conversations that share a ro
   model (and its Hugging Face export) would need per-token positions. Pre-training already
   concatenates documents the same way, so the model has learned that `<|endoftext|>` starts
   something new. One conversation per row would leave (block - length) / block of every row
-  as padding; packing fills rows to `fill_fraction` (printed at start: 0.75 on the sample
-  conversations of ~100 tokens in rows of 193, higher when conversations are shorter relative
-  to the block).
+  as padding; packing fills rows to `fill_fraction` (printed at the start of a run; higher
+  when conversations are short relative to the block).
 - Conversations longer than block_size + 1 (normally truncated or dropped by tokenize_dataset,
   but a run may use a shorter block than the data was tokenized for) are truncated here and
   counted; ones left with no trained token are skipped and counted.
