@@ -184,90 +184,60 @@ def run_measured(command: list[str], log: Path) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes-mb", type=float, nargs="+", default=[50, 500])
-    parser.add_argument("--num-proc", type=int, default=os.cpu_count())
-    parser.add_argument("--vocab-size", type=int, default=32768)
-    parser.add_argument("--work-dir", default=str(REPO / "data" / "tokenize_benchmark"))
-    parser.add_argument("--keep", action="store_true", help="keep the generated corpora")
-    args = parser.parse_args()
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    python = sys.executable
-    tokenizer_path = work / "tokenizer.json"
-    results = []
-    for size in args.sizes_mb:
-        corpus = work / f"corpus_{size:g}mb"
-        origin = make_corpus(corpus, size)
-        if not tokenizer_path.exists():
-            subprocess.run(
-                [
-                    python,
-                    "-m",
-                    "tokenizer.train",
-                    "--dataset-dir",
-                    str(corpus),
-                    "--output-path",
-                    str(tokenizer_path),
-                    "--vocab-size",
-                    str(args.vocab_size),
-                    "--max-chars",
-                    "20000000",
-                ],
-                cwd=REPO,
-                check=True,
-                capture_output=True,
-            )
-        raw_run = run_measured(
-            [python, "-c", RAW_ENCODE, str(corpus), str(tokenizer_path)], work / "raw.log"
-        )
-        raw = json.loads(raw_run["stdout"].strip().splitlines()[-1])
-        out = work / f"tokens_{size:g}mb"
-        run = run_measured(
-            [
-                python,
-                "-m",
-                "tokenizer.tokenize_dataset",
-                "--dataset-dir",
-                str(corpus),
-                "--tokenizer-path",
-                str(tokenizer_path),
-                "--output-dir",
-                str(out),
-                "--overwrite",
-                "--num-proc",
-                str(args.num_proc),
-            ],
-            work / "tokenize.log",
-        )
-        metas = [json.loads(p.read_text()) for p in sorted(out.glob("*/meta.json"))]
-        inner = float(re.search(r"tokens in ([\d.]+) s", run["stdout"]).group(1))
-        tokens = sum(meta["num_tokens"] for meta in metas)  # every split: the time covers all
-        raw_rate = raw["encode_batch"]["tokens"] / raw["encode_batch"]["seconds"]
-        fast_rate = raw["encode_batch_fast"]["tokens"] / raw["encode_batch_fast"]["seconds"]
-        row = {
-            "size_mb": sum(meta["stats"]["text_bytes"] for meta in metas) / 1e6,
-            "train_text_mb": raw["text_bytes"] / 1e6,
-            "corpus": origin,
-            "tokens": tokens,
-            "raw_encode_batch_tok_s": raw_rate,
-            "raw_encode_batch_fast_tok_s": fast_rate,
-            "tokenize_dataset_tok_s": tokens / inner,
-            "tokenize_dataset_whole_command_tok_s": tokens / run["seconds"],
-            "ratio_vs_encode_batch": tokens / inner / raw_rate,
-            "ratio_whole_command_vs_encode_batch": tokens / run["seconds"] / raw_rate,
-            "ratio_vs_encode_batch_fast": tokens / inner / fast_rate,
-            "peak_rss_largest_process_mb": run["largest_process_peak_rss_mb"],
-            "peak_rss_process_tree_mb": run["tree_peak_rss_mb"],
-            "raw_encode_peak_rss_mb": raw["maxrss_mb"],
-        }
-        results.append(row)
-        print(json.dumps(row), flush=True)
-        shutil.rmtree(out)
-        if not args.keep:
-            shutil.rmtree(corpus)
-    print(f"\ncores: {os.cpu_count()}, --num-proc {args.num_proc}, vocab {args.vocab_size}")
+def train_tokenizer(corpus: Path, tokenizer_path: Path, vocab_size: int) -> None:
+    command = [
+        "-m",
+        "tokenizer.train",
+        "--dataset-dir",
+        str(corpus),
+        "--output-path",
+        str(tokenizer_path),
+        "--vocab-size",
+        str(vocab_size),
+        "--max-chars",
+        "20000000",
+    ]
+    subprocess.run([sys.executable, *command], cwd=REPO, check=True, capture_output=True)
+
+
+def measure(corpus: Path, tokenizer_path: Path, work: Path, num_proc: int) -> dict:
+    """One table row: raw encode_batch against the tokenize_dataset CLI on `corpus`."""
+    raw_run = run_measured(
+        [sys.executable, "-c", RAW_ENCODE, str(corpus), str(tokenizer_path)], work / "raw.log"
+    )
+    raw = json.loads(raw_run["stdout"].strip().splitlines()[-1])
+    out = work / f"tokens_{corpus.name}"
+    run = run_measured(
+        [sys.executable, "-m", "tokenizer.tokenize_dataset", "--dataset-dir", str(corpus),
+         "--tokenizer-path", str(tokenizer_path), "--output-dir", str(out), "--overwrite",
+         "--num-proc", str(num_proc)],
+        work / "tokenize.log",
+    )  # fmt: skip
+    metas = [json.loads(p.read_text()) for p in sorted(out.glob("*/meta.json"))]
+    shutil.rmtree(out)
+    inner = float(re.search(r"tokens in ([\d.]+) s", run["stdout"]).group(1))
+    tokens = sum(meta["num_tokens"] for meta in metas)  # every split: the time covers all
+    raw_rate = raw["encode_batch"]["tokens"] / raw["encode_batch"]["seconds"]
+    fast_rate = raw["encode_batch_fast"]["tokens"] / raw["encode_batch_fast"]["seconds"]
+    return {
+        "size_mb": sum(meta["stats"]["text_bytes"] for meta in metas) / 1e6,
+        "train_text_mb": raw["text_bytes"] / 1e6,
+        "tokens": tokens,
+        "raw_encode_batch_tok_s": raw_rate,
+        "raw_encode_batch_fast_tok_s": fast_rate,
+        "tokenize_dataset_tok_s": tokens / inner,
+        "tokenize_dataset_whole_command_tok_s": tokens / run["seconds"],
+        "ratio_vs_encode_batch": tokens / inner / raw_rate,
+        "ratio_whole_command_vs_encode_batch": tokens / run["seconds"] / raw_rate,
+        "ratio_vs_encode_batch_fast": tokens / inner / fast_rate,
+        "peak_rss_largest_process_mb": run["largest_process_peak_rss_mb"],
+        "peak_rss_process_tree_mb": run["tree_peak_rss_mb"],
+        "raw_encode_peak_rss_mb": raw["maxrss_mb"],
+    }
+
+
+def print_table(results: list[dict], num_proc: int, vocab_size: int) -> None:
+    print(f"\ncores: {os.cpu_count()}, --num-proc {num_proc}, vocab {vocab_size}")
     print(
         "| text MB | raw encode_batch tok/s | raw encode_batch_fast tok/s | tokenize_dataset tok/s "
         "(whole command) | ratio | peak RSS largest process MB | peak RSS process tree MB |"
@@ -281,6 +251,31 @@ def main() -> None:
             f"{r['ratio_vs_encode_batch']:.2f} ({r['ratio_whole_command_vs_encode_batch']:.2f}) | "
             f"{r['peak_rss_largest_process_mb']:.0f} | {r['peak_rss_process_tree_mb']:.0f} |"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes-mb", type=float, nargs="+", default=[50, 500])
+    parser.add_argument("--num-proc", type=int, default=os.cpu_count())
+    parser.add_argument("--vocab-size", type=int, default=32768)
+    parser.add_argument("--work-dir", default=str(REPO / "data" / "tokenize_benchmark"))
+    parser.add_argument("--keep", action="store_true", help="keep the generated corpora")
+    args = parser.parse_args()
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    tokenizer_path = work / "tokenizer.json"
+    results = []
+    for size in args.sizes_mb:
+        corpus = work / f"corpus_{size:g}mb"
+        origin = make_corpus(corpus, size)
+        if not tokenizer_path.exists():  # one tokenizer, trained on the first corpus
+            train_tokenizer(corpus, tokenizer_path, args.vocab_size)
+        row = {"corpus": origin, **measure(corpus, tokenizer_path, work, args.num_proc)}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        if not args.keep:
+            shutil.rmtree(corpus)
+    print_table(results, args.num_proc, args.vocab_size)
 
 
 if __name__ == "__main__":
