@@ -10,9 +10,10 @@ that holds it. The kernel releases the lock whenever its holder exits, however i
 Where the lock lives: a hidden file `.<name>.lock` BESIDE the folder (`data/.tokenized.lock` for
 `data/tokenized`), never inside it. So it can be taken before the folder exists, and it stays
 the same lock while `--overwrite` replaces the folder (a lock inside the folder would be renamed
-away with it). The lock file holds the holder's pid, for the error message, and is left in
-place on release: deleting it would let a third process lock a fresh file while a second one
-still waits on the deleted one.
+away with it). The file holds the holder's pid, for the error message. The holder deletes it
+on release; one left by a killed process is harmless (nobody holds its lock: the next run
+takes it). A process that locks a file just as its holder deletes it sees that the file is no
+longer at the path and locks the new one, so two processes never both hold "the" lock.
 """
 
 import contextlib
@@ -40,24 +41,38 @@ def folder_lock(folder: str | os.PathLike, what: str = "output folder") -> Itera
     """
     path = lock_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
+            holder = _read_pid(fd)
+            os.close(fd)
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            holder = _read_pid(fd)
             who = f"process {holder}" if holder else "another process"
             raise UserError(
                 f"{folder} is in use: {who} holds its lock ({path}) as {what}; wait for it "
                 "to finish or stop it, then run again"
             ) from None
+        if _is_file_at(fd, path):
+            break
+        os.close(fd)  # its holder removed that file as we locked it: lock the new one
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
     finally:
+        path.unlink(missing_ok=True)  # still locked here, so no other process holds this file
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _read_pid(fd: int) -> int | None:

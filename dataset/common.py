@@ -21,7 +21,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from common.atomic import atomic_directory, atomic_write_text
+from common.atomic import atomic_write_text, locked_output_directory
 from common.errors import UserError
 
 SPLITS = ("train", "validation", "test")
@@ -231,10 +231,21 @@ def from_generator(
             counting, features=features, cache_dir=work.folder(name), fingerprint=_safe(name),
             split=split,
         )  # fmt: skip
-    except ValueError:
-        if yielded:
+    except Exception as error:
+        user_error = _user_error_in(error)
+        if user_error is not None:  # a bad input file: its one line, not the library's wrapping
+            raise user_error from None
+        if yielded or not isinstance(error, ValueError):
             raise
         return datasets.Dataset.from_dict({key: [] for key in features}, features=features)
+
+
+def _user_error_in(error: BaseException | None) -> UserError | None:
+    """The UserError that `error` was raised from, if any (`datasets` wraps a generator's errors
+    in DatasetGenerationError)."""
+    while error is not None and not isinstance(error, UserError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 # ---------------------------------------------------------------- manifest and filters
@@ -321,7 +332,7 @@ def write_dataset(
     """
     output = check_output_dir(args)
     started = time.perf_counter()
-    with atomic_directory(output, overwrite=args.overwrite) as temp:
+    with locked_output_directory(output, args.overwrite, what="download output") as temp:
         work = WorkDir(temp / WORK_DIR_NAME)
         splits = build(work)
         if len(splits["train"]) == 0:

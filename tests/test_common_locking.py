@@ -75,7 +75,7 @@ def test_lock_survives_overwrite_replacing_the_folder(tmp_path):
             with pytest.raises(UserError, match="in use"), folder_lock(final):
                 pass
     assert (final / "a.txt").read_text() == "second"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the lock file goes on release
 
 
 def test_leftovers_of_killed_runs_are_removed_and_nothing_else(tmp_path):
@@ -127,7 +127,7 @@ def test_full_disk_keeps_the_previous_output_and_says_so_in_one_line(tmp_path):
         enospc_write()
     assert "\n" not in str(error.value)
     assert (final / "a.txt").read_text() == "finished"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the lock file goes on release
 
 
 def test_short_writes_count_as_full_only_when_the_disk_is_nearly_full(tmp_path, monkeypatch):
@@ -162,3 +162,15 @@ def test_full_disk_detection_on_a_path_that_does_not_exist_yet(tmp_path):
     assert disk_space.free_bytes(tmp_path / "a" / "b") == disk_space.free_bytes(tmp_path)
     assert disk_space.is_disk_full(OSError(errno.EDQUOT, "quota"), tmp_path / "x")
     assert not disk_space.is_disk_full(OSError(errno.EACCES, "denied"), tmp_path / "x")
+
+
+def test_lock_file_left_by_a_killed_holder_is_taken_over(tmp_path):
+    folder = tmp_path / "out"
+    holder = take_lock(folder, 600)
+    assert holder.stdout.readline() == "locked\n"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=60)
+    assert lock_path(folder).read_text() == f"{holder.pid}\n"  # stale, and harmless:
+    with folder_lock(folder) as path:
+        assert path.read_text() == f"{os.getpid()}\n"
+    assert not path.exists()

@@ -7,17 +7,18 @@ import numpy as np
 import pytest
 from tokenizer_helpers import (
     CONVERSATIONS,
-    corpus_for_tokenizer,
+    all_modes_tokenizer,
     dpo_dataset,
     pre_training_dataset,
     run_cli,
     run_main,
     sft_dataset,
+    tokenize,
     train_tokenizer,
 )
 
 from common.errors import UserError
-from tokenizer import count_tokenized_data, inspect_tokenized_data, tokenize_dataset
+from tokenizer import count_tokenized_data, inspect_tokenized_data
 from tokenizer.profiles import load_tokenizer
 from tokenizer.token_display import byte_decoder
 from tokenizer.tokenized_data import open_split
@@ -33,40 +34,13 @@ MODE_DATASETS = {
 def folders(tmp_path_factory):
     """{mode: (raw dir, tokenized dir)} plus the tokenizer path, built once."""
     root = tmp_path_factory.mktemp("inspect")
-    corpus_for_tokenizer(root / "corpus")
-    tokenizer_path = train_tokenizer(root / "corpus", root / "tokenizer.json", vocab_size=512)
+    tokenizer_path = all_modes_tokenizer(root)
     built = {}
     for mode, make in MODE_DATASETS.items():
         raw = make(root / f"raw_{mode}")
         out = root / f"tok_{mode}"
-        run_main(
-            tokenize_dataset.main,
-            [
-                "--dataset-dir",
-                raw,
-                "--tokenizer-path",
-                tokenizer_path,
-                "--output-dir",
-                out,
-                "--num-proc",
-                1,
-                "--tokenizer-mode",
-                mode,
-                "--max-length",
-                24,
-            ]
-            if mode != "pre_training"
-            else [
-                "--dataset-dir",
-                raw,
-                "--tokenizer-path",
-                tokenizer_path,
-                "--output-dir",
-                out,
-                "--num-proc",
-                1,
-            ],
-        )
+        post = [] if mode == "pre_training" else ["--max-length", 24]
+        tokenize(raw, out, tokenizer_path, "--tokenizer-mode", mode, *post)
         built[mode] = (raw, out)
     return built, tokenizer_path
 

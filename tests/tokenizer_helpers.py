@@ -135,3 +135,19 @@ def corpus_for_tokenizer(directory: Path) -> Path:
         m["content"] for p in PAIRS for part in ("prompt", "chosen", "rejected") for m in p[part]
     ]
     return pre_training_dataset(directory, [t for t in STORIES if t] + chat, copies=5)
+
+
+def all_modes_tokenizer(folder: Path) -> Path:
+    """`folder/tokenizer.json`: 512 tokens trained on `corpus_for_tokenizer`, for every mode."""
+    corpus_for_tokenizer(folder / "corpus")
+    return train_tokenizer(folder / "corpus", folder / "tokenizer.json", vocab_size=512)
+
+
+def tokenize(raw, out, tokenizer_path, *extra, num_proc=1) -> str:
+    """Run tokenize_dataset in-process (it must succeed); returns what it printed."""
+    from tokenizer import tokenize_dataset
+
+    argv = ["--dataset-dir", raw, "--tokenizer-path", tokenizer_path, "--output-dir", out]
+    code, stdout = run_main(tokenize_dataset.main, [*argv, "--num-proc", num_proc, *extra])
+    assert code == 0
+    return stdout

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common.atomic import atomic_directory, sha256_file
+from common.atomic import locked_output_directory, sha256_file
 from common.errors import UserError, run_cli
 from tokenizer import raw_data
 from tokenizer.batch_encoding import (
@@ -57,7 +57,7 @@ from tokenizer.batch_encoding import (
     init_worker,
 )
 from tokenizer.profiles import PROFILES, load_tokenizer
-from tokenizer.tokenized_data import MODES, SplitWriter
+from tokenizer.tokenized_data import MODES, SplitWriter, write_array
 
 PROFILE_OF_MODE = {
     "pre_training": "pre_training",
@@ -226,7 +226,7 @@ def write_batch(writer: SplitWriter, batch: EncodedBatch, source_rows_file) -> N
         writer.add_documents(pieces, np.split(batch.mask, ends[:-1]) if len(ends) else [])
     else:
         writer.add_documents(pieces)
-    batch.source_rows.astype(np.uint64).tofile(source_rows_file)
+    write_array(source_rows_file, batch.source_rows, np.uint64)
 
 
 def tokenize_split(dataset, name: str, directory: Path, encode_all, args, vocab_size, sha256):
@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     metas = {}
     with (
-        atomic_directory(output, overwrite=args.overwrite) as temp,
+        locked_output_directory(output, args.overwrite, what="tokenize output") as temp,
         batch_encoder(settings, args.num_proc) as encode_all,
     ):
         for name, dataset in splits.items():

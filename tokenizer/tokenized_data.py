@@ -46,6 +46,12 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
 
 
+def write_array(file, values, dtype) -> None:
+    """Append `values` as `dtype` to an open binary file. (Plain `file.write`, not numpy's
+    `tofile`: on a full disk it raises OSError(ENOSPC), which `common.disk_space` reports.)"""
+    file.write(np.ascontiguousarray(values, dtype).data)
+
+
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise UserError(f"unknown tokenizer mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -72,10 +78,10 @@ class SplitWriter:
         self.num_tokens = 0
         self.num_documents = 0
         if "doc_offsets.bin" in self.files:
-            np.zeros(1, np.uint64).tofile(self.files["doc_offsets.bin"])
+            write_array(self.files["doc_offsets.bin"], [0], np.uint64)
 
     def _append_tokens(self, ids: np.ndarray) -> None:
-        ids.astype(self.dtype, copy=False).tofile(self.files["tokens.bin"])
+        write_array(self.files["tokens.bin"], ids, self.dtype)
         self.num_tokens += len(ids)
 
     def add_documents(
@@ -87,13 +93,11 @@ class SplitWriter:
         lengths = np.fromiter((len(doc) for doc in documents), np.int64, len(documents))
         start = self.num_tokens
         self._append_tokens(np.concatenate([np.asarray(doc) for doc in documents]))
-        (start + np.cumsum(lengths)).astype(np.uint64).tofile(self.files["doc_offsets.bin"])
+        write_array(self.files["doc_offsets.bin"], start + np.cumsum(lengths), np.uint64)
         if self.mode == "post_training_sft":
             if masks is None:
                 raise ValueError("post_training_sft documents need loss masks")
-            np.concatenate([np.asarray(m, np.uint8) for m in masks]).tofile(
-                self.files["loss_mask.bin"]
-            )
+            write_array(self.files["loss_mask.bin"], np.concatenate(masks), np.uint8)
         self.num_documents += len(documents)
 
     def add_pairs(self, pairs: list[tuple[list[int], list[int], list[int]]]) -> None:
@@ -113,7 +117,7 @@ class SplitWriter:
             position = int(rows[row, 3])
             flat += [prompt, chosen, rejected]
         self._append_tokens(np.concatenate([np.asarray(x) for x in flat]))
-        rows.tofile(self.files["pair_offsets.bin"])
+        write_array(self.files["pair_offsets.bin"], rows, np.uint64)
         self.num_documents += len(pairs)
 
     def finish(self, profile: str, tokenizer_sha256: str, stats: dict | None = None) -> dict:
@@ -212,10 +216,11 @@ def open_split(directory: str | Path, mode: str | None = None) -> TokenizedSplit
             f"{directory} was tokenized in mode {meta['mode']!r} but this step needs {mode!r}; "
             f"re-run tokenize_dataset with --tokenizer-mode={mode}"
         )
+    tokens_dtype = _check_dtype(meta, meta_path)
     arrays = {}
     for name in ARRAYS_BY_MODE[meta["mode"]]:
         path = directory / name
-        dtype, row = _array_layout(name, np.dtype(meta["dtype"]))
+        dtype, row = _array_layout(name, tokens_dtype)
         if not path.is_file():
             raise UserError(f"{path} is missing; re-tokenize this dataset")
         size = path.stat().st_size
@@ -254,6 +259,22 @@ def open_split(directory: str | Path, mode: str | None = None) -> TokenizedSplit
         loss_mask=arrays.get("loss_mask.bin"),
         pair_offsets=arrays.get("pair_offsets.bin"),
     )
+
+
+def _check_dtype(meta: dict, meta_path: Path) -> np.dtype:
+    """The token dtype meta.json names, accepted only if it is the one SplitWriter writes for
+    its vocab_size (uint16 up to 65,536 ids, else uint32): anything else reads garbage ids."""
+    vocab_size = meta["vocab_size"]
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
+        raise UserError(f"{meta_path}: vocab_size {vocab_size!r} is not a positive integer")
+    expected = token_dtype(vocab_size)
+    if meta["dtype"] != expected.name:
+        raise UserError(
+            f"{meta_path}: dtype {meta['dtype']!r} is not what tokenize_dataset writes for a "
+            f"vocabulary of {vocab_size:,} ({expected.name}); the folder is damaged or foreign, "
+            "re-tokenize this dataset"
+        )
+    return expected
 
 
 def _check_offsets(path: Path, offsets: np.ndarray, num_tokens: int) -> None:
