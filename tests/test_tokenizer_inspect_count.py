@@ -2,6 +2,7 @@
 interactive commands, and validation of damaged tokenized folders."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -146,6 +147,31 @@ def test_inspect_bad_inputs(folders, tmp_path):
         inspect(raw, out, tokenizer_path, "--index", 999)
     with pytest.raises(UserError, match="needs 'messages'"):  # raw data of another mode
         inspect(raw, built["post_training_sft"][1], tokenizer_path)
+    with pytest.raises(UserError, match="is the 'test' split folder, but --split is 'train'"):
+        inspect(raw / "test", out / "test", tokenizer_path, "--split", "train")
+    with pytest.raises(UserError, match="train has no split 'test' \\(it has train\\)"):
+        inspect(raw / "train", out / "test", tokenizer_path)  # another split's folder
+    shutil.copytree(raw / "test", tmp_path / "held_out")  # a split folder by another name
+    code, stdout = inspect(tmp_path / "held_out", out / "test", tokenizer_path, "--check-all")
+    assert code == 0 and "0 mismatched" in stdout
+
+
+@pytest.mark.parametrize("mode", list(MODE_DATASETS))
+def test_split_folders_and_dataset_folders_show_the_same(folders, mode):
+    # The original README points both dirs at split folders (.../test); ours at the dataset
+    # folders with --split. Any mix of the two shows the same documents.
+    built, tokenizer_path = folders
+    raw, out = built[mode]
+    shown = {
+        inspect(raw_dir, out_dir, tokenizer_path, *split, "--num", 3)[1]
+        for raw_dir, out_dir, split in (
+            (raw, out, ["--split", "test"]),
+            (raw / "test", out / "test", []),
+            (raw, out / "test", ["--split", "test"]),
+            (raw / "test", out, ["--split", "test"]),
+        )
+    }
+    assert len(shown) == 1 and shown.pop().count(f"=== {mode} document") == 3
 
 
 def count(out, *extra):

@@ -45,7 +45,7 @@ from tokenizer.profiles import (
 )
 from tokenizer.token_display import TokenBytes, render_tokens
 from tokenizer.tokenize_dataset import SOURCE_ROWS_FILE
-from tokenizer.tokenized_data import open_split
+from tokenizer.tokenized_data import SPLITS, open_split
 
 
 @dataclass
@@ -83,34 +83,57 @@ def expected_mask(ids: np.ndarray) -> np.ndarray:
     return mask
 
 
+def tokenized_split_folder(path: Path, split: str | None) -> tuple[Path, str]:
+    """(split folder, split name) from --tokenized-dataset-dir and --split: the folder is a
+    tokenize_dataset output (then --split picks the split, train by default) or one of its
+    split folders (the form of the original README; then the split is the folder's name)."""
+    if (path / "meta.json").is_file():
+        if split not in (None, path.name):
+            raise UserError(
+                f"--tokenized-dataset-dir {path} is the {path.name!r} split folder, but --split "
+                f"is {split!r}; pass its parent folder with --split {split}, or leave --split out"
+            )
+        return path, path.name
+    split = split or "train"
+    if not (path / split).is_dir():
+        raise UserError(
+            f"{path / split} not found; --tokenized-dataset-dir must be a tokenize_dataset output "
+            f"folder (and --split one of its splits) or one of its split folders"
+        )
+    return path / split, split
+
+
+def raw_split(path: Path, split: str):
+    """The raw split `split` of the dataset at `path`, or the split folder `path` itself."""
+    raw_splits = raw_data.load_datasets(path)
+    if split in raw_splits:
+        return raw_splits[split]
+    if (path / "state.json").is_file() and path.name not in SPLITS:  # a split folder, renamed
+        return raw_splits[path.name]
+    raise UserError(
+        f"--raw-dataset-dir {path} has no split {split!r} (it has {', '.join(raw_splits)}); "
+        f"pass the raw split that was tokenized into the {split!r} split"
+    )
+
+
 class Inspector:
     """Builds and checks `Document`s of one split."""
 
     def __init__(self, args):
         self.tokenizer = load_tokenizer(args.tokenizer_path)
         self.token_bytes = TokenBytes(self.tokenizer)
-        directory = Path(args.tokenized_dataset_dir) / args.split
-        if not directory.is_dir():
-            raise UserError(
-                f"{directory} not found; --tokenized-dataset-dir must be a tokenize_dataset output "
-                f"folder and --split one of its splits"
-            )
+        directory, self.split_name = tokenized_split_folder(
+            Path(args.tokenized_dataset_dir), args.split
+        )
         self.split = open_split(directory)
         self.mode = self.split.mode
-        sha = sha256_file(args.tokenizer_path)
-        if self.split.meta.get("tokenizer_sha256") != sha:
+        if self.split.meta.get("tokenizer_sha256") != sha256_file(args.tokenizer_path):
             raise UserError(
                 f"{args.tokenizer_path} is not the tokenizer {directory} was made with "
                 "(sha256 differs); pass the same --tokenizer-path as to tokenize_dataset"
             )
-        raw_splits = raw_data.load_datasets(args.raw_dataset_dir)
-        if args.split in raw_splits:
-            self.raw = raw_splits[args.split]
-        elif len(raw_splits) == 1:  # a single split folder was passed
-            self.raw = next(iter(raw_splits.values()))
-        else:
-            raise UserError(f"{args.raw_dataset_dir} has no split {args.split!r}")
-        raw_data.check_columns({args.split: self.raw}, self.mode, args.raw_dataset_dir)
+        self.raw = raw_split(Path(args.raw_dataset_dir), self.split_name)
+        raw_data.check_columns({self.split_name: self.raw}, self.mode, args.raw_dataset_dir)
         self.max_length = self.split.meta.get("stats", {}).get("max_length")
         self.size = int(self.split.meta["num_documents"])
         self.source_rows = self._source_rows(directory)
@@ -279,15 +302,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="View tokenized documents beside their raw text; flag any that differ.",
     )
     parser.add_argument(
-        "--raw-dataset-dir", required=True, help="the raw dataset that was tokenized"
+        "--raw-dataset-dir",
+        required=True,
+        help="the raw dataset that was tokenized, or its split folder",
     )
     parser.add_argument(
-        "--tokenized-dataset-dir", required=True, help="the tokenize_dataset output folder"
+        "--tokenized-dataset-dir",
+        required=True,
+        help="the tokenize_dataset output folder, or its split folder",
     )
     parser.add_argument(
         "--tokenizer-path", required=True, help="the tokenizer.json used to tokenize it"
     )
-    parser.add_argument("--split", default="train", help="split to view. Default train")
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="split to view when the two dirs are dataset folders (default train); leave it out "
+        "when they are split folders (.../test, as in the original README)",
+    )
     parser.add_argument(
         "--index",
         type=int,
@@ -331,7 +363,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     inspector = Inspector(args)
     if inspector.size == 0:
-        print(f"the {args.split} split holds no documents")
+        print(f"the {inspector.split_name} split holds no documents")
         return 0
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     if args.check_all:
@@ -341,7 +373,7 @@ def main(argv=None) -> int:
             if doc.problems:
                 bad += 1
                 print(show(doc, inspector, args, color))
-        print(f"checked {inspector.size} documents of {args.split}: {bad} mismatched")
+        print(f"checked {inspector.size} documents of {inspector.split_name}: {bad} mismatched")
         return 1 if bad else 0
     index = args.index or 0
     if index >= inspector.size:

@@ -34,6 +34,13 @@ from common.errors import UserError
 
 FORMAT_VERSION = 1
 MODES = ("pre_training", "post_training_sft", "post_training_dpo")
+# A mode decides the profile: one chat format serves SFT and DPO. (The training stages call
+# the same ideas `pre_training`, `sft` and `dpo`.)
+PROFILE_OF_MODE = {
+    "pre_training": "pre_training",
+    "post_training_sft": "post_training_v1",
+    "post_training_dpo": "post_training_v1",
+}
 SPLITS = ("train", "validation", "test")
 ARRAYS_BY_MODE = {
     "pre_training": ("tokens.bin", "doc_offsets.bin"),
@@ -191,6 +198,34 @@ class TokenizedSplit:
 def open_split(directory: str | Path, mode: str | None = None) -> TokenizedSplit:
     """Open and validate one split folder; UserError names what is wrong."""
     directory = Path(directory)
+    meta = read_meta(directory, mode)
+    tokens_dtype = _check_dtype(meta, directory / "meta.json")
+    arrays = {
+        name: _open_array(directory / name, *_array_layout(name, tokens_dtype), meta)
+        for name in ARRAYS_BY_MODE[meta["mode"]]
+    }
+    tokens = arrays["tokens.bin"]
+    for name in ("doc_offsets.bin", "pair_offsets.bin"):
+        if name in arrays:
+            _check_offsets(directory / name, arrays[name], len(tokens))
+    if meta.get("num_tokens", len(tokens)) != len(tokens):
+        raise UserError(
+            f"{directory}/meta.json says {meta['num_tokens']} tokens, tokens.bin has {len(tokens)}"
+        )
+    if "loss_mask.bin" in arrays and len(arrays["loss_mask.bin"]) != len(tokens):
+        raise UserError(f"{directory}: loss_mask.bin and tokens.bin differ in length; re-tokenize")
+    return TokenizedSplit(
+        directory=directory,
+        meta=meta,
+        tokens=tokens,
+        doc_offsets=arrays.get("doc_offsets.bin"),
+        loss_mask=arrays.get("loss_mask.bin"),
+        pair_offsets=arrays.get("pair_offsets.bin"),
+    )
+
+
+def read_meta(directory: Path, mode: str | None = None) -> dict:
+    """The split's meta.json, checked for the keys, format version and mode this code reads."""
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise UserError(
@@ -216,49 +251,30 @@ def open_split(directory: str | Path, mode: str | None = None) -> TokenizedSplit
             f"{directory} was tokenized in mode {meta['mode']!r} but this step needs {mode!r}; "
             f"re-run tokenize_dataset with --tokenizer-mode={mode}"
         )
-    tokens_dtype = _check_dtype(meta, meta_path)
-    arrays = {}
-    for name in ARRAYS_BY_MODE[meta["mode"]]:
-        path = directory / name
-        dtype, row = _array_layout(name, tokens_dtype)
-        if not path.is_file():
-            raise UserError(f"{path} is missing; re-tokenize this dataset")
-        size = path.stat().st_size
-        if size % (dtype.itemsize * row):
-            raise UserError(
-                f"{path} holds {size} bytes, not a multiple of {dtype.itemsize * row} "
-                f"({dtype.name}); the file is damaged, re-tokenize this dataset"
-            )
-        expected = meta["arrays"].get(name, {}).get("bytes")
-        if expected != size:
-            raise UserError(
-                f"{path} holds {size} bytes but meta.json says {expected}; "
-                "the folder is damaged or half-written, re-tokenize this dataset"
-            )
-        count = size // dtype.itemsize
-        if count == 0:
-            arrays[name] = np.zeros((0, row) if row > 1 else 0, dtype)
-        else:
-            shape = (count // row, row) if row > 1 else (count,)
-            arrays[name] = np.memmap(path, dtype=dtype, mode="r", shape=shape)
-    tokens = arrays["tokens.bin"]
-    for name in ("doc_offsets.bin", "pair_offsets.bin"):
-        if name in arrays:
-            _check_offsets(directory / name, arrays[name], len(tokens))
-    if meta.get("num_tokens", len(tokens)) != len(tokens):
+    return meta
+
+
+def _open_array(path: Path, dtype: np.dtype, row: int, meta: dict) -> np.ndarray:
+    """Memory-map one array after checking its size against its dtype and meta.json."""
+    if not path.is_file():
+        raise UserError(f"{path} is missing; re-tokenize this dataset")
+    size = path.stat().st_size
+    if size % (dtype.itemsize * row):
         raise UserError(
-            f"{meta_path} says {meta['num_tokens']} tokens, tokens.bin has {len(tokens)}"
+            f"{path} holds {size} bytes, not a multiple of {dtype.itemsize * row} "
+            f"({dtype.name}); the file is damaged, re-tokenize this dataset"
         )
-    if "loss_mask.bin" in arrays and len(arrays["loss_mask.bin"]) != len(tokens):
-        raise UserError(f"{directory}: loss_mask.bin and tokens.bin differ in length; re-tokenize")
-    return TokenizedSplit(
-        directory=directory,
-        meta=meta,
-        tokens=tokens,
-        doc_offsets=arrays.get("doc_offsets.bin"),
-        loss_mask=arrays.get("loss_mask.bin"),
-        pair_offsets=arrays.get("pair_offsets.bin"),
-    )
+    expected = meta["arrays"].get(path.name, {}).get("bytes")
+    if expected != size:
+        raise UserError(
+            f"{path} holds {size} bytes but meta.json says {expected}; "
+            "the folder is damaged or half-written, re-tokenize this dataset"
+        )
+    count = size // dtype.itemsize
+    if count == 0:
+        return np.zeros((0, row) if row > 1 else 0, dtype)
+    shape = (count // row, row) if row > 1 else (count,)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
 
 
 def _check_dtype(meta: dict, meta_path: Path) -> np.dtype:
