@@ -34,14 +34,19 @@ import numpy as np
 from common.atomic import sha256_file
 from common.errors import UserError, run_cli
 from tokenizer import raw_data
-from tokenizer.batch_encoding import ASSISTANT_ID, BOS, END
 from tokenizer.profiles import (
+    ASSISTANT_ID,
+    BOS_ID,
     DOC_SEPARATOR,
+    END_OF_TURN_ID,
     SPECIAL_TOKENS,
+    chat_pieces,
     encode_conversation,
     encode_prompt,
     encode_response,
     load_tokenizer,
+    render_text,
+    response_pieces,
 )
 from tokenizer.token_display import TokenBytes, render_tokens
 from tokenizer.tokenize_dataset import SOURCE_ROWS_FILE
@@ -65,11 +70,6 @@ class Document:
     notes: list[str] = field(default_factory=list)
 
 
-def render_conversation(messages) -> str:
-    """The post_training_v1 rendering, as text (what the tokens must decode to)."""
-    return "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in messages)
-
-
 def expected_mask(ids: np.ndarray) -> np.ndarray:
     """1 on tokens inside an assistant turn (after <|assistant|>, up to and including <|end|>)."""
     mask = np.zeros(len(ids), np.uint8)
@@ -77,7 +77,7 @@ def expected_mask(ids: np.ndarray) -> np.ndarray:
     for position, token_id in enumerate(ids.tolist()):
         if inside:
             mask[position] = 1
-            inside = token_id != END
+            inside = token_id != END_OF_TURN_ID
         elif token_id == ASSISTANT_ID:
             inside = True
     return mask
@@ -173,7 +173,7 @@ class Inspector:
 
     def _text(self, index, row, text, ids) -> Document:
         doc = Document(index, row, [("text", text)], [Part("tokens", ids)])
-        if len(ids) == 0 or ids[0] != BOS:
+        if len(ids) == 0 or ids[0] != BOS_ID:
             doc.problems.append(f"does not start with {DOC_SEPARATOR}")
         if np.any(ids[1:] < len(SPECIAL_TOKENS)):
             doc.problems.append("holds a special token inside the text")
@@ -187,7 +187,7 @@ class Inspector:
     def _conversation(self, index, row, messages, ids, mask) -> Document:
         raw = [(m["role"], m["content"]) for m in messages]
         doc = Document(index, row, raw, [Part("tokens", ids, mask)])
-        rendered = (DOC_SEPARATOR + render_conversation(messages)).encode()
+        rendered = render_text(chat_pieces(messages)).encode()
         decoded = self.token_bytes.join(ids)
         truncated = len(decoded) < len(rendered) and len(ids) == self.max_length
         if decoded != rendered and not (truncated and rendered.startswith(decoded)):
@@ -219,10 +219,10 @@ class Inspector:
         doc = Document(index, row, raw, parts)
 
         full_prompt = encode_prompt(self.tokenizer, messages)
-        rendered = (DOC_SEPARATOR + render_conversation(messages) + "<|assistant|>").encode()
+        rendered = render_text(chat_pieces(messages, add_generation_prompt=True)).encode()
         if len(prompt) < len(full_prompt):  # truncated: the leading BOS plus the prompt's end
             doc.notes.append(f"prompt truncated from {len(full_prompt)} to {len(prompt)} tokens")
-            ok = prompt.tolist() == [BOS] + full_prompt[len(full_prompt) - len(prompt) + 1 :]
+            ok = prompt.tolist() == [BOS_ID] + full_prompt[len(full_prompt) - len(prompt) + 1 :]
             ok = ok and rendered.endswith(self.token_bytes.join(prompt[1:]))
         else:
             ok = prompt.tolist() == full_prompt and self.token_bytes.join(prompt) == rendered
@@ -230,7 +230,7 @@ class Inspector:
             doc.problems.append("prompt does not match the rendered prompt messages")
         for name, part in (("chosen", chosen), ("rejected", rejected)):
             full = encode_response(self.tokenizer, replies[name])
-            expected_bytes = (replies[name] + "<|end|>").encode()
+            expected_bytes = render_text(response_pieces(replies[name])).encode()
             if len(part) < len(full):
                 doc.notes.append(f"{name} truncated from {len(full)} to {len(part)} tokens")
             if part.tolist() != full[: len(part)] or not expected_bytes.startswith(
