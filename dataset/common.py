@@ -1,6 +1,8 @@
 """Plumbing shared by the three `download_dataset` CLIs (pre-training, SFT, DPO).
 
-- `add_common_args`: the flags every downloader has (--output-dir, --source, --overwrite, ...);
+- `new_parser` / `add_common_args` / `add_split_fractions`: the flags every downloader has
+  (--output-dir, --source, --overwrite, ...);
+- `run_download`: a downloader's main (build the splits with the builder of --source, write);
 - `load_hub`: `datasets.load_dataset` with a one-line error naming the offline alternatives;
 - `split_three` / `carve`: deterministic, seeded train/validation/test splits;
 - `Manifest` and `counted_filter`: every filter's rows in and out go into `manifest.json`;
@@ -28,6 +30,32 @@ SPLITS = ("train", "validation", "test")
 MANIFEST_NAME = "manifest.json"
 WORK_DIR_NAME = "_work"  # intermediate Arrow files, inside the temporary output folder
 MIN_ROWS_FOR_PROCESSES = 50_000  # below this, worker processes cost more than they save
+
+
+def new_parser(module: str, doc: str, default_output: str) -> argparse.ArgumentParser:
+    """The parser of one downloader, with the flags every downloader has."""
+    parser = argparse.ArgumentParser(
+        prog=f"python3 -m {module}",
+        description=doc.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_common_args(parser, default_output)
+    return parser
+
+
+def add_split_fractions(parser, validation: float, test: float, unit: str, test_help=None):
+    parser.add_argument(
+        "--validation-fraction",
+        type=positive_fraction,
+        default=validation,
+        help=f"share of the {unit} held out (seeded) for validation",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=positive_fraction,
+        default=test,
+        help=test_help or f"share of the {unit} held out (seeded) for test",
+    )
 
 
 def add_common_args(parser: argparse.ArgumentParser, default_output: str) -> None:
@@ -318,6 +346,14 @@ def counted_filter(
 
 
 # ---------------------------------------------------------------- writing
+
+
+def run_download(kind: str, module: str, args: argparse.Namespace, builders: dict) -> int:
+    """A downloader's main: `builders[args.source](args, manifest, work)` makes the splits,
+    which `write_dataset` saves with their manifest. Returns 0 (errors are UserErrors)."""
+    manifest = Manifest(kind, args, module)
+    write_dataset(args, manifest, lambda work: builders[args.source](args, manifest, work))
+    return 0
 
 
 def write_dataset(

@@ -177,7 +177,7 @@ def start_pool(settings: EncodeSettings, num_proc: int):
 
     SIGINT is ignored here while the workers are created: an ignored signal stays ignored
     across exec, so a Ctrl-C cannot interrupt their start-up imports with tracebacks. (A Ctrl-C
-    pressed in those ~50 ms is lost; press it again.)"""
+    pressed while they are being created is lost; press it again.)"""
     # spawn, not fork: forking a process whose Rust/Arrow thread pools already run can deadlock.
     context = multiprocessing.get_context("spawn")
     if threading.current_thread() is not threading.main_thread():  # signals: main thread only
