@@ -5,14 +5,13 @@ a non-zero exit, and a finished output is never lost."""
 import errno
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import datasets
 import pytest
+from tokenizer_helpers import kill_when, start_cli
 
 from common.errors import UserError
 from common.locking import folder_lock
@@ -71,17 +70,11 @@ def test_full_disk_is_one_line_and_keeps_the_previous_output(tmp_path, module, m
 
 def test_a_killed_download_leaves_nothing_the_next_run_keeps(tmp_path):
     output = tmp_path / "raw"
-    command = [sys.executable, "-m", pre_download.__name__, f"--output-dir={output}"]
-    process = subprocess.Popen(
-        command + ["--source", "sample", "--sample-size-mb", "20"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    process = start_cli(
+        pre_download.__name__, f"--output-dir={output}", "--source", "sample",
+        "--sample-size-mb", 20,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob("raw.tmp-*")) and time.monotonic() < deadline:
-        assert process.poll() is None
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)  # no cleanup code runs
-    process.wait(timeout=60)
+    kill_when(process, lambda: list(tmp_path.glob("raw.tmp-*")))
     assert [p.name for p in tmp_path.glob("raw.tmp-*")] == [f"raw.tmp-{process.pid}"]
 
     result = cli(pre_download, output, *SAMPLE[pre_download])

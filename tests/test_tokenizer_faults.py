@@ -4,20 +4,18 @@ Each ends in one line and a non-zero exit, and a finished output is never lost."
 
 import errno
 import os
-import signal
 import subprocess
-import sys
-import time
 
 import pytest
 from tokenizer_helpers import (
-    REPO,
     STORIES,
     all_modes_tokenizer,
+    kill_when,
     pre_training_dataset,
     run_cli,
     run_main,
     save_splits,
+    start_cli,
     tokenize,
 )
 
@@ -82,18 +80,11 @@ def test_the_leftovers_of_a_killed_run_are_removed_by_the_next(tmp_path, tokeniz
     texts = [f"{story} {i}" for i, story in enumerate(STORIES * 3000)]
     raw = pre_training_dataset(tmp_path / "raw", texts, copies=1)
     out = tmp_path / "out"
-    command = ["--dataset-dir", raw, "--tokenizer-path", tokenizer_path, "--output-dir", out]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tokenizer.tokenize_dataset", *map(str, command),
-         "--num-proc", "1", "--batch-size", "10"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    process = start_cli(
+        "tokenizer.tokenize_dataset", "--dataset-dir", raw, "--tokenizer-path", tokenizer_path,
+        "--output-dir", out, "--num-proc", 1, "--batch-size", 10,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob("out.tmp-*/train/tokens.bin")) and time.monotonic() < deadline:
-        assert process.poll() is None
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)  # kill -9: no cleanup code runs
-    process.wait(timeout=60)
+    kill_when(process, lambda: list(tmp_path.glob("out.tmp-*/train/tokens.bin")))
     leftover = tmp_path / f"out.tmp-{process.pid}"
     assert leftover.is_dir() and not out.exists()
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -151,3 +154,23 @@ def tokenize(raw, out, tokenizer_path, *extra, num_proc=1) -> str:
     code, stdout = run_main(tokenize_dataset.main, [*argv, "--num-proc", num_proc, *extra])
     assert code == 0
     return stdout
+
+
+def start_cli(module: str, *argv) -> subprocess.Popen:
+    """Start `python -m module argv` in its own process group (like a job in a terminal)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *map(str, argv)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def kill_when(process: subprocess.Popen, condition, timeout: float = 60) -> None:
+    """`kill -9` the process group as soon as `condition()` holds (no cleanup code runs)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=timeout)
