@@ -1,13 +1,23 @@
-"""Atomic outputs: a folder or file is either absent, or complete. Never half-written."""
+"""Atomic outputs: a folder or file is either absent, or complete. Never half-written.
+
+- `atomic_directory`: build a folder under a temporary name, rename it into place at the end;
+- `locked_output_directory`: the same for a command's output folder, under the folder's lock
+  (`common.locking`), after removing what killed runs left behind, with a full disk reported
+  in one line (`common.disk_space`);
+- `atomic_write_bytes` / `atomic_write_text`: the same for one file.
+"""
 
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.disk_space import report_full_disk
 from common.errors import UserError
+from common.locking import folder_lock
 
 
 @contextlib.contextmanager
@@ -37,6 +47,48 @@ def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False) -> 
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(temp, final)
+
+
+def remove_leftovers(final_path: str | os.PathLike) -> list[Path]:
+    """Remove the `<name>.tmp-<pid>` and `<name>.old-<pid>` folders that killed runs left beside
+    `final_path`; returns what was removed. Call it only while holding the folder's lock.
+
+    Under the lock no other run can be writing them, so each belongs to a process that is gone,
+    however its pid is used now. An `.old-` folder is the previous output that a run killed in
+    the middle of its swap had moved aside; it is put back when `final_path` is missing.
+    """
+    final = Path(final_path)
+    removed = []
+    pattern = re.compile(rf"{re.escape(final.name)}\.(tmp|old)-\d+")
+    if not final.parent.is_dir():
+        return removed
+    for leftover in sorted(final.parent.iterdir()):
+        if not pattern.fullmatch(leftover.name) or leftover.name.endswith(f"-{os.getpid()}"):
+            continue
+        if leftover.name.startswith(f"{final.name}.old-") and not final.exists():
+            os.replace(leftover, final)  # nothing lost: the last finished output comes back
+            continue
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed.append(leftover)
+    return removed
+
+
+@contextlib.contextmanager
+def locked_output_directory(
+    final_path: str | os.PathLike, overwrite: bool, what: str
+) -> Iterator[Path]:
+    """`atomic_directory` for a command's output folder, made safe against its other runs.
+
+    Holds `final_path`'s lock (a second run gets a one-line error naming this one's pid),
+    removes the leftovers of killed runs, and turns a full disk into a one-line UserError; the
+    temporary folder is removed and an existing output stays untouched on any error.
+    """
+    final = Path(final_path)
+    with folder_lock(final, what):
+        for leftover in remove_leftovers(final):
+            print(f"removed {leftover}, left behind by an interrupted run")
+        with atomic_directory(final, overwrite) as temp, report_full_disk(final):
+            yield temp
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

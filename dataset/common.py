@@ -1,6 +1,8 @@
 """Plumbing shared by the three `download_dataset` CLIs (pre-training, SFT, DPO).
 
-- `add_common_args`: the flags every downloader has (--output-dir, --source, --overwrite, ...);
+- `new_parser` / `add_common_args` / `add_split_fractions`: the flags every downloader has
+  (--output-dir, --source, --overwrite, ...);
+- `run_download`: a downloader's main (build the splits with the builder of --source, write);
 - `load_hub`: `datasets.load_dataset` with a one-line error naming the offline alternatives;
 - `split_three` / `carve`: deterministic, seeded train/validation/test splits;
 - `Manifest` and `counted_filter`: every filter's rows in and out go into `manifest.json`;
@@ -21,13 +23,39 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from common.atomic import atomic_directory, atomic_write_text
+from common.atomic import atomic_write_text, locked_output_directory
 from common.errors import UserError
 
 SPLITS = ("train", "validation", "test")
 MANIFEST_NAME = "manifest.json"
 WORK_DIR_NAME = "_work"  # intermediate Arrow files, inside the temporary output folder
 MIN_ROWS_FOR_PROCESSES = 50_000  # below this, worker processes cost more than they save
+
+
+def new_parser(module: str, doc: str, default_output: str) -> argparse.ArgumentParser:
+    """The parser of one downloader, with the flags every downloader has."""
+    parser = argparse.ArgumentParser(
+        prog=f"python3 -m {module}",
+        description=doc.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_common_args(parser, default_output)
+    return parser
+
+
+def add_split_fractions(parser, validation: float, test: float, unit: str, test_help=None):
+    parser.add_argument(
+        "--validation-fraction",
+        type=positive_fraction,
+        default=validation,
+        help=f"share of the {unit} held out (seeded) for validation",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=positive_fraction,
+        default=test,
+        help=test_help or f"share of the {unit} held out (seeded) for test",
+    )
 
 
 def add_common_args(parser: argparse.ArgumentParser, default_output: str) -> None:
@@ -231,10 +259,21 @@ def from_generator(
             counting, features=features, cache_dir=work.folder(name), fingerprint=_safe(name),
             split=split,
         )  # fmt: skip
-    except ValueError:
-        if yielded:
+    except Exception as error:
+        user_error = _user_error_in(error)
+        if user_error is not None:  # a bad input file: its one line, not the library's wrapping
+            raise user_error from None
+        if yielded or not isinstance(error, ValueError):
             raise
         return datasets.Dataset.from_dict({key: [] for key in features}, features=features)
+
+
+def _user_error_in(error: BaseException | None) -> UserError | None:
+    """The UserError that `error` was raised from, if any (`datasets` wraps a generator's errors
+    in DatasetGenerationError)."""
+    while error is not None and not isinstance(error, UserError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 # ---------------------------------------------------------------- manifest and filters
@@ -309,6 +348,14 @@ def counted_filter(
 # ---------------------------------------------------------------- writing
 
 
+def run_download(kind: str, module: str, args: argparse.Namespace, builders: dict) -> int:
+    """A downloader's main: `builders[args.source](args, manifest, work)` makes the splits,
+    which `write_dataset` saves with their manifest. Returns 0 (errors are UserErrors)."""
+    manifest = Manifest(kind, args, module)
+    write_dataset(args, manifest, lambda work: builders[args.source](args, manifest, work))
+    return 0
+
+
 def write_dataset(
     args: argparse.Namespace,
     manifest: Manifest,
@@ -321,7 +368,7 @@ def write_dataset(
     """
     output = check_output_dir(args)
     started = time.perf_counter()
-    with atomic_directory(output, overwrite=args.overwrite) as temp:
+    with locked_output_directory(output, args.overwrite, what="download output") as temp:
         work = WorkDir(temp / WORK_DIR_NAME)
         splits = build(work)
         if len(splits["train"]) == 0:

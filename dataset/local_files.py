@@ -59,13 +59,31 @@ def file_kind(path: Path) -> str:
     return "jsonl" if suffix in JSONL_SUFFIXES else "parquet"
 
 
+def not_utf8(path: Path, line_number: int) -> UserError:
+    """The one-line error for a file that is not UTF-8, with the command that converts it."""
+    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    return UserError(
+        f"{path} is not UTF-8 text (line {line_number}); convert it and pass the converted "
+        f"file, e.g. `iconv -f latin1 -t utf-8 {path} > {converted}` (for Latin-1 text)"
+    )
+
+
+def utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file, read line by line (bounded memory).
+
+    Bytes that are not UTF-8 decode to lone surrogates here (`surrogateescape`), which
+    re-encoding finds: that way the error can name the line."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as file:
+        for line_number, line in enumerate(file, start=1):
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:
+                raise not_utf8(path, line_number) from None
+            yield line_number, line
+
+
 def read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise UserError(
-            f"{path} is not UTF-8 text (byte {error.start}); convert it to UTF-8 first"
-        ) from error
+    return "".join(line for _, line in utf8_lines(path))
 
 
 def iter_text_documents(path: Path, per_file: bool) -> Iterator[str]:
@@ -77,33 +95,25 @@ def iter_text_documents(path: Path, per_file: bool) -> Iterator[str]:
         yield read_text(path)
         return
     block: list[str] = []
-    try:
-        with open(path, encoding="utf-8") as file:
-            for line in file:
-                if line.strip():
-                    block.append(line)
-                elif block:
-                    yield "".join(block)
-                    block = []
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path} is not UTF-8 text; convert it to UTF-8 first") from error
+    for _, line in utf8_lines(path):
+        if line.strip():
+            block.append(line)
+        elif block:
+            yield "".join(block)
+            block = []
     if block:
         yield "".join(block)
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, object]]:
     """(line number, parsed value) per non-blank line; a value of `None` marks invalid JSON."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            for line_number, line in enumerate(file, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield line_number, json.loads(line)
-                except json.JSONDecodeError:
-                    yield line_number, None
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path} is not UTF-8 text; convert it to UTF-8 first") from error
+    for line_number, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield line_number, json.loads(line)
+        except json.JSONDecodeError:
+            yield line_number, None
 
 
 def iter_parquet_rows(path: Path, columns: list[str] | None = None) -> Iterator[dict]:

@@ -38,11 +38,15 @@ from model.checkpoint import load_model
 from model.transformer import Transformer
 from tokenizer.profiles import (
     ASSISTANT,
+    BOS_ID,
     CHAT_TEMPLATE,
     DOC_SEPARATOR,
     END_OF_TURN,
+    END_OF_TURN_ID,
     PAD,
+    PAD_ID,
     SPECIAL_TOKENS,
+    STOP_IDS,
     SYSTEM,
     USER,
     load_tokenizer,
@@ -78,7 +82,6 @@ def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Ten
 
 def llama_config(model: Transformer, dtype_name: str) -> dict:
     c = model.config
-    ids = {token: SPECIAL_TOKENS.index(token) for token in SPECIAL_TOKENS}
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -101,9 +104,9 @@ def llama_config(model: Transformer, dtype_name: str) -> dict:
         "mlp_bias": False,
         "initializer_range": 0.02,
         "tie_word_embeddings": c.tie_embeddings,
-        "bos_token_id": ids[DOC_SEPARATOR],
-        "eos_token_id": ids[END_OF_TURN],
-        "pad_token_id": ids[PAD],
+        "bos_token_id": BOS_ID,
+        "eos_token_id": END_OF_TURN_ID,
+        "pad_token_id": PAD_ID,
         "use_cache": True,
         "torch_dtype": dtype_name,
         "dtype": dtype_name,
@@ -113,10 +116,10 @@ def llama_config(model: Transformer, dtype_name: str) -> dict:
 def generation_config(model: Transformer) -> dict:
     c = model.config
     return {
-        "bos_token_id": SPECIAL_TOKENS.index(DOC_SEPARATOR),
+        "bos_token_id": BOS_ID,
         # a chat reply ends with <|end|>, a plain document with <|endoftext|>
-        "eos_token_id": [SPECIAL_TOKENS.index(END_OF_TURN), SPECIAL_TOKENS.index(DOC_SEPARATOR)],
-        "pad_token_id": SPECIAL_TOKENS.index(PAD),
+        "eos_token_id": list(STOP_IDS),
+        "pad_token_id": PAD_ID,
         # the padded vocabulary rows are not tokens: never generate them (as model.generate)
         "suppress_tokens": list(range(c.vocab_size, c.padded_vocab_size)),
     }
@@ -162,7 +165,7 @@ def hf_tokenizer_json(tokenizer: Tokenizer) -> str:
     """Our tokenizer with a post-processor that puts <|endoftext|> before plain text, and with
     special-token matching on (HF renders the chat template to text, then tokenizes it)."""
     tokenizer = Tokenizer.from_str(tokenizer.to_str())
-    bos = (DOC_SEPARATOR, SPECIAL_TOKENS.index(DOC_SEPARATOR))
+    bos = (DOC_SEPARATOR, BOS_ID)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{bos[0]} $A", pair=f"{bos[0]} $A $B", special_tokens=[bos]
     )

@@ -32,16 +32,7 @@ from tokenizers import Tokenizer
 from common.errors import UserError, run_cli
 from model.checkpoint import load_model, unwrap_model
 from model.kv_cache import KVCache
-from tokenizer.profiles import (
-    DOC_SEPARATOR,
-    END_OF_TURN,
-    SPECIAL_TOKENS,
-    encode_document,
-    encode_prompt,
-    load_tokenizer,
-)
-
-STOP_IDS = (SPECIAL_TOKENS.index(END_OF_TURN), SPECIAL_TOKENS.index(DOC_SEPARATOR))
+from tokenizer.profiles import STOP_IDS, encode_document, encode_prompt, load_tokenizer
 
 
 def sample_next_token(

@@ -436,6 +436,23 @@ def test_local_parquet(tmp_path):
             ["--data-files", "blank.txt"],
             "no usable documents",
         ),
+        (
+            lambda d: (d / "latin1.txt").write_bytes("Fine.\n\nCafé au lait.\n".encode("latin1")),
+            ["--data-files", "latin1.txt"],
+            "latin1.txt is not UTF-8 text (line 3); convert it .* `iconv -f latin1 -t utf-8 ",
+        ),
+        (
+            lambda d: (d / "latin1.txt").write_bytes("Café.\n".encode("latin1")),
+            ["--data-files", "latin1.txt", "--txt-documents=file"],
+            "latin1.txt is not UTF-8 text (line 1)",
+        ),
+        (
+            lambda d: (d / "l1.jsonl").write_bytes(
+                '{"text": "ok"}\n{"text": "né"}\n'.encode("latin1")
+            ),
+            ["--data-files", "l1.jsonl"],
+            "l1.jsonl is not UTF-8 text (line 2); .*l1.utf8.jsonl",
+        ),
     ],
 )
 def test_local_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, setup, flags, message):
@@ -443,7 +460,7 @@ def test_local_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, setup,
     inputs.mkdir()
     setup(inputs)
     flags = [str(inputs / f) if not f.startswith("-") else f for f in flags]
-    with pytest.raises(UserError, match=message.replace("(", r"\(")) as error:
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
         run(tmp_path / "raw", "--source", "local", *flags)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "raw").exists()

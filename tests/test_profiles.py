@@ -58,6 +58,55 @@ def test_chat_template_renders_the_same_text(tokenizer):
     assert rendered == "<|endoftext|><|user|>Hi<|end|><|assistant|>Yo<|end|><|assistant|>"
 
 
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi"}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Où est Max? 🦊 {{ not jinja }} {% raw %}"},
+        {"role": "assistant", "content": "In the forest.\n\nTabs\there."},
+        {"role": "user", "content": "<|end|> typed by a user"},
+        {"role": "assistant", "content": ""},
+    ],
+]
+
+
+@pytest.mark.parametrize("messages", CONVERSATIONS)
+@pytest.mark.parametrize("add_generation_prompt", [False, True])
+def test_chat_template_follows_the_renderer(messages, add_generation_prompt):
+    pieces = profiles.chat_pieces(messages, add_generation_prompt)
+    rendered = jinja2.Template(profiles.CHAT_TEMPLATE).render(
+        messages=messages, bos_token="<|endoftext|>", add_generation_prompt=add_generation_prompt
+    )
+    assert rendered == profiles.render_text(pieces)
+
+
+@pytest.mark.parametrize("messages", CONVERSATIONS)
+def test_every_encoder_is_the_renderer(tokenizer, messages):
+    # Encoding the rendered pieces gives what decoding must give back: the rendered text.
+    ids, mask = profiles.encode_conversation(tokenizer, messages)
+    text = profiles.render_text(profiles.chat_pieces(messages))
+    assert tokenizer.decode(ids, skip_special_tokens=False) == text
+    assert len(mask) == len(ids)
+    prompt = profiles.encode_prompt(tokenizer, messages)
+    assert prompt == ids + [profiles.ASSISTANT_ID]
+    reply = profiles.encode_response(tokenizer, "A reply.")
+    assert tokenizer.decode(prompt + reply, skip_special_tokens=False) == profiles.render_text(
+        profiles.chat_pieces(messages, True) + profiles.response_pieces("A reply.")
+    )
+
+
+def test_named_ids_are_the_reserved_ids(tokenizer):
+    names = {
+        "<|endoftext|>": profiles.BOS_ID,
+        "<|pad|>": profiles.PAD_ID,
+        "<|assistant|>": profiles.ASSISTANT_ID,
+        "<|end|>": profiles.END_OF_TURN_ID,
+    }
+    for token, token_id in names.items():
+        assert tokenizer.token_to_id(token) == token_id
+    assert (tokenizer.token_to_id("<|end|>"), 0) == profiles.STOP_IDS
+
+
 def test_bad_inputs(tmp_path, tokenizer):
     with pytest.raises(UserError, match="role"):
         profiles.encode_conversation(tokenizer, [{"role": "robot", "content": "x"}])

@@ -1,12 +1,20 @@
 """The shard format: what the writer writes, the reader reads back and validates."""
 
+import errno
+import io
 import json
 
 import numpy as np
 import pytest
 
 from common.errors import UserError
-from tokenizer.tokenized_data import SplitWriter, open_dataset, open_split, token_dtype
+from tokenizer.tokenized_data import (
+    SplitWriter,
+    open_dataset,
+    open_split,
+    token_dtype,
+    write_array,
+)
 
 
 def write_split(directory, mode="pre_training", vocab_size=1000):
@@ -91,3 +99,35 @@ def test_offsets_that_do_not_delimit_the_tokens_are_errors(tmp_path):
     values.tofile(offsets)
     with pytest.raises(UserError, match="does not delimit"):
         open_split(tmp_path / "train")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int16", "uint32", "complex", 7])
+def test_only_the_dtype_the_writer_writes_is_read(tmp_path, dtype):
+    # float16 read garbage ids with exit 0, and an unknown name raised a TypeError traceback.
+    write_split(tmp_path / "train", vocab_size=1000)
+    meta_path = tmp_path / "train" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["dtype"] = dtype
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=f"dtype {dtype!r} is not what tokenize_dataset writes .*"
+                       r"\(uint16\); .* re-tokenize"):  # fmt: skip
+        open_split(tmp_path / "train")
+    meta["dtype"], meta["vocab_size"] = "uint16", "1000"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="vocab_size '1000' is not a positive integer"):
+        open_split(tmp_path / "train")
+
+
+def test_writes_report_a_full_disk_with_its_errno():
+    # numpy's tofile reports a full disk as "N requested and M written" (no errno); the arrays
+    # are written with file.write, whose OSError(ENOSPC) common.disk_space recognises.
+    class FullDisk(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as error:
+        write_array(FullDisk(), [1, 2, 3], np.uint16)
+    assert error.value.errno == errno.ENOSPC

@@ -2,22 +2,24 @@
 interactive commands, and validation of damaged tokenized folders."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from tokenizer_helpers import (
     CONVERSATIONS,
-    corpus_for_tokenizer,
+    all_modes_tokenizer,
     dpo_dataset,
     pre_training_dataset,
     run_cli,
     run_main,
     sft_dataset,
+    tokenize,
     train_tokenizer,
 )
 
 from common.errors import UserError
-from tokenizer import count_tokenized_data, inspect_tokenized_data, tokenize_dataset
+from tokenizer import count_tokenized_data, inspect_tokenized_data
 from tokenizer.profiles import load_tokenizer
 from tokenizer.token_display import byte_decoder
 from tokenizer.tokenized_data import open_split
@@ -33,40 +35,13 @@ MODE_DATASETS = {
 def folders(tmp_path_factory):
     """{mode: (raw dir, tokenized dir)} plus the tokenizer path, built once."""
     root = tmp_path_factory.mktemp("inspect")
-    corpus_for_tokenizer(root / "corpus")
-    tokenizer_path = train_tokenizer(root / "corpus", root / "tokenizer.json", vocab_size=512)
+    tokenizer_path = all_modes_tokenizer(root)
     built = {}
     for mode, make in MODE_DATASETS.items():
         raw = make(root / f"raw_{mode}")
         out = root / f"tok_{mode}"
-        run_main(
-            tokenize_dataset.main,
-            [
-                "--dataset-dir",
-                raw,
-                "--tokenizer-path",
-                tokenizer_path,
-                "--output-dir",
-                out,
-                "--num-proc",
-                1,
-                "--tokenizer-mode",
-                mode,
-                "--max-length",
-                24,
-            ]
-            if mode != "pre_training"
-            else [
-                "--dataset-dir",
-                raw,
-                "--tokenizer-path",
-                tokenizer_path,
-                "--output-dir",
-                out,
-                "--num-proc",
-                1,
-            ],
-        )
+        post = [] if mode == "pre_training" else ["--max-length", 24]
+        tokenize(raw, out, tokenizer_path, "--tokenizer-mode", mode, *post)
         built[mode] = (raw, out)
     return built, tokenizer_path
 
@@ -172,6 +147,31 @@ def test_inspect_bad_inputs(folders, tmp_path):
         inspect(raw, out, tokenizer_path, "--index", 999)
     with pytest.raises(UserError, match="needs 'messages'"):  # raw data of another mode
         inspect(raw, built["post_training_sft"][1], tokenizer_path)
+    with pytest.raises(UserError, match="is the 'test' split folder, but --split is 'train'"):
+        inspect(raw / "test", out / "test", tokenizer_path, "--split", "train")
+    with pytest.raises(UserError, match="train has no split 'test' \\(it has train\\)"):
+        inspect(raw / "train", out / "test", tokenizer_path)  # another split's folder
+    shutil.copytree(raw / "test", tmp_path / "held_out")  # a split folder by another name
+    code, stdout = inspect(tmp_path / "held_out", out / "test", tokenizer_path, "--check-all")
+    assert code == 0 and "0 mismatched" in stdout
+
+
+@pytest.mark.parametrize("mode", list(MODE_DATASETS))
+def test_split_folders_and_dataset_folders_show_the_same(folders, mode):
+    # The original README points both dirs at split folders (.../test); ours at the dataset
+    # folders with --split. Any mix of the two shows the same documents.
+    built, tokenizer_path = folders
+    raw, out = built[mode]
+    shown = {
+        inspect(raw_dir, out_dir, tokenizer_path, *split, "--num", 3)[1]
+        for raw_dir, out_dir, split in (
+            (raw, out, ["--split", "test"]),
+            (raw / "test", out / "test", []),
+            (raw, out / "test", ["--split", "test"]),
+            (raw / "test", out, ["--split", "test"]),
+        )
+    }
+    assert len(shown) == 1 and shown.pop().count(f"=== {mode} document") == 3
 
 
 def count(out, *extra):

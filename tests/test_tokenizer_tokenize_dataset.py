@@ -15,7 +15,7 @@ from tokenizer_helpers import (
     PAIRS,
     REPO,
     STORIES,
-    corpus_for_tokenizer,
+    all_modes_tokenizer,
     dpo_dataset,
     pair,
     pre_training_dataset,
@@ -23,7 +23,7 @@ from tokenizer_helpers import (
     run_main,
     save_splits,
     sft_dataset,
-    train_tokenizer,
+    tokenize,
 )
 
 from common.errors import UserError
@@ -40,28 +40,7 @@ from tokenizer.tokenized_data import open_dataset, open_split
 
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tok")
-    corpus_for_tokenizer(folder / "corpus")
-    return train_tokenizer(folder / "corpus", folder / "tokenizer.json", vocab_size=512)
-
-
-def tokenize(raw, out, tokenizer_path, *extra, num_proc=1):
-    code, stdout = run_main(
-        tokenize_dataset.main,
-        [
-            "--dataset-dir",
-            raw,
-            "--tokenizer-path",
-            tokenizer_path,
-            "--output-dir",
-            out,
-            "--num-proc",
-            num_proc,
-            *extra,
-        ],
-    )
-    assert code == 0
-    return stdout
+    return all_modes_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
 def sft(raw, out, tokenizer_path, *extra):

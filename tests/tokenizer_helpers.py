@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -135,3 +138,39 @@ def corpus_for_tokenizer(directory: Path) -> Path:
         m["content"] for p in PAIRS for part in ("prompt", "chosen", "rejected") for m in p[part]
     ]
     return pre_training_dataset(directory, [t for t in STORIES if t] + chat, copies=5)
+
+
+def all_modes_tokenizer(folder: Path) -> Path:
+    """`folder/tokenizer.json`: 512 tokens trained on `corpus_for_tokenizer`, for every mode."""
+    corpus_for_tokenizer(folder / "corpus")
+    return train_tokenizer(folder / "corpus", folder / "tokenizer.json", vocab_size=512)
+
+
+def tokenize(raw, out, tokenizer_path, *extra, num_proc=1) -> str:
+    """Run tokenize_dataset in-process (it must succeed); returns what it printed."""
+    from tokenizer import tokenize_dataset
+
+    argv = ["--dataset-dir", raw, "--tokenizer-path", tokenizer_path, "--output-dir", out]
+    code, stdout = run_main(tokenize_dataset.main, [*argv, "--num-proc", num_proc, *extra])
+    assert code == 0
+    return stdout
+
+
+def start_cli(module: str, *argv) -> subprocess.Popen:
+    """Start `python -m module argv` in its own process group (like a job in a terminal)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *map(str, argv)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def kill_when(process: subprocess.Popen, condition, timeout: float = 60) -> None:
+    """`kill -9` the process group as soon as `condition()` holds (no cleanup code runs)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=timeout)

@@ -1,10 +1,11 @@
 """Encode one batch of raw rows for `tokenize_dataset`, in any of the three tokenizer modes.
 
 This runs inside the worker processes, so it imports neither `datasets` nor anything heavy, and
-it returns compact numpy arrays (cheap to send back to the writer process). Each batch is
-encoded with one `encode_batch_fast` call (no character offsets: we only need ids), and the
-profile's special tokens are then put around the pieces exactly as `tokenizer.profiles` does;
-tests check the two agree token for token.
+it returns compact numpy arrays (cheap to send back to the writer process). Conversations are
+rendered by `tokenizer.profiles.chat_pieces`, the contents of a whole batch are encoded with one
+`encode_batch_fast` call (no character offsets: we only need ids), and `pieces_to_ids` puts
+them back between the special tokens; tests check this agrees token for token with
+`encode_conversation`, `encode_prompt` and `encode_response`.
 
 Policies applied here, each counted in the returned stats:
 - pre_training: rows whose text is empty or not a string are skipped.
@@ -25,14 +26,16 @@ from itertools import chain
 
 import numpy as np
 
-from tokenizer.profiles import ASSISTANT, DOC_SEPARATOR, END_OF_TURN, ROLE_TOKENS, SPECIAL_TOKENS
+from tokenizer.profiles import (
+    BOS_ID,
+    ROLE_TOKENS,
+    chat_pieces,
+    content_texts,
+    pieces_to_ids,
+    response_pieces,
+)
 from tokenizer.profiles import load_tokenizer as _load_tokenizer
 from tokenizer.tokenized_data import check_mode, token_dtype
-
-BOS = SPECIAL_TOKENS.index(DOC_SEPARATOR)
-END = SPECIAL_TOKENS.index(END_OF_TURN)
-ASSISTANT_ID = SPECIAL_TOKENS.index(ASSISTANT)
-ROLE_IDS = {role: SPECIAL_TOKENS.index(token) for role, token in ROLE_TOKENS.items()}
 
 
 @dataclass
@@ -59,7 +62,7 @@ class EncodeSettings:
 def is_message(message) -> bool:
     return (
         isinstance(message, dict)
-        and message.get("role") in ROLE_IDS
+        and message.get("role") in ROLE_TOKENS
         and isinstance(message.get("content"), str)
     )
 
@@ -109,7 +112,7 @@ class BatchEncoder:
                 kept_texts.append(text)
         ids = self._ids(kept_texts)
         lengths = np.fromiter(map(len, ids), np.int64, len(ids)) + 1  # +1: <|endoftext|>
-        pieces = chain.from_iterable(([BOS], doc) for doc in ids)
+        pieces = chain.from_iterable(([BOS_ID], doc) for doc in ids)
         stats["documents"] = len(ids)
         stats["text_bytes"] = sum(len(text.encode("utf-8")) for text in kept_texts)
         return EncodedBatch(
@@ -129,15 +132,11 @@ class BatchEncoder:
                 valid.append((first_row + offset, messages))
             else:
                 stats["skipped_malformed"] += 1
-        contents = iter(self._ids([m["content"] for _, messages in valid for m in messages]))
+        rendered = [chat_pieces(messages) for _, messages in valid]
+        contents = iter(self._ids([text for pieces in rendered for text in content_texts(pieces)]))
         docs, masks, kept_rows = [], [], []
-        for row, messages in valid:
-            ids, mask = [BOS], [0]
-            for message in messages:
-                content = next(contents)
-                trained = 1 if message["role"] == "assistant" else 0
-                ids += [ROLE_IDS[message["role"]], *content, END]
-                mask += [0] + [trained] * (len(content) + 1)
+        for (row, _), pieces in zip(valid, rendered):
+            ids, mask = pieces_to_ids(pieces, contents)
             if not any(mask):
                 stats["dropped_no_assistant_turn"] += 1
                 continue
@@ -176,19 +175,16 @@ class BatchEncoder:
                 valid.append((first_row + offset, prompt, chosen, rejected))
             else:
                 stats["skipped_malformed"] += 1
-        texts = []
-        for _, prompt, chosen, rejected in valid:
-            texts += [m["content"] for m in prompt]
-            texts += [chosen[0]["content"], rejected[0]["content"]]
-        pieces = iter(self._ids(texts))
+        rendered = [
+            (chat_pieces(prompt, add_generation_prompt=True),
+             response_pieces(chosen[0]["content"]), response_pieces(rejected[0]["content"]))
+            for _, prompt, chosen, rejected in valid
+        ]  # fmt: skip
+        texts = [text for parts in rendered for pieces in parts for text in content_texts(pieces)]
+        contents = iter(self._ids(texts))
         kept, kept_rows = [], []
-        for row, prompt, _, _ in valid:
-            prompt_ids = [BOS]
-            for message in prompt:
-                prompt_ids += [ROLE_IDS[message["role"]], *next(pieces), END]
-            prompt_ids.append(ASSISTANT_ID)
-            chosen_ids = next(pieces) + [END]
-            rejected_ids = next(pieces) + [END]
+        for (row, *_), parts in zip(valid, rendered):
+            prompt_ids, chosen_ids, rejected_ids = (pieces_to_ids(p, contents)[0] for p in parts)
             fitted = self._fit_pair(prompt_ids, chosen_ids, rejected_ids, stats)
             if fitted is None:
                 continue
@@ -225,7 +221,7 @@ class BatchEncoder:
             return None
         keep = self.settings.max_prompt_length
         if len(prompt) > keep:
-            prompt = [BOS] + prompt[len(prompt) - (keep - 1) :]  # the leading BOS + the end
+            prompt = [BOS_ID] + prompt[len(prompt) - (keep - 1) :]  # the leading BOS + the end
             cuts["prompts_truncated"] += 1
         room = max_length - len(prompt)
         if max(len(chosen), len(rejected)) > room:

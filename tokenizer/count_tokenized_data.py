@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError, run_cli
-from tokenizer.batch_encoding import BOS
+from tokenizer.profiles import BOS_ID
 from tokenizer.tokenized_data import TokenizedSplit, open_dataset
 
 
@@ -51,7 +51,7 @@ def count_split(split: TokenizedSplit) -> dict:
             f"{split.directory}/meta.json says {split.meta.get('num_documents')} documents, "
             f"the offsets hold {counts['documents']}; re-tokenize this dataset"
         )
-    if len(starts) and np.any(np.asarray(split.tokens[starts]) != BOS):
+    if len(starts) and np.any(np.asarray(split.tokens[starts]) != BOS_ID):
         raise UserError(
             f"{split.directory}: a document does not start with <|endoftext|>; re-tokenize"
         )

@@ -34,18 +34,23 @@ import numpy as np
 from common.atomic import sha256_file
 from common.errors import UserError, run_cli
 from tokenizer import raw_data
-from tokenizer.batch_encoding import ASSISTANT_ID, BOS, END
 from tokenizer.profiles import (
+    ASSISTANT_ID,
+    BOS_ID,
     DOC_SEPARATOR,
+    END_OF_TURN_ID,
     SPECIAL_TOKENS,
+    chat_pieces,
     encode_conversation,
     encode_prompt,
     encode_response,
     load_tokenizer,
+    render_text,
+    response_pieces,
 )
 from tokenizer.token_display import TokenBytes, render_tokens
 from tokenizer.tokenize_dataset import SOURCE_ROWS_FILE
-from tokenizer.tokenized_data import open_split
+from tokenizer.tokenized_data import SPLITS, open_split
 
 
 @dataclass
@@ -65,11 +70,6 @@ class Document:
     notes: list[str] = field(default_factory=list)
 
 
-def render_conversation(messages) -> str:
-    """The post_training_v1 rendering, as text (what the tokens must decode to)."""
-    return "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in messages)
-
-
 def expected_mask(ids: np.ndarray) -> np.ndarray:
     """1 on tokens inside an assistant turn (after <|assistant|>, up to and including <|end|>)."""
     mask = np.zeros(len(ids), np.uint8)
@@ -77,10 +77,43 @@ def expected_mask(ids: np.ndarray) -> np.ndarray:
     for position, token_id in enumerate(ids.tolist()):
         if inside:
             mask[position] = 1
-            inside = token_id != END
+            inside = token_id != END_OF_TURN_ID
         elif token_id == ASSISTANT_ID:
             inside = True
     return mask
+
+
+def tokenized_split_folder(path: Path, split: str | None) -> tuple[Path, str]:
+    """(split folder, split name) from --tokenized-dataset-dir and --split: the folder is a
+    tokenize_dataset output (then --split picks the split, train by default) or one of its
+    split folders (the form of the original README; then the split is the folder's name)."""
+    if (path / "meta.json").is_file():
+        if split not in (None, path.name):
+            raise UserError(
+                f"--tokenized-dataset-dir {path} is the {path.name!r} split folder, but --split "
+                f"is {split!r}; pass its parent folder with --split {split}, or leave --split out"
+            )
+        return path, path.name
+    split = split or "train"
+    if not (path / split).is_dir():
+        raise UserError(
+            f"{path / split} not found; --tokenized-dataset-dir must be a tokenize_dataset output "
+            f"folder (and --split one of its splits) or one of its split folders"
+        )
+    return path / split, split
+
+
+def raw_split(path: Path, split: str):
+    """The raw split `split` of the dataset at `path`, or the split folder `path` itself."""
+    raw_splits = raw_data.load_datasets(path)
+    if split in raw_splits:
+        return raw_splits[split]
+    if (path / "state.json").is_file() and path.name not in SPLITS:  # a split folder, renamed
+        return raw_splits[path.name]
+    raise UserError(
+        f"--raw-dataset-dir {path} has no split {split!r} (it has {', '.join(raw_splits)}); "
+        f"pass the raw split that was tokenized into the {split!r} split"
+    )
 
 
 class Inspector:
@@ -89,28 +122,18 @@ class Inspector:
     def __init__(self, args):
         self.tokenizer = load_tokenizer(args.tokenizer_path)
         self.token_bytes = TokenBytes(self.tokenizer)
-        directory = Path(args.tokenized_dataset_dir) / args.split
-        if not directory.is_dir():
-            raise UserError(
-                f"{directory} not found; --tokenized-dataset-dir must be a tokenize_dataset output "
-                f"folder and --split one of its splits"
-            )
+        directory, self.split_name = tokenized_split_folder(
+            Path(args.tokenized_dataset_dir), args.split
+        )
         self.split = open_split(directory)
         self.mode = self.split.mode
-        sha = sha256_file(args.tokenizer_path)
-        if self.split.meta.get("tokenizer_sha256") != sha:
+        if self.split.meta.get("tokenizer_sha256") != sha256_file(args.tokenizer_path):
             raise UserError(
                 f"{args.tokenizer_path} is not the tokenizer {directory} was made with "
                 "(sha256 differs); pass the same --tokenizer-path as to tokenize_dataset"
             )
-        raw_splits = raw_data.load_datasets(args.raw_dataset_dir)
-        if args.split in raw_splits:
-            self.raw = raw_splits[args.split]
-        elif len(raw_splits) == 1:  # a single split folder was passed
-            self.raw = next(iter(raw_splits.values()))
-        else:
-            raise UserError(f"{args.raw_dataset_dir} has no split {args.split!r}")
-        raw_data.check_columns({args.split: self.raw}, self.mode, args.raw_dataset_dir)
+        self.raw = raw_split(Path(args.raw_dataset_dir), self.split_name)
+        raw_data.check_columns({self.split_name: self.raw}, self.mode, args.raw_dataset_dir)
         self.max_length = self.split.meta.get("stats", {}).get("max_length")
         self.size = int(self.split.meta["num_documents"])
         self.source_rows = self._source_rows(directory)
@@ -150,7 +173,7 @@ class Inspector:
 
     def _text(self, index, row, text, ids) -> Document:
         doc = Document(index, row, [("text", text)], [Part("tokens", ids)])
-        if len(ids) == 0 or ids[0] != BOS:
+        if len(ids) == 0 or ids[0] != BOS_ID:
             doc.problems.append(f"does not start with {DOC_SEPARATOR}")
         if np.any(ids[1:] < len(SPECIAL_TOKENS)):
             doc.problems.append("holds a special token inside the text")
@@ -164,7 +187,7 @@ class Inspector:
     def _conversation(self, index, row, messages, ids, mask) -> Document:
         raw = [(m["role"], m["content"]) for m in messages]
         doc = Document(index, row, raw, [Part("tokens", ids, mask)])
-        rendered = (DOC_SEPARATOR + render_conversation(messages)).encode()
+        rendered = render_text(chat_pieces(messages)).encode()
         decoded = self.token_bytes.join(ids)
         truncated = len(decoded) < len(rendered) and len(ids) == self.max_length
         if decoded != rendered and not (truncated and rendered.startswith(decoded)):
@@ -196,10 +219,10 @@ class Inspector:
         doc = Document(index, row, raw, parts)
 
         full_prompt = encode_prompt(self.tokenizer, messages)
-        rendered = (DOC_SEPARATOR + render_conversation(messages) + "<|assistant|>").encode()
+        rendered = render_text(chat_pieces(messages, add_generation_prompt=True)).encode()
         if len(prompt) < len(full_prompt):  # truncated: the leading BOS plus the prompt's end
             doc.notes.append(f"prompt truncated from {len(full_prompt)} to {len(prompt)} tokens")
-            ok = prompt.tolist() == [BOS] + full_prompt[len(full_prompt) - len(prompt) + 1 :]
+            ok = prompt.tolist() == [BOS_ID] + full_prompt[len(full_prompt) - len(prompt) + 1 :]
             ok = ok and rendered.endswith(self.token_bytes.join(prompt[1:]))
         else:
             ok = prompt.tolist() == full_prompt and self.token_bytes.join(prompt) == rendered
@@ -207,7 +230,7 @@ class Inspector:
             doc.problems.append("prompt does not match the rendered prompt messages")
         for name, part in (("chosen", chosen), ("rejected", rejected)):
             full = encode_response(self.tokenizer, replies[name])
-            expected_bytes = (replies[name] + "<|end|>").encode()
+            expected_bytes = render_text(response_pieces(replies[name])).encode()
             if len(part) < len(full):
                 doc.notes.append(f"{name} truncated from {len(full)} to {len(part)} tokens")
             if part.tolist() != full[: len(part)] or not expected_bytes.startswith(
@@ -279,15 +302,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="View tokenized documents beside their raw text; flag any that differ.",
     )
     parser.add_argument(
-        "--raw-dataset-dir", required=True, help="the raw dataset that was tokenized"
+        "--raw-dataset-dir",
+        required=True,
+        help="the raw dataset that was tokenized, or its split folder",
     )
     parser.add_argument(
-        "--tokenized-dataset-dir", required=True, help="the tokenize_dataset output folder"
+        "--tokenized-dataset-dir",
+        required=True,
+        help="the tokenize_dataset output folder, or its split folder",
     )
     parser.add_argument(
         "--tokenizer-path", required=True, help="the tokenizer.json used to tokenize it"
     )
-    parser.add_argument("--split", default="train", help="split to view. Default train")
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="split to view when the two dirs are dataset folders (default train); leave it out "
+        "when they are split folders (.../test, as in the original README)",
+    )
     parser.add_argument(
         "--index",
         type=int,
@@ -331,7 +363,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     inspector = Inspector(args)
     if inspector.size == 0:
-        print(f"the {args.split} split holds no documents")
+        print(f"the {inspector.split_name} split holds no documents")
         return 0
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     if args.check_all:
@@ -341,7 +373,7 @@ def main(argv=None) -> int:
             if doc.problems:
                 bad += 1
                 print(show(doc, inspector, args, color))
-        print(f"checked {inspector.size} documents of {args.split}: {bad} mismatched")
+        print(f"checked {inspector.size} documents of {inspector.split_name}: {bad} mismatched")
         return 1 if bad else 0
     index = args.index or 0
     if index >= inspector.size:

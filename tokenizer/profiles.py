@@ -17,12 +17,19 @@ Profiles:
 - `post_training_v1`: `<|endoftext|>` then, per message, `<|role|>` + content + `<|end|>`.
   The loss mask is 1 exactly on assistant content and that turn's `<|end|>`.
 
+The chat format is written once, in `chat_pieces`: every encoder (`encode_conversation`,
+`encode_prompt`, `encode_response`, the batch encoder of tokenize_dataset), the inspector's text
+rendering and the Jinja `CHAT_TEMPLATE` shipped with exported models follow it, and the tests
+hold the template to it.
+
 Raw text is encoded with special-token matching off: a literal "<|end|>" typed by a user, or
 found in a web page, is plain bytes and can never forge a turn boundary.
 """
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from tokenizers import Tokenizer
 
@@ -35,12 +42,20 @@ USER = "<|user|>"
 ASSISTANT = "<|assistant|>"
 END_OF_TURN = "<|end|>"
 SPECIAL_TOKENS = [DOC_SEPARATOR, PAD, SYSTEM, USER, ASSISTANT, END_OF_TURN]
+SPECIAL_IDS = {token: token_id for token_id, token in enumerate(SPECIAL_TOKENS)}
 ROLE_TOKENS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
+
+# The fixed ids, by name (every tokenizer.train tokenizer has them; load_tokenizer checks).
+BOS_ID = SPECIAL_IDS[DOC_SEPARATOR]  # starts every document and conversation
+PAD_ID = SPECIAL_IDS[PAD]
+ASSISTANT_ID = SPECIAL_IDS[ASSISTANT]
+END_OF_TURN_ID = SPECIAL_IDS[END_OF_TURN]
+STOP_IDS = (END_OF_TURN_ID, BOS_ID)  # a reply ends with <|end|>, a document with <|endoftext|>
 
 PROFILES = ("pre_training", "post_training_v1")
 
-# The same rendering as encode_prompt/encode_conversation, for Hugging Face's
-# `tokenizer.apply_chat_template` (shipped by model.export_hf in tokenizer_config.json).
+# `chat_pieces` for Hugging Face's `tokenizer.apply_chat_template` (shipped by model.export_hf
+# in tokenizer_config.json); tests check it renders the same text.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
@@ -48,6 +63,62 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
+
+
+class Piece(NamedTuple):
+    """One piece of a rendered conversation."""
+
+    text: str  # a special token, or a message's content
+    special: bool
+    trained: bool  # an SFT target: assistant content and the <|end|> that closes it
+
+
+def chat_pieces(messages: list[dict], add_generation_prompt: bool = False) -> list[Piece]:
+    """post_training_v1: `<|endoftext|>`, then `<|role|>` content `<|end|>` per message, then
+    `<|assistant|>` when the model is to answer next. The one place the format is written."""
+    pieces = [_START]
+    for message in messages:
+        trained = message["role"] == "assistant"
+        pieces += (_OPEN[message["role"]], Piece(message["content"], False, trained), _END[trained])
+    if add_generation_prompt:
+        pieces.append(_OPEN["assistant"])
+    return pieces
+
+
+def response_pieces(content: str) -> list[Piece]:
+    """An assistant reply that follows a generation prompt (how a DPO response is stored)."""
+    return [Piece(content, False, True), _END[True]]
+
+
+# The special pieces, made once (tokenizing a corpus renders millions of conversations).
+_START = Piece(DOC_SEPARATOR, True, False)
+_OPEN = {role: Piece(token, True, False) for role, token in ROLE_TOKENS.items()}
+_END = {trained: Piece(END_OF_TURN, True, trained) for trained in (False, True)}
+
+
+def render_text(pieces: list[Piece]) -> str:
+    """The pieces as text: what their token ids decode to."""
+    return "".join(piece.text for piece in pieces)
+
+
+def content_texts(pieces: list[Piece]) -> list[str]:
+    """The texts to encode, in order (special tokens are ids, not text)."""
+    return [piece.text for piece in pieces if not piece.special]
+
+
+def pieces_to_ids(pieces: list[Piece], content_ids: Iterator[list[int]]) -> tuple[list, list]:
+    """(ids, loss mask) of the pieces; `content_ids` yields the encoding of each content piece
+    in order, so a caller may encode the contents of many conversations in one batch."""
+    ids, mask = [], []
+    for text, special, trained in pieces:
+        if special:
+            ids.append(SPECIAL_IDS[text])
+            mask.append(1 if trained else 0)
+        else:
+            content = next(content_ids)
+            ids += content
+            mask += [1 if trained else 0] * len(content)
+    return ids, mask
 
 
 def check_profile(name: str) -> str:
@@ -87,9 +158,14 @@ def encode_text(tokenizer: Tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False).ids
 
 
+def encode_pieces(tokenizer: Tokenizer, pieces: list[Piece]) -> tuple[list[int], list[int]]:
+    texts = content_texts(pieces)
+    return pieces_to_ids(pieces, (encode_text(tokenizer, text) for text in texts))
+
+
 def encode_document(tokenizer: Tokenizer, text: str) -> list[int]:
     """pre_training profile: `<|endoftext|>` + text."""
-    return [SPECIAL_TOKENS.index(DOC_SEPARATOR)] + encode_text(tokenizer, text)
+    return [BOS_ID] + encode_text(tokenizer, text)
 
 
 def _check_messages(messages: list[dict]) -> None:
@@ -105,26 +181,18 @@ def _check_messages(messages: list[dict]) -> None:
 def encode_conversation(tokenizer: Tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     """post_training_v1: ids and a loss mask that is 1 on assistant content and its `<|end|>`."""
     _check_messages(messages)
-    ids = [SPECIAL_TOKENS.index(DOC_SEPARATOR)]
-    mask = [0]
-    end_id = SPECIAL_TOKENS.index(END_OF_TURN)
-    for message in messages:
-        content = encode_text(tokenizer, message["content"])
-        trained = 1 if message["role"] == "assistant" else 0
-        ids += [SPECIAL_TOKENS.index(ROLE_TOKENS[message["role"]])] + content + [end_id]
-        mask += [0] + [trained] * (len(content) + 1)
-    return ids, mask
+    return encode_pieces(tokenizer, chat_pieces(messages))
 
 
 def encode_prompt(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
     """post_training_v1 generation prompt: the conversation so far, then `<|assistant|>`."""
-    ids, _ = encode_conversation(tokenizer, messages)
-    return ids + [SPECIAL_TOKENS.index(ASSISTANT)]
+    _check_messages(messages)
+    return encode_pieces(tokenizer, chat_pieces(messages, add_generation_prompt=True))[0]
 
 
 def encode_response(tokenizer: Tokenizer, content: str) -> list[int]:
     """An assistant reply that follows a generation prompt: content + `<|end|>` (DPO responses)."""
-    return encode_text(tokenizer, content) + [SPECIAL_TOKENS.index(END_OF_TURN)]
+    return encode_pieces(tokenizer, response_pieces(content))[0]
 
 
 def describe(tokenizer: Tokenizer) -> str:

@@ -18,8 +18,9 @@ from common.errors import UserError
 
 if TYPE_CHECKING:  # imported lazily: worker processes re-import the modules that import this one
     import datasets
+    import pyarrow as pa
 
-# The columns each tokenizer mode reads (see DESIGN.md, "Data contract").
+# The columns each tokenizer mode reads: what the download_dataset steps write.
 COLUMNS_BY_MODE = {
     "pre_training": ("text",),
     "post_training_sft": ("messages",),
@@ -44,6 +45,7 @@ class RawSplit:
     directory: Path
     files: list[Path]
     column_names: list[str]
+    schema: "pa.Schema"
     _num_rows: int | None = None
     _column_bytes: dict[str, int] = field(default_factory=dict)
 
@@ -101,10 +103,10 @@ def _open_split(directory: Path, name: str) -> RawSplit:
         raise UserError(f"{directory} lists no data files; {DOWNLOAD_HINT}")
     try:
         with pa.OSFile(str(files[0])) as source:
-            columns = pa.ipc.open_stream(source).schema.names
+            schema = pa.ipc.open_stream(source).schema
     except (OSError, pa.ArrowException) as error:
         raise UserError(f"cannot read {files[0]} ({error}); download the dataset again") from None
-    return RawSplit(name=name, directory=directory, files=files, column_names=columns)
+    return RawSplit(name, directory, files, column_names=schema.names, schema=schema)
 
 
 def _split_folders(path: Path, allow_single_split: bool) -> dict[str, Path]:
@@ -150,7 +152,8 @@ def load_datasets(path: str | Path) -> dict[str, "datasets.Dataset"]:
 
 
 def check_columns(splits: dict, mode: str, path: str | Path) -> None:
-    """UserError naming the split, the mode and the columns it needs, if any split lacks one."""
+    """UserError naming the split, the mode and the columns it needs, if any split lacks one
+    or holds the wrong type in it (a `text` column of numbers would give 0 tokens)."""
     for name, split in splits.items():
         missing = [c for c in COLUMNS_BY_MODE[mode] if c not in split.column_names]
         if missing:
@@ -159,3 +162,42 @@ def check_columns(splits: dict, mode: str, path: str | Path) -> None:
                 f"{mode} needs {COLUMN_HELP[mode]}; missing {missing}. Check --tokenizer-mode "
                 "and --dataset-dir"
             )
+        check_column_types(split, COLUMNS_BY_MODE[mode], Path(path) / name)
+
+
+def check_column_types(split, columns, where: Path) -> None:
+    """UserError if `text` is not a string column, or a chat column not a list of messages.
+
+    `split` is a RawSplit or a `datasets.Dataset` (both carry an Arrow schema)."""
+    import pyarrow as pa
+
+    schema = split.schema if isinstance(split, RawSplit) else split.data.schema
+    for column in columns:
+        column_type = schema.field(column).type
+        if column == "text":
+            ok = pa.types.is_string(column_type) or pa.types.is_large_string(column_type)
+            wanted = "strings (one document per row)"
+        else:
+            ok = _is_message_list(column_type)
+            wanted = "lists of {role, content} messages with string fields"
+        if not ok:
+            raise UserError(
+                f"{where}: column {column!r} holds {column_type} values, not {wanted}; "
+                "make the dataset with a download_dataset step, or fix that column"
+            )
+
+
+def _is_message_list(column_type) -> bool:
+    import pyarrow as pa
+
+    if not (pa.types.is_list(column_type) or pa.types.is_large_list(column_type)):
+        return False
+    item = column_type.value_type
+    if not pa.types.is_struct(item):
+        return False
+    fields = {item.field(i).name: item.field(i).type for i in range(item.num_fields)}
+    return all(
+        name in fields
+        and (pa.types.is_string(fields[name]) or pa.types.is_large_string(fields[name]))
+        for name in ("role", "content")
+    )

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common.atomic import atomic_directory, sha256_file
+from common.atomic import locked_output_directory, sha256_file
 from common.errors import UserError, run_cli
 from tokenizer import raw_data
 from tokenizer.batch_encoding import (
@@ -57,13 +57,8 @@ from tokenizer.batch_encoding import (
     init_worker,
 )
 from tokenizer.profiles import PROFILES, load_tokenizer
-from tokenizer.tokenized_data import MODES, SplitWriter
+from tokenizer.tokenized_data import MODES, PROFILE_OF_MODE, SplitWriter, write_array
 
-PROFILE_OF_MODE = {
-    "pre_training": "pre_training",
-    "post_training_sft": "post_training_v1",
-    "post_training_dpo": "post_training_v1",
-}
 SOURCE_ROWS_FILE = "source_rows.bin"
 DEFAULT_MAX_LENGTH = 1024
 
@@ -98,7 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=PROFILES,
         default=None,
         help="how text becomes tokens: pre_training (documents) or post_training_v1 (chat turns). "
-        "Default: the profile the mode needs",
+        "Implied by --tokenizer-mode (post_training_sft and post_training_dpo imply "
+        "post_training_v1), so it may be left out; one that contradicts the mode is an error",
     )
     parser.add_argument(
         "--tokenizer-mode",
@@ -137,6 +133,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     args = parser.parse_args(argv)
+    check_args(parser, args)
+    return args
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject contradicting flags (parser.error) and fill in the mode-dependent defaults."""
     if args.num_proc < 1:
         parser.error("--num-proc must be at least 1")
     if args.batch_size < 1:
@@ -144,8 +146,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     profile = PROFILE_OF_MODE[args.tokenizer_mode]
     if args.tokenizer_profile not in (None, profile):
         parser.error(
-            f"--tokenizer-mode {args.tokenizer_mode} needs --tokenizer-profile {profile}, "
-            f"not {args.tokenizer_profile}"
+            f"--tokenizer-mode {args.tokenizer_mode} implies --tokenizer-profile {profile}, "
+            f"not {args.tokenizer_profile} (leave --tokenizer-profile out)"
         )
     args.tokenizer_profile = profile
     if args.tokenizer_mode == "pre_training":
@@ -156,7 +158,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         ):
             if value is not None:
                 parser.error(f"{flag} applies to post-training modes only (documents are packed)")
-        return args
+        return
     args.overlong = args.overlong or "truncate"
     args.max_length = DEFAULT_MAX_LENGTH if args.max_length is None else args.max_length
     if args.max_length < 2:
@@ -168,7 +170,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error("--max-prompt-length must be at least 2 and less than --max-length")
     elif args.max_prompt_length is not None:
         parser.error("--max-prompt-length applies to --tokenizer-mode post_training_dpo only")
-    return args
 
 
 def start_pool(settings: EncodeSettings, num_proc: int):
@@ -176,7 +177,7 @@ def start_pool(settings: EncodeSettings, num_proc: int):
 
     SIGINT is ignored here while the workers are created: an ignored signal stays ignored
     across exec, so a Ctrl-C cannot interrupt their start-up imports with tracebacks. (A Ctrl-C
-    pressed in those ~50 ms is lost; press it again.)"""
+    pressed while they are being created is lost; press it again.)"""
     # spawn, not fork: forking a process whose Rust/Arrow thread pools already run can deadlock.
     context = multiprocessing.get_context("spawn")
     if threading.current_thread() is not threading.main_thread():  # signals: main thread only
@@ -226,7 +227,7 @@ def write_batch(writer: SplitWriter, batch: EncodedBatch, source_rows_file) -> N
         writer.add_documents(pieces, np.split(batch.mask, ends[:-1]) if len(ends) else [])
     else:
         writer.add_documents(pieces)
-    batch.source_rows.astype(np.uint64).tofile(source_rows_file)
+    write_array(source_rows_file, batch.source_rows, np.uint64)
 
 
 def tokenize_split(dataset, name: str, directory: Path, encode_all, args, vocab_size, sha256):
@@ -283,7 +284,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     metas = {}
     with (
-        atomic_directory(output, overwrite=args.overwrite) as temp,
+        locked_output_directory(output, args.overwrite, what="tokenize output") as temp,
         batch_encoder(settings, args.num_proc) as encode_all,
     ):
         for name, dataset in splits.items():

@@ -34,6 +34,13 @@ from common.errors import UserError
 
 FORMAT_VERSION = 1
 MODES = ("pre_training", "post_training_sft", "post_training_dpo")
+# A mode decides the profile: one chat format serves SFT and DPO. (The training stages call
+# the same ideas `pre_training`, `sft` and `dpo`.)
+PROFILE_OF_MODE = {
+    "pre_training": "pre_training",
+    "post_training_sft": "post_training_v1",
+    "post_training_dpo": "post_training_v1",
+}
 SPLITS = ("train", "validation", "test")
 ARRAYS_BY_MODE = {
     "pre_training": ("tokens.bin", "doc_offsets.bin"),
@@ -44,6 +51,12 @@ ARRAYS_BY_MODE = {
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
+
+
+def write_array(file, values, dtype) -> None:
+    """Append `values` as `dtype` to an open binary file. (Plain `file.write`, not numpy's
+    `tofile`: on a full disk it raises OSError(ENOSPC), which `common.disk_space` reports.)"""
+    file.write(np.ascontiguousarray(values, dtype).data)
 
 
 def check_mode(mode: str) -> str:
@@ -72,10 +85,10 @@ class SplitWriter:
         self.num_tokens = 0
         self.num_documents = 0
         if "doc_offsets.bin" in self.files:
-            np.zeros(1, np.uint64).tofile(self.files["doc_offsets.bin"])
+            write_array(self.files["doc_offsets.bin"], [0], np.uint64)
 
     def _append_tokens(self, ids: np.ndarray) -> None:
-        ids.astype(self.dtype, copy=False).tofile(self.files["tokens.bin"])
+        write_array(self.files["tokens.bin"], ids, self.dtype)
         self.num_tokens += len(ids)
 
     def add_documents(
@@ -87,13 +100,11 @@ class SplitWriter:
         lengths = np.fromiter((len(doc) for doc in documents), np.int64, len(documents))
         start = self.num_tokens
         self._append_tokens(np.concatenate([np.asarray(doc) for doc in documents]))
-        (start + np.cumsum(lengths)).astype(np.uint64).tofile(self.files["doc_offsets.bin"])
+        write_array(self.files["doc_offsets.bin"], start + np.cumsum(lengths), np.uint64)
         if self.mode == "post_training_sft":
             if masks is None:
                 raise ValueError("post_training_sft documents need loss masks")
-            np.concatenate([np.asarray(m, np.uint8) for m in masks]).tofile(
-                self.files["loss_mask.bin"]
-            )
+            write_array(self.files["loss_mask.bin"], np.concatenate(masks), np.uint8)
         self.num_documents += len(documents)
 
     def add_pairs(self, pairs: list[tuple[list[int], list[int], list[int]]]) -> None:
@@ -113,7 +124,7 @@ class SplitWriter:
             position = int(rows[row, 3])
             flat += [prompt, chosen, rejected]
         self._append_tokens(np.concatenate([np.asarray(x) for x in flat]))
-        rows.tofile(self.files["pair_offsets.bin"])
+        write_array(self.files["pair_offsets.bin"], rows, np.uint64)
         self.num_documents += len(pairs)
 
     def finish(self, profile: str, tokenizer_sha256: str, stats: dict | None = None) -> dict:
@@ -187,6 +198,34 @@ class TokenizedSplit:
 def open_split(directory: str | Path, mode: str | None = None) -> TokenizedSplit:
     """Open and validate one split folder; UserError names what is wrong."""
     directory = Path(directory)
+    meta = read_meta(directory, mode)
+    tokens_dtype = _check_dtype(meta, directory / "meta.json")
+    arrays = {
+        name: _open_array(directory / name, *_array_layout(name, tokens_dtype), meta)
+        for name in ARRAYS_BY_MODE[meta["mode"]]
+    }
+    tokens = arrays["tokens.bin"]
+    for name in ("doc_offsets.bin", "pair_offsets.bin"):
+        if name in arrays:
+            _check_offsets(directory / name, arrays[name], len(tokens))
+    if meta.get("num_tokens", len(tokens)) != len(tokens):
+        raise UserError(
+            f"{directory}/meta.json says {meta['num_tokens']} tokens, tokens.bin has {len(tokens)}"
+        )
+    if "loss_mask.bin" in arrays and len(arrays["loss_mask.bin"]) != len(tokens):
+        raise UserError(f"{directory}: loss_mask.bin and tokens.bin differ in length; re-tokenize")
+    return TokenizedSplit(
+        directory=directory,
+        meta=meta,
+        tokens=tokens,
+        doc_offsets=arrays.get("doc_offsets.bin"),
+        loss_mask=arrays.get("loss_mask.bin"),
+        pair_offsets=arrays.get("pair_offsets.bin"),
+    )
+
+
+def read_meta(directory: Path, mode: str | None = None) -> dict:
+    """The split's meta.json, checked for the keys, format version and mode this code reads."""
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise UserError(
@@ -212,48 +251,46 @@ def open_split(directory: str | Path, mode: str | None = None) -> TokenizedSplit
             f"{directory} was tokenized in mode {meta['mode']!r} but this step needs {mode!r}; "
             f"re-run tokenize_dataset with --tokenizer-mode={mode}"
         )
-    arrays = {}
-    for name in ARRAYS_BY_MODE[meta["mode"]]:
-        path = directory / name
-        dtype, row = _array_layout(name, np.dtype(meta["dtype"]))
-        if not path.is_file():
-            raise UserError(f"{path} is missing; re-tokenize this dataset")
-        size = path.stat().st_size
-        if size % (dtype.itemsize * row):
-            raise UserError(
-                f"{path} holds {size} bytes, not a multiple of {dtype.itemsize * row} "
-                f"({dtype.name}); the file is damaged, re-tokenize this dataset"
-            )
-        expected = meta["arrays"].get(name, {}).get("bytes")
-        if expected != size:
-            raise UserError(
-                f"{path} holds {size} bytes but meta.json says {expected}; "
-                "the folder is damaged or half-written, re-tokenize this dataset"
-            )
-        count = size // dtype.itemsize
-        if count == 0:
-            arrays[name] = np.zeros((0, row) if row > 1 else 0, dtype)
-        else:
-            shape = (count // row, row) if row > 1 else (count,)
-            arrays[name] = np.memmap(path, dtype=dtype, mode="r", shape=shape)
-    tokens = arrays["tokens.bin"]
-    for name in ("doc_offsets.bin", "pair_offsets.bin"):
-        if name in arrays:
-            _check_offsets(directory / name, arrays[name], len(tokens))
-    if meta.get("num_tokens", len(tokens)) != len(tokens):
+    return meta
+
+
+def _open_array(path: Path, dtype: np.dtype, row: int, meta: dict) -> np.ndarray:
+    """Memory-map one array after checking its size against its dtype and meta.json."""
+    if not path.is_file():
+        raise UserError(f"{path} is missing; re-tokenize this dataset")
+    size = path.stat().st_size
+    if size % (dtype.itemsize * row):
         raise UserError(
-            f"{meta_path} says {meta['num_tokens']} tokens, tokens.bin has {len(tokens)}"
+            f"{path} holds {size} bytes, not a multiple of {dtype.itemsize * row} "
+            f"({dtype.name}); the file is damaged, re-tokenize this dataset"
         )
-    if "loss_mask.bin" in arrays and len(arrays["loss_mask.bin"]) != len(tokens):
-        raise UserError(f"{directory}: loss_mask.bin and tokens.bin differ in length; re-tokenize")
-    return TokenizedSplit(
-        directory=directory,
-        meta=meta,
-        tokens=tokens,
-        doc_offsets=arrays.get("doc_offsets.bin"),
-        loss_mask=arrays.get("loss_mask.bin"),
-        pair_offsets=arrays.get("pair_offsets.bin"),
-    )
+    expected = meta["arrays"].get(path.name, {}).get("bytes")
+    if expected != size:
+        raise UserError(
+            f"{path} holds {size} bytes but meta.json says {expected}; "
+            "the folder is damaged or half-written, re-tokenize this dataset"
+        )
+    count = size // dtype.itemsize
+    if count == 0:
+        return np.zeros((0, row) if row > 1 else 0, dtype)
+    shape = (count // row, row) if row > 1 else (count,)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+
+def _check_dtype(meta: dict, meta_path: Path) -> np.dtype:
+    """The token dtype meta.json names, accepted only if it is the one SplitWriter writes for
+    its vocab_size (uint16 up to 65,536 ids, else uint32): anything else reads garbage ids."""
+    vocab_size = meta["vocab_size"]
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
+        raise UserError(f"{meta_path}: vocab_size {vocab_size!r} is not a positive integer")
+    expected = token_dtype(vocab_size)
+    if meta["dtype"] != expected.name:
+        raise UserError(
+            f"{meta_path}: dtype {meta['dtype']!r} is not what tokenize_dataset writes for a "
+            f"vocabulary of {vocab_size:,} ({expected.name}); the folder is damaged or foreign, "
+            "re-tokenize this dataset"
+        )
+    return expected
 
 
 def _check_offsets(path: Path, offsets: np.ndarray, num_tokens: int) -> None:

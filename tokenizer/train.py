@@ -71,11 +71,11 @@ def row_texts(rows: dict[str, list]) -> Iterator[str]:
 
 def text_columns(dataset, where: Path) -> tuple[str, ...]:
     columns = dataset.column_names
-    if "text" in columns:
-        return ("text",)
     chat = tuple(c for c in ("messages", "prompt", "chosen", "rejected") if c in columns)
-    if chat:
-        return chat
+    found = ("text",) if "text" in columns else chat
+    if found:
+        raw_data.check_column_types(dataset, found, where)
+        return found
     raise UserError(
         f"{where} has columns {columns} but no 'text' column (nor 'messages' or "
         "'prompt'/'chosen'/'rejected'); pass a dataset made by dataset/*/download_dataset"

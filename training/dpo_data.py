@@ -26,11 +26,9 @@ import numpy as np
 import torch
 
 from common.errors import UserError
-from tokenizer.profiles import PAD, SPECIAL_TOKENS
+from tokenizer.profiles import PAD_ID
 from tokenizer.tokenized_data import TokenizedSplit
 from training.losses import IGNORE_INDEX
-
-PAD_ID = SPECIAL_TOKENS.index(PAD)
 
 
 @dataclass

@@ -52,12 +52,7 @@ def optional_cap(text: str) -> int | None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=f"python3 -m {MODULE}",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    common.add_common_args(parser, DEFAULT_OUTPUT)
+    parser = common.new_parser(MODULE, __doc__, DEFAULT_OUTPUT)
     hub = parser.add_argument_group("--source hub")
     hub.add_argument(
         "--tinystories-version",
@@ -96,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=6.0,
         help="about this many megabytes of text over all splits (95%% train, 2.5%% validation, "
-        "2.5%% test); 6 MB takes about 2 s",
+        "2.5%% test)",
     )
     local = parser.add_argument_group("--source local (files given with --data-files)")
     local.add_argument(
@@ -108,18 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="blank_line",
         help=".txt files: one document per blank-line-separated block, or per file",
     )
-    local.add_argument(
-        "--validation-fraction",
-        type=common.positive_fraction,
-        default=0.01,
-        help="share of the documents held out (seeded) for validation",
-    )
-    local.add_argument(
-        "--test-fraction",
-        type=common.positive_fraction,
-        default=0.01,
-        help="share of the documents held out (seeded) for test",
-    )
+    common.add_split_fractions(local, 0.01, 0.01, "documents")
     args = parser.parse_args(argv)
     if args.sample_size_mb <= 0:
         parser.error("--sample-size-mb must be positive")
@@ -232,10 +216,7 @@ BUILDERS = {"hub": build_hub, "sample": build_sample, "local": build_local}
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns 0. Raises UserError on bad input (the CLI prints it as one line)."""
-    args = parse_args(argv)
-    manifest = common.Manifest("pre_training", args, MODULE)
-    common.write_dataset(args, manifest, lambda work: BUILDERS[args.source](args, manifest, work))
-    return 0
+    return common.run_download("pre_training", MODULE, parse_args(argv), BUILDERS)
 
 
 if __name__ == "__main__":

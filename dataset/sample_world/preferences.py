@@ -8,13 +8,11 @@ one thing wrong that the prompt itself shows to be wrong:
 So `satisfies(constraints, chosen)` is True and `satisfies(constraints, rejected)` is False for
 every pair, and the two answers differ in little else.
 
-Left out on purpose, after measuring (2,000 pairs, the 0.4M-parameter model of
-tests/test_dpo_sample_pipeline.py): a wrong fact in an answer to a question, and a wrong animal,
-object or ending feeling. A model can only prefer the true fact of a held-out question if it
-knows it, which preference pairs do not teach, and the small SFT model does not copy the animal,
-object or feeling from the prompt at all (its answers name the requested animal 6% of the time).
-With those pairs in, held-out reward accuracy stayed at chance (0.49-0.58); without them it
-reached 0.82-0.95 (benchmarks/README.md).
+Left out on purpose, after measuring (benchmarks/README.md, DPO on the sample pairs): a wrong
+fact in an answer to a question, and a wrong animal, object or ending feeling. A model can only
+prefer the true fact of a held-out question if it knows it, which preference pairs do not teach,
+and the small SFT model seldom copies the animal, object or feeling from the prompt at all. With
+those pairs in, held-out reward accuracy stayed at chance.
 """
 
 import random

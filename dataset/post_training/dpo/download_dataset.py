@@ -22,14 +22,21 @@ manifest.json. Pairs with identical answers, empty fields, or more than --max-ch
 """
 
 import argparse
+from functools import partial
 
 import datasets
 
 from common.errors import UserError, run_cli
 from dataset import common
-from dataset.local_files import JSONL_SUFFIXES, iter_jsonl, resolve_data_files
+from dataset.post_training.download_common import (
+    add_post_training_args,
+    check_post_training_args,
+    local_rows,
+    normalized,
+    sample_sizes,
+)
 from dataset.post_training.dpo import formats
-from dataset.post_training.messages import MESSAGES, PROFILES, Unusable, drop_by_reason, num_chars
+from dataset.post_training.messages import MESSAGES, Unusable, num_chars
 from dataset.sample_world.preferences import dpo_rows
 
 MODULE = "dataset.post_training.dpo.download_dataset"
@@ -54,52 +61,19 @@ SAMPLE_FEATURES = datasets.Features({**PAIR, "constraints": datasets.Value("stri
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=f"python3 -m {MODULE}",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    common.add_common_args(parser, DEFAULT_OUTPUT)
-    parser.add_argument(
-        "--tokenizer-profile",
-        choices=PROFILES,
-        default="post_training_v1",
-        help="the chat profile the conversations are meant for (recorded in manifest.json)",
-    )
+    parser = common.new_parser(MODULE, __doc__, DEFAULT_OUTPUT)
     parser.add_argument(
         "--dataset",
         choices=list(HUB_DATASETS),
         default="HuggingFaceH4/ultrafeedback_binarized",
         help="--source hub: which preference dataset",
     )
-    parser.add_argument(
-        "--max-chars",
-        type=int,
-        default=8000,
-        help="skip pairs whose prompt plus longer answer has more characters than this",
-    )
-    parser.add_argument(
-        "--validation-fraction",
-        type=common.positive_fraction,
-        default=0.02,
-        help="share of the train pairs held out (seeded) for validation",
-    )
-    parser.add_argument(
-        "--test-fraction",
-        type=common.positive_fraction,
-        default=0.02,
-        help="share held out for test, when the source has no test split (orca, local)",
-    )
-    parser.add_argument(
-        "--sample-size",
-        type=int,
-        default=10_000,
-        help="sample: train pairs; validation and test get a 20th of it each (at least 20), "
-        "with instructions train never shows",
-    )
+    add_post_training_args(
+        parser, "pairs", test_help="share held out for test, when the source has no test split "
+        "(orca, local)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    if args.sample_size < 1 or args.max_chars < 1:
-        parser.error("--sample-size and --max-chars must be positive")
+    check_post_training_args(parser, args)
     return args
 
 
@@ -115,26 +89,6 @@ def normalize(row: dict, max_chars: int, convert) -> dict:
         return {"prompt": [], "chosen": [], "rejected": [], "reason": str(unusable)}
 
 
-def _normalize_batch(batch: dict, max_chars: int, convert) -> dict:
-    rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-    results = [normalize(row, max_chars, convert) for row in rows]
-    return {key: [r[key] for r in results] for key in FEATURES}
-
-
-def _normalized(split: datasets.Dataset, group: str, convert, args, manifest, work):
-    pairs = split.map(
-        _normalize_batch,
-        batched=True,
-        fn_kwargs={"max_chars": args.max_chars, "convert": convert},
-        remove_columns=split.column_names,
-        features=FEATURES,
-        num_proc=common.processes(split, args.num_proc),
-        **work.cache(f"{group}-normalize"),
-        desc=f"{group}: to messages",
-    )
-    return drop_by_reason(pairs, manifest, group, work, args.num_proc)
-
-
 def build_hub(args, manifest: common.Manifest, work: common.WorkDir) -> dict:
     spec = HUB_DATASETS[args.dataset]
     loaded = common.load_hub(args.dataset, cache_dir=args.cache_dir)
@@ -144,45 +98,28 @@ def build_hub(args, manifest: common.Manifest, work: common.WorkDir) -> dict:
             raise UserError(f"{args.dataset} has no {name} split (it has {', '.join(loaded)})")
         common.require_columns(loaded[name], ["chosen", "rejected"], f"{args.dataset} {name}")
     short_name = args.dataset.split("/")[-1]  # manifest groups: "hh-rlhf/train"
-    train = _normalized(
-        loaded[spec.train], f"{short_name}/{spec.train}", spec.convert, args, manifest, work
+    convert = partial(normalize, max_chars=args.max_chars, convert=spec.convert)
+    train = normalized(
+        loaded[spec.train], f"{short_name}/{spec.train}", convert, FEATURES, args, manifest, work
     )
     if spec.test is None:
         return common.split_three(train, args.validation_fraction, args.test_fraction, args.seed)
     train, validation = common.carve(train, args.validation_fraction, args.seed)
-    test = _normalized(
-        loaded[spec.test], f"{short_name}/{spec.test}", spec.convert, args, manifest, work
+    test = normalized(
+        loaded[spec.test], f"{short_name}/{spec.test}", convert, FEATURES, args, manifest, work
     )
     return {"train": train, "validation": validation, "test": test}
 
 
 def build_local(args, manifest: common.Manifest, work: common.WorkDir) -> dict:
-    files = resolve_data_files(args.data_files, JSONL_SUFFIXES)
-    manifest.add_input({"id": "local", "files": [str(f) for f in files]})
-
-    def generate():
-        for path in files:
-            for _, row in iter_jsonl(path):
-                if isinstance(row, dict):
-                    yield normalize(row, args.max_chars, formats.from_any)
-                else:
-                    reason = "invalid_json" if row is None else "not_an_object"
-                    yield {"prompt": [], "chosen": [], "rejected": [], "reason": reason}
-
-    rows = common.from_generator(generate, FEATURES, work, "local-dpo")
-    usable = drop_by_reason(rows, manifest, "local", work, args.num_proc)
-    if len(usable) == 0:
-        reasons = manifest.data["filters"]["local"][-1]["reasons"]
-        raise UserError(
-            f"--data-files: no usable preference pair in {len(rows)} rows ({reasons}); each line "
-            f"needs chosen, rejected and a prompt (see dataset/post_training/dpo/formats.py)"
-        )
+    convert = partial(normalize, max_chars=args.max_chars, convert=formats.from_any)
+    needs = "needs chosen, rejected and a prompt (see dataset/post_training/dpo/formats.py)"
+    usable = local_rows(args, manifest, work, FEATURES, convert, "preference pair", needs)
     return common.split_three(usable, args.validation_fraction, args.test_fraction, args.seed)
 
 
 def build_sample(args, manifest: common.Manifest, work: common.WorkDir) -> dict:
-    held_out = max(20, args.sample_size // 20)
-    sizes = {"train": args.sample_size, "validation": held_out, "test": held_out}
+    sizes = sample_sizes(args.sample_size)
     splits, violations = {}, {}
     for name, size in sizes.items():
         rows, kinds = dpo_rows(args.seed, name, size)
@@ -198,10 +135,7 @@ BUILDERS = {"hub": build_hub, "sample": build_sample, "local": build_local}
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns 0. Raises UserError on bad input (the CLI prints it as one line)."""
-    args = parse_args(argv)
-    manifest = common.Manifest("dpo", args, MODULE)
-    common.write_dataset(args, manifest, lambda work: BUILDERS[args.source](args, manifest, work))
-    return 0
+    return common.run_download("dpo", MODULE, parse_args(argv), BUILDERS)
 
 
 if __name__ == "__main__":
