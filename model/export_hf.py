@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, processors
 
-from common.atomic import atomic_directory, readable_as_umask_allows
+from common.atomic import locked_output_directory, readable_as_umask_allows
 from common.errors import UserError, run_cli
 from model.checkpoint import load_model
 from model.transformer import Transformer
@@ -183,14 +183,15 @@ def export(
     dtype_name: str = "float32",
     overwrite: bool = False,
 ) -> Path:
-    """Write the Hugging Face folder; returns its path. Atomic: no half-written folder."""
+    """Write the Hugging Face folder; returns its path. Atomic (no half-written folder), one
+    export at a time per folder, and a full disk is a one-line error."""
     if dtype_name not in DTYPES:
         raise UserError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype_name!r}")
     model, _, tokenizer_path = load_model(checkpoint)
     if tokenizer_path is None:
         raise UserError(f"{checkpoint} has no tokenizer.json next to its weights; cannot export")
     tokenizer = load_tokenizer(tokenizer_path)
-    with atomic_directory(output_dir, overwrite=overwrite) as tmp:
+    with locked_output_directory(output_dir, overwrite, what="export") as tmp:
         save_file(
             hf_state_dict(model, DTYPES[dtype_name]),
             str(tmp / "model.safetensors"),

@@ -238,3 +238,74 @@ def test_best_is_chosen_only_among_checkpoints_whose_weights_were_evaluated(tmp_
     # step 3 was never evaluated (the last evaluation was of step 2's weights)
     assert saved_val_loss(3) is None
     assert (result.run_dir / "best").read_text().strip() == step_dir_name(6)
+
+
+def test_a_second_process_on_the_same_run_is_refused_before_it_touches_anything(tmp_path, inputs):
+    """Bug guarded: the same --resume command in two terminals: both trained and wrote into one
+    folder, mixing steps and TensorBoard events. The run folder's lock is held by the first
+    process for the whole run; the second gets one line naming it and changes nothing."""
+    from common.locking import lock_path
+
+    holders = []
+
+    class Spy(PretrainingStage):  # looks at the lock while the run trains
+        def train_micro_batch(self, step, micro_index):
+            if step == 1:
+                holders.append(lock_path(self.context.config.checkpoint_dir + "/run").read_text())
+            return super().train_micro_batch(step, micro_index)
+
+    train(tiny_config(tmp_path, *inputs, max_steps=4), Spy)
+    assert holders == [f"{os.getpid()}\n"] * len(holders) and holders
+    run_dir = tmp_path / "checkpoints" / "run"
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    holder = subprocess.Popen(  # another process holding the run, as a training run would
+        [sys.executable, "-c", "import sys, time\nfrom common.locking import folder_lock\n"
+         "with folder_lock(sys.argv[1], 'training run'):\n    print('LOCKED', flush=True)\n"
+         "    time.sleep(60)", str(run_dir)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "LOCKED"
+        with pytest.raises(UserError) as error:
+            train(tiny_config(tmp_path, *inputs, max_steps=8, resume=True), PretrainingStage)
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(error.value)
+    assert "\n" not in message and f"process {holder.pid} holds its lock" in message
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before, "nothing touched"
+    resumed = train(tiny_config(tmp_path, *inputs, max_steps=8, resume=True), PretrainingStage)
+    assert resumed.step == 8, "the lock of a killed holder is no obstacle"
+
+
+@pytest.mark.parametrize("failure", ["ENOSPC", "short write"])
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(
+    tmp_path, inputs, monkeypatch, failure
+):
+    """Bug guarded: a checkpoint written to a full filesystem ended in `RuntimeError: [enforce
+    fail at inline_container.cc:...] unexpected pos`."""
+    import errno
+
+    from common import disk_space
+
+    save = torch.save
+
+    def full_disk_at_step_8(state, path, *args, **kwargs):
+        if "step_0000008" not in str(path):
+            return save(state, path, *args, **kwargs)
+        if failure == "ENOSPC":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(disk_space, "free_bytes", lambda path: 3 << 20)  # 3 MiB left
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1216")
+
+    monkeypatch.setattr(torch, "save", full_disk_at_step_8)
+    with pytest.raises(UserError) as error:
+        train(tiny_config(tmp_path, *inputs), PretrainingStage)
+    run_dir = tmp_path / "checkpoints" / "run"
+    assert "\n" not in str(error.value)
+    assert str(error.value).startswith(f"no space left on the disk at {run_dir}")
+    assert (run_dir / "latest").read_text().strip() == step_dir_name(4)
+    assert not list(run_dir.glob("*.tmp-*")), "the partial checkpoint is gone"
+    monkeypatch.setattr(torch, "save", save)
+    resumed = train(tiny_config(tmp_path, *inputs, resume=True), PretrainingStage)
+    assert resumed.step == 8 and len(resumed.losses) == 4

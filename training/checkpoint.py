@@ -14,6 +14,9 @@ file + fsync + rename). A crash before the rename leaves a `.tmp-` folder that n
 at (the next run deletes it); a crash after it leaves `latest` on the previous, complete step.
 Old folders are first renamed to `.deleting-<pid>` and then removed, for the same reason.
 
+A full disk while saving is a one-line error ("no space left on the disk at ...") that leaves
+the previous checkpoint as it was.
+
 Resume reads `latest`; if that checkpoint cannot be read or a file differs from its recorded
 checksum (a disk error, a file truncated or edited by hand...), it says so and falls back to
 the newest older step folder that loads.
@@ -36,6 +39,7 @@ from safetensors.torch import load_model as safetensors_load_model
 
 from common.atomic import atomic_directory, atomic_write_text
 from common.checksums import ChecksumMismatch, verify_checksums, write_checksums
+from common.disk_space import report_full_disk
 from common.errors import UserError
 from model.checkpoint import CONFIG_FILE, LATEST_FILE, WEIGHTS_FILE, save_model_files
 
@@ -104,7 +108,9 @@ def save_checkpoint(
 ) -> Path:
     """Write step folder `step`, point `latest` at it, prune old ones; returns its path."""
     final = run_dir / step_dir_name(step)
-    with atomic_directory(final, overwrite=True) as temp:
+    # report_full_disk inside atomic_directory: it looks at the free space before the partial
+    # folder is deleted (a torch.save short write says no more than "unexpected pos")
+    with atomic_directory(final, overwrite=True) as temp, report_full_disk(run_dir):
         save_model_files(model, temp, config_json, tokenizer_path)
         torch.save(training_state, temp / STATE_FILE)
         write_checksums(temp)
@@ -112,7 +118,8 @@ def save_checkpoint(
             _fsync_path(path)
         _fsync_path(temp)
     _fsync_path(run_dir)  # make the rename itself durable before `latest` names it
-    atomic_write_text(run_dir / LATEST_FILE, final.name + "\n")
+    with report_full_disk(run_dir):
+        atomic_write_text(run_dir / LATEST_FILE, final.name + "\n")
     _fsync_path(run_dir)
     prune(run_dir, keep_last)
     return final

@@ -38,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from common.errors import UserError
+from common.locking import folder_lock
 from model.transformer import Transformer
 from training import checkpoint as ckpt
 from training.config import config_to_text
@@ -96,15 +97,23 @@ class StepStats:
 
 
 def train(config, build_stage: Callable[[RunContext], Stage]) -> TrainResult:
-    """Run (or resume) one training run; see the module docstring."""
+    """Run (or resume) one training run; see the module docstring.
+
+    Rank 0 holds an OS lock on the run folder from start to end (common/locking.py), so a
+    second process started on the same run (the same --resume in two terminals) stops with a
+    one-line error naming the first, before it touches anything.
+    """
     config.check()
     distributed = setup_distributed(config.device)
+    run_dir = Path(config.checkpoint_dir) / config.run_name
     try:
-        trainer = Trainer(config, build_stage, distributed)
-        try:
-            return trainer.run()
-        finally:
-            trainer.log.close()
+        lock = folder_lock(run_dir, what="training run") if distributed.is_main else None
+        with lock or contextlib.nullcontext():
+            trainer = Trainer(config, build_stage, distributed)
+            try:
+                return trainer.run()
+            finally:
+                trainer.log.close()
     finally:
         teardown_distributed()
 
