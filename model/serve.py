@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint", required=True, help="run folder (follows `latest`) or step folder"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     parser.add_argument(
         "--api-key", default=None, help="require this key as `Authorization: Bearer <key>`"
@@ -77,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="on a GPU, decode eagerly (no compile at start-up, slower tokens)",
     )
     return parser
+
+
+def bind_warning(host: str, api_key: str | None) -> str | None:
+    """What to tell the user before listening beyond this machine (None on loopback)."""
+    if host in LOOPBACK:
+        return None
+    advice = "" if api_key else "; consider --api-key"
+    return f"warning: binding {host}: anyone who can reach this port can use the model{advice}"
 
 
 def model_name(checkpoint: str) -> str:
@@ -115,12 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     import uvicorn  # here, so that --help works without it
 
-    if args.host not in LOOPBACK:
-        print(
-            f"warning: binding {args.host}: anyone who can reach this port can use the model"
-            + ("" if args.api_key else "; consider --api-key"),
-            file=sys.stderr,
-        )
+    if warning := bind_warning(args.host, args.api_key):
+        print(warning, file=sys.stderr)
     served = build_served_model(args)
     print(f"warming up the decoder on {served.worker.batch.decoder.device} ...", flush=True)
     served.worker.start()

@@ -132,8 +132,8 @@ class GenerationWorker:
                 self._finish(job, "cancelled")
             elif now > job.deadline:
                 self.batch.remove(stream)
-                self._finish(job, "length")  # cut off: as if max_tokens were reached
                 self.stats["timed_out"] += 1
+                self._finish(job, "length")  # cut off: as if max_tokens were reached
 
     def _finish(self, job: Job, reason: str) -> None:
         self.running.pop(job.stream, None)
