@@ -62,7 +62,7 @@ class Decoder:
         return self.cache.lengths[row]
 
     @torch.no_grad()
-    def prefill(self, row: int, ids: list[int]) -> torch.Tensor:
+    def prefill(self, row: int, ids: list[int]) -> torch.Tensor | None:
         """Encode ids into row `row`, replacing what it held; logits [V_pad] for the next token.
 
         An empty ids just empties the row.
@@ -103,10 +103,10 @@ class Decoder:
         return logits[:, -1]
 
     def move(self, source: int, target: int) -> None:
-        """Row `source`'s stream continues in row `target` (keeps the active rows 0..n-1)."""
-        if source == target:
-            return
+        """Row `source`'s stream continues in row `target`; row `source` is left empty."""
         length = self.cache.lengths[source]
-        for tensor in (self.cache.keys, self.cache.values):
-            tensor[:, target, :, :length] = tensor[:, source, :, :length]
-        self.cache.lengths[target], self.cache.lengths[source] = length, 0
+        if source != target:
+            for tensor in (self.cache.keys, self.cache.values):
+                tensor[:, target, :, :length] = tensor[:, source, :, :length]
+            self.cache.lengths[target] = length
+        self.cache.lengths[source] = 0

@@ -216,8 +216,8 @@ def test_a_request_past_its_time_limit_is_cut_off(client, live, reference):
     assert live.served.worker.stats["timed_out"] >= 1
 
 
-def raw_request(live, method, path, body=b"", headers=None):
-    """(status, parsed JSON) of one plain HTTP request."""
+def raw_request(live, method, path, body=b"", headers=None, chunked=False):
+    """(status, parsed JSON) of one plain HTTP request; chunked: no Content-Length header."""
     url = urlparse(live.url)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     headers = {
@@ -225,7 +225,10 @@ def raw_request(live, method, path, body=b"", headers=None):
         "Content-Type": "application/json",
         **(headers or {}),
     }
-    connection.request(method, path, body=body, headers=headers)
+    if chunked:
+        data = body
+        body = (data[i : i + 65536] for i in range(0, len(data), 65536))
+    connection.request(method, path, body=body, headers=headers, encode_chunked=chunked)
     response = connection.getresponse()
     data = response.read()
     connection.close()
@@ -272,8 +275,9 @@ def test_bad_input_gets_an_openai_style_error_and_the_server_keeps_serving(
     assert raw_request(live, "GET", "/v1/models")[0] == 200
 
 
-def test_a_huge_body_is_a_413(live):
-    status, data = raw_request(live, "POST", CHAT, b"x" * (2 << 20))
+@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+def test_a_huge_body_is_a_413(live, chunked):
+    status, data = raw_request(live, "POST", CHAT, b"x" * (2 << 20), chunked=chunked)
     assert status == 413 and "larger than" in data["error"]["message"]
 
 
