@@ -54,11 +54,16 @@ class GenerationWorker:
         self.running: dict[Stream, Job] = {}
         self.stats: Counter = Counter()  # finish reasons, most_streams_at_once
         self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
 
     def start(self) -> None:
-        self.warm_up()
+        """Start the thread and wait for its warm-up (a minute of compiling with CUDA graphs)."""
         self._thread.start()
+        self._ready.wait()
+        if self._failed is not None:
+            raise self._failed
 
     def stop(self) -> None:
         self._stop.set()
@@ -79,6 +84,13 @@ class GenerationWorker:
         return job
 
     def _run(self) -> None:
+        try:  # in this thread: CUDA graphs are recorded and replayed by the thread that compiled
+            self.warm_up()
+        except BaseException as error:
+            self._failed = error
+            return
+        finally:
+            self._ready.set()
         while not self._stop.is_set():
             self._admit(block=not self.running)
             self._drop_cancelled_and_late()

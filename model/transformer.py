@@ -83,17 +83,18 @@ def attend(
     v: torch.Tensor,
     mask: torch.Tensor | None = None,
     is_causal: bool = False,
-    decoding: bool = False,
+    growing_keys: bool = False,
 ) -> torch.Tensor:
     """Attention output [B, H, T, D] for queries q [B, H, T, D] over keys/values [B, KV, S, D].
 
     The one place that picks the attention kernel: swap this function (FlexAttention with
     document masks, say) and the blocks stay as they are. mask [.., T, S] is True where a query
-    may look; is_causal is the usual triangle; decoding says keys come from a KV cache.
-    Grouped-query attention: query head h reads key/value head h // (H // KV).
+    may look; is_causal is the usual triangle; growing_keys says S changes from call to call
+    (decoding with a KV cache). Grouped-query attention: query head h reads key/value head
+    h // (H // KV).
     """
     H, KV = q.shape[1], k.shape[1]
-    with decoding_backends() if decoding and q.is_cuda else contextlib.nullcontext():
+    with decoding_backends() if growing_keys and q.is_cuda else contextlib.nullcontext():
         if KV != H and sdpa_can_group_heads(q, mask):
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True
@@ -138,7 +139,7 @@ class Attention(nn.Module):
         else:
             # k, v become each row's cached prefix plus the new tokens: [B, KV, S, D]
             k, v = cache_pass.update(self.layer_index, k, v)
-            y = attend(q, k, v, cache_pass.mask, cache_pass.is_causal, decoding=True)
+            y = attend(q, k, v, cache_pass.mask, cache_pass.is_causal, not cache_pass.cache.static)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # [B, T, C]
         return self.o_proj(y)
 
