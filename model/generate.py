@@ -234,21 +234,28 @@ def check_sampling_args(args: argparse.Namespace) -> None:
         raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    check_sampling_args(args)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+def load_for_generation(checkpoint: str, device: str | None) -> tuple[torch.nn.Module, Tokenizer]:
+    """The checkpoint's model (eval mode, on `device`, default cuda when there is one) and its
+    tokenizer, or a one-line UserError (also used by model.serve)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
-    model, _, tokenizer_path = load_model(args.checkpoint, device=device)
+    model, _, tokenizer_path = load_model(checkpoint, device=device)
     if tokenizer_path is None:
-        raise UserError(f"{args.checkpoint} has no tokenizer.json next to its weights")
+        raise UserError(f"{checkpoint} has no tokenizer.json next to its weights")
     tokenizer = load_tokenizer(tokenizer_path)
     if tokenizer.get_vocab_size() > model.config.vocab_size:
         raise UserError(
             f"{tokenizer_path} has {tokenizer.get_vocab_size()} tokens but the model only "
             f"{model.config.vocab_size}; the checkpoint is inconsistent"
         )
+    return model, tokenizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    check_sampling_args(args)
+    model, tokenizer = load_for_generation(args.checkpoint, args.device)
     sampling = dict(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,

@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 
 from common.errors import UserError, run_cli
-from model.checkpoint import load_model, resolve_checkpoint
+from model.checkpoint import resolve_checkpoint
+from model.generate import load_for_generation
 from model.serve_app import ServedModel, create_app
 from model.serve_worker import GenerationWorker
-from tokenizer.profiles import load_tokenizer
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -101,14 +101,8 @@ def build_served_model(args: argparse.Namespace) -> ServedModel:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not args.request_timeout > 0:
         raise UserError(f"--request-timeout must be > 0 seconds, got {args.request_timeout}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
-    model, _, tokenizer_path = load_model(args.checkpoint, device=device)
-    if tokenizer_path is None:
-        raise UserError(f"{args.checkpoint} has no tokenizer.json next to its weights")
-    tokenizer = load_tokenizer(tokenizer_path)
-    on_gpu = device.startswith("cuda")
+    model, tokenizer = load_for_generation(args.checkpoint, args.device)
+    on_gpu = next(model.parameters()).is_cuda
     if on_gpu:
         model = model.to(torch.bfloat16)
     worker = GenerationWorker(

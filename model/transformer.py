@@ -14,8 +14,10 @@ Parameter names map one-to-one onto Hugging Face `LlamaForCausalLM` (see model/e
 RoPE uses HF Llama's convention (rotate_half over the two halves of each head, not interleaved
 pairs), so exported weights give the same logits.
 
-`forward(idx)` is the training path. Generation passes a `KVCache` (model/kv_cache.py): new keys
-and values are written into it and attention reads the whole cached prefix.
+`forward(idx)` is the training path. Generation passes a `KVCache` (model/kv_cache.py), one row
+per stream: new keys and values are written into it and each row attends to its own cached
+prefix. The attention kernel is chosen in one function, `attend`: swap it (FlexAttention with
+document masks, say) without touching the blocks.
 """
 
 from __future__ import annotations
