@@ -18,6 +18,9 @@ are never sampled.
 In Python (the training engine uses this for TensorBoard samples):
     for token_id in generate(model, prompt_ids, max_new_tokens=50, temperature=0.0): ...
     text = generate_text(model, tokenizer, "Once upon a time", max_new_tokens=50)
+
+The decoding itself (KV cache rows, prefill, the batched decode step, CUDA graphs) is in
+model/decoding.py and model/streams.py; model.serve puts it behind an HTTP API.
 """
 
 from __future__ import annotations
