@@ -69,7 +69,7 @@ def parts() -> list[Part]:
              "--repeats", "2", "--modes", "eager", "cuda_graphs", "batched", "transformers",
              "--streams", "8"], 300, 120, BASE_MODULES + ("transformers",)),
         Part("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p",
-             "no:cacheprovider", "-k", "gpu or cuda", *gpu_test_files()], 240, 60,
+             "no:cacheprovider", "-k", "gpu or cuda", *gpu_test_files()], 300, 60,
              BASE_MODULES + ("pytest", "tensorboard")),
         Part("train_170m_compiled", TRAIN + ["--preset", "170m", "--micro-batch", "8", "16",
              "--compile", "on", "--steps", "15", "--warmup", "5"], 240, 100),

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import torch
 from serve_fixtures import BLOCK_SIZE, build_run, live_server
 
 from common.errors import run_cli
@@ -372,3 +373,30 @@ def test_bad_cli_input_is_a_one_line_error(live, args, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_server_decodes_with_cuda_graphs_in_its_worker_thread(live):
+    """bf16 + CUDA graphs, compiled and replayed by the worker thread: concurrent streams give
+    the texts they give alone (every step runs all rows, so batching cannot change a number)."""
+    with live_server(live.run_dir, "--device", "cuda", "--batch-size", "2") as gpu:
+        assert gpu.served.worker.batch.decoder._graph_step is not None
+        gpu_client = openai.OpenAI(base_url=gpu.url + "/v1", api_key="unused", max_retries=0)
+        prompts = ["The little fox", "Tom and Lily like to play"]
+
+        def request(prompt):
+            messages = [{"role": "user", "content": prompt}]
+            return stream_chat(gpu_client, model="tiny_chat", messages=messages, temperature=0,
+                               max_tokens=100)[0]  # fmt: skip
+
+        alone = [request(prompt) for prompt in prompts]
+        together = [None, None]
+        threads = [
+            threading.Thread(target=lambda i=i: together.__setitem__(i, request(prompts[i])))
+            for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert together == alone and all(alone)
