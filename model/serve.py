@@ -26,10 +26,12 @@ The server binds 127.0.0.1 (this machine only) unless --host says otherwise; the
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
 
 import torch
+import uvicorn
 
 from common.errors import UserError, run_cli
 from model.checkpoint import resolve_checkpoint
@@ -89,6 +91,18 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
     return f"warning: binding {host}: anyone who can reach this port can use the model{advice}"
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bind now, before loading the model, so that a busy port is a one-line error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        raise UserError(
+            f"cannot listen on {host}:{port} ({error.strerror}); is another server there? "
+            "choose another --port"
+        ) from None
+
+
 def model_name(checkpoint: str) -> str:
     """The run folder's name: checkpoints/sample_dpo -> sample_dpo (also for a step folder)."""
     step_dir = resolve_checkpoint(checkpoint)
@@ -117,18 +131,19 @@ def build_served_model(args: argparse.Namespace) -> ServedModel:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    import uvicorn  # here, so that --help works without it
-
     if warning := bind_warning(args.host, args.api_key):
         print(warning, file=sys.stderr)
-    served = build_served_model(args)
-    print(f"warming up the decoder on {served.worker.batch.decoder.device} ...", flush=True)
-    served.worker.start()
-    print(f"serving {served.name} at http://{args.host}:{args.port}  (Ctrl-C stops)", flush=True)
-    try:
-        uvicorn.run(create_app(served), host=args.host, port=args.port, log_level="warning")
-    finally:
-        served.worker.stop()
+    with listening_socket(args.host, args.port) as sock:
+        served = build_served_model(args)
+        print(f"warming up the decoder on {served.worker.batch.decoder.device} ...", flush=True)
+        served.worker.start()
+        url = f"http://{args.host}:{sock.getsockname()[1]}"
+        print(f"serving {served.name} at {url}  (Ctrl-C stops)", flush=True)
+        server = uvicorn.Server(uvicorn.Config(create_app(served), log_level="warning"))
+        try:
+            server.run(sockets=[sock])
+        finally:
+            served.worker.stop()
 
 
 if __name__ == "__main__":

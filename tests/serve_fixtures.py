@@ -7,7 +7,6 @@ are deterministic, so each can be checked against model.generate on the same wei
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import uvicorn
 from model_fixtures import build_checkpoint, build_tokenizer
 
-from model.serve import build_parser, build_served_model
+from model.serve import build_parser, build_served_model, listening_socket
 from model.serve_app import ServedModel, create_app
 
 BLOCK_SIZE = 256  # room for replies of a couple hundred tokens
@@ -42,8 +41,7 @@ def live_server(run_dir: Path, *extra_args: str) -> Iterator[LiveServer]:
     args = build_parser().parse_args(["--checkpoint", str(run_dir), "--device", "cpu", *extra_args])
     served = build_served_model(args)
     served.worker.start()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # a free port
+    sock = listening_socket("127.0.0.1", 0)  # a free port
     server = uvicorn.Server(uvicorn.Config(create_app(served), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

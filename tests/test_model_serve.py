@@ -364,10 +364,13 @@ def test_cli_serves_the_page_and_the_api(live):
         (["--batch-size", "0"], "--batch-size must be >= 1"),
         (["--request-timeout", "0"], "--request-timeout must be > 0"),
         (["--checkpoint", "missing/run"], "checkpoint missing/run not found"),
+        (["--port", "{busy}"], "cannot listen on 127.0.0.1:"),
     ],
 )
 def test_bad_cli_input_is_a_one_line_error(live, args, message, capsys):
-    argv = ["--checkpoint", str(live.run_dir), "--device", "cpu", *args]
+    busy = str(urlparse(live.url).port)  # the test server's port
+    args = [arg.replace("{busy}", busy) for arg in args]
+    argv = ["--checkpoint", str(live.run_dir), "--device", "cpu", "--port", "0", *args]
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: serve.main(argv))
     assert exit_info.value.code == 2
