@@ -24,6 +24,7 @@ from model import serve
 from model.checkpoint import load_model
 from model.generate import generate
 from model.serve import bind_warning
+from model.serve_responses import ReplyText
 from tokenizer.profiles import encode_document, encode_prompt, load_tokenizer
 
 openai = pytest.importorskip("openai")
@@ -138,6 +139,23 @@ def test_stop_strings_cut_the_reply_streamed_or_not(client, reference):
     assert whole.choices[0].finish_reason == "stop"
     text, finish, _ = stream_chat(client, **kwargs)
     assert (text, finish) == (expected, "stop")
+
+
+def test_reply_text_holds_back_what_may_start_a_stop_string(reference):
+    """Text is released character by character here; the start of a stop string waits until it
+    is known not to be one, and nothing from the stop string on is ever sent."""
+    tokenizer = reference[1]
+    reply = ReplyText(tokenizer, ["fox!"])
+    sent = []
+    for char in "the fog, the fox! and more":
+        for token in tokenizer.encode(char, add_special_tokens=False).ids:
+            sent.append(reply.push(token))
+    sent.append(reply.finish())
+    assert "".join(sent) == "the fog, the " and reply.stopped
+    assert "f" not in sent and "fo" not in sent  # "fo" of "fog" left only with the "g"
+    plain = ReplyText(tokenizer, [])
+    text = "".join(plain.push(t) for t in tokenizer.encode("café 🦊").ids) + plain.finish()
+    assert text == "café 🦊" and not plain.stopped
 
 
 def test_a_seed_makes_sampling_reproducible(client):
