@@ -141,7 +141,8 @@ class Attention(nn.Module):
         else:
             # k, v become each row's cached prefix plus the new tokens: [B, KV, S, D]
             k, v = cache_pass.update(self.layer_index, k, v)
-            y = attend(q, k, v, cache_pass.mask, cache_pass.is_causal, not cache_pass.cache.static)
+            growing = not cache_pass.cache.static  # a static cache keeps every shape fixed
+            y = attend(q, k, v, cache_pass.mask, cache_pass.is_causal, growing_keys=growing)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # [B, T, C]
         return self.o_proj(y)
 
