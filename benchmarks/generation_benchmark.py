@@ -1,13 +1,21 @@
-"""Generation speed: tokens/s with the KV cache against full recomputation of the context.
+"""Generation speed: our decoder against Hugging Face transformers' `generate`, same weights.
 
-    python3 benchmarks/generation_benchmark.py                       # debug preset, CPU (+ CUDA)
-    python3 benchmarks/generation_benchmark.py --preset 15m --new-tokens 256 --device cuda
+    python3 benchmarks/generation_benchmark.py --threads 1                    # debug preset, CPU
+    python3 benchmarks/generation_benchmark.py --threads 1 --preset 15m --new-tokens 256
+    python3 benchmarks/generation_benchmark.py --preset 124m --device cuda --dtype bfloat16 \\
+        --modes eager cuda_graphs batched transformers --streams 8
 
-Prints one JSON line per (device, mode, new tokens). A random-initialised model is enough: speed
-does not depend on the weights. Decoding is greedy with no stop tokens, so every run produces
-exactly --new-tokens tokens. The block size is raised to prompt + new tokens so neither mode
-ever slides its context window (the comparison is pure: one position per step vs the whole
-prefix per step).
+Prints one JSON line per (device, mode, new tokens), then ours / transformers. Modes:
+  eager         model.generate's path: KV cache, one stream, eager PyTorch
+  cuda_graphs   the decode step compiled and replayed as a CUDA graph (CUDA only; the compile
+                happens in the warm-up and is not timed)
+  batched       --streams streams decoded together (cuda graphs on CUDA): total tokens/s
+  transformers  LlamaForCausalLM.generate on our weights (model/export_hf.py's mapping)
+  recompute     no cache: the whole context again for every token (the reference)
+A random-initialised model is enough: speed does not depend on the weights. Decoding is greedy
+with no stop token, so every run makes exactly --new-tokens tokens; greedy tokens of every mode
+must equal the eager ones (fp32), and a line says so when they do not. The block size is
+raised to prompt + new tokens, so no mode ever slides its context window.
 """
 
 from __future__ import annotations
@@ -22,10 +30,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from common.errors import run_cli  # noqa: E402
+from common.errors import UserError, run_cli  # noqa: E402
 from model.config import PRESETS, from_preset  # noqa: E402
+from model.decoding import Decoder  # noqa: E402
 from model.generate import generate  # noqa: E402
+from model.streams import Sampling, Stream, StreamBatch  # noqa: E402
 from model.transformer import Transformer  # noqa: E402
+
+MODES = ("eager", "cuda_graphs", "batched", "transformers", "recompute")
 
 
 def synchronize(device: str) -> None:
@@ -33,14 +45,51 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_generation(model, prompt: list[int], new_tokens: int, use_cache: bool, device: str):
-    synchronize(device)
-    start = time.perf_counter()
-    tokens = list(
-        generate(model, prompt, new_tokens, temperature=0.0, stop_ids=(), use_cache=use_cache)
-    )
-    synchronize(device)
-    return tokens, time.perf_counter() - start
+def transformers_model(model: Transformer, dtype: torch.dtype):
+    """LlamaForCausalLM with our weights (what model.export_hf writes, without the files)."""
+    import transformers
+
+    from model.export_hf import hf_state_dict, llama_config
+
+    config = transformers.LlamaConfig(**llama_config(model, str(dtype).removeprefix("torch.")))
+    hf = transformers.LlamaForCausalLM(config).to(dtype)
+    missing, unexpected = hf.load_state_dict(hf_state_dict(model, dtype), strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:  # a tied head comes from the embedding
+        raise RuntimeError(f"weights do not map: missing {missing}, unexpected {unexpected}")
+    return hf.to(next(model.parameters()).device).eval()
+
+
+def decode_streams(decoder: Decoder, prompts: list[list[int]], new_tokens: int) -> list[list]:
+    batch = StreamBatch(decoder)
+    streams = [Stream(prompt, new_tokens, Sampling(temperature=0.0)) for prompt in prompts]
+    for stream in streams:
+        batch.add(stream)
+    while batch.streams:
+        batch.step()
+    return [stream.generated for stream in streams]
+
+
+def runner(mode: str, model, prompts: list[list[int]], args, device: str):
+    """A function that generates --new-tokens for each prompt (one for all but batched)."""
+    if mode == "transformers":
+        hf = transformers_model(model, next(model.parameters()).dtype)
+
+        @torch.no_grad()
+        def run(new_tokens):
+            ids = torch.tensor(prompts[:1], device=device)
+            out = hf.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=1,
+            )  # fmt: skip
+            return [out[0, ids.shape[1] :].tolist()]
+
+        return run
+    if mode == "recompute":
+        return lambda n: [list(generate(model, prompts[0], n, 0.0, stop_ids=(), use_cache=False))]
+    streams = args.streams if mode == "batched" else 1
+    graphs = mode == "cuda_graphs" or (mode == "batched" and device.startswith("cuda"))
+    decoder = Decoder(model, batch_size=streams, cuda_graphs=graphs)  # kept: graphs recorded once
+    return lambda n: decode_streams(decoder, prompts[:streams], n)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,6 +106,14 @@ def main(argv: list[str] | None = None) -> None:
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="weights on CUDA"
     )
     parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["eager", "transformers"],
+        choices=MODES,
+        help="what to time (default: %(default)s)",
+    )
+    parser.add_argument("--streams", type=int, default=8, help="streams in the batched mode")
+    parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads (default: torch's choice)"
     )
     parser.add_argument(
@@ -66,23 +123,30 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    block_size = args.prompt_tokens + max(args.new_tokens)
-    config = from_preset(args.preset, block_size=block_size)
+    if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
+        raise UserError("--device cuda: CUDA is not available here")
+    config = from_preset(args.preset, block_size=args.prompt_tokens + max(args.new_tokens))
     torch.manual_seed(0)
-    prompt = torch.randint(6, config.vocab_size, (args.prompt_tokens,)).tolist()
+    prompts = torch.randint(6, config.vocab_size, (args.streams, args.prompt_tokens)).tolist()
     for device in devices:
         dtype = getattr(torch, args.dtype) if device.startswith("cuda") else torch.float32
         model = Transformer(config).to(device=device, dtype=dtype).eval()
-        time_generation(model, prompt, 8, True, device)  # warm-up (allocator, kernels)
-        for new_tokens in args.new_tokens:
-            outputs = {}
-            for use_cache in (True, False):
-                runs = [
-                    time_generation(model, prompt, new_tokens, use_cache, device)
-                    for _ in range(max(1, args.repeats))
-                ]
-                tokens, seconds = min(runs, key=lambda run: run[1])
-                outputs[use_cache] = tokens
+        speeds, reference = {}, {}
+        for mode in args.modes:
+            if mode == "cuda_graphs" and not device.startswith("cuda"):
+                continue
+            run = runner(mode, model, prompts, args, device)
+            run(8)  # warm-up: allocator, kernels, compile and CUDA graphs
+            for new_tokens in args.new_tokens:
+                timed = []
+                for _ in range(max(1, args.repeats)):
+                    synchronize(device)
+                    start = time.perf_counter()
+                    tokens = run(new_tokens)
+                    synchronize(device)
+                    timed.append((time.perf_counter() - start, tokens))
+                seconds, tokens = min(timed, key=lambda t: t[0])
+                total = sum(len(t) for t in tokens)
                 record = {
                     "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
                     "threads": torch.get_num_threads(),
@@ -91,13 +155,23 @@ def main(argv: list[str] | None = None) -> None:
                     "dtype": str(dtype).removeprefix("torch."),
                     "prompt_tokens": args.prompt_tokens,
                     "new_tokens": new_tokens,
-                    "mode": "kv_cache" if use_cache else "recompute",
+                    "mode": mode,
+                    "streams": len(tokens),
                     "seconds": round(seconds, 3),  # fastest of --repeats
-                    "tokens_per_s": round(new_tokens / seconds, 1),
+                    "tokens_per_s": round(total / seconds, 1),
                 }
                 print(json.dumps(record), flush=True)
-            if dtype == torch.float32 and outputs[True] != outputs[False]:
-                print(json.dumps({"warning": "cached and recomputed tokens differ"}), flush=True)
+                speeds[mode, new_tokens] = record["tokens_per_s"]
+                first = reference.setdefault(new_tokens, tokens[0])
+                if dtype == torch.float32 and tokens[0] != first:
+                    print(json.dumps({"warning": f"{mode}: greedy tokens differ"}), flush=True)
+        for new_tokens in args.new_tokens:
+            theirs = speeds.get(("transformers", new_tokens))
+            for mode in ("eager", "cuda_graphs", "batched"):
+                if theirs and (mode, new_tokens) in speeds:
+                    ratio = speeds[mode, new_tokens] / theirs
+                    line = {"device": device, "new_tokens": new_tokens, "mode": mode}
+                    print(json.dumps({**line, "ours_over_transformers": round(ratio, 2)}))
 
 
 if __name__ == "__main__":

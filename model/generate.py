@@ -18,6 +18,9 @@ are never sampled.
 In Python (the training engine uses this for TensorBoard samples):
     for token_id in generate(model, prompt_ids, max_new_tokens=50, temperature=0.0): ...
     text = generate_text(model, tokenizer, "Once upon a time", max_new_tokens=50)
+
+The decoding itself (KV cache rows, prefill, the batched decode step, CUDA graphs) is in
+model/decoding.py and model/streams.py; model.serve puts it behind an HTTP API.
 """
 
 from __future__ import annotations
@@ -31,40 +34,11 @@ from tokenizers import Tokenizer
 
 from common.errors import UserError, run_cli
 from model.checkpoint import load_model, unwrap_model
-from model.kv_cache import KVCache
+from model.decoding import Decoder
+from model.streams import Sampling, Stream, StreamBatch, sample_next_token
 from tokenizer.profiles import STOP_IDS, encode_document, encode_prompt, load_tokenizer
 
-
-def sample_next_token(
-    logits: torch.Tensor,
-    vocab_size: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Pick one id per row of logits [B, V_pad]; returns ids [B] (all < vocab_size).
-
-    temperature 0 = greedy (argmax); top_k / top_p None = no filtering.
-    """
-    logits = logits[:, :vocab_size].float()  # [B, V]: padded ids are not tokens
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None and top_k < vocab_size:
-        kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # [B, 1]
-        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, sorted_ids = torch.sort(logits, dim=-1, descending=True)  # [B, V]
-        sorted_probs = torch.softmax(sorted_logits, dim=-1)
-        # drop a token when the tokens ranked above it already hold top_p of the mass
-        # (the most likely token is always kept)
-        mass_above = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-        drop_sorted = mass_above >= top_p
-        drop = drop_sorted.scatter(-1, sorted_ids, drop_sorted)  # back to vocabulary order
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+__all__ = ["STOP_IDS", "generate", "generate_text", "sample_next_token", "StreamDecoder"]
 
 
 @torch.no_grad()
@@ -82,46 +56,38 @@ def generate(
 ) -> Iterator[int]:
     """Yield new token ids one at a time (batch of one); a stop id ends it and is not yielded.
 
-    The model sees at most block_size tokens. Without the cache every step re-runs the last
-    block_size tokens (the reference). With the cache each step costs one position; when the
-    cache is full the last block_size // 2 tokens are re-encoded into a fresh cache and
-    generation goes on. Both give identical tokens while prompt + output fit in block_size.
+    The model sees at most block_size tokens. With the cache (model/streams.py) each step costs
+    one position, and when the cache is full the most recent block_size // 2 tokens are
+    encoded again and generation goes on. Without it every step re-runs the last block_size
+    tokens (the reference). Both give identical tokens while prompt + output fit in block_size.
     """
-    model = unwrap_model(model)
-    config = model.config
-    vocab_size = vocab_size or config.vocab_size
-    stop_ids = set(stop_ids)
+    sampling = Sampling(temperature, top_k, top_p, seed)
+    stream = Stream(prompt_ids, max_new_tokens, sampling, stop_ids, vocab_size)
+    if not use_cache:
+        yield from generate_without_cache(unwrap_model(model), stream)
+        return
+    batch = StreamBatch(Decoder(model, batch_size=1))
+    batch.add(stream)
+    while batch.streams:
+        for _, token in batch.step():
+            if token is not None:
+                yield token
+
+
+def generate_without_cache(model: torch.nn.Module, stream: Stream) -> Iterator[int]:
+    """The reference: every token runs the model over the last block_size tokens again."""
     device = next(model.parameters()).device
     generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
-    tokens = list(prompt_ids)
-    if not tokens:
-        raise ValueError("generate needs at least one prompt token (e.g. <|endoftext|>)")
-    block = config.block_size
-
-    def run(ids: list[int], cache: KVCache | None) -> torch.Tensor:
-        idx = torch.tensor([ids], dtype=torch.long, device=device)  # [1, T]
-        return model(idx, kv_cache=cache, last_only=True)[:, -1, :]  # [1, V_pad] next token
-
-    cache = KVCache(config, batch_size=1) if use_cache else None
-    logits = run(tokens[-block:], cache)
-    for step in range(max_new_tokens):
-        next_id = sample_next_token(logits, vocab_size, temperature, top_k, top_p, generator)
-        next_id = int(next_id.item())
-        if next_id in stop_ids:
-            return
-        yield next_id
-        tokens.append(next_id)
-        if step == max_new_tokens - 1:
-            return
-        if cache is None:
-            logits = run(tokens[-block:], None)
-        elif cache.length < block:
-            logits = run([next_id], cache)
-        else:  # cache full: keep the recent half of the context and go on from there
-            cache.reset()
-            logits = run(tokens[-max(1, block // 2) :], cache)
+    if stream.sampling.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(stream.sampling.seed)
+    s = stream.sampling
+    while stream.finish_reason is None and stream.max_new_tokens > 0:
+        idx = torch.tensor([stream.tokens[-model.config.block_size :]], device=device)  # [1, T]
+        logits = model(idx, last_only=True)[:, -1]  # [1, V_pad]
+        vocab_size = stream.vocab_size or model.config.vocab_size
+        token = sample_next_token(logits, vocab_size, s.temperature, s.top_k, s.top_p, generator)
+        if stream.accept(int(token)) is not None:
+            yield int(token)
 
 
 def generate_text(
@@ -263,21 +229,28 @@ def check_sampling_args(args: argparse.Namespace) -> None:
         raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    check_sampling_args(args)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+def load_for_generation(checkpoint: str, device: str | None) -> tuple[torch.nn.Module, Tokenizer]:
+    """The checkpoint's model (eval mode, on `device`, default cuda when there is one) and its
+    tokenizer, or a one-line UserError (also used by model.serve)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
-    model, _, tokenizer_path = load_model(args.checkpoint, device=device)
+    model, _, tokenizer_path = load_model(checkpoint, device=device)
     if tokenizer_path is None:
-        raise UserError(f"{args.checkpoint} has no tokenizer.json next to its weights")
+        raise UserError(f"{checkpoint} has no tokenizer.json next to its weights")
     tokenizer = load_tokenizer(tokenizer_path)
     if tokenizer.get_vocab_size() > model.config.vocab_size:
         raise UserError(
             f"{tokenizer_path} has {tokenizer.get_vocab_size()} tokens but the model only "
             f"{model.config.vocab_size}; the checkpoint is inconsistent"
         )
+    return model, tokenizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    check_sampling_args(args)
+    model, tokenizer = load_for_generation(args.checkpoint, args.device)
     sampling = dict(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,

@@ -1,12 +1,27 @@
-"""A preallocated key/value cache for fast autoregressive generation.
+"""A preallocated key/value cache for fast autoregressive generation, one row per stream.
 
 Without a cache, producing token t+1 recomputes attention keys and values for all t previous
 tokens. The cache keeps each layer's keys and values (after RoPE) in tensors sized for the whole
 context, so each new token costs one position per layer. Used only at inference; the training
 forward pass never touches it.
+
+Each row of the batch is an independent stream (a request of the server, say) with its own
+length: row b's tokens sit at positions 0 .. lengths[b] - 1 of row b, and a mask keeps each
+row's queries on its own row's keys, so streams never see each other. A forward pass with a
+cache goes:  step = cache.begin(T)  ->  per layer step.update(k, v)  ->  cache.advance(T).
+
+Two ways to read the cache:
+- dynamic (default): attention reads the first max(lengths) + T positions only, and needs no
+  mask at all while every row is at the same length (the one-stream case). Shapes change with
+  every token, which is right for eager PyTorch on CPU or GPU.
+- static: every step reads all max_length positions, with a mask, and the caller passes the
+  positions as a tensor. Shapes never change, so a decode step can be captured once as a CUDA
+  graph and replayed for every token (model/decoding.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -14,47 +29,128 @@ from model.config import ModelConfig
 
 
 class KVCache:
-    def __init__(self, config: ModelConfig, batch_size: int, max_length: int | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch_size: int = 1,
+        max_length: int | None = None,
+        static: bool = False,
+    ):
         self.max_length = max_length or config.block_size
+        if self.max_length > config.block_size:  # RoPE has no angles past block_size
+            raise ValueError(f"max_length {max_length} exceeds block_size {config.block_size}")
         c = config
         self.shape = (c.n_layer, batch_size, c.n_kv_head, self.max_length, c.head_dim)
-        # Allocated on the first update, on the model's device and in the dtype the model
-        # produces (fp32, or bf16 under autocast), so attention never mixes dtypes.
+        self.static = static
+        # Allocated by allocate(), or on the first update on the model's device and in the dtype
+        # the model produces (fp32, or bf16 under autocast), so attention never mixes dtypes.
         self.keys: torch.Tensor | None = None  # [L, B, KV, max_len, D]
         self.values: torch.Tensor | None = None  # [L, B, KV, max_len, D]
-        self.length = 0  # tokens cached so far (= the position of the next token)
+        self.lengths = [0] * batch_size  # tokens cached per row (= position of its next token)
+
+    @property
+    def batch_size(self) -> int:
+        return self.shape[1]
+
+    @property
+    def length(self) -> int:
+        """Tokens cached, when every row holds the same number (the one-stream case)."""
+        if len(set(self.lengths)) != 1:
+            raise ValueError(f"rows hold different numbers of tokens: {self.lengths}")
+        return self.lengths[0]
+
+    def allocate(self, device: torch.device | str, dtype: torch.dtype) -> None:
+        self.keys = torch.zeros(self.shape, device=device, dtype=dtype)
+        self.values = torch.zeros(self.shape, device=device, dtype=dtype)
 
     def reset(self) -> None:
-        self.length = 0
+        self.lengths = [0] * self.batch_size
 
-    def update(self, layer_index: int, k: torch.Tensor, v: torch.Tensor):
-        """Store new k, v [B, KV, T, D] after the cached prefix; return what attention needs.
+    def rows(self, start: int, stop: int) -> KVCache:
+        """A cache over rows start .. stop - 1 of this one, sharing its tensors (a view).
 
-        Returns (keys, values, is_causal, mask): keys/values [B, KV, start + T, D] cover the
-        prefix and the new tokens; is_causal/mask are arguments for scaled_dot_product_attention.
+        It writes into this cache's tensors; its lengths are its own (the caller copies them
+        back: model/decoding.py does).
         """
-        start, T = self.length, k.shape[2]
-        end = start + T
-        if end > self.max_length:
-            raise ValueError(f"KV cache holds {self.max_length} positions, asked for {end}")
-        if self.keys is None or self.keys.dtype != k.dtype or self.keys.device != k.device:
-            if start > 0:
-                raise ValueError("KV cache dtype/device changed mid-sequence; reset() it first")
-            self.keys = torch.zeros(self.shape, device=k.device, dtype=k.dtype)
-            self.values = torch.zeros(self.shape, device=k.device, dtype=k.dtype)
-        self.keys[layer_index, :, :, start:end] = k
-        self.values[layer_index, :, :, start:end] = v
-        keys = self.keys[layer_index, :, :, :end]  # [B, KV, end, D]
-        values = self.values[layer_index, :, :, :end]  # [B, KV, end, D]
-        if start == 0:  # plain prefill: the usual causal triangle
-            return keys, values, T > 1, None
-        if T == 1:  # one new token attends to everything cached
-            return keys, values, False, None
-        # T new tokens after a prefix: query i (position start + i) sees keys 0..start + i
-        query_pos = torch.arange(start, end, device=k.device)[:, None]  # [T, 1]
-        key_pos = torch.arange(end, device=k.device)[None, :]  # [1, end]
-        return keys, values, False, key_pos <= query_pos  # mask [T, end], True = attend
+        if self.keys is None:
+            raise ValueError("allocate() the cache before taking rows of it")
+        view = KVCache.__new__(KVCache)
+        view.max_length, view.static = self.max_length, False  # a prefill: the dynamic path
+        view.shape = (self.shape[0], stop - start, *self.shape[2:])
+        view.keys = self.keys[:, start:stop]  # [L, rows, KV, max_len, D]
+        view.values = self.values[:, start:stop]  # [L, rows, KV, max_len, D]
+        view.lengths = self.lengths[start:stop]
+        return view
+
+    def begin(
+        self, num_tokens: int, device: torch.device, positions: torch.Tensor | None = None
+    ) -> CachePass:
+        """Where the next num_tokens tokens of every row go, and what each may attend to.
+
+        positions [B] (static caches only): the position of each row's first new token.
+        """
+        T = num_tokens
+        first = torch.arange(T, device=device)  # [T]
+        if self.static:
+            if positions is None:
+                raise ValueError("a static cache needs the positions of the new tokens")
+            return CachePass.masked(self, positions[:, None] + first, self.max_length)
+        starts = self.lengths
+        window = max(starts) + T
+        if window > self.max_length:
+            raise ValueError(f"KV cache holds {self.max_length} positions, asked for {window}")
+        if len(set(starts)) > 1:  # rows at different lengths: each row masks its own future
+            return CachePass.masked(
+                self, torch.tensor(starts, device=device)[:, None] + first, window
+            )
+        start = starts[0]
+        positions = (first + start).expand(self.batch_size, T)  # [B, T]
+        if start > 0 and T > 1:  # a chunk after a prefix: query i sees keys 0 .. start + i
+            return CachePass.masked(self, positions, window, aligned_start=start)
+        # from position 0 the usual causal triangle; one new token sees everything cached
+        return CachePass(self, positions, window, None, start == 0 and T > 1, start)
 
     def advance(self, num_tokens: int) -> None:
         """Called by the model once every layer has stored the new tokens."""
-        self.length += num_tokens
+        if not self.static:  # a static cache's lengths are the caller's (model/decoding.py)
+            self.lengths = [length + num_tokens for length in self.lengths]
+
+
+@dataclass
+class CachePass:
+    """One forward pass through a KVCache: where its tokens go and what each may attend to.
+
+    Made by KVCache.begin(); every layer calls update() with its new keys and values.
+    """
+
+    cache: KVCache
+    positions: torch.Tensor  # [B, T] position of each new token in its row
+    window: int  # attention reads key positions 0 .. window - 1 of every row
+    mask: torch.Tensor | None  # [B, 1, T, window], True = attend; None = no mask needed
+    is_causal: bool  # the usual triangle (a prefill from position 0)
+    aligned_start: int | None = None  # every row's first new position, when they are equal
+
+    @classmethod
+    def masked(cls, cache, positions, window, aligned_start=None) -> CachePass:
+        """Each query sees the keys of its own row up to its own position."""
+        key_positions = torch.arange(window, device=positions.device)  # [S]
+        mask = key_positions <= positions[:, None, :, None]  # [B, 1, T, S]
+        return cls(cache, positions, window, mask, False, aligned_start)
+
+    def update(self, layer_index: int, k: torch.Tensor, v: torch.Tensor):
+        """Store new k, v [B, KV, T, D]; return every row's keys and values [B, KV, S, D]."""
+        cache = self.cache
+        if cache.keys is None or cache.keys.dtype != k.dtype or cache.keys.device != k.device:
+            if any(cache.lengths):
+                raise ValueError("KV cache dtype/device changed mid-sequence; reset() it first")
+            cache.allocate(k.device, k.dtype)
+        keys, values = cache.keys[layer_index], cache.values[layer_index]  # [B, KV, max_len, D]
+        start = self.aligned_start
+        if start is not None:  # rows aligned: a slice, no scatter
+            keys[:, :, start : start + k.shape[2]] = k
+            values[:, :, start : start + k.shape[2]] = v
+        else:  # row b's token t goes to position positions[b, t] of row b
+            index = self.positions[:, None, :, None].expand_as(k)  # [B, KV, T, D]
+            keys.scatter_(2, index, k)
+            values.scatter_(2, index, v)
+        return keys[:, :, : self.window], values[:, :, : self.window]  # [B, KV, S, D]

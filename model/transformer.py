@@ -14,8 +14,10 @@ Parameter names map one-to-one onto Hugging Face `LlamaForCausalLM` (see model/e
 RoPE uses HF Llama's convention (rotate_half over the two halves of each head, not interleaved
 pairs), so exported weights give the same logits.
 
-`forward(idx)` is the training path. Generation passes a `KVCache` (model/kv_cache.py): new keys
-and values are written into it and attention reads the whole cached prefix.
+`forward(idx)` is the training path. Generation passes a `KVCache` (model/kv_cache.py), one row
+per stream: new keys and values are written into it and each row attends to its own cached
+prefix. The attention kernel is chosen in one function, `attend`: swap it (FlexAttention with
+document masks, say) without touching the blocks.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from torch.torch_version import TorchVersion
 from torch.utils.checkpoint import checkpoint
 
 from model.config import ModelConfig
-from model.kv_cache import KVCache
+from model.kv_cache import CachePass, KVCache
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,8 +79,36 @@ def decoding_backends():
     )
 
 
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    growing_keys: bool = False,
+) -> torch.Tensor:
+    """Attention output [B, H, T, D] for queries q [B, H, T, D] over keys/values [B, KV, S, D].
+
+    The one place that picks the attention kernel: swap this function (FlexAttention with
+    document masks, say) and the blocks stay as they are. mask [.., T, S] is True where a query
+    may look; is_causal is the usual triangle; growing_keys says S changes from call to call
+    (decoding with a KV cache). Grouped-query attention: query head h reads key/value head
+    h // (H // KV).
+    """
+    H, KV = q.shape[1], k.shape[1]
+    with decoding_backends() if growing_keys and q.is_cuda else contextlib.nullcontext():
+        if KV != H and sdpa_can_group_heads(q, mask):
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True
+            )
+        if KV != H:
+            k = k.repeat_interleave(H // KV, dim=1)  # [B, H, S, D]
+            v = v.repeat_interleave(H // KV, dim=1)  # [B, H, S, D]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, H, T, D] by per-position angles; cos/sin are [T, D] (float32 tables)."""
+    """Rotate x [B, H, T, D] by per-position angles; cos/sin [T, D] or [B, 1, T, D] (float32)."""
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # under autocast x may be bf16
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # HF's rotate_half
@@ -98,7 +128,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(C, self.n_kv_head * D, bias=False)
         self.o_proj = nn.Linear(self.n_head * D, C, bias=False)
 
-    def forward(self, x, cos, sin, kv_cache: KVCache | None = None):
+    def forward(self, x, cos, sin, cache_pass: CachePass | None = None):
         B, T, _ = x.shape
         H, KV, D = self.n_head, self.n_kv_head, self.head_dim
         q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
@@ -106,23 +136,13 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
-        if kv_cache is None:
-            is_causal, mask = True, None
+        if cache_pass is None:
+            y = attend(q, k, v, is_causal=True)  # [B, H, T, D]
         else:
-            # k, v become the whole cached prefix plus the new tokens: [B, KV, S, D], S = start + T
-            k, v, is_causal, mask = kv_cache.update(self.layer_index, k, v)
-
-        # Grouped-query attention: query head h reads key/value head h // (H // KV).
-        with decoding_backends() if kv_cache is not None else contextlib.nullcontext():
-            if KV != H and sdpa_can_group_heads(q, mask):
-                y = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True
-                )  # [B, H, T, D]
-            else:
-                if KV != H:
-                    k = k.repeat_interleave(H // KV, dim=1)  # [B, H, S, D]
-                    v = v.repeat_interleave(H // KV, dim=1)  # [B, H, S, D]
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+            # k, v become each row's cached prefix plus the new tokens: [B, KV, S, D]
+            k, v = cache_pass.update(self.layer_index, k, v)
+            growing = not cache_pass.cache.static  # a static cache keeps every shape fixed
+            y = attend(q, k, v, cache_pass.mask, cache_pass.is_causal, growing_keys=growing)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # [B, T, C]
         return self.o_proj(y)
 
@@ -148,8 +168,8 @@ class Block(nn.Module):
         self.mlp_norm = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, kv_cache: KVCache | None = None):
-        x = x + self.attention(self.attention_norm(x), cos, sin, kv_cache)
+    def forward(self, x, cos, sin, cache_pass: CachePass | None = None):
+        x = x + self.attention(self.attention_norm(x), cos, sin, cache_pass)
         x = x + self.mlp(self.mlp_norm(x))
         return x
 
@@ -222,29 +242,39 @@ class Transformer(nn.Module):
         return total
 
     def forward(
-        self, idx: torch.Tensor, kv_cache: KVCache | None = None, last_only: bool = False
+        self,
+        idx: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        last_only: bool = False,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits [B, T, padded_vocab_size] for token ids idx [B, T].
 
-        Without a cache, position t sees tokens 0..t of idx (causal). With a cache, idx holds the
-        next T tokens after the kv_cache.length tokens already cached; the cache advances by T.
-        last_only=True returns only the last position's logits [B, 1, V] (generation needs no
-        more, and the LM head is the costliest matmul of a small model).
+        Without a cache, position t sees tokens 0..t of idx (causal). With a cache, row b of idx
+        holds the next T tokens of stream b, after the tokens that row of the cache holds; the
+        cache advances by T. A static cache (CUDA graphs) takes those rows' first positions
+        `positions` [B] from the caller instead. last_only=True returns only the last position's
+        logits [B, 1, V] (generation needs no more, and the LM head is the costliest matmul of a
+        small model).
         """
         B, T = idx.shape
-        start = 0 if kv_cache is None else kv_cache.length
-        if start + T > self.config.block_size:
-            raise ValueError(
-                f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}"
-            )
+        if kv_cache is None:
+            if idx.shape[1] > self.config.block_size:
+                raise ValueError(
+                    f"sequence of {T} tokens exceeds block_size {self.config.block_size}"
+                )
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # [T, head_dim]
+            cache_pass = None
+        else:
+            cache_pass = kv_cache.begin(T, idx.device, positions)
+            cos = self.rope_cos[cache_pass.positions][:, None]  # [B, 1, T, head_dim]
+            sin = self.rope_sin[cache_pass.positions][:, None]  # [B, 1, T, head_dim]
         x = self.embed_tokens(idx)  # [B, T, C]
-        cos = self.rope_cos[start : start + T]  # [T, head_dim]
-        sin = self.rope_sin[start : start + T]  # [T, head_dim]
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and kv_cache is None:
                 x = checkpoint(layer, x, cos, sin, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, kv_cache)
+                x = layer(x, cos, sin, cache_pass)
         if kv_cache is not None:
             kv_cache.advance(T)
         if last_only:

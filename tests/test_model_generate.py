@@ -11,10 +11,11 @@ from model_fixtures import build_checkpoint, build_tokenizer
 
 from common.errors import run_cli as common_run_cli
 from model import generate as generation
+from model.checkpoint import load_model
 from model.config import from_preset
-from model.generate import StreamDecoder, generate, generate_text, sample_next_token
+from model.generate import STOP_IDS, StreamDecoder, generate, generate_text, sample_next_token
 from model.transformer import Transformer
-from tokenizer.profiles import encode_conversation, encode_prompt, load_tokenizer
+from tokenizer.profiles import encode_conversation, encode_document, encode_prompt, load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,10 +64,31 @@ def test_gpu_bf16_cached_logits_match_the_full_forward(n_kv_head):
     assert error < 2e-2
 
 
-def test_generation_continues_past_block_size():
+def greedy_with_context_refill(model, prompt: list[int], new_tokens: int, stop_ids=()) -> list:
+    """What cached generation must produce, from full forward passes: the model sees the
+    prompt's last block_size tokens; once the context outgrows the cache, it restarts from the
+    most recent block_size // 2 tokens and grows again. A stop id ends it (not included)."""
+    block, tokens = model.config.block_size, list(prompt)
+    start = max(0, len(tokens) - block)
+    for _ in range(new_tokens):
+        if len(tokens) - start > block:
+            start = len(tokens) - block // 2
+        with torch.no_grad():
+            logits = model(torch.tensor([tokens[start:]]))[0, -1, : model.config.vocab_size]
+        if int(logits.argmax()) in stop_ids:
+            break
+        tokens.append(int(logits.argmax()))
+    return tokens[len(prompt) :]
+
+
+@pytest.mark.parametrize("prompt_length", [3, 20], ids=["short_prompt", "prompt_over_block"])
+def test_a_full_cache_is_refilled_with_the_recent_half_of_the_context(prompt_length):
+    """40 tokens through a 16-token cache: three refills, each must re-encode the last 8 tokens
+    (re-encoding only the newest token would still give 40 tokens, different ones)."""
     model = model_with_vocab(block_size=16)
-    tokens = list(generate(model, [0, 1, 2], 40, temperature=0.0, stop_ids=()))
-    assert len(tokens) == 40
+    prompt = [0] + list(range(40, 40 + prompt_length - 1))
+    tokens = list(generate(model, prompt, 40, temperature=0.0, stop_ids=()))
+    assert tokens == greedy_with_context_refill(model, prompt, 40)
 
 
 def test_sampling_with_a_seed_is_reproducible():
@@ -122,7 +144,8 @@ def test_generate_text_returns_only_the_continuation(tokenizer_path):
     tokenizer = load_tokenizer(tokenizer_path)
     model = model_with_vocab(tokenizer.get_vocab_size())
     text = generate_text(model, tokenizer, "Once upon", 8, temperature=0.0)
-    assert isinstance(text, str) and not text.startswith("Once upon")
+    prompt = encode_document(tokenizer, "Once upon")
+    assert text == tokenizer.decode(greedy_with_context_refill(model, prompt, 8, STOP_IDS))
 
 
 def test_chat_prompts_render_exactly_as_the_sft_data(tokenizer_path, monkeypatch):
@@ -165,7 +188,10 @@ def test_cli_prompt_end_to_end(run_dir):
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Once upon")
+    model, _, tokenizer_path = load_model(run_dir)
+    tokenizer = load_tokenizer(tokenizer_path)
+    ids = greedy_with_context_refill(model, encode_document(tokenizer, "Once upon"), 5, STOP_IDS)
+    assert result.stdout == "Once upon" + tokenizer.decode(ids) + "\n"
 
 
 def test_cli_chat_reads_turns_until_eof(run_dir, monkeypatch, capsys):
@@ -174,7 +200,19 @@ def test_cli_chat_reads_turns_until_eof(run_dir, monkeypatch, capsys):
         ["--checkpoint", str(run_dir), "--chat", "--max-new-tokens", "4", "--seed", "1",
          "--device", "cpu"]
     )  # fmt: skip
-    assert capsys.readouterr().out.count("assistant> ") == 2
+    out = capsys.readouterr().out
+    assert out.count("assistant> ") == 2
+    # each reply is what generate() samples (same seed) for the conversation so far
+    model, _, tokenizer_path = load_model(run_dir)
+    tokenizer = load_tokenizer(tokenizer_path)
+    sampling = dict(temperature=0.8, seed=1, vocab_size=tokenizer.get_vocab_size())
+    history = []
+    for user_text in ("hello", "how are you?"):
+        history.append({"role": "user", "content": user_text})
+        ids = generate(model, encode_prompt(tokenizer, history), 4, **sampling)
+        reply = tokenizer.decode(list(ids))
+        assert f"assistant> {reply}\n" in out
+        history.append({"role": "assistant", "content": reply})
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,150 @@
+r"""Serve a checkpoint over HTTP: OpenAI-compatible endpoints and a web chat page.
+
+    python3 -m model.serve --checkpoint checkpoints/dpo           # http://127.0.0.1:8000
+    python3 -m model.serve --checkpoint checkpoints/dpo --api-key "$(openssl rand -hex 16)"
+
+Tiny CPU example, after the README's sample pipeline:
+    python3 -m model.serve --checkpoint checkpoints/sample_dpo
+then open http://127.0.0.1:8000 in a browser, or point any OpenAI client at it:
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
+    reply = client.chat.completions.create(
+        model="sample_dpo", messages=[{"role": "user", "content": "Tell me a story."}])
+
+Endpoints: GET / (the chat page), GET /v1/models, POST /v1/chat/completions and
+POST /v1/completions, streamed ("stream": true) or not; temperature, top_p, max_tokens, stop,
+seed; usage counts and finish_reason. Several clients at once share the model: up to
+--batch-size requests are decoded together, each in its own row of the KV cache, the others
+wait in a queue. A client that disconnects stops its generation; --request-timeout cuts off a
+request that runs longer (finish_reason "length"). On a GPU the weights are bf16 and the decode
+step is compiled and replayed as a CUDA graph (a minute of compiling at start-up).
+
+The server binds 127.0.0.1 (this machine only) unless --host says otherwise; then set an
+--api-key, since anyone who can reach the port can use the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from pathlib import Path
+
+import torch
+import uvicorn
+
+from common.errors import UserError, run_cli
+from model.checkpoint import resolve_checkpoint
+from model.generate import load_for_generation
+from model.serve_app import ServedModel, create_app
+from model.serve_worker import GenerationWorker
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m model.serve",
+        description="Serve a checkpoint: OpenAI-compatible API and a web chat page.",
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="run folder (follows `latest`) or step folder"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    parser.add_argument(
+        "--api-key", default=None, help="require this key as `Authorization: Bearer <key>`"
+    )
+    parser.add_argument(
+        "--model-name", default=None, help="model id in the API (default: the run folder's name)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="requests decoded together; more wait in a queue (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a request may take, waiting included (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
+    )
+    parser.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="on a GPU, decode eagerly (no compile at start-up, slower tokens)",
+    )
+    return parser
+
+
+def bind_warning(host: str, api_key: str | None) -> str | None:
+    """What to tell the user before listening beyond this machine (None on loopback)."""
+    if host in LOOPBACK:
+        return None
+    advice = "" if api_key else "; consider --api-key"
+    return f"warning: binding {host}: anyone who can reach this port can use the model{advice}"
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bind now, before loading the model, so that a busy port is a one-line error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        raise UserError(
+            f"cannot listen on {host}:{port} ({error.strerror}); is another server there? "
+            "choose another --port"
+        ) from None
+
+
+def model_name(checkpoint: str) -> str:
+    """The run folder's name: checkpoints/sample_dpo -> sample_dpo (also for a step folder)."""
+    step_dir = resolve_checkpoint(checkpoint)
+    is_run_folder = step_dir != Path(checkpoint)
+    return Path(checkpoint).resolve().name if is_run_folder else step_dir.resolve().parent.name
+
+
+def build_served_model(args: argparse.Namespace) -> ServedModel:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not args.request_timeout > 0:
+        raise UserError(f"--request-timeout must be > 0 seconds, got {args.request_timeout}")
+    model, tokenizer = load_for_generation(args.checkpoint, args.device)
+    on_gpu = next(model.parameters()).is_cuda
+    if on_gpu:
+        model = model.to(torch.bfloat16)
+    worker = GenerationWorker(
+        model,
+        batch_size=args.batch_size,
+        request_timeout=args.request_timeout,
+        cuda_graphs=on_gpu and not args.no_cuda_graphs,
+    )
+    name = args.model_name or model_name(args.checkpoint)
+    return ServedModel(name, tokenizer, model.config.block_size, worker, args.api_key)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if warning := bind_warning(args.host, args.api_key):
+        print(warning, file=sys.stderr)
+    with listening_socket(args.host, args.port) as sock:
+        served = build_served_model(args)
+        print(f"warming up the decoder on {served.worker.batch.decoder.device} ...", flush=True)
+        served.worker.start()
+        url = f"http://{args.host}:{sock.getsockname()[1]}"
+        print(f"serving {served.name} at {url}  (Ctrl-C stops)", flush=True)
+        server = uvicorn.Server(uvicorn.Config(create_app(served), log_level="warning"))
+        try:
+            server.run(sockets=[sock])
+        finally:
+            served.worker.stop()
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,124 @@
+"""What the server accepts: OpenAI-style request bodies, checked, and OpenAI-style errors.
+
+Fields we do not use (frequency_penalty, user, logprobs: false, ...) are ignored, as OpenAI-
+compatible servers do, so that any client works; a wrong type or value in a field we do use is
+a 400 that names the field. Roles: system, user, assistant, and developer (OpenAI's newer name
+for system). Content is a string or a list of {"type": "text", "text": ...} parts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MAX_BODY_BYTES = 1 << 20  # a request body larger than this is a 413
+
+
+class ApiError(Exception):
+    """An error the client gets as {"error": {message, type, param, code}} with this status."""
+
+    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+             413: "invalid_request_error", 503: "server_error", 500: "server_error"}  # fmt: skip
+
+    def __init__(
+        self, status: int, message: str, code: str | None = None, param: str | None = None
+    ):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+    def body(self) -> dict:
+        kind = self.TYPES.get(self.status, "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param,
+                          "code": self.code}}  # fmt: skip
+
+
+class Strict(BaseModel):
+    # strict: "0.5" is not a number and 1 is not a boolean; extra fields are ignored
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def as_profile_message(self) -> dict:
+        """The {role, content} dict tokenizer.profiles renders."""
+        content = self.content
+        if not isinstance(content, str):
+            content = "".join(part.text for part in content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+
+
+class GenerationRequest(Strict):
+    """The fields both endpoints share."""
+
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    n: int | None = 1
+
+    @field_validator("n")
+    @classmethod
+    def one_choice(cls, n):
+        if n not in (None, 1):
+            raise ValueError("only n=1 is supported")
+        return n
+
+    @field_validator("stop")
+    @classmethod
+    def stop_strings(cls, stop):
+        stops = [stop] if isinstance(stop, str) else stop or []
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop is at most 4 non-empty strings")
+        return stops
+
+
+class ChatCompletionRequest(GenerationRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = None  # OpenAI's newer name for max_tokens
+
+
+class CompletionRequest(GenerationRequest):
+    prompt: str | list[str]
+
+    @field_validator("prompt")
+    @classmethod
+    def one_prompt(cls, prompt):
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise ValueError("send one prompt per request")
+            return prompt[0]
+        return prompt
+
+
+def parse_request(body: bytes, schema: type[Strict]) -> Strict:
+    """The validated request, or an ApiError(400) naming the first bad field."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ApiError(400, f"the request body is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ApiError(400, f"{param}: {message}" if param else message, param=param) from None

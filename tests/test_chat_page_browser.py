@@ -1,0 +1,154 @@
+"""The chat page in a real browser: Debian's headless chromium, driven by Playwright for Python.
+
+`.ci/run` installs chromium (apt-get) so these run in CI; where it cannot be installed they skip
+and say so in the test summary. Playwright only drives the system browser (executable_path):
+nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from serve_fixtures import build_run, live_server
+
+from model.checkpoint import load_model
+from model.generate import generate
+from tokenizer.profiles import encode_prompt, load_tokenizer
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does it)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    with live_server(build_run(tmp_path_factory.mktemp("page"))) as server:
+        yield server
+
+
+@pytest.fixture
+def page(browser, live):
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(live.url)
+    page.wait_for_function("document.getElementById('model').textContent === 'tiny_chat'")
+    yield page
+    page.close()
+
+
+def expected_reply(live, messages, max_tokens) -> str:
+    model, _, tokenizer_path = load_model(live.run_dir)
+    tokenizer = load_tokenizer(tokenizer_path)
+    prompt = encode_prompt(tokenizer, messages)
+    vocab = tokenizer.get_vocab_size()
+    return tokenizer.decode(list(generate(model, prompt, max_tokens, 0.0, vocab_size=vocab)))
+
+
+def send(page, text: str) -> None:
+    page.fill("#input", text)
+    page.press("#input", "Enter")
+    page.wait_for_selector("#send:not([disabled])")  # the reply is complete
+
+
+def chat_requests(page) -> list[dict]:
+    """Bodies of the chat requests the page sends from now on."""
+    bodies = []
+
+    def record(request):
+        if request.url.endswith("/v1/chat/completions"):
+            bodies.append(json.loads(request.post_data))
+
+    page.on("request", record)
+    return bodies
+
+
+def test_a_message_gets_a_streamed_reply_and_its_speed(page, live, tmp_path):
+    page.fill("#temperature", "0")
+    page.fill("#max-tokens", "40")
+    requests = chat_requests(page)
+    send(page, "Hello fox, where do you live?")
+    user = page.locator(".message.user")
+    assistant = page.locator(".message.assistant")
+    assert user.count() == 1 and user.text_content() == "Hello fox, where do you live?"
+    messages = [{"role": "user", "content": "Hello fox, where do you live?"}]
+    assert assistant.count() == 1
+    assert assistant.text_content() == expected_reply(live, messages, 40)
+    status = page.text_content("#status")
+    assert "tokens/s" in status and float(status.split(" tokens/s")[0].split()[-1]) > 0
+    assert requests[0]["stream"] is True and requests[0]["max_tokens"] == 40
+    screenshot = tmp_path / "chat_page.png"
+    page.screenshot(path=screenshot)
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_page_keeps_the_conversation_until_new_chat(page):
+    page.fill("#max-tokens", "8")
+    requests = chat_requests(page)
+    send(page, "first")
+    send(page, "second")
+    assert [m["role"] for m in requests[1]["messages"]] == ["user", "assistant", "user"]
+    assert page.locator(".message").count() == 4
+    page.click("#new-chat")
+    assert page.locator(".message").count() == 0
+    send(page, "third")
+    assert [m["content"] for m in requests[2]["messages"]] == ["third"]
+
+
+def test_model_output_is_shown_as_text_never_as_html(page):
+    markup = '<img src=x onerror="window.pwned=1"><b>bold</b> & <script>window.pwned=2</script>'
+    chunk = {"choices": [{"index": 0, "delta": {"content": markup}, "finish_reason": None}]}
+    body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body),
+    )
+    send(page, "say something in HTML")
+    assert page.locator(".message.assistant").text_content() == markup
+    assert page.locator("#conversation img, #conversation b, #conversation script").count() == 0
+    assert page.evaluate("window.pwned") is None
+
+
+def test_stop_ends_the_reply_and_the_server_stops_generating(page, live, monkeypatch):
+    worker = live.served.worker
+    step = worker.batch.step
+
+    def slow_step():  # 20 ms a token, so that the reply is still running when we click
+        time.sleep(0.02)
+        return step()
+
+    monkeypatch.setattr(worker.batch, "step", slow_step)
+    worker.stats.clear()
+    page.fill("#max-tokens", "200")
+    page.fill("#input", "Go on forever")
+    page.press("#input", "Enter")
+    page.wait_for_function("document.querySelector('.message.assistant')?.textContent.length > 0")
+    page.click("#stop")
+    page.wait_for_selector("#send:not([disabled])")
+    assert "stopped" in page.text_content("#status")
+    deadline = time.monotonic() + 10
+    while worker.stats["cancelled"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert worker.stats["cancelled"] == 1 and not worker.running
