@@ -92,7 +92,7 @@ def runner(mode: str, model, prompts: list[list[int]], args, device: str):
     return lambda n: decode_streams(decoder, prompts[:streams], n)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="debug", choices=sorted(PRESETS), help="model size")
     parser.add_argument(
@@ -119,7 +119,63 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--repeats", type=int, default=2, help="runs per configuration; the fastest is reported"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def time_mode(run, new_tokens: int, repeats: int, device: str) -> tuple[float, list[list]]:
+    """(seconds, tokens) of the fastest of `repeats` runs making new_tokens per stream."""
+    timed = []
+    for _ in range(max(1, repeats)):
+        synchronize(device)
+        start = time.perf_counter()
+        tokens = run(new_tokens)
+        synchronize(device)
+        timed.append((time.perf_counter() - start, tokens))
+    return min(timed, key=lambda t: t[0])
+
+
+def benchmark_device(device: str, config, prompts: list[list[int]], args) -> None:
+    """Time every mode on `device`; one JSON line each, then ours / transformers."""
+    dtype = getattr(torch, args.dtype) if device.startswith("cuda") else torch.float32
+    model = Transformer(config).to(device=device, dtype=dtype).eval()
+    speeds, reference = {}, {}
+    for mode in args.modes:
+        if mode == "cuda_graphs" and not device.startswith("cuda"):
+            continue
+        run = runner(mode, model, prompts, args, device)
+        run(8)  # warm-up: allocator, kernels, compile and CUDA graphs
+        for new_tokens in args.new_tokens:
+            seconds, tokens = time_mode(run, new_tokens, args.repeats, device)
+            total = sum(len(t) for t in tokens)
+            record = {
+                "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+                "threads": torch.get_num_threads(),
+                "preset": args.preset,
+                "params": model.num_parameters(),
+                "dtype": str(dtype).removeprefix("torch."),
+                "prompt_tokens": args.prompt_tokens,
+                "new_tokens": new_tokens,
+                "mode": mode,
+                "streams": len(tokens),
+                "seconds": round(seconds, 3),  # fastest of --repeats
+                "tokens_per_s": round(total / seconds, 1),
+            }
+            print(json.dumps(record), flush=True)
+            speeds[mode, new_tokens] = record["tokens_per_s"]
+            first = reference.setdefault(new_tokens, tokens[0])
+            if dtype == torch.float32 and tokens[0] != first:
+                print(json.dumps({"warning": f"{mode}: greedy tokens differ"}), flush=True)
+    for new_tokens in args.new_tokens:
+        theirs = speeds.get(("transformers", new_tokens))
+        for mode in ("eager", "cuda_graphs", "batched"):
+            if theirs and (mode, new_tokens) in speeds:
+                ratio = speeds[mode, new_tokens] / theirs
+                line = {"device": device, "new_tokens": new_tokens, "mode": mode}
+                print(json.dumps({**line, "ours_over_transformers": round(ratio, 2)}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -129,49 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     prompts = torch.randint(6, config.vocab_size, (args.streams, args.prompt_tokens)).tolist()
     for device in devices:
-        dtype = getattr(torch, args.dtype) if device.startswith("cuda") else torch.float32
-        model = Transformer(config).to(device=device, dtype=dtype).eval()
-        speeds, reference = {}, {}
-        for mode in args.modes:
-            if mode == "cuda_graphs" and not device.startswith("cuda"):
-                continue
-            run = runner(mode, model, prompts, args, device)
-            run(8)  # warm-up: allocator, kernels, compile and CUDA graphs
-            for new_tokens in args.new_tokens:
-                timed = []
-                for _ in range(max(1, args.repeats)):
-                    synchronize(device)
-                    start = time.perf_counter()
-                    tokens = run(new_tokens)
-                    synchronize(device)
-                    timed.append((time.perf_counter() - start, tokens))
-                seconds, tokens = min(timed, key=lambda t: t[0])
-                total = sum(len(t) for t in tokens)
-                record = {
-                    "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-                    "threads": torch.get_num_threads(),
-                    "preset": args.preset,
-                    "params": model.num_parameters(),
-                    "dtype": str(dtype).removeprefix("torch."),
-                    "prompt_tokens": args.prompt_tokens,
-                    "new_tokens": new_tokens,
-                    "mode": mode,
-                    "streams": len(tokens),
-                    "seconds": round(seconds, 3),  # fastest of --repeats
-                    "tokens_per_s": round(total / seconds, 1),
-                }
-                print(json.dumps(record), flush=True)
-                speeds[mode, new_tokens] = record["tokens_per_s"]
-                first = reference.setdefault(new_tokens, tokens[0])
-                if dtype == torch.float32 and tokens[0] != first:
-                    print(json.dumps({"warning": f"{mode}: greedy tokens differ"}), flush=True)
-        for new_tokens in args.new_tokens:
-            theirs = speeds.get(("transformers", new_tokens))
-            for mode in ("eager", "cuda_graphs", "batched"):
-                if theirs and (mode, new_tokens) in speeds:
-                    ratio = speeds[mode, new_tokens] / theirs
-                    line = {"device": device, "new_tokens": new_tokens, "mode": mode}
-                    print(json.dumps({**line, "ours_over_transformers": round(ratio, 2)}))
+        benchmark_device(device, config, prompts, args)
 
 
 if __name__ == "__main__":
