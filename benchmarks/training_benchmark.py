@@ -11,7 +11,8 @@ Tiny CPU example (tokens/s only; a CPU has no MFU):
 Each timed step is what the engine's optimizer step does (training/trainer.py), on random
 tokens: forward under autocast, fp32 cross-entropy over the padded vocabulary (with --compile on
 a GPU, the engine's compiled loss: training/losses.py), backward, gradient clipping, fused
-AdamW, and the one host sync per step the engine also does (reading the loss). Warm-up steps
+AdamW (or Muon + AdamW with --optimizer muon), and the one host sync per step the engine also
+does (reading the loss). Warm-up steps
 (which include compilation) are not timed. MFU = tokens/s x training FLOPs per token
 (model/plan.py) / the device's dense bf16 peak (training/mfu.py). Peak memory is
 torch.cuda.max_memory_allocated; `planned_memory_gb` is model/plan.py's estimate for the same
@@ -30,6 +31,7 @@ from common.errors import UserError, run_cli
 from model.config import PRESETS, from_preset
 from model.plan import memory_estimate
 from model.transformer import Transformer
+from training.config import OPTIMIZERS, TrainConfig
 from training.distributed import pick_device
 from training.losses import compiled_losses, cross_entropy_sum
 from training.mfu import peak_flops, training_flops_per_token
@@ -59,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto = bf16 on a GPU that has it, fp32 on CPU",
     )  # fmt: skip
     parser.add_argument(
+        "--optimizer", default="adamw", choices=OPTIMIZERS,
+        help="adamw (fused), or muon (Newton-Schulz on the block matrices + AdamW)",
+    )  # fmt: skip
+    parser.add_argument(
         "--activation-checkpointing",
         action="store_true",
         help="recompute activations (less memory)",
@@ -71,9 +77,7 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
     torch.manual_seed(0)
     model = Transformer(config).to(device).train()
     model.gradient_checkpointing = args.activation_checkpointing
-    optimizer_config = argparse.Namespace(
-        learning_rate=1e-4, weight_decay=0.1, beta1=0.9, beta2=0.95
-    )
+    optimizer_config = TrainConfig(optimizer=args.optimizer, learning_rate=1e-4, min_lr=1e-5)
     optimizer = build_optimizer(model, optimizer_config, device)
     scaler = grad_scaler(precision, device)
     train_model = torch.compile(model) if compiled else model
@@ -136,6 +140,7 @@ def describe(args, micro_batch: int, compiled: bool, device: torch.device) -> di
         "torch": torch.__version__,
         "compile": compiled,
         "activation_checkpointing": args.activation_checkpointing,
+        "optimizer": args.optimizer,
         "micro_batch": micro_batch,
         "block_size": args.block_size,
     }

@@ -4,6 +4,7 @@ pre-training shards written with tokenizer/tokenized_data.SplitWriter (no other 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import subprocess
@@ -19,6 +20,7 @@ from tokenizer.profiles import encode_document, load_tokenizer
 from tokenizer.tokenized_data import SplitWriter
 from training.config import TrainConfig
 from training.losses import IGNORE_INDEX, count_targets, cross_entropy_sum
+from training.pretraining_stage import PretrainingStage
 from training.stage import Batch, RunContext, Stage
 
 NAMES = ["Max", "Lily", "Tom", "Mia", "Ben", "Sue"]
@@ -141,13 +143,25 @@ class FixedPoolStage(Stage):
         }
 
 
+def signal_at(step_to_signal: int, signum: int):
+    """A pre-training stage that sends `signum` to this process while building step k's data."""
+
+    class SignalAt(PretrainingStage):
+        def train_micro_batch(self, step, micro_index):
+            if step == step_to_signal and micro_index == 0:
+                os.kill(os.getpid(), signum)
+            return super().train_micro_batch(step, micro_index)
+
+    return SignalAt
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def torchrun(script: str, config, processes: int = 2) -> subprocess.CompletedProcess:
     """Run a training script under torchrun (gloo on CPU) with `config` as --key=value flags."""
-    argv = [f"--{key}={value}" for key, value in config.to_dict().items()
-            if key != "model_overrides" and value is not None]  # fmt: skip
+    argv = [f"--{key}={json.dumps(value) if isinstance(value, dict) else value}"
+            for key, value in config.to_dict().items() if value is not None]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",

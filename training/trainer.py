@@ -11,7 +11,7 @@ One optimizer step (see training/stage.py for the stage's side of the contract):
     N = total count(batch) over all micro-batches and ranks  (one all-reduce)
     for each batch: backward(loss_sum(batch) * world / N)    (DDP no_sync until the last one)
     skip the step if the loss or gradient is not finite (stop after several in a row)
-    clip the gradient norm, AdamW step (through the fp16 GradScaler when fp16)
+    clip the gradient norm, optimizer step (Muon + AdamW, or AdamW; through the fp16 GradScaler)
 
 Every eval_interval steps: validation loss on the stage's fixed batches and text samples.
 Every checkpoint_interval steps, at the end, and on SIGINT/SIGTERM: an atomic checkpoint.
@@ -54,9 +54,8 @@ from training.distributed import (
 from training.losses import compiled_losses
 from training.mfu import peak_flops, training_flops_per_token
 from training.model_setup import build_model, resolve_init
-from training.optimizer import build_optimizer, set_learning_rate
+from training.optimizer import build_optimizer, set_hyperparameters
 from training.precision import autocast, enable_fast_fp32_matmuls, grad_scaler, resolve_precision
-from training.schedule import learning_rate_at
 from training.signals import StopRequest
 from training.stage import Batch, RunContext, Stage
 from training.tensorboard_log import TensorBoardLog, peak_memory_gb
@@ -384,8 +383,7 @@ class Trainer:
         loss): nothing in the micro-batch loop waits for the GPU.
         """
         config, dist, stage = self.config, self.dist, self.stage
-        lr = learning_rate_at(self.step, config, self.max_steps)
-        set_learning_rate(self.optimizer, lr)
+        lr = set_hyperparameters(self.optimizer, config, self.step, self.max_steps)
         first = dist.rank * self.accumulation
         batches = [stage.train_micro_batch(self.step, first + m) for m in range(self.accumulation)]
         count = float(sum(stage.count(b) for b in batches))
