@@ -193,8 +193,9 @@ def test_muon_under_ddp_matches_one_process_and_every_rank_ends_identical(tmp_pa
     they all-gather) against 1 process accumulating both micro-batches. Bug guarded: a wrong
     interleave after the all-gather gives a matrix another's update, on every rank alike."""
     tokenizer, data = make_inputs(tmp_path)
+    # n_layer=3: 3 q_proj, a stack that 2 ranks split 2 + 1
     common = dict(MUON, max_steps=4, tokens_per_step=256, eval_interval=2, checkpoint_interval=2,
-                  model_overrides={"n_layer": 3})  # 3 q_proj: a stack that 2 ranks split 2 + 1
+                  model_overrides={"n_layer": 3})  # fmt: skip
     reference = train(tiny_config(tmp_path, tokenizer, data, run_name="single", **common),
                       PretrainingStage)  # fmt: skip
     script = tmp_path / "ddp_script.py"

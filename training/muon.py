@@ -16,7 +16,15 @@ it (the iteration tolerates it; torch.optim.Muon and modded-nanogpt do the same)
 elsewhere, on all same-shaped matrices at once (one batched matmul per iteration instead of one
 per matrix). Under DDP every rank holds the same all-reduced gradients; the ranks share the
 Newton-Schulz work (each orthogonalises a slice of every stack) and all-gather the results, so
-every rank applies bit-identical updates.
+every rank applies bit-identical updates (all ranks must call step() together, as the engine
+does: its decision to skip a step is the same on every rank).
+
+Gradient clipping (the engine clips the global gradient norm before every step) does not bound
+a Muon update: Newton-Schulz normalises whatever it is given, so the update's size is set by lr
+alone. For Muon, clipping only makes a spike's gradient weigh less in the momentum average (and
+for the AdamW groups, in Adam's moments). fp16: the engine's GradScaler unscales the gradients
+before step() (momentum must average true gradients, not ones scaled by a changing factor) and
+skips the whole step when they are not finite.
 
 Param groups with `use_muon=False` get AdamW's update from torch's own functional `adamw` (the
 fused CUDA kernel on a GPU), with the state layout of torch.optim.AdamW.
