@@ -1,7 +1,7 @@
 """Muon or AdamW for SFT and DPO: the sample world's instruction-following checks after each.
 
-    OMP_NUM_THREADS=1 python3 benchmarks/post_training_optimizer.py     # about 25 minutes, 1 core
-    OMP_NUM_THREADS=1 python3 benchmarks/post_training_optimizer.py --arms adamw muon
+    OMP_NUM_THREADS=1 python3 benchmarks/post_training_optimizer.py     # about 10 minutes, 1 core
+    OMP_NUM_THREADS=1 python3 benchmarks/post_training_optimizer.py --arms adamw muon --seeds 1 2
 
 The pipeline of tests/test_sft_sample_pipeline.py and tests/test_dpo_sample_pipeline.py (sample
 world -> tokenizer -> pre-train 200 steps -> SFT 300 steps -> DPO 200 steps, a 0.4M-parameter
@@ -11,7 +11,8 @@ model, the tests' flags), once per arm; each arm names the optimizer of each sta
 - `muon`:       Muon for all three.
 Muon runs use the recommended recipe (benchmarks/time_to_loss.py's `muon`), its learning rates
 scaled by the stage's AdamW rate over pre-training's (SFT: x1, as the tests' AdamW rates;
-DPO: x0.1). Printed, one JSON line per arm, the figures the tests assert on:
+DPO: x0.1); Muon pre-training also takes the recipe's schedule, as pre_training.py would
+once its CONFIG holds the recipe. Printed, one JSON line per arm, the figures the tests assert on:
 - `sft_name_place`: greedy answers to 30 held-out story instructions that name the requested
   name and place (`sft_strict`: that meet every constraint), before (the pre-trained model) and
   after SFT;
@@ -57,6 +58,11 @@ def optimizer_flags(optimizer: str, stage: str, steps: int) -> list[str]:
         flags.append(f"--{name}={recipe[name] * scale:g}")
     for name in ("muon_momentum", "muon_momentum_start", "muon_weight_decay"):
         flags.append(f"--{name}={recipe[name]}")
+    if stage == "pre":  # the recommended schedule comes with it (the tests' flags leave it)
+        flags += [
+            f"--schedule={recipe['schedule']}",
+            f"--decay_fraction={recipe['decay_fraction']}",
+        ]
     return flags
 
 
@@ -72,11 +78,15 @@ def reward_accuracy(policy: Path, reference: Path) -> float:
     return float(np.mean(rewards[:, 0] > rewards[:, 1]))  # [pairs, (chosen, rejected)]
 
 
-def measure(arm: str) -> dict:
+def measure(arm: str, seed: int) -> dict:
     pre_opt, sft_opt, dpo_opt = ARMS[arm]
-    pre = pipeline.pretrained_checkpoint(*optimizer_flags(pre_opt, "pre", pipeline.PRETRAIN_STEPS))
-    sft = pipeline.sft_checkpoint(*optimizer_flags(sft_opt, "sft", pipeline.SFT_STEPS), init=pre)
-    dpo = pipeline.dpo_checkpoint(*optimizer_flags(dpo_opt, "dpo", pipeline.DPO_STEPS), init=sft)
+    seeded = [f"--seed={seed}"]
+    pre_flags = optimizer_flags(pre_opt, "pre", pipeline.PRETRAIN_STEPS) + seeded
+    pre = pipeline.pretrained_checkpoint(*pre_flags)
+    sft_flags = optimizer_flags(sft_opt, "sft", pipeline.SFT_STEPS) + seeded
+    sft = pipeline.sft_checkpoint(*sft_flags, init=pre)
+    dpo_flags = optimizer_flags(dpo_opt, "dpo", pipeline.DPO_STEPS) + seeded
+    dpo = pipeline.dpo_checkpoint(*dpo_flags, init=sft)
     stories = [p for p in pipeline.held_out_sft_prompts(100) if '"task": "story"' in p[1]][:30]
     requests = pipeline.taught_checks(pipeline.held_out_dpo_prompts(100))
     sampled = dict(temperature=0.7, samples=2)
@@ -84,6 +94,7 @@ def measure(arm: str) -> dict:
     after, after_strict = name_and_place(sft, stories)
     return {
         "arm": arm,
+        "seed": seed,
         "optimizers": dict(zip(("pre", "sft", "dpo"), ARMS[arm])),
         "sft_name_place": [round(before, 2), round(after, 2)],
         "sft_strict": [round(before_strict, 2), round(after_strict, 2)],
@@ -96,10 +107,14 @@ def measure(arm: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[1337], help="training seeds of every stage"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    for arm in args.arms:
-        print(json.dumps(measure(arm)), flush=True)
+    for seed in args.seeds:
+        for arm in args.arms:
+            print(json.dumps(measure(arm, seed)), flush=True)
 
 
 if __name__ == "__main__":

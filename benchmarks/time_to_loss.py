@@ -54,16 +54,20 @@ BASELINE = dict(
 )  # fmt: skip
 RECIPES = {
     "baseline": BASELINE,
-    "adamw_tuned": BASELINE | dict(learning_rate=6e-3, min_lr=6e-4),
+    "adamw_tuned": BASELINE | dict(learning_rate=1.2e-2, min_lr=1.2e-3, schedule="wsd"),
     "muon": BASELINE
     | dict(
         optimizer="muon",
         muon_lr=0.02,
-        embedding_lr=3e-3,
-        head_lr=3e-3,
-        muon_momentum=0.95,
-        muon_momentum_start=0.85,
-        momentum_warmup=300 / 6700,
+        embedding_lr=6e-3,
+        head_lr=6e-3,
+        learning_rate=6e-3,
+        min_lr=6e-4,
+        schedule="wsd",
+        decay_fraction=0.2,
+        muon_momentum=0.9,
+        muon_momentum_start=0.9,
+        momentum_warmup=0.0,
         muon_weight_decay=0.0,
     ),  # fmt: skip
 }
