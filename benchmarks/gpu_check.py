@@ -12,6 +12,12 @@ It runs, each in its own process with a time limit, most valuable first:
   3. the GPU-only pytest tests (tests named *gpu* or *cuda* in the files that check for CUDA)
   4. training benchmark, 170m, micro-batch 8 and 16, compiled (does it fit an L4's 24 GB?)
   5. training benchmark, 124m, 32 x 1024, eager (compile's gain; the planner models eager)
+  6. training benchmark, 124m, 32 x 1024, compiled, --optimizer muon (Muon's cost in the step)
+  7. the same with a torch.profiler breakdown: GPU ms per phase of the step, top kernels
+  8. benchmarks/time_to_loss.py --mode gpu: baseline AdamW vs Muon at 124m (about 5 minutes)
+The default budget reaches part 5; for issue 10's figures run e.g.
+    python3 benchmarks/gpu_check.py --only train_124m_compiled,train_124m_muon,\
+        profile_124m_muon,time_to_loss_124m --budget-s 780
 then prints a table of each, and planner-vs-measured peak memory. It needs only torch, numpy,
 safetensors, tokenizers, tqdm (+ tensorboard and pytest for the tests); a part whose modules
 are missing is skipped and says so. No network, nothing installed. Logs and a JSON summary go
@@ -75,6 +81,14 @@ def parts() -> list[Part]:
              "--compile", "on", "--steps", "15", "--warmup", "5"], 240, 100),
         Part("train_124m_eager", TRAIN + ["--preset", "124m", "--micro-batch", "32",
              "--compile", "off", "--steps", "10", "--warmup", "3"], 90, 40),
+        # Issue 10 (Muon): its step time, where the step's time goes, and time to quality.
+        Part("train_124m_muon", TRAIN + ["--preset", "124m", "--micro-batch", "32",
+             "--compile", "on", "--optimizer", "muon", "--steps", "20", "--warmup", "6"], 220, 90),
+        Part("profile_124m_muon", TRAIN + ["--preset", "124m", "--micro-batch", "32",
+             "--compile", "on", "--optimizer", "muon", "--steps", "5", "--warmup", "6",
+             "--profile", "5"], 220, 90),
+        Part("time_to_loss_124m", [sys.executable, "-m", "benchmarks.time_to_loss", "--mode",
+             "gpu"], 480, 240, BASE_MODULES + ("tensorboard", "datasets")),
     ]  # fmt: skip
 
 
@@ -147,7 +161,7 @@ def training_table(all_parts: list[Part]) -> list[str]:
         for r in part.records:
             label = (
                 f"{r.get('preset')} {r.get('micro_batch')}x{r.get('block_size')} "
-                f"{'compiled' if r.get('compile') else 'eager'}"
+                f"{'compiled' if r.get('compile') else 'eager'} {r.get('optimizer', 'adamw')}"
             )
             if "error" in r:
                 rows.append(f"{label:34s} ERROR {r['error'][:80]}")
@@ -185,6 +199,36 @@ def tests_summary(part: Part) -> list[str]:
     lines = [line for line in part.output.splitlines() if re.search(r"\b(passed|failed)\b", line)]
     failures = [line for line in part.output.splitlines() if line.startswith(("FAILED", "ERROR"))]
     return (lines[-1:] or ["(no pytest summary line)"]) + failures
+
+
+def profile_table(part: Part) -> list[str]:
+    """GPU milliseconds per phase of the step, then its largest kernels."""
+    rows = []
+    for r in part.records:
+        profile = r.get("profile") or {}
+        phases = profile.get("phase_ms", {})
+        rows.append(", ".join(f"{name} {ms:.1f} ms" for name, ms in phases.items()))
+        rows += [
+            f"{k['ms_per_step']:8.2f} ms {k['share']:6.1%}  {k['name']}"
+            for k in profile.get("top_kernels", [])
+        ]
+    return rows
+
+
+def time_to_loss_table(part: Part) -> list[str]:
+    """Each recipe's final validation loss and tokens/seconds to the baseline's final loss."""
+    rows = []
+    for r in part.records:
+        if "recipe" not in r:
+            continue
+        reached = (
+            f"{r['tokens_to_target']:,.0f} tokens ({r['token_ratio']:.2f}x), "
+            f"{r['seconds_to_target']:.0f} s ({r['seconds_ratio']:.2f}x)"
+            if "tokens_to_target" in r
+            else "baseline's final loss not reached"
+        )
+        rows.append(f"{r['recipe']}: final val loss {r['final_val_loss']:.4f}; {reached}")
+    return rows
 
 
 def generation_table(part: Part) -> list[str]:
@@ -245,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     for part in selected:
         if part.name == "gpu_tests" and part.rc is not None:
             lines += ["", "GPU tests:", *("  " + r for r in tests_summary(part))]
+        if part.name.startswith("profile_") and part.records:
+            lines += ["", "step profile (GPU ms per phase; top kernels):"]
+            lines += ["  " + r for r in profile_table(part)]
+        if part.name.startswith("time_to_loss") and part.records:
+            lines += ["", "time to the baseline's final validation loss:"]
+            lines += ["  " + r for r in time_to_loss_table(part)]
         if part.name == "generation" and part.records:
             lines += ["", "generation (CUDA):", *("  " + r for r in generation_table(part))]
     print("\n".join(lines), flush=True)

@@ -11,7 +11,8 @@ Tiny CPU example (tokens/s only; a CPU has no MFU):
 Each timed step is what the engine's optimizer step does (training/trainer.py), on random
 tokens: forward under autocast, fp32 cross-entropy over the padded vocabulary (with --compile on
 a GPU, the engine's compiled loss: training/losses.py), backward, gradient clipping, fused
-AdamW, and the one host sync per step the engine also does (reading the loss). Warm-up steps
+AdamW (or Muon + AdamW with --optimizer muon), and the one host sync per step the engine also
+does (reading the loss). Warm-up steps
 (which include compilation) are not timed. MFU = tokens/s x training FLOPs per token
 (model/plan.py) / the device's dense bf16 peak (training/mfu.py). Peak memory is
 torch.cuda.max_memory_allocated; `planned_memory_gb` is model/plan.py's estimate for the same
@@ -20,16 +21,19 @@ A configuration that fails (out of memory, a compiler error) prints a line with 
 """
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
 
 import torch
 
+import pre_training
 from common.errors import UserError, run_cli
 from model.config import PRESETS, from_preset
 from model.plan import memory_estimate
 from model.transformer import Transformer
+from training.config import OPTIMIZERS
 from training.distributed import pick_device
 from training.losses import compiled_losses, cross_entropy_sum
 from training.mfu import peak_flops, training_flops_per_token
@@ -59,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto = bf16 on a GPU that has it, fp32 on CPU",
     )  # fmt: skip
     parser.add_argument(
+        "--optimizer", default="adamw", choices=OPTIMIZERS,
+        help="adamw (fused), or muon (Newton-Schulz on the block matrices + AdamW)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="STEPS",
+        help="on a GPU: also time the step's phases and list its top kernels over STEPS steps",
+    )  # fmt: skip
+    parser.add_argument(
         "--activation-checkpointing",
         action="store_true",
         help="recompute activations (less memory)",
@@ -71,8 +83,8 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
     torch.manual_seed(0)
     model = Transformer(config).to(device).train()
     model.gradient_checkpointing = args.activation_checkpointing
-    optimizer_config = argparse.Namespace(
-        learning_rate=1e-4, weight_decay=0.1, beta1=0.9, beta2=0.95
+    optimizer_config = dataclasses.replace(
+        pre_training.CONFIG, optimizer=args.optimizer, learning_rate=1e-4, min_lr=1e-5
     )
     optimizer = build_optimizer(model, optimizer_config, device)
     scaler = grad_scaler(precision, device)
@@ -82,15 +94,21 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
     inputs = torch.randint(0, config.vocab_size, shape, device=device)
     targets = torch.randint(0, config.vocab_size, shape, device=device)
 
-    def step() -> float:
+    def step(phases: PhaseTimer | None = None) -> float:
+        phases = phases or PhaseTimer(enabled=False)
+        phases.mark("forward + loss")
         with autocast(precision, device), compiled_losses(fused_loss):
             loss = cross_entropy_sum(train_model(inputs), targets) / targets.numel()
+        phases.mark("backward")
         scaler.scale(loss).backward()
+        phases.mark("unscale + clip")
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        phases.mark("optimizer")
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        phases.mark("end")
         return loss.item()  # the engine's per-step host sync
 
     for _ in range(args.warmup):
@@ -114,6 +132,8 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
         "tokens_per_s": round(tokens_per_s),
         "model_tflops": round(tokens_per_s * flops / 1e12, 1),  # achieved, by the MFU formula
     }
+    if args.profile and device.type == "cuda":
+        result["profile"] = profile_step(step, args.profile)
     peak = peak_flops(device)
     if peak:
         result["mfu"] = round(tokens_per_s * flops / peak, 4)
@@ -128,6 +148,51 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
     return result
 
 
+class PhaseTimer:
+    """CUDA events between the phases of a step: where its GPU time goes (ms per phase)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.marks: list[tuple[str, torch.cuda.Event]] = []
+
+    def mark(self, name: str) -> None:
+        if self.enabled:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append((name, event))
+
+    def milliseconds(self) -> dict[str, float]:
+        torch.cuda.synchronize()
+        times: dict[str, float] = {}
+        for (name, start), (_, end) in zip(self.marks, self.marks[1:]):
+            times[name] = times.get(name, 0.0) + start.elapsed_time(end)
+        return times
+
+
+def profile_step(step, steps: int) -> dict:
+    """Per-phase GPU milliseconds of a step (mean of `steps`), and the top kernels under
+    torch.profiler (printed as a table; the 12 largest returned with their share)."""
+    phases = PhaseTimer()
+    for _ in range(steps):
+        step(phases)
+    per_phase = {name: round(ms / steps, 2) for name, ms in phases.milliseconds().items()}
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step()
+    events = profiler.key_averages()
+    print(events.table(sort_by="self_device_time_total", row_limit=20), flush=True)
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    total = sum(e.self_device_time_total for e in kernels) or 1.0
+    top = [
+        {"name": e.key[:90], "ms_per_step": round(e.self_device_time_total / 1e3 / steps, 3),
+         "share": round(e.self_device_time_total / total, 3)}
+        for e in kernels[:12]
+    ]  # fmt: skip
+    return {"phase_ms": per_phase, "top_kernels": top}
+
+
 def describe(args, micro_batch: int, compiled: bool, device: torch.device) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     return {
@@ -136,6 +201,7 @@ def describe(args, micro_batch: int, compiled: bool, device: torch.device) -> di
         "torch": torch.__version__,
         "compile": compiled,
         "activation_checkpointing": args.activation_checkpointing,
+        "optimizer": args.optimizer,
         "micro_batch": micro_batch,
         "block_size": args.block_size,
     }

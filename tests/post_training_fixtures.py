@@ -161,42 +161,51 @@ def _run(script, argv: list[str]) -> None:
     assert code == 0, f"{script.__name__} exited with {code}"
 
 
-def pretrained_checkpoint() -> Path:
-    if "pre" not in _cache:
+def pretrained_checkpoint(*extra: str) -> Path:
+    """The pre-trained model (extra flags change the run; each variant runs once)."""
+    key = ("pre", extra)
+    if key not in _cache:
         import pre_training
 
         pipeline = sample_pipeline()
+        run_name = f"pre{len(_cache)}"
         _run(pre_training, [
-            f"--data_dir={pipeline.tokenized['pre']}", *_common_flags(pipeline, "pre"),
+            f"--data_dir={pipeline.tokenized['pre']}", *_common_flags(pipeline, run_name),
             "--model_preset=debug", MODEL, "--micro_batch_size=16", "--tokens_per_step=0",
             f"--max_steps={PRETRAIN_STEPS}", "--warmup_steps=20", "--learning_rate=3e-3",
             "--min_lr=3e-4", f"--eval_interval={PRETRAIN_STEPS}", "--eval_batches=2",
-            f"--checkpoint_interval={PRETRAIN_STEPS}", "--sample_max_new_tokens=0",
+            f"--checkpoint_interval={PRETRAIN_STEPS}", "--sample_max_new_tokens=0", *extra,
         ])  # fmt: skip
-        _cache["pre"] = pipeline.checkpoints / "pre"
-    return _cache["pre"]
+        _cache[key] = pipeline.checkpoints / run_name
+    return _cache[key]
 
 
-def sft_checkpoint() -> Path:
-    if "sft" not in _cache:
+def sft_checkpoint(*extra: str, init: Path | None = None) -> Path:
+    """SFT from `init` (default: pretrained_checkpoint()); extra flags change the run."""
+    init = init or pretrained_checkpoint()
+    key = ("sft", extra, init)
+    if key not in _cache:
         import post_training_sft
 
         pipeline = sample_pipeline()
+        run_name = f"sft{len(_cache)}"
         _run(post_training_sft, [
-            f"--data_dir={pipeline.tokenized['sft']}", *_common_flags(pipeline, "sft"),
-            f"--init_from={pretrained_checkpoint()}", "--micro_batch_size=16",
+            f"--data_dir={pipeline.tokenized['sft']}", *_common_flags(pipeline, run_name),
+            f"--init_from={init}", "--micro_batch_size=16",
             "--tokens_per_step=0", f"--max_steps={SFT_STEPS}", "--warmup_steps=10",
             f"--learning_rate={SFT_LEARNING_RATE}", f"--min_lr={SFT_LEARNING_RATE / 10}",
-            f"--eval_interval={SFT_STEPS}",
-            "--eval_batches=2", f"--checkpoint_interval={SFT_STEPS}", "--sample_max_new_tokens=0",
+            f"--eval_interval={SFT_STEPS}", "--eval_batches=2",
+            f"--checkpoint_interval={SFT_STEPS}", "--sample_max_new_tokens=0", *extra,
         ])  # fmt: skip
-        _cache["sft"] = pipeline.checkpoints / "sft"
-    return _cache["sft"]
+        _cache[key] = pipeline.checkpoints / run_name
+    return _cache[key]
 
 
-def dpo_checkpoint(*extra: str) -> Path:
-    """A DPO run from the SFT checkpoint (extra flags change it; each variant runs once)."""
-    key = ("dpo", extra)
+def dpo_checkpoint(*extra: str, init: Path | None = None) -> Path:
+    """A DPO run from `init` (default: sft_checkpoint()); extra flags change it; each variant
+    runs once."""
+    init = init or sft_checkpoint()
+    key = ("dpo", extra, init)
     if key not in _cache:
         import post_training_dpo
 
@@ -204,7 +213,7 @@ def dpo_checkpoint(*extra: str) -> Path:
         run_name = f"dpo{len(_cache)}"
         _run(post_training_dpo, [
             f"--data_dir={pipeline.tokenized['dpo']}", *_common_flags(pipeline, run_name),
-            f"--init_from={sft_checkpoint()}", "--micro_batch_size=8", "--pairs_per_step=8",
+            f"--init_from={init}", "--micro_batch_size=8", "--pairs_per_step=8",
             f"--max_steps={DPO_STEPS}", "--warmup_steps=5",
             f"--learning_rate={DPO_LEARNING_RATE}", f"--min_lr={DPO_LEARNING_RATE / 10}",
             f"--eval_interval={DPO_STEPS}", "--eval_batches=4",

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_model_checkpoint import scramble_middle
-from training_fixtures import make_inputs, tiny_config
+from training_fixtures import make_inputs, signal_at, tiny_config
 
 import pre_training
 from common.errors import UserError
@@ -27,18 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     return make_inputs(tmp_path_factory.mktemp("inputs"))
-
-
-def signal_at(step_to_signal: int, signum: int):
-    """A pre-training stage that sends `signum` to this process while building step k's data."""
-
-    class SignalAt(PretrainingStage):
-        def train_micro_batch(self, step, micro_index):
-            if step == step_to_signal and micro_index == 0:
-                os.kill(os.getpid(), signum)
-            return super().train_micro_batch(step, micro_index)
-
-    return SignalAt
 
 
 def weights(path: Path) -> dict:

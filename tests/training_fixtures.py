@@ -4,6 +4,7 @@ pre-training shards written with tokenizer/tokenized_data.SplitWriter (no other 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import subprocess
@@ -21,6 +22,7 @@ from tokenizer.tokenized_data import SplitWriter
 from training.config import TrainConfig
 from training.language_model_stage import LanguageModelStage
 from training.losses import IGNORE_INDEX
+from training.pretraining_stage import PretrainingStage
 from training.stage import Batch, RunContext
 
 NAMES = ["Max", "Lily", "Tom", "Mia", "Ben", "Sue"]
@@ -142,13 +144,25 @@ class FixedPoolStage(LanguageModelStage):
         return loss_sum, {**metrics, "debug/first_target_sum": first_targets}
 
 
+def signal_at(step_to_signal: int, signum: int):
+    """A pre-training stage that sends `signum` to this process while building step k's data."""
+
+    class SignalAt(PretrainingStage):
+        def train_micro_batch(self, step, micro_index):
+            if step == step_to_signal and micro_index == 0:
+                os.kill(os.getpid(), signum)
+            return super().train_micro_batch(step, micro_index)
+
+    return SignalAt
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def torchrun(script: str, config, processes: int = 2) -> subprocess.CompletedProcess:
     """Run a training script under torchrun (gloo on CPU) with `config` as --key=value flags."""
-    argv = [f"--{key}={value}" for key, value in config.to_dict().items()
-            if key != "model_overrides" and value is not None]  # fmt: skip
+    argv = [f"--{key}={json.dumps(value) if isinstance(value, dict) else value}"
+            for key, value in config.to_dict().items() if value is not None]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",

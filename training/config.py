@@ -30,6 +30,7 @@ from common.errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SCHEDULES = ("cosine", "wsd")
+OPTIMIZERS = ("adamw", "muon")
 
 
 def option(help: str, *, default=MISSING, choices: tuple | None = None):
@@ -104,6 +105,27 @@ class TrainConfig:
     beta1: float = option("AdamW beta1")
     beta2: float = option("AdamW beta2")
     grad_clip: float = option("clip the global gradient norm to this (0 = off)")
+    optimizer: str = option(
+        "muon: Muon for the blocks' weight matrices + AdamW for embedding, head and norms; "
+        "adamw: AdamW for everything, at learning_rate (see training/optimizer.py)",
+        choices=OPTIMIZERS,
+    )
+    muon_lr: float = option("muon: peak learning rate of the blocks' matrices (any width)")
+    embedding_lr: float = option(
+        "muon: AdamW peak learning rate of the token embedding (and a tied head) at width "
+        "768; scaled by sqrt(768 / n_embd)"
+    )
+    head_lr: float = option(
+        "muon: AdamW peak learning rate of an untied LM head at width 768; scaled by "
+        "sqrt(768 / n_embd) (the norm gains use learning_rate)"
+    )
+    muon_momentum: float = option("muon: momentum after its warm-up")
+    muon_momentum_start: float = option("muon: momentum at step 0")
+    muon_momentum_warmup: int = option(
+        "muon: steps over which momentum rises linearly from muon_momentum_start"
+    )
+    muon_weight_decay: float = option("muon: decoupled weight decay of the matrices")
+    muon_ns_steps: int = option("muon: Newton-Schulz iterations that orthogonalise an update")
     max_nonfinite_steps: int = option(
         "stop after this many steps in a row with a non-finite loss or gradient", default=5
     )
@@ -158,6 +180,17 @@ class TrainConfig:
             raise UserError(f"--beta1={self.beta1} and --beta2={self.beta2} must be in [0, 1)")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise UserError("--weight_decay and --grad_clip must be >= 0")
+        if not (self.muon_lr > 0 and self.embedding_lr > 0 and self.head_lr > 0):
+            raise UserError("--muon_lr, --embedding_lr and --head_lr must be > 0")
+        if not (0 <= self.muon_momentum_start < 1 and 0 <= self.muon_momentum < 1):
+            raise UserError(
+                f"--muon_momentum={self.muon_momentum} and --muon_momentum_start="
+                f"{self.muon_momentum_start} must be in [0, 1)"
+            )
+        if self.muon_momentum_warmup < 0 or self.muon_weight_decay < 0 or self.muon_ns_steps < 1:
+            raise UserError(
+                "--muon_momentum_warmup and --muon_weight_decay must be >= 0, --muon_ns_steps >= 1"
+            )
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pick one")
 

@@ -11,7 +11,7 @@ One optimizer step (see training/stage.py for the stage's side of the contract):
     N = total count(batch) over all micro-batches and ranks  (one all-reduce)
     for each batch: backward(loss_sum(batch) * world / N)    (DDP no_sync until the last one)
     skip the step if the loss or gradient is not finite (stop after several in a row)
-    clip the gradient norm, optimizer step (through the fp16 GradScaler when fp16)
+    clip the gradient norm, optimizer step (Muon + AdamW, or AdamW; through the fp16 GradScaler)
 
 Every eval_interval steps: validation (training/evaluation.py) and text samples.
 Every checkpoint_interval steps, at the end, and on SIGINT/SIGTERM: an atomic checkpoint
@@ -53,11 +53,10 @@ from training.distributed import (
 from training.evaluation import evaluate
 from training.losses import compiled_losses
 from training.mfu import peak_flops, training_flops_per_token
-from training.optimizer import build_optimizer, set_learning_rate
+from training.optimizer import build_optimizer, set_hyperparameters
 from training.precision import enable_fast_fp32_matmuls, grad_scaler
 from training.run_folder import LoopState, prepare_run_folder, resume, save
 from training.run_setup import build_model, run_context
-from training.schedule import learning_rate_at
 from training.signals import StopRequest
 from training.stage import Batch, RunContext, Stage
 from training.tensorboard_log import TensorBoardLog, peak_memory_gb
@@ -234,8 +233,7 @@ class Trainer:
     def _train_step(self) -> StepStats:
         """One optimizer step. The only host sync is `to_host` at the end (the skip decision
         needs the loss): nothing in the micro-batch loop waits for the GPU."""
-        lr = learning_rate_at(self.loop.step, self.config, self.max_steps)
-        set_learning_rate(self.optimizer, lr)
+        lr = set_hyperparameters(self.optimizer, self.config, self.loop.step, self.max_steps)
         first = self.dist.rank * self.context.accumulation_steps
         batches = [
             self.stage.train_micro_batch(self.loop.step, first + m)

@@ -1,0 +1,174 @@
+"""Muon for the hidden weight matrices and AdamW for the rest, as ONE torch optimizer.
+
+Muon (Keller Jordan, 2024: https://kellerjordan.github.io/posts/muon/) updates a weight matrix
+W [fan_out, fan_in] with its momentum, orthogonalised:
+
+    buffer = lerp(buffer, grad, 1 - momentum)              momentum (an average of gradients)
+    update = lerp(grad, buffer, momentum)                  Nesterov's look-ahead
+    O      = newton_schulz(update)                         ~ U V^T where update = U S V^T
+    W      = W * (1 - lr * weight_decay) - lr * sqrt(max(1, fan_out / fan_in)) * O
+
+Orthogonalising sets every singular value of the update to about 1, so directions the gradient
+barely touches move as much as the dominant ones, and the step's size is set by lr alone
+(its spectral norm is ~lr * sqrt(max(1, fan_out / fan_in)) whatever the gradient's scale or the
+width): the same muon_lr serves every model width. Newton-Schulz runs in bf16 on GPUs that have
+it (the iteration tolerates it; torch.optim.Muon and modded-nanogpt do the same) and in fp32
+elsewhere, on all same-shaped matrices at once (one batched matmul per iteration instead of one
+per matrix). Under DDP every rank holds the same all-reduced gradients; the ranks share the
+Newton-Schulz work (each orthogonalises a slice of every stack) and all-gather the results, so
+every rank applies bit-identical updates (all ranks must call step() together, as the engine
+does: its decision to skip a step is the same on every rank).
+
+Gradient clipping (the engine clips the global gradient norm before every step) does not bound
+a Muon update: Newton-Schulz normalises whatever it is given, so the update's size is set by lr
+alone. For Muon, clipping only makes a spike's gradient weigh less in the momentum average (and
+for the AdamW groups, in Adam's moments). fp16: the engine's GradScaler unscales the gradients
+before step() (momentum must average true gradients, not ones scaled by a changing factor) and
+skips the whole step when they are not finite.
+
+Param groups with `use_muon=False` get AdamW's update from torch's own functional `adamw` (the
+fused CUDA kernel on a GPU), with the state layout of torch.optim.AdamW.
+
+Why not torch.optim.Muon: it exists only from PyTorch 2.9 (we support 2.4), takes 2-D
+parameters only (so a second optimizer object for the rest), orthogonalises one matrix at a
+time and always in bf16 (slow, and not what a CPU should do), and cannot share the work
+between DDP ranks. The algorithm is the same (same Newton-Schulz coefficients, momentum and
+Nesterov form, decoupled weight decay, and its default "original" shape scaling).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+import torch.distributed as dist
+from torch.optim.adamw import adamw
+
+# Quintic Newton-Schulz coefficients from Keller Jordan's Muon: they push singular values
+# towards 1 as fast as possible from near 0; the result lands in about [0.7, 1.2], not exactly
+# on 1, which trains as well as the exact polar factor.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(matrices: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    """Approximately orthogonalise each matrix of `matrices` [..., m, n] (same shape back).
+
+    Works on the wide orientation (m <= n) so the Gram matrix X X^T is the smaller one.
+    """
+    a, b, c = NS_COEFFICIENTS
+    x = matrices.to(dtype)
+    tall = x.size(-2) > x.size(-1)
+    if tall:
+        x = x.mT  # [..., n, m] -> wide
+    # Scale so the spectral norm is <= 1 (the Frobenius norm bounds it from above).
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.mT  # [..., m, m]
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if tall else x
+
+
+def shape_scale(shape: torch.Size) -> float:
+    """sqrt(max(1, fan_out / fan_in)): tall matrices (e.g. the MLP's up projections) take a
+    proportionally larger step, so each output unit's change has the same size."""
+    fan_out, fan_in = shape
+    return math.sqrt(max(1.0, fan_out / fan_in))
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """One optimizer whose param groups are Muon groups (`use_muon=True`: 2-D matrices; keys
+    lr, momentum, weight_decay, ns_steps) or AdamW groups (lr, betas, eps, weight_decay).
+
+    `ns_dtype`: the Newton-Schulz precision (bf16 on a GPU with bf16 tensor cores, else fp32);
+    `fused`: use the fused CUDA AdamW kernel for the AdamW groups.
+    """
+
+    def __init__(self, param_groups: list[dict], ns_dtype=torch.float32, fused: bool = False):
+        for group in param_groups:
+            if group["use_muon"] and any(p.dim() != 2 for p in group["params"]):
+                raise ValueError("Muon groups hold 2-D weight matrices only")
+        super().__init__(param_groups, defaults={})
+        self.ns_dtype = ns_dtype
+        self.fused = fused
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["use_muon"]:
+                self._muon_step(group)
+            else:
+                self._adamw_step(group)
+        return loss
+
+    def _muon_step(self, group: dict) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        momentum = group["momentum"]
+        # Momentum and Nesterov look-ahead per matrix; then one stack per shape for
+        # Newton-Schulz (tall matrices are orthogonalised transposed, so q [C, C] and the MLP's
+        # gate/up [H, C] and down [C, H] make two stacks, not three).
+        by_shape: dict[tuple, list[tuple[torch.nn.Parameter, torch.Tensor]]] = defaultdict(list)
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            buffer = state["momentum_buffer"]
+            buffer.lerp_(p.grad, 1 - momentum)
+            update = p.grad.lerp(buffer, momentum)
+            wide = update.mT if update.size(0) > update.size(1) else update
+            by_shape[tuple(wide.shape)].append((p, wide))
+        for pairs in by_shape.values():
+            stack = torch.stack([wide for _, wide in pairs])  # [k, m, n], m <= n
+            orthogonal = orthogonalise_shared(stack, group["ns_steps"], self.ns_dtype)
+            for (p, _), o in zip(pairs, orthogonal):
+                o = o.mT if p.size(0) > p.size(1) else o  # back to p's [fan_out, fan_in]
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(o.to(p.dtype), alpha=-group["lr"] * shape_scale(p.shape))
+
+    def _adamw_step(self, group: dict) -> None:
+        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:  # the layout torch.optim.AdamW uses
+                step_device = p.device if self.fused else "cpu"
+                state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            params.append(p)
+            grads.append(p.grad)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        if not params:
+            return
+        beta1, beta2 = group["betas"]
+        adamw(
+            params, grads, exp_avgs, exp_avg_sqs, [], steps,
+            fused=self.fused or None, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+        )  # fmt: skip
+
+
+def orthogonalise_shared(stack: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    """newton_schulz(stack) [k, m, n], the work shared between DDP ranks when there are several.
+
+    Rank r orthogonalises matrices r, r + world, r + 2 world, ... (the stack padded with zeros
+    to a multiple of the world size); an all-gather hands every rank all k results.
+    """
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world == 1 or len(stack) == 1:
+        return newton_schulz(stack, steps, dtype)
+    rank = dist.get_rank()
+    per_rank = math.ceil(len(stack) / world)
+    padded = torch.cat([stack, stack.new_zeros(per_rank * world - len(stack), *stack.shape[1:])])
+    mine = newton_schulz(padded[rank::world], steps, dtype).contiguous()  # [per_rank, m, n]
+    gathered = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(gathered, mine)
+    # gathered[r][j] is matrix r + j * world: interleave back into the stack's order
+    return torch.stack(gathered, dim=1).flatten(0, 1)[: len(stack)]  # [k, m, n]
