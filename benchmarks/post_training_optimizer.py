@@ -9,7 +9,7 @@ model, the tests' flags), once per arm; each arm names the optimizer of each sta
 - `adamw`:      AdamW, AdamW, AdamW (the tests' pipeline before issue 10);
 - `muon_pre`:   Muon pre-training, then AdamW SFT and DPO;
 - `muon`:       Muon for all three.
-Muon runs use the recommended recipe (benchmarks/time_to_loss.py's `muon`), its learning rates
+Muon runs use the recommended recipe (pre_training.py's CONFIG), its learning rates
 scaled by the stage's AdamW rate over pre-training's (SFT: x1, as the tests' AdamW rates;
 DPO: x0.1); Muon pre-training also takes the recipe's schedule, as pre_training.py would
 once its CONFIG holds the recipe. Printed, one JSON line per arm, the figures the tests assert on:
@@ -37,7 +37,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the pipeline builder lives wi
 
 import post_training_fixtures as pipeline  # noqa: E402
 
-from benchmarks.time_to_loss import RECIPES  # noqa: E402
+from benchmarks.time_to_loss import default_recipe  # noqa: E402
 from common.errors import run_cli  # noqa: E402
 
 ARMS = {"adamw": ("adamw", "adamw", "adamw"), "muon_pre": ("muon", "adamw", "adamw"),
@@ -49,14 +49,14 @@ def optimizer_flags(optimizer: str, stage: str, steps: int) -> list[str]:
     """--optimizer and, for Muon, the recommended recipe's rates scaled for the stage."""
     if optimizer == "adamw":
         return ["--optimizer=adamw"]
-    recipe, scale = RECIPES["muon"], LR_SCALE[stage]
+    recipe, scale = default_recipe(), LR_SCALE[stage]
     flags = [
         "--optimizer=muon",
         f"--muon_momentum_warmup={round(recipe['momentum_warmup'] * steps)}",
     ]
     for name in ("muon_lr", "embedding_lr", "head_lr"):
         flags.append(f"--{name}={recipe[name] * scale:g}")
-    for name in ("muon_momentum", "muon_momentum_start", "muon_weight_decay"):
+    for name in ("muon_momentum", "muon_weight_decay"):
         flags.append(f"--{name}={recipe[name]}")
     if stage == "pre":  # the recommended schedule comes with it (the tests' flags leave it)
         flags += [

@@ -133,7 +133,10 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
         "model_tflops": round(tokens_per_s * flops / 1e12, 1),  # achieved, by the MFU formula
     }
     if args.profile and device.type == "cuda":
-        result["profile"] = profile_step(step, args.profile)
+        try:  # the timing above is the figure: a profiler failure must not lose it
+            result["profile"] = profile_step(step, args.profile)
+        except Exception as error:
+            result["profile_error"] = f"{type(error).__name__}: {str(error)[:200]}"
     peak = peak_flops(device)
     if peak:
         result["mfu"] = round(tokens_per_s * flops / peak, 4)

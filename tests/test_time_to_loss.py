@@ -21,7 +21,7 @@ def test_a_recipe_scales_its_warmups_with_the_run_and_checks_its_values(tmp_path
     for key, value in time_to_loss.MODES["cpu"].items():
         setattr(args, key, getattr(args, key) or value)
     args.out_dir = tmp_path
-    recipe = time_to_loss.parse_recipe("muon:muon_lr=0.05,warmup=0.1")
+    recipe = time_to_loss.parse_recipe("default:muon_lr=0.05,warmup=0.1")
     config = time_to_loss.run_config(args, recipe, "run", seed=3)
     steps = -(-2_000_000 // 8192)
     assert config.max_steps == steps and config.warmup_steps == round(0.1 * steps)
@@ -30,7 +30,7 @@ def test_a_recipe_scales_its_warmups_with_the_run_and_checks_its_values(tmp_path
     assert baseline.warmup_steps == round(300 / 6700 * steps), "the old CONFIG's 300 of 6,700"
     assert (baseline.learning_rate, baseline.optimizer) == (6e-4, "adamw")
     with pytest.raises(UserError):
-        time_to_loss.run_config(args, time_to_loss.parse_recipe("muon:muon_lr=x"), "r", 3)
+        time_to_loss.run_config(args, time_to_loss.parse_recipe("default:muon_lr=x"), "r", 3)
     with pytest.raises(UserError):
         time_to_loss.parse_recipe("sgd")
 
@@ -40,10 +40,11 @@ def test_two_recipes_through_the_engine(tmp_path, capsys):
     argv = ["--data-dir", str(data), "--tokenizer-path", str(tokenizer), "--block-size", "32",
             "--micro-batch-size", "4", "--tokens-per-step", "128", "--max-tokens", "1024",
             "--evals", "4", "--eval-batches", "2", "--out-dir", str(tmp_path / "runs"),
-            "--recipes", "baseline", "muon", "--json", str(tmp_path / "summary.json")]  # fmt: skip
+            "--recipes", "baseline", "default",
+            "--json", str(tmp_path / "summary.json")]  # fmt: skip
     assert time_to_loss.main(argv) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    baseline, muon = summary["baseline"], summary["muon"]
+    baseline, muon = summary["baseline"], summary["default"]
     assert baseline["tokens"] == muon["tokens"] == [256, 512, 768, 1024]
     assert baseline["token_ratio"] == 1.0 and baseline["target"] == baseline["val_loss"][-1]
     assert all(b > 0 for b in baseline["seconds"])

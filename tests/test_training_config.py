@@ -15,7 +15,7 @@ def test_overrides_are_typed_and_accept_both_spellings():
         CONFIG,
         [
             "--micro_batch_size=8",
-            "--learning-rate=3e-4",
+            "--learning-rate=1e-2",
             "--init-from", "checkpoints/base",
             "--compile",
             "--resume=false",
@@ -24,7 +24,7 @@ def test_overrides_are_typed_and_accept_both_spellings():
         ],
     )  # fmt: skip
     assert config.micro_batch_size == 8 and isinstance(config.micro_batch_size, int)
-    assert config.learning_rate == 3e-4
+    assert config.learning_rate == 1e-2
     assert config.init_from == "checkpoints/base"
     assert config.compile is True and config.resume is False
     assert config.max_tokens == 3_500_000_000 and isinstance(config.max_tokens, int)

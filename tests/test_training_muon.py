@@ -151,6 +151,22 @@ def test_a_tiny_model_with_muon_overfits_one_batch(tmp_path, inputs):
     assert result.losses[-1] < 0.05, "a 0.5M-parameter model must memorize 128 tokens"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_bf16_compiled_muon_overfits_one_batch(tmp_path, inputs):
+    """On a GPU: bf16 autocast, torch.compile, Newton-Schulz in bf16, the fused AdamW kernel."""
+    config = tiny_config(
+        tmp_path, *inputs, **MUON, device="cuda", precision="bf16", compile=True, max_steps=60,
+        warmup_steps=5, muon_momentum_warmup=5, eval_interval=1000, checkpoint_interval=1000,
+    )  # fmt: skip
+    stage = functools.partial(FixedPoolStage, pool_size=4, mask_fraction=0.0)
+    result = train(config, stage)
+    assert result.losses[-1] < 0.05, result.losses[-5:]
+    gradient = torch.randn(768, 3072, device="cuda")
+    fp32 = newton_schulz(gradient, 5, torch.float32)
+    bf16 = newton_schulz(gradient, 5, torch.bfloat16).float()
+    assert (bf16 - fp32).norm() / fp32.norm() < 0.03, "bf16 Newton-Schulz is safe on the GPU"
+
+
 def test_muon_stopped_and_resumed_is_bitwise_identical_to_a_straight_run(tmp_path, inputs):
     muon = dict(MUON, muon_momentum_warmup=5)  # the stop falls inside the momentum warm-up
     straight = train(tiny_config(tmp_path, *inputs, run_name="straight", **muon), PretrainingStage)

@@ -87,6 +87,8 @@ def tiny_config(tmp_path: Path, tokenizer_path: Path, data_dir: Path, **override
         micro_batch_size=4,
         tokens_per_step=0,
         max_steps=8,
+        optimizer="adamw",  # the engine's tests; tests/test_training_muon.py passes Muon's
+        schedule="cosine",
         learning_rate=3e-3,
         min_lr=3e-4,
         warmup_steps=2,
