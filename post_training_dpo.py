@@ -32,6 +32,7 @@ Tiny CPU example (two minutes; after the tiny SFT example in post_training_sft.p
         --tokenizer_path=data/sample/tokenizer/tokenizer.json --init_from=checkpoints/sample_sft \
         --run_name=sample_dpo --block_size=128 --micro_batch_size=8 --pairs_per_step=8 \
         --max_steps=120 --warmup_steps=5 --learning_rate=3e-4 --min_lr=3e-5 --rpo_alpha=1.0 \
+        --muon_lr=2e-3 --embedding_lr=6e-4 --head_lr=6e-4 \
         --eval_interval=60 --eval_batches=4 --checkpoint_interval=60
 At the end it prints the held-out reward accuracy and the model's answer to a held-out prompt.
 """
@@ -66,7 +67,7 @@ CONFIG = DPOConfig(
     pairs_per_step=64,  # sets tokens_per_step = 64 x block_size
     tokens_per_step=0,
     max_steps=950,
-    learning_rate=5e-6,  # DPO moves little: lr ~1/20 of SFT's
+    learning_rate=5e-6,  # DPO moves little: ~1/20 of SFT's (norm gains; all with adamw)
     min_lr=5e-7,
     warmup_steps=50,
     schedule="cosine",
@@ -75,13 +76,14 @@ CONFIG = DPOConfig(
     beta1=0.9,
     beta2=0.95,
     grad_clip=1.0,
-    optimizer="adamw",
-    muon_lr=0.02,
-    embedding_lr=3e-3,
-    head_lr=3e-3,
-    muon_momentum=0.95,
+    # Muon, as pre-training, at its rates x 1/120 (5e-6 / AdamW's pre-training 6e-4)
+    optimizer="muon",
+    muon_lr=1.7e-4,
+    embedding_lr=5e-5,
+    head_lr=5e-5,
+    muon_momentum=0.9,
     muon_momentum_start=0.85,
-    muon_momentum_warmup=300,
+    muon_momentum_warmup=0,
     muon_weight_decay=0.0,
     muon_ns_steps=5,
     precision="auto",

@@ -27,8 +27,9 @@ Tiny CPU example (a minute or two; after the tiny pre-training example in pre_tr
         --tokenizer_path=data/sample/tokenizer/tokenizer.json \
         --init_from=checkpoints/sample_pre_training --run_name=sample_sft \
         --block_size=128 --micro_batch_size=16 --tokens_per_step=2048 --max_steps=300 \
-        --warmup_steps=10 --learning_rate=3e-3 --min_lr=3e-4 --eval_interval=100 \
-        --eval_batches=4 --checkpoint_interval=100
+        --warmup_steps=10 --learning_rate=3e-3 --min_lr=3e-4 --muon_lr=0.02 \
+        --embedding_lr=6e-3 --head_lr=6e-3 --eval_interval=100 --eval_batches=4 \
+        --checkpoint_interval=100
 At the end it prints the model's answer to a held-out instruction.
 """
 
@@ -56,7 +57,8 @@ CONFIG = SFTConfig(
     micro_batch_size=16,
     tokens_per_step=65_536,
     max_steps=500,
-    learning_rate=1e-4,  # ~1/6 of pre-training's: adapt the format, keep the knowledge
+    learning_rate=1e-4,  # norm gains (all weights with --optimizer=adamw): ~1/6 of AdamW's
+    # pre-training rate (6e-4): adapt the format, keep the knowledge
     min_lr=1e-5,
     warmup_steps=20,
     schedule="cosine",
@@ -65,13 +67,14 @@ CONFIG = SFTConfig(
     beta1=0.9,
     beta2=0.95,
     grad_clip=1.0,
-    optimizer="adamw",
-    muon_lr=0.02,
-    embedding_lr=3e-3,
-    head_lr=3e-3,
-    muon_momentum=0.95,
+    # Muon, as pre-training, at its rates x the same 1/6 (benchmarks/post_training_optimizer.py)
+    optimizer="muon",
+    muon_lr=3.3e-3,
+    embedding_lr=1e-3,
+    head_lr=1e-3,
+    muon_momentum=0.9,
     muon_momentum_start=0.85,
-    muon_momentum_warmup=300,
+    muon_momentum_warmup=0,
     muon_weight_decay=0.0,
     muon_ns_steps=5,
     precision="auto",

@@ -27,8 +27,7 @@ Tiny CPU example (a few minutes; the sample corpus, tokenizer and tokenized data
     python3 pre_training.py --data_dir=data/sample/pre_training/tokenized \
         --tokenizer_path=data/sample/tokenizer/tokenizer.json \
         --model_preset=debug --block_size=256 --micro_batch_size=16 --tokens_per_step=8192 \
-        --max_steps=300 --warmup_steps=30 --learning_rate=3e-3 --min_lr=3e-4 \
-        --eval_interval=100 --eval_batches=4 --checkpoint_interval=100 \
+        --max_steps=300 --eval_interval=100 --eval_batches=4 --checkpoint_interval=100 \
         --run_name=sample_pre_training
 At the end it prints the model's continuation of a fixed prompt.
 """

@@ -111,16 +111,7 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
         phases.mark("end")
         return loss.item()  # the engine's per-step host sync
 
-    for _ in range(args.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = (time.perf_counter() - started) / args.steps
+    seconds = seconds_per_step(step, args.warmup, args.steps, device)
     tokens_per_s = micro_batch * args.block_size / seconds
     flops = training_flops_per_token(config, args.block_size)
     result = {
@@ -141,14 +132,35 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
     if peak:
         result["mfu"] = round(tokens_per_s * flops / peak, 4)
     if device.type == "cuda":
-        result["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
-        planned = memory_estimate(
-            config, micro_batch, args.block_size, precision, args.activation_checkpointing
-        )
-        result["planned_memory_gb"] = round(planned["total"] / 1e9, 2)
+        result.update(memory_figures(args, config, micro_batch, precision, device))
     else:
         result["threads"] = torch.get_num_threads()
     return result
+
+
+def memory_figures(args, config, micro_batch: int, precision: str, device) -> dict:
+    """Measured peak GPU memory, and model/plan.py's estimate for the same shape."""
+    planned = memory_estimate(
+        config, micro_batch, args.block_size, precision, args.activation_checkpointing
+    )
+    return {
+        "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 2),
+        "planned_memory_gb": round(planned["total"] / 1e9, 2),
+    }
+
+
+def seconds_per_step(step, warmup: int, steps: int, device: torch.device) -> float:
+    """Mean wall seconds of `steps` calls of step() after `warmup` untimed ones (compilation)."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - started) / steps
 
 
 class PhaseTimer:

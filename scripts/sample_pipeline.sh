@@ -43,15 +43,15 @@ $PY -m tokenizer.inspect_tokenized_data --raw-dataset-dir $S/pre_training/raw \
 echo "== 4. pre-training (debug-size model)"
 $PY pre_training.py --data_dir=$S/pre_training/tokenized --tokenizer_path=$S/tokenizer/tokenizer.json \
     --run_name=sample_pre_training --overwrite --model_preset=debug --block_size=256 \
-    --micro_batch_size=16 --tokens_per_step=8192 --max_steps=250 --warmup_steps=25 \
-    --learning_rate=3e-3 --min_lr=3e-4 --eval_interval=100 --eval_batches=4 \
-    --checkpoint_interval=200 --compile=false
+    --micro_batch_size=16 --tokens_per_step=8192 --max_steps=250 --eval_interval=100 \
+    --eval_batches=4 --checkpoint_interval=200 --compile=false
 
 echo "== 5. SFT (copying the requested name and home from the prompt appears between 300 and 600 steps)"
 $PY post_training_sft.py --data_dir=$S/post_training/sft/tokenized \
     --tokenizer_path=$S/tokenizer/tokenizer.json --init_from=checkpoints/sample_pre_training \
     --run_name=sample_sft --overwrite --block_size=256 --micro_batch_size=16 \
     --tokens_per_step=4096 --max_steps=600 --warmup_steps=10 --learning_rate=3e-3 --min_lr=3e-4 \
+    --muon_lr=0.02 --embedding_lr=6e-3 --head_lr=6e-3 \
     --eval_interval=200 --eval_batches=4 --checkpoint_interval=600 --compile=false
 
 echo "== 6. DPO"
@@ -59,6 +59,7 @@ $PY post_training_dpo.py --data_dir=$S/post_training/dpo/tokenized \
     --tokenizer_path=$S/tokenizer/tokenizer.json --init_from=checkpoints/sample_sft \
     --run_name=sample_dpo --overwrite --block_size=256 --micro_batch_size=8 --pairs_per_step=16 \
     --max_steps=120 --warmup_steps=5 --learning_rate=3e-4 --min_lr=3e-5 --rpo_alpha=1.0 \
+    --muon_lr=2e-3 --embedding_lr=6e-4 --head_lr=6e-4 \
     --eval_interval=60 --eval_batches=4 --checkpoint_interval=120 --compile=false
 
 echo "== 7. chat"

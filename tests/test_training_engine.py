@@ -1,13 +1,18 @@
 """The training loop: it learns, accumulation is exact, logs what it promises, guards bad steps."""
 
-import functools
 import math
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from training_fixtures import FixedPoolStage, logged_scalars, make_inputs, tiny_config
+from training_fixtures import (
+    FixedPoolStage,
+    logged_scalars,
+    make_inputs,
+    overfit_one_batch,
+    tiny_config,
+)
 
 from common.errors import UserError
 from model.checkpoint import load_model
@@ -24,14 +29,9 @@ def inputs(tmp_path_factory):
 
 
 def test_debug_model_overfits_one_batch(tmp_path, inputs):
-    config = tiny_config(
-        tmp_path, *inputs, max_steps=60, learning_rate=1e-2, min_lr=1e-3, warmup_steps=5,
-        eval_interval=1000, checkpoint_interval=1000,
-    )  # fmt: skip
-    stage = functools.partial(FixedPoolStage, pool_size=4, mask_fraction=0.0)
-    result = train(config, stage)
-    assert result.losses[0] > 5.0  # ~ln(300): the untrained model guesses uniformly
-    assert result.losses[-1] < 0.05, "a 0.5M-parameter model must memorize 128 tokens"
+    losses = overfit_one_batch(tmp_path, inputs, learning_rate=1e-2, min_lr=1e-3)
+    assert losses[0] > 5.0  # ~ln(300): the untrained model guesses uniformly
+    assert losses[-1] < 0.05, "a 0.5M-parameter model must memorize 128 tokens"
 
 
 def test_loss_falls_on_patterned_text_and_checkpoints_are_loadable(tmp_path, inputs):

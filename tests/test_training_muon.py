@@ -7,7 +7,6 @@ leaves a model that still exports to Hugging Face Llama with the same logits.
 """
 
 import dataclasses
-import functools
 import signal
 
 import pytest
@@ -16,6 +15,7 @@ from training_fixtures import (
     FixedPoolStage,
     logged_scalars,
     make_inputs,
+    overfit_one_batch,
     signal_at,
     tiny_config,
     torchrun,
@@ -141,26 +141,19 @@ def test_bad_muon_options_are_user_errors(flag):
 
 
 def test_a_tiny_model_with_muon_overfits_one_batch(tmp_path, inputs):
-    config = tiny_config(
-        tmp_path, *inputs, **MUON, max_steps=60, warmup_steps=5, muon_momentum_warmup=5,
-        eval_interval=1000, checkpoint_interval=1000,
-    )  # fmt: skip
-    stage = functools.partial(FixedPoolStage, pool_size=4, mask_fraction=0.0)
-    result = train(config, stage)
-    assert result.losses[0] > 5.0  # ~ln(300): the untrained model guesses uniformly
-    assert result.losses[-1] < 0.05, "a 0.5M-parameter model must memorize 128 tokens"
+    losses = overfit_one_batch(tmp_path, inputs, **MUON, muon_momentum_warmup=5)
+    assert losses[0] > 5.0  # ~ln(300): the untrained model guesses uniformly
+    assert losses[-1] < 0.05, "a 0.5M-parameter model must memorize 128 tokens"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_bf16_compiled_muon_overfits_one_batch(tmp_path, inputs):
     """On a GPU: bf16 autocast, torch.compile, Newton-Schulz in bf16, the fused AdamW kernel."""
-    config = tiny_config(
-        tmp_path, *inputs, **MUON, device="cuda", precision="bf16", compile=True, max_steps=60,
-        warmup_steps=5, muon_momentum_warmup=5, eval_interval=1000, checkpoint_interval=1000,
+    losses = overfit_one_batch(
+        tmp_path, inputs, **MUON, muon_momentum_warmup=5, device="cuda", precision="bf16",
+        compile=True,
     )  # fmt: skip
-    stage = functools.partial(FixedPoolStage, pool_size=4, mask_fraction=0.0)
-    result = train(config, stage)
-    assert result.losses[-1] < 0.05, result.losses[-5:]
+    assert losses[-1] < 0.05, losses[-5:]
     gradient = torch.randn(768, 3072, device="cuda")
     fp32 = newton_schulz(gradient, 5, torch.float32)
     bf16 = newton_schulz(gradient, 5, torch.bfloat16).float()

@@ -173,6 +173,20 @@ def torchrun(script: str, config, processes: int = 2) -> subprocess.CompletedPro
     )  # fmt: skip
 
 
+def overfit_one_batch(tmp_path: Path, inputs, **overrides) -> list[float]:
+    """The training losses of 60 steps on one fixed batch of 4 x 32 tokens (no masking)."""
+    import functools
+
+    from training.trainer import train
+
+    config = tiny_config(
+        tmp_path, *inputs, max_steps=60, warmup_steps=5, eval_interval=1000,
+        checkpoint_interval=1000, **overrides,
+    )  # fmt: skip
+    stage = functools.partial(FixedPoolStage, pool_size=4, mask_fraction=0.0)
+    return train(config, stage).losses
+
+
 def logged_scalars(run_dir: Path, tag: str = "train/loss") -> list[float]:
     """Every value a run logged to TensorBoard under `tag`, in step order."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
