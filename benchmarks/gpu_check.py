@@ -2,13 +2,15 @@
 
     python3 benchmarks/gpu_check.py                 # from the repository root
     python3 benchmarks/gpu_check.py --budget-s 300  # less time: later parts are skipped
+    python3 benchmarks/gpu_check.py --budget-s 520  # all of them (the 2026-11-29 session)
     python3 benchmarks/gpu_check.py --only train_124m_compiled,gpu_tests
 
 It runs, each in its own process with a time limit, most valuable first:
   1. training benchmark, 124m, micro-batch 32 x 1024, compiled + bf16, Muon (its own work in
      the step), with a torch.profiler breakdown: GPU ms per phase of the step, top kernels
   2. benchmarks/time_to_loss.py --mode gpu: baseline AdamW vs Muon at 124m (about 4 minutes;
-     its tokenized sample corpus is built first unless data/time_to_loss/sample_40mb is there)
+     it builds its tokenized sample corpus unless data/time_to_loss/sample_40mb is there, which
+     needs HF datasets: on a machine without it, build it first elsewhere and bring it along)
   3. generation benchmark, 124m bf16, 256 and 1024 new tokens: eager, CUDA graphs, 8 streams
      batched, and transformers' generate (goals: one stream >= 1,500 tokens/s; 8 streams
      >= 5x one stream's tokens/s)
@@ -17,10 +19,11 @@ It runs, each in its own process with a time limit, most valuable first:
   6. training benchmark, 124m, 32 x 1024, compiled, AdamW (Muon's cost, same session)
   7. training benchmark, 170m, micro-batch 8 and 16, compiled, AdamW (fits an L4's 24 GB?)
   8. training benchmark, 124m, 32 x 1024, eager (compile's gain; the planner models eager)
-The default budget reaches about part 4 or 5; pick parts with --only,
-then prints a table of each, and planner-vs-measured peak memory. It needs only torch, numpy,
+All eight took about 8 minutes on an H200 (2026-11-29); a smaller --budget-s skips the later
+ones. It prints a table of each, and planner-vs-measured peak memory. It needs only torch, numpy,
 safetensors, tokenizers, tqdm (+ tensorboard and pytest for the tests); a part whose modules
-are missing is skipped and says so. No network, nothing installed. Logs and a JSON summary go
+are missing is skipped and says so (the server's GPU test also needs FastAPI, uvicorn and the
+openai client). No network, nothing installed. Logs and a JSON summary go
 to --out-dir (default: $OUT when set): gpu_check.log and gpu_check.json.
 
 Tiny CPU example (checks the script itself; every GPU part is skipped):
