@@ -160,6 +160,18 @@ def test_gpu_bf16_compiled_muon_overfits_one_batch(tmp_path, inputs):
     assert (bf16 - fp32).norm() / fp32.norm() < 0.03, "bf16 Newton-Schulz is safe on the GPU"
 
 
+def test_muon_with_activation_checkpointing_trains_as_without(tmp_path, inputs):
+    """Recomputing activations in the backward pass must not change Muon's gradients."""
+    runs = [
+        train(tiny_config(tmp_path / str(flag), *inputs, **MUON, max_steps=4,
+                          activation_checkpointing=flag), PretrainingStage)
+        for flag in (False, True)
+    ]  # fmt: skip
+    assert runs[0].losses == pytest.approx(runs[1].losses, rel=1e-5)
+    for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_muon_stopped_and_resumed_is_bitwise_identical_to_a_straight_run(tmp_path, inputs):
     muon = dict(MUON, muon_momentum_warmup=5)  # the stop falls inside the momentum warm-up
     straight = train(tiny_config(tmp_path, *inputs, run_name="straight", **muon), PretrainingStage)
