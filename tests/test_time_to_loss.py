@@ -1,12 +1,15 @@
 """benchmarks/time_to_loss.py: recipes become the right configs, and the figure is read right."""
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 from training_fixtures import make_inputs
 
 from benchmarks import time_to_loss
 from common.errors import UserError
+from training.config import parse_config
 
 
 def test_tokens_to_target_interpolate_between_evaluations():
@@ -51,3 +54,17 @@ def test_two_recipes_through_the_engine(tmp_path, capsys):
     if "token_ratio" in muon:
         assert muon["tokens_to_target"] <= 1024
     assert "to reach baseline's final validation loss" in capsys.readouterr().out
+
+
+def test_the_readmes_old_recipe_command_is_the_baseline():
+    """README's pre-training step tells users how to get the AdamW recipe back: it must be it."""
+    import pre_training
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if "pre_training.py --optimizer=adamw" in x)
+    config = parse_config(pre_training.CONFIG, shlex.split(line)[2:])
+    for name, value in time_to_loss.BASELINE.items():
+        if name == "warmup":
+            assert config.warmup_steps / config.max_steps == pytest.approx(value)
+        else:
+            assert getattr(config, name) == value, name
