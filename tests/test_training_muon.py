@@ -238,6 +238,33 @@ def test_muon_under_ddp_matches_one_process_and_every_rank_ends_identical(tmp_pa
         assert torch.allclose(rank0[name], tensor, atol=1e-5), name
 
 
+def test_muon_step_launches_do_not_grow_with_the_number_of_matrices():
+    """On a GPU the step is launch-bound: per-matrix work must be multi-tensor (foreach) ops,
+    so a 6-layer model's step runs as many operations as a 2-layer one's (same shapes)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountOps(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += not func.is_view  # views launch nothing
+            return func(*args, **(kwargs or {}))
+
+    counts = []
+    for n_layer in (2, 6):
+        model = Transformer(from_preset("debug", n_layer=n_layer))
+        matrices = named_parameter_groups(model)["matrices"]
+        optimizer = MuonWithAdamW([dict(params=matrices, use_muon=True, lr=0.02, momentum=0.9,
+                                        weight_decay=0.1, ns_steps=5)])  # fmt: skip
+        for p in matrices:
+            p.grad = torch.randn_like(p)
+        optimizer.step()  # the first step creates the momentum buffers
+        with CountOps() as counter:
+            optimizer.step()
+        counts.append(counter.count)
+    assert counts[0] == counts[1], counts
+
+
 def test_orthogonalise_shared_without_a_process_group_is_newton_schulz():
     stack = torch.randn(3, 16, 32)
     torch.testing.assert_close(

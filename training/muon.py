@@ -69,6 +69,11 @@ def newton_schulz(matrices: torch.Tensor, steps: int, dtype: torch.dtype) -> tor
     return x.mT if tall else x
 
 
+def _wide(matrix: torch.Tensor) -> torch.Tensor:
+    """The matrix, transposed if it is tall (a view): [m, n] with m <= n."""
+    return matrix.mT if matrix.size(0) > matrix.size(1) else matrix
+
+
 def shape_scale(shape: torch.Size) -> float:
     """sqrt(max(1, fan_out / fan_in)): tall matrices (e.g. the MLP's up projections) take a
     proportionally larger step, so each output unit's change has the same size."""
@@ -107,27 +112,40 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     def _muon_step(self, group: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]
-        momentum = group["momentum"]
-        # Momentum and Nesterov look-ahead per matrix; then one stack per shape for
-        # Newton-Schulz (tall matrices are orthogonalised transposed, so q [C, C] and the MLP's
-        # gate/up [H, C] and down [C, H] make two stacks, not three).
-        by_shape: dict[tuple, list[tuple[torch.nn.Parameter, torch.Tensor]]] = defaultdict(list)
-        for p in params:
-            state = self.state[p]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(p)
-            buffer = state["momentum_buffer"]
-            buffer.lerp_(p.grad, 1 - momentum)
-            update = p.grad.lerp(buffer, momentum)
-            wide = update.mT if update.size(0) > update.size(1) else update
-            by_shape[tuple(wide.shape)].append((p, wide))
-        for pairs in by_shape.values():
-            stack = torch.stack([wide for _, wide in pairs])  # [k, m, n], m <= n
+        if not params:
+            return
+        grads = [p.grad for p in params]
+        buffers = [self._momentum_buffer(p) for p in params]
+        lr, momentum = group["lr"], group["momentum"]
+        # Momentum, then Nesterov's look-ahead: multi-tensor ops, a few kernel launches for all
+        # matrices rather than a few per matrix (on a GPU the step is launch-bound otherwise).
+        torch._foreach_lerp_(buffers, grads, 1 - momentum)
+        updates = torch._foreach_lerp(grads, buffers, momentum)
+        if group["weight_decay"]:
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        # One stack per wide shape for Newton-Schulz (tall matrices are orthogonalised
+        # transposed, so q [C, C] and the MLP's gate/up [H, C] and down [C, H] make two stacks).
+        stacks: dict[tuple, list[int]] = defaultdict(list)
+        for i, update in enumerate(updates):
+            stacks[tuple(_wide(update).shape)].append(i)
+        by_shape: dict[tuple, tuple[list, list]] = defaultdict(lambda: ([], []))
+        for indices in stacks.values():
+            stack = torch.stack([_wide(updates[i]) for i in indices])  # [k, m, n], m <= n
             orthogonal = orthogonalise_shared(stack, group["ns_steps"], self.ns_dtype)
-            for (p, _), o in zip(pairs, orthogonal):
-                o = o.mT if p.size(0) > p.size(1) else o  # back to p's [fan_out, fan_in]
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(o.to(p.dtype), alpha=-group["lr"] * shape_scale(p.shape))
+            orthogonal = orthogonal.to(params[indices[0]].dtype)
+            for i, o in zip(indices, orthogonal.unbind(0)):
+                tall = params[i].size(0) > params[i].size(1)
+                same_shape = by_shape[tuple(params[i].shape)]
+                same_shape[0].append(params[i])
+                same_shape[1].append(o.mT if tall else o)  # back to [fan_out, fan_in]
+        for shape, (same_params, orthogonals) in by_shape.items():
+            torch._foreach_add_(same_params, orthogonals, alpha=-lr * shape_scale(shape))
+
+    def _momentum_buffer(self, p: torch.nn.Parameter) -> torch.Tensor:
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p)
+        return state["momentum_buffer"]
 
     def _adamw_step(self, group: dict) -> None:
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
