@@ -238,6 +238,24 @@ def test_muon_under_ddp_matches_one_process_and_every_rank_ends_identical(tmp_pa
         assert torch.allclose(rank0[name], tensor, atol=1e-5), name
 
 
+def test_a_loaded_fused_optimizer_keeps_adamw_step_counts_on_the_parameters_device():
+    """The fused AdamW kernel needs its step counts beside the parameters; a resumed state is
+    loaded on the CPU. (A "meta" model stands in for a GPU one on machines without a GPU.)"""
+    config = dataclasses.replace(CONFIG, **MUON)
+    saved = Transformer(from_preset("debug"))
+    optimizer = MuonWithAdamW(muon_parameter_groups(saved, config), fused=True)
+    set_hyperparameters(optimizer, config, step=0, max_steps=1)
+    for p in saved.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    with torch.device("meta"):
+        model = Transformer(from_preset("debug"))
+    resumed = MuonWithAdamW(muon_parameter_groups(model, config), fused=True)
+    resumed.load_state_dict(optimizer.state_dict())
+    steps = [resumed.state[p]["step"] for p in named_parameter_groups(model)["embedding"]]
+    assert steps and all(step.device.type == "meta" for step in steps)
+
+
 def test_muon_step_launches_do_not_grow_with_the_number_of_matrices():
     """On a GPU the step is launch-bound: per-matrix work must be multi-tensor (foreach) ops,
     so a 6-layer model's step runs as many operations as a 2-layer one's (same shapes)."""

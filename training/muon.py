@@ -86,16 +86,19 @@ class MuonWithAdamW(torch.optim.Optimizer):
     lr, momentum, weight_decay, ns_steps) or AdamW groups (lr, betas, eps, weight_decay).
 
     `ns_dtype`: the Newton-Schulz precision (bf16 on a GPU with bf16 tensor cores, else fp32);
-    `fused`: use the fused CUDA AdamW kernel for the AdamW groups.
+    `fused`: use the fused CUDA AdamW kernel for the AdamW groups (recorded in each group, as
+    torch.optim.AdamW does, so load_state_dict puts their step counts on the parameters' device,
+    where that kernel needs them).
     """
 
     def __init__(self, param_groups: list[dict], ns_dtype=torch.float32, fused: bool = False):
         for group in param_groups:
             if group["use_muon"] and any(p.dim() != 2 for p in group["params"]):
                 raise ValueError("Muon groups hold 2-D weight matrices only")
+            if not group["use_muon"]:
+                group.setdefault("fused", fused)
         super().__init__(param_groups, defaults={})
         self.ns_dtype = ns_dtype
-        self.fused = fused
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -154,7 +157,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
                 continue
             state = self.state[p]
             if not state:  # the layout torch.optim.AdamW uses
-                step_device = p.device if self.fused else "cpu"
+                step_device = p.device if group["fused"] else "cpu"
                 state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
@@ -168,7 +171,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
         beta1, beta2 = group["betas"]
         adamw(
             params, grads, exp_avgs, exp_avg_sqs, [], steps,
-            fused=self.fused or None, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+            fused=group["fused"] or None, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
             weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
         )  # fmt: skip
 
