@@ -238,6 +238,26 @@ def test_muon_under_ddp_matches_one_process_and_every_rank_ends_identical(tmp_pa
         assert torch.allclose(rank0[name], tensor, atol=1e-5), name
 
 
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_a_resumed_optimizer_takes_the_command_lines_hyperparameters(optimizer):
+    """load_state_dict restores the checkpoint's groups; the run's config must win over them."""
+    saved_config = dataclasses.replace(CONFIG, **(MUON | {"optimizer": optimizer}))
+    model = Transformer(from_preset("debug"))
+    saved = build_optimizer(model, saved_config, torch.device("cpu"))
+    config = dataclasses.replace(saved_config, weight_decay=0.3, beta2=0.99,
+                                 muon_weight_decay=0.05, muon_ns_steps=3)  # fmt: skip
+    resumed = build_optimizer(model, config, torch.device("cpu"))
+    resumed.load_state_dict(saved.state_dict())
+    set_hyperparameters(resumed, config, step=1, max_steps=10)
+    for group in resumed.param_groups:
+        if group.get("use_muon"):
+            assert (group["weight_decay"], group["ns_steps"]) == (0.05, 3)
+        else:
+            assert group["betas"] == (0.9, 0.99)
+            decayed = group["name"] in ("decay", "head")
+            assert group["weight_decay"] == (0.3 if decayed else 0.0), group["name"]
+
+
 def test_a_loaded_fused_optimizer_keeps_adamw_step_counts_on_the_parameters_device():
     """The fused AdamW kernel needs its step counts beside the parameters; a resumed state is
     loaded on the CPU. (A "meta" model stands in for a GPU one on machines without a GPU.)"""

@@ -151,11 +151,11 @@ def test_resume_with_an_incompatible_config_lists_the_differences(tmp_path, inpu
     with pytest.raises(UserError) as error:
         train(
             tiny_config(tmp_path, *inputs, resume=True, micro_batch_size=2, seed=8,
-                        model_overrides={"n_layer": 3}),
+                        model_overrides={"n_layer": 3}, optimizer="muon"),
             PretrainingStage,
         )  # fmt: skip
     message = str(error.value)
-    for key in ("model.n_layer", "micro_batch_size", "seed"):
+    for key in ("model.n_layer", "micro_batch_size", "seed", "optimizer"):
         assert key in message
     assert "block_size" not in message
 

@@ -55,7 +55,7 @@ class TrainConfig:
     # Fields that must equal the checkpoint's for --resume to continue the same run exactly
     # (the model, tokenizer and stage are compared too). Subclasses may add their own.
     RESUME_MUST_MATCH: ClassVar[tuple[str, ...]] = (
-        "block_size", "micro_batch_size", "tokens_per_step", "seed",
+        "block_size", "micro_batch_size", "tokens_per_step", "seed", "optimizer",
     )  # fmt: skip
 
     # --- where things are ---

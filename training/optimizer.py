@@ -49,9 +49,20 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay = groups["matrices"] + groups["head"]
     no_decay = groups["embedding"] + groups["norms"]
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "name": "decay", "weight_decay": weight_decay},
+        {"params": no_decay, "name": "no_decay", "weight_decay": 0.0},
     ]
+
+
+def group_settings(name: str, config) -> dict:
+    """Group `name`'s hyperparameters other than its learning rate and Muon's momentum (those
+    follow the schedule): the same at build time and at every step, so a resumed run uses the
+    command line's values, not the checkpoint's."""
+    if name == "matrices":  # Muon
+        return {"weight_decay": config.muon_weight_decay, "ns_steps": config.muon_ns_steps}
+    decayed = name in ("decay", "head")
+    return {"betas": (config.beta1, config.beta2), "eps": 1e-8,
+            "weight_decay": config.weight_decay if decayed else 0.0}  # fmt: skip
 
 
 def named_parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -89,15 +100,9 @@ def muon_parameter_groups(model: nn.Module, config) -> list[dict]:
     for name, params in named_parameter_groups(model).items():
         if not params:
             continue
-        group = {"params": params, "name": name, "lr_scale": width_scale(name, model.config.n_embd)}
-        if name == "matrices":
-            group |= {"use_muon": True, "momentum": config.muon_momentum,
-                      "weight_decay": config.muon_weight_decay,
-                      "ns_steps": config.muon_ns_steps}  # fmt: skip
-        else:
-            group |= {"use_muon": False, "betas": (config.beta1, config.beta2), "eps": 1e-8,
-                      "weight_decay": config.weight_decay if name == "head" else 0.0}  # fmt: skip
-        groups.append(group)
+        group = {"params": params, "name": name, "use_muon": name == "matrices",
+                 "lr_scale": width_scale(name, model.config.n_embd)}  # fmt: skip
+        groups.append(group | group_settings(name, config))
     return groups
 
 
@@ -128,16 +133,20 @@ def build_optimizer(model: nn.Module, config, device: torch.device) -> torch.opt
 
 
 def set_hyperparameters(optimizer: torch.optim.Optimizer, config, step: int, max_steps: int):
-    """Set every group's learning rate (and Muon's momentum) for optimizer step `step`.
+    """Set every group's hyperparameters for optimizer step `step`: its learning rate (and
+    Muon's momentum) from the schedule, the rest from group_settings.
 
     Read from the config at every step, not kept in the groups (a resumed optimizer takes its
-    groups from the checkpoint), so a run resumed with another learning rate uses it. Returns
-    the learning rate of `learning_rate`'s groups, logged as train/lr.
+    groups from the checkpoint), so a run resumed with another learning rate or weight decay
+    uses it. Returns the learning rate of `learning_rate`'s groups, logged as train/lr.
     """
     multiplier = lr_multiplier(step, config, max_steps)
     for group in optimizer.param_groups:
-        field = PEAK_LR_FIELDS.get(group.get("name"), "learning_rate")
+        name = group.get("name")  # (none in checkpoints from before groups were named)
+        field = PEAK_LR_FIELDS.get(name, "learning_rate")
         group["lr"] = getattr(config, field) * group.get("lr_scale", 1.0) * multiplier
+        if name:
+            group.update(group_settings(name, config))
         if group.get("use_muon"):
             group["momentum"] = muon_momentum_at(step, config)
     return config.learning_rate * multiplier
