@@ -102,27 +102,29 @@ class StreamDecoder:
     """Turns a stream of token ids into printable text without splitting a UTF-8 character.
 
     Byte-level BPE tokens can end mid-character (an emoji may span several tokens); decoding
-    such a prefix yields U+FFFD. We hold text back while the decoded tail is incomplete.
+    such a prefix yields U+FFFD. We hold those tokens back until their character is complete,
+    and decode only them (byte-level decoding of complete characters concatenates), so a long
+    reply costs each token one small decode, not a decode of everything so far.
     """
 
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
         self.ids: list[int] = []
-        self.emitted = 0  # characters of the decoded text already returned
+        self.pending: list[int] = []  # ids whose text is not yet complete
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids)
+        self.pending.append(token_id)
+        text = self.tokenizer.decode(self.pending)
         if text.endswith("\ufffd"):
             return ""  # wait for the rest of the character
-        new_text, self.emitted = text[self.emitted :], len(text)
-        return new_text
+        self.pending = []
+        return text
 
     def finish(self) -> str:
         """Whatever is left (a truly invalid byte sequence stays as U+FFFD)."""
-        text = self.tokenizer.decode(self.ids)
-        new_text, self.emitted = text[self.emitted :], len(text)
-        return new_text
+        text, self.pending = self.tokenizer.decode(self.pending), []
+        return text
 
     def text(self) -> str:
         return self.tokenizer.decode(self.ids)

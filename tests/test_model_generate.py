@@ -140,6 +140,26 @@ def test_stream_decoder_never_splits_a_utf8_character(tokenizer_path):
     assert not any("\ufffd" in piece for piece in pieces)
 
 
+def test_stream_decoder_decodes_each_token_once_and_equals_the_whole_decode(tokenizer_path):
+    """Random ids (partial characters, special tokens): the pieces join to decode(all), and no
+    push decodes more than the few ids of one unfinished character (no quadratic cost)."""
+    tokenizer = load_tokenizer(tokenizer_path)
+    decoded_lengths = []
+    real_decode = tokenizer.decode
+
+    class Spy:  # tokenizers.Tokenizer's methods cannot be patched on the instance
+        def decode(self, ids):
+            decoded_lengths.append(len(ids))
+            return real_decode(ids)
+
+    ids = torch.randint(0, tokenizer.get_vocab_size(), (500,), generator=torch.Generator()
+                        .manual_seed(0)).tolist()  # fmt: skip
+    decoder = StreamDecoder(Spy())
+    pieces = [decoder.push(i) for i in ids] + [decoder.finish()]
+    assert "".join(pieces) == real_decode(ids)
+    assert max(decoded_lengths) <= 8, max(decoded_lengths)
+
+
 def test_generate_text_returns_only_the_continuation(tokenizer_path):
     tokenizer = load_tokenizer(tokenizer_path)
     model = model_with_vocab(tokenizer.get_vocab_size())
