@@ -179,16 +179,17 @@ class MuonWithAdamW(torch.optim.Optimizer):
 def orthogonalise_shared(stack: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
     """newton_schulz(stack) [k, m, n], the work shared between DDP ranks when there are several.
 
-    Rank r orthogonalises matrices r, r + world, r + 2 world, ... (the stack padded with zeros
-    to a multiple of the world size); an all-gather hands every rank all k results.
+    Rank r orthogonalises matrices r, r + world, r + 2 world, ... (padded with zero matrices to
+    the same count on every rank); an all-gather hands every rank all k results.
     """
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     if world == 1 or len(stack) == 1:
         return newton_schulz(stack, steps, dtype)
     rank = dist.get_rank()
     per_rank = math.ceil(len(stack) / world)
-    padded = torch.cat([stack, stack.new_zeros(per_rank * world - len(stack), *stack.shape[1:])])
-    mine = newton_schulz(padded[rank::world], steps, dtype).contiguous()  # [per_rank, m, n]
+    mine = stack[rank::world]  # [<= per_rank, m, n]; all_gather needs equal sizes: pad
+    mine = torch.cat([mine, mine.new_zeros(per_rank - len(mine), *mine.shape[1:])])
+    mine = newton_schulz(mine, steps, dtype).contiguous()  # [per_rank, m, n]
     gathered = [torch.empty_like(mine) for _ in range(world)]
     dist.all_gather(gathered, mine)
     # gathered[r][j] is matrix r + j * world: interleave back into the stack's order
