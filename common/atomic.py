@@ -12,6 +12,8 @@ import hashlib
 import os
 import re
 import shutil
+import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +126,11 @@ def readable_as_umask_allows(path: str | os.PathLike) -> None:
     safetensors writes its files readable by their owner only (0600); an exported model or a
     checkpoint is meant to be copied and shared like any other file.
     """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    # Reading the umask means setting it (os.umask), briefly for the whole process: a file
+    # another thread creates meanwhile would be world-writable. Ask a new file instead.
+    probe = Path(path).with_name(f".mode-probe-{os.getpid()}-{threading.get_ident()}")
+    probe.touch()  # created as open() creates files: 0666 minus the umask
+    try:
+        os.chmod(path, stat.S_IMODE(probe.stat().st_mode))
+    finally:
+        probe.unlink()
