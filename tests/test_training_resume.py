@@ -1,5 +1,6 @@
 """Checkpoints and resume: exact continuation, graceful signals, kill -9, corrupt checkpoints."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -297,3 +298,29 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(
     monkeypatch.setattr(torch, "save", save)
     resumed = train(tiny_config(tmp_path, *inputs, resume=True), PretrainingStage)
     assert resumed.step == 8 and len(resumed.losses) == 4
+
+
+def test_checkpoints_from_before_a_field_compare_as_they_ran():
+    """A checkpoint saved before `optimizer` existed ran AdamW: resuming it with Muon is refused
+    by name (not a crash in load_state_dict), with AdamW it goes on. One from before DPO kept
+    tokens_per_step = 0 (it stored pairs_per_step x block_size) has the same step size."""
+    from types import SimpleNamespace
+
+    import post_training_dpo
+    from training.run_folder import resume_differences
+
+    def context(config):
+        return SimpleNamespace(
+            config=config, model_config=SimpleNamespace(to_dict=dict), tokenizer_sha256="t",
+            micro_batches_per_step=8, world_size=1,
+        )  # fmt: skip
+
+    adamw = dataclasses.replace(post_training_dpo.CONFIG, optimizer="adamw")
+    train_dict = adamw.to_dict() | {"tokens_per_step": adamw.pairs_per_step * adamw.block_size}
+    del train_dict["optimizer"]
+    saved = {"model": {}, "tokenizer": {"sha256": "t"}, "stage": "dpo", "train": train_dict}
+    assert resume_differences(saved, context(adamw), "dpo") == []
+    muon = dataclasses.replace(adamw, optimizer="muon")
+    assert resume_differences(saved, context(muon), "dpo") == [
+        "optimizer (checkpoint 'adamw', now 'muon')"
+    ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from common.errors import UserError
@@ -79,6 +79,18 @@ def prepare_run_folder(config, run_dir: Path, dist: Distributed) -> None:
     barrier(dist)
 
 
+# What a checkpoint from before a field existed ran with.
+BEFORE_THE_FIELD = {"optimizer": "adamw"}
+
+
+def saved_train_config(saved_train: dict, config):
+    """The checkpoint's training config, as the running config's class (fields it lacks: the
+    value they had before they existed, else the running value)."""
+    known = {f.name for f in fields(config)}
+    values = BEFORE_THE_FIELD | {k: v for k, v in saved_train.items() if k in known}
+    return replace(config, **{k: v for k, v in values.items() if k in known})
+
+
 def resume_differences(saved: dict, context, stage_name: str) -> list[str]:
     """What keeps checkpoint config `saved` from continuing the run of `context`, one item each."""
     differences, config = [], context.config
@@ -94,8 +106,11 @@ def resume_differences(saved: dict, context, stage_name: str) -> list[str]:
                            f"{context.tokenizer_sha256[:12]}...)")  # fmt: skip
     if saved.get("stage") != stage_name:
         differences.append(f"stage (checkpoint {saved.get('stage')!r}, now {stage_name!r})")
+    saved_config = saved_train_config(saved["train"], config)
     for key in config.RESUME_MUST_MATCH:
-        before, now = saved["train"].get(key), getattr(config, key)
+        before, now = getattr(saved_config, key), getattr(config, key)
+        if key == "tokens_per_step":  # the step's size, however it was given (DPO: in pairs)
+            before, now = saved_config.optimizer_step_tokens(), config.optimizer_step_tokens()
         if before != now:
             differences.append(f"{key} (checkpoint {before!r}, now {now!r})")
     saved_run = saved.get("run") or {}
