@@ -111,3 +111,19 @@ def test_init_from_inside_the_runs_own_folder(tmp_path, inputs):
     own = str(tmp_path / "checkpoints" / "run")
     expect_error(tiny_config(tmp_path, *inputs, init_from=own, overwrite=True), "own folder")
     assert (tmp_path / "checkpoints" / "run" / "latest").is_file(), "nothing was deleted"
+
+
+def test_a_dpo_step_that_does_not_divide_names_pairs_per_step():
+    """DPO sizes its step in pairs: the advice must be a --pairs_per_step that works (advice to
+    change --tokens_per_step would then fail the pairs/tokens agreement check)."""
+    import dataclasses
+
+    import post_training_dpo
+    from training.run_setup import accumulation_steps
+
+    config = dataclasses.replace(post_training_dpo.CONFIG, pairs_per_step=64, micro_batch_size=8)
+    assert accumulation_steps(config, world_size=2) == 4
+    with pytest.raises(UserError) as error:
+        accumulation_steps(config, world_size=3)
+    assert "--pairs_per_step=64 is not a multiple" in str(error.value)
+    assert "use e.g. --pairs_per_step=72" in str(error.value)

@@ -198,6 +198,10 @@ class TrainConfig:
         """Tokens per optimizer step (0 = one micro-batch per process); DPO sizes it in pairs."""
         return self.tokens_per_step
 
+    def step_size_flag(self, tokens: int) -> str:
+        """The command-line setting that makes a step `tokens` long."""
+        return f"--tokens_per_step={tokens}"
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -94,6 +94,11 @@ class DPOConfig(TrainConfig):
             return self.pairs_per_step * self.block_size
         return self.tokens_per_step
 
+    def step_size_flag(self, tokens: int) -> str:
+        if self.pairs_per_step:
+            return f"--pairs_per_step={tokens // self.block_size}"
+        return super().step_size_flag(tokens)
+
     def check(self) -> None:
         super().check()
         if self.pairs_per_step < 0:

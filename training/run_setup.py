@@ -100,9 +100,9 @@ def accumulation_steps(config, world_size: int) -> int:
     if step_tokens % per_round:
         nearest = max(per_round, round(step_tokens / per_round) * per_round)
         raise UserError(
-            f"--tokens_per_step={step_tokens} is not a multiple of micro_batch_size"
+            f"{config.step_size_flag(step_tokens)} is not a multiple of micro_batch_size"
             f" x block_size x processes = {config.micro_batch_size} x {config.block_size} x "
-            f"{world_size} = {per_round}; use e.g. --tokens_per_step={nearest}"
+            f"{world_size} = {per_round} tokens; use e.g. {config.step_size_flag(nearest)}"
         )
     return step_tokens // per_round
 
