@@ -103,7 +103,7 @@ CONFIG = DPOConfig(
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(CONFIG, sys.argv[1:] if argv is None else argv, __doc__)
     result = train(config, DPOStage)
-    if result.stopped_by_signal or not result.is_main:
+    if not result.should_report:
         return result.exit_code  # stopped by Ctrl-C/SIGTERM, or not the printing rank
     tokenizer, held_out = result.tokenizer, result.val_metrics  # the evaluation of the last step
     print(f"\nafter {result.step} steps ({result.last_checkpoint})", end="")

@@ -96,7 +96,7 @@ DEMO_INSTRUCTION = "Write a short story about a dog named Max who lives in a for
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(CONFIG, sys.argv[1:] if argv is None else argv, __doc__)
     result = train(config, SFTStage)
-    if result.stopped_by_signal or not result.is_main:
+    if not result.should_report:
         return result.exit_code  # stopped by Ctrl-C/SIGTERM, or not the printing rank
     tokenizer = result.tokenizer
     prompt = encode_prompt(tokenizer, [{"role": "user", "content": DEMO_INSTRUCTION}])

@@ -93,7 +93,7 @@ PROMPT = "Once upon a time"
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(CONFIG, sys.argv[1:] if argv is None else argv, __doc__)
     result = train(config, PretrainingStage)
-    if result.stopped_by_signal or not result.is_main:
+    if not result.should_report:
         return result.exit_code  # stopped by Ctrl-C/SIGTERM, or not the printing rank
     with torch.no_grad():
         text = generate_text(

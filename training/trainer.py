@@ -79,6 +79,11 @@ class TrainResult:
     is_main: bool = True  # rank 0 (the process that logs, saves and should print)
 
     @property
+    def should_report(self) -> bool:
+        """Whether a script prints its closing report: the run ended normally, on rank 0."""
+        return not self.stopped_by_signal and self.is_main
+
+    @property
     def exit_code(self) -> int:
         """128 + the signal number for a run a signal stopped (as shells report it), else 0."""
         return 128 + self.stopped_by_signal if self.stopped_by_signal else 0
@@ -205,11 +210,8 @@ class Trainer:
                 if loop.step % config.eval_interval == 0 or loop.step == self.max_steps:
                     result.val_metrics = self._guard_oom(self._evaluate, progress)
                 stopping = self._stop_requested(stop)
-                if (
-                    stopping
-                    or loop.step % config.checkpoint_interval == 0
-                    or (loop.step == self.max_steps)
-                ):
+                due = loop.step % config.checkpoint_interval == 0 or loop.step == self.max_steps
+                if stopping or due:
                     self._save()
                 if stopping:
                     # (a rank that only heard of the signal from another rank reports SIGTERM)
