@@ -160,7 +160,23 @@ async def respond(request, served, body, prompt_ids, max_tokens, chat: bool):
         raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = sse_events(job, first, reply, chunks, stream, include_usage)
-    return StreamingResponse(events, media_type="text/event-stream")
+    return JobResponse(job, events, media_type="text/event-stream")
+
+
+class JobResponse(StreamingResponse):
+    """A stream that frees its job's row however it ends: finished, failed, or cut off by a
+    client that left, even before the event generator ever started (Starlette then never
+    runs that generator, so a `finally` inside it would not run either)."""
+
+    def __init__(self, job: Job, content, **kwargs):
+        super().__init__(content, **kwargs)
+        self.job = job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancelled = True  # no-op when it finished
 
 
 async def next_event(request: Request, job: Job) -> tuple[str, object]:
@@ -191,28 +207,23 @@ async def collect(request: Request, job: Job, reply: ReplyText, event) -> tuple[
 
 
 async def sse_events(job, first, reply, chunks, stream, include_usage) -> AsyncIterator[str]:
-    """Server-sent events: text chunks, a finish chunk, [usage], then [DONE].
-
-    Starlette cancels this generator when the client disconnects; `finally` frees the row.
-    """
-    try:
-        if chunks.chat:
-            yield sse(chunks.delta(role=True))
-        event = first
-        while True:
-            kind, value = event
-            if kind == "error":  # headers are sent: report it in the stream and end
-                yield sse(value.body())
-                break
-            text = reply.push(value) if kind == "token" else reply.finish()
-            if text:
-                yield sse(chunks.delta(text))
-            if kind == "done" or reply.stopped:
-                yield sse(chunks.delta(finish_reason=finish_reason(value, reply)))
-                if include_usage:
-                    yield sse(chunks.usage_chunk(usage(stream, reply)))
-                break
-            event = await job.events.get()
-        yield "data: [DONE]\n\n"
-    finally:
-        job.cancelled = True  # no-op when it finished
+    """Server-sent events: text chunks, a finish chunk, [usage], then [DONE] (JobResponse
+    frees the row when the stream ends, however it ends)."""
+    if chunks.chat:
+        yield sse(chunks.delta(role=True))
+    event = first
+    while True:
+        kind, value = event
+        if kind == "error":  # headers are sent: report it in the stream and end
+            yield sse(value.body())
+            break
+        text = reply.push(value) if kind == "token" else reply.finish()
+        if text:
+            yield sse(chunks.delta(text))
+        if kind == "done" or reply.stopped:
+            yield sse(chunks.delta(finish_reason=finish_reason(value, reply)))
+            if include_usage:
+                yield sse(chunks.usage_chunk(usage(stream, reply)))
+            break
+        event = await job.events.get()
+    yield "data: [DONE]\n\n"

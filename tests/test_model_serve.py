@@ -421,3 +421,33 @@ def test_gpu_server_decodes_with_cuda_graphs_in_its_worker_thread(live):
         for thread in threads:
             thread.join()
         assert together == alone and all(alone)
+
+
+def test_a_stream_cut_off_before_its_first_event_frees_its_row():
+    """A client that leaves right after the response starts: Starlette may never start the
+    event generator, so only the response itself can free the row."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from starlette.requests import ClientDisconnect
+
+    from model.serve_app import JobResponse
+
+    job = SimpleNamespace(cancelled=False)
+    started = []
+
+    async def events():
+        started.append(True)
+        yield "data: x\n\n"
+
+    async def send(message):
+        raise OSError("the client is gone")
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+    response = JobResponse(job, events(), media_type="text/event-stream")
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(response(scope, receive, send))
+    assert not started and job.cancelled
