@@ -12,6 +12,8 @@ Prints one JSON line per (device, mode, new tokens), then ours / transformers. M
   batched       --streams streams decoded together (cuda graphs on CUDA): total tokens/s
   transformers  LlamaForCausalLM.generate on our weights (model/export_hf.py's mapping)
   recompute     no cache: the whole context again for every token (the reference)
+With CUDA graphs a graph_replay_ms line follows: back-to-back replays of the captured step alone,
+the GPU's time per token; the rest of a token's time is the host's (sampling, bookkeeping).
 A random-initialised model is enough: speed does not depend on the weights. Decoding is greedy
 with no stop token, so every run makes exactly --new-tokens tokens; greedy tokens of every mode
 must equal the eager ones (fp32), and a line says so when they do not. The block size is
@@ -89,7 +91,12 @@ def runner(mode: str, model, prompts: list[list[int]], args, device: str):
     streams = args.streams if mode == "batched" else 1
     graphs = mode == "cuda_graphs" or (mode == "batched" and device.startswith("cuda"))
     decoder = Decoder(model, batch_size=streams, cuda_graphs=graphs)  # kept: graphs recorded once
-    return lambda n: decode_streams(decoder, prompts[:streams], n)
+
+    def run(n):
+        return decode_streams(decoder, prompts[:streams], n)
+
+    run.decoder = decoder
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,6 +169,10 @@ def benchmark_device(device: str, config, prompts: list[list[int]], args) -> Non
             }
             print(json.dumps(record), flush=True)
             speeds[mode, new_tokens] = record["tokens_per_s"]
+            if getattr(run, "decoder", None) and run.decoder.cuda_graphs:  # the GPU's share
+                step_ms = run.decoder.time_graph_step()
+                line = {"mode": mode, "streams": len(tokens), "graph_replay_ms": round(step_ms, 4)}
+                print(json.dumps(line), flush=True)
             first = reference.setdefault(new_tokens, tokens[0])
             if dtype == torch.float32 and tokens[0] != first:
                 print(json.dumps({"warning": f"{mode}: greedy tokens differ"}), flush=True)

@@ -9,18 +9,19 @@ model/streams.py. The prompt's prefill runs eagerly, one stream at a time (its l
 the decode step runs every active stream as one batch. Rows are independent: each row's
 queries see only that row's keys (model/kv_cache.py), so streams never mix.
 
-With cuda_graphs=True the decode step is compiled by torch.compile in "reduce-overhead" mode:
-Inductor fuses the small kernels and the step is recorded once as a CUDA graph and replayed for
-every token, so a token costs one graph launch instead of hundreds of kernel launches from
-Python. That needs fixed shapes: a static cache (every step attends over all block_size
-positions with a mask) and always batch_size rows (idle rows compute and are ignored). The
-cache tensors are marked as static addresses, so the graph writes into them in place.
+With cuda_graphs=True the decode step is compiled by torch.compile (Inductor fuses its small
+kernels) and captured once as a CUDA graph, which every token replays: one launch from Python
+instead of hundreds. A replay runs no Python at all (no guards, no input copies): the graph
+reads its tokens and positions from buffers of its own and advances the positions itself, so
+the host writes only the new tokens before each replay, and the positions only when rows
+change (a prompt prefilled, a stream moved). Fixed shapes: a static cache (every step attends
+over all max_length positions with a mask) and always batch_size rows (idle rows compute and
+are ignored).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from model.checkpoint import unwrap_model
 from model.kv_cache import KVCache
@@ -43,15 +44,14 @@ class Decoder:
         self.batch_size = batch_size
         self.cache = KVCache(self.config, batch_size, static=cuda_graphs)
         self.cache.allocate(self.device, cache_dtype(self.model, self.device))
-        self._graph_step = None
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._rows_on_device: int | None = None  # rows the graph's positions are for
         if cuda_graphs:
-            # The graph writes the new keys/values into these tensors in place: their
-            # addresses must never change (and they must not be copied in at each replay).
-            torch._dynamo.mark_static_address(self.cache.keys)
-            torch._dynamo.mark_static_address(self.cache.values)
-            self._graph_step = torch.compile(
-                self._static_step, mode="reduce-overhead", fullgraph=True, dynamic=False
-            )
+            self._capture_graph()
+
+    @property
+    def cuda_graphs(self) -> bool:
+        return self._graph is not None
 
     @property
     def max_length(self) -> int:
@@ -70,6 +70,7 @@ class Decoder:
         if len(ids) > self.max_length:
             raise ValueError(f"{len(ids)} tokens do not fit a cache of {self.max_length}")
         self.cache.lengths[row] = 0
+        self._rows_on_device = None  # the graph's positions must be written again
         if not ids:
             return None
         rows = self.cache.rows(row, row + 1)  # a view of row `row`, length 0
@@ -84,12 +85,12 @@ class Decoder:
         n = tokens.shape[0]
         if max(self.cache.lengths[:n]) >= self.max_length:
             raise ValueError(f"a row of the KV cache is full ({self.max_length} tokens)")
-        if self._graph_step is not None:
-            idle = self.batch_size - n  # idle rows decode token 0 at position 0 of their row
-            positions = torch.tensor(self.cache.lengths[:n] + [0] * idle, device=self.device)
-            torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are consumed
-            logits = self._graph_step(F.pad(tokens, (0, idle)), positions)  # [B, V_pad]
-            logits = logits[:n].clone()  # ours: the graph overwrites its outputs at each replay
+        if self._graph is not None:
+            if self._rows_on_device != n:
+                self._write_positions(n)
+            self._tokens[:n].copy_(tokens)
+            self._graph.replay()
+            logits = self._logits[:n].clone()  # ours: the next replay overwrites the graph's
         else:
             rows = self.cache.rows(0, n)  # a view of the active rows
             logits = self.model(tokens[:, None], kv_cache=rows, last_only=True)[:, -1]
@@ -97,14 +98,64 @@ class Decoder:
             self.cache.lengths[row] += 1
         return logits
 
-    def _static_step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """tokens, positions [batch_size] -> logits [batch_size, V_pad]; fixed shapes."""
-        logits = self.model(tokens[:, None], self.cache, last_only=True, positions=positions)
+    def _make_static_buffers(self) -> None:
+        """The static step's inputs, at fixed addresses (a CUDA graph reads them there)."""
+        B, device = self.batch_size, self.device
+        self._tokens = torch.zeros(B, dtype=torch.long, device=device)  # each row's new token
+        self._positions = torch.zeros(B, dtype=torch.long, device=device)  # where it goes
+        self._advance = torch.zeros(B, dtype=torch.long, device=device)  # 1 for rows in use
+
+    def _capture_graph(self) -> None:
+        """Compile the static step, warm it up, and capture it as a CUDA graph."""
+        self._make_static_buffers()
+        device = self.device
+        step = torch.compile(self._static_step, fullgraph=True, dynamic=False)
+        # Compile, autotune and warm up on a side stream, as CUDA graph capture requires.
+        # (Rows are empty: what the warm-up writes at position 0 a prefill overwrites.)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), torch.no_grad():
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream(device).wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph), torch.no_grad():
+            self._logits = step()  # [B, V_pad], rewritten in place by every replay
+
+    def time_graph_step(self, replays: int = 100) -> float:
+        """Milliseconds per replay of the captured step: its GPU time, the floor of a token's
+        time when the host keeps up (benchmarks/generation_benchmark.py). Needs empty rows."""
+        if self._graph is None or any(self.cache.lengths):
+            raise ValueError("time_graph_step needs CUDA graphs and every row empty")
+        self._write_positions(0)  # every row idle: position 0, nothing advances
+        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        start.record()
+        for _ in range(replays):
+            self._graph.replay()
+        end.record()
+        end.synchronize()
+        self._rows_on_device = None
+        return start.elapsed_time(end) / replays
+
+    def _static_step(self) -> torch.Tensor:
+        """The graph's step: the buffers' tokens at their positions -> logits [B, V_pad]."""
+        tokens, positions = self._tokens[:, None], self._positions  # [B, 1], [B]
+        logits = self.model(tokens, self.cache, last_only=True, positions=positions)
+        self._positions.add_(self._advance)  # rows in use move on; idle rows stay at 0
         return logits[:, -1]
+
+    def _write_positions(self, n: int) -> None:
+        """Rows changed: give the graph rows 0..n-1's lengths; idle rows decode at 0."""
+        idle = self.batch_size - n
+        lengths = torch.tensor(self.cache.lengths[:n] + [0] * idle)
+        self._positions.copy_(lengths)
+        self._advance.copy_(torch.tensor([1] * n + [0] * idle))
+        self._rows_on_device = n
 
     def move(self, source: int, target: int) -> None:
         """Row `source`'s stream continues in row `target`; row `source` is left empty."""
         length = self.cache.lengths[source]
+        self._rows_on_device = None  # the graph's positions must be written again
         if source != target:
             for tensor in (self.cache.keys, self.cache.values):
                 tensor[:, target, :, :length] = tensor[:, source, :, :length]

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         print(warning, file=sys.stderr)
     with listening_socket(args.host, args.port) as sock:
         served = build_served_model(args)
-        print(f"warming up the decoder on {served.worker.batch.decoder.device} ...", flush=True)
+        print(f"warming up the decoder on {served.worker.device} ...", flush=True)
         served.worker.start()
         url = f"http://{args.host}:{sock.getsockname()[1]}"
         print(f"serving {served.name} at {url}  (Ctrl-C stops)", flush=True)

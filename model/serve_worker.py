@@ -48,7 +48,11 @@ class GenerationWorker:
         request_timeout: float = 120.0,
         cuda_graphs: bool = False,
     ):
-        self.batch = StreamBatch(Decoder(model, batch_size, cuda_graphs=cuda_graphs))
+        self.device = next(model.parameters()).device
+        # The decoder is made by the thread that runs it (start()): with CUDA graphs that
+        # is a minute of compiling and capturing, which the server announces.
+        self._make_batch = lambda: StreamBatch(Decoder(model, batch_size, cuda_graphs))
+        self.batch: StreamBatch | None = None
         self.request_timeout = request_timeout
         self.waiting: queue.Queue[Job] = queue.Queue()
         self.running: dict[Stream, Job] = {}
@@ -59,7 +63,8 @@ class GenerationWorker:
         self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
 
     def start(self) -> None:
-        """Start the thread and wait for its warm-up (a minute of compiling with CUDA graphs)."""
+        """Start the thread and wait until its decoder is ready (with CUDA graphs: compiled and
+        captured, about a minute)."""
         self._thread.start()
         self._ready.wait()
         if self._failed is not None:
@@ -70,7 +75,7 @@ class GenerationWorker:
         self._thread.join(timeout=10)
 
     def warm_up(self) -> None:
-        """Run a few steps once: CUDA graphs are compiled and recorded on first use."""
+        """Run a few steps once, so that the first request pays no first-use costs."""
         stream = Stream([0], max_new_tokens=4, vocab_size=self.batch.decoder.config.vocab_size)
         self.batch.add(stream)
         while self.batch.streams:
@@ -84,7 +89,8 @@ class GenerationWorker:
         return job
 
     def _run(self) -> None:
-        try:  # in this thread: CUDA graphs are recorded and replayed by the thread that compiled
+        try:
+            self.batch = self._make_batch()
             self.warm_up()
         except BaseException as error:
             self._failed = error

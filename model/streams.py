@@ -93,6 +93,11 @@ class Stream:
     def generated(self) -> list[int]:
         return self.tokens[self.prompt_length :]
 
+    @property
+    def takes_last_token(self) -> bool:
+        """Whatever token comes next, the stream ends with it (no decode step needed after)."""
+        return len(self.tokens) - self.prompt_length + 1 >= self.max_new_tokens
+
     def accept(self, token: int) -> int | None:
         """Take a sampled token; returns it, or None when it is a stop id."""
         if token in self.stop_ids:
@@ -132,21 +137,23 @@ class StreamBatch:
         self.logits = logits if self.logits is None else torch.cat((self.logits, logits))
 
     def step(self) -> list[tuple[Stream, int | None]]:
-        """Sample a token for every stream, retire the finished ones, decode the rest."""
-        sampled = self._sample()  # [n]
+        """Sample a token for every stream, decode them, retire the streams that finished.
+
+        The decode step is queued before the sampled ids are read back to the host, so on a
+        GPU it runs while Python handles the tokens (reading them waits for the GPU). A stream
+        that then turns out to have stopped wasted one position of its row, which it leaves.
+        """
+        sampled = self._sample()  # [n], on the model's device
+        if not all(stream.takes_last_token for stream in self.streams):
+            self.logits = self.decoder.step(sampled)  # [n, V_pad]
         events = []
         for stream, token in zip(self.streams, sampled.tolist()):
             events.append((stream, stream.accept(token)))
         finished = [row for row, stream in enumerate(self.streams) if stream.finish_reason]
         for row in reversed(finished):
             self.remove(self.streams[row])
-        if self.streams:
-            tokens = [stream.tokens[-1] for stream in self.streams]
-            if finished:  # rows moved: the tokens in row order again
-                sampled = torch.tensor(tokens, device=self.decoder.device)
-            self.logits = self.decoder.step(sampled)  # [n, V_pad]
-            for row, stream in enumerate(self.streams):
-                self._make_room(row, stream)
+        for row, stream in enumerate(self.streams):
+            self._make_room(row, stream)
         return events
 
     def remove(self, stream: Stream) -> None:
@@ -162,10 +169,16 @@ class StreamBatch:
     def _sample(self) -> torch.Tensor:
         """The next token of every stream [n], each with its own settings and generator."""
         vocab_size = self.decoder.config.vocab_size
-        if all(s.sampling.temperature == 0 for s in self.streams):  # one call for all rows
-            limit = min(s.vocab_size or vocab_size for s in self.streams)
-            if all((s.vocab_size or vocab_size) == limit for s in self.streams):
-                return sample_next_token(self.logits, limit, temperature=0)
+        limits = {stream.vocab_size or vocab_size for stream in self.streams}
+        first = self.streams[0].sampling
+        if len(limits) == 1:  # one call for every row, when the rows sample alike
+            if all(stream.sampling.temperature == 0 for stream in self.streams):
+                return sample_next_token(self.logits, limits.pop(), temperature=0)
+            # unseeded rows with the same settings: independent draws, no generator to follow
+            if first.seed is None and all(s.sampling == first for s in self.streams):
+                return sample_next_token(
+                    self.logits, limits.pop(), first.temperature, first.top_k, first.top_p
+                )
         return torch.cat(
             [
                 sample_next_token(

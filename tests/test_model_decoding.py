@@ -24,10 +24,27 @@ PROMPTS = [[0, 5, 9], [0, 7, 7, 7, 7, 7, 7, 21, 30, 31, 32], [0, 44]]
 MAX_NEW = [40, 12, 25]  # they finish at different times; the first runs past block_size (32)
 
 
-def decode_together(model, sampling: list[Sampling], join_after: int = 5) -> list[list[int]]:
+class StaticStepOnCPU(Decoder):
+    """The CUDA-graph path's bookkeeping (static cache, the graph's own token and position
+    buffers, rows joining, leaving and moving), with the step run eagerly instead of replayed."""
+
+    def __init__(self, model, batch_size: int):
+        super().__init__(model, batch_size)
+        self.cache = KVCache(self.config, batch_size, static=True)
+        self.cache.allocate(self.device, torch.float32)
+        self._make_static_buffers()
+        self._graph = self  # step() calls self._graph.replay()
+
+    def replay(self) -> None:
+        self._logits = self._static_step()
+
+
+def decode_together(
+    model, sampling: list[Sampling], join_after: int = 5, stop_ids=(), static: bool = False
+) -> list[list[int]]:
     """Streams 0 and 1 start together; stream 2 joins after join_after steps."""
-    batch = StreamBatch(Decoder(model, batch_size=3))
-    streams = [Stream(p, n, s) for p, n, s in zip(PROMPTS, MAX_NEW, sampling)]
+    batch = StreamBatch(StaticStepOnCPU(model, 3) if static else Decoder(model, batch_size=3))
+    streams = [Stream(p, n, s, stop_ids) for p, n, s in zip(PROMPTS, MAX_NEW, sampling)]
     batch.add(streams[0])
     batch.add(streams[1])
     steps = 0
@@ -36,20 +53,34 @@ def decode_together(model, sampling: list[Sampling], join_after: int = 5) -> lis
         steps += 1
         if steps == join_after:
             batch.add(streams[2])
-    assert all(stream.finish_reason == "length" for stream in streams)
+    assert all(stream.finish_reason for stream in streams)
     return [stream.generated for stream in streams]
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0], ids=["greedy", "sampled"])
-def test_streams_decoded_together_give_what_each_gives_alone(temperature):
+def test_streams_decoded_together_give_what_each_gives_alone(temperature, static):
     model = tiny(block_size=32)
     sampling = [Sampling(temperature, top_k=50, seed=seed) for seed in range(3)]
     alone = [
         list(generate(model, p, n, temperature, top_k=50, seed=s.seed, stop_ids=()))
         for p, n, s in zip(PROMPTS, MAX_NEW, sampling)
     ]
-    assert decode_together(model, sampling) == alone
+    assert decode_together(model, sampling, static=static) == alone
     assert [len(tokens) for tokens in alone] == MAX_NEW
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+def test_streams_that_stop_early_leave_the_others_as_they_were(static):
+    """A stream ending at a stop id was already decoded one step further (the decode runs
+    before its token is read); its row is freed and the others' tokens do not change."""
+    model = tiny(block_size=32)
+    greedy = [Sampling(0.0)] * 3
+    alone = [list(generate(model, p, n, 0.0, stop_ids=())) for p, n in zip(PROMPTS, MAX_NEW)]
+    stop = alone[1][4]  # stream 1 stops at its fifth token
+    expected = [tokens[: tokens.index(stop)] if stop in tokens else tokens for tokens in alone]
+    assert decode_together(model, greedy, stop_ids=[stop], static=static) == expected
+    assert len(expected[1]) == 4
 
 
 def test_a_stream_stops_at_a_stop_id_and_frees_its_row():

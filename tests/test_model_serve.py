@@ -401,7 +401,7 @@ def test_gpu_server_decodes_with_cuda_graphs_in_its_worker_thread(live):
     """bf16 + CUDA graphs, compiled and replayed by the worker thread: concurrent streams give
     the texts they give alone (every step runs all rows, so batching cannot change a number)."""
     with live_server(live.run_dir, "--device", "cuda", "--batch-size", "2") as gpu:
-        assert gpu.served.worker.batch.decoder._graph_step is not None
+        assert gpu.served.worker.batch.decoder._graph is not None
         gpu_client = openai.OpenAI(base_url=gpu.url + "/v1", api_key="unused", max_retries=0)
         prompts = ["The little fox", "Tom and Lily like to play"]
 
