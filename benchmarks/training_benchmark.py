@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile", choices=("off", "on", "both"), default="both",
         help="torch.compile the model: off, on, or both (two lines per micro-batch)",
     )  # fmt: skip
+    parser.add_argument(
+        "--accumulation", type=int, default=1,
+        help="micro-batches per optimizer step (pre_training.py accumulates 64 of 8 x 1024)",
+    )  # fmt: skip
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (and compile)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -96,11 +100,12 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
 
     def step(phases: PhaseTimer | None = None) -> float:
         phases = phases or PhaseTimer(enabled=False)
-        phases.mark("forward + loss")
-        with autocast(precision, device), compiled_losses(fused_loss):
-            loss = cross_entropy_sum(train_model(inputs), targets) / targets.numel()
-        phases.mark("backward")
-        scaler.scale(loss).backward()
+        for _ in range(args.accumulation):
+            phases.mark("forward + loss")
+            with autocast(precision, device), compiled_losses(fused_loss):
+                loss = cross_entropy_sum(train_model(inputs), targets) / targets.numel()
+            phases.mark("backward")
+            scaler.scale(loss / args.accumulation).backward()
         phases.mark("unscale + clip")
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -112,7 +117,7 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
         return loss.item()  # the engine's per-step host sync
 
     seconds = seconds_per_step(step, args.warmup, args.steps, device)
-    tokens_per_s = micro_batch * args.block_size / seconds
+    tokens_per_s = args.accumulation * micro_batch * args.block_size / seconds
     flops = training_flops_per_token(config, args.block_size)
     result = {
         **describe(args, micro_batch, compiled, device),
@@ -196,7 +201,7 @@ def profile_step(step, steps: int) -> dict:
         for _ in range(steps):
             step()
     events = profiler.key_averages()
-    print(events.table(sort_by="self_device_time_total", row_limit=20), flush=True)
+    print(events.table(sort_by="self_device_time_total", row_limit=60), flush=True)
     kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
     total = sum(e.self_device_time_total for e in kernels) or 1.0
@@ -218,14 +223,20 @@ def describe(args, micro_batch: int, compiled: bool, device: torch.device) -> di
         "activation_checkpointing": args.activation_checkpointing,
         "optimizer": args.optimizer,
         "micro_batch": micro_batch,
+        "accumulation": args.accumulation,
         "block_size": args.block_size,
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.steps < 1 or args.warmup < 0 or args.block_size < 1 or min(args.micro_batch) < 1:
-        raise UserError("--steps, --block-size and --micro-batch must be >= 1, --warmup >= 0")
+    if (
+        min(args.steps, args.block_size, args.accumulation, *args.micro_batch) < 1
+        or args.warmup < 0
+    ):
+        raise UserError(
+            "--steps, --block-size, --accumulation and --micro-batch must be >= 1, --warmup >= 0"
+        )
     device = pick_device(args.device)
     precision = resolve_precision(args.precision, device)
     if device.type == "cuda":
