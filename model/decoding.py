@@ -110,8 +110,10 @@ class Decoder:
         self._make_static_buffers()
         device = self.device
         step = torch.compile(self._static_step, fullgraph=True, dynamic=False)
-        # Compile, autotune and warm up on a side stream, as CUDA graph capture requires.
-        # (Rows are empty: what the warm-up writes at position 0 a prefill overwrites.)
+        # Compile, autotune and warm up on a side stream, then capture on that same stream
+        # (libraries' per-stream handles and workspaces exist by then): nothing may compile
+        # or allocate outside the graph's pool during the capture. (Rows are empty: what the
+        # warm-up writes at position 0 a prefill overwrites.)
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side), torch.no_grad():
@@ -119,7 +121,7 @@ class Decoder:
                 step()
         torch.cuda.current_stream(device).wait_stream(side)
         self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph), torch.no_grad():
+        with torch.cuda.graph(self._graph, stream=side), torch.no_grad():
             self._logits = step()  # [B, V_pad], rewritten in place by every replay
 
     def time_graph_step(self, replays: int = 100) -> float:
