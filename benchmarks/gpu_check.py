@@ -2,25 +2,24 @@
 
     python3 benchmarks/gpu_check.py                 # from the repository root
     python3 benchmarks/gpu_check.py --budget-s 300  # less time: later parts are skipped
-    python3 benchmarks/gpu_check.py --budget-s 520  # all of them (the 2026-11-29 session)
-    python3 benchmarks/gpu_check.py --only train_124m_compiled,gpu_tests
+    python3 benchmarks/gpu_check.py --budget-s 520  # parts 1-5
+    python3 benchmarks/gpu_check.py --only train_124m_adamw,gpu_tests
 
 It runs, each in its own process with a time limit, most valuable first:
-  1. training benchmark, 124m, micro-batch 32 x 1024, compiled + bf16, Muon (its own work in
-     the step), with a torch.profiler breakdown: GPU ms per phase of the step, top kernels
-  2. benchmarks/time_to_loss.py --mode gpu: baseline AdamW vs Muon at 124m (about 4 minutes;
+  1. generation benchmark, 124m bf16, 256 and 1024 new tokens: eager, CUDA graphs, 8 streams
+     batched, and the graph's replay time alone (goals: one stream >= 1,500 tokens/s; 8 streams
+     >= 5x one stream's tokens/s)
+  2. the GPU-only pytest tests (tests named *gpu* or *cuda* in the files that check for CUDA)
+  3. training benchmark, 170m and 124m, compiled + bf16, AdamW: this tree, then the tree in
+     .baseline (the code before a change, when it is there: an A/B in one session)
+  4. pre_training.py's step with Muon: 170m 16 x 1024 accumulating 8 micro-batches (with a
+     torch.profiler breakdown: GPU ms per phase, top kernels), 124m 32 x 1024 accumulating 4
+  5. 170m with Inductor's coordinate-descent tuning; pre_training.py's L4 shape (8 x 1024, Muon)
+  6. benchmarks/time_to_loss.py --mode gpu: baseline AdamW vs Muon at 124m (about 4 minutes;
      it builds its tokenized sample corpus unless data/time_to_loss/sample_40mb is there, which
      needs HF datasets: on a machine without it, build it first elsewhere and bring it along)
-  3. generation benchmark, 124m bf16, 256 and 1024 new tokens: eager, CUDA graphs, 8 streams
-     batched, and transformers' generate (goals: one stream >= 1,500 tokens/s; 8 streams
-     >= 5x one stream's tokens/s)
-  4. the GPU-only pytest tests (tests named *gpu* or *cuda* in the files that check for CUDA)
-  5. training benchmark, 170m, micro-batch 16, compiled, Muon (the 50%-MFU goal)
-  6. training benchmark, 124m, 32 x 1024, compiled, AdamW (Muon's cost, same session)
-  7. training benchmark, 170m, micro-batch 8 and 16, compiled, AdamW (fits an L4's 24 GB?)
-  8. training benchmark, 124m, 32 x 1024, eager (compile's gain; the planner models eager)
-All eight took about 8 minutes on an H200 (2026-11-29); a smaller --budget-s skips the later
-ones. It prints a table of each, and planner-vs-measured peak memory. It needs only torch, numpy,
+Parts 1-5 take about 7 minutes on an H200; a smaller --budget-s skips the later ones. It prints
+a table of each, and planner-vs-measured peak memory. It needs only torch, numpy,
 safetensors, tokenizers, tqdm (+ tensorboard and pytest for the tests); a part whose modules
 are missing is skipped and says so (the server's GPU test also needs FastAPI, uvicorn and the
 openai client). No network, nothing installed. Logs and a JSON summary go
@@ -45,6 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The tree before a change, for a same-session A/B: `git archive <commit> | tar -x -C .baseline`
+# (ignored by git; carried to the GPU machine with the run). Parts on it skip when it is absent.
+BEFORE = REPO / ".baseline"
 TRAIN = [sys.executable, "-m", "benchmarks.training_benchmark", "--block-size", "1024"]
 BASE_MODULES = ("torch", "numpy", "safetensors", "tokenizers", "tqdm")
 
@@ -56,6 +58,8 @@ class Part:
     cap_s: int  # time limit for this part
     min_s: int  # skipped when less time than this is left
     needs: tuple[str, ...] = BASE_MODULES
+    root: Path = REPO  # the tree it runs in (BEFORE for the A/B's other side)
+    env: dict[str, str] = field(default_factory=dict)  # e.g. an Inductor setting to try
     rc: int | None = None
     seconds: float = 0.0
     output: str = ""
@@ -70,32 +74,59 @@ def gpu_test_files() -> list[str]:
 
 
 def parts() -> list[Part]:
+    step_170m = [
+        "--preset",
+        "170m",
+        "--micro-batch",
+        "16",
+        "--compile",
+        "on",
+        "--steps",
+        "10",
+        "--warmup",
+        "4",
+    ]
+    step_124m = [
+        "--preset",
+        "124m",
+        "--micro-batch",
+        "32",
+        "--compile",
+        "on",
+        "--steps",
+        "10",
+        "--warmup",
+        "4",
+    ]
     return [
-        # Issue 10: Muon's step (its own work included) and where the step's time goes.
-        Part("train_124m_muon", TRAIN + ["--preset", "124m", "--micro-batch", "32",
-             "--compile", "on", "--optimizer", "muon", "--steps", "15", "--warmup", "5",
-             "--profile", "3"], 150, 60),
-        # Issue 10: time to the baseline's final validation loss, baseline AdamW vs Muon.
-        Part("time_to_loss_124m", [sys.executable, "-m", "benchmarks.time_to_loss", "--mode",
-             "gpu"], 300, 150,
-             BASE_MODULES + ("tensorboard",)),
-        # Issue 11: decoding speed against its goals and transformers' generate.
+        # Issue 11: decoding speed against its goals (graph replay time = the GPU's share).
         Part("generation", [sys.executable, "benchmarks/generation_benchmark.py", "--preset",
              "124m", "--device", "cuda", "--dtype", "bfloat16", "--new-tokens", "256", "1024",
-             "--repeats", "1", "--modes", "eager", "cuda_graphs", "batched", "transformers",
-             "--streams", "8"], 150, 60, BASE_MODULES + ("transformers",)),
+             "--repeats", "2", "--modes", "eager", "cuda_graphs", "batched", "--streams", "8"],
+             150, 60),
         Part("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p",
              "no:cacheprovider", "--continue-on-collection-errors", "-k", "gpu or cuda",
              *gpu_test_files()], 180, 60, BASE_MODULES + ("pytest", "tensorboard")),
-        Part("train_170m_muon", TRAIN + ["--preset", "170m", "--micro-batch", "16",
-             "--compile", "on", "--optimizer", "muon", "--steps", "10", "--warmup", "4"],
-             100, 50),
-        Part("train_124m_compiled", TRAIN + ["--preset", "124m", "--micro-batch", "32",
-             "--compile", "on", "--steps", "15", "--warmup", "5"], 100, 50),
-        Part("train_170m_compiled", TRAIN + ["--preset", "170m", "--micro-batch", "8", "16",
-             "--compile", "on", "--steps", "15", "--warmup", "5"], 240, 100),
-        Part("train_124m_eager", TRAIN + ["--preset", "124m", "--micro-batch", "32",
-             "--compile", "off", "--steps", "10", "--warmup", "3"], 90, 40),
+        # Issue 10: the step, this tree against the tree before (A/B in one session).
+        Part("train_170m_adamw", TRAIN + step_170m, 90, 40),
+        Part("train_170m_adamw_before", TRAIN + step_170m, 90, 40, root=BEFORE),
+        # pre_training.py's step: Muon's work spread over the micro-batches it accumulates.
+        Part("train_170m_muon_accumulated", TRAIN + step_170m + ["--optimizer", "muon",
+             "--accumulation", "8", "--profile", "2"], 120, 50),
+        Part("train_124m_adamw", TRAIN + step_124m, 90, 40),
+        Part("train_124m_adamw_before", TRAIN + step_124m, 90, 40, root=BEFORE),
+        Part("train_124m_muon_accumulated", TRAIN + step_124m + ["--optimizer", "muon",
+             "--accumulation", "4"], 100, 40),
+        # An Inductor setting to try: tuned block sizes for its reductions (norms, the loss).
+        Part("train_170m_adamw_tuned", TRAIN + step_170m, 150, 60,
+             env={"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}),
+        # The L4 default shape (8 x 1024) next to 16: do the defaults fit 24 GB?
+        Part("train_170m_l4_shape", TRAIN + ["--preset", "170m", "--micro-batch", "8",
+             "--compile", "on", "--optimizer", "muon", "--accumulation", "4", "--steps", "5",
+             "--warmup", "2"], 70, 30),
+        Part("time_to_loss_124m", [sys.executable, "-m", "benchmarks.time_to_loss", "--mode",
+             "gpu"], 300, 150,
+             BASE_MODULES + ("tensorboard",)),
     ]  # fmt: skip
 
 
@@ -127,18 +158,22 @@ def run_part(part: Part, time_left: float, log) -> None:
     if missing:
         part.note = f"skipped: missing {', '.join(missing)}"
         return
+    if not part.root.is_dir():
+        part.note = f"skipped: no {part.root.name} tree (see BEFORE)"
+        return
     if time_left < part.min_s:
         part.note = f"skipped: {time_left:.0f}s left of the budget"
         return
     limit = min(part.cap_s, time_left)
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
-    log.write(f"\n===== {part.name}: {' '.join(part.argv)} (limit {limit:.0f}s)\n")
+    path = os.pathsep.join(filter(None, [str(part.root), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **part.env}
+    log.write(f"\n===== {part.name}: {' '.join(part.argv)} in {part.root} {part.env} "
+              f"(limit {limit:.0f}s)\n")  # fmt: skip
     log.flush()
     started = time.monotonic()
     try:
         done = subprocess.run(
-            part.argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=limit
+            part.argv, cwd=part.root, env=env, capture_output=True, text=True, timeout=limit
         )
         part.rc, part.output = done.returncode, done.stdout + done.stderr
     except subprocess.TimeoutExpired as timeout:
@@ -160,23 +195,21 @@ def _text(value) -> str:
 
 def training_table(all_parts: list[Part]) -> list[str]:
     rows = [
-        f"{'config':34s} {'tokens/s':>10s} {'MFU':>6s} {'step ms':>8s} {'peak GB':>8s} "
-        f"{'plan GB':>8s}"
+        f"{'part':30s} {'micro-batch':16s} {'tokens/s':>10s} {'MFU':>6s} {'step ms':>8s} "
+        f"{'peak GB':>8s} {'plan GB':>8s}"
     ]
     for part in all_parts:
         if not part.name.startswith("train_"):
             continue
         for r in part.records:
-            label = (
-                f"{r.get('preset')} {r.get('micro_batch')}x{r.get('block_size')} "
-                f"{'compiled' if r.get('compile') else 'eager'} {r.get('optimizer', 'adamw')}"
-            )
+            shape = f"{r.get('micro_batch')}x{r.get('block_size')} x{r.get('accumulation', 1)}"
+            label = f"{part.name:30s} {shape:16s}"
             if "error" in r:
-                rows.append(f"{label:34s} ERROR {r['error'][:80]}")
+                rows.append(f"{label} ERROR {r['error'][:80]}")
                 continue
             mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
             rows.append(
-                f"{label:34s} {r['tokens_per_s']:>10,} {mfu:>6s} {r['step_ms']:>8.1f} "
+                f"{label} {r['tokens_per_s']:>10,} {mfu:>6s} {r['step_ms']:>8.1f} "
                 f"{r.get('peak_memory_gb', 0):>8.2f} {r.get('planned_memory_gb', 0):>8.2f}"
             )
     return rows
@@ -252,6 +285,9 @@ def generation_table(part: Part) -> list[str]:
         elif "ours_over_transformers" in r:
             rows.append(f"  {r['mode']} / transformers, {r['new_tokens']} new tokens: "
                         f"{r['ours_over_transformers']:.2f}x")  # fmt: skip
+        elif "graph_replay_ms" in r:
+            rows.append(f"  {r['mode']} x{r['streams']}: graph replay alone "
+                        f"{r['graph_replay_ms']:.3f} ms per step")  # fmt: skip
         elif "warning" in r:
             rows.append(f"  warning: {r['warning']}")
     for new_tokens in sorted({n for _, n in speed}):

@@ -25,6 +25,16 @@ def test_one_json_line_per_configuration(capsys):
         assert "mfu" not in line, "a CPU has no MFU"
 
 
+def test_accumulated_micro_batches_count_in_the_step_tokens(capsys):
+    training_benchmark.main(
+        [*TINY, "--micro-batch", "2", "--compile", "off", "--accumulation", "3"]
+    )
+    (line,) = json_lines(capsys.readouterr().out)
+    assert line["accumulation"] == 3
+    tokens_per_step = line["tokens_per_s"] * line["step_ms"] / 1000
+    assert abs(tokens_per_step - 3 * 2 * 16) < 1  # accumulation x micro-batch x block
+
+
 def test_a_failing_configuration_is_a_line_not_a_crash(capsys, monkeypatch):
     def no_compiler(*args, **kwargs):
         raise RuntimeError("no C compiler found\nmore detail")
