@@ -128,23 +128,12 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(C, self.n_kv_head * D, bias=False)
         self.o_proj = nn.Linear(self.n_head * D, C, bias=False)
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """q, k and v of x [B, T, C]. Training runs them as one matmul over the stacked weights
-        (x is read once, and the backward makes one input gradient, not three to add up); the
-        weights stay three parameters (HF's names; Muon orthogonalises each on its own)."""
-        if not self.training:  # decoding: stacking would copy the weights for every token
-            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
-        sizes = (self.n_head * self.head_dim, *[self.n_kv_head * self.head_dim] * 2)
-        return F.linear(x, weight).split(sizes, dim=-1)
-
     def forward(self, x, cos, sin, cache_pass: CachePass | None = None):
         B, T, _ = x.shape
         H, KV, D = self.n_head, self.n_kv_head, self.head_dim
-        q, k, v = self.project(x)  # [B, T, H*D], [B, T, KV*D], [B, T, KV*D]
-        q = q.view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
-        k = k.view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
-        v = v.view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
+        q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
+        k = self.k_proj(x).view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
+        v = self.v_proj(x).view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         if cache_pass is None:
@@ -168,12 +157,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=False)
 
     def forward(self, x):
-        if self.training:  # one matmul for both, as in Attention.project
-            weight = torch.cat((self.gate_proj.weight, self.up_proj.weight))
-            gate, up = F.linear(x, weight).chunk(2, dim=-1)  # [B, T, hidden] each
-        else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Block(nn.Module):
