@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeats", type=int, default=2, help="runs per configuration; the fastest is reported"
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="CUDA graphs: print the step's kernel table"
+    )
     return parser
 
 
@@ -173,6 +176,8 @@ def benchmark_device(device: str, config, prompts: list[list[int]], args) -> Non
                 step_ms = run.decoder.time_graph_step()
                 line = {"mode": mode, "streams": len(tokens), "graph_replay_ms": round(step_ms, 4)}
                 print(json.dumps(line), flush=True)
+                if args.profile and new_tokens == args.new_tokens[0]:
+                    print(run.decoder.profile_graph_step(), flush=True)
             first = reference.setdefault(new_tokens, tokens[0])
             if dtype == torch.float32 and tokens[0] != first:
                 print(json.dumps({"warning": f"{mode}: greedy tokens differ"}), flush=True)

@@ -110,6 +110,7 @@ class Decoder:
         self._make_static_buffers()
         device = self.device
         step = torch.compile(self._static_step, fullgraph=True, dynamic=False)
+        self._compiled_step = step  # the graph's kernels, launched one by one (for profiling)
         # Compile, autotune and warm up on a side stream, then capture on that same stream
         # (libraries' per-stream handles and workspaces exist by then): nothing may compile
         # or allocate outside the graph's pool during the capture. (Rows are empty: what the
@@ -123,6 +124,20 @@ class Decoder:
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph, stream=side), torch.no_grad():
             self._logits = step()  # [B, V_pad], rewritten in place by every replay
+
+    def profile_graph_step(self, calls: int = 20) -> str:
+        """torch.profiler's kernel table for the captured step's kernels, launched one by one
+        (the same kernels a replay runs; benchmarks/generation_benchmark.py). Needs empty rows."""
+        if self._graph is None or any(self.cache.lengths):
+            raise ValueError("profile_graph_step needs CUDA graphs and every row empty")
+        self._write_positions(0)  # every row idle: position 0, nothing advances
+        activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        with torch.no_grad(), torch.profiler.profile(activities=activities) as profiler:
+            for _ in range(calls):
+                self._compiled_step()
+            torch.cuda.synchronize(self.device)
+        self._rows_on_device = None
+        return profiler.key_averages().table(sort_by="self_device_time_total", row_limit=30)
 
     def time_graph_step(self, replays: int = 100) -> float:
         """Milliseconds per replay of the captured step: its GPU time, the floor of a token's
@@ -159,7 +174,7 @@ class Decoder:
         length = self.cache.lengths[source]
         self._rows_on_device = None  # the graph's positions must be written again
         if source != target:
-            for tensor in (self.cache.keys, self.cache.values):
-                tensor[:, target, :, :length] = tensor[:, source, :, :length]
+            for tensor in (*self.cache.keys, *self.cache.values):  # each [B, KV, max_len, D]
+                tensor[target, :, :length] = tensor[source, :, :length]
             self.cache.lengths[target] = length
         self.cache.lengths[source] = 0

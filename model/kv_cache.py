@@ -44,8 +44,10 @@ class KVCache:
         self.static = static
         # Allocated by allocate(), or on the first update on the model's device and in the dtype
         # the model produces (fp32, or bf16 under autocast), so attention never mixes dtypes.
-        self.keys: torch.Tensor | None = None  # [L, B, KV, max_len, D]
-        self.values: torch.Tensor | None = None  # [L, B, KV, max_len, D]
+        # One tensor per layer, not one [L, ...] tensor: a compiled step then writes each in
+        # place (torch.compile copies a whole tensor when the graph writes into a view of it).
+        self.keys: list[torch.Tensor] | None = None  # L x [B, KV, max_len, D]
+        self.values: list[torch.Tensor] | None = None  # L x [B, KV, max_len, D]
         self.lengths = [0] * batch_size  # tokens cached per row (= position of its next token)
 
     @property
@@ -60,8 +62,9 @@ class KVCache:
         return self.lengths[0]
 
     def allocate(self, device: torch.device | str, dtype: torch.dtype) -> None:
-        self.keys = torch.zeros(self.shape, device=device, dtype=dtype)
-        self.values = torch.zeros(self.shape, device=device, dtype=dtype)
+        n_layer, layer_shape = self.shape[0], self.shape[1:]  # layer_shape [B, KV, max_len, D]
+        self.keys = [torch.zeros(layer_shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.values = [torch.zeros(layer_shape, device=device, dtype=dtype) for _ in range(n_layer)]
 
     def reset(self) -> None:
         self.lengths = [0] * self.batch_size
@@ -77,8 +80,8 @@ class KVCache:
         view = KVCache.__new__(KVCache)
         view.max_length, view.static = self.max_length, False  # a prefill: the dynamic path
         view.shape = (self.shape[0], stop - start, *self.shape[2:])
-        view.keys = self.keys[:, start:stop]  # [L, rows, KV, max_len, D]
-        view.values = self.values[:, start:stop]  # [L, rows, KV, max_len, D]
+        view.keys = [keys[start:stop] for keys in self.keys]  # L x [rows, KV, max_len, D]
+        view.values = [values[start:stop] for values in self.values]
         view.lengths = self.lengths[start:stop]
         return view
 
@@ -140,7 +143,8 @@ class CachePass:
     def update(self, layer_index: int, k: torch.Tensor, v: torch.Tensor):
         """Store new k, v [B, KV, T, D]; return every row's keys and values [B, KV, S, D]."""
         cache = self.cache
-        if cache.keys is None or cache.keys.dtype != k.dtype or cache.keys.device != k.device:
+        first = cache.keys[0] if cache.keys is not None else None
+        if first is None or first.dtype != k.dtype or first.device != k.device:
             if any(cache.lengths):
                 raise ValueError("KV cache dtype/device changed mid-sequence; reset() it first")
             cache.allocate(k.device, k.dtype)
@@ -150,7 +154,9 @@ class CachePass:
             keys[:, :, start : start + k.shape[2]] = k
             values[:, :, start : start + k.shape[2]] = v
         else:  # row b's token t goes to position positions[b, t] of row b
-            index = self.positions[:, None, :, None].expand_as(k)  # [B, KV, T, D]
-            keys.scatter_(2, index, k)
-            values.scatter_(2, index, v)
+            # An index_put_ (not scatter_): torch.compile writes just the new entries in place,
+            # where a scatter_ becomes a rewrite of the whole cache at every step.
+            rows = torch.arange(k.shape[0], device=k.device)[:, None]  # [B, 1]
+            keys[rows, :, self.positions] = k.transpose(1, 2)  # indexed: [B, T, KV, D]
+            values[rows, :, self.positions] = v.transpose(1, 2)
         return keys[:, :, : self.window], values[:, :, : self.window]  # [B, KV, S, D]
