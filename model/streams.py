@@ -67,6 +67,24 @@ def sample_next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
+class ToHost:
+    """A GPU tensor's values copied to the host without waiting for the work queued after
+    the copy (a plain .tolist() would wait for the whole stream, the next decode step too)."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.values, self.copied = tensor, None
+        if tensor.is_cuda:
+            self.values = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            self.values.copy_(tensor, non_blocking=True)
+            self.copied = torch.cuda.Event()
+            self.copied.record()
+
+    def tolist(self) -> list:
+        if self.copied is not None:
+            self.copied.synchronize()  # the copy only, not what was queued after it
+        return self.values.tolist()
+
+
 class Stream:
     """One sequence being generated: its tokens so far, how it samples, when it stops."""
 
@@ -139,15 +157,17 @@ class StreamBatch:
     def step(self) -> list[tuple[Stream, int | None]]:
         """Sample a token for every stream, decode them, retire the streams that finished.
 
-        The decode step is queued before the sampled ids are read back to the host, so on a
-        GPU it runs while Python handles the tokens (reading them waits for the GPU). A stream
-        that then turns out to have stopped wasted one position of its row, which it leaves.
+        The decode step is queued before the sampled ids are read on the host, and their copy
+        to the host before the decode step, so on a GPU the step runs while Python handles the
+        tokens. A stream that then turns out to have stopped wasted one position of its row,
+        which it leaves.
         """
         sampled = self._sample()  # [n], on the model's device
+        sampled_ids = ToHost(sampled)  # queued before the decode step: reading needs no wait
         if not all(stream.takes_last_token for stream in self.streams):
             self.logits = self.decoder.step(sampled)  # [n, V_pad]
         events = []
-        for stream, token in zip(self.streams, sampled.tolist()):
+        for stream, token in zip(self.streams, sampled_ids.tolist()):
             events.append((stream, stream.accept(token)))
         finished = [row for row, stream in enumerate(self.streams) if stream.finish_reason]
         for row in reversed(finished):
