@@ -7,8 +7,8 @@
 
 It runs, each in its own process with a time limit, most valuable first:
   1. generation benchmark, 124m bf16, 256 and 1024 new tokens: eager, CUDA graphs, 8 streams
-     batched, and the graph's replay time alone (goals: one stream >= 1,500 tokens/s; 8 streams
-     >= 5x one stream's tokens/s)
+     batched, the graph's replay time alone and its kernels (goals: one stream >= 1,500
+     tokens/s; 8 streams >= 5x one stream's tokens/s)
   2. the GPU-only pytest tests (tests named *gpu* or *cuda* in the files that check for CUDA)
   3. training benchmark, 170m and 124m, compiled + bf16, AdamW: this tree, then the tree in
      .baseline (the code before a change, when it is there: an A/B in one session)
@@ -102,7 +102,8 @@ def parts() -> list[Part]:
         # Issue 11: decoding speed against its goals (graph replay time = the GPU's share).
         Part("generation", [sys.executable, "benchmarks/generation_benchmark.py", "--preset",
              "124m", "--device", "cuda", "--dtype", "bfloat16", "--new-tokens", "256", "1024",
-             "--repeats", "2", "--modes", "eager", "cuda_graphs", "batched", "--streams", "8"],
+             "--repeats", "2", "--modes", "eager", "cuda_graphs", "batched", "--streams", "8",
+             "--profile"],
              150, 60),
         Part("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p",
              "no:cacheprovider", "--continue-on-collection-errors", "-k", "gpu or cuda",
