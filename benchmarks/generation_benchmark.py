@@ -7,8 +7,9 @@
 
 Prints one JSON line per (device, mode, new tokens), then ours / transformers. Modes:
   eager         model.generate's path: KV cache, one stream, eager PyTorch
-  cuda_graphs   the decode step compiled and replayed as a CUDA graph (CUDA only; the compile
-                happens in the warm-up and is not timed)
+  compiled      the decode step compiled (static cache), and on CUDA replayed as a CUDA graph
+                (the compile happens in the warm-up and is not timed)
+  cuda_graphs   compiled, on CUDA only (the name the 2026-11 GPU sessions ran)
   batched       --streams streams decoded together (cuda graphs on CUDA): total tokens/s
   transformers  LlamaForCausalLM.generate on our weights (model/export_hf.py's mapping)
   recompute     no cache: the whole context again for every token (the reference)
@@ -39,7 +40,7 @@ from model.generate import generate  # noqa: E402
 from model.streams import Sampling, Stream, StreamBatch  # noqa: E402
 from model.transformer import Transformer  # noqa: E402
 
-MODES = ("eager", "cuda_graphs", "batched", "transformers", "recompute")
+MODES = ("eager", "compiled", "cuda_graphs", "batched", "transformers", "recompute")
 
 
 def synchronize(device: str) -> None:
@@ -89,8 +90,8 @@ def runner(mode: str, model, prompts: list[list[int]], args, device: str):
     if mode == "recompute":
         return lambda n: [list(generate(model, prompts[0], n, 0.0, stop_ids=(), use_cache=False))]
     streams = args.streams if mode == "batched" else 1
-    graphs = mode == "cuda_graphs" or (mode == "batched" and device.startswith("cuda"))
-    decoder = Decoder(model, batch_size=streams, cuda_graphs=graphs)  # kept: graphs recorded once
+    compiled = mode in ("compiled", "cuda_graphs") or (mode == "batched" and "cuda" in device)
+    decoder = Decoder(model, batch_size=streams, compiled=compiled)  # kept: compiled once
 
     def run(n):
         return decode_streams(decoder, prompts[:streams], n)
@@ -183,7 +184,7 @@ def benchmark_device(device: str, config, prompts: list[list[int]], args) -> Non
                 print(json.dumps({"warning": f"{mode}: greedy tokens differ"}), flush=True)
     for new_tokens in args.new_tokens:
         theirs = speeds.get(("transformers", new_tokens))
-        for mode in ("eager", "cuda_graphs", "batched"):
+        for mode in ("eager", "compiled", "cuda_graphs", "batched"):
             if theirs and (mode, new_tokens) in speeds:
                 ratio = speeds[mode, new_tokens] / theirs
                 line = {"device": device, "new_tokens": new_tokens, "mode": mode}

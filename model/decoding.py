@@ -1,6 +1,6 @@
 """Fast decoding: a model, a KV cache with one row per stream, and a decode step.
 
-    decoder = Decoder(model, batch_size=4)       # cuda_graphs=True on a GPU: see below
+    decoder = Decoder(model, batch_size=4)       # compiled=True: see below
     logits = decoder.prefill(row, prompt_ids)    # [V_pad]: row now holds the prompt
     logits = decoder.step(tokens)                # tokens [n] for rows 0..n-1 -> [n, V_pad]
 
@@ -9,14 +9,16 @@ model/streams.py. The prompt's prefill runs eagerly, one stream at a time (its l
 the decode step runs every active stream as one batch. Rows are independent: each row's
 queries see only that row's keys (model/kv_cache.py), so streams never mix.
 
-With cuda_graphs=True the decode step is compiled by torch.compile (Inductor fuses its small
-kernels) and captured once as a CUDA graph, which every token replays: one launch from Python
-instead of hundreds. A replay runs no Python at all (no guards, no input copies): the graph
-reads its tokens and positions from buffers of its own and advances the positions itself, so
-the host writes only the new tokens before each replay, and the positions only when rows
-change (a prompt prefilled, a stream moved). Fixed shapes: a static cache (every step attends
-over all max_length positions with a mask) and always batch_size rows (idle rows compute and
-are ignored).
+With compiled=True the decode step is compiled by torch.compile (Inductor fuses its small
+kernels), with fixed shapes: a static cache (every step attends over all max_length positions
+with a mask) and always batch_size rows (idle rows compute and are ignored). The step reads its
+tokens and positions from buffers of its own and advances the positions itself, so the host
+writes only the new tokens before each step, and the positions only when rows change (a prompt
+prefilled, a stream moved). On a GPU the compiled step is captured once as a CUDA graph, which
+every token replays: one launch from Python instead of hundreds, and no Python at all (no
+guards, no input copies). On a CPU the compiled step is called (fewer, fused loops). Compiling
+takes from seconds (a small model on a CPU) to a minute (CUDA graphs): worth it for a server,
+not for one reply.
 """
 
 from __future__ import annotations
@@ -35,19 +37,35 @@ def cache_dtype(model: torch.nn.Module, device: torch.device) -> torch.dtype:
 
 
 class Decoder:
-    def __init__(self, model: torch.nn.Module, batch_size: int = 1, cuda_graphs: bool = False):
+    def __init__(self, model: torch.nn.Module, batch_size: int = 1, compiled: bool = False):
         self.model = unwrap_model(model)
         self.config = self.model.config
         self.device = next(self.model.parameters()).device
-        if cuda_graphs and self.device.type != "cuda":
-            raise ValueError("cuda_graphs=True needs the model on a CUDA device")
         self.batch_size = batch_size
-        self.cache = KVCache(self.config, batch_size, static=cuda_graphs)
-        self.cache.allocate(self.device, cache_dtype(self.model, self.device))
+        self.cache = KVCache(self.config, batch_size, static=compiled)
+        # A compiled CPU step reads a key window that grows up to max_length; were that ever
+        # the whole tensor, the compiler would specialise on it and compile once more.
+        spare = 1 if compiled and self.device.type != "cuda" else 0
+        self.cache.allocate(self.device, cache_dtype(self.model, self.device), spare)
         self._graph: torch.cuda.CUDAGraph | None = None
-        self._rows_on_device: int | None = None  # rows the graph's positions are for
-        if cuda_graphs:
-            self._capture_graph()
+        self._run_static_step = None  # compiled: fills self._logits from the static buffers
+        self._rows_on_device: int | None = None  # rows the static positions were written for
+        if compiled:
+            self._make_static_buffers()
+            # CUDA graphs need every shape fixed; on a CPU the key window grows with the rows
+            on_gpu = self.device.type == "cuda"
+            self._compiled_step = torch.compile(
+                self._static_step, fullgraph=True, dynamic=False if on_gpu else None
+            )
+            if on_gpu:
+                self._capture_graph()
+                self._run_static_step = self._graph.replay
+            else:
+                self._run_static_step = self._call_compiled_step
+
+    @property
+    def compiled(self) -> bool:
+        return self._run_static_step is not None
 
     @property
     def cuda_graphs(self) -> bool:
@@ -85,11 +103,11 @@ class Decoder:
         n = tokens.shape[0]
         if max(self.cache.lengths[:n]) >= self.max_length:
             raise ValueError(f"a row of the KV cache is full ({self.max_length} tokens)")
-        if self._graph is not None:
+        if self._run_static_step is not None:
             if self._rows_on_device != n:
                 self._write_positions(n)
             self._tokens[:n].copy_(tokens)
-            self._graph.replay()
+            self._run_static_step()
             logits = self._logits[:n].clone()  # ours: the next replay overwrites the graph's
         else:
             rows = self.cache.rows(0, n)  # a view of the active rows
@@ -105,12 +123,18 @@ class Decoder:
         self._positions = torch.zeros(B, dtype=torch.long, device=device)  # where it goes
         self._advance = torch.zeros(B, dtype=torch.long, device=device)  # 1 for rows in use
 
+    def _call_compiled_step(self) -> None:
+        """CPU: attend over the positions the rows hold, not all max_length (an arange whose
+        length is marked dynamic, so a new length does not compile the step again)."""
+        window = max(self.cache.lengths) + 1
+        key_positions = torch.arange(window, device=self.device)  # [S]
+        torch._dynamo.mark_dynamic(key_positions, 0)
+        self.cache.key_positions = key_positions
+        self._logits = self._compiled_step()  # [B, V_pad]
+
     def _capture_graph(self) -> None:
-        """Compile the static step, warm it up, and capture it as a CUDA graph."""
-        self._make_static_buffers()
-        device = self.device
-        step = torch.compile(self._static_step, fullgraph=True, dynamic=False)
-        self._compiled_step = step  # the graph's kernels, launched one by one (for profiling)
+        """Warm the compiled step up and capture it as a CUDA graph."""
+        device, step = self.device, self._compiled_step
         # Compile, autotune and warm up on a side stream, then capture on that same stream
         # (libraries' per-stream handles and workspaces exist by then): nothing may compile
         # or allocate outside the graph's pool during the capture. (Rows are empty: what the

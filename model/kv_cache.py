@@ -42,6 +42,10 @@ class KVCache:
         c = config
         self.shape = (c.n_layer, batch_size, c.n_kv_head, self.max_length, c.head_dim)
         self.static = static
+        # static: the key positions a pass attends over, [S] (None: all max_length). A compiled
+        # step on a CPU narrows it to what the rows hold, as a tensor whose length may vary
+        # from step to step without recompiling (model/decoding.py).
+        self.key_positions: torch.Tensor | None = None
         # Allocated by allocate(), or on the first update on the model's device and in the dtype
         # the model produces (fp32, or bf16 under autocast), so attention never mixes dtypes.
         # One tensor per layer, not one [L, ...] tensor: a compiled step then writes each in
@@ -61,8 +65,13 @@ class KVCache:
             raise ValueError(f"rows hold different numbers of tokens: {self.lengths}")
         return self.lengths[0]
 
-    def allocate(self, device: torch.device | str, dtype: torch.dtype) -> None:
-        n_layer, layer_shape = self.shape[0], self.shape[1:]  # layer_shape [B, KV, max_len, D]
+    def allocate(
+        self, device: torch.device | str, dtype: torch.dtype, spare_positions: int = 0
+    ) -> None:
+        """Zeroed tensors; spare_positions more than max_length, which no row ever uses (a
+        compiled step's key window then never spans a whole tensor: model/decoding.py)."""
+        n_layer, B, KV, S, D = self.shape
+        layer_shape = (B, KV, S + spare_positions, D)
         self.keys = [torch.zeros(layer_shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.values = [torch.zeros(layer_shape, device=device, dtype=dtype) for _ in range(n_layer)]
 
@@ -79,6 +88,7 @@ class KVCache:
             raise ValueError("allocate() the cache before taking rows of it")
         view = KVCache.__new__(KVCache)
         view.max_length, view.static = self.max_length, False  # a prefill: the dynamic path
+        view.key_positions = None
         view.shape = (self.shape[0], stop - start, *self.shape[2:])
         view.keys = [keys[start:stop] for keys in self.keys]  # L x [rows, KV, max_len, D]
         view.values = [values[start:stop] for values in self.values]
@@ -97,7 +107,10 @@ class KVCache:
         if self.static:
             if positions is None:
                 raise ValueError("a static cache needs the positions of the new tokens")
-            return CachePass.masked(self, positions[:, None] + first, self.max_length)
+            keys = self.key_positions
+            if keys is None:
+                keys = torch.arange(self.max_length, device=device)  # [S]
+            return CachePass.masked(self, positions[:, None] + first, keys.shape[0], keys=keys)
         starts = self.lengths
         window = max(starts) + T
         if window > self.max_length:
@@ -134,10 +147,12 @@ class CachePass:
     aligned_start: int | None = None  # every row's first new position, when they are equal
 
     @classmethod
-    def masked(cls, cache, positions, window, aligned_start=None) -> CachePass:
-        """Each query sees the keys of its own row up to its own position."""
-        key_positions = torch.arange(window, device=positions.device)  # [S]
-        mask = key_positions <= positions[:, None, :, None]  # [B, 1, T, S]
+    def masked(cls, cache, positions, window, aligned_start=None, keys=None) -> CachePass:
+        """Each query sees the keys of its own row up to its own position (keys: the key
+        positions 0 .. window - 1, when the caller has them)."""
+        if keys is None:
+            keys = torch.arange(window, device=positions.device)  # [S]
+        mask = keys <= positions[:, None, :, None]  # [B, 1, T, S]
         return cls(cache, positions, window, mask, False, aligned_start)
 
     def update(self, layer_index: int, k: torch.Tensor, v: torch.Tensor):

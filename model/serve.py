@@ -16,8 +16,9 @@ POST /v1/completions, streamed ("stream": true) or not; temperature, top_p, max_
 seed; usage counts and finish_reason. Several clients at once share the model: up to
 --batch-size requests are decoded together, each in its own row of the KV cache, the others
 wait in a queue. A client that disconnects stops its generation; --request-timeout cuts off a
-request that runs longer (finish_reason "length"). On a GPU the weights are bf16 and the decode
-step is compiled and replayed as a CUDA graph (a minute of compiling at start-up).
+request that runs longer (finish_reason "length"). The decode step is compiled at start-up
+(model/decoding.py): seconds on a CPU, about a minute on a GPU, where the weights are bf16 and
+the step is replayed as a CUDA graph; --no-compile decodes eagerly instead.
 
 The server binds 127.0.0.1 (this machine only) unless --host says otherwise; then set an
 --api-key, since anyone who can reach the port can use the model.
@@ -76,9 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
     )
     parser.add_argument(
+        "--no-compile",
         "--no-cuda-graphs",
+        dest="no_compile",
         action="store_true",
-        help="on a GPU, decode eagerly (no compile at start-up, slower tokens)",
+        help="decode eagerly: no compiling at start-up, slower tokens",
     )
     return parser
 
@@ -123,7 +126,7 @@ def build_served_model(args: argparse.Namespace) -> ServedModel:
         model,
         batch_size=args.batch_size,
         request_timeout=args.request_timeout,
-        cuda_graphs=on_gpu and not args.no_cuda_graphs,
+        compiled=not args.no_compile,
     )
     name = args.model_name or model_name(args.checkpoint)
     return ServedModel(name, tokenizer, model.config.block_size, worker, args.api_key)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -46,13 +47,11 @@ class GenerationWorker:
         model: torch.nn.Module,
         batch_size: int = 8,
         request_timeout: float = 120.0,
-        cuda_graphs: bool = False,
+        compiled: bool = False,
     ):
+        self.model, self.batch_size, self.compiled = model, batch_size, compiled
         self.device = next(model.parameters()).device
-        # The decoder is made by the thread that runs it (start()): with CUDA graphs that
-        # is a minute of compiling and capturing, which the server announces.
-        self._make_batch = lambda: StreamBatch(Decoder(model, batch_size, cuda_graphs))
-        self.batch: StreamBatch | None = None
+        self.batch: StreamBatch | None = None  # made by the worker thread (see _ready_decoder)
         self.request_timeout = request_timeout
         self.waiting: queue.Queue[Job] = queue.Queue()
         self.running: dict[Stream, Job] = {}
@@ -63,8 +62,8 @@ class GenerationWorker:
         self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
 
     def start(self) -> None:
-        """Start the thread and wait until its decoder is ready (with CUDA graphs: compiled and
-        captured, about a minute)."""
+        """Start the thread and wait until its decoder is ready (compiled: seconds on a CPU,
+        about a minute with CUDA graphs)."""
         self._thread.start()
         self._ready.wait()
         if self._failed is not None:
@@ -73,6 +72,25 @@ class GenerationWorker:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    def _ready_decoder(self) -> None:
+        """Make the decoder and warm it up (compiling, when compiled). Compiling can fail where
+        the machine lacks what Inductor needs (a C++ compiler on a CPU): say so, and decode
+        eagerly instead."""
+        try:
+            self.batch = StreamBatch(Decoder(self.model, self.batch_size, self.compiled))
+            self.warm_up()
+        except Exception as error:
+            if not self.compiled:
+                raise
+            first_line = (str(error).strip().splitlines() or [repr(error)])[0][:200]
+            print(
+                f"warning: could not compile the decoder ({first_line}); decoding eagerly",
+                file=sys.stderr,
+            )
+            self.compiled = False
+            self.batch = StreamBatch(Decoder(self.model, self.batch_size))
+            self.warm_up()
 
     def warm_up(self) -> None:
         """Run a few steps once, so that the first request pays no first-use costs."""
@@ -90,8 +108,7 @@ class GenerationWorker:
 
     def _run(self) -> None:
         try:
-            self.batch = self._make_batch()
-            self.warm_up()
+            self._ready_decoder()
         except BaseException as error:
             self._failed = error
             return

@@ -22,9 +22,12 @@ from serve_fixtures import BLOCK_SIZE, build_run, live_server
 from common.errors import run_cli
 from model import serve
 from model.checkpoint import load_model
+from model.config import from_preset
 from model.generate import generate
 from model.serve import bind_warning
 from model.serve_responses import ReplyText
+from model.serve_worker import GenerationWorker
+from model.transformer import Transformer
 from tokenizer.profiles import encode_document, encode_prompt, load_tokenizer
 
 openai = pytest.importorskip("openai")
@@ -451,3 +454,35 @@ def test_a_stream_cut_off_before_its_first_event_frees_its_row():
     with pytest.raises(ClientDisconnect):
         asyncio.run(response(scope, receive, send))
     assert not started and job.cancelled
+
+
+def test_the_server_decodes_with_the_compiled_step_unless_told_not_to(live):
+    """Every test above ran through the compiled decode step (on a CPU: a compiled static-cache
+    step); --no-compile, and its older name --no-cuda-graphs, turn it off."""
+    assert live.served.worker.batch.decoder.compiled
+    for flag in ("--no-compile", "--no-cuda-graphs"):
+        assert serve.build_parser().parse_args(["--checkpoint", "c", flag]).no_compile
+    assert not serve.build_parser().parse_args(["--checkpoint", "c"]).no_compile
+
+
+def test_a_decoder_that_cannot_compile_falls_back_to_decoding_eagerly(monkeypatch, capsys):
+    """A machine without what Inductor needs (a C++ compiler on a CPU): a warning, then the
+    server decodes eagerly instead of failing to start."""
+
+    def compile_that_fails_when_run(function, **kwargs):
+        def run(*args, **kwargs):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_that_fails_when_run)
+    torch.manual_seed(0)
+    model = Transformer(from_preset("debug", vocab_size=300)).eval()
+    worker = GenerationWorker(model, batch_size=2, compiled=True)
+    worker.start()
+    try:
+        assert not worker.batch.decoder.compiled
+        err = capsys.readouterr().err
+        assert "could not compile the decoder (no C++ compiler found); decoding eagerly" in err
+    finally:
+        worker.stop()
