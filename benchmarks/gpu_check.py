@@ -73,31 +73,14 @@ def gpu_test_files() -> list[str]:
     return [str(p.relative_to(REPO)) for p in files if "cuda.is_available()" in p.read_text()]
 
 
+def compiled_step(preset: str, micro_batch: int) -> list[str]:
+    """training_benchmark's command for a compiled step: 10 timed steps after 4."""
+    options = f"--preset {preset} --micro-batch {micro_batch} --compile on --steps 10 --warmup 4"
+    return TRAIN + options.split()
+
+
 def parts() -> list[Part]:
-    step_170m = [
-        "--preset",
-        "170m",
-        "--micro-batch",
-        "16",
-        "--compile",
-        "on",
-        "--steps",
-        "10",
-        "--warmup",
-        "4",
-    ]
-    step_124m = [
-        "--preset",
-        "124m",
-        "--micro-batch",
-        "32",
-        "--compile",
-        "on",
-        "--steps",
-        "10",
-        "--warmup",
-        "4",
-    ]
+    step_170m, step_124m = compiled_step("170m", 16), compiled_step("124m", 32)
     return [
         # Issue 11: decoding speed against its goals (graph replay time = the GPU's share).
         Part("generation", [sys.executable, "benchmarks/generation_benchmark.py", "--preset",
@@ -109,17 +92,17 @@ def parts() -> list[Part]:
              "no:cacheprovider", "--continue-on-collection-errors", "-k", "gpu or cuda",
              *gpu_test_files()], 180, 60, BASE_MODULES + ("pytest", "tensorboard")),
         # Issue 10: the step, this tree against the tree before (A/B in one session).
-        Part("train_170m_adamw", TRAIN + step_170m, 90, 40),
-        Part("train_170m_adamw_before", TRAIN + step_170m, 90, 40, root=BEFORE),
+        Part("train_170m_adamw", step_170m, 90, 40),
+        Part("train_170m_adamw_before", step_170m, 90, 40, root=BEFORE),
         # pre_training.py's step: Muon's work spread over the micro-batches it accumulates.
-        Part("train_170m_muon_accumulated", TRAIN + step_170m + ["--optimizer", "muon",
+        Part("train_170m_muon_accumulated", step_170m + ["--optimizer", "muon",
              "--accumulation", "8", "--profile", "2"], 120, 50),
-        Part("train_124m_adamw", TRAIN + step_124m, 90, 40),
-        Part("train_124m_adamw_before", TRAIN + step_124m, 90, 40, root=BEFORE),
-        Part("train_124m_muon_accumulated", TRAIN + step_124m + ["--optimizer", "muon",
+        Part("train_124m_adamw", step_124m, 90, 40),
+        Part("train_124m_adamw_before", step_124m, 90, 40, root=BEFORE),
+        Part("train_124m_muon_accumulated", step_124m + ["--optimizer", "muon",
              "--accumulation", "4"], 100, 40),
         # An Inductor setting to try: tuned block sizes for its reductions (norms, the loss).
-        Part("train_170m_adamw_tuned", TRAIN + step_170m, 150, 60,
+        Part("train_170m_adamw_tuned", step_170m, 150, 60,
              env={"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}),
         # The L4 default shape (8 x 1024) next to 16: do the defaults fit 24 GB?
         Part("train_170m_l4_shape", TRAIN + ["--preset", "170m", "--micro-batch", "8",
