@@ -14,9 +14,13 @@ Two ways to read the cache:
 - dynamic (default): attention reads the first max(lengths) + T positions only, and needs no
   mask at all while every row is at the same length (the one-stream case). Shapes change with
   every token, which is right for eager PyTorch on CPU or GPU.
-- static: every step reads all max_length positions, with a mask, and the caller passes the
-  positions as a tensor. Shapes never change, so a decode step can be captured once as a CUDA
-  graph and replayed for every token (model/decoding.py).
+- static: the caller passes the positions as a tensor, and every step reads all max_length
+  positions with a mask (or the key_positions the caller sets), so a compiled decode step keeps
+  its shapes: captured once as a CUDA graph and replayed for every token, or on a CPU compiled
+  once with a key window that may grow (model/decoding.py).
+Each layer has its own tensors, and new entries are written with index_put_: a compiled step
+then writes just those entries in place (a scatter into a view of one tensor for all layers
+made it rewrite the whole cache at every token).
 """
 
 from __future__ import annotations
