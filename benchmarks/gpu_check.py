@@ -14,7 +14,9 @@ It runs, each in its own process with a time limit, most valuable first:
      .baseline (the code before a change, when it is there: an A/B in one session)
   4. pre_training.py's step with Muon: 170m 16 x 1024 accumulating 8 micro-batches (with a
      torch.profiler breakdown: GPU ms per phase, top kernels), 124m 32 x 1024 accumulating 4
-  5. 170m with Inductor's coordinate-descent tuning; pre_training.py's L4 shape (8 x 1024, Muon)
+  5. 170m and 124m with the blocks' matmuls in FP8 (torchao's Float8Linear; skipped without
+     torchao, which the lent machine lacks: carry its wheel); 170m with Inductor's
+     coordinate-descent tuning; pre_training.py's L4 shape (8 x 1024, Muon)
   6. benchmarks/time_to_loss.py --mode gpu: baseline AdamW vs Muon at 124m (about 4 minutes;
      it builds its tokenized sample corpus unless data/time_to_loss/sample_40mb is there, which
      needs HF datasets: on a machine without it, build it first elsewhere and bring it along)
@@ -101,6 +103,9 @@ def parts() -> list[Part]:
         Part("train_124m_adamw_before", step_124m, 90, 40, root=BEFORE),
         Part("train_124m_muon_accumulated", step_124m + ["--optimizer", "muon",
              "--accumulation", "4"], 100, 40),
+        # FP8 matmuls in the blocks (torchao, carried as a wheel): faster at these widths?
+        Part("train_170m_fp8", step_170m + ["--fp8"], 120, 50, BASE_MODULES + ("torchao",)),
+        Part("train_124m_fp8", step_124m + ["--fp8"], 120, 50, BASE_MODULES + ("torchao",)),
         # An Inductor setting to try: tuned block sizes for its reductions (norms, the loss).
         Part("train_170m_adamw_tuned", step_170m, 150, 60,
              env={"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}),

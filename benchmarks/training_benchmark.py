@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="recompute activations (less memory)",
     )
+    parser.add_argument(
+        "--fp8",
+        action="store_true",
+        help="an experiment: the blocks' matmuls in FP8 (torchao's Float8Linear, tensorwise "
+        "dynamic scaling; needs torchao and a GPU of compute capability 8.9 or newer)",
+    )
     return parser
 
 
@@ -87,6 +93,8 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
     torch.manual_seed(0)
     model = Transformer(config).to(device).train()
     model.gradient_checkpointing = args.activation_checkpointing
+    if args.fp8:
+        convert_blocks_to_float8(model)
     optimizer_config = dataclasses.replace(
         pre_training.CONFIG, optimizer=args.optimizer, learning_rate=1e-4, min_lr=1e-5
     )
@@ -141,6 +149,23 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
     else:
         result["threads"] = torch.get_num_threads()
     return result
+
+
+def float8_converter():
+    """torchao's convert_to_float8_training, or a one-line error when torchao is missing."""
+    try:
+        from torchao.float8 import convert_to_float8_training
+    except ImportError as error:
+        raise UserError("--fp8 needs torchao (pip install torchao)") from error
+    return convert_to_float8_training
+
+
+def convert_blocks_to_float8(model: Transformer) -> None:
+    """Swap the blocks' nn.Linear layers for torchao's Float8Linear (same weight parameters, so
+    the optimizer's groups do not change). The LM head stays bf16: it shares the embedding."""
+    convert = float8_converter()
+    for layer in model.layers:
+        convert(layer)
 
 
 def memory_figures(args, config, micro_batch: int, precision: str, device) -> dict:
@@ -221,6 +246,7 @@ def describe(args, micro_batch: int, compiled: bool, device: torch.device) -> di
         "torch": torch.__version__,
         "compile": compiled,
         "activation_checkpointing": args.activation_checkpointing,
+        "fp8": args.fp8,
         "optimizer": args.optimizer,
         "micro_batch": micro_batch,
         "accumulation": args.accumulation,
@@ -237,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(
             "--steps, --block-size, --accumulation and --micro-batch must be >= 1, --warmup >= 0"
         )
+    if args.fp8:
+        float8_converter()  # missing torchao: say so once, before any configuration runs
     device = pick_device(args.device)
     precision = resolve_precision(args.precision, device)
     if device.type == "cuda":

@@ -2,10 +2,15 @@
 (benchmarks/gpu_check.py parses these lines on a GPU machine)."""
 
 import json
+import sys
 
+import pytest
 import torch
 
 from benchmarks import training_benchmark
+from common.errors import run_cli
+from model.config import from_preset
+from model.transformer import Transformer
 
 TINY = ["--preset", "debug", "--block-size", "16", "--device", "cpu"]
 TINY += ["--steps", "1", "--warmup", "0"]
@@ -43,3 +48,29 @@ def test_a_failing_configuration_is_a_line_not_a_crash(capsys, monkeypatch):
     training_benchmark.main([*TINY, "--micro-batch", "1", "--compile", "on"])
     (line,) = json_lines(capsys.readouterr().out)
     assert line["error"] == "RuntimeError: no C compiler found" and line["compile"] is True
+
+
+def test_fp8_without_torchao_is_a_one_line_error(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchao.float8", None)  # import fails as if not installed
+    with pytest.raises(SystemExit):
+        run_cli(
+            lambda: training_benchmark.main(
+                [*TINY, "--micro-batch", "1", "--compile", "off", "--fp8"]
+            )
+        )
+    err = capsys.readouterr().err
+    assert err.startswith("error: --fp8 needs torchao") and err.count("\n") == 1
+
+
+def test_fp8_converts_the_blocks_matmuls_and_keeps_their_parameters():
+    pytest.importorskip("torchao.float8")
+    from torchao.float8.float8_linear import Float8Linear
+
+    torch.manual_seed(0)
+    model = Transformer(from_preset("debug"))
+    before = dict(model.named_parameters())
+    training_benchmark.convert_blocks_to_float8(model)
+    linears = [m for m in model.layers.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(isinstance(m, Float8Linear) for m in linears)
+    assert not isinstance(model.lm_head, Float8Linear)  # tied to the embedding: stays as it was
+    assert {name: p for name, p in model.named_parameters()} == before  # the same tensors
