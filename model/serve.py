@@ -27,6 +27,7 @@ The server binds 127.0.0.1 (this machine only) unless --host says otherwise; the
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -134,6 +135,8 @@ def build_served_model(args: argparse.Namespace) -> ServedModel:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    # Compiling on a CPU-only machine logs "No CUDA runtime is found": true, and no concern here.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if warning := bind_warning(args.host, args.api_key):
         print(warning, file=sys.stderr)
     with listening_socket(args.host, args.port) as sock:
