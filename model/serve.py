@@ -16,9 +16,10 @@ POST /v1/completions, streamed ("stream": true) or not; temperature, top_p, max_
 seed; usage counts and finish_reason. Several clients at once share the model: up to
 --batch-size requests are decoded together, each in its own row of the KV cache, the others
 wait in a queue. A client that disconnects stops its generation; --request-timeout cuts off a
-request that runs longer (finish_reason "length"). The decode step is compiled at start-up
-(model/decoding.py): seconds on a CPU, about a minute on a GPU, where the weights are bf16 and
-the step is replayed as a CUDA graph; --no-compile decodes eagerly instead.
+request that runs longer (finish_reason "length"). On a GPU the weights are bf16 and the decode
+step is compiled and replayed as a CUDA graph (model/decoding.py; about a minute of compiling
+at start-up, --compile off skips it). On a CPU decoding is eager unless --compile on: the
+compiled step is faster for one row (--batch-size 1) but computes every row, busy or not.
 
 The server binds 127.0.0.1 (this machine only) unless --host says otherwise; then set an
 --api-key, since anyone who can reach the port can use the model.
@@ -78,11 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
     )
     parser.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="compile the decode step at start-up; auto = on a GPU only (on a CPU the compiled "
+        "step computes every row of --batch-size: faster with --batch-size 1 only)",
+    )
+    parser.add_argument(
         "--no-compile",
         "--no-cuda-graphs",
-        dest="no_compile",
-        action="store_true",
-        help="decode eagerly: no compiling at start-up, slower tokens",
+        dest="compile",
+        action="store_const",
+        const="off",
+        help="the same as --compile off",
     )
     return parser
 
@@ -114,6 +123,12 @@ def model_name(checkpoint: str) -> str:
     return Path(checkpoint).resolve().name if is_run_folder else step_dir.resolve().parent.name
 
 
+def compile_decoder(choice: str, on_gpu: bool) -> bool:
+    """--compile: auto compiles on a GPU only. On a CPU the compiled step computes all
+    --batch-size rows at every token, busy or not: slower than eager unless they are busy."""
+    return choice == "on" or (choice == "auto" and on_gpu)
+
+
 def build_served_model(args: argparse.Namespace) -> ServedModel:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -127,7 +142,7 @@ def build_served_model(args: argparse.Namespace) -> ServedModel:
         model,
         batch_size=args.batch_size,
         request_timeout=args.request_timeout,
-        compiled=not args.no_compile,
+        compiled=compile_decoder(args.compile, on_gpu),
     )
     name = args.model_name or model_name(args.checkpoint)
     return ServedModel(name, tokenizer, model.config.block_size, worker, args.api_key)

@@ -42,7 +42,7 @@ USER = [{"role": "user", "content": "hi"}]
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     run_dir = build_run(tmp_path_factory.mktemp("serve"))
-    with live_server(run_dir, "--api-key", KEY, "--batch-size", "4") as server:
+    with live_server(run_dir, "--api-key", KEY, "--batch-size", "4", "--compile", "on") as server:
         yield server
 
 
@@ -456,13 +456,17 @@ def test_a_stream_cut_off_before_its_first_event_frees_its_row():
     assert not started and job.cancelled
 
 
-def test_the_server_decodes_with_the_compiled_step_unless_told_not_to(live):
-    """Every test above ran through the compiled decode step (on a CPU: a compiled static-cache
-    step); --no-compile, and its older name --no-cuda-graphs, turn it off."""
+def test_the_server_decodes_with_the_compiled_step_when_asked(live):
+    """Every test above ran through the compiled decode step (--compile on; on a CPU a compiled
+    static-cache step). auto compiles on a GPU only; --no-compile and its older name
+    --no-cuda-graphs mean off."""
     assert live.served.worker.batch.decoder.compiled
+    parse = serve.build_parser().parse_args
+    assert parse(["--checkpoint", "c"]).compile == "auto"
     for flag in ("--no-compile", "--no-cuda-graphs"):
-        assert serve.build_parser().parse_args(["--checkpoint", "c", flag]).no_compile
-    assert not serve.build_parser().parse_args(["--checkpoint", "c"]).no_compile
+        assert parse(["--checkpoint", "c", flag]).compile == "off"
+    assert [serve.compile_decoder("auto", on_gpu) for on_gpu in (False, True)] == [False, True]
+    assert serve.compile_decoder("on", False) and not serve.compile_decoder("off", True)
 
 
 def test_a_decoder_that_cannot_compile_falls_back_to_decoding_eagerly(monkeypatch, capsys):
