@@ -10,15 +10,18 @@ the decode step runs every active stream as one batch. Rows are independent: eac
 queries see only that row's keys (model/kv_cache.py), so streams never mix.
 
 With compiled=True the decode step is compiled by torch.compile (Inductor fuses its small
-kernels), with fixed shapes: a static cache (every step attends over all max_length positions
-with a mask) and always batch_size rows (idle rows compute and are ignored). The step reads its
-tokens and positions from buffers of its own and advances the positions itself, so the host
-writes only the new tokens before each step, and the positions only when rows change (a prompt
-prefilled, a stream moved). On a GPU the compiled step is captured once as a CUDA graph, which
-every token replays: one launch from Python instead of hundreds, and no Python at all (no
-guards, no input copies). On a CPU the compiled step is called (fewer, fused loops). Compiling
-takes from seconds (a small model on a CPU) to a minute (CUDA graphs): worth it for a server,
-not for one reply.
+kernels) over a static cache (each step attends with a mask) and always batch_size rows: idle
+rows compute and are ignored. The step reads its tokens and positions from buffers of its own
+and advances the positions itself, so the host writes only the new tokens before each step, and
+the positions only when rows change (a prompt prefilled, a stream moved).
+- On a GPU every shape is fixed (all max_length positions) and the step is captured once as a
+  CUDA graph, which every token replays: one launch from Python instead of hundreds, and no
+  Python at all (no guards, no input copies). Idle rows cost little there.
+- On a CPU the compiled step (fused C++ loops) attends over the positions the rows hold, a
+  window that grows without compiling again. Idle rows cost as much as busy ones, so it pays
+  with one row, or with all rows busy.
+Compiling takes seconds (a small model on a CPU) to a minute (CUDA graphs): worth it for a
+server, not for one reply.
 """
 
 from __future__ import annotations
