@@ -10,17 +10,19 @@ It runs, each in its own process with a time limit, most valuable first:
      batched, the graph's replay time alone and its kernels (goals: one stream >= 1,500
      tokens/s; 8 streams >= 5x one stream's tokens/s)
   2. the GPU-only pytest tests (tests named *gpu* or *cuda* in the files that check for CUDA)
-  3. training benchmark, 170m and 124m, compiled + bf16, AdamW: this tree, then the tree in
-     .baseline (the code before a change, when it is there: an A/B in one session)
-  4. pre_training.py's step with Muon: 170m 16 x 1024 accumulating 8 micro-batches (with a
-     torch.profiler breakdown: GPU ms per phase, top kernels), 124m 32 x 1024 accumulating 4
-  5. 170m and 124m with the blocks' matmuls in FP8 (torchao's Float8Linear; skipped without
-     torchao, which the lent machine lacks: carry its wheel); 170m with Inductor's
-     coordinate-descent tuning; pre_training.py's L4 shape (8 x 1024, Muon)
+  3. training benchmark for 170m (16 x 1024) then 124m (32 x 1024), compiled + bf16: AdamW on
+     this tree; the blocks' matmuls in FP8 (torchao's Float8Linear; skipped without torchao,
+     which the lent machine lacks: carry its wheel); AdamW on the tree in .baseline (the code
+     before a change, when it is there: an A/B in one session); pre_training.py's Muon step,
+     accumulating 8 (170m, with a torch.profiler breakdown: GPU ms per phase, top kernels)
+     or 4 (124m) micro-batches
+  4. 170m with Inductor's coordinate-descent tuning
+  5. pre_training.py's L4 shape (170m, 8 x 1024, Muon): does it fit 24 GB?
   6. benchmarks/time_to_loss.py --mode gpu: baseline AdamW vs Muon at 124m (about 4 minutes;
      it builds its tokenized sample corpus unless data/time_to_loss/sample_40mb is there, which
      needs HF datasets: on a machine without it, build it first elsewhere and bring it along)
-Parts 1-5 take about 7 minutes on an H200; a smaller --budget-s skips the later ones. It prints
+Parts 1-3 without the FP8 ones took 6.7 minutes on an H200 (2026-11-30); a smaller --budget-s
+skips the later ones. It prints
 a table of each, and planner-vs-measured peak memory. It needs only torch, numpy,
 safetensors, tokenizers, tqdm (+ tensorboard and pytest for the tests); a part whose modules
 are missing is skipped and says so (the server's GPU test also needs FastAPI, uvicorn and the
@@ -93,19 +95,19 @@ def parts() -> list[Part]:
         Part("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p",
              "no:cacheprovider", "--continue-on-collection-errors", "-k", "gpu or cuda",
              *gpu_test_files()], 180, 60, BASE_MODULES + ("pytest", "tensorboard")),
-        # Issue 10: the step, this tree against the tree before (A/B in one session).
+        # Issue 10: the step, this tree against the tree before (A/B in one session), and
+        # with FP8 matmuls in the blocks (torchao, carried as a wheel): faster at these widths?
         Part("train_170m_adamw", step_170m, 90, 40),
+        Part("train_170m_fp8", step_170m + ["--fp8"], 120, 50, BASE_MODULES + ("torchao",)),
         Part("train_170m_adamw_before", step_170m, 90, 40, root=BEFORE),
         # pre_training.py's step: Muon's work spread over the micro-batches it accumulates.
         Part("train_170m_muon_accumulated", step_170m + ["--optimizer", "muon",
              "--accumulation", "8", "--profile", "2"], 120, 50),
         Part("train_124m_adamw", step_124m, 90, 40),
+        Part("train_124m_fp8", step_124m + ["--fp8"], 120, 50, BASE_MODULES + ("torchao",)),
         Part("train_124m_adamw_before", step_124m, 90, 40, root=BEFORE),
         Part("train_124m_muon_accumulated", step_124m + ["--optimizer", "muon",
              "--accumulation", "4"], 100, 40),
-        # FP8 matmuls in the blocks (torchao, carried as a wheel): faster at these widths?
-        Part("train_170m_fp8", step_170m + ["--fp8"], 120, 50, BASE_MODULES + ("torchao",)),
-        Part("train_124m_fp8", step_124m + ["--fp8"], 120, 50, BASE_MODULES + ("torchao",)),
         # An Inductor setting to try: tuned block sizes for its reductions (norms, the loss).
         Part("train_170m_adamw_tuned", step_170m, 150, 60,
              env={"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}),
