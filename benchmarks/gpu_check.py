@@ -22,9 +22,9 @@ It runs, each in its own process with a time limit, most valuable first:
      it builds its tokenized sample corpus unless data/time_to_loss/sample_40mb is there, which
      needs HF datasets: on a machine without it, build it first elsewhere and bring it along)
 Parts 1-3 without the FP8 ones took 6.7 minutes on an H200 (2026-11-30); a smaller --budget-s
-skips the later ones. It prints
-a table of each, and planner-vs-measured peak memory. It needs only torch, numpy,
-safetensors, tokenizers, tqdm (+ tensorboard and pytest for the tests); a part whose modules
+skips the later ones. It prints a table of each, and planner-vs-measured peak memory. It needs
+only torch, numpy, safetensors, tokenizers, tqdm (+ tensorboard and pytest for the tests); a
+part whose modules
 are missing is skipped and says so (the server's GPU test also needs FastAPI, uvicorn and the
 openai client). No network, nothing installed. Logs and a JSON summary go
 to --out-dir (default: $OUT when set): gpu_check.log and gpu_check.json.
