@@ -24,10 +24,9 @@ It runs, each in its own process with a time limit, most valuable first:
 Parts 1-3 without the FP8 ones took 6.7 minutes on an H200 (2026-11-30); a smaller --budget-s
 skips the later ones. It prints a table of each, and planner-vs-measured peak memory. It needs
 only torch, numpy, safetensors, tokenizers, tqdm (+ tensorboard and pytest for the tests); a
-part whose modules
-are missing is skipped and says so (the server's GPU test also needs FastAPI, uvicorn and the
-openai client). No network, nothing installed. Logs and a JSON summary go
-to --out-dir (default: $OUT when set): gpu_check.log and gpu_check.json.
+part whose modules are missing is skipped and says so (the server's GPU test also needs
+FastAPI, uvicorn and the openai client). No network, nothing installed. Logs and a JSON summary
+go to --out-dir (default: $OUT when set): gpu_check.log and gpu_check.json.
 
 Tiny CPU example (checks the script itself; every GPU part is skipped):
     python3 benchmarks/gpu_check.py --budget-s 60
