@@ -26,6 +26,9 @@ server, not for one reply.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from model.checkpoint import unwrap_model
@@ -155,31 +158,36 @@ class Decoder:
     def profile_graph_step(self, calls: int = 20) -> str:
         """torch.profiler's kernel table for the captured step's kernels, launched one by one
         (the same kernels a replay runs; benchmarks/generation_benchmark.py). Needs empty rows."""
-        if self._graph is None or any(self.cache.lengths):
-            raise ValueError("profile_graph_step needs CUDA graphs and every row empty")
-        self._write_positions(0)  # every row idle: position 0, nothing advances
         activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-        with torch.no_grad(), torch.profiler.profile(activities=activities) as profiler:
+        profile = torch.profiler.profile(activities=activities)
+        with self._idle_rows(), torch.no_grad(), profile:
             for _ in range(calls):
                 self._compiled_step()
             torch.cuda.synchronize(self.device)
-        self._rows_on_device = None
-        return profiler.key_averages().table(sort_by="self_device_time_total", row_limit=30)
+        return profile.key_averages().table(sort_by="self_device_time_total", row_limit=30)
 
     def time_graph_step(self, replays: int = 100) -> float:
         """Milliseconds per replay of the captured step: its GPU time, the floor of a token's
         time when the host keeps up (benchmarks/generation_benchmark.py). Needs empty rows."""
-        if self._graph is None or any(self.cache.lengths):
-            raise ValueError("time_graph_step needs CUDA graphs and every row empty")
-        self._write_positions(0)  # every row idle: position 0, nothing advances
         start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-        start.record()
-        for _ in range(replays):
-            self._graph.replay()
-        end.record()
-        end.synchronize()
-        self._rows_on_device = None
+        with self._idle_rows():
+            start.record()
+            for _ in range(replays):
+                self._graph.replay()
+            end.record()
+            end.synchronize()
         return start.elapsed_time(end) / replays
+
+    @contextlib.contextmanager
+    def _idle_rows(self) -> Iterator[None]:
+        """For measuring the captured step: every row idle (position 0, nothing advances)."""
+        if self._graph is None or any(self.cache.lengths):
+            raise ValueError("measuring the graph's step needs CUDA graphs and every row empty")
+        self._write_positions(0)
+        try:
+            yield
+        finally:
+            self._rows_on_device = None  # written again before the next real step
 
     def _static_step(self) -> torch.Tensor:
         """The graph's step: the buffers' tokens at their positions -> logits [B, V_pad]."""

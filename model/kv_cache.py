@@ -111,10 +111,11 @@ class KVCache:
         if self.static:
             if positions is None:
                 raise ValueError("a static cache needs the positions of the new tokens")
-            keys = self.key_positions
-            if keys is None:
-                keys = torch.arange(self.max_length, device=device)  # [S]
-            return CachePass.masked(self, positions[:, None] + first, keys.shape[0], keys=keys)
+            key_positions = self.key_positions
+            if key_positions is None:
+                key_positions = torch.arange(self.max_length, device=device)  # [S]
+            window = key_positions.shape[0]
+            return CachePass.masked(self, positions[:, None] + first, window, None, key_positions)
         starts = self.lengths
         window = max(starts) + T
         if window > self.max_length:
@@ -151,12 +152,12 @@ class CachePass:
     aligned_start: int | None = None  # every row's first new position, when they are equal
 
     @classmethod
-    def masked(cls, cache, positions, window, aligned_start=None, keys=None) -> CachePass:
-        """Each query sees the keys of its own row up to its own position (keys: the key
-        positions 0 .. window - 1, when the caller has them)."""
-        if keys is None:
-            keys = torch.arange(window, device=positions.device)  # [S]
-        mask = keys <= positions[:, None, :, None]  # [B, 1, T, S]
+    def masked(cls, cache, positions, window, aligned_start=None, key_positions=None) -> CachePass:
+        """Each query sees the keys of its own row up to its own position (key_positions: the
+        positions 0 .. window - 1 as a tensor, when the caller has one)."""
+        if key_positions is None:
+            key_positions = torch.arange(window, device=positions.device)  # [S]
+        mask = key_positions <= positions[:, None, :, None]  # [B, 1, T, S]
         return cls(cache, positions, window, mask, False, aligned_start)
 
     def update(self, layer_index: int, k: torch.Tensor, v: torch.Tensor):
