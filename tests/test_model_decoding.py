@@ -57,6 +57,15 @@ def test_streams_decoded_together_give_what_each_gives_alone(temperature, compil
     assert [len(tokens) for tokens in alone] == MAX_NEW
 
 
+def test_unseeded_rows_that_sample_alike_are_sampled_in_one_call_with_their_settings():
+    """Rows with the same unseeded settings sample together, still with those settings: top_k=1
+    at temperature 1 can only pick the most likely token, so every stream gives its greedy
+    tokens."""
+    model = tiny(block_size=32)
+    greedy = [list(generate(model, p, n, 0.0, stop_ids=())) for p, n in zip(PROMPTS, MAX_NEW)]
+    assert decode_together(model, [Sampling(1.0, top_k=1)] * 3) == greedy
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_streams_that_stop_early_leave_the_others_as_they_were(compiled):
     """A stream ending at a stop id was already decoded one step further (the decode runs
