@@ -91,7 +91,8 @@ def runner(mode: str, model, prompts: list[list[int]], args, device: str):
         return lambda n: [list(generate(model, prompts[0], n, 0.0, stop_ids=(), use_cache=False))]
     streams = args.streams if mode == "batched" else 1
     compiled = mode in ("compiled", "cuda_graphs") or (mode == "batched" and "cuda" in device)
-    decoder = Decoder(model, batch_size=streams, compiled=compiled)  # kept: compiled once
+    rows = max(streams, args.rows or 0)  # more rows than streams: idle rows (as in a server)
+    decoder = Decoder(model, batch_size=rows, compiled=compiled)  # kept: compiled once
 
     def run(n):
         return decode_streams(decoder, prompts[:streams], n)
@@ -121,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to time (default: %(default)s)",
     )
     parser.add_argument("--streams", type=int, default=8, help="streams in the batched mode")
+    parser.add_argument(
+        "--rows", type=int, default=None,
+        help="rows of the decoder's KV cache (default: one per stream); more leaves rows idle, as "
+        "in a server with fewer requests than --batch-size",
+    )  # fmt: skip
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads (default: torch's choice)"
     )
