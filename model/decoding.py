@@ -20,6 +20,11 @@ the positions only when rows change (a prompt prefilled, a stream moved).
 - On a CPU the compiled step (fused C++ loops) attends over the positions the rows hold, a
   window that grows without compiling again. Idle rows cost as much as busy ones, so it pays
   with one row, or with all rows busy.
+- Either way the step decodes a copy of the model whose blocks make q/k/v with one matrix
+  product and gate/up with another (4 products a block, not 7: on a GPU each small product costs
+  about the same launch-bound time). The copy shares every other tensor with the model; its
+  joined weights are taken when the Decoder is made, so a prefill after the weights change
+  raises (make a new Decoder).
 Compiling takes seconds (a small model on a CPU) to a minute (CUDA graphs): worth it for a
 server, not for one reply.
 """
@@ -27,12 +32,14 @@ server, not for one reply.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 
 import torch
 
 from model.checkpoint import unwrap_model
 from model.kv_cache import KVCache
+from model.transformer import JoinedLinear
 
 
 def cache_dtype(model: torch.nn.Module, device: torch.device) -> torch.dtype:
@@ -42,9 +49,33 @@ def cache_dtype(model: torch.nn.Module, device: torch.device) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
+def weights_version(model: torch.nn.Module) -> int:
+    """A number that changes whenever a weight is written in place (an optimizer step, a load)."""
+    return sum(p._version for p in model.parameters())
+
+
+def joined_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """model for decoding: the same parameters and buffers (shared, not copied), and in every
+    block q/k/v as one matrix product and gate/up as another (7 -> 4 products a block).
+
+    The joined weights are copies, taken now (weights_version tells when they are stale).
+    """
+    shared = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
+    joined = copy.deepcopy(model, memo=shared)  # new modules around the same tensors
+    for layer in joined.layers:
+        attention, mlp = layer.attention, layer.mlp
+        attention.qkv_proj = JoinedLinear(attention.q_proj, attention.k_proj, attention.v_proj)
+        mlp.gate_up_proj = JoinedLinear(mlp.gate_proj, mlp.up_proj)
+    return joined
+
+
 class Decoder:
     def __init__(self, model: torch.nn.Module, batch_size: int = 1, compiled: bool = False):
         self.model = unwrap_model(model)
+        self._weights_version: int | None = None  # compiled: the joined copy's, when taken
+        if compiled:  # a step is many small products: fewer, larger ones are faster
+            self.model = joined_copy(self.model)
+            self._weights_version = weights_version(self.model)
         self.config = self.model.config
         self.device = next(self.model.parameters()).device
         self.batch_size = batch_size
@@ -93,6 +124,8 @@ class Decoder:
         """
         if len(ids) > self.max_length:
             raise ValueError(f"{len(ids)} tokens do not fit a cache of {self.max_length}")
+        if self._weights_version not in (None, weights_version(self.model)):
+            raise ValueError("the weights changed since this compiled Decoder copied them")
         self.cache.lengths[row] = 0
         self._rows_on_device = None  # the graph's positions must be written again
         if not ids:

@@ -115,6 +115,21 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+class JoinedLinear(nn.Module):
+    """Linear layers that read the same input, as one matrix product over their stacked weights
+    (a copy, taken when made). Decoding uses it: a token's step is many small products, each
+    costing about the same, so fewer and larger ones are faster (model/decoding.py)."""
+
+    def __init__(self, *linears: nn.Linear):
+        super().__init__()
+        self.sizes = [linear.out_features for linear in linears]
+        weight = torch.cat([linear.weight.detach() for linear in linears])  # [sum(sizes), C]
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return F.linear(x, self.weight).split(self.sizes, dim=-1)
+
+
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer_index: int):
         super().__init__()
@@ -127,13 +142,18 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(C, self.n_kv_head * D, bias=False)
         self.v_proj = nn.Linear(C, self.n_kv_head * D, bias=False)
         self.o_proj = nn.Linear(self.n_head * D, C, bias=False)
+        self.qkv_proj: JoinedLinear | None = None  # decoding copies only (model/decoding.py)
 
     def forward(self, x, cos, sin, cache_pass: CachePass | None = None):
         B, T, _ = x.shape
         H, KV, D = self.n_head, self.n_kv_head, self.head_dim
-        q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
-        k = self.k_proj(x).view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
-        v = self.v_proj(x).view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
+        if self.qkv_proj is None:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:
+            q, k, v = self.qkv_proj(x)
+        q = q.view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
+        k = k.view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
+        v = v.view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         if cache_pass is None:
@@ -155,9 +175,14 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(config.n_embd, config.mlp_hidden, bias=False)
         self.up_proj = nn.Linear(config.n_embd, config.mlp_hidden, bias=False)
         self.down_proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=False)
+        self.gate_up_proj: JoinedLinear | None = None  # decoding copies only (model/decoding.py)
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is None:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        else:
+            gate, up = self.gate_up_proj(x)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):

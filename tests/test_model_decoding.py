@@ -79,6 +79,36 @@ def test_streams_that_stop_early_leave_the_others_as_they_were(compiled):
     assert len(expected[1]) == 4
 
 
+def matrix_products_per_step(decoder: Decoder) -> int:
+    """Matrix products one decode step runs (on a CPU, where the profiler names them)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        decoder.step(torch.tensor([5]))
+    return sum(event.count for event in profile.key_averages() if event.key == "aten::mm")
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_the_compiled_step_joins_the_products_of_a_copy_and_refuses_changed_weights(compiled):
+    """Compiled: q/k/v as one product and gate/up as another (7 -> 4 a block), in a copy that
+    shares the model's tensors and leaves the model as it was; its joined weights are a
+    snapshot, so a prefill after the weights change must raise, not decode stale weights."""
+    model = tiny()
+    decoder = Decoder(model, compiled=compiled)
+    decoder.prefill(0, [0, 5, 9])
+    decoder.step(torch.tensor([3]))  # compiles
+    per_block = 4 if compiled else 7
+    assert matrix_products_per_step(decoder) == per_block * model.config.n_layer + 1  # + head
+    ours, theirs = model.layers[0].attention, decoder.model.layers[0].attention
+    assert ours.qkv_proj is None  # the model itself is not joined
+    assert theirs.q_proj.weight is ours.q_proj.weight  # shared, not copied
+    with torch.no_grad():
+        model.layers[0].mlp.up_proj.weight.mul_(2)  # an optimizer step, say
+    if compiled:
+        with pytest.raises(ValueError, match="weights changed"):
+            decoder.prefill(0, [0, 5])
+    else:  # eager decoding reads the weights as they are
+        decoder.prefill(0, [0, 5])
+
+
 def test_a_stream_stops_at_a_stop_id_and_frees_its_row():
     model = tiny()
     greedy = list(generate(model, PROMPTS[0], 10, temperature=0.0, stop_ids=()))
