@@ -2,31 +2,37 @@
 
     python3 benchmarks/gpu_check.py                 # from the repository root
     python3 benchmarks/gpu_check.py --budget-s 300  # less time: later parts are skipped
-    python3 benchmarks/gpu_check.py --budget-s 520  # parts 1-5
     python3 benchmarks/gpu_check.py --only train_124m_adamw,gpu_tests
+
+On the lent machine (no network), through the device tool with carry [".whl", ".baseline"]:
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+      && PYTHONPATH=/tmp/site python3 benchmarks/gpu_check.py --budget-s 480 --out-dir $OUT
+.whl/ holds the wheels the machine lacks (FastAPI, uvicorn, the openai client and what they
+need, for the server's GPU test; torchao, for FP8); .baseline/ the tree before a change (below).
+Both are ignored by git, so only `carry` takes them along.
 
 It runs, each in its own process with a time limit, most valuable first:
   1. generation benchmark, 124m bf16, 256 and 1024 new tokens: eager, CUDA graphs, 8 streams
      batched, the graph's replay time alone and its kernels (goals: one stream >= 1,500
      tokens/s; 8 streams >= 5x one stream's tokens/s)
   2. the GPU-only pytest tests (tests named *gpu* or *cuda* in the files that check for CUDA)
-  3. training benchmark for 170m (16 x 1024) then 124m (32 x 1024), compiled + bf16: AdamW on
-     this tree; the blocks' matmuls in FP8 (torchao's Float8Linear; skipped without torchao,
-     which the lent machine lacks: carry its wheel); AdamW on the tree in .baseline (the code
-     before a change, when it is there: an A/B in one session); pre_training.py's Muon step,
-     accumulating 8 (170m, with a torch.profiler breakdown: GPU ms per phase, top kernels)
-     or 4 (124m) micro-batches
-  4. 170m with Inductor's coordinate-descent tuning
-  5. pre_training.py's L4 shape (170m, 8 x 1024, Muon): does it fit 24 GB?
+  3. training benchmark, compiled + bf16, 170m at 16 x 1024 then 124m at 32 x 1024:
+     pre_training.py's Muon step accumulating 8 (170m, with a torch.profiler breakdown: GPU ms
+     per phase, top kernels) or 4 (124m) micro-batches; AdamW; FP8 for the blocks' layers that
+     torchao's size rule picks (skipped without torchao)
+  4. the generation benchmark on the tree in .baseline (the decoder before a change: an A/B in
+     one session; skipped when .baseline is absent)
+  5. pre_training.py's L4 shape (170m, 8 x 1024, Muon): does it fit 24 GB?; 124m AdamW
   6. benchmarks/time_to_loss.py --mode gpu: baseline AdamW vs Muon at 124m (about 4 minutes;
      it builds its tokenized sample corpus unless data/time_to_loss/sample_40mb is there, which
      needs HF datasets: on a machine without it, build it first elsewhere and bring it along)
-Parts 1-3 without the FP8 ones took 6.7 minutes on an H200 (2026-11-30); a smaller --budget-s
-skips the later ones. It prints a table of each, and planner-vs-measured peak memory. It needs
-only torch, numpy, safetensors, tokenizers, tqdm (+ tensorboard and pytest for the tests); a
-part whose modules are missing is skipped and says so (the server's GPU test also needs
-FastAPI, uvicorn and the openai client). No network, nothing installed. Logs and a JSON summary
-go to --out-dir (default: $OUT when set): gpu_check.log and gpu_check.json.
+The budget counts from the start (importing torch included) and a part starts only when its
+minimum fits; a smaller --budget-s skips the later ones. It prints a table of each, and
+planner-vs-measured peak memory. It needs only torch, numpy, safetensors, tokenizers, tqdm (+
+tensorboard and pytest for the tests); a part whose modules are missing is skipped and says so.
+Each part's output goes straight to gpu_check.log, and gpu_check.json and the tables
+(gpu_check.txt) are rewritten after every part, in --out-dir (default: $OUT when set, else a
+temporary folder): a run cut short keeps what it measured.
 
 Tiny CPU example (checks the script itself; every GPU part is skipped):
     python3 benchmarks/gpu_check.py --budget-s 60
@@ -42,13 +48,16 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+STARTED = time.monotonic()  # the budget counts from here: start-up (importing torch) included
 REPO = Path(__file__).resolve().parent.parent
 # The tree before a change, for a same-session A/B: `git archive <commit> | tar -x -C .baseline`
 # (ignored by git; carried to the GPU machine with the run). Parts on it skip when it is absent.
+# 2026-11-30: 934ec49, the decoder last measured on a GPU (before ToHost and joined products).
 BEFORE = REPO / ".baseline"
 TRAIN = [sys.executable, "-m", "benchmarks.training_benchmark", "--block-size", "1024"]
 BASE_MODULES = ("torch", "numpy", "safetensors", "tokenizers", "tqdm")
@@ -84,39 +93,37 @@ def compiled_step(preset: str, micro_batch: int) -> list[str]:
 
 def parts() -> list[Part]:
     step_170m, step_124m = compiled_step("170m", 16), compiled_step("124m", 32)
+    options = "--preset 124m --device cuda --dtype bfloat16 --repeats 2 --streams 8"
+    generation = [sys.executable, "benchmarks/generation_benchmark.py", *options.split()]
     return [
         # Issue 11: decoding speed against its goals (graph replay time = the GPU's share).
-        Part("generation", [sys.executable, "benchmarks/generation_benchmark.py", "--preset",
-             "124m", "--device", "cuda", "--dtype", "bfloat16", "--new-tokens", "256", "1024",
-             "--repeats", "2", "--modes", "eager", "cuda_graphs", "batched", "--streams", "8",
-             "--profile"],
-             150, 60),
+        Part("generation", generation + ["--new-tokens", "256", "1024", "--modes", "eager",
+             "cuda_graphs", "batched", "--profile"], 150, 60),
         Part("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p",
              "no:cacheprovider", "--continue-on-collection-errors", "-k", "gpu or cuda",
              *gpu_test_files()], 180, 60, BASE_MODULES + ("pytest", "tensorboard")),
-        # Issue 10: the step, this tree against the tree before (A/B in one session), and
-        # with FP8 matmuls in the blocks (torchao, carried as a wheel): faster at these widths?
-        Part("train_170m_adamw", step_170m, 90, 40),
-        Part("train_170m_fp8", step_170m + ["--fp8"], 120, 50, BASE_MODULES + ("torchao",)),
-        Part("train_170m_adamw_before", step_170m, 90, 40, root=BEFORE),
-        # pre_training.py's step: Muon's work spread over the micro-batches it accumulates.
+        # Issue 10: pre_training.py's step (Muon, its work spread over the micro-batches it
+        # accumulates; with a profile), AdamW's, and FP8 for the layers torchao's own rule
+        # expects to gain (torchao carried as a wheel): faster at these widths?
         Part("train_170m_muon_accumulated", step_170m + ["--optimizer", "muon",
              "--accumulation", "8", "--profile", "2"], 120, 50),
-        Part("train_124m_adamw", step_124m, 90, 40),
-        Part("train_124m_fp8", step_124m + ["--fp8"], 120, 50, BASE_MODULES + ("torchao",)),
-        Part("train_124m_adamw_before", step_124m, 90, 40, root=BEFORE),
+        Part("train_170m_adamw", step_170m, 90, 40),
+        Part("train_170m_fp8", step_170m + ["--fp8", "auto"], 120, 100,
+             BASE_MODULES + ("torchao",)),
         Part("train_124m_muon_accumulated", step_124m + ["--optimizer", "muon",
              "--accumulation", "4"], 100, 40),
-        # An Inductor setting to try: tuned block sizes for its reductions (norms, the loss).
-        Part("train_170m_adamw_tuned", step_170m, 150, 60,
-             env={"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}),
+        Part("train_124m_fp8", step_124m + ["--fp8", "auto"], 120, 100,
+             BASE_MODULES + ("torchao",)),
+        # The decoder before this session's changes, for an A/B in one session.
+        Part("generation_before", generation + ["--new-tokens", "256", "1024", "--modes",
+             "cuda_graphs", "batched"], 120, 60, root=BEFORE),
         # The L4 default shape (8 x 1024) next to 16: do the defaults fit 24 GB?
         Part("train_170m_l4_shape", TRAIN + ["--preset", "170m", "--micro-batch", "8",
              "--compile", "on", "--optimizer", "muon", "--accumulation", "4", "--steps", "5",
              "--warmup", "2"], 70, 30),
+        Part("train_124m_adamw", step_124m, 90, 40),
         Part("time_to_loss_124m", [sys.executable, "-m", "benchmarks.time_to_loss", "--mode",
-             "gpu"], 300, 150,
-             BASE_MODULES + ("tensorboard",)),
+             "gpu"], 300, 150, BASE_MODULES + ("tensorboard",)),
     ]  # fmt: skip
 
 
@@ -144,6 +151,7 @@ def environment() -> dict:
 
 
 def run_part(part: Part, time_left: float, log) -> None:
+    """Run one part; its output goes straight to the log (kept if this run is cut short)."""
     missing = missing_modules(part.needs)
     if missing:
         part.note = f"skipped: missing {', '.join(missing)}"
@@ -160,27 +168,21 @@ def run_part(part: Part, time_left: float, log) -> None:
     log.write(f"\n===== {part.name}: {' '.join(part.argv)} in {part.root} {part.env} "
               f"(limit {limit:.0f}s)\n")  # fmt: skip
     log.flush()
-    started = time.monotonic()
+    start_offset, started = log.tell(), time.monotonic()
     try:
-        done = subprocess.run(
-            part.argv, cwd=part.root, env=env, capture_output=True, text=True, timeout=limit
-        )
-        part.rc, part.output = done.returncode, done.stdout + done.stderr
-    except subprocess.TimeoutExpired as timeout:
+        part.rc = subprocess.run(
+            part.argv, cwd=part.root, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=limit
+        ).returncode
+    except subprocess.TimeoutExpired:
         part.rc = 124
-        part.output = _text(timeout.stdout) + _text(timeout.stderr)
         part.note = f"timed out after {limit:.0f}s"
     part.seconds = time.monotonic() - started
-    log.write(part.output)
-    log.flush()
+    log.seek(start_offset)
+    part.output = log.read()
     for line in part.output.splitlines():
         if line.startswith("{"):
             with contextlib.suppress(json.JSONDecodeError):  # a log line that looks like JSON
                 part.records.append(json.loads(line))
-
-
-def _text(value) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
 
 
 def training_table(all_parts: list[Part]) -> list[str]:
@@ -196,6 +198,8 @@ def training_table(all_parts: list[Part]) -> list[str]:
             label = f"{part.name:30s} {shape:16s}"
             if "error" in r:
                 rows.append(f"{label} ERROR {r['error'][:80]}")
+                continue
+            if "tokens_per_s" not in r:  # another JSON line (a configuration, say)
                 continue
             mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
             rows.append(
@@ -289,55 +293,68 @@ def generation_table(part: Part) -> list[str]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the GPU checks once and print a table.")
-    parser.add_argument("--budget-s", type=float, default=460, help="total seconds to spend")
-    parser.add_argument("--only", default="", help="comma-separated part names to run")
-    parser.add_argument("--out-dir", default=os.environ.get("OUT", ""), help="logs + summary")
-    args = parser.parse_args(argv)
-    out_dir = Path(args.out_dir) if args.out_dir else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / "gpu_check.log" if out_dir else Path(os.devnull)
-
-    env = environment()
-    print(json.dumps(env), flush=True)
-    selected = [p for p in parts() if not args.only or p.name in args.only.split(",")]
-    if not env.get("cuda"):
-        for part in selected:
-            part.note = "skipped: no CUDA GPU"
-        selected_to_run = []
-    else:
-        selected_to_run = selected
-    deadline = time.monotonic() + args.budget_s
-    with open(log_path, "w") as log:
-        for part in selected_to_run:
-            run_part(part, deadline - time.monotonic(), log)
-            status = part.note or f"rc={part.rc}"
-            print(f"[{part.name}] {status}, {part.seconds:.0f}s", flush=True)
-
+def summary(env: dict, selected: list[Part]) -> list[str]:
+    """The tables, from what the parts printed."""
     lines = ["", f"== {env.get('gpu', 'no GPU')} | torch {env.get('torch')} ==", "", "parts:"]
-    lines += [f"  {p.name:22s} {p.note or f'rc={p.rc}'} ({p.seconds:.0f}s)" for p in selected]
+    lines += [f"  {p.name:28s} {p.note or f'rc={p.rc}'} ({p.seconds:.0f}s)" for p in selected]
     lines += ["", "training (bf16):", *("  " + r for r in training_table(selected))]
     lines += ["", "planner vs measured peak memory:", *("  " + r for r in memory_table(selected))]
     for part in selected:
         if part.name == "gpu_tests" and part.rc is not None:
             lines += ["", "GPU tests:", *("  " + r for r in tests_summary(part))]
         if any("profile" in r for r in part.records):
-            lines += ["", "step profile (GPU ms per phase; top kernels):"]
+            lines += ["", f"{part.name}: step profile (GPU ms per phase; top kernels):"]
             lines += ["  " + r for r in profile_table(part)]
         if part.name.startswith("time_to_loss") and part.records:
             lines += ["", "time to the baseline's final validation loss:"]
             lines += ["  " + r for r in time_to_loss_table(part)]
-        if part.name == "generation" and part.records:
-            lines += ["", "generation (CUDA):", *("  " + r for r in generation_table(part))]
-    print("\n".join(lines), flush=True)
-    if out_dir:
-        summary = {"environment": env, "parts": [
-            {"name": p.name, "rc": p.rc, "seconds": round(p.seconds, 1), "note": p.note,
-             "records": p.records} for p in selected
-        ]}  # fmt: skip
-        (out_dir / "gpu_check.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if part.name.startswith("generation") and part.records:
+            lines += ["", f"{part.name} (CUDA):", *("  " + r for r in generation_table(part))]
+    return lines
+
+
+def save(out_dir: Path, env: dict, selected: list[Part]) -> None:
+    """gpu_check.json and the tables (gpu_check.txt), rewritten after every part."""
+    parts_summary = [
+        {"name": p.name, "rc": p.rc, "seconds": round(p.seconds, 1), "note": p.note,
+         "records": p.records} for p in selected
+    ]  # fmt: skip
+    report = {"environment": env, "parts": parts_summary}
+    (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "gpu_check.txt").write_text("\n".join(summary(env, selected)) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the GPU checks once and print a table.")
+    parser.add_argument("--budget-s", type=float, default=460, help="total seconds to spend")
+    parser.add_argument("--only", default="", help="comma-separated part names to run")
+    parser.add_argument("--out-dir", default=os.environ.get("OUT", ""), help="logs + summary")
+    args = parser.parse_args(argv)
+    every_part = parts()
+    only = set(filter(None, args.only.split(",")))
+    unknown = only - {p.name for p in every_part}
+    if unknown:
+        names = ", ".join(p.name for p in every_part)
+        parser.error(f"--only: no part named {', '.join(sorted(unknown))} (parts: {names})")
+    selected = [p for p in every_part if not only or p.name in only]
+    out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="gpu_check_"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    env = environment()
+    print(json.dumps(env), flush=True)
+    if not env.get("cuda"):
+        for part in selected:
+            part.note = "skipped: no CUDA GPU"
+    deadline = STARTED + args.budget_s
+    with open(out_dir / "gpu_check.log", "w+") as log:
+        for part in selected if env.get("cuda") else []:
+            run_part(part, deadline - time.monotonic(), log)
+            status = part.note or f"rc={part.rc}"
+            print(f"[{part.name}] {status}, {part.seconds:.0f}s", flush=True)
+            save(out_dir, env, selected)  # a run cut short keeps what it measured
+    save(out_dir, env, selected)
+    print("\n".join(summary(env, selected)), flush=True)
+    print(f"\nlogs and summary: {out_dir}", flush=True)
     failed = [p.name for p in selected if p.rc not in (None, 0)]
     return 1 if failed else 0
 

@@ -81,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fp8",
-        action="store_true",
+        choices=["auto", "all"],
+        default=None,
         help="an experiment: the blocks' matmuls in FP8 (torchao's Float8Linear, tensorwise "
-        "dynamic scaling; needs torchao and a GPU of compute capability 8.9 or newer)",
+        "dynamic scaling; needs torchao and a GPU of compute capability 8.9 or newer). auto: "
+        "only the layers torchao's own size rule expects to gain; all: every one",
     )
     return parser
 
@@ -93,8 +95,7 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
     torch.manual_seed(0)
     model = Transformer(config).to(device).train()
     model.gradient_checkpointing = args.activation_checkpointing
-    if args.fp8:
-        convert_blocks_to_float8(model)
+    fp8_layers = convert_blocks_to_float8(model, args.fp8) if args.fp8 else 0
     optimizer_config = dataclasses.replace(
         pre_training.CONFIG, optimizer=args.optimizer, learning_rate=1e-4, min_lr=1e-5
     )
@@ -132,6 +133,7 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
         "parameters_m": round(model.num_parameters() / 1e6, 2),
         "precision": precision,
         "fused_loss": fused_loss,
+        "fp8_layers": fp8_layers,  # of the blocks' linear layers
         "step_ms": round(seconds * 1000, 2),
         "tokens_per_s": round(tokens_per_s),
         "model_tflops": round(tokens_per_s * flops / 1e12, 1),  # achieved, by the MFU formula
@@ -160,12 +162,20 @@ def float8_converter():
     return convert_to_float8_training
 
 
-def convert_blocks_to_float8(model: Transformer) -> None:
+def convert_blocks_to_float8(model: Transformer, layers: str = "all") -> int:
     """Swap the blocks' nn.Linear layers for torchao's Float8Linear (same weight parameters, so
-    the optimizer's groups do not change). The LM head stays bf16: it shares the embedding."""
+    the optimizer's groups do not change); returns how many. The LM head stays bf16: it shares
+    the embedding. layers="auto": only those torchao's size rule for tensorwise scaling expects
+    to gain (measured on H100s: at 124m and 170m, gate and up)."""
     convert = float8_converter()
+    rule = None
+    if layers == "auto":
+        from torchao.float8 import _auto_filter_for_recipe
+
+        rule = _auto_filter_for_recipe("tensorwise", filter_fqns=[])
     for layer in model.layers:
-        convert(layer)
+        convert(layer, module_filter_fn=rule)
+    return sum(type(m).__name__ == "Float8Linear" for m in model.layers.modules())
 
 
 def memory_figures(args, config, micro_batch: int, precision: str, device) -> dict:

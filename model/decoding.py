@@ -203,11 +203,12 @@ class Decoder:
         """Milliseconds per replay of the captured step: its GPU time, the floor of a token's
         time when the host keeps up (benchmarks/generation_benchmark.py). Needs empty rows."""
         start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        stream = torch.cuda.current_stream(self.device)  # where the replays run
         with self._idle_rows():
-            start.record()
+            start.record(stream)
             for _ in range(replays):
                 self._graph.replay()
-            end.record()
+            end.record(stream)
             end.synchronize()
         return start.elapsed_time(end) / replays
 

@@ -77,7 +77,7 @@ class ToHost:
             self.values = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
             self.values.copy_(tensor, non_blocking=True)
             self.copied = torch.cuda.Event()
-            self.copied.record()
+            self.copied.record(torch.cuda.current_stream(tensor.device))  # where the copy runs
 
     def tolist(self) -> list:
         if self.copied is not None:

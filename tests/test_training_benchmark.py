@@ -55,7 +55,7 @@ def test_fp8_without_torchao_is_a_one_line_error(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         run_cli(
             lambda: training_benchmark.main(
-                [*TINY, "--micro-batch", "1", "--compile", "off", "--fp8"]
+                [*TINY, "--micro-batch", "1", "--compile", "off", "--fp8", "auto"]
             )
         )
     err = capsys.readouterr().err
@@ -69,8 +69,20 @@ def test_fp8_converts_the_blocks_matmuls_and_keeps_their_parameters():
     torch.manual_seed(0)
     model = Transformer(from_preset("debug"))
     before = dict(model.named_parameters())
-    training_benchmark.convert_blocks_to_float8(model)
+    assert training_benchmark.convert_blocks_to_float8(model, "all") == 7 * model.config.n_layer
     linears = [m for m in model.layers.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(isinstance(m, Float8Linear) for m in linears)
     assert not isinstance(model.lm_head, Float8Linear)  # tied to the embedding: stays as it was
     assert {name: p for name, p in model.named_parameters()} == before  # the same tensors
+
+
+def test_fp8_auto_converts_only_the_layers_torchaos_rule_expects_to_gain():
+    """At 170m (1024 wide, mlp 2752) tensorwise FP8 pays only for gate and up (N > 1024)."""
+    pytest.importorskip("torchao.float8")
+    model = Transformer(from_preset("170m", block_size=64))
+    converted = training_benchmark.convert_blocks_to_float8(model, "auto")
+    assert converted == 2 * model.config.n_layer
+    mlp = model.layers[0].mlp
+    assert [type(m).__name__ for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj)] == [
+        "Float8Linear", "Float8Linear", "Linear"
+    ]  # fmt: skip
