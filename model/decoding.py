@@ -49,9 +49,10 @@ def cache_dtype(model: torch.nn.Module, device: torch.device) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def weights_version(model: torch.nn.Module) -> int:
-    """A number that changes whenever a weight is written in place (an optimizer step, a load)."""
-    return sum(p._version for p in model.parameters())
+def weights_version(model: torch.nn.Module) -> list[tuple[int, int]]:
+    """Changes whenever a weight is written in place (an optimizer step, a load) or replaced
+    (model.to(dtype), say): each parameter's storage and in-place write counter."""
+    return [(p.data_ptr(), p._version) for p in model.parameters()]
 
 
 def joined_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -72,7 +73,7 @@ def joined_copy(model: torch.nn.Module) -> torch.nn.Module:
 class Decoder:
     def __init__(self, model: torch.nn.Module, batch_size: int = 1, compiled: bool = False):
         self.model = unwrap_model(model)
-        self._weights_version: int | None = None  # compiled: the joined copy's, when taken
+        self._weights_version = None  # compiled: the weights' version when the copy was taken
         if compiled:  # a step is many small products: fewer, larger ones are faster
             self.model = joined_copy(self.model)
             self._weights_version = weights_version(self.model)
