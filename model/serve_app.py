@@ -13,7 +13,9 @@ here we check the request, render the prompt, and turn token ids into text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,11 @@ def create_app(served: ServedModel) -> FastAPI:
             ApiError(error.status_code, str(error.detail)).body(), error.status_code
         )
 
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception):  # a bug: still OpenAI-shaped
+        message = f"internal error: {type(error).__name__}: {error}"
+        return JSONResponse(ApiError(500, message).body(), 500)
+
     @app.get("/", response_class=HTMLResponse)
     async def chat_page():
         return HTMLResponse(page)
@@ -79,7 +86,8 @@ def create_app(served: ServedModel) -> FastAPI:
         body = parse_request(await read_body(request), ChatCompletionRequest)
         messages = [message.as_profile_message() for message in body.messages]
         prompt_ids = encode_prompt(served.tokenizer, messages)  # user text cannot forge a turn
-        max_tokens = body.max_completion_tokens or body.max_tokens
+        newer = body.max_completion_tokens  # OpenAI's newer name; 0 must stay 0 (a 400)
+        max_tokens = body.max_tokens if newer is None else newer
         return await respond(request, served, body, prompt_ids, max_tokens, chat=True)
 
     @app.post("/v1/completions")
@@ -116,7 +124,11 @@ async def read_body(request: Request) -> bytes:
 
 
 def checked_stream(
-    served: ServedModel, body: GenerationRequest, prompt_ids: list[int], max_tokens: int | None
+    served: ServedModel,
+    body: GenerationRequest,
+    prompt_ids: list[int],
+    max_tokens: int | None,
+    chat: bool,
 ) -> Stream:
     if body.model not in (None, served.name):
         message = f"the model '{body.model}' does not exist; this server serves '{served.name}'"
@@ -125,7 +137,7 @@ def checked_stream(
     room = block - len(prompt_ids)
     if room <= 0:
         message = f"the prompt is {len(prompt_ids)} tokens; this model's context is {block} tokens"
-        raise ApiError(400, message, "context_length_exceeded", "messages")
+        raise ApiError(400, message, "context_length_exceeded", "messages" if chat else "prompt")
     if max_tokens is not None and max_tokens <= 0:
         raise ApiError(400, f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
     if max_tokens is not None and max_tokens > room:
@@ -144,16 +156,17 @@ def checked_stream(
 
 
 async def respond(request, served, body, prompt_ids, max_tokens, chat: bool):
-    stream = checked_stream(served, body, prompt_ids, max_tokens)
+    stream = checked_stream(served, body, prompt_ids, max_tokens, chat)
     job = served.worker.submit(stream)
     reply = ReplyText(served.tokenizer, body.stop or [])
     chunks = Chunks(served.name, chat)
+    client = Client(request)
     try:
-        first = await next_event(request, job)  # errors before any text are plain JSON errors
+        first = await next_event(client, job)  # errors before any text are plain JSON errors
         if first[0] == "error":
             raise first[1]
         if not body.stream:
-            text, reason = await collect(request, job, reply, first)
+            text, reason = await collect(client, job, reply, first)
             return chunks.whole(text, reason, usage(stream, reply))
     except BaseException:
         job.cancelled = True  # the client left, or the request failed: free its row
@@ -179,17 +192,31 @@ class JobResponse(StreamingResponse):
             self.job.cancelled = True  # no-op when it finished
 
 
-async def next_event(request: Request, job: Job) -> tuple[str, object]:
-    """The job's next event; a client that has gone away cancels it (499)."""
+class Client:
+    """The client of one request: whether it has left, asked at most every DISCONNECT_POLL_S
+    (a streamed reply learns it from a failed send; a non-streamed one must ask)."""
+
+    def __init__(self, request: Request):
+        self.request, self.asked_at = request, time.monotonic()
+
+    async def left(self) -> bool:
+        if time.monotonic() - self.asked_at < DISCONNECT_POLL_S:
+            return False
+        self.asked_at = time.monotonic()
+        return await self.request.is_disconnected()
+
+
+async def next_event(client: Client, job: Job) -> tuple[str, object]:
+    """The job's next event; a client that has gone away cancels it (499), whether tokens are
+    arriving or not (they may arrive faster than DISCONNECT_POLL_S for a whole long reply)."""
     while True:
-        try:
+        if await client.left():
+            raise ApiError(499, "client closed the request")
+        with contextlib.suppress(asyncio.TimeoutError):
             return await asyncio.wait_for(job.events.get(), DISCONNECT_POLL_S)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                raise ApiError(499, "client closed the request") from None
 
 
-async def collect(request: Request, job: Job, reply: ReplyText, event) -> tuple[str, str]:
+async def collect(client: Client, job: Job, reply: ReplyText, event) -> tuple[str, str]:
     """The whole reply of a non-streamed request."""
     parts = []
     while True:
@@ -203,7 +230,7 @@ async def collect(request: Request, job: Job, reply: ReplyText, event) -> tuple[
                 return "".join(parts), "stop"
         if kind == "done":
             return "".join(parts) + reply.finish(), finish_reason(value, reply)
-        event = await next_event(request, job)
+        event = await next_event(client, job)
 
 
 async def sse_events(job, first, reply, chunks, stream, include_usage) -> AsyncIterator[str]:

@@ -68,7 +68,7 @@ class GenerationRequest(Strict):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(1 << 63), lt=1 << 64)  # what torch's generators take
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     n: int | None = 1
@@ -115,6 +115,11 @@ def parse_request(body: bytes, schema: type[Strict]) -> Strict:
         raise ApiError(400, f"the request body is not valid JSON ({error})") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    try:  # JSON may spell a lone UTF-16 surrogate (\ud800), which no text can hold
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        message = "the request holds a lone surrogate (like \\ud800), which is not valid Unicode"
+        raise ApiError(400, message) from None
     try:
         return schema.model_validate(data)
     except ValidationError as error:

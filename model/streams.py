@@ -50,17 +50,20 @@ def sample_next_token(
     if temperature == 0:
         # max(), not argmax(): the same first index on ties, twice as fast on CPU
         return logits.max(dim=-1).indices
-    logits = logits / temperature
+    # from the row's largest logit: a tiny temperature then sends the rest to -inf, not to
+    # inf - inf = nan (softmax does not care where it starts)
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_k is not None and top_k < vocab_size:
         kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # [B, 1]
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, sorted_ids = torch.sort(logits, dim=-1, descending=True)  # [B, V]
         sorted_probs = torch.softmax(sorted_logits, dim=-1)
-        # drop a token when the tokens ranked above it already hold top_p of the mass
-        # (the most likely token is always kept)
+        # drop a token when the tokens ranked above it already hold top_p of the mass, but
+        # always keep the most likely one (a top_p that rounds to 0 in float32 would drop all)
         mass_above = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
         drop_sorted = mass_above >= top_p
+        drop_sorted[:, 0] = False
         drop = drop_sorted.scatter(-1, sorted_ids, drop_sorted)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
     probs = torch.softmax(logits, dim=-1)

@@ -227,6 +227,45 @@ def test_a_client_that_disconnects_stops_its_generation(client, live, reference)
     assert reply.usage.completion_tokens >= 1
 
 
+def test_a_non_streamed_client_that_leaves_stops_its_generation(live, reference, monkeypatch):
+    """Tokens arriving all along (20 ms apart here, faster on a GPU) must not hide that the
+    client has gone: the server asks on a timer, not only when no token comes."""
+    worker = live.served.worker
+    step = worker.batch.step
+
+    def slow_step():
+        time.sleep(0.02)
+        return step()
+
+    monkeypatch.setattr(worker.batch, "step", slow_step)
+    worker.stats.clear()
+    impatient = openai.OpenAI(base_url=live.url + "/v1", api_key=KEY, max_retries=0, timeout=0.5)
+    messages = [{"role": "user", "content": "Go on forever"}]
+    max_tokens = BLOCK_SIZE - 20  # about 5 s at 20 ms a token
+    assert len(greedy_ids(reference, chat_prompt(reference, messages), max_tokens)) == max_tokens
+    with pytest.raises(openai.APITimeoutError):
+        impatient.chat.completions.create(
+            model="tiny_chat", messages=messages, temperature=0, max_tokens=max_tokens
+        )
+    left = time.monotonic()
+    while worker.running and time.monotonic() < left + 10:
+        time.sleep(0.01)
+    assert worker.stats["cancelled"] == 1 and worker.stats["length"] == 0
+    assert time.monotonic() - left < 2
+
+
+@pytest.mark.parametrize("extreme", [{"temperature": 1e-45}, {"top_p": 1e-300}])
+def test_extreme_sampling_values_pick_the_most_likely_token(client, reference, extreme):
+    """1e-45 overflowed logits / temperature to inf (then nan); a top_p that rounds to 0 in
+    float32 dropped every token. Both mean: the most likely token, every time."""
+    prompt = [{"role": "user", "content": "Tell me a story."}]
+    expected = greedy_text(reference, chat_prompt(reference, prompt), 30)
+    reply = client.chat.completions.create(
+        model="tiny_chat", messages=prompt, max_tokens=30, seed=1, **extreme
+    )
+    assert reply.choices[0].message.content == expected
+
+
 def test_a_request_past_its_time_limit_is_cut_off(client, live, reference):
     stream = long_greedy_reply(client, reference, stream_options={"include_usage": True})
     chunks = iter(stream)
@@ -287,6 +326,10 @@ def raw_request(live, method, path, body=b"", headers=None, chunked=False):
         (CHAT, {"messages": USER, "max_tokens": 0}, 400, "at least 1"),
         (CHAT, {"messages": USER, "max_tokens": -3}, 400, "at least 1"),
         (CHAT, {"messages": USER, "max_tokens": BLOCK_SIZE}, 400, "beyond the context"),
+        (CHAT, {"messages": USER, "max_completion_tokens": 0}, 400, "at least 1"),
+        (CHAT, {"messages": USER, "seed": 2**70}, 400, "seed"),
+        (CHAT, b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}', 400, "surrogate"),
+        ("/v1/completions", b'{"prompt": "\\udfff"}', 400, "surrogate"),
         (CHAT, {"messages": USER, "model": "gpt-4"}, 404, "does not exist"),
         ("/v1/completions", {"prompt": 3}, 400, "prompt"),
         ("/v1/completions", {"prompt": "x", "stop": [""]}, 400, "stop"),
@@ -302,6 +345,32 @@ def test_bad_input_gets_an_openai_style_error_and_the_server_keeps_serving(
     error = data["error"]
     assert message in error["message"] and isinstance(error["type"], str)
     assert raw_request(live, "GET", "/v1/models")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        (CHAT, {"messages": [{"role": "user", "content": "fox " * 400}]}, "messages"),
+        ("/v1/completions", {"prompt": "fox " * 400}, "prompt"),
+    ],
+)
+def test_a_prompt_beyond_the_context_names_the_field_that_holds_it(live, path, body, field):
+    status, data = raw_request(live, "POST", path, json.dumps(body).encode())
+    assert status == 400 and data["error"]["code"] == "context_length_exceeded"
+    assert data["error"]["param"] == field
+
+
+def test_an_unexpected_error_is_still_an_openai_style_500(live, monkeypatch):
+    def broken(*args):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr("model.serve_app.encode_document", broken)
+    status, data = raw_request(live, "POST", "/v1/completions", b'{"prompt": "x"}')
+    assert status == 500 and data["error"]["type"] == "server_error"
+    assert "TypeError: a bug" in data["error"]["message"]
+    monkeypatch.undo()
+    request = b'{"prompt": "x", "max_tokens": 2}'
+    assert raw_request(live, "POST", "/v1/completions", request)[0] == 200
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
