@@ -115,25 +115,27 @@ class GenerationWorker:
         finally:
             self._ready.set()
         while not self._stop.is_set():
-            self._admit(block=not self.running)
-            self._drop_cancelled_and_late()
-            if not self.running:
-                continue
-            self.stats["most_streams_at_once"] = max(
-                self.stats["most_streams_at_once"], len(self.running)
-            )
             try:
-                events = self.batch.step()
+                self._serve_once()
             except Exception as error:  # e.g. out of memory: fail these requests, keep serving
                 traceback.print_exc()
                 self._fail_running(error)
-                continue
-            for stream, token in events:
-                job = self.running[stream]
-                if token is not None:
-                    job.emit("token", token)
-                if stream.finish_reason:
-                    self._finish(job, stream.finish_reason)
+
+    def _serve_once(self) -> None:
+        """Admit what fits, drop what was cancelled or is late, and decode one token."""
+        self._admit(block=not self.running)
+        self._drop_cancelled_and_late()
+        if not self.running:
+            return
+        self.stats["most_streams_at_once"] = max(
+            self.stats["most_streams_at_once"], len(self.running)
+        )
+        for stream, token in self.batch.step():
+            job = self.running[stream]
+            if token is not None:
+                job.emit("token", token)
+            if stream.finish_reason:
+                self._finish(job, stream.finish_reason)
 
     def _admit(self, block: bool) -> None:
         """Move waiting jobs into free rows (waiting briefly for one when idle)."""
