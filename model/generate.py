@@ -26,6 +26,7 @@ model/decoding.py and model/streams.py; model.serve puts it behind an HTTP API.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Iterable, Iterator
 
@@ -143,7 +144,8 @@ def stream(tokens: Iterator[int], tokenizer: Tokenizer, out=None) -> str:
 
 
 def chat(model, tokenizer: Tokenizer, sampling: dict, system: str | None, input_fn=input) -> None:
-    """Read user turns until EOF / empty line / `/quit`; `/reset` clears the history."""
+    """Read user turns until EOF or `/quit` (empty lines are skipped); `/reset` clears the
+    history."""
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     block = unwrap_model(model).config.block_size
@@ -154,10 +156,13 @@ def chat(model, tokenizer: Tokenizer, sampling: dict, system: str | None, input_
         except EOFError:
             print()
             return
-        if user_text.strip() in ("", "/quit"):
+        if not user_text.strip():
+            continue
+        if user_text.strip() == "/quit":
             return
         if user_text.strip() == "/reset":
             messages = list(base)
+            print("(history cleared)")
             continue
         messages.append({"role": "user", "content": user_text})
         prompt_ids = encode_prompt(tokenizer, messages)
@@ -223,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
 def check_sampling_args(args: argparse.Namespace) -> None:
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.temperature < 0:
+    if not 0 <= args.temperature < math.inf:  # nan fails this too
         raise UserError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if args.seed is not None and not -(1 << 63) <= args.seed < 1 << 64:
+        raise UserError(f"--seed must fit in 64 bits, got {args.seed}")
     if args.top_k is not None and args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
@@ -235,8 +242,14 @@ def load_for_generation(checkpoint: str, device: str | None) -> tuple[torch.nn.M
     """The checkpoint's model (eval mode, on `device`, default cuda when there is one) and its
     tokenizer, or a one-line UserError (also used by model.serve)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available here; use --device cpu")
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UserError(f"--device {device}: not a device (cpu, cuda, cuda:1 ...)") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available()}
+    available["mps"] = torch.backends.mps.is_available()  # Apple silicon
+    if not available.get(kind, False):
+        raise UserError(f"--device {device}: {kind} is not available here; use --device cpu")
     model, _, tokenizer_path = load_model(checkpoint, device=device)
     if tokenizer_path is None:
         raise UserError(f"{checkpoint} has no tokenizer.json next to its weights")

@@ -215,7 +215,8 @@ def test_cli_prompt_end_to_end(run_dir):
 
 
 def test_cli_chat_reads_turns_until_eof(run_dir, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nhow are you?\n"))
+    """An empty line is skipped (it used to end the chat without a word)."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n\nhow are you?\n"))
     generation.main(
         ["--checkpoint", str(run_dir), "--chat", "--max-new-tokens", "4", "--seed", "1",
          "--device", "cpu"]
@@ -243,6 +244,10 @@ def test_cli_chat_reads_turns_until_eof(run_dir, monkeypatch, capsys):
         (["--prompt", "x", "--top-k", "0"], "--top-k must be >= 1"),
         (["--prompt", "x", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
         (["--prompt", "x", "--checkpoint", "missing/run"], "checkpoint missing/run not found"),
+        (["--prompt", "x", "--temperature", "nan"], "--temperature must be >= 0"),
+        (["--prompt", "x", "--seed", str(10**20)], "--seed must fit in 64 bits"),
+        (["--prompt", "x", "--device", "bogus"], "not a device"),
+        (["--prompt", "x", "--device", "meta"], "meta is not available here"),
     ],
 )
 def test_bad_input_is_a_one_line_error(run_dir, args, message, capsys):
