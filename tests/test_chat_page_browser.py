@@ -152,3 +152,68 @@ def test_stop_ends_the_reply_and_the_server_stops_generating(page, live, monkeyp
     while worker.stats["cancelled"] == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert worker.stats["cancelled"] == 1 and not worker.running
+
+
+def test_a_conversation_beyond_the_context_forgets_its_oldest_turns(page):
+    """The server refuses a prompt beyond the context (400): the page then drops the oldest
+    exchanges, greys them out, and goes on (it used to dead-end on the error)."""
+    page.fill("#temperature", "0")
+    page.fill("#max-tokens", "40")
+    requests = chat_requests(page)
+    texts = [f"story {n}:" + " the fox and the bear walk far" * 6 for n in range(6)]
+    for text in texts:
+        send(page, text)
+    assert page.locator(".message.error").count() == 0
+    assert page.locator(".message.user").count() == len(texts)
+    assert page.locator(".message.assistant").count() == len(texts)
+    last = requests[-1]["messages"]
+    assert last[-1]["content"] == texts[-1] and last[0]["content"] != texts[0]
+    assert last[0]["role"] == "user"
+    forgotten = page.locator(".message.forgotten").count()
+    assert forgotten >= 2 and forgotten == 2 * len(texts) - len(last) - 1  # all but the reply
+    assert "no longer fit" in page.text_content("#status")
+
+
+def test_a_failed_turn_is_taken_back_and_its_text_returned(page):
+    error = {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
+    body = json.dumps(error)
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.fulfill(status=500, content_type="application/json", body=body),
+    )
+    send(page, "lost words")
+    assert page.locator(".message.error").text_content() == "boom"
+    assert page.locator(".message.user").count() == 0  # not shown as if the model saw it
+    assert page.input_value("#input") == "lost words"
+    page.unroute("**/v1/chat/completions")
+    page.fill("#temperature", "")  # empty: the server's default, not greedy
+    requests = chat_requests(page)
+    page.fill("#max-tokens", "4")
+    send(page, "again")
+    assert requests[0]["messages"] == [{"role": "user", "content": "again"}]
+    assert "temperature" not in requests[0]
+
+
+def test_enter_that_confirms_an_input_methods_text_does_not_send(page):
+    page.fill("#input", "にほん")
+    page.dispatch_event("#input", "keydown", {"key": "Enter", "isComposing": True})
+    assert page.locator(".message.user").count() == 0 and page.input_value("#input") == "にほん"
+
+
+def test_new_chat_during_a_reply_leaves_the_new_chat_clean(page, live, monkeypatch):
+    worker = live.served.worker
+    step = worker.batch.step
+
+    def slow_step():
+        time.sleep(0.02)
+        return step()
+
+    monkeypatch.setattr(worker.batch, "step", slow_step)
+    page.fill("#max-tokens", "200")
+    page.fill("#input", "Go on forever")
+    page.press("#input", "Enter")
+    page.wait_for_function("document.querySelector('.message.assistant')?.textContent.length > 0")
+    page.click("#new-chat")
+    page.wait_for_selector("#send:not([disabled])")
+    assert page.locator(".message").count() == 0 and page.text_content("#status") == ""
+    assert page.locator("#empty").is_visible()
