@@ -278,7 +278,10 @@ def test_a_fault_outside_the_decode_step_fails_its_requests_and_the_server_goes_
     stream = long_greedy_reply(client, reference)
     next(iter(stream))
     monkeypatch.setattr(worker.batch, "remove", broken_remove)
-    stream.close()  # the row must be freed: that fails
+    stream.close()  # the row must be freed: that fails, and fails the requests running then
+    deadline = time.monotonic() + 10
+    while worker.running and time.monotonic() < deadline:
+        time.sleep(0.01)
     patient = client.with_options(timeout=10)  # without the worker, it would wait forever
     reply = patient.chat.completions.create(model="tiny_chat", messages=USER, max_tokens=3)
     assert reply.usage.completion_tokens >= 1 and worker._thread.is_alive()
