@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             temperature=0.0, vocab_size=tokenizer.get_vocab_size(),
         )  # fmt: skip
         answer = tokenizer.decode(list(answer))
-    val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
-    print(f"\nval loss {val} after {result.step} steps; saved {result.last_checkpoint}")
+    print(f"\n{result.val_summary} after {result.step} steps; saved {result.last_checkpoint}")
     print(f"user: {DEMO_INSTRUCTION}\nassistant: {answer}")
     return 0
 

@@ -101,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             temperature=0.8, top_k=50, seed=config.seed,
             vocab_size=result.tokenizer.get_vocab_size(),
         )  # fmt: skip
-    val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}"
-    print(f"\nval loss {val} after {result.step} steps; checkpoint {result.last_checkpoint}")
+    print(f"\n{result.val_summary} after {result.step} steps; checkpoint {result.last_checkpoint}")
     print(f"sample: {PROMPT}{text}")
     return 0
 

@@ -124,7 +124,12 @@ def run_config(args, recipe: dict, run_name: str, seed: int) -> TrainConfig:
     flags = [f"--model_overrides={args.model_overrides}"]
     for key, value in recipe.items():
         if key in FRACTIONS:
-            flags.append(f"--{FRACTIONS[key]}={round(float(value) * steps)}")
+            try:
+                fraction = float(value)
+            except ValueError:
+                message = f"recipe: {key}={value!r} is a fraction of the run, e.g. 0.1"
+                raise UserError(message) from None
+            flags.append(f"--{FRACTIONS[key]}={round(fraction * steps)}")
         else:
             flags.append(f"--{key}={value}")
     return parse_config(base, flags)
@@ -249,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--mode", choices=sorted(MODES), default="cpu",
                         help="defaults for every option below: cpu (debug model, sample corpus, "
-                        "2M tokens) or gpu (124m, bf16, compiled, ~39M tokens)")  # fmt: skip
+                        "2M tokens) or gpu (124m, bf16, compiled, ~13M tokens)")  # fmt: skip
     parser.add_argument("--recipes", nargs="+",
                         help="the first is the baseline; name or name:key=value,... (names: "
                         f"{', '.join([*RECIPES, 'default'])})")  # fmt: skip
@@ -287,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.evals < 1 or args.max_tokens < args.tokens_per_step:
         raise UserError("--evals must be >= 1 and --max-tokens at least one step's tokens")
     recipes = {spec: parse_recipe(spec) for spec in args.recipes}
+    for recipe in recipes.values():  # a bad setting is an error now, not after hours of runs
+        run_config(args, recipe, "check", args.seeds[0])
     results: dict[str, list[dict]] = {label: [] for label in recipes}
     for seed in args.seeds:
         for label, recipe in recipes.items():

@@ -28,6 +28,8 @@ def test_a_tiny_run_prints_its_config_and_a_continuation(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "micro_batch_size         = 4" in out, "the resolved config is printed"
     assert "sample: Once upon a time" in out
+    # the closing summary gives bits per byte too (issue 10: comparable across tokenizers)
+    assert re.search(r"\nval loss \d+\.\d{4}, \d+\.\d{4} bits per byte after 4 steps", out)
     assert (tmp_path / "checkpoints" / "run" / "latest").is_file()
 
 

@@ -36,6 +36,20 @@ def test_a_recipe_scales_its_warmups_with_the_run_and_checks_its_values(tmp_path
         time_to_loss.run_config(args, time_to_loss.parse_recipe("default:muon_lr=x"), "r", 3)
     with pytest.raises(UserError):
         time_to_loss.parse_recipe("sgd")
+    with pytest.raises(UserError, match="fraction of the run"):
+        time_to_loss.run_config(args, time_to_loss.parse_recipe("default:warmup=abc"), "r", 3)
+
+
+def test_every_recipe_is_checked_before_the_first_one_trains(tmp_path, monkeypatch):
+    def no_training(*args):
+        raise AssertionError("a run started before every recipe was checked")
+
+    monkeypatch.setattr(time_to_loss, "run_recipe", no_training)
+    tokenizer, data = make_inputs(tmp_path)
+    argv = ["--data-dir", str(data), "--tokenizer-path", str(tokenizer), "--out-dir",
+            str(tmp_path / "runs"), "--recipes", "baseline", "default:muon_lrr=0.04"]  # fmt: skip
+    with pytest.raises(UserError, match="muon_lrr"):
+        time_to_loss.main(argv)
 
 
 def test_two_recipes_through_the_engine(tmp_path, capsys):

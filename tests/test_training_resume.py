@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -324,3 +325,15 @@ def test_checkpoints_from_before_a_field_compare_as_they_ran():
     assert resume_differences(saved, context(muon), "dpo") == [
         "optimizer (checkpoint 'adamw', now 'muon')"
     ]
+
+
+def test_a_run_started_from_init_from_resumes_after_that_folder_is_gone(tmp_path, inputs):
+    """The run's own checkpoint gives the model on --resume: the --init_from folder is only
+    read to start, and users delete or move such folders."""
+    train(tiny_config(tmp_path, *inputs, run_name="source", max_steps=2), PretrainingStage)
+    source = tmp_path / "checkpoints" / "source"
+    started = tiny_config(tmp_path, *inputs, init_from=str(source), model_preset=None)
+    train(dataclasses.replace(started, max_steps=4), PretrainingStage)
+    shutil.rmtree(source)
+    resumed = train(dataclasses.replace(started, max_steps=8, resume=True), PretrainingStage)
+    assert resumed.step == 8 and len(resumed.losses) == 4  # continued from step 4

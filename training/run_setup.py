@@ -7,6 +7,8 @@ Which model a run trains:
   tokenizer and block_size from the run config; weights from the model's own init (seeded).
 - `--init_from checkpoints/<run>`: the checkpoint's architecture and weights (weights only:
   the optimizer, schedule and step start fresh). Its tokenizer must be the run's tokenizer.
+  Resuming such a run reads the architecture from the run's own checkpoint instead (its weights
+  load over the start anyway), so the --init_from folder may be gone by then.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from model.checkpoint import load_model, read_checkpoint_config, resolve_checkpo
 from model.config import ModelConfig, from_preset
 from model.transformer import Transformer
 from tokenizer.profiles import load_tokenizer
+from training import checkpoint as ckpt
 from training.distributed import Distributed
 from training.precision import resolve_precision
 from training.stage import RunContext
@@ -37,8 +40,22 @@ class InitSource:
     step_dir: Path | None = None  # the --init_from step folder, None for a fresh init
 
 
+def newest_model_config(run_dir: Path) -> ModelConfig | None:
+    """The model of the newest readable checkpoint in run_dir, if any."""
+    for step_dir in ckpt.resume_candidates(run_dir):
+        try:
+            return ModelConfig.from_dict(read_checkpoint_config(step_dir)["model"])
+        except (UserError, OSError, KeyError, TypeError, ValueError):
+            continue  # damaged: resuming falls back past it too (training/checkpoint.py)
+    return None
+
+
 def resolve_init(config, tokenizer: Tokenizer, tokenizer_sha256: str) -> InitSource:
     vocab_size = tokenizer.get_vocab_size()
+    if config.init_from and config.resume:
+        resumed = newest_model_config(Path(config.checkpoint_dir) / config.run_name)
+        if resumed is not None:  # resume then checks it against the tokenizer and config
+            return InitSource(model_config=resumed)
     if config.init_from:
         step_dir = resolve_checkpoint(config.init_from)
         saved = read_checkpoint_config(step_dir)

@@ -79,6 +79,14 @@ class TrainResult:
     is_main: bool = True  # rank 0 (the process that logs, saves and should print)
 
     @property
+    def val_summary(self) -> str:
+        """The last evaluation for a closing report: "val loss 2.0213, 0.6712 bits per byte"."""
+        if self.val_loss is None:
+            return "val loss n/a"
+        bpb = self.val_metrics.get("bpb")  # language-model stages report it; DPO does not
+        return f"val loss {self.val_loss:.4f}" + (f", {bpb:.4f} bits per byte" if bpb else "")
+
+    @property
     def should_report(self) -> bool:
         """Whether a script prints its closing report: the run ended normally, on rank 0."""
         return not self.stopped_by_signal and self.is_main
