@@ -256,8 +256,9 @@ def time_to_loss_table(part: Part) -> list[str]:
     for r in part.records:
         if "recipe" not in r:
             continue
+        bound = "at most " if r.get("at_most") else ""  # reached by the first evaluation
         reached = (
-            f"{r['tokens_to_target']:,.0f} tokens ({r['token_ratio']:.2f}x), "
+            f"{bound}{r['tokens_to_target']:,.0f} tokens ({r['token_ratio']:.2f}x), "
             f"{r['seconds_to_target']:.0f} s ({r['seconds_ratio']:.2f}x)"
             if "tokens_to_target" in r
             else "baseline's final loss not reached"

@@ -12,6 +12,17 @@ from common.errors import UserError
 from training.config import parse_config
 
 
+def test_a_target_met_by_the_first_evaluation_is_reported_as_an_upper_bound(capsys):
+    runs = {
+        "baseline": [{"tokens": [100, 200], "val_loss": [3.0, 2.0], "seconds": [1.0, 2.0]}],
+        "fast": [{"tokens": [100, 200], "val_loss": [1.5, 1.0], "seconds": [1.0, 2.0]}],
+    }
+    curves = time_to_loss.summarize(runs)
+    assert curves["fast"]["at_most"] and not curves["baseline"]["at_most"]
+    time_to_loss.print_report(curves)
+    assert "<=         100 tokens (<=0.50x)" in capsys.readouterr().out
+
+
 def test_tokens_to_target_interpolate_between_evaluations():
     tokens, losses, seconds = [100, 200, 300], [3.0, 2.0, 1.0], [10.0, 20.0, 30.0]
     assert time_to_loss.first_reach(tokens, losses, seconds, 1.5) == (250, 25.0)
