@@ -36,7 +36,7 @@ from tokenizers import Tokenizer
 from common.errors import UserError, run_cli
 from model.checkpoint import load_model, unwrap_model
 from model.decoding import Decoder
-from model.streams import Sampling, Stream, StreamBatch, sample_next_token
+from model.streams import SEEDS, Sampling, Stream, StreamBatch, sample_next_token
 from tokenizer.profiles import STOP_IDS, encode_document, encode_prompt, load_tokenizer
 
 __all__ = ["STOP_IDS", "generate", "generate_text", "sample_next_token", "StreamDecoder"]
@@ -230,7 +230,7 @@ def check_sampling_args(args: argparse.Namespace) -> None:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if not 0 <= args.temperature < math.inf:  # nan fails this too
         raise UserError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
-    if args.seed is not None and not -(1 << 63) <= args.seed < 1 << 64:
+    if args.seed is not None and args.seed not in SEEDS:
         raise UserError(f"--seed must fit in 64 bits, got {args.seed}")
     if args.top_k is not None and args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from model.streams import SEEDS
+
 MAX_BODY_BYTES = 1 << 20  # a request body larger than this is a 413
 
 
@@ -68,7 +70,7 @@ class GenerationRequest(Strict):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=-(1 << 63), lt=1 << 64)  # what torch's generators take
+    seed: int | None = Field(None, ge=SEEDS.start, lt=SEEDS.stop)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     n: int | None = 1

@@ -25,6 +25,8 @@ import torch
 
 from model.decoding import Decoder
 
+SEEDS = range(-(1 << 63), 1 << 64)  # what torch.Generator.manual_seed takes
+
 
 @dataclass
 class Sampling:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from serve_fixtures import build_run, live_server
+from serve_fixtures import build_run, live_server, slow_decoding
 
 from model.checkpoint import load_model
 from model.generate import generate
@@ -85,6 +85,15 @@ def chat_requests(page) -> list[dict]:
     return bodies
 
 
+def start_a_long_reply(page, live, monkeypatch) -> None:
+    """Send a message whose reply takes seconds (20 ms a token) and wait for its first text."""
+    slow_decoding(monkeypatch, live)
+    page.fill("#max-tokens", "200")
+    page.fill("#input", "Go on forever")
+    page.press("#input", "Enter")
+    page.wait_for_function("document.querySelector('.message.assistant')?.textContent.length > 0")
+
+
 def test_a_message_gets_a_streamed_reply_and_its_speed(page, live, tmp_path):
     page.fill("#temperature", "0")
     page.fill("#max-tokens", "40")
@@ -133,18 +142,8 @@ def test_model_output_is_shown_as_text_never_as_html(page):
 
 def test_stop_ends_the_reply_and_the_server_stops_generating(page, live, monkeypatch):
     worker = live.served.worker
-    step = worker.batch.step
-
-    def slow_step():  # 20 ms a token, so that the reply is still running when we click
-        time.sleep(0.02)
-        return step()
-
-    monkeypatch.setattr(worker.batch, "step", slow_step)
     worker.stats.clear()
-    page.fill("#max-tokens", "200")
-    page.fill("#input", "Go on forever")
-    page.press("#input", "Enter")
-    page.wait_for_function("document.querySelector('.message.assistant')?.textContent.length > 0")
+    start_a_long_reply(page, live, monkeypatch)
     page.click("#stop")
     page.wait_for_selector("#send:not([disabled])")
     assert "stopped" in page.text_content("#status")
@@ -201,18 +200,7 @@ def test_enter_that_confirms_an_input_methods_text_does_not_send(page):
 
 
 def test_new_chat_during_a_reply_leaves_the_new_chat_clean(page, live, monkeypatch):
-    worker = live.served.worker
-    step = worker.batch.step
-
-    def slow_step():
-        time.sleep(0.02)
-        return step()
-
-    monkeypatch.setattr(worker.batch, "step", slow_step)
-    page.fill("#max-tokens", "200")
-    page.fill("#input", "Go on forever")
-    page.press("#input", "Enter")
-    page.wait_for_function("document.querySelector('.message.assistant')?.textContent.length > 0")
+    start_a_long_reply(page, live, monkeypatch)
     page.click("#new-chat")
     page.wait_for_selector("#send:not([disabled])")
     assert page.locator(".message").count() == 0 and page.text_content("#status") == ""

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 import torch
-from serve_fixtures import BLOCK_SIZE, build_run, live_server
+from serve_fixtures import BLOCK_SIZE, build_run, live_server, slow_decoding
 
 from common.errors import run_cli
 from model import serve
@@ -231,13 +231,7 @@ def test_a_non_streamed_client_that_leaves_stops_its_generation(live, reference,
     """Tokens arriving all along (20 ms apart here, faster on a GPU) must not hide that the
     client has gone: the server asks on a timer, not only when no token comes."""
     worker = live.served.worker
-    step = worker.batch.step
-
-    def slow_step():
-        time.sleep(0.02)
-        return step()
-
-    monkeypatch.setattr(worker.batch, "step", slow_step)
+    slow_decoding(monkeypatch, live)  # 20 ms a token
     worker.stats.clear()
     impatient = openai.OpenAI(base_url=live.url + "/v1", api_key=KEY, max_retries=0, timeout=0.5)
     messages = [{"role": "user", "content": "Go on forever"}]
