@@ -11,7 +11,7 @@ Prints one JSON line per (device, mode, new tokens), then ours / transformers. M
                 (the compile happens in the warm-up and is not timed)
   cuda_graphs   compiled, on CUDA only (the name the 2026-11 GPU sessions ran)
   batched       --streams streams decoded together (cuda graphs on CUDA): total tokens/s
-  transformers  LlamaForCausalLM.generate on our weights (model/export_hf.py's mapping)
+  transformers  LlamaForCausalLM.generate on our weights (model/export/hf.py's mapping)
   recompute     no cache: the whole context again for every token (the reference)
 With CUDA graphs a graph_replay_ms line follows: back-to-back replays of the captured step alone,
 the GPU's time per token; the rest of a token's time is the host's (sampling, bookkeeping).
@@ -49,10 +49,10 @@ def synchronize(device: str) -> None:
 
 
 def transformers_model(model: Transformer, dtype: torch.dtype):
-    """LlamaForCausalLM with our weights (what model.export_hf writes, without the files)."""
+    """LlamaForCausalLM with our weights (what model.export.hf writes, without the files)."""
     import transformers
 
-    from model.export_hf import hf_state_dict, llama_config
+    from model.export.hf import hf_state_dict, llama_config
 
     config = transformers.LlamaConfig(**llama_config(model, str(dtype).removeprefix("torch.")))
     hf = transformers.LlamaForCausalLM(config).to(dtype)

@@ -17,8 +17,8 @@ from pathlib import Path
 import uvicorn
 from model_fixtures import build_checkpoint, build_tokenizer
 
-from model.serve import build_parser, build_served_model, listening_socket
-from model.serve_app import ServedModel, create_app
+from model.serve.app import ServedModel, create_app
+from model.serve.cli import build_parser, build_served_model, listening_socket
 
 BLOCK_SIZE = 256  # room for replies of a couple hundred tokens
 

@@ -94,7 +94,7 @@ def scramble_middle(path, size: int = 64) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("command", ["load_model", "model.generate", "model.export_hf"])
+@pytest.mark.parametrize("command", ["load_model", "model.generate", "model.export.hf"])
 def test_damaged_weights_are_named_by_every_reader(tmp_path, tokenizer_path, command):
     """Bug guarded: bytes written into the middle of model.safetensors loaded without
     complaint, and generate ended in a `probability tensor contains inf/nan` traceback."""
@@ -117,7 +117,7 @@ def test_damaged_weights_are_named_by_every_reader(tmp_path, tokenizer_path, com
         return
     args = {
         "model.generate": ["--prompt", "Once", "--max-new-tokens", "3"],
-        "model.export_hf": ["--output-dir", str(tmp_path / "export")],
+        "model.export.hf": ["--output-dir", str(tmp_path / "export")],
     }[command]
     completed = subprocess.run(
         [sys.executable, "-m", command, "--checkpoint", str(run), *args],

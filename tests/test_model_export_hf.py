@@ -1,4 +1,4 @@
-"""model/export_hf.py: the exported folder loads in transformers as Llama with identical outputs.
+"""model/export/hf.py: the exported folder loads in transformers as Llama with identical outputs.
 
 transformers is a test-only dependency (the exporter writes the files by hand).
 """
@@ -12,7 +12,7 @@ import torch
 from model_fixtures import SAMPLE_TEXT, build_checkpoint, build_tokenizer
 
 from common.errors import UserError
-from model.export_hf import export, main
+from model.export.hf import export, main
 from model.generate import generate
 from tokenizer.profiles import (
     CHAT_TEMPLATE,

@@ -20,13 +20,13 @@ import torch
 from serve_fixtures import BLOCK_SIZE, build_run, live_server, slow_decoding
 
 from common.errors import run_cli
-from model import serve
 from model.checkpoint import load_model
 from model.config import from_preset
 from model.generate import generate
-from model.serve import bind_warning
-from model.serve_responses import ReplyText
-from model.serve_worker import GenerationWorker
+from model.serve import cli as serve
+from model.serve.cli import bind_warning
+from model.serve.responses import ReplyText
+from model.serve.worker import GenerationWorker
 from model.transformer import Transformer
 from tokenizer.profiles import encode_document, encode_prompt, load_tokenizer
 
@@ -379,7 +379,7 @@ def test_an_unexpected_error_is_still_an_openai_style_500(live, monkeypatch):
     def broken(*args):
         raise TypeError("a bug")
 
-    monkeypatch.setattr("model.serve_app.encode_document", broken)
+    monkeypatch.setattr("model.serve.app.encode_document", broken)
     status, data = raw_request(live, "POST", "/v1/completions", b'{"prompt": "x"}')
     assert status == 500 and data["error"]["type"] == "server_error"
     assert "TypeError: a bug" in data["error"]["message"]
@@ -518,7 +518,7 @@ def test_a_stream_cut_off_before_its_first_event_frees_its_row():
 
     from starlette.requests import ClientDisconnect
 
-    from model.serve_app import JobResponse
+    from model.serve.app import JobResponse
 
     job = SimpleNamespace(cancelled=False)
     started = []

@@ -363,7 +363,7 @@ def test_muon_groups_reject_non_matrices():
 
 def test_a_muon_trained_model_exports_with_identical_logits(tmp_path, inputs):
     transformers = pytest.importorskip("transformers")
-    from model.export_hf import export
+    from model.export.hf import export
 
     result = train(tiny_config(tmp_path, *inputs, max_steps=6, **MUON), PretrainingStage)
     out = export(result.run_dir, tmp_path / "hf")

@@ -54,7 +54,7 @@ STOP_IDS = (END_OF_TURN_ID, BOS_ID)  # a reply ends with <|end|>, a document wit
 
 PROFILES = ("pre_training", "post_training_v1")
 
-# `chat_pieces` for Hugging Face's `tokenizer.apply_chat_template` (shipped by model.export_hf
+# `chat_pieces` for Hugging Face's `tokenizer.apply_chat_template` (shipped by model.export.hf
 # in tokenizer_config.json); tests check it renders the same text.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"

@@ -3,7 +3,7 @@
 Requests wait in a queue; the worker admits as many as the decoder has rows (--batch-size),
 prefills each prompt into its own row of the KV cache, then advances all of them together, one
 token per step (model/streams.py). A finished, cancelled (the client went away) or timed-out
-request leaves its row to the next one. The HTTP side (model/serve_app.py) runs on asyncio:
+request leaves its row to the next one. The HTTP side (model/serve/app.py) runs on asyncio:
 each job carries the event loop and an asyncio.Queue its events are delivered to.
 
 Events put on job.events: ("token", id), then ("done", finish_reason) or ("error", ApiError).
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from model.decoding import Decoder
-from model.serve_schema import ApiError
+from model.serve.schema import ApiError
 from model.streams import Stream, StreamBatch
 
 

@@ -1,12 +1,12 @@
 """The HTTP side of model.serve: OpenAI-compatible routes and the chat page (FastAPI).
 
-    GET  /                      the chat page (model/chat_page.html)
+    GET  /                      the chat page (model/serve/chat_page.html)
     GET  /v1/models             the one model this server serves
     POST /v1/chat/completions   messages -> reply (the chat profile of tokenizer/profiles.py)
     POST /v1/completions        plain text -> continuation (<|endoftext|> + prompt)
 
 Both POST routes stream server-sent events in OpenAI's chunk format with "stream": true, ending
-with `data: [DONE]`. Generation itself happens in the worker thread (model/serve_worker.py);
+with `data: [DONE]`. Generation itself happens in the worker thread (model/serve/worker.py);
 here we check the request, render the prompt, and turn token ids into text.
 """
 
@@ -25,8 +25,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 from tokenizers import Tokenizer
 
-from model.serve_responses import Chunks, ReplyText, finish_reason, sse, usage
-from model.serve_schema import (
+from model.serve.responses import Chunks, ReplyText, finish_reason, sse, usage
+from model.serve.schema import (
     MAX_BODY_BYTES,
     ApiError,
     ChatCompletionRequest,
@@ -34,7 +34,7 @@ from model.serve_schema import (
     GenerationRequest,
     parse_request,
 )
-from model.serve_worker import GenerationWorker, Job
+from model.serve.worker import GenerationWorker, Job
 from model.streams import Sampling, Stream
 from tokenizer.profiles import STOP_IDS, encode_document, encode_prompt
 

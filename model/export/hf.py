@@ -1,9 +1,9 @@
 r"""Export a checkpoint as a Hugging Face Llama folder (tested with transformers).
 
-    python3 -m model.export_hf --checkpoint checkpoints/<run> --output-dir exports/<run>
+    python3 -m model.export.hf --checkpoint checkpoints/<run> --output-dir exports/<run>
 
 Tiny CPU example, after the README's sample pipeline:
-    python3 -m model.export_hf --checkpoint checkpoints/sample_pre_training \
+    python3 -m model.export.hf --checkpoint checkpoints/sample_pre_training \
         --output-dir exports/sample
 
 Then, in Python (with `pip install transformers`):
@@ -208,7 +208,7 @@ def export(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python3 -m model.export_hf",
+        prog="python3 -m model.export.hf",
         description="Export a checkpoint as a Hugging Face LlamaForCausalLM folder.",
     )
     parser.add_argument(

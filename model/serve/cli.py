@@ -36,11 +36,11 @@ from pathlib import Path
 import torch
 import uvicorn
 
-from common.errors import UserError, run_cli
+from common.errors import UserError
 from model.checkpoint import resolve_checkpoint
 from model.generate import load_for_generation
-from model.serve_app import ServedModel, create_app
-from model.serve_worker import GenerationWorker
+from model.serve.app import ServedModel, create_app
+from model.serve.worker import GenerationWorker
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -165,7 +165,3 @@ def main(argv: list[str] | None = None) -> None:
             server.run(sockets=[sock])
         finally:
             served.worker.stop()
-
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -1,0 +1,2 @@
+"""Exports of a checkpoint for other tools: a transformers Llama folder (`python3 -m
+model.export.hf`)."""
