@@ -3,16 +3,16 @@
     epochs of corpus k after `step` steps = step x units_per_step x weight_k / units_k
 
 in the unit the stage counts (pre-training: tokens; SFT: packed rows; DPO: pairs). Above
-MANY_EPOCHS the start-of-run report warns: repeated data is worth about as much as new data up
-to ~4 epochs and quickly less after (Muennighoff et al. 2023, "Scaling Data-Constrained
-Language Models"), and a small model starts to memorise its corpus.
+MANY_EPOCHS (model/plan.py, which reports the same for a tokenized folder) the start-of-run
+report warns: repeated data is worth about as much as new data up to ~4 epochs and quickly
+less after (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-MANY_EPOCHS = 4.0
+from model.plan import MANY_EPOCHS
 
 
 @dataclass
