@@ -278,27 +278,39 @@ def run_streamed_download(
         for leftover in remove_leftovers(output):
             print(f"removed {leftover}, left behind by an interrupted run")
         folder, progress = open_partial(output, key, overwrite)
-        shards = {name: SplitShards(folder / name, progress.files[name]) for name in SPLITS}
-        stream = make_stream(progress.pinned)
-        if not progress.done:
-            check_disk_space(folder, progress, budget or stream.known_tokens, plan)
-            stream.drops.update(progress.drops)
-            try:
-                with report_full_disk(folder):
-                    stream_shards(stream, progress, shards, folder, budget, plan)
-            except (UserError, KeyboardInterrupt) as error:
-                raise _with_resume_hint(error, folder, progress) from None
-            finally:
-                for split in shards.values():
-                    split.discard()  # an unfinished shard (none after a commit)
-        if not all(progress.rows.values()):
-            raise UserError(
-                f"the download ended with {progress.rows} documents per split; train, "
-                "validation and test each need some: pass --overwrite with a larger "
-                "--max-tokens (or other split fractions)"
-            )
+        try:
+            stream = make_stream(progress.pinned)
+            if not progress.done:
+                stream_into(folder, progress, stream, budget, plan)
+            if not all(progress.rows.values()):
+                raise UserError(
+                    f"the download ended with {progress.rows} documents per split; train, "
+                    "validation and test each need some: pass --overwrite with a larger "
+                    "--max-tokens (or other split fractions)"
+                )
+        except BaseException:
+            if progress.shards == 0:  # nothing finished: nothing to resume, leave nothing
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         finish(folder, output, progress, stream, manifest)
     return output
+
+
+def stream_into(folder: Path, progress: Progress, stream: StreamSource, budget, plan) -> None:
+    """Check the disk, then stream into shards; an interruption says what is kept."""
+    check_disk_space(folder, progress, budget or stream.known_tokens, plan)
+    stream.drops.update(progress.drops)
+    shards = {name: SplitShards(folder / name, progress.files[name]) for name in SPLITS}
+    try:
+        with report_full_disk(folder):
+            stream_shards(stream, progress, shards, folder, budget, plan)
+    except (UserError, KeyboardInterrupt) as error:
+        if progress.shards == 0:
+            raise
+        raise _with_resume_hint(error, folder, progress) from None
+    finally:
+        for split in shards.values():
+            split.discard()  # an unfinished shard (none after a commit)
 
 
 def _with_resume_hint(error: BaseException, folder: Path, progress: Progress) -> BaseException:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import datasets
+import huggingface_hub
 import pytest
 from datasets.arrow_writer import ArrowWriter
 from fineweb_fixtures import (
@@ -362,6 +363,18 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, flags, message):
     )  # fmt: skip
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_no_network_is_one_line_and_leaves_nothing_behind(tmp_path, hub, monkeypatch):
+    def offline(self, repo_id, **kwargs):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", offline)
+    expected = "^could not reach HuggingFaceFW/fineweb-edu on the Hugging Face Hub \\(Connection"
+    with pytest.raises(UserError, match=expected) as error:
+        download(tmp_path / "raw", "--max-tokens", 5_000)
+    assert "--source local --data-files" in str(error.value)
+    assert not list(tmp_path.iterdir()), "no partial download: there is nothing to resume"
 
 
 def test_a_stream_too_short_for_the_held_out_splits_is_an_error(tmp_path, hub):
