@@ -66,21 +66,26 @@ PROGRESS_VERSION = 1
 DISK_MARGIN = 1.05  # Arrow offsets, the source column and metadata, on top of the text
 
 
-@dataclass
 class StreamSource:
-    """What one source gives the download (see fineweb_edu.py for the real one).
+    """What a download streams; fineweb_edu.FineWebStream is the real one.
 
-    open(state) -> iterator of pa.Table batches with columns text, source, tokens (int64),
-    continuing after `state` (None: from the start); state() -> a JSON-able dict to resume
-    from, valid between batches; drops: Counter of rows its filters dropped, by reason
-    (including "read": every row read), updated as batches are made.
+    `open(state)` yields pa.Table batches with columns text, source and tokens (int64),
+    continuing after `state` (None: from the start); `state()` is a JSON-able dict to resume
+    from, valid between batches; `drops` counts the rows its filters dropped, by reason, in the
+    order the filters run, plus "read" (every row read).
     """
 
     name: str  # manifest group, e.g. "fineweb-edu"
-    open: Callable[[dict | None], Iterator[pa.Table]]
-    state: Callable[[], dict]
-    drops: Counter = field(default_factory=Counter)
     known_tokens: int | None = None  # what the whole source holds, when known (for the bar)
+
+    def __init__(self):
+        self.drops: Counter = Counter()
+
+    def open(self, state: dict | None) -> Iterator[pa.Table]:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        raise NotImplementedError
 
 
 @dataclass
@@ -336,10 +341,7 @@ def stream_shards(stream, progress, shards, folder, budget, plan) -> None:
             try:
                 table = next(batches, None)
             except Exception as error:  # network, Hub, damaged file: the shards are kept
-                first = (str(error).strip().splitlines() or [""])[0][:300]
-                raise UserError(
-                    f"reading {stream.name} failed ({type(error).__name__}: {first})"
-                ) from error
+                raise UserError(f"reading {stream.name} failed ({one_line(error)})") from error
             if table is None:  # the stream ended
                 progress.done = True
                 if budget is not None:
@@ -459,6 +461,12 @@ def finish(folder: Path, output: Path, progress: Progress, stream, manifest) -> 
         f"wrote {output} ({rows} documents, {tokens:,} tokens, {size_text(progress.text_bytes)} "
         f"of text in {progress.shards} shards; {progress.seconds:.0f} s streaming)"
     )
+
+
+def one_line(error: BaseException) -> str:
+    """'ConnectionError: Connection reset by peer': an error's type and first line."""
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    return f"{type(error).__name__}: {first}"
 
 
 def size_text(num_bytes: int) -> str:

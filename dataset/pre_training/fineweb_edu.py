@@ -40,7 +40,12 @@ import pyarrow.compute as pc
 from common.errors import UserError
 from dataset.common import Manifest
 from dataset.local_files import JSONL_SUFFIXES, PARQUET_SUFFIXES, file_kind, resolve_data_files
-from dataset.resumable_download import ShardPlan, StreamSource, run_streamed_download
+from dataset.resumable_download import (
+    ShardPlan,
+    StreamSource,
+    one_line,
+    run_streamed_download,
+)
 
 REPO_ID = "HuggingFaceFW/fineweb-edu"
 SOURCE = "fineweb-edu"
@@ -170,23 +175,28 @@ def documents(table: pa.Table, text_column: str, min_int_score, source: str, dro
     return pa.table({"text": stripped, "source": sources, "tokens": tokens})
 
 
-def stream_source(open_dataset, text_column: str, min_int_score, name: str, known_tokens=None):
-    """A StreamSource over `open_dataset()` (a streaming `datasets.IterableDataset`)."""
-    holder: dict = {}
-    batch_rows = BATCH_ROWS  # read once: a resumed run must cut the same batches
-    source = StreamSource(name=name, open=None, state=lambda: holder["dataset"].state_dict(),
-                          known_tokens=known_tokens)  # fmt: skip
+class FineWebStream(StreamSource):
+    """Cleaned batches (`documents`) of a streaming `datasets.IterableDataset`, resumable from
+    its `state_dict()`. `open_dataset()` makes the IterableDataset (the Hub's or local files)."""
 
-    def open_stream(state: dict | None) -> Iterator[pa.Table]:
-        dataset = open_dataset().with_format("arrow")
+    def __init__(self, open_dataset, text_column: str, min_int_score, name: str, known_tokens):
+        super().__init__()
+        self.open_dataset, self.text_column, self.min_int_score = (
+            open_dataset, text_column, min_int_score,
+        )  # fmt: skip
+        self.name, self.known_tokens = name, known_tokens
+        self.batch_rows = BATCH_ROWS  # read once: a resumed run must cut the same batches
+        self.dataset = None
+
+    def open(self, state: dict | None) -> Iterator[pa.Table]:
+        self.dataset = self.open_dataset().with_format("arrow")
         if state is not None:
-            dataset.load_state_dict(state)
-        holder["dataset"] = dataset
-        for table in dataset.iter(batch_size=batch_rows):
-            yield documents(table, text_column, min_int_score, name, source.drops)
+            self.dataset.load_state_dict(state)
+        for table in self.dataset.iter(batch_size=self.batch_rows):
+            yield documents(table, self.text_column, self.min_int_score, self.name, self.drops)
 
-    source.open = open_stream
-    return source
+    def state(self) -> dict:
+        return self.dataset.state_dict()
 
 
 def load_streaming(path: str, **kwargs):
@@ -197,11 +207,10 @@ def load_streaming(path: str, **kwargs):
     try:
         return datasets.load_dataset(path, split="train", streaming=True, **kwargs)
     except Exception as error:
-        first = (str(error).strip().splitlines() or [""])[0][:300]
         raise UserError(
-            f"could not open {path} {kwargs.get('name') or ''} ({type(error).__name__}: "
-            f"{first}); check the network, or stream local copies of its files with "
-            "--source local --data-files 'dir/*.parquet'"
+            f"could not open {path} {kwargs.get('name') or ''} ({one_line(error)}); check the "
+            "network, or stream local copies of its files with --source local --data-files "
+            "'dir/*.parquet'"
         ) from error
 
 
@@ -212,11 +221,10 @@ def hub_commit(revision: str | None) -> str:
     try:
         return huggingface_hub.HfApi().dataset_info(REPO_ID, revision=revision).sha
     except Exception as error:
-        first = (str(error).strip().splitlines() or [""])[0][:300]
         raise UserError(
-            f"could not reach {REPO_ID} on the Hugging Face Hub ({type(error).__name__}: "
-            f"{first}); check the network and --revision, or read local files with --source "
-            "local --data-files 'dir/*.parquet'"
+            f"could not reach {REPO_ID} on the Hugging Face Hub ({one_line(error)}); check the "
+            "network and --revision, or read local files with --source local --data-files "
+            "'dir/*.parquet'"
         ) from error
 
 
@@ -267,7 +275,7 @@ def download(args: argparse.Namespace, module: str) -> int:
             pinned.setdefault("revision", hub_commit(args.revision))
             manifest.add_input({"id": REPO_ID, "config": config, "revision": pinned["revision"],
                                 "streaming": True, "columns": columns})  # fmt: skip
-            return stream_source(
+            return FineWebStream(
                 lambda: load_streaming(REPO_ID, name=config, revision=pinned["revision"],
                                        columns=columns, cache_dir=args.cache_dir),
                 "text", args.min_int_score, SOURCE, int(CONFIG_TOKENS.get(config, 0)) or None,
@@ -289,12 +297,10 @@ def download(args: argparse.Namespace, module: str) -> int:
         def make_stream(pinned: dict) -> StreamSource:
             manifest.add_input({"id": "local", "files": [str(f) for f in files],
                                 "streaming": True, "columns": wanted})  # fmt: skip
-            return stream_source(
+            return FineWebStream(
                 lambda: load_streaming(builder, data_files=[str(f) for f in files], **extra),
-                args.text_column,
-                args.min_int_score,
-                "local",
-            )
+                args.text_column, args.min_int_score, "local", None,
+            )  # fmt: skip
 
     plan = ShardPlan(
         shard_bytes=int(args.shard_size_mb * 1e6),
