@@ -73,9 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             f"--{split}-fraction",
             type=common.positive_fraction,
             default=None,
-            help=f"share of the documents held out for {what} (default "
-            f"{LOCAL_HELD_OUT_FRACTION} for --source local: seeded; "
-            f"{fineweb_edu.DEFAULT_HELD_OUT_FRACTION} for fineweb-edu: evenly spaced)",
+            help=f"share of the documents held out for {what}; none means "
+            f"{LOCAL_HELD_OUT_FRACTION} for --source local (seeded), "
+            f"{fineweb_edu.DEFAULT_HELD_OUT_FRACTION} for fineweb-edu (evenly spaced)",
         )
     fineweb_edu.add_args(parser)
     hub = parser.add_argument_group("--source hub (tinystories-wikitext)")

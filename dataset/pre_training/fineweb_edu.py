@@ -74,15 +74,15 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--config",
         default=None,
-        help=f"FineWeb-Edu config: {', '.join(CONFIG_TOKENS)} or a dump like CC-MAIN-2024-10 "
-        f"(default {DEFAULT_CONFIG})",
+        help=f"FineWeb-Edu config: {', '.join(CONFIG_TOKENS)} or a dump like CC-MAIN-2024-10; "
+        f"none means {DEFAULT_CONFIG}",
     )
     group.add_argument(
         "--max-tokens",
         type=token_count,
         default=None,
         help="stop once the kept documents hold this many GPT-2 tokens (the dataset's "
-        "token_count), e.g. 4e9; default: the whole config",
+        "token_count), e.g. 4e9; none means the whole config",
     )
     group.add_argument(
         "--min-int-score",
@@ -102,8 +102,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--revision",
         default=None,
-        help="Hub branch, tag or commit to read (default: the newest commit, resolved once and "
-        "kept for resumes)",
+        help="Hub branch, tag or commit to read; none means the newest commit, resolved once and "
+        "kept for resumes",
     )
 
 
