@@ -33,11 +33,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchmarks.process_memory import run_measured  # noqa: E402 - needs the path above
 
 RAW_ENCODE = r"""
 import json, sys, time, resource
@@ -126,62 +127,6 @@ def make_corpus(directory: Path, size_mb: float) -> str:
         }
     ).save_to_disk(str(directory))
     return "built-in generator"
-
-
-def descendants(root: int) -> list[int]:
-    """`root` and every process below it, from the parent ids in /proc/<pid>/stat."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry))
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack += children.get(pid, [])
-    return found
-
-
-def memory_kb(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of one process in kB; zeros once it has exited."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0, 0
-    values = [re.search(rf"{key}:\s+(\d+)", status) for key in ("VmRSS", "VmHWM")]
-    return tuple(int(v.group(1)) if v else 0 for v in values)
-
-
-def run_measured(command: list[str], log: Path) -> dict:
-    """Run `command` (stdout and stderr to `log`, so a full pipe never stalls it): wall seconds,
-    stdout text, and memory sampled from /proc every 50 ms: the peak of the summed RSS of the
-    process tree, and the largest single process's own peak (VmHWM)."""
-    started = time.perf_counter()
-    with open(log, "w") as output:
-        process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
-        tree_peak, process_peak, pids, last_scan = 0, 0, [process.pid], 0.0
-        while process.poll() is None:
-            if time.perf_counter() - last_scan > 1.0:  # new workers appear rarely
-                pids, last_scan = descendants(process.pid), time.perf_counter()
-            memory = [memory_kb(pid) for pid in pids]
-            tree_peak = max(tree_peak, sum(rss for rss, _ in memory))
-            process_peak = max([process_peak] + [hwm for _, hwm in memory])
-            time.sleep(0.05)
-    seconds = time.perf_counter() - started
-    text = log.read_text()
-    if process.returncode:
-        raise SystemExit(f"{' '.join(command)} failed:\n{text[-2000:]}")
-    return {
-        "seconds": seconds,
-        "stdout": text,
-        "largest_process_peak_rss_mb": process_peak / 1024,
-        "tree_peak_rss_mb": tree_peak / 1024,
-    }
 
 
 def train_tokenizer(corpus: Path, tokenizer_path: Path, vocab_size: int) -> None:

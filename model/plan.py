@@ -3,11 +3,14 @@
     python3 -m model.plan --preset 170m --gpu L4 --hours 24
     python3 -m model.plan --preset 124m --gpu H100 --micro-batch 32 --block-size 1024
     python3 -m model.plan --preset 15m --n-layer 8 --gpu A100-40GB --json   # overrides, JSON
+    python3 -m model.plan --preset 170m --data-dir data/pre_training/tokenized   # + epochs
 
 Prints parameters (total, non-embedding), training FLOPs per token, memory (weights, gradients,
 AdamW state, activations per micro-batch, with and without activation checkpointing), the
 largest micro-batch that fits, tokens per hour at an assumed MFU, and the time to train on a
-tokens-per-parameter budget. Nothing is allocated: it is arithmetic on the config.
+tokens-per-parameter budget. Nothing is allocated: it is arithmetic on the config. Given a
+tokenized folder (`--data-dir`), also how many times each budget reads its train split, with
+a warning above MANY_EPOCHS (the training stages print the same at the start of a run).
 
 Formulas (per token, d = n_embd, L = n_layer, T = block_size, V = padded vocab, m = mlp_hidden):
 - FLOPs = 6 * N_matmul + 12 * L * T * d (forward + backward = 3x the forward's 2 FLOPs per
@@ -41,11 +44,15 @@ import argparse
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from common.errors import UserError, run_cli
 from model.config import PRESETS, ModelConfig, from_preset
 
 GB = 1e9
+# Repeated data is worth about as much as new data up to ~4 epochs and quickly less after
+# (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models"); training/epochs.py too.
+MANY_EPOCHS = 4.0
 
 
 @dataclass(frozen=True)
@@ -257,6 +264,34 @@ def report(p: dict) -> str:
     return "\n".join(lines)
 
 
+def data_epochs(data_dir: str, p: dict) -> dict:
+    """The train tokens of a tokenized folder and the epochs each budget of `p` reads."""
+    from tokenizer.tokenized_data import read_meta
+
+    tokens = read_meta(Path(data_dir) / "train")["num_tokens"]
+    return {
+        "dir": data_dir,
+        "train_tokens": tokens,
+        "epochs_target": p["target_tokens"] / max(tokens, 1),
+        "epochs_budget": p["budget_tokens"] / max(tokens, 1),
+    }
+
+
+def data_report(data: dict, p: dict) -> list[str]:
+    lines = [
+        f"data        {data['dir']}: {human(data['train_tokens'])} train tokens; "
+        f"{p['tokens_per_param']:g} tokens/parameter ({human(p['target_tokens'])}) read it "
+        f"{data['epochs_target']:.2f} times, {p['hours']:g} h ({human(p['budget_tokens'])}) "
+        f"{data['epochs_budget']:.2f} times"
+    ]
+    if max(data["epochs_target"], data["epochs_budget"]) > MANY_EPOCHS:
+        lines.append(
+            f"warning: more than {MANY_EPOCHS:g} epochs, where repeated data stops being worth "
+            "new data; add data (a larger download, or a mixture of corpora) or train less"
+        )
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python3 -m model.plan",
@@ -323,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="training tokens per parameter (default: %(default)s, Chinchilla's optimum)",
     )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="a tokenized folder (tokenizer.tokenize_dataset): also print how many times each "
+        "budget reads its train split",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser
 
@@ -373,7 +414,11 @@ def main(argv: list[str] | None = None) -> None:
         args.tokens_per_param,
         args.activation_checkpointing,
     )
-    print(json.dumps(result, indent=2) if args.json else report(result))
+    lines = [report(result)]
+    if args.data_dir is not None:
+        result["data"] = data_epochs(args.data_dir, result)
+        lines += data_report(result["data"], result)
+    print(json.dumps(result, indent=2) if args.json else "\n".join(lines))
 
 
 if __name__ == "__main__":

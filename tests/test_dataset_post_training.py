@@ -7,12 +7,15 @@ from pathlib import Path
 
 import datasets
 import pytest
+from tokenizer_helpers import all_modes_tokenizer, tokenize
 
 from common.errors import UserError
 from dataset.post_training.dpo import download_dataset as dpo_download
 from dataset.post_training.dpo.formats import from_transcripts
 from dataset.post_training.sft import download_dataset as sft_download
 from dataset.sample_world.check import satisfies
+from tokenizer.profiles import load_tokenizer
+from tokenizer.tokenized_data import open_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
@@ -104,6 +107,63 @@ def test_sft_hub_split_is_deterministic_per_seed(tmp_path, monkeypatch):
     assert rows(tmp_path / "a", "test") != rows(tmp_path / "c", "test")
     everything = [r["messages"][0]["content"] for r in all_rows(tmp_path / "a")]
     assert len(everything) == len(set(everything)) == 198  # no row in two splits
+
+
+def smoltalk_columns(count: int, tag: str) -> dict:
+    """HuggingFaceTB/smol-smoltalk's layout: messages [{content, role}], source."""
+    system = {"content": "You are a concise assistant.", "role": "system"}
+    conversations = [
+        [
+            *([system] if i % 2 else []),
+            {"content": f"{tag} question {i}", "role": "user"},
+            {"content": f"{tag} answer {i}", "role": "assistant"},
+            {"content": f"{tag} follow-up {i}", "role": "user"},
+            {"content": f"{tag} second answer {i}", "role": "assistant"},
+        ]
+        for i in range(count)
+    ]
+    conversations[0] = conversations[0][:-1]  # ends with the user: nothing to learn
+    conversations[1] = [system, {"content": "hello", "role": "assistant"}]  # no user turn
+    conversations[2][0] = {"content": "call a tool", "role": "tool"}
+    sources = ["smol-magpie-ultra" if i % 3 else "everyday-conversations" for i in range(count)]
+    return {"messages": conversations, "source": sources}
+
+
+def test_sft_hub_smoltalk_keeps_multi_turn_conversations_and_trains_every_reply(
+    tmp_path, monkeypatch
+):
+    requested = patch_hub(
+        monkeypatch,
+        {"HuggingFaceTB/smol-smoltalk": {
+            "train": smoltalk_columns(60, "train"), "test": smoltalk_columns(12, "test"),
+        }},
+    )  # fmt: skip
+    output = tmp_path / "sft"
+    manifest = run(sft_download, output, "--dataset", "HuggingFaceTB/smol-smoltalk")
+    assert requested == ["HuggingFaceTB/smol-smoltalk"]
+    assert reasons(manifest, "smol-smoltalk/train") == {
+        "bad_role": 1, "last_message_not_assistant": 1, "no_user_message": 1,
+    }  # fmt: skip
+    assert [manifest["splits"][s]["rows"] for s in SPLITS] == [56, 1, 9], "test is the Hub's"
+    assert all("test question" in row["messages"][-4]["content"] for row in rows(output, "test"))
+    train = {row["messages"][-4]["content"]: row for row in all_rows(output)}
+    assert train["train question 5"]["messages"][0] == {
+        "role": "system", "content": "You are a concise assistant.",
+    }  # fmt: skip
+    assert train["train question 5"]["source"] == "smol-magpie-ultra"
+    assert manifest["splits"]["train"]["rows_by_source"]["everyday-conversations"] > 0
+
+    tokenizer_path = all_modes_tokenizer(tmp_path / "tokenizer")
+    tokenize(output, tmp_path / "tokenized", tokenizer_path, "--tokenizer-mode",
+             "post_training_sft", "--max-length", "512")  # fmt: skip
+    split = open_split(tmp_path / "tokenized" / "train")
+    tokenizer = load_tokenizer(tokenizer_path)
+    for index, row in enumerate(rows(output, "train")[:5]):
+        start, end = (int(x) for x in split.doc_offsets[index : index + 2])
+        ids, mask = split.tokens[start:end], split.loss_mask[start:end]
+        trained = tokenizer.decode(ids[mask == 1].tolist(), skip_special_tokens=False)
+        replies = [m["content"] + "<|end|>" for m in row["messages"] if m["role"] == "assistant"]
+        assert trained == "".join(replies), "every assistant turn trained, and nothing else"
 
 
 def test_sft_sample_constraints_hold_and_held_out_combinations_are_new(tmp_path):

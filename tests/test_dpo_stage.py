@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,8 @@ from training_fixtures import logged_scalars, torchrun
 import post_training_dpo
 from common.errors import UserError
 from model.checkpoint import load_model
+from tokenizer.tokenized_data import open_split
+from training.dpo_data import load_pairs
 from training.dpo_stage import DPOStage
 from training.reference_logps import IDENTITY_FILE, VALUES_FILE
 from training.sft_stage import SFTStage
@@ -270,8 +273,12 @@ def test_cli_logs_every_metric_and_their_validation_counterparts(root, start, ca
     assert post_training_dpo.main(argv) == 0
     out = capsys.readouterr().out
     assert "reward accuracy" in out and "dpo pairs: train" in out
+    pairs = len(load_pairs(open_split(Path(config.data_dir) / "train"), config.block_size))
+    epochs = config.max_steps * config.micro_batch_size / pairs  # one micro-batch per step
+    assert f"{pairs:,} pairs -> read {epochs:.2f} times" in out, "the epoch report, in pairs"
     events = EventAccumulator(str(root / "checkpoints" / "cli" / "tensorboard")).Reload()
     scalars = set(events.Tags()["scalars"])
+    assert events.Scalars("train/epoch")[-1].value == pytest.approx(epochs, rel=1e-6)
     assert {"train/loss", "val/loss", *METRICS, *(f"val/{m}" for m in METRICS)} <= scalars
     assert "val/ppl" not in scalars
 

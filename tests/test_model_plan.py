@@ -179,6 +179,27 @@ def test_cli_text_and_json(capsys):
     assert result["model"]["n_layer"] == 8 and result["model"]["n_kv_head"] == 6
 
 
+def test_cli_with_a_tokenized_folder_prints_the_epochs_of_each_budget(tmp_path, capsys):
+    from tokenizer.tokenized_data import SplitWriter
+
+    writer = SplitWriter(tmp_path / "tokenized" / "train", "pre_training", 32768)
+    writer.add_documents([[0] + [7] * 999] * 500)  # 500,000 tokens
+    writer.finish("pre_training", "0" * 64)
+    data_dir = str(tmp_path / "tokenized")
+    main(["--preset", "15m", "--gpu", "L4", "--hours", "1", "--data-dir", data_dir, "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["data"]["train_tokens"] == 500_000
+    assert result["data"]["epochs_target"] == pytest.approx(result["target_tokens"] / 500_000)
+    assert result["data"]["epochs_budget"] == pytest.approx(result["budget_tokens"] / 500_000)
+    main(["--preset", "15m", "--gpu", "L4", "--hours", "1", "--data-dir", data_dir])
+    text = capsys.readouterr().out
+    epochs = result["data"]["epochs_target"]
+    assert f"{data_dir}: 500.00K train tokens;" in text and f"read it {epochs:.2f} times" in text
+    assert "warning: more than 4 epochs" in text  # ~300M tokens on 0.5M
+    with pytest.raises(UserError, match="meta.json is missing"):
+        main(["--data-dir", str(tmp_path / "nothing")])
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -27,6 +27,7 @@ from dataclasses import MISSING, dataclass, field
 from typing import ClassVar
 
 from common.errors import UserError
+from training.data_mixture import parse_data_dirs
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SCHEDULES = ("cosine", "wsd")
@@ -61,7 +62,10 @@ class TrainConfig:
     # --- where things are ---
     run_name: str = option("run folder name: outputs go to checkpoint_dir/run_name")
     checkpoint_dir: str = option("folder that holds one sub-folder per run")
-    data_dir: str = option("tokenized dataset folder (train/ and validation/ splits)")
+    data_dir: str = option(
+        "tokenized dataset folder (train/ and validation/ splits); pre-training and SFT also "
+        "take a weighted mixture, e.g. data/fineweb/tokenized:0.8,data/pre_training/tokenized:0.2"
+    )
     tokenizer_path: str = option("tokenizer.json the data was tokenized with")
     # --- the model ---
     model_preset: str | None = option(
@@ -193,6 +197,7 @@ class TrainConfig:
             )
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pick one")
+        parse_data_dirs(self.data_dir)  # weights and duplicates, before any file is read
 
     def optimizer_step_tokens(self) -> int:
         """Tokens per optimizer step (0 = one micro-batch per process); DPO sizes it in pairs."""

@@ -20,7 +20,12 @@ def open_training_data(
     vocab_size: int,
     splits: tuple[str, ...] = ("train", "validation"),
 ) -> dict[str, TokenizedSplit]:
-    """The requested splits of the tokenized dataset at `data_dir`, validated for this run."""
+    """The requested splits of the tokenized dataset at `data_dir`, validated for this run.
+    (Pre-training and SFT also take mixtures: training/data_mixture.py.)"""
+    if "," in str(data_dir):
+        raise UserError(
+            f"--data_dir={data_dir}: this stage reads one tokenized folder, not a mixture"
+        )
     opened = open_dataset(data_dir, mode)
     for name in splits:
         if name not in opened:

@@ -32,6 +32,7 @@ from training.config import TrainConfig, option
 from training.data_checks import open_training_data
 from training.dpo_data import PreferencePairs, build_batch, load_pairs, sample_positions
 from training.dpo_loss import LOSS_TYPES, check_loss_settings, preference_loss, sequence_logps
+from training.epochs import EpochCounter
 from training.reference_logps import (
     compute_reference_logps,
     read_reference_logps,
@@ -144,9 +145,17 @@ class DPOStage(Stage):
             split.check_token_ids(vocab_size)
         self.train_pairs = load_pairs(splits["train"], config.block_size)
         self.eval_pairs = load_pairs(splits[config.eval_split], config.block_size)
+        self.epochs = EpochCounter(
+            names=[config.data_dir],
+            weights=[1.0],
+            sizes=[len(self.train_pairs)],
+            units_per_step=context.micro_batches_per_step * config.micro_batch_size,
+            unit="pairs",
+        )
         if context.is_main:
             print(f"dpo pairs: train {self.train_pairs.stats}")
             print(f"dpo pairs: {config.eval_split} {self.eval_pairs.stats}")
+            print("\n".join(self.epochs.report(context.max_steps)))
         self.identity = reference_identity(config.init_from, config.block_size, context.precision)
         self.reference: torch.nn.Module | None = None
         self.reference_values: dict[str, np.ndarray] = {}

@@ -3,7 +3,8 @@
 Batches are {"inputs": [B, T], "targets": [B, T]} with IGNORE_INDEX where a position is not
 trained (SFT prompts and padding). The count unit is a trained target token; the loss is the
 summed cross-entropy. Validation batches also carry each target's byte length, so an
-evaluation reports bits per byte (val/bpb) besides val/loss and val/ppl.
+evaluation reports bits per byte (val/bpb) besides val/loss and val/ppl; with a mixture of
+corpora they carry each row's corpus [B] too, for val/loss/<name> and val/bpb/<name>.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from training.stage import Batch, RunContext, Stage
 
 class LanguageModelStage(Stage):
     """A stage whose loss is next-token cross-entropy; subclasses supply the batches."""
+
+    corpus_tags: tuple[str, ...] = ()  # a mixture's corpora, in the order of batch["corpus"]
 
     def __init__(self, context: RunContext):
         self.context = context
@@ -42,7 +45,10 @@ class LanguageModelStage(Stage):
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
         logits = model(batch["inputs"])  # [B, T, V_pad]
-        return language_model_loss(logits, batch["targets"], batch.get("target_bytes"))
+        return language_model_loss(
+            logits, batch["targets"], batch.get("target_bytes"), batch.get("corpus"),
+            self.corpus_tags,
+        )  # fmt: skip
 
     def evaluation_scalars(self, means: dict[str, float]) -> dict[str, float]:
         return language_model_scalars(means)

@@ -87,31 +87,50 @@ def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 def language_model_loss(
-    logits: torch.Tensor, targets: torch.Tensor, target_bytes: torch.Tensor | None = None
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    target_bytes: torch.Tensor | None = None,
+    corpus: torch.Tensor | None = None,
+    corpus_names: tuple[str, ...] = (),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(summed cross-entropy, metrics) for logits [B, T, V_pad] and targets [B, T].
 
     With target_bytes [B, T] (the UTF-8 bytes each target token stands for: 0 for special
     tokens and ignored positions, see tokenizer/token_bytes.py) the metrics hold the sums bits
     per byte is made of: the loss on tokens that stand for text, and their bytes. Special
-    tokens are left out of both, as nanochat's bpb does.
+    tokens are left out of both, as nanochat's bpb does. With corpus [B] (which of
+    `corpus_names` each row comes from; validation of a mixture) they also hold those sums and
+    the trained-target count per corpus, as "corpus/<name>/<sum>".
     """
     if target_bytes is None:
         return cross_entropy_sum(logits, targets), {}
     nats = -token_log_probs(logits, targets)  # [B, T], 0 where ignored
     is_text = target_bytes > 0
-    return nats.sum(), {
-        "text_nats": (nats * is_text).sum(),
-        "text_bytes": target_bytes.sum().float(),
-    }
+    metrics = {"text_nats": (nats * is_text).sum(), "text_bytes": target_bytes.sum().float()}
+    if corpus is not None:
+        trained = (targets != IGNORE_INDEX).float()  # [B, T]
+        for index, name in enumerate(corpus_names):
+            rows = (corpus == index).float()[:, None]  # [B, 1]
+            metrics[f"corpus/{name}/nats"] = (nats * rows).sum()
+            metrics[f"corpus/{name}/count"] = (trained * rows).sum()
+            metrics[f"corpus/{name}/text_nats"] = (nats * is_text * rows).sum()
+            metrics[f"corpus/{name}/text_bytes"] = (target_bytes * rows).sum().float()
+    return nats.sum(), metrics
 
 
 def language_model_scalars(means: dict[str, float]) -> dict[str, float]:
     """An evaluation's scalars: loss, ppl = exp(loss), bpb (when the batches carried bytes),
-    and any other metric as it is."""
+    loss/<name> and bpb/<name> per corpus of a mixture, and any other metric as it is."""
     scalars = dict(means)
     text_nats, text_bytes = scalars.pop("text_nats", None), scalars.pop("text_bytes", None)
     scalars["ppl"] = math.exp(min(scalars["loss"], 50.0))
     if text_bytes:
         scalars["bpb"] = text_nats / (text_bytes * math.log(2))
+    names = [key.split("/")[1] for key in scalars if key.startswith("corpus/")]
+    for name in dict.fromkeys(names):  # means per count unit: their ratios are per corpus
+        sums = {part: scalars.pop(f"corpus/{name}/{part}") for part in
+                ("nats", "count", "text_nats", "text_bytes")}  # fmt: skip
+        scalars[f"loss/{name}"] = sums["nats"] / max(sums["count"], 1e-30)
+        if sums["text_bytes"]:
+            scalars[f"bpb/{name}"] = sums["text_nats"] / (sums["text_bytes"] * math.log(2))
     return scalars

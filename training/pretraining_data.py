@@ -11,6 +11,9 @@ with replacement (over a long run this is ~equal to epochs over shuffled windows
 
 Validation uses a fixed set of windows evenly spaced over the validation split, so successive
 val/loss values compare like with like.
+
+A mixture of corpora (training/data_mixture.py) picks each window's corpus by slot, then its
+start from the same [seed, step, micro_index] generator (`mixed_windows`).
 """
 
 from __future__ import annotations
@@ -55,3 +58,20 @@ class WindowSampler:
 
     def evenly_spaced_starts(self, count: int) -> np.ndarray:
         return np.linspace(0, self.last_start, num=count).round().astype(np.int64)
+
+
+def mixed_windows(
+    samplers: list[WindowSampler], corpus: np.ndarray, rng: np.random.Generator
+) -> dict[str, torch.Tensor]:
+    """Windows [B] where window i comes from samplers[corpus[i]], at a start drawn by `rng`."""
+    highs = np.array([sampler.last_start for sampler in samplers])[corpus]  # [B]
+    starts = rng.integers(0, highs, endpoint=True)  # [B], each within its own corpus
+    batch_size, block_size = len(corpus), samplers[0].block_size
+    inputs = torch.empty(batch_size, block_size, dtype=torch.int64)  # [B, T]
+    targets = torch.empty(batch_size, block_size, dtype=torch.int64)  # [B, T]
+    for index, sampler in enumerate(samplers):
+        rows = np.flatnonzero(corpus == index)
+        if len(rows):
+            part = sampler.windows(starts[rows])
+            inputs[rows], targets[rows] = part["inputs"], part["targets"]
+    return {"inputs": inputs, "targets": targets}

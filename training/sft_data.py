@@ -146,9 +146,14 @@ class PackedSFTData:
     # -- batches -------------------------------------------------------------------------
     def batch(self, first_row: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets [batch_size, block_size] for rows first_row .. first_row+B-1."""
-        rows = [self.row(first_row + i) for i in range(batch_size)]
-        tokens = torch.from_numpy(np.stack([r[0] for r in rows]))  # [B, block_size + 1]
-        mask = torch.from_numpy(np.stack([r[1] for r in rows])).bool()  # [B, block_size + 1]
-        inputs = tokens[:, :-1]  # [B, T]
-        targets = tokens[:, 1:].masked_fill(~mask[:, 1:], IGNORE_INDEX)  # [B, T]
-        return inputs.contiguous(), targets.contiguous()
+        return rows_to_batch([self.row(first_row + i) for i in range(batch_size)])
+
+
+def rows_to_batch(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets [B, block_size] from B packed rows (tokens, loss mask), from one
+    corpus or several (a mixture: training/data_mixture.py)."""
+    tokens = torch.from_numpy(np.stack([r[0] for r in rows]))  # [B, block_size + 1]
+    mask = torch.from_numpy(np.stack([r[1] for r in rows])).bool()  # [B, block_size + 1]
+    inputs = tokens[:, :-1]  # [B, T]
+    targets = tokens[:, 1:].masked_fill(~mask[:, 1:], IGNORE_INDEX)  # [B, T]
+    return inputs.contiguous(), targets.contiguous()

@@ -2,7 +2,9 @@
 
 The engine (training/trainer.py) does everything else: init from a pre-trained checkpoint,
 precision, accumulation, validation, TensorBoard, checkpoints, exact resume, DDP. See
-training/sft_data.py for how conversations become rows (packing, and why).
+training/sft_data.py for how conversations become rows (packing, and why). A weighted mixture
+of corpora (--data_dir=a:0.7,b:0.3) interleaves their packed rows by weight, each corpus read
+in its own epochs (training/data_mixture.py); the text samples come from the first corpus.
 
 Per micro-batch: inputs and targets [micro_batch_size, block_size]; targets are -100 outside
 assistant content and its `<|end|>`, so `loss_sum` sums the negative log-likelihood of the
@@ -21,9 +23,10 @@ from common.errors import UserError
 from model.generate import generate
 from tokenizer.tokenized_data import TokenizedSplit
 from training.config import TrainConfig, option
-from training.data_checks import open_training_data
+from training.data_mixture import Interleave, open_corpora
+from training.epochs import EpochCounter
 from training.language_model_stage import LanguageModelStage
-from training.sft_data import PackedSFTData
+from training.sft_data import PackedSFTData, rows_to_batch
 from training.stage import Batch, RunContext
 
 MODE = "post_training_sft"
@@ -58,43 +61,73 @@ class SFTStage(LanguageModelStage):
         super().__init__(context)
         config = context.config
         self.micro_batch_size = config.micro_batch_size
-        splits = open_training_data(
+        corpora = open_corpora(
             config.data_dir,
             MODE,
             context.tokenizer_sha256,
             context.model_config.vocab_size,
             splits=("train", config.eval_split),
         )
-        for split in splits.values():
-            split.check_token_ids(context.model_config.vocab_size)
-        self.train_data = PackedSFTData(splits["train"], config.block_size, config.seed)
-        self.eval_data = PackedSFTData(
-            splits[config.eval_split], config.block_size, config.seed, shuffle=False
+        for corpus in corpora:
+            for split in corpus.splits.values():
+                split.check_token_ids(context.model_config.vocab_size)
+        self.train_data = [
+            PackedSFTData(corpus.splits["train"], config.block_size, config.seed)
+            for corpus in corpora
+        ]
+        self.eval_data = [
+            PackedSFTData(corpus.splits[config.eval_split], config.block_size, config.seed,
+                          shuffle=False)
+            for corpus in corpora
+        ]  # fmt: skip
+        self.eval_split = corpora[0].splits[config.eval_split]
+        weights = [corpus.spec.weight for corpus in corpora]
+        self.mixture = Interleave(weights) if len(corpora) > 1 else None
+        if self.mixture is not None:
+            self.corpus_tags = tuple(corpus.name for corpus in corpora)
+        self.epochs = EpochCounter(
+            names=[corpus.spec.path for corpus in corpora],
+            weights=weights,
+            sizes=[data.rows_in_epoch(0) for data in self.train_data],
+            units_per_step=context.micro_batches_per_step * config.micro_batch_size,
+            unit="packed rows",
+            tags=[corpus.name for corpus in corpora],
         )
-        self.eval_split = splits[config.eval_split]
         if context.is_main:
-            print(
-                f"sft data: train {self.train_data.stats}, {self.train_data.rows_in_epoch(0)} "
-                f"packed rows per epoch ({self.train_data.fill_fraction():.0%} tokens, the rest "
-                f"padding); {config.eval_split} {self.eval_data.stats}"
-            )
+            for corpus, train, held_out in zip(corpora, self.train_data, self.eval_data):
+                where = f" {corpus.spec.path}" if self.mixture is not None else ""
+                print(
+                    f"sft data{where}: train {train.stats}, "
+                    f"{train.rows_in_epoch(0)} packed rows per epoch ({train.fill_fraction():.0%} "
+                    f"tokens, the rest padding); {config.eval_split} {held_out.stats}"
+                )
+            print("\n".join(self.epochs.report(context.max_steps)))
 
     # -- batches -------------------------------------------------------------------------
     def train_micro_batch(self, step: int, micro_index: int) -> Batch:
         micro_batch = step * self.context.micro_batches_per_step + micro_index
-        inputs, targets = self.train_data.batch(
-            micro_batch * self.micro_batch_size, self.micro_batch_size
-        )
+        first = micro_batch * self.micro_batch_size
+        if self.mixture is None:
+            inputs, targets = self.train_data[0].batch(first, self.micro_batch_size)
+        else:
+            slots = np.arange(first, first + self.micro_batch_size)
+            rows = zip(self.mixture.corpus(slots).tolist(), self.mixture.rank(slots).tolist())
+            inputs, targets = rows_to_batch([self.train_data[c].row(r) for c, r in rows])
         return {"inputs": inputs, "targets": targets}
 
     def validation_batches(self) -> list[Batch]:
-        rows = self.eval_data.rows_in_epoch(0)
+        """Up to eval_batches micro-batches per corpus, tagged with its corpus in a mixture."""
         batches = []
-        for first in range(0, rows, self.micro_batch_size):
-            if len(batches) == self.context.config.eval_batches:
-                break
-            inputs, targets = self.eval_data.batch(first, min(self.micro_batch_size, rows - first))
-            batches.append(self.with_target_bytes({"inputs": inputs, "targets": targets}))
+        for index, data in enumerate(self.eval_data):
+            rows = data.rows_in_epoch(0)
+            for number, first in enumerate(range(0, rows, self.micro_batch_size)):
+                if number == self.context.config.eval_batches:
+                    break
+                inputs, targets = data.batch(first, min(self.micro_batch_size, rows - first))
+                batch = self.with_target_bytes({"inputs": inputs, "targets": targets})
+                if self.mixture is not None:
+                    batch["corpus"] = torch.full((len(inputs),), index)  # [B]
+                batches.append(batch)
         return batches
 
     # -- text samples --------------------------------------------------------------------

@@ -46,6 +46,9 @@ At each evaluation (every config.eval_interval steps and at the end; training/ev
 Class attributes every concrete stage must set: `name` ("pre_training" | "sft" | "dpo") and
 `tokenizer_profile`, which go into each checkpoint's config.json ("stage", "tokenizer"."profile").
 
+A stage that sets `self.epochs` (a training.epochs.EpochCounter) gets train/epoch logged with
+the train scalars (`epoch_scalars`); every stage prints its epoch report at the start.
+
 `state_dict()` / `load_state_dict()` save and restore whatever state a stage keeps (none for a
 pure-function loader); it is stored in training_state.pt, so keep it to tensors, numbers,
 strings, lists and dicts (loaded with torch.load(weights_only=True)).
@@ -63,6 +66,7 @@ from tokenizers import Tokenizer
 
 from model.config import ModelConfig
 from training.distributed import Distributed, barrier
+from training.epochs import EpochCounter
 from training.precision import autocast
 
 Batch = dict[str, torch.Tensor]
@@ -120,6 +124,7 @@ class Stage(abc.ABC):
     # Forward-only passes of a same-sized model per trained token (DPO's live reference); MFU
     # counts each as a third of a training pass (2N of 6N FLOPs per token).
     extra_forward_passes: int = 0
+    epochs: EpochCounter | None = None  # how many times the run reads its corpora
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -157,6 +162,10 @@ class Stage(abc.ABC):
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
         """{name: generated text} for TensorBoard at each evaluation; none by default."""
         return {}
+
+    def epoch_scalars(self, step: int) -> dict[str, float]:
+        """train/epoch (and train/epoch/<corpus> for a mixture) after `step` steps."""
+        return self.epochs.scalars(step) if self.epochs is not None else {}
 
     def state_dict(self) -> dict:
         return {}

@@ -370,6 +370,7 @@ class Trainer:
         if self.peak_flops:
             per_device = tokens_per_s / self.dist.world_size
             scalars["perf/mfu"] = per_device * self.flops_per_token / self.peak_flops
+        scalars |= self.stage.epoch_scalars(self.loop.step)  # train/epoch
         self.log.scalars(scalars | stats.metrics, self.loop.step)
 
     # ----- checkpoints -----

@@ -5,6 +5,10 @@
 Sources (`--source`):
 - `hub` (default): TinyStories (roneneldan/TinyStories) and WikiText (Salesforce/wikitext,
   wikitext-103-raw-v1) from the Hugging Face Hub, cleaned (see tinystories.py, wikitext.py).
+  With `--dataset fineweb-edu`: FineWeb-Edu (HuggingFaceFW/fineweb-edu), streamed to disk in
+  shards, resumable (run the same command again after an interruption; see fineweb_edu.py):
+      python3 -m dataset.pre_training.download_dataset --dataset fineweb-edu \\
+          --config sample-10BT --max-tokens 4e9 --output-dir data/fineweb/raw
 - `sample`: the embedded sample world's stories and articles, generated in seconds, no network.
   Tiny CPU example:
       python3 -m dataset.pre_training.download_dataset \\
@@ -12,6 +16,8 @@ Sources (`--source`):
 - `local`: your own .txt/.jsonl/.parquet files:
       python3 -m dataset.pre_training.download_dataset --output-dir=data/mine/raw \\
           --source local --data-files 'corpus/*.txt'
+  With `--dataset fineweb-edu`, FineWeb-shaped .parquet/.jsonl files (a `text` column;
+  `token_count`, `int_score` used when there), streamed and sharded like the Hub's.
 
 Output at --output-dir: `save_to_disk` folders train/ validation/ test/ with columns `text` and
 `source`, and manifest.json (inputs, Hub revisions, rows in and out of every filter). The folder
@@ -35,13 +41,15 @@ from dataset.local_files import (
     iter_text_documents,
     resolve_data_files,
 )
-from dataset.pre_training import cleaning, tinystories, wikitext
+from dataset.pre_training import cleaning, fineweb_edu, tinystories, wikitext
 from dataset.sample_world.corpus import pretraining_documents
 
 MODULE = "dataset.pre_training.download_dataset"
 DEFAULT_OUTPUT = "data/pre_training/raw"
 SAMPLE_SPLIT_SHARES = {"train": 0.95, "validation": 0.025, "test": 0.025}
 FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")})
+DATASETS = ("tinystories-wikitext", "fineweb-edu")
+LOCAL_HELD_OUT_FRACTION = 0.01
 
 
 def optional_cap(text: str) -> int | None:
@@ -53,7 +61,24 @@ def optional_cap(text: str) -> int | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = common.new_parser(MODULE, __doc__, DEFAULT_OUTPUT)
-    hub = parser.add_argument_group("--source hub")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="tinystories-wikitext",
+        help="tinystories-wikitext: the stories and articles below (the default); fineweb-edu: "
+        "educational web pages, streamed to disk in resumable shards (--source hub or local)",
+    )
+    for split, what in (("validation", "validation"), ("test", "test")):
+        parser.add_argument(
+            f"--{split}-fraction",
+            type=common.positive_fraction,
+            default=None,
+            help=f"share of the documents held out for {what}; none means "
+            f"{LOCAL_HELD_OUT_FRACTION} for --source local (seeded), "
+            f"{fineweb_edu.DEFAULT_HELD_OUT_FRACTION} for fineweb-edu (evenly spaced)",
+        )
+    fineweb_edu.add_args(parser)
+    hub = parser.add_argument_group("--source hub (tinystories-wikitext)")
     hub.add_argument(
         "--tinystories-version",
         choices=("v1", "v2"),
@@ -103,10 +128,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="blank_line",
         help=".txt files: one document per blank-line-separated block, or per file",
     )
-    common.add_split_fractions(local, 0.01, 0.01, "documents")
     args = parser.parse_args(argv)
     if args.sample_size_mb <= 0:
         parser.error("--sample-size-mb must be positive")
+    streamed = args.dataset == "fineweb-edu"
+    default = fineweb_edu.DEFAULT_HELD_OUT_FRACTION if streamed else LOCAL_HELD_OUT_FRACTION
+    for name in ("validation_fraction", "test_fraction"):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if not streamed:
+        for flag in ("config", "max_tokens", "min_int_score", "revision"):
+            if getattr(args, flag) is not None:
+                parser.error(f"--{flag.replace('_', '-')} applies to --dataset fineweb-edu only")
+    if args.validation_fraction + args.test_fraction >= 1:
+        parser.error("--validation-fraction plus --test-fraction must be less than 1")
     return args
 
 
@@ -216,7 +251,10 @@ BUILDERS = {"hub": build_hub, "sample": build_sample, "local": build_local}
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns 0. Raises UserError on bad input (the CLI prints it as one line)."""
-    return common.run_download("pre_training", MODULE, parse_args(argv), BUILDERS)
+    args = parse_args(argv)
+    if args.dataset == "fineweb-edu":
+        return fineweb_edu.download(args, MODULE)
+    return common.run_download("pre_training", MODULE, args, BUILDERS)
 
 
 if __name__ == "__main__":
