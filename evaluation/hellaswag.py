@@ -35,6 +35,7 @@ register(
         eval_split="validation",
         fewshot_split="train",
         output_type="multiple_choice",
+        fewshot_skips_eval_doc=True,  # lm-eval's yaml has no test split
         metrics=("acc", "acc_norm"),
         process_doc=process_doc,
         doc_to_text=lambda doc: doc["query"],

@@ -11,6 +11,7 @@ register(
         eval_split="validation",
         fewshot_split="train",
         output_type="multiple_choice",
+        fewshot_skips_eval_doc=True,  # lm-eval's yaml has no test split
         metrics=("acc", "acc_norm"),
         doc_to_text=lambda doc: f"Question: {doc['goal']}\nAnswer:",
         doc_to_choice=lambda doc: [doc["sol1"], doc["sol2"]],

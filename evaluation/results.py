@@ -54,7 +54,9 @@ def lm_eval_layout(
     layout = {
         "results": {
             name: {
+                "name": name,
                 "alias": name,
+                "sample_len": r.num_examples,
                 **{
                     key: value
                     for metric in r.task.metrics

@@ -11,9 +11,11 @@ A `Task` holds what one of lm-evaluation-harness's task yaml files holds (its da
 
 The context is `num_fewshot` solved examples, then the question:
 `q1 + " " + a1 + "\\n\\n" + ... + q`, the examples drawn by `random.Random(seed).sample` from the
-few-shot split, one draw per evaluated example in order, as lm-eval's sampler draws them.
-With `chat=True` (lm-eval's `--apply_chat_template`) that whole text is one user turn, the model
-answers in an assistant turn, and the target delimiter is empty.
+few-shot split, one draw per evaluated example in order, as lm-eval's sampler draws them
+(`draw_fewshot`).
+With `chat=True` (lm-eval's `--apply_chat_template`, few-shot examples as turns) the question is
+a user turn after one user and one assistant turn per solved example, the model answers in an
+assistant turn, and the target delimiter is empty.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class Task:
     doc_to_choice: Callable[[dict], list[str]] | None = None
     process_doc: Callable[[dict], dict] = field(default=lambda doc: doc)
     multiple_input: bool = False  # one context per choice, one shared continuation
+    # lm-eval passes the evaluated doc to its few-shot sampler when the task has no test split
+    # (HellaSwag, PIQA, Winogrande): it draws one example more and drops the evaluated one
+    fewshot_skips_eval_doc: bool = False
     target_delimiter: str = " "
     version: float = 1.0  # lm-eval's metadata version of the task
     summary: str = ""  # one line for --help
@@ -58,14 +63,14 @@ class Example:
     chat_contexts: list[list[dict]] | None = None  # per request: the messages (chat only)
 
 
-def fewshot_text(task: Task, doc: dict) -> str:
-    """A solved example as lm-eval writes it: question, target delimiter, answer, blank line."""
+def solved(task: Task, doc: dict) -> tuple[str, str]:
+    """A few-shot example as lm-eval builds it: (question, answer text)."""
     question, target = task.doc_to_text(doc), task.doc_to_target(doc)
     if task.multiple_input:  # Winogrande: the question is the right choice's filled-in text
         question = task.doc_to_choice(doc)[question]
     elif isinstance(target, int):
         target = task.doc_to_choice(doc)[target]
-    return question + task.target_delimiter + target + FEWSHOT_DELIMITER
+    return question, target
 
 
 def build_requests(
@@ -77,40 +82,61 @@ def build_requests(
     seed: int = FEWSHOT_SEED,
 ) -> list[Example]:
     """The examples of `docs` (already processed), with `num_fewshot` solved ones before each."""
-    if num_fewshot and not fewshot_docs:
-        raise UserError(f"{task.name} has no examples to draw --num-fewshot examples from")
+    needed = num_fewshot + (1 if task.fewshot_skips_eval_doc else 0)
+    if num_fewshot and (not fewshot_docs or len(fewshot_docs) < needed):
+        available = len(fewshot_docs or [])
+        raise UserError(
+            f"--num-fewshot {num_fewshot}: {task.name} has only {available} examples to draw from"
+        )
     rng = random.Random(seed)
     examples = []
     for index, doc in enumerate(docs):
-        prefix = ""
+        shots = []
         if num_fewshot:
-            picked = rng.sample(range(len(fewshot_docs)), num_fewshot)  # = lm-eval's sample()
-            prefix = "".join(fewshot_text(task, fewshot_docs[i]) for i in picked)
-        examples.append(_example(task, index, doc, prefix, chat))
+            picked = draw_fewshot(task, rng, fewshot_docs, num_fewshot, doc)
+            shots = [solved(task, shot) for shot in picked]
+        examples.append(_example(task, index, doc, shots, chat))
     return examples
 
 
-def _example(task: Task, index: int, doc: dict, prefix: str, chat: bool) -> Example:
+def draw_fewshot(task: Task, rng: random.Random, pool: list[dict], k: int, doc: dict) -> list:
+    """lm-eval's ContextSampler.sample: k docs of the pool (one more, less the evaluated doc, for
+    the tasks that pass it); the same draws from the same seed, example after example."""
+    if not task.fewshot_skips_eval_doc:
+        return rng.sample(pool, k)
+    picked = [shot for shot in rng.sample(pool, k + 1) if shot != doc][:k]
+    if len(picked) < k:  # the pool held copies of the evaluated doc
+        picked = rng.sample([shot for shot in pool if shot != doc], k)
+    return picked
+
+
+def _example(task: Task, index: int, doc: dict, shots: list[tuple[str, str]], chat: bool):
+    """Plain text: the shots as "q a\n\n" before the question. Chat (lm-eval's default
+    fewshot_as_multiturn): each shot a user turn and an assistant turn, then the question."""
     delimiter = "" if chat else task.target_delimiter
+    prefix = "".join(q + task.target_delimiter + a + FEWSHOT_DELIMITER for q, a in shots)
+    turns = [
+        {"role": r, "content": c} for q, a in shots for r, c in (("user", q), ("assistant", a))
+    ]
     text, target = task.doc_to_text(doc), task.doc_to_target(doc)
     if task.output_type == "loglikelihood":
-        contexts, continuations, gold, choices = [prefix + text], [target], 0, [target]
+        questions, continuations, gold, choices = [text], [target], 0, [target]
     elif task.multiple_input:
         choices = task.doc_to_choice(doc)
-        contexts = [prefix + choice for choice in choices]
+        questions = choices
         continuations = [delimiter + target] * len(choices)
         gold = text
     else:
         choices = task.doc_to_choice(doc)
-        contexts = [prefix + text] * len(choices)
+        questions = [text] * len(choices)
         continuations = [delimiter + choice for choice in choices]
         gold = target if isinstance(target, int) else choices.index(target)
     chat_contexts = None
     if chat:
-        chat_contexts = [[{"role": "user", "content": context}] for context in contexts]
+        chat_contexts = [[*turns, {"role": "user", "content": q}] for q in questions]
     return Example(
         index=index,
-        requests=list(zip(contexts, continuations)),
+        requests=[(prefix + q, c) for q, c in zip(questions, continuations)],
         gold=gold,
         choices=choices,
         chat_contexts=chat_contexts,

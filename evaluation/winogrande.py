@@ -32,6 +32,7 @@ register(
         eval_split="validation",
         fewshot_split="train",
         output_type="multiple_choice",
+        fewshot_skips_eval_doc=True,  # lm-eval's yaml has no test split
         metrics=("acc",),
         multiple_input=True,
         doc_to_text=doc_to_text,
