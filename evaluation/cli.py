@@ -22,23 +22,16 @@ class ModelArg(argparse.Action):
         namespace.models = [*(namespace.models or []), (kind, values)]
 
 
-def positive_int(text: str) -> int:
+def whole_number(flag: str, text: str | None, minimum: int) -> int | None:
+    """The value of an integer flag, or a one-line UserError (argparse's own is two lines)."""
+    if text is None:
+        return None
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+        raise UserError(f"{flag} must be a whole number, got {text!r}") from None
+    if value < minimum:
+        raise UserError(f"{flag} must be at least {minimum}, got {value}")
     return value
 
 
@@ -74,14 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--limit",
-        type=positive_int,
         default=None,
+        metavar="N",
         help="score only the first N examples of each task (default: all)",
     )
     parser.add_argument(
         "--num-fewshot",
-        type=non_negative_int,
-        default=0,
+        default="0",
+        metavar="K",
         help="solved examples before each question, drawn from the task's few-shot split "
         "(default: %(default)s)",
     )
@@ -133,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--batch-size",
-        type=positive_int,
-        default=32,
+        default="32",
+        metavar="N",
         help="choices scored in one forward pass (default: %(default)s; more on a GPU)",
     )
     parser.add_argument(
@@ -154,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--bootstrap-iters",
-        type=non_negative_int,
-        default=BOOTSTRAP_ITERS,
+        default=str(BOOTSTRAP_ITERS),
+        metavar="N",
         help="resamples for the perplexity's standard error (default: %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -178,6 +171,10 @@ def load_models(args, device, bf16) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.limit = whole_number("--limit", args.limit, 1)
+    args.num_fewshot = whole_number("--num-fewshot", args.num_fewshot, 0)
+    args.batch_size = whole_number("--batch-size", args.batch_size, 1)
+    args.bootstrap_iters = whole_number("--bootstrap-iters", args.bootstrap_iters, 0)
     if args.log_samples and not args.json:
         raise UserError("--log-samples adds to the --json file; give --json PATH too")
     device = pick_device(args.device)

@@ -34,10 +34,12 @@ def load_dataset_dict(
         try:
             download_dataset.write(name, data_dir, overwrite=False)
         except UserError as error:
+            cause = error.__cause__ or error  # load_hub's: the datasets library's own error
+            reason = (str(cause).strip().splitlines() or [""])[0][:160]
             raise UserError(
-                f"{folder} not found and the Hub is unreachable ({str(error)[:160]}); run "
-                f"{download_command(name, data_dir)} where there is a network, then copy "
-                f"{folder} here"
+                f"{folder} not found and {SOURCES[name].hub_id} could not be fetched "
+                f"({type(cause).__name__}: {reason}); run {download_command(name, data_dir)} "
+                f"where there is a network, then copy {folder} here"
             ) from None
     try:
         loaded = datasets.load_from_disk(str(folder))

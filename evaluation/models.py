@@ -250,8 +250,19 @@ class HFModel(ScoredModel):
             import transformers
         except ImportError:
             raise UserError("--hf needs transformers: pip install transformers") from None
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
         try:
             config = transformers.AutoConfig.from_pretrained(folder)
+        except (ValueError, OSError, KeyError, json.JSONDecodeError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise UserError(f"--hf {path}: unreadable config.json ({first})") from None
+        if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            raise UserError(
+                f"--hf {path} is a {config.model_type!r} model, not a causal language model; "
+                "give a folder that AutoModelForCausalLM loads (Llama, GPT-2, ...)"
+            )
+        try:
             self.hf_tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
             dtype = torch.bfloat16 if bf16 else torch.float32
             self.hf_model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
@@ -293,23 +304,12 @@ class HFModel(ScoredModel):
     def encode_plain(self, texts):
         return [self.hf_tokenizer.encode(text, add_special_tokens=False) for text in texts]
 
-    def chat_contexts(self, conversations):
+    def encode_chat_pairs(self, conversations, continuations):
+        """As lm-eval does: the chat template rendered to text, then encoded as a plain pair."""
         if not self.hf_tokenizer.chat_template:
             raise UserError(f"--hf {self.source} has no chat template; score it without --chat")
-        texts = [
-            self.hf_tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
-            for m in conversations
-        ]
-        return self.encode(texts)
-
-    def encode_chat_pairs(self, conversations, continuations):
-        # lm-eval renders the template to text, then encodes it as a plain pair
-        contexts = [
-            self.hf_tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
-            for m in conversations
-        ] if self.hf_tokenizer.chat_template else None  # fmt: skip
-        if contexts is None:
-            raise UserError(f"--hf {self.source} has no chat template; score it without --chat")
+        template = self.hf_tokenizer.apply_chat_template
+        contexts = [template(m, tokenize=False, add_generation_prompt=True) for m in conversations]
         return self.encode_pairs(list(zip(contexts, continuations)))
 
     @torch.no_grad()

@@ -11,8 +11,8 @@ network. A copy already there is kept (--overwrite replaces it).
 Tiny CPU example, no network: only the sample world's test, generated in a second:
     python3 -m dataset.evaluation.download_dataset --output-dir data/evaluation --source sample
 
-Each folder appears only when complete; a second run on the same folder waits for nothing (one
-line naming the first one's process id).
+Each folder appears only when complete; of two runs writing the same folder, the second stops
+with one line naming the first one's process id.
 """
 
 import argparse
@@ -49,8 +49,9 @@ def fetch(name: str, seed: int = 0, cache_dir: str | None = None) -> datasets.Da
     loaded = load_hub(source.hub_id, name=source.config, cache_dir=cache_dir)
     missing = [split for split in source.splits if split not in loaded]
     if missing:
+        named = source.hub_id + (f" ({source.config})" if source.config else "")
         raise UserError(
-            f"{source.hub_id} ({source.config}) has no split {', '.join(missing)} "
+            f"{named} has no split {', '.join(missing)} "
             f"(it has {', '.join(loaded)}); the Hub copy changed, see dataset/evaluation/sources.py"
         )
     return datasets.DatasetDict({split: loaded[split] for split in source.splits})
