@@ -93,9 +93,11 @@ def _score_rows(model, examples, rows, batch_size, done) -> None:
             idx[row, : len(inputs[key])] = torch.tensor(inputs[key])
         logits = model.logits(idx)  # [B, width, V]
         for row, (i, j) in enumerate(batch):
-            continuation = examples[i][j][1]
+            # a continuation longer than the model's context (lm-eval stops on an assertion):
+            # its last max_length tokens, the ones the window predicts
+            targets = examples[i][j][1][-limit:]
             end = len(inputs[i, j])
-            done(i, j, _score(logits[row, end - len(continuation) : end], continuation))
+            done(i, j, _score(logits[row, end - len(targets) : end], targets))
 
 
 def _score_shared(model, examples, shared, batch_size, done) -> None:

@@ -23,10 +23,11 @@ def scored(tmp_path_factory):
 def reference(model, context: list[int], continuation: list[int]) -> tuple[float, bool]:
     """lm-eval's computation, one request alone: the last block_size + 1 tokens, less one."""
     tokens = (context + continuation)[-(model.max_length + 1) :]
+    targets = continuation[-model.max_length :]  # all of it, unless longer than the context
     with torch.no_grad():
         logits = model.model(torch.tensor([tokens[:-1]]))[0]  # [T, V]
-    log_probs = F.log_softmax(logits[-len(continuation) :].float(), dim=-1)
-    target = torch.tensor(continuation)
+    log_probs = F.log_softmax(logits[-len(targets) :].float(), dim=-1)
+    target = torch.tensor(targets)
     picked = log_probs.gather(-1, target[:, None]).sum()
     return float(picked), bool((log_probs.argmax(-1) == target).all())
 
@@ -34,7 +35,8 @@ def reference(model, context: list[int], continuation: list[int]) -> tuple[float
 def examples_of_all_shapes() -> list[list[tuple[list[int], list[int]]]]:
     """Shared contexts of several lengths (the BOS alone too), choices of different lengths,
     an example whose choices have different contexts (Winogrande's shape), one too long for
-    the model's 32 positions (left-truncated), and a single request (LAMBADA's shape)."""
+    the model's 32 positions (left-truncated), a single request (LAMBADA's shape), and a
+    continuation longer than the whole context window."""
     g = torch.Generator().manual_seed(0)
 
     def ids(n):
@@ -56,7 +58,8 @@ def examples_of_all_shapes() -> list[list[tuple[list[int], list[int]]]]:
     long_context = ids(30)
     too_long = [[(long_context, tail(6)), (long_context, tail(9))]]
     single = [[(ids(15), tail(2))]]
-    return shared + different_contexts + too_long + single
+    longer_than_the_context = [[(ids(4), tail(40))]]  # only its last 32 tokens can be scored
+    return shared + different_contexts + too_long + single + longer_than_the_context
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 7, 64])
