@@ -32,6 +32,7 @@ from model.kv_cache import KVCache
 from tokenizer.profiles import BOS_ID, PAD_ID, encode_prompt, load_tokenizer
 
 CHAT_STAGES = ("sft", "dpo")  # checkpoints of these stages are scored as chat models by default
+PAD = PAD_ID  # the id right-padding uses (never read: padded positions are not scored)
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -87,9 +88,6 @@ class ScoredModel:
         """Ids without any special token added (a continuation of an empty context)."""
         raise NotImplementedError
 
-    def chat_contexts(self, conversations: list[list[dict]]) -> list[list[int]]:
-        raise NotImplementedError
-
     @property
     def prefix_id(self) -> int:
         return BOS_ID
@@ -111,9 +109,8 @@ class ScoredModel:
     def encode_chat_pairs(
         self, conversations: list[list[dict]], continuations: list[str]
     ) -> list[tuple[list[int], list[int]]]:
-        """The conversation with a generation prompt, then the reply's ids (no delimiter)."""
-        contexts = self.chat_contexts(conversations)
-        return list(zip(contexts, self.encode_plain(continuations)))
+        """(the conversation with a generation prompt, the reply) per pair, as ids."""
+        raise NotImplementedError
 
     # ---- the forward pass (subclasses)
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
@@ -155,8 +152,11 @@ class CheckpointModel(ScoredModel):
     def encode_plain(self, texts):
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
-    def chat_contexts(self, conversations):
-        return [encode_prompt(self.tokenizer, messages) for messages in conversations]
+    def encode_chat_pairs(self, conversations, continuations):
+        """Through the one chat renderer (tokenizer/profiles.py); the prompt ends with the
+        <|assistant|> token, so the reply's ids are its own encoding."""
+        contexts = [encode_prompt(self.tokenizer, messages) for messages in conversations]
+        return list(zip(contexts, self.encode_plain(continuations)))
 
     @torch.no_grad()
     def logits(self, idx):
@@ -323,6 +323,3 @@ def _short_name(path: str) -> str:
     if parts and parts[-1].startswith("step_") and len(parts) > 1:
         return f"{parts[-2]}/{parts[-1]}"
     return parts[-1] if parts else str(path)
-
-
-PAD = PAD_ID  # the id right-padding uses (never read: padded positions are not scored)
