@@ -85,8 +85,8 @@ CONFIG = TrainConfig(
     checkpoint_interval=500,
     keep_last=3,
     # lm-eval's six zero-shot tasks, 300 examples each (data: python3 -m
-    # dataset.evaluation.download_dataset). One such evaluation took the time of 83K training
-    # tokens (15m preset, CPU, both eager; benchmarks/README.md): every 500 steps, 0.03% here.
+    # dataset.evaluation.download_dataset). One such evaluation took the time of 83K-110K
+    # training tokens (15m preset, CPU, both eager; benchmarks/README.md): 0.04% every 500 steps.
     eval_tasks="core",
     eval_tasks_interval=500,
     eval_tasks_limit=300,
