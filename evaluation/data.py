@@ -79,6 +79,8 @@ def task_docs(
     """(processed evaluation docs, processed few-shot docs or None, the split's full size)."""
     split = dataset_dict[task.eval_split]
     size = len(split)
+    if size == 0:
+        raise UserError(f"{task.name}: its {task.eval_split} split has no examples")
     if limit is not None:
         split = split.select(range(min(limit, size)))
     docs = [task.process_doc(doc) for doc in split.to_list()]
