@@ -96,6 +96,12 @@ CONFIG = DPOConfig(
     keep_last=3,
     sample_max_new_tokens=128,
     num_text_samples=3,
+    # the six zero-shot tasks as a chat model (+ ARC's letter form), 300 examples each: about
+    # the time of 100K-130K training tokens (benchmarks/README.md), under 1% of 250 steps here
+    eval_tasks="core",
+    eval_tasks_interval=250,
+    eval_tasks_limit=300,
+    eval_data_dir="data/evaluation",
     seed=1337,
 )
 
@@ -123,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         answer = tokenizer.decode(list(answer))
     print(f"prompt: {tokenizer.decode(prompt, skip_special_tokens=False)}\nanswer: {answer}")
+    if result.task_scores:
+        print(f"benchmarks (eval_tasks): {result.task_summary}")
     return 0
 
 

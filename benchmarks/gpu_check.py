@@ -26,6 +26,8 @@ It runs, each in its own process with a time limit, most valuable first:
   6. benchmarks/time_to_loss.py --mode gpu: baseline AdamW vs Muon at 124m (about 4 minutes;
      it builds its tokenized sample corpus unless data/time_to_loss/sample_40mb is there, which
      needs HF datasets: on a machine without it, build it first elsewhere and bring it along)
+  7. benchmarks/evaluation_benchmark.py: the six-task evaluation suite (`core`) at the real
+     splits' sizes on the 124m preset, bf16, synthetic examples (goal: under 5 minutes)
 The budget counts from the start (importing torch included) and a part starts only when its
 minimum fits; a smaller --budget-s skips the later ones. It prints a table of each, and
 planner-vs-measured peak memory. It needs only torch, numpy, safetensors, tokenizers, tqdm (+
@@ -124,6 +126,10 @@ def parts() -> list[Part]:
         Part("train_124m_adamw", step_124m, 90, 40),
         Part("time_to_loss_124m", [sys.executable, "-m", "benchmarks.time_to_loss", "--mode",
              "gpu"], 300, 150, BASE_MODULES + ("tensorboard",)),
+        # Issue 19: the six-task suite at the real splits' sizes (20,848 examples), 124m bf16
+        # (goal: under 5 minutes on an H100/H200)
+        Part("evaluation_124m", [sys.executable, "benchmarks/evaluation_benchmark.py",
+             "--preset", "124m", "--device", "cuda", "--limit", "full"], 330, 60),
     ]  # fmt: skip
 
 
@@ -267,6 +273,20 @@ def time_to_loss_table(part: Part) -> list[str]:
     return rows
 
 
+def evaluation_table(part: Part) -> list[str]:
+    """Examples per second of each task, and the whole suite against its 5-minute goal."""
+    rows = []
+    for r in part.records:
+        if "task" in r:
+            rows.append(f"{r['task']:16s} {r['examples']:>6} examples {r['seconds']:>8.1f} s "
+                        f"{r['examples_per_s']:>9.1f} examples/s")  # fmt: skip
+        elif "suite" in r:
+            setting = f"{r['preset']}, batch {r['batch_size']}, bf16 {r['bf16']}"
+            rows.append(f"goal, the suite under 300 s ({setting}): {r['seconds']:.0f} s for "
+                        f"{r['examples']} examples")  # fmt: skip
+    return rows
+
+
 def generation_table(part: Part) -> list[str]:
     """tokens/s per mode, ours over transformers, and the two GPU decoding goals."""
     rows, speed = [], {}
@@ -309,6 +329,9 @@ def summary(env: dict, selected: list[Part]) -> list[str]:
         if part.name.startswith("time_to_loss") and part.records:
             lines += ["", "time to the baseline's final validation loss:"]
             lines += ["  " + r for r in time_to_loss_table(part)]
+        if part.name.startswith("evaluation") and part.records:
+            lines += ["", f"{part.name} (the core suite, synthetic examples):"]
+            lines += ["  " + r for r in evaluation_table(part)]
         if part.name.startswith("generation") and part.records:
             lines += ["", f"{part.name} (CUDA):", *("  " + r for r in generation_table(part))]
     return lines

@@ -24,7 +24,9 @@ of TrainConfig; warm-ups are fractions of the run, so they scale with the budget
 Printed: validation loss at every evaluation for each recipe (mean over --seeds), then for each
 candidate the tokens and training seconds (evaluations excluded) it needed to first reach the
 baseline's final validation loss (interpolated between evaluations), and their ratio to the
-baseline's. One JSON line per recipe closes the output (benchmarks/gpu_check.py reads them).
+baseline's, then each recipe's benchmark scores at its end (--eval-tasks: on the sample corpus,
+the sample world's multiple-choice test). One JSON line per recipe closes the output
+(benchmarks/gpu_check.py reads them).
 Without --data-dir the sample corpus is generated, its tokenizer trained and the data tokenized
 under data/time_to_loss/ (kept for the next run).
 """
@@ -45,6 +47,7 @@ import pre_training
 from common.errors import UserError, run_cli
 from training.config import TrainConfig, parse_config
 from training.pretraining_stage import PretrainingStage
+from training.task_scores import summary as task_summary
 from training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,7 +122,8 @@ def run_config(args, recipe: dict, run_name: str, seed: int) -> TrainConfig:
         max_steps=steps, max_tokens=0, precision=args.precision, compile=args.compile,
         device=args.device, seed=seed, eval_interval=interval, eval_batches=args.eval_batches,
         log_interval=1, checkpoint_interval=steps, keep_last=1, sample_max_new_tokens=0,
-        overwrite=True,
+        overwrite=True, eval_tasks=args.eval_tasks or "", eval_tasks_interval=steps,
+        eval_tasks_limit=args.eval_tasks_limit, eval_data_dir=args.eval_data_dir,
     )  # fmt: skip
     flags = [f"--model_overrides={args.model_overrides}"]
     for key, value in recipe.items():
@@ -165,6 +169,7 @@ def run_recipe(args, label: str, recipe: dict, seed: int) -> dict:
         "val_loss": [value for _, value in validation],
         "seconds": [float(seconds[step - 1]) for step, _ in validation],
         "wall_s": wall,
+        "task_scores": result.task_scores,  # eval_tasks at the last step
     }
 
 
@@ -188,6 +193,10 @@ def summarize(results: dict[str, list[dict]]) -> dict[str, dict]:
             "tokens": runs[0]["tokens"],
             "val_loss": list(np.mean([r["val_loss"] for r in runs], axis=0)),
             "seconds": list(np.mean([r["seconds"] for r in runs], axis=0)),
+            "task_scores": {
+                name: float(np.mean([r["task_scores"][name] for r in runs]))
+                for name in runs[0].get("task_scores", {})
+            },
         }
     baseline = curves[next(iter(curves))]
     target = baseline["val_loss"][-1]
@@ -227,6 +236,10 @@ def print_report(curves: dict[str, dict]) -> None:
             f"({bound}{curve['token_ratio']:.2f}x), {curve['seconds_to_target']:8.1f} s of "
             f"training ({curve['seconds_ratio']:.2f}x); final {curve['final_val_loss']:.4f}"
         )
+    if any(curves[label]["task_scores"] for label in labels):
+        print("\nbenchmark scores at the end of each run (--eval-tasks, mean over seeds):")
+        for label in labels:
+            print(f"  {label:{width}s} {task_summary(curves[label]['task_scores']) or 'none'}")
     for label in labels:
         print(json.dumps({"recipe": label, **curves[label]}))
 
@@ -278,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cpu, cuda, ...")
     parser.add_argument("--precision", help="fp32, bf16, ...")
     parser.add_argument("--compile", choices=("on", "off"), help="torch.compile the model")
+    parser.add_argument("--eval-tasks", help="benchmark tasks scored at the end of each run, "
+                        "beside val loss (default: sample_world on the sample corpus, none "
+                        "with --data-dir; core needs the evaluation data step)")  # fmt: skip
+    parser.add_argument("--eval-tasks-limit", type=int, default=0,
+                        help="examples per task (0: all; the sample world has 280)")  # fmt: skip
+    parser.add_argument("--eval-data-dir", default="data/evaluation",
+                        help="the tasks' copies (dataset.evaluation.download_dataset)")  # fmt: skip
     parser.add_argument("--out-dir", default="checkpoints/time_to_loss", help="run folders")
     parser.add_argument("--json", help="also write the summary to this file")
     return parser
@@ -291,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     args.compile = args.compile in (True, "on")
     if (args.data_dir is None) != (args.tokenizer_path is None):
         raise UserError("give --data-dir and --tokenizer-path together (or neither)")
+    if args.eval_tasks is None:  # the sample world's test fits only the sample corpus
+        args.eval_tasks = "sample_world" if args.data_dir is None else ""
     if args.data_dir is None:
         args.data_dir, args.tokenizer_path = build_sample_data(args.sample_mb)
     if args.evals < 1 or args.max_tokens < args.tokens_per_step:

@@ -340,7 +340,7 @@ def tiny_sft_config(root: Path, **overrides):
         micro_batch_size=2, tokens_per_step=0, max_steps=6, learning_rate=3e-3, min_lr=3e-4,
         warmup_steps=1, eval_interval=3, eval_batches=2, log_interval=1,
         checkpoint_interval=3, keep_last=2, sample_max_new_tokens=4, num_text_samples=1,
-        precision="fp32", device="cpu", seed=5, compile=False,
+        precision="fp32", device="cpu", seed=5, compile=False, eval_tasks="",
     )  # fmt: skip
     return dataclasses.replace(base, **overrides)
 
@@ -357,6 +357,7 @@ def tiny_dpo_config(root: Path, init_from: Path, **overrides):
         warmup_steps=1, eval_interval=3, eval_batches=2, log_interval=1,
         checkpoint_interval=3, keep_last=2, sample_max_new_tokens=4, num_text_samples=1,
         precision="fp32", device="cpu", seed=5, compile=False, eval_split="test", pairs_per_step=0,
+        eval_tasks="",
     )  # fmt: skip
     return dataclasses.replace(base, **overrides)
 

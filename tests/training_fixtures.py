@@ -102,6 +102,7 @@ def tiny_config(tmp_path: Path, tokenizer_path: Path, data_dir: Path, **override
         device="cpu",
         seed=7,
         compile=False,
+        eval_tasks="",  # no benchmark scores (tests/test_evaluation_training.py turns them on)
     )
     return dataclasses.replace(base, **overrides)
 

@@ -27,6 +27,7 @@ from dataclasses import MISSING, dataclass, field
 from typing import ClassVar
 
 from common.errors import UserError
+from evaluation.tasks import resolve_tasks
 from training.data_mixture import parse_data_dirs
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -153,6 +154,18 @@ class TrainConfig:
     sample_max_new_tokens: int = option("tokens generated for each text sample")
     checkpoint_interval: int = option("save a checkpoint every N steps (and at the end)")
     keep_last: int = option("checkpoints to keep (the best by validation loss is also kept)")
+    # --- benchmark scores during the run (training/task_scores.py) ---
+    eval_tasks: str = option(
+        "benchmark tasks scored during the run, comma-separated: core, sample_world, hellaswag, "
+        "... (python3 -m evaluation --help lists them); empty = none. TensorBoard: "
+        "eval/<task>/<metric>"
+    )
+    eval_tasks_interval: int = option("score eval_tasks every N steps (and at the last step)")
+    eval_tasks_limit: int = option("examples scored per task, the first N (0 = all of them)")
+    eval_data_dir: str = option(
+        "the tasks' datasets (python3 -m dataset.evaluation.download_dataset); a missing one is "
+        "left out with a warning at the start"
+    )
 
     def check(self) -> None:
         """UserError for values no run can use; subclasses extend this (call super().check()).
@@ -167,10 +180,14 @@ class TrainConfig:
         for name in (
             "block_size", "micro_batch_size", "max_steps", "eval_interval", "eval_batches",
             "log_interval", "checkpoint_interval", "keep_last", "max_nonfinite_steps",
+            "eval_tasks_interval",
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name}={getattr(self, name)} must be a positive integer")
-        for name in ("tokens_per_step", "max_tokens", "warmup_steps", "sample_max_new_tokens"):
+        if self.eval_tasks.strip():  # an unknown task is a UserError now, before any work
+            resolve_tasks(self.eval_tasks, chat=False)
+        for name in ("tokens_per_step", "max_tokens", "warmup_steps", "sample_max_new_tokens",
+                     "eval_tasks_limit"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise UserError(f"--{name}={getattr(self, name)} must be >= 0")
         if not self.learning_rate > 0 or not 0 <= self.min_lr <= self.learning_rate:

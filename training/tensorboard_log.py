@@ -2,8 +2,9 @@
 
 Scalar names the engine writes: train/loss, train/lr, train/grad_norm, perf/tokens_per_s,
 perf/mfu (GPUs with a known peak), perf/peak_memory_gb, val/loss, val/ppl, plus each stage
-metric under its own name (train) and under val/<name> (validation); text samples go to
-samples/<name>. View with `tensorboard --logdir checkpoints`.
+metric under its own name (train) and under val/<name> (validation), the benchmark scores as
+eval/<task>/<metric> (training/task_scores.py); text samples go to samples/<name>. View with
+`tensorboard --logdir checkpoints`.
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ from training.run_folder import LoopState, prepare_run_folder, resume, save
 from training.run_setup import build_model, run_context
 from training.signals import StopRequest
 from training.stage import Batch, RunContext, Stage
+from training.task_scores import TaskScores, summary
 from training.tensorboard_log import TensorBoardLog, peak_memory_gb
 from training.transfer import batch_to_device, host_to_device, to_host
 
@@ -77,6 +78,12 @@ class TrainResult:
     stopped_by_signal: int | None = None  # SIGINT/SIGTERM number when stopped early
     skipped_steps: int = 0
     is_main: bool = True  # rank 0 (the process that logs, saves and should print)
+    task_scores: dict[str, float] = field(default_factory=dict)  # the last eval/<task>/<metric>
+
+    @property
+    def task_summary(self) -> str:
+        """The last benchmark scores (eval_tasks), e.g. "hellaswag acc_norm 31.2%"; or ""."""
+        return summary(self.task_scores)
 
     @property
     def val_summary(self) -> str:
@@ -184,6 +191,7 @@ class Trainer:
         # a resumed run drops what the old one logged after its checkpoint (steps > k)
         purge_step = self.loop.step + 1 if self.loop.step else None
         self.log = TensorBoardLog(self.run_dir / "tensorboard", dist.is_main, purge_step)
+        self.task_scores = TaskScores(config, self.stage.name, self.context)  # eval_tasks
 
     # ----- the loop -----
 
@@ -217,6 +225,10 @@ class Trainer:
                     interval_tokens, interval_seconds = 0, 0.0
                 if loop.step % config.eval_interval == 0 or loop.step == self.max_steps:
                     result.val_metrics = self._guard_oom(self._evaluate, progress)
+                if self.task_scores.due(loop.step, self.max_steps):
+                    result.task_scores = self.task_scores.run(
+                        self.model, loop.step, self.log, progress
+                    )
                 stopping = self._stop_requested(stop)
                 due = loop.step % config.checkpoint_interval == 0 or loop.step == self.max_steps
                 if stopping or due:

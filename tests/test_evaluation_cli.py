@@ -1,0 +1,173 @@
+"""python3 -m evaluation: the table, the JSON in lm-eval's layout, --limit, the chat default by
+stage, several models side by side, and every bad input as one line with exit status 2."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from evaluation_fixtures import write_evaluation_data
+from model_fixtures import build_checkpoint, build_tokenizer
+
+from common.errors import run_cli
+from evaluation.cli import main
+from model.checkpoint import CONFIG_FILE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    tokenizer = build_tokenizer(root / "tokenizer.json")
+    build_checkpoint(root / "base", tokenizer)
+    _, sft = build_checkpoint(root / "sft", tokenizer, seed=1)
+    config_path = sft / "step_0000001" / CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    config["stage"] = "sft"
+    config_path.write_text(json.dumps(config))
+    (sft / "step_0000001" / "SHA256SUMS").unlink(missing_ok=True)  # we edited a checked file
+    write_evaluation_data(root / "data")
+    return {"root": root, "tokenizer": tokenizer, "data": root / "data"}
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    """main() through run_cli, as `python3 -m evaluation` runs it: (exit status, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: main([*argv, "--quiet"]))
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_table_and_json_of_two_models(setup, capsys):
+    root = setup["root"]
+    argv = ["--checkpoint", str(root / "base"), "--checkpoint", str(root / "sft"),
+            "--tasks", "piqa,lambada_openai", "--data-dir", str(setup["data"]),
+            "--json", str(root / "out" / "results.json"), "--log-samples"]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "[1] base" in out and "plain text" in out.splitlines()[0]
+    assert "[2] sft" in out and "a chat model" in out.splitlines()[1]  # the SFT stage's default
+    assert "piqa" in out and "lambada_openai" in out and "perplexity" in out
+    assert "Pythia-160M" in out  # published reference figures for these tasks
+    for name, chat in (("base", False), ("sft", True)):
+        layout = json.loads((root / "out" / f"results.{name}.json").read_text())
+        piqa = layout["results"]["piqa"]
+        assert {"acc,none", "acc_stderr,none", "acc_norm,none", "acc_norm_stderr,none"} <= set(piqa)
+        assert set(layout["results"]["lambada_openai"]) >= {"perplexity,none", "acc,none"}
+        assert layout["n-samples"]["piqa"] == {"original": 3, "effective": 3}
+        assert layout["config"]["apply_chat_template"] is chat
+        assert layout["configs"]["piqa"]["dataset_path"] == "baber/piqa"
+        assert len(layout["samples"]["piqa"]) == 3
+        assert 0.0 <= piqa["acc,none"] <= 1.0
+
+
+def test_limit_and_no_chat(setup, capsys):
+    root = setup["root"]
+    argv = ["--checkpoint", str(root / "sft"), "--no-chat", "--tasks", "hellaswag", "--limit", "2",
+            "--data-dir", str(setup["data"]), "--json", str(root / "limit.json")]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    layout = json.loads((root / "limit.json").read_text())
+    assert layout["n-samples"]["hellaswag"] == {"original": 4, "effective": 2}
+    assert layout["config"]["apply_chat_template"] is False and "plain text" in out
+
+
+def test_core_adds_the_letter_forms_for_chat_models(setup, capsys):
+    root = setup["root"]
+    argv = ["--checkpoint", str(root / "sft"), "--tasks", "core", "--limit", "1",
+            "--data-dir", str(setup["data"])]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    for name in ("hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "lambada_openai",
+                 "arc_easy_letters", "arc_challenge_letters"):  # fmt: skip
+        assert f"\n{name} " in out
+
+
+def test_hf_folder_beside_a_checkpoint(setup, capsys, tmp_path):
+    pytest.importorskip("transformers")
+    from model.export.hf import export
+
+    export(setup["root"] / "base", tmp_path / "hf")
+    argv = ["--checkpoint", str(setup["root"] / "base"), "--hf", str(tmp_path / "hf"),
+            "--tasks", "winogrande", "--data-dir", str(setup["data"]),
+            "--json", str(tmp_path / "r.json"), "--log-samples"]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    ours = json.loads((tmp_path / "r.base.json").read_text())["samples"]["winogrande"]
+    theirs = json.loads((tmp_path / "r.hf.json").read_text())["samples"]["winogrande"]
+    for a, b in zip(ours, theirs):  # the export scores as the checkpoint does
+        assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-3)
+
+
+def one_line_error(code, err, *words):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_bad_inputs_are_one_line_each(setup, capsys, tmp_path):
+    root, data = setup["root"], str(setup["data"])
+    base = ["--checkpoint", str(root / "base"), "--data-dir", data]
+    one_line_error(*run([*base, "--tasks", "hellaswag,nope"], capsys)[::2], "unknown task", "core")
+    one_line_error(*run(["--checkpoint", str(tmp_path / "gone")], capsys)[::2], "not found")
+    one_line_error(*run([], capsys)[::2], "--checkpoint")
+    for limit in ("", "0", "x"):
+        one_line_error(*run([*base, "--limit", limit], capsys)[::2], "--limit")
+    one_line_error(*run([*base, "--num-fewshot", "-1"], capsys)[::2], "--num-fewshot")
+    one_line_error(*run([*base, "--tasks", " , "], capsys)[::2], "--tasks is empty")
+    one_line_error(
+        *run([*base, "--tasks", "winogrande", "--num-fewshot", "9"], capsys)[::2], "only 3"
+    )
+    # a tokenizer that is not the one the run used (the checkpoint records its sha256)
+    other = build_tokenizer(tmp_path / "other.json", vocab_size=280)
+    _, run_dir = build_checkpoint(tmp_path / "recorded", setup["tokenizer"])
+    config_path = run_dir / "step_0000001" / CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    config["tokenizer"]["sha256"] = "0" * 64
+    config_path.write_text(json.dumps(config))
+    (run_dir / "step_0000001" / "SHA256SUMS").unlink(missing_ok=True)
+    argv = ["--checkpoint", str(run_dir), "--tokenizer", str(other), "--data-dir", data]
+    one_line_error(*run(argv, capsys)[::2], "not the tokenizer")
+    # a tokenizer with more tokens than the model has embeddings
+    big = build_tokenizer(tmp_path / "big" / "tokenizer.json", vocab_size=400)
+    _, small = build_checkpoint(tmp_path / "small", setup["tokenizer"])
+    (small / "step_0000001" / "tokenizer.json").write_bytes(big.read_bytes())
+    (small / "step_0000001" / "SHA256SUMS").unlink(missing_ok=True)
+    one_line_error(*run(["--checkpoint", str(small)], capsys)[::2], "does not match")
+    # an HF folder that is not a causal LM, and one that is no model at all
+    pytest.importorskip("transformers")
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    one_line_error(*run(["--hf", str(tmp_path / "bert")], capsys)[::2], "not a causal")
+    one_line_error(*run(["--hf", str(tmp_path)], capsys)[::2], "no config.json")
+
+
+def test_no_network_and_no_local_copy(setup, tmp_path):
+    """A task whose copy is missing is fetched once; offline that is one line naming the data
+    step to run where there is a network (the Hub really is asked, in offline mode)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "evaluation", "--checkpoint", str(setup["root"] / "base"),
+         "--tasks", "piqa", "--data-dir", str(tmp_path / "empty"), "--quiet"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2, result.stderr
+    assert len(errors) == 1 and "dataset.evaluation.download_dataset" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_help_names_every_task(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("hellaswag", "arc_challenge_letters", "lambada_openai", "sample_world", "core"):
+        assert name in out
+    assert torch is not None
