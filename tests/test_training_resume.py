@@ -201,6 +201,10 @@ def test_a_resumed_run_logs_each_step_once(tmp_path, inputs):
     # pretend the run crashed after step 6 but before its last save: resume from step 4
     run_dir = tmp_path / "checkpoints" / "run"
     (run_dir / "latest").write_text(step_dir_name(4) + "\n")
+    # TensorBoard reads a folder's event files in name order: time (whole seconds), host, pid,
+    # then a per-process counter compared as text ("10" < "9"). A resumed run is a new process
+    # seconds later; in one test process, a later second keeps the files in the runs' order.
+    time.sleep(1.0)
     train(tiny_config(tmp_path, *inputs, max_steps=6, resume=True), PretrainingStage)
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
