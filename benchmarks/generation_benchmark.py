@@ -1,7 +1,10 @@
-"""Generation speed: our decoder against Hugging Face transformers' `generate`, same weights.
+"""Generation speed: our decoder against Hugging Face transformers' `generate` and llama.cpp,
+same weights.
 
     python3 benchmarks/generation_benchmark.py --threads 1                    # debug preset, CPU
     python3 benchmarks/generation_benchmark.py --threads 1 --preset 15m --new-tokens 256
+    python3 benchmarks/generation_benchmark.py --threads 1 all --preset 15m --new-tokens 256 \
+        --modes eager compiled llama_cpp_f32 llama_cpp_f16 llama_cpp_q8_0     # one thread, all
     python3 benchmarks/generation_benchmark.py --preset 124m --device cuda --dtype bfloat16 \\
         --modes eager cuda_graphs batched transformers --streams 8
 
@@ -13,19 +16,29 @@ Prints one JSON line per (device, mode, new tokens), then ours / transformers. M
   batched       --streams streams decoded together (cuda graphs on CUDA): total tokens/s
   transformers  LlamaForCausalLM.generate on our weights (model/export/hf.py's mapping)
   recompute     no cache: the whole context again for every token (the reference)
+  llama_cpp_f32, llama_cpp_f16, llama_cpp_q8_0
+                llama.cpp (llama-cpp-python's `generate`, greedy, CPU) on the file that
+                python3 -m model.export.gguf writes at that --dtype (norms stay f32)
+--threads takes several counts (`all` = every core): each runs every mode, in one run.
 With CUDA graphs a graph_replay_ms line follows: back-to-back replays of the captured step alone,
 the GPU's time per token; the rest of a token's time is the host's (sampling, bookkeeping).
-A random-initialised model is enough: speed does not depend on the weights. Decoding is greedy
-with no stop token, so every run makes exactly --new-tokens tokens; greedy tokens of every mode
-must equal the eager ones (fp32), and a line says so when they do not. The block size is
+A random-initialised model is enough: speed does not depend on the weights (nor on the tokens:
+the GGUF export gets a made-up vocabulary of the preset's size). Decoding is greedy with no stop
+token, so every run makes exactly --new-tokens tokens; greedy tokens of every fp32 mode must
+equal the eager ones, and a line says so when they do not (random weights have near-ties that
+another summation order can flip, so llama_cpp_f32 may differ after a while; f16 and q8_0 are
+not compared). The block size is
 raised to prompt + new tokens, so no mode ever slides its context window.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,13 +47,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 from common.errors import UserError, run_cli  # noqa: E402
+from model.checkpoint import save_model_files  # noqa: E402
 from model.config import PRESETS, from_preset  # noqa: E402
 from model.decoding import Decoder  # noqa: E402
 from model.generate import generate  # noqa: E402
 from model.streams import Sampling, Stream, StreamBatch  # noqa: E402
 from model.transformer import Transformer  # noqa: E402
+from tokenizer.profiles import SPECIAL_TOKENS  # noqa: E402
 
-MODES = ("eager", "compiled", "cuda_graphs", "batched", "transformers", "recompute")
+LLAMA_CPP_MODES = {"llama_cpp_f32": "f32", "llama_cpp_f16": "f16", "llama_cpp_q8_0": "q8_0"}
+MODES = ("eager", "compiled", "cuda_graphs", "batched", "transformers", "recompute",
+         *LLAMA_CPP_MODES)  # fmt: skip
 
 
 def synchronize(device: str) -> None:
@@ -62,6 +79,50 @@ def transformers_model(model: Transformer, dtype: torch.dtype):
     return hf.to(next(model.parameters()).device).eval()
 
 
+def made_up_tokenizer(path: Path, vocab_size: int) -> Path:
+    """A tokenizer.train-format tokenizer of exactly vocab_size tokens: the special tokens, the
+    256 byte symbols, then pairs of them (the exporter needs a tokenizer, the speed only its
+    size)."""
+    from tokenizers import models, pre_tokenizers
+
+    from tokenizer.train import build_tokenizer
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + alphabet)}
+    merges = list(itertools.islice(itertools.product(alphabet, alphabet), vocab_size - len(vocab)))
+    vocab.update({left + right: len(vocab) + i for i, (left, right) in enumerate(merges)})
+    tokenizer = build_tokenizer()
+    tokenizer.model = models.BPE(vocab, merges)
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    tokenizer.save(str(path))
+    return path
+
+
+def llama_cpp_runner(model: Transformer, prompts: list[list[int]], dtype: str, threads: int):
+    """Generate with llama.cpp from `model` exported by model.export.gguf at `dtype`."""
+    import llama_cpp
+
+    from model.export.gguf import export
+
+    folder = tempfile.TemporaryDirectory()  # kept as long as the runner (llama.cpp maps it)
+    root = Path(folder.name)
+    tokenizer = made_up_tokenizer(root / "tokenizer.json", model.config.vocab_size)
+    save_model_files(model, root / "run" / "step_0000001", {}, tokenizer)
+    path = export(root / "run" / "step_0000001", root / "gguf", dtype)
+    llm = llama_cpp.Llama(
+        str(path), n_ctx=model.config.block_size, n_threads=threads, n_threads_batch=threads,
+        verbose=False,
+    )  # fmt: skip
+
+    def run_llama(new_tokens):
+        llm.reset()  # no prompt prefix kept from the last run: every run encodes its prompt
+        tokens = llm.generate(prompts[0], temp=0.0, repeat_penalty=1.0)  # greedy
+        return [[int(token) for token in itertools.islice(tokens, new_tokens)]]
+
+    run_llama.folder = folder
+    return run_llama
+
+
 def decode_streams(decoder: Decoder, prompts: list[list[int]], new_tokens: int) -> list[list]:
     batch = StreamBatch(decoder)
     streams = [Stream(prompt, new_tokens, Sampling(temperature=0.0)) for prompt in prompts]
@@ -74,6 +135,8 @@ def decode_streams(decoder: Decoder, prompts: list[list[int]], new_tokens: int) 
 
 def runner(mode: str, model, prompts: list[list[int]], args, device: str):
     """A function that generates --new-tokens for each prompt (one for all but batched)."""
+    if mode in LLAMA_CPP_MODES:
+        return llama_cpp_runner(model, prompts, LLAMA_CPP_MODES[mode], torch.get_num_threads())
     if mode == "transformers":
         hf = transformers_model(model, next(model.parameters()).dtype)
 
@@ -128,7 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
         "in a server with fewer requests than --batch-size",
     )  # fmt: skip
     parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (default: torch's choice)"
+        "--threads",
+        nargs="+",
+        default=None,
+        help="CPU thread counts, each timed in turn; `all` = every core (default: torch's choice)",
     )
     parser.add_argument(
         "--repeats", type=int, default=2, help="runs per configuration; the fastest is reported"
@@ -186,7 +252,8 @@ def benchmark_device(device: str, config, prompts: list[list[int]], args) -> Non
                 if args.profile and new_tokens == args.new_tokens[0]:
                     print(run.decoder.profile_graph_step(), flush=True)
             first = reference.setdefault(new_tokens, tokens[0])
-            if dtype == torch.float32 and tokens[0] != first:
+            exact = dtype == torch.float32 and LLAMA_CPP_MODES.get(mode, "f32") == "f32"
+            if exact and tokens[0] != first:
                 print(json.dumps({"warning": f"{mode}: greedy tokens differ"}), flush=True)
     for new_tokens in args.new_tokens:
         theirs = speeds.get(("transformers", new_tokens))
@@ -197,18 +264,32 @@ def benchmark_device(device: str, config, prompts: list[list[int]], args) -> Non
                 print(json.dumps({**line, "ours_over_transformers": round(ratio, 2)}))
 
 
+def thread_counts(values: list[str] | None) -> list[int | None]:
+    counts = []
+    for value in values or [None]:
+        if value is None or value == "all":
+            counts.append(None if value is None else os.cpu_count())
+        elif value.isdigit() and int(value) > 0:
+            counts.append(int(value))
+        else:
+            raise UserError(f"--threads takes positive counts or `all`, got {value!r}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
         raise UserError("--device cuda: CUDA is not available here")
     config = from_preset(args.preset, block_size=args.prompt_tokens + max(args.new_tokens))
     torch.manual_seed(0)
     prompts = torch.randint(6, config.vocab_size, (args.streams, args.prompt_tokens)).tolist()
-    for device in devices:
-        benchmark_device(device, config, prompts, args)
+    for threads in thread_counts(args.threads):
+        if threads:
+            torch.set_num_threads(threads)
+            torch._dynamo.reset()  # a compiled step keeps the thread count it was compiled for
+        for device in devices:
+            benchmark_device(device, config, prompts, args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
       -> norm -> lm_head                                [B, T, padded_vocab]
 
 No biases anywhere. The LM head may share the embedding matrix (`tie_embeddings`).
-Parameter names map one-to-one onto Hugging Face `LlamaForCausalLM` (see model/export/hf.py):
+Parameter names map one-to-one onto Hugging Face `LlamaForCausalLM` (model/export/llama_names.py):
 `embed_tokens`, `layers.{i}.attention.{q,k,v,o}_proj`, `layers.{i}.attention_norm`,
 `layers.{i}.mlp.{gate,up,down}_proj`, `layers.{i}.mlp_norm`, `norm`, `lm_head`.
 RoPE uses HF Llama's convention (rotate_half over the two halves of each head, not interleaved

@@ -134,9 +134,10 @@ def test_exported_files_follow_the_umask(tmp_path, tokenizer_path, umask):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
 
 
-def test_model_package_never_imports_transformers():
-    """transformers is test-only: no module under model/ may import it (export writes by hand)."""
-    for path in (Path(__file__).resolve().parent.parent / "model").glob("*.py"):
+def test_model_package_never_imports_transformers_or_llama_cpp():
+    """transformers and llama-cpp-python are test-only: no module under model/ (subpackages
+    included) may import them (the exports write their files with safetensors and gguf)."""
+    for path in (Path(__file__).resolve().parent.parent / "model").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -144,4 +145,5 @@ def test_model_package_never_imports_transformers():
                 names = [node.module or ""]
             else:
                 continue
-            assert not any(name.split(".")[0] == "transformers" for name in names), path
+            test_only = {"transformers", "llama_cpp"}
+            assert not any(name.split(".")[0] in test_only for name in names), path

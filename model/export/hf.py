@@ -35,6 +35,7 @@ from tokenizers import Tokenizer, processors
 from common.atomic import locked_output_directory, readable_as_umask_allows
 from common.errors import UserError, run_cli
 from model.checkpoint import load_model
+from model.export.llama_names import hf_tensors
 from model.transformer import Transformer
 from tokenizer.profiles import (
     ASSISTANT,
@@ -55,29 +56,9 @@ from tokenizer.profiles import (
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def hf_name(name: str) -> str:
-    """Our parameter name -> LlamaForCausalLM's (e.g. layers.0.attention.q_proj.weight ->
-    model.layers.0.self_attn.q_proj.weight)."""
-    if name == "lm_head.weight":
-        return name
-    if name == "norm.weight":
-        return "model.norm.weight"
-    if name == "embed_tokens.weight":
-        return "model.embed_tokens.weight"
-    layer_part = name.replace(".attention_norm.", ".input_layernorm.")
-    layer_part = layer_part.replace(".mlp_norm.", ".post_attention_layernorm.")
-    layer_part = layer_part.replace(".attention.", ".self_attn.")
-    return "model." + layer_part
-
-
 def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Weights under Llama names; a tied LM head is left out (tie_word_embeddings restores it)."""
-    tensors = {}
-    for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight" and model.config.tie_embeddings:
-            continue
-        tensors[hf_name(name)] = tensor.detach().to("cpu", dtype).contiguous()
-    return tensors
+    return {name: tensor.to("cpu", dtype).contiguous() for name, tensor in hf_tensors(model)}
 
 
 def llama_config(model: Transformer, dtype_name: str) -> dict:
