@@ -23,7 +23,6 @@ The variants differ in one setting each:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -37,7 +36,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the pipeline builder lives wi
 import datasets  # noqa: E402
 import post_training_fixtures as pipeline  # noqa: E402
 
-from common.errors import run_cli  # noqa: E402
+from common.errors import ArgumentParser, run_cli  # noqa: E402
 from dataset.sample_world.check import count_sentences, violations  # noqa: E402
 
 VARIANTS = {
@@ -98,7 +97,7 @@ def measure(name: str, checkpoint: Path, prompts) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="runs"
     )

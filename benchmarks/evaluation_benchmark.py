@@ -18,7 +18,6 @@ Prints one JSON line per task (examples, seconds, examples/s) and one for the wh
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -30,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from common.errors import UserError, run_cli  # noqa: E402
+from common.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from evaluation.models import CheckpointModel, pick_device, use_bf16  # noqa: E402
 from evaluation.runner import run_task  # noqa: E402
 from evaluation.tasks import CORE, all_tasks  # noqa: E402
@@ -122,7 +121,7 @@ def train_tokenizer(words: Words, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--preset",
         default=None,

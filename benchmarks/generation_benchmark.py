@@ -46,7 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from common.errors import UserError, run_cli  # noqa: E402
+from common.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from model.checkpoint import save_model_files  # noqa: E402
 from model.config import PRESETS, from_preset  # noqa: E402
 from model.decoding import Decoder  # noqa: E402
@@ -165,7 +165,7 @@ def runner(mode: str, model, prompts: list[list[int]], args, device: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="debug", choices=sorted(PRESETS), help="model size")
     parser.add_argument(
         "--new-tokens", type=int, nargs="+", default=[256, 1024], help="tokens to generate"

@@ -24,7 +24,6 @@ once its CONFIG holds the recipe. Printed, one JSON line per arm, the figures th
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -38,7 +37,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the pipeline builder lives wi
 import post_training_fixtures as pipeline  # noqa: E402
 
 from benchmarks.time_to_loss import default_recipe  # noqa: E402
-from common.errors import run_cli  # noqa: E402
+from common.errors import ArgumentParser, run_cli  # noqa: E402
 
 ARMS = {"adamw": ("adamw", "adamw", "adamw"), "muon_pre": ("muon", "adamw", "adamw"),
         "muon": ("muon", "muon", "muon")}  # fmt: skip
@@ -105,7 +104,7 @@ def measure(arm: str, seed: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[1337], help="training seeds of every stage"

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 import pre_training
-from common.errors import UserError, run_cli
+from common.errors import ArgumentParser, UserError, run_cli
 from training.config import TrainConfig, parse_config
 from training.pretraining_stage import PretrainingStage
 from training.task_scores import summary as task_summary
@@ -264,7 +264,7 @@ def build_sample_data(megabytes: float) -> tuple[Path, Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m benchmarks.time_to_loss",
         description="Tokens and seconds each recipe needs to reach the baseline's final "
         "validation loss (same model, data, seed and token budget).",

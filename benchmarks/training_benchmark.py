@@ -29,7 +29,7 @@ import time
 import torch
 
 import pre_training
-from common.errors import UserError, run_cli
+from common.errors import ArgumentParser, UserError, run_cli
 from model.config import PRESETS, from_preset
 from model.plan import memory_estimate
 from model.transformer import Transformer
@@ -42,7 +42,7 @@ from training.precision import autocast, enable_fast_fp32_matmuls, grad_scaler, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m benchmarks.training_benchmark",
         description="Measure training tokens/s, MFU and peak memory; prints one JSON line each.",
     )

@@ -1,11 +1,19 @@
 """User-facing errors: a mistake in the user's input becomes one line on stderr, not a traceback."""
 
+import argparse
 import sys
 from collections.abc import Callable
 
 
 class UserError(Exception):
     """A problem with the user's input (a path, a flag, a file). The message says what to do."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a bad flag is one line (argparse's own adds the usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def run_cli(main: Callable[[], int | None]) -> None:

@@ -24,7 +24,7 @@ import datasets
 import numpy as np
 
 from common.atomic import atomic_write_text, locked_output_directory
-from common.errors import UserError
+from common.errors import ArgumentParser, UserError
 
 SPLITS = ("train", "validation", "test")
 MANIFEST_NAME = "manifest.json"
@@ -34,7 +34,7 @@ MIN_ROWS_FOR_PROCESSES = 50_000  # below this, worker processes cost more than t
 
 def new_parser(module: str, doc: str, default_output: str) -> argparse.ArgumentParser:
     """The parser of one downloader, with the flags every downloader has."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"python3 -m {module}",
         description=doc.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.errors import UserError
+from common.errors import ArgumentParser, UserError
 from evaluation import data
 from evaluation.metrics import BOOTSTRAP_ITERS
 from evaluation.models import HFModel, load_checkpoint_model, pick_device, use_bf16
@@ -23,7 +23,7 @@ class ModelArg(argparse.Action):
 
 
 def whole_number(flag: str, text: str | None, minimum: int) -> int | None:
-    """The value of an integer flag, or a one-line UserError (argparse's own is two lines)."""
+    """The value of an integer flag, or a UserError that names the flag and the bound."""
     if text is None:
         return None
     try:
@@ -38,7 +38,7 @@ def whole_number(flag: str, text: str | None, minimum: int) -> int | None:
 def build_parser() -> argparse.ArgumentParser:
     tasks = all_tasks()
     task_lines = "; ".join(f"{name}: {task.summary}" for name, task in tasks.items())
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m evaluation",
         description="Score checkpoints and transformers folders on benchmark tasks with "
         "lm-evaluation-harness's definitions, side by side.",

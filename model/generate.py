@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from tokenizers import Tokenizer
 
-from common.errors import UserError, run_cli
+from common.errors import ArgumentParser, UserError, run_cli
 from model.checkpoint import load_model, unwrap_model
 from model.decoding import Decoder
 from model.streams import SEEDS, Sampling, Stream, StreamBatch, sample_next_token
@@ -175,7 +175,7 @@ def chat(model, tokenizer: Tokenizer, sampling: dict, system: str | None, input_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m model.generate",
         description="Complete a prompt or chat with a trained checkpoint.",
     )

@@ -46,7 +46,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import UserError, run_cli
+from common.errors import ArgumentParser, UserError, run_cli
 from model.config import PRESETS, ModelConfig, from_preset
 
 GB = 1e9
@@ -293,7 +293,7 @@ def data_report(data: dict, p: dict) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m model.plan",
         description="Parameters, FLOPs, memory and training time for a model size on one GPU.",
     )

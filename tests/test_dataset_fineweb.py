@@ -362,7 +362,8 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, flags, message):
          *flags], cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
 
 
 def test_no_network_is_one_line_and_leaves_nothing_behind(tmp_path, hub, monkeypatch):

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from evaluation_fixtures import write_evaluation_data
 from model_fixtures import build_checkpoint, build_tokenizer
 
@@ -170,4 +169,3 @@ def test_help_names_every_task(capsys):
     out = capsys.readouterr().out
     for name in ("hellaswag", "arc_challenge_letters", "lambada_openai", "sample_world", "core"):
         assert name in out
-    assert torch is not None

@@ -307,12 +307,15 @@ def test_a_merge_order_llama_bpe_would_ignore_gets_smaug_bpe(tmp_path, llama):
     assert llama(out).tokenize(text.encode(), False, False) == encode_text(tokenizer, text)
 
 
-def test_bad_input_is_one_line_and_leaves_nothing_behind(tmp_path, random_models, monkeypatch):
+def test_bad_input_is_one_line_and_leaves_nothing_behind(
+    tmp_path, random_models, monkeypatch, capsys
+):
     _, run, _ = random_models[True]
     with pytest.raises(UserError, match="--dtype must be one of"):
         export(run, tmp_path / "x", "q4_0")
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(run), "--output-dir", str(tmp_path / "x"), "--dtype", "int4"])
+    assert capsys.readouterr().err.startswith("error: argument --dtype: invalid choice: 'int4'")
     main(["--checkpoint", str(run), "--output-dir", str(tmp_path / "out")])
     with pytest.raises(UserError, match="already exists; pass --overwrite"):
         main(["--checkpoint", str(run), "--output-dir", str(tmp_path / "out")])

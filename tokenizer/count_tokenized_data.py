@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import UserError, run_cli
+from common.errors import ArgumentParser, UserError, run_cli
 from tokenizer.profiles import BOS_ID
 from tokenizer.tokenized_data import TokenizedSplit, open_dataset
 
@@ -112,7 +112,7 @@ def format_table(mode: str, per_split: dict[str, dict]) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m tokenizer.count_tokenized_data",
         description="Validate a tokenized dataset and count its tokens per split.",
     )

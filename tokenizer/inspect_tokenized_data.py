@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import sha256_file
-from common.errors import UserError, run_cli
+from common.errors import ArgumentParser, UserError, run_cli
 from tokenizer import raw_data
 from tokenizer.profiles import (
     ASSISTANT_ID,
@@ -297,7 +297,7 @@ def interactive(inspector: Inspector, args, color: bool) -> bool:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m tokenizer.inspect_tokenized_data",
         description="View tokenized documents beside their raw text; flag any that differ.",
     )

@@ -47,7 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.atomic import locked_output_directory, sha256_file
-from common.errors import UserError, run_cli
+from common.errors import ArgumentParser, UserError, run_cli
 from tokenizer import raw_data
 from tokenizer.batch_encoding import (
     BatchEncoder,
@@ -64,7 +64,7 @@ DEFAULT_MAX_LENGTH = 1024
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m tokenizer.tokenize_dataset",
         description="Tokenize every split of a raw dataset into flat memory-mapped arrays.",
     )

@@ -29,7 +29,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from common.atomic import atomic_write_text
-from common.errors import UserError, run_cli
+from common.errors import ArgumentParser, UserError, run_cli
 from tokenizer import raw_data
 from tokenizer.profiles import SPECIAL_TOKENS, describe, load_tokenizer
 
@@ -122,7 +122,7 @@ def bytes_per_token(tokenizer: Tokenizer, dataset, columns, max_chars: int) -> t
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m tokenizer.train",
         description="Train the byte-level BPE tokenizer (all special tokens reserved).",
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 import datasets
 
 from common.atomic import atomic_write_text, locked_output_directory
-from common.errors import UserError, run_cli
+from common.errors import ArgumentParser, UserError, run_cli
 from dataset.common import hub_input, load_hub
 from dataset.evaluation.sources import SAMPLE, SOURCES
 from dataset.sample_world.multiple_choice import multiple_choice_rows
@@ -86,7 +86,7 @@ def write(name: str, output_dir: str | Path, overwrite: bool, seed: int = 0,
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"python3 -m {MODULE}",
         description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

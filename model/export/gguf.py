@@ -28,7 +28,6 @@ the gguf package itself (blocks of 32 values share one scale).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import gguf
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 
 from common.atomic import locked_output_directory
-from common.errors import UserError, run_cli
+from common.errors import ArgumentParser, UserError, run_cli
 from model.checkpoint import load_model, resolve_checkpoint
 from model.export.gguf_tokenizer import gguf_vocab
 from model.export.llama_names import hf_tensors
@@ -181,7 +180,7 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m model.export.gguf",
         description="Export a checkpoint as a GGUF file (llama.cpp, Ollama) and a Modelfile.",
     )

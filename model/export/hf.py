@@ -24,7 +24,6 @@ does); the chat template inserts it itself. transformers is not needed to export
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, processors
 
 from common.atomic import locked_output_directory, readable_as_umask_allows
-from common.errors import UserError, run_cli
+from common.errors import ArgumentParser, UserError, run_cli
 from model.checkpoint import load_model
 from model.export.llama_names import hf_tensors
 from model.transformer import Transformer
@@ -188,7 +187,7 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m model.export.hf",
         description="Export a checkpoint as a Hugging Face LlamaForCausalLM folder.",
     )

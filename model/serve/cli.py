@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import uvicorn
 
-from common.errors import UserError
+from common.errors import ArgumentParser, UserError
 from model.checkpoint import resolve_checkpoint
 from model.generate import load_for_generation
 from model.serve.app import ServedModel, create_app
@@ -46,7 +46,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python3 -m model.serve",
         description="Serve a checkpoint: OpenAI-compatible API and a web chat page.",
     )
