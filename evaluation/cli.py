@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 
 from common.errors import ArgumentParser, UserError
 from evaluation import data
@@ -166,6 +167,21 @@ def load_models(args, device, bf16) -> list:
             models.append(load_checkpoint_model(path, device, bf16, args.tokenizer))
         else:
             models.append(HFModel(path, device, bf16))
+    return distinct_names(models)
+
+
+def distinct_names(models: list) -> list:
+    """Models of one short name (a/sft, b/sft) show their paths as given, then #2, #3...: the
+    table's columns and the --json files (one per model, named after it) must not collide."""
+    short = Counter(model.name for model in models)
+    for model in models:
+        if short[model.name] > 1:
+            model.name = model.source
+    seen = Counter()
+    for model in models:
+        seen[model.name] += 1
+        if seen[model.name] > 1:
+            model.name = f"{model.name} #{seen[model.name]}"
     return models
 
 

@@ -10,8 +10,8 @@ Both turn requests into token ids as lm-eval's `HFLM` does:
 - chat (`--chat`): the context is the conversation rendered with a generation prompt (ours:
   tokenizer/profiles.py, the one chat renderer; a transformers folder: its chat template).
 
-`logits(idx)` runs the model over right-padded rows [B, T] (autocast bf16 on a GPU for ours; a
-transformers folder is loaded in bf16 on a GPU); only our checkpoints have `prefix_cache`, which
+`logits(idx)` runs the model over right-padded rows [B, T] (in bf16 where --precision says so:
+autocast for ours, bf16 weights for a transformers folder); only our checkpoints have `prefix_cache`, which
 lets the scorer compute a context shared by all choices once (evaluation/scoring.py).
 """
 
@@ -120,8 +120,9 @@ class ScoredModel:
     prefix_cache = False  # whether `prefill`/`continue_from` exist (our checkpoints)
 
     def autocast(self):
-        if self.bf16 and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        # on a CPU too: --precision bf16 must mean the same for our checkpoints and HF folders
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
 

@@ -102,6 +102,41 @@ def test_hf_folder_beside_a_checkpoint(setup, capsys, tmp_path):
         assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-3)
 
 
+def test_two_models_of_one_name_keep_their_own_columns_and_files(setup, capsys, tmp_path):
+    root = setup["root"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "base").symlink_to(root / "base")  # a/base and base: one short name
+    argv = ["--checkpoint", str(root / "base"), "--checkpoint", str(tmp_path / "a" / "base"),
+            "--checkpoint", str(root / "base"), "--tasks", "piqa", "--data-dir",
+            str(setup["data"]), "--json", str(tmp_path / "r.json")]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    written = [line.removeprefix("wrote ") for line in err.splitlines() if line.startswith("wrote")]
+    assert len(written) == 3 and len(set(written)) == 3, err  # none overwrote another
+    names = [json.loads(Path(path).read_text())["config"]["model_name"] for path in written]
+    assert names == [str(root / "base"), str(tmp_path / "a" / "base"), f"{root / 'base'} #2"]
+    assert all(f"] {name}" in out for name in names)
+
+
+def test_bf16_on_a_cpu_is_bf16_for_checkpoints_too(setup, capsys, tmp_path):
+    argv = ["--checkpoint", str(setup["root"] / "base"), "--tasks", "piqa", "--precision",
+            "bf16", "--data-dir", str(setup["data"]), "--json", str(tmp_path / "bf16.json"),
+            "--log-samples"]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    argv[argv.index("bf16")] = "fp32"
+    argv[argv.index(str(tmp_path / "bf16.json"))] = str(tmp_path / "fp32.json")
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    bf16, fp32 = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("bf16", "fp32"))
+    assert bf16["config"]["dtype"] == "bfloat16" and fp32["config"]["dtype"] == "float32"
+    pairs = zip(bf16["samples"]["piqa"], fp32["samples"]["piqa"])
+    # the same scores to bf16's precision, but not the same numbers: it really ran in bf16
+    assert any(a["loglikelihoods"] != b["loglikelihoods"] for a, b in pairs)
+    for a, b in zip(bf16["samples"]["piqa"], fp32["samples"]["piqa"]):
+        assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], rel=0.05, abs=0.1)
+
+
 def one_line_error(code, err, *words):
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
