@@ -13,6 +13,7 @@ import errno
 import json
 import math
 import shutil
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -284,6 +285,31 @@ def test_chat_path_parses_a_typed_special_token_as_transformers_does(random_mode
     ids = llm.input_ids[: llm.n_tokens].tolist()
     prompt = ids[: ids.index(4) + 1]  # up to <|assistant|>
     assert prompt.count(5) == 2  # the typed <|end|> and the one closing the turn
+
+
+def test_llama_cpps_builtin_template_guess_is_not_our_format_so_the_readme_says_jinja():
+    """llama-cli and llama-server render a chat with the GGUF's Jinja template only under
+    --jinja (llama-server's default since late 2025, llama-cli's not). Without it llama.cpp
+    guesses a built-in format from strings in the template: ours reads as Phi-3's, which puts
+    newlines after the role tokens and drops <|endoftext|>. So the README's commands pass it."""
+    import ctypes
+
+    from tokenizer.profiles import CHAT_TEMPLATE, chat_pieces, render_text
+
+    messages = [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "Go")]
+    chat = (llama_cpp.llama_chat_message * len(messages))(
+        *[llama_cpp.llama_chat_message(role=r.encode(), content=c.encode()) for r, c in messages]
+    )
+    buffer = ctypes.create_string_buffer(4096)
+    size = llama_cpp.llama_chat_apply_template(
+        CHAT_TEMPLATE.encode(), chat, len(messages), True, buffer, len(buffer)
+    )
+    guessed = buffer.raw[:size].decode()
+    ours = render_text(chat_pieces([{"role": r, "content": c} for r, c in messages], True))
+    assert size > 0 and guessed != ours and "<|user|>\nHi<|end|>" in guessed
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    commands = [line for line in readme if line.startswith(("llama-cli ", "llama-server "))]
+    assert len(commands) == 2 and all(" --jinja" in line for line in commands), commands
 
 
 def test_a_merge_order_llama_bpe_would_ignore_gets_smaug_bpe(tmp_path, llama):

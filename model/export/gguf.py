@@ -7,7 +7,7 @@ Ollama and LM Studio, with an Ollama Modelfile beside it.
 Tiny CPU example, after the README's sample pipeline:
     python3 -m model.export.gguf --checkpoint checkpoints/sample_dpo \
         --output-dir exports/sample_dpo-gguf --dtype q8_0
-    llama-cli -m exports/sample_dpo-gguf/model.gguf          # chat in our format
+    llama-cli -m exports/sample_dpo-gguf/model.gguf --jinja  # chat in our format
     ollama create sample-dpo -f exports/sample_dpo-gguf/Modelfile
 
 Writes model.gguf and Modelfile (model/export/ollama.py) into --output-dir, atomically. The
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     path = export(args.checkpoint, args.output_dir, args.dtype, args.overwrite)
-    print(f"wrote {path} and {path.parent / MODELFILE} (llama-cli -m {path})")
+    print(f"wrote {path} and {path.parent / MODELFILE} (llama-cli -m {path} --jinja)")
 
 
 if __name__ == "__main__":
