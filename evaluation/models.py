@@ -11,8 +11,9 @@ Both turn requests into token ids as lm-eval's `HFLM` does:
   tokenizer/profiles.py, the one chat renderer; a transformers folder: its chat template).
 
 `logits(idx)` runs the model over right-padded rows [B, T] (in bf16 where --precision says so:
-autocast for ours, bf16 weights for a transformers folder); only our checkpoints have `prefix_cache`, which
-lets the scorer compute a context shared by all choices once (evaluation/scoring.py).
+autocast for ours, bf16 weights for a transformers folder); only our checkpoints have
+`prefix_cache`, which lets the scorer compute a context shared by all choices once
+(evaluation/scoring.py).
 """
 
 from __future__ import annotations
