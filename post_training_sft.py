@@ -39,7 +39,7 @@ import torch
 
 from common.errors import run_cli
 from model.generate import generate
-from tokenizer.profiles import encode_prompt
+from tokenizer.encoding import encode_prompt
 from training.config import parse_config
 from training.sft_stage import SFTConfig, SFTStage
 from training.trainer import train

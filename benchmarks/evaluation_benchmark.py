@@ -35,7 +35,7 @@ from evaluation.runner import run_task  # noqa: E402
 from evaluation.tasks import CORE, all_tasks  # noqa: E402
 from model.config import PRESETS, from_preset  # noqa: E402
 from model.transformer import Transformer  # noqa: E402
-from tokenizer.profiles import SPECIAL_TOKENS, load_tokenizer  # noqa: E402
+from tokenizer.encoding import SPECIAL_TOKENS, load_tokenizer  # noqa: E402
 
 # the real evaluation splits' sizes, and rough word counts of their parts
 FULL_SIZES = {

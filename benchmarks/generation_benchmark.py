@@ -53,7 +53,7 @@ from model.decoding import Decoder  # noqa: E402
 from model.generate import generate  # noqa: E402
 from model.streams import Sampling, Stream, StreamBatch  # noqa: E402
 from model.transformer import Transformer  # noqa: E402
-from tokenizer.profiles import SPECIAL_TOKENS  # noqa: E402
+from tokenizer.encoding import SPECIAL_TOKENS  # noqa: E402
 
 LLAMA_CPP_MODES = {"llama_cpp_f32": "f32", "llama_cpp_f16": "f16", "llama_cpp_q8_0": "q8_0"}
 MODES = ("eager", "compiled", "cuda_graphs", "batched", "transformers", "recompute",

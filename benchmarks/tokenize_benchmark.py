@@ -43,7 +43,7 @@ from benchmarks.process_memory import run_measured  # noqa: E402 - needs the pat
 RAW_ENCODE = r"""
 import json, sys, time, resource
 import datasets
-from tokenizer.profiles import load_tokenizer
+from tokenizer.encoding import load_tokenizer
 texts = datasets.load_from_disk(sys.argv[1])["train"]["text"]
 tokenizer = load_tokenizer(sys.argv[2])
 result = {}

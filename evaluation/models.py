@@ -8,7 +8,7 @@ Both turn requests into token ids as lm-eval's `HFLM` does:
   `len(encode(context))` (so a token spanning the boundary is scored as the model would read it);
   an empty context is the BOS token alone;
 - chat (`--chat`): the context is the conversation rendered with a generation prompt (ours:
-  tokenizer/profiles.py, the one chat renderer; a transformers folder: its chat template).
+  tokenizer/encoding.py, the one chat renderer; a transformers folder: its chat template).
 
 `logits(idx)` runs the model over right-padded rows [B, T] (in bf16 where --precision says so:
 autocast for ours, bf16 weights for a transformers folder); only our checkpoints have
@@ -30,7 +30,7 @@ from common.atomic import sha256_file
 from common.errors import UserError
 from model.checkpoint import load_model, resolve_checkpoint, unwrap_model
 from model.kv_cache import KVCache
-from tokenizer.profiles import BOS_ID, PAD_ID, encode_prompt, load_tokenizer
+from tokenizer.encoding import BOS_ID, PAD_ID, encode_prompt, load_tokenizer
 
 CHAT_STAGES = ("sft", "dpo")  # checkpoints of these stages are scored as chat models by default
 PAD = PAD_ID  # the id right-padding uses (never read: padded positions are not scored)
@@ -155,7 +155,7 @@ class CheckpointModel(ScoredModel):
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def encode_chat_pairs(self, conversations, continuations):
-        """Through the one chat renderer (tokenizer/profiles.py); the prompt ends with the
+        """Through the one chat renderer (tokenizer/encoding.py); the prompt ends with the
         <|assistant|> token, so the reply's ids are its own encoding."""
         contexts = [encode_prompt(self.tokenizer, messages) for messages in conversations]
         return list(zip(contexts, self.encode_plain(continuations)))

@@ -37,7 +37,7 @@ from common.errors import ArgumentParser, UserError, run_cli
 from model.checkpoint import load_model, unwrap_model
 from model.decoding import Decoder
 from model.streams import SEEDS, Sampling, Stream, StreamBatch, sample_next_token
-from tokenizer.profiles import STOP_IDS, encode_document, encode_prompt, load_tokenizer
+from tokenizer.encoding import STOP_IDS, encode_document, encode_prompt, load_tokenizer
 
 __all__ = ["STOP_IDS", "generate", "generate_text", "sample_next_token", "StreamDecoder"]
 

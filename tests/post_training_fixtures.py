@@ -20,7 +20,7 @@ import torch
 from tokenizers import Tokenizer
 
 from common.atomic import sha256_file
-from tokenizer.profiles import (
+from tokenizer.encoding import (
     encode_conversation,
     encode_prompt,
     encode_response,

@@ -16,7 +16,7 @@ from serve_fixtures import build_run, live_server, slow_decoding
 
 from model.checkpoint import load_model
 from model.generate import generate
-from tokenizer.profiles import encode_prompt, load_tokenizer
+from tokenizer.encoding import encode_prompt, load_tokenizer
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [

@@ -32,7 +32,7 @@ from common.errors import UserError
 from dataset import resumable_download
 from dataset.pre_training import download_dataset, fineweb_edu
 from dataset.resumable_download import PROGRESS_NAME, held_out, partial_path
-from tokenizer.profiles import load_tokenizer
+from tokenizer.encoding import load_tokenizer
 from tokenizer.tokenized_data import open_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from dataset.post_training.dpo import download_dataset as dpo_download
 from dataset.post_training.dpo.formats import from_transcripts
 from dataset.post_training.sft import download_dataset as sft_download
 from dataset.sample_world.check import satisfies
-from tokenizer.profiles import load_tokenizer
+from tokenizer.encoding import load_tokenizer
 from tokenizer.tokenized_data import open_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

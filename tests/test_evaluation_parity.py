@@ -168,7 +168,7 @@ def test_few_shot_matches_lm_eval(world, harness):
 
 
 def test_chat_matches_lm_eval_apply_chat_template(world, harness):
-    """Our chat renderer (tokenizer/profiles.py) and the export's chat template agree, and the
+    """Our chat renderer (tokenizer/encoding.py) and the export's chat template agree, and the
     requests are lm-eval's --apply_chat_template ones (few-shot examples as turns)."""
     theirs = lm_eval_run(harness, CHAT_TASKS, num_fewshot=1, apply_chat_template=True)
     for name in CHAT_TASKS:

@@ -50,7 +50,7 @@ def test_every_item_has_one_right_choice_that_a_program_knows():
 def test_an_untrained_model_scores_at_chance(tmp_path):
     texts = [text for text, _ in pretraining_documents(0, "train", 200_000)]
     tokenizer_path = train_tiny_tokenizer(tmp_path / "tokenizer.json", texts, 512)
-    from tokenizer.profiles import load_tokenizer
+    from tokenizer.encoding import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_path)
     torch.manual_seed(0)

@@ -30,7 +30,7 @@ from model.checkpoint import load_model
 from model.export.gguf import export, main
 from model.export.gguf_tokenizer import gguf_vocab
 from model.generate import generate
-from tokenizer.profiles import (
+from tokenizer.encoding import (
     CHAT_TEMPLATE,
     SPECIAL_TOKENS,
     STOP_IDS,
@@ -294,7 +294,7 @@ def test_llama_cpps_builtin_template_guess_is_not_our_format_so_the_readme_says_
     newlines after the role tokens and drops <|endoftext|>. So the README's commands pass it."""
     import ctypes
 
-    from tokenizer.profiles import CHAT_TEMPLATE, chat_pieces, render_text
+    from tokenizer.encoding import CHAT_TEMPLATE, chat_pieces, render_text
 
     messages = [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "Go")]
     chat = (llama_cpp.llama_chat_message * len(messages))(

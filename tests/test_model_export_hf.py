@@ -14,7 +14,7 @@ from model_fixtures import SAMPLE_TEXT, build_checkpoint, build_tokenizer
 from common.errors import UserError
 from model.export.hf import export, main
 from model.generate import generate
-from tokenizer.profiles import (
+from tokenizer.encoding import (
     CHAT_TEMPLATE,
     encode_conversation,
     encode_document,

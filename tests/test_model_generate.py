@@ -15,7 +15,7 @@ from model.checkpoint import load_model
 from model.config import from_preset
 from model.generate import STOP_IDS, StreamDecoder, generate, generate_text, sample_next_token
 from model.transformer import Transformer
-from tokenizer.profiles import encode_conversation, encode_document, encode_prompt, load_tokenizer
+from tokenizer.encoding import encode_conversation, encode_document, encode_prompt, load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -28,7 +28,7 @@ from model.serve.cli import bind_warning
 from model.serve.responses import ReplyText
 from model.serve.worker import GenerationWorker
 from model.transformer import Transformer
-from tokenizer.profiles import encode_document, encode_prompt, load_tokenizer
+from tokenizer.encoding import encode_document, encode_prompt, load_tokenizer
 
 openai = pytest.importorskip("openai")
 

@@ -6,7 +6,7 @@ import torch
 from post_training_fixtures import CONVERSATIONS, train_tiny_tokenizer, write_sft_folder
 
 from common.errors import UserError
-from tokenizer.profiles import encode_conversation
+from tokenizer.encoding import encode_conversation
 from tokenizer.tokenized_data import SplitWriter, open_dataset, open_split
 from training.sft_data import IGNORE_INDEX, PAD_ID, PackedSFTData, next_fit_rows
 
@@ -20,7 +20,7 @@ def tokenizer_path(tmp_path_factory):
 
 def test_mask_covers_exactly_the_assistant_tokens(tokenizer_path):
     """Decoding the trained positions of a rendered conversation gives the assistant turns."""
-    from tokenizer.profiles import load_tokenizer
+    from tokenizer.encoding import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_path)
     for messages in CONVERSATIONS:

@@ -7,7 +7,7 @@ import torch
 from tiny_tokenizer import train_tiny_tokenizer
 from training_fixtures import logged_scalars, make_inputs, tiny_config
 
-from tokenizer.profiles import SPECIAL_TOKENS, encode_document, load_tokenizer
+from tokenizer.encoding import SPECIAL_TOKENS, encode_document, load_tokenizer
 from tokenizer.token_bytes import token_byte_lengths
 from training.losses import language_model_scalars
 from training.pretraining_stage import PretrainingStage

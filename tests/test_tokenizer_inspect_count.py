@@ -20,7 +20,7 @@ from tokenizer_helpers import (
 
 from common.errors import UserError
 from tokenizer import count_tokenized_data, inspect_tokenized_data
-from tokenizer.profiles import load_tokenizer
+from tokenizer.encoding import load_tokenizer
 from tokenizer.token_display import byte_decoder
 from tokenizer.tokenized_data import open_split
 

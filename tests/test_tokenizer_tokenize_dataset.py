@@ -28,7 +28,7 @@ from tokenizer_helpers import (
 
 from common.errors import UserError
 from tokenizer import batch_encoding, tokenize_dataset
-from tokenizer.profiles import (
+from tokenizer.encoding import (
     encode_conversation,
     encode_document,
     encode_prompt,

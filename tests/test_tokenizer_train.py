@@ -18,7 +18,7 @@ from tokenizer_helpers import (
 
 from common.errors import UserError
 from tokenizer import train
-from tokenizer.profiles import SPECIAL_TOKENS, encode_document, load_tokenizer
+from tokenizer.encoding import SPECIAL_TOKENS, encode_document, load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from tokenizer.profiles import SPECIAL_TOKENS
+from tokenizer.encoding import SPECIAL_TOKENS
 
 
 def train_tiny_tokenizer(path: Path, texts: Iterable[str], vocab_size: int = 300) -> Path:

@@ -17,7 +17,7 @@ from tiny_tokenizer import train_tiny_tokenizer
 
 import pre_training
 from common.atomic import sha256_file
-from tokenizer.profiles import encode_document, load_tokenizer
+from tokenizer.encoding import encode_document, load_tokenizer
 from tokenizer.tokenized_data import SplitWriter
 from training.config import TrainConfig
 from training.language_model_stage import LanguageModelStage

@@ -2,7 +2,7 @@
 
 This runs inside the worker processes, so it imports neither `datasets` nor anything heavy, and
 it returns compact numpy arrays (cheap to send back to the writer process). Conversations are
-rendered by `tokenizer.profiles.chat_pieces`, the contents of a whole batch are encoded with one
+rendered by `tokenizer.encoding.chat_pieces`, the contents of a whole batch are encoded with one
 `encode_batch_fast` call (no character offsets: we only need ids), and `pieces_to_ids` puts
 them back between the special tokens; tests check this agrees token for token with
 `encode_conversation`, `encode_prompt` and `encode_response`.
@@ -26,7 +26,7 @@ from itertools import chain
 
 import numpy as np
 
-from tokenizer.profiles import (
+from tokenizer.encoding import (
     BOS_ID,
     ROLE_TOKENS,
     chat_pieces,
@@ -34,7 +34,7 @@ from tokenizer.profiles import (
     pieces_to_ids,
     response_pieces,
 )
-from tokenizer.profiles import load_tokenizer as _load_tokenizer
+from tokenizer.encoding import load_tokenizer as _load_tokenizer
 from tokenizer.tokenized_data import check_mode, token_dtype
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ArgumentParser, UserError, run_cli
-from tokenizer.profiles import BOS_ID
+from tokenizer.encoding import BOS_ID
 from tokenizer.tokenized_data import TokenizedSplit, open_dataset
 
 

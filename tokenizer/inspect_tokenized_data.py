@@ -34,7 +34,7 @@ import numpy as np
 from common.atomic import sha256_file
 from common.errors import ArgumentParser, UserError, run_cli
 from tokenizer import raw_data
-from tokenizer.profiles import (
+from tokenizer.encoding import (
     ASSISTANT_ID,
     BOS_ID,
     DOC_SEPARATOR,

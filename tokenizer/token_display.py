@@ -8,7 +8,7 @@ their own are shown as `\\xNN`.
 
 from tokenizers import Tokenizer
 
-from tokenizer.profiles import SPECIAL_TOKENS
+from tokenizer.encoding import SPECIAL_TOKENS
 
 RESET = "\033[0m"
 BACKGROUNDS = ("\033[48;5;236m", "\033[48;5;239m")  # alternate, so boundaries show

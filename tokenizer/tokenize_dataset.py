@@ -56,7 +56,7 @@ from tokenizer.batch_encoding import (
     encode_in_worker,
     init_worker,
 )
-from tokenizer.profiles import PROFILES, load_tokenizer
+from tokenizer.encoding import PROFILES, load_tokenizer
 from tokenizer.tokenized_data import MODES, PROFILE_OF_MODE, SplitWriter, write_array
 
 SOURCE_ROWS_FILE = "source_rows.bin"

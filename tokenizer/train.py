@@ -12,7 +12,7 @@ Tiny CPU example (a few seconds on the sample corpus):
 
 The tokenizer splits text with the GPT-4 regex, then maps every byte to one of 256 base symbols
 (byte-level BPE), so any Unicode string encodes and decodes back exactly; no normalizer is used
-for the same reason. The special tokens of every profile (`tokenizer.profiles.SPECIAL_TOKENS`)
+for the same reason. The special tokens of every profile (`tokenizer.encoding.SPECIAL_TOKENS`)
 are reserved at ids 0..5, so one tokenizer serves pre-training, SFT and DPO.
 
 `--dataset-dir` takes the DatasetDict folder or one split folder. Pre-training data is read from
@@ -31,7 +31,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from common.atomic import atomic_write_text
 from common.errors import ArgumentParser, UserError, run_cli
 from tokenizer import raw_data
-from tokenizer.profiles import SPECIAL_TOKENS, describe, load_tokenizer
+from tokenizer.encoding import SPECIAL_TOKENS, describe, load_tokenizer
 
 # GPT-4's (cl100k) pre-tokenizer: contractions, words with one leading non-letter, numbers of at
 # most 3 digits, punctuation runs, and whitespace kept with the token that follows it.

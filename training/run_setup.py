@@ -25,7 +25,7 @@ from common.errors import UserError
 from model.checkpoint import load_model, read_checkpoint_config, resolve_checkpoint
 from model.config import ModelConfig, from_preset
 from model.transformer import Transformer
-from tokenizer.profiles import load_tokenizer
+from tokenizer.encoding import load_tokenizer
 from training import checkpoint as ckpt
 from training.distributed import Distributed
 from training.precision import resolve_precision

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from common.errors import UserError
-from tokenizer.profiles import PAD_ID
+from tokenizer.encoding import PAD_ID
 from tokenizer.tokenized_data import TokenizedSplit
 from training.losses import IGNORE_INDEX
 

@@ -78,7 +78,7 @@ class RunContext:
 
     config: object  # the run config (a training.config.TrainConfig or a subclass)
     model_config: ModelConfig  # vocab_size comes from the tokenizer
-    tokenizer: Tokenizer  # loaded with tokenizer.profiles.load_tokenizer
+    tokenizer: Tokenizer  # loaded with tokenizer.encoding.load_tokenizer
     tokenizer_path: Path
     tokenizer_sha256: str
     dist: Distributed  # rank, world size and device of this process

@@ -41,7 +41,7 @@ from model.export.gguf_tokenizer import gguf_vocab
 from model.export.llama_names import hf_tensors
 from model.export.ollama import modelfile
 from model.transformer import Transformer
-from tokenizer.profiles import BOS_ID, CHAT_TEMPLATE, END_OF_TURN_ID, PAD_ID, load_tokenizer
+from tokenizer.encoding import BOS_ID, CHAT_TEMPLATE, END_OF_TURN_ID, PAD_ID, load_tokenizer
 
 Q = gguf.GGMLQuantizationType
 # --dtype -> (type of the weight matrices, llama.cpp's file type for the header)

@@ -24,7 +24,7 @@ from gguf import TokenType
 from tokenizers import Tokenizer
 
 from common.errors import UserError
-from tokenizer.profiles import SPECIAL_TOKENS
+from tokenizer.encoding import SPECIAL_TOKENS
 from tokenizer.train import build_tokenizer
 
 

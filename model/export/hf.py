@@ -36,7 +36,7 @@ from common.errors import ArgumentParser, UserError, run_cli
 from model.checkpoint import load_model
 from model.export.llama_names import hf_tensors
 from model.transformer import Transformer
-from tokenizer.profiles import (
+from tokenizer.encoding import (
     ASSISTANT,
     BOS_ID,
     CHAT_TEMPLATE,

@@ -6,14 +6,14 @@
 Ollama puts the system prompt into `.Messages` as a message with role "system", and adds
 `<|endoftext|>` (the GGUF's BOS, `add_bos_token`) in front of the prompt itself, so the template
 renders only what follows it: `<|role|>content<|end|>` per message, then `<|assistant|>`
-(tokenizer.profiles.chat_pieces).
+(tokenizer.encoding.chat_pieces).
 """
 
 from __future__ import annotations
 
 import json
 
-from tokenizer.profiles import SPECIAL_TOKENS, STOP_IDS
+from tokenizer.encoding import SPECIAL_TOKENS, STOP_IDS
 
 # <|{{ .Role }}|> gives <|system|>, <|user|> and <|assistant|>: our role tokens
 TEMPLATE = "{{ range .Messages }}<|{{ .Role }}|>{{ .Content }}<|end|>{{ end }}<|assistant|>"

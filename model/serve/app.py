@@ -2,7 +2,7 @@
 
     GET  /                      the chat page (model/serve/chat_page.html)
     GET  /v1/models             the one model this server serves
-    POST /v1/chat/completions   messages -> reply (the chat profile of tokenizer/profiles.py)
+    POST /v1/chat/completions   messages -> reply (the chat profile of tokenizer/encoding.py)
     POST /v1/completions        plain text -> continuation (<|endoftext|> + prompt)
 
 Both POST routes stream server-sent events in OpenAI's chunk format with "stream": true, ending
@@ -36,7 +36,7 @@ from model.serve.schema import (
 )
 from model.serve.worker import GenerationWorker, Job
 from model.streams import Sampling, Stream
-from tokenizer.profiles import STOP_IDS, encode_document, encode_prompt
+from tokenizer.encoding import STOP_IDS, encode_document, encode_prompt
 
 CHAT_PAGE = Path(__file__).with_name("chat_page.html")
 DISCONNECT_POLL_S = 0.25  # how often a request waiting for tokens checks its client is there

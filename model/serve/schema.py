@@ -51,7 +51,7 @@ class ChatMessage(Strict):
     content: str | list[TextPart]
 
     def as_profile_message(self) -> dict:
-        """The {role, content} dict tokenizer.profiles renders."""
+        """The {role, content} dict tokenizer.encoding renders."""
         content = self.content
         if not isinstance(content, str):
             content = "".join(part.text for part in content)

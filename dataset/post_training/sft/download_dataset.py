@@ -14,7 +14,7 @@ Sources (`--source`):
       python3 -m dataset.post_training.sft.download_dataset \\
           --dataset HuggingFaceTB/smol-smoltalk --output-dir data/post_training/smoltalk/raw
   Tokenized with --tokenizer-mode post_training_sft, every assistant turn is trained and no
-  other (the loss mask, tokenizer/profiles.py).
+  other (the loss mask, tokenizer/encoding.py).
 - `sample`: instructions about the embedded sample world with checkable constraints; no network.
   Tiny CPU example:
       python3 -m dataset.post_training.sft.download_dataset \\

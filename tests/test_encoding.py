@@ -5,7 +5,7 @@ import pytest
 from tiny_tokenizer import train_tiny_tokenizer
 
 from common.errors import UserError
-from tokenizer import profiles
+from tokenizer import encoding
 
 
 @pytest.fixture(scope="module")
@@ -15,13 +15,13 @@ def tokenizer(tmp_path_factory):
         ["Max the dog lives in the forest."] * 20,
         vocab_size=400,
     )
-    return profiles.load_tokenizer(path)
+    return encoding.load_tokenizer(path)
 
 
 def test_literal_special_text_is_plain_bytes(tokenizer):
-    ids = profiles.encode_document(tokenizer, "a <|end|> b <|user|>")
+    ids = encoding.encode_document(tokenizer, "a <|end|> b <|user|>")
     assert ids[0] == 0
-    assert not set(ids[1:]) & set(range(len(profiles.SPECIAL_TOKENS)))
+    assert not set(ids[1:]) & set(range(len(encoding.SPECIAL_TOKENS)))
     assert tokenizer.decode(ids[1:], skip_special_tokens=False) == "a <|end|> b <|user|>"
 
 
@@ -33,9 +33,9 @@ def test_mask_covers_exactly_assistant_content_and_turn_end(tokenizer):
         {"role": "user", "content": "Bye"},
         {"role": "assistant", "content": "Bye"},
     ]
-    ids, mask = profiles.encode_conversation(tokenizer, messages)
+    ids, mask = encoding.encode_conversation(tokenizer, messages)
     trained = [i for i, m in zip(ids, mask) if m]
-    expected = profiles.encode_response(tokenizer, "Hello Max") + profiles.encode_response(
+    expected = encoding.encode_response(tokenizer, "Hello Max") + encoding.encode_response(
         tokenizer, "Bye"
     )
     assert trained == expected
@@ -44,15 +44,15 @@ def test_mask_covers_exactly_assistant_content_and_turn_end(tokenizer):
 
 def test_prompt_is_the_conversation_prefix(tokenizer):
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
-    ids, _ = profiles.encode_conversation(tokenizer, messages)
-    prompt = profiles.encode_prompt(tokenizer, messages[:1])
+    ids, _ = encoding.encode_conversation(tokenizer, messages)
+    prompt = encoding.encode_prompt(tokenizer, messages[:1])
     assert ids[: len(prompt)] == prompt and prompt[-1] == 4
-    assert ids[len(prompt) :] == profiles.encode_response(tokenizer, "Yo")
+    assert ids[len(prompt) :] == encoding.encode_response(tokenizer, "Yo")
 
 
 def test_chat_template_renders_the_same_text(tokenizer):
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
-    rendered = jinja2.Template(profiles.CHAT_TEMPLATE).render(
+    rendered = jinja2.Template(encoding.CHAT_TEMPLATE).render(
         messages=messages, bos_token="<|endoftext|>", add_generation_prompt=True
     )
     assert rendered == "<|endoftext|><|user|>Hi<|end|><|assistant|>Yo<|end|><|assistant|>"
@@ -73,48 +73,48 @@ CONVERSATIONS = [
 @pytest.mark.parametrize("messages", CONVERSATIONS)
 @pytest.mark.parametrize("add_generation_prompt", [False, True])
 def test_chat_template_follows_the_renderer(messages, add_generation_prompt):
-    pieces = profiles.chat_pieces(messages, add_generation_prompt)
-    rendered = jinja2.Template(profiles.CHAT_TEMPLATE).render(
+    pieces = encoding.chat_pieces(messages, add_generation_prompt)
+    rendered = jinja2.Template(encoding.CHAT_TEMPLATE).render(
         messages=messages, bos_token="<|endoftext|>", add_generation_prompt=add_generation_prompt
     )
-    assert rendered == profiles.render_text(pieces)
+    assert rendered == encoding.render_text(pieces)
 
 
 @pytest.mark.parametrize("messages", CONVERSATIONS)
 def test_every_encoder_is_the_renderer(tokenizer, messages):
     # Encoding the rendered pieces gives what decoding must give back: the rendered text.
-    ids, mask = profiles.encode_conversation(tokenizer, messages)
-    text = profiles.render_text(profiles.chat_pieces(messages))
+    ids, mask = encoding.encode_conversation(tokenizer, messages)
+    text = encoding.render_text(encoding.chat_pieces(messages))
     assert tokenizer.decode(ids, skip_special_tokens=False) == text
     assert len(mask) == len(ids)
-    prompt = profiles.encode_prompt(tokenizer, messages)
-    assert prompt == ids + [profiles.ASSISTANT_ID]
-    reply = profiles.encode_response(tokenizer, "A reply.")
-    assert tokenizer.decode(prompt + reply, skip_special_tokens=False) == profiles.render_text(
-        profiles.chat_pieces(messages, True) + profiles.response_pieces("A reply.")
+    prompt = encoding.encode_prompt(tokenizer, messages)
+    assert prompt == ids + [encoding.ASSISTANT_ID]
+    reply = encoding.encode_response(tokenizer, "A reply.")
+    assert tokenizer.decode(prompt + reply, skip_special_tokens=False) == encoding.render_text(
+        encoding.chat_pieces(messages, True) + encoding.response_pieces("A reply.")
     )
 
 
 def test_named_ids_are_the_reserved_ids(tokenizer):
     names = {
-        "<|endoftext|>": profiles.BOS_ID,
-        "<|pad|>": profiles.PAD_ID,
-        "<|assistant|>": profiles.ASSISTANT_ID,
-        "<|end|>": profiles.END_OF_TURN_ID,
+        "<|endoftext|>": encoding.BOS_ID,
+        "<|pad|>": encoding.PAD_ID,
+        "<|assistant|>": encoding.ASSISTANT_ID,
+        "<|end|>": encoding.END_OF_TURN_ID,
     }
     for token, token_id in names.items():
         assert tokenizer.token_to_id(token) == token_id
-    assert (tokenizer.token_to_id("<|end|>"), 0) == profiles.STOP_IDS
+    assert (tokenizer.token_to_id("<|end|>"), 0) == encoding.STOP_IDS
 
 
 def test_bad_inputs(tmp_path, tokenizer):
     with pytest.raises(UserError, match="role"):
-        profiles.encode_conversation(tokenizer, [{"role": "robot", "content": "x"}])
+        encoding.encode_conversation(tokenizer, [{"role": "robot", "content": "x"}])
     with pytest.raises(UserError, match="content"):
-        profiles.encode_conversation(tokenizer, [{"role": "user", "content": 3}])
+        encoding.encode_conversation(tokenizer, [{"role": "user", "content": 3}])
     not_json = tmp_path / "tokenizer.json"
     not_json.write_text("hello")
     with pytest.raises(UserError, match="not a Hugging Face tokenizer"):
-        profiles.load_tokenizer(not_json)
+        encoding.load_tokenizer(not_json)
     with pytest.raises(UserError, match="not found"):
-        profiles.load_tokenizer(tmp_path / "missing.json")
+        encoding.load_tokenizer(tmp_path / "missing.json")
