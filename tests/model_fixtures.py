@@ -42,7 +42,7 @@ def build_checkpoint(
         "train": {},
         "stage": "pre_training",
         "step": 1,
-        "tokenizer": {"sha256": "", "profile": "pre_training"},
+        "tokenizer": {"sha256": ""},
         "metrics": {},
     }
     save_model_files(model, step_dir, config, tokenizer_path)

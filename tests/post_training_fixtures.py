@@ -54,22 +54,22 @@ def train_tiny_tokenizer(path: Path, vocab_size: int = 300) -> Tokenizer:
 
 
 def write_sft_folder(out: Path, tokenizer_path: Path, conversations=None, splits=None) -> Path:
-    """A post_training_sft tokenized folder whose splits all hold `conversations`."""
+    """An sft tokenized folder whose splits all hold `conversations`."""
     tokenizer = load_tokenizer(tokenizer_path)
     conversations = conversations or CONVERSATIONS
     for split in splits or ("train", "validation", "test"):
-        writer = SplitWriter(out / split, "post_training_sft", tokenizer.get_vocab_size())
+        writer = SplitWriter(out / split, "sft", tokenizer.get_vocab_size())
         encoded = [encode_conversation(tokenizer, c) for c in conversations]
         writer.add_documents([ids for ids, _ in encoded], [mask for _, mask in encoded])
-        writer.finish("post_training_v1", sha256_file(tokenizer_path))
+        writer.finish(sha256_file(tokenizer_path))
     return out
 
 
 def write_dpo_folder(out: Path, tokenizer_path: Path, pairs, splits=None) -> Path:
-    """A post_training_dpo folder from (prompt messages, chosen text, rejected text) triples."""
+    """A dpo tokenized folder from (prompt messages, chosen text, rejected text) triples."""
     tokenizer = load_tokenizer(tokenizer_path)
     for split in splits or ("train", "validation", "test"):
-        writer = SplitWriter(out / split, "post_training_dpo", tokenizer.get_vocab_size())
+        writer = SplitWriter(out / split, "dpo", tokenizer.get_vocab_size())
         writer.add_pairs(
             [
                 (
@@ -80,7 +80,7 @@ def write_dpo_folder(out: Path, tokenizer_path: Path, pairs, splits=None) -> Pat
                 for prompt, chosen, rejected in pairs
             ]
         )
-        writer.finish("post_training_v1", sha256_file(tokenizer_path))
+        writer.finish(sha256_file(tokenizer_path))
     return out
 
 
@@ -142,12 +142,11 @@ def sample_pipeline() -> SamplePipeline:
     tokenizer_train.main(["--dataset-dir", str(raw["pre"]), "--output-path", str(tokenizer),
                           "--vocab-size", str(VOCAB_SIZE)])  # fmt: skip
     tokenized = {name: root / f"tokens_{name}" for name in raw}
-    for name, mode in (("pre", "pre_training"), ("sft", "post_training_sft"),
-                       ("dpo", "post_training_dpo")):  # fmt: skip
-        post = ["--tokenizer-profile", "post_training_v1", "--max-length", str(BLOCK_SIZE + 1)]
+    for name, stage in (("pre", "pre_training"), ("sft", "sft"), ("dpo", "dpo")):
+        post = ["--max-length", str(BLOCK_SIZE + 1)]
         tokenize_dataset.main(
             ["--dataset-dir", str(raw[name]), "--tokenizer-path", str(tokenizer),
-             "--output-dir", str(tokenized[name]), "--tokenizer-mode", mode, "--num-proc", "1"]
+             "--output-dir", str(tokenized[name]), "--stage", stage, "--num-proc", "1"]
             + ([] if name == "pre" else post)
         )  # fmt: skip
     pipeline = SamplePipeline(root, tokenizer, raw, tokenized, root / "checkpoints")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from tokenizer_helpers import all_modes_tokenizer, tokenize
+from tokenizer_helpers import all_stages_tokenizer, tokenize
 
 from common.errors import UserError
 from dataset.post_training.dpo import download_dataset as dpo_download
@@ -30,7 +30,7 @@ def assistant(text: str) -> dict:
 
 
 def run(module, output: Path, *flags: str) -> dict:
-    argv = ["--output-dir", str(output), "--num-proc", "1", "--tokenizer-profile=post_training_v1"]
+    argv = ["--output-dir", str(output), "--num-proc", "1"]
     assert module.main(argv + list(flags)) == 0
     return json.loads((output / "manifest.json").read_text())
 
@@ -153,9 +153,10 @@ def test_sft_hub_smoltalk_keeps_multi_turn_conversations_and_trains_every_reply(
     assert train["train question 5"]["source"] == "smol-magpie-ultra"
     assert manifest["splits"]["train"]["rows_by_source"]["everyday-conversations"] > 0
 
-    tokenizer_path = all_modes_tokenizer(tmp_path / "tokenizer")
-    tokenize(output, tmp_path / "tokenized", tokenizer_path, "--tokenizer-mode",
-             "post_training_sft", "--max-length", "512")  # fmt: skip
+    tokenizer_path = all_stages_tokenizer(tmp_path / "tokenizer")
+    tokenize(
+        output, tmp_path / "tokenized", tokenizer_path, "--stage", "sft", "--max-length", "512"
+    )
     split = open_split(tmp_path / "tokenized" / "train")
     tokenizer = load_tokenizer(tokenizer_path)
     for index, row in enumerate(rows(output, "train")[:5]):
@@ -401,6 +402,14 @@ def test_dpo_and_sft_cli_run_end_to_end(tmp_path):
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert datasets.load_from_disk(str(tmp_path / module))["test"].num_rows == 20
+        manifest = json.loads((tmp_path / module / "manifest.json").read_text())
+        assert "tokenizer_profile" not in manifest["arguments"]  # the original README's flag
+    for profile in ("pre_training", "post_training_v2"):
+        with pytest.raises(SystemExit) as exit_info:  # only the one chat format is accepted
+            sft_download.main(
+                ["--output-dir", str(tmp_path / "x"), f"--tokenizer-profile={profile}"]
+            )
+        assert exit_info.value.code == 2
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage + "invalid choice"
         dpo_download.main(["--dataset", "nope"])
     assert exit_info.value.code == 2

@@ -17,13 +17,13 @@ PAIRS = [
 ]
 
 
-def write_pairs(directory, pairs, mode="post_training_dpo"):
-    writer = SplitWriter(directory, mode, 300)
-    if mode == "post_training_dpo":
+def write_pairs(directory, pairs, stage="dpo"):
+    writer = SplitWriter(directory, stage, 300)
+    if stage == "dpo":
         writer.add_pairs(pairs)
     else:
         writer.add_documents([[0, 10, 11]])
-    writer.finish("post_training_v1", "abc")
+    writer.finish("abc")
     return open_split(directory)
 
 
@@ -82,13 +82,13 @@ def test_long_replies_are_cut_to_the_block(tmp_path):
     assert int((targets[0] != IGNORE_INDEX).sum()) == 16 + 1 - 5
 
 
-def test_nothing_usable_wrong_mode_and_damaged_offsets_are_user_errors(tmp_path):
+def test_nothing_usable_wrong_stage_and_damaged_offsets_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="no usable preference pair"):
         load_pairs(write_pairs(tmp_path / "same", [([0, 3, 4], [7, 5], [7, 5])]), 16)
-    write_pairs(tmp_path / "sft" / "train", None, mode="pre_training")
-    with pytest.raises(UserError, match="post_training_dpo"):
-        open_dataset(tmp_path / "sft", "post_training_dpo")
-    with pytest.raises(UserError, match="post_training_dpo"):
+    write_pairs(tmp_path / "sft" / "train", None, stage="pre_training")
+    with pytest.raises(UserError, match="holds pre_training data but this step needs dpo data"):
+        open_dataset(tmp_path / "sft", "dpo")
+    with pytest.raises(UserError, match="holds pre_training data, not dpo data.*--stage dpo`$"):
         load_pairs(open_split(tmp_path / "sft" / "train"), 16)
     split = write_pairs(tmp_path / "bad", PAIRS)
     split.pair_offsets = np.array([[5, 2, 8, 9]], np.uint64)

@@ -300,9 +300,9 @@ def test_cli_logs_every_metric_and_their_validation_counterparts(root, start, ca
     assert saved["stage"] == "dpo" and saved["train"]["loss_type"] == "robust"
 
 
-def test_wrong_mode_folder_is_a_user_error(root, start):
+def test_wrong_stage_folder_is_a_user_error(root, start):
     _, sft_dir, _ = tiny_inputs(root)
-    with pytest.raises(UserError, match="tokenized in mode 'post_training_sft'.*post_training_dpo"):
+    with pytest.raises(UserError, match="holds sft data but this step needs dpo data.*--stage dpo"):
         train(tiny_dpo_config(root, start, run_name="bad", data_dir=str(sft_dir)), DPOStage)
 
 

@@ -1,4 +1,4 @@
-"""Tokenizer profiles: special ids, the SFT loss mask and the HF chat template agree."""
+"""tokenizer.encoding: special ids, the SFT loss mask and the HF chat template agree."""
 
 import jinja2
 import pytest

@@ -56,7 +56,7 @@ def world(tmp_path_factory):
     model = Transformer(from_preset("debug", vocab_size=vocab_size)).eval()
     with torch.no_grad():  # sharper preferences: no choice wins by a rounding error
         model.lm_head.weight.mul_(8)
-    config = {"stage": "pre_training", "step": 1, "tokenizer": {"sha256": "", "profile": ""}}
+    config = {"stage": "pre_training", "step": 1, "tokenizer": {"sha256": ""}}
     save_model_files(model, root / "run" / "step_0000001", config, tokenizer)
     (root / "run" / "latest").write_text("step_0000001\n")
     hf_dir = export(root / "run", root / "hf")

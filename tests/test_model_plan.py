@@ -184,7 +184,7 @@ def test_cli_with_a_tokenized_folder_prints_the_epochs_of_each_budget(tmp_path, 
 
     writer = SplitWriter(tmp_path / "tokenized" / "train", "pre_training", 32768)
     writer.add_documents([[0] + [7] * 999] * 500)  # 500,000 tokens
-    writer.finish("pre_training", "0" * 64)
+    writer.finish("0" * 64)
     data_dir = str(tmp_path / "tokenized")
     main(["--preset", "15m", "--gpu", "L4", "--hours", "1", "--data-dir", data_dir, "--json"])
     result = json.loads(capsys.readouterr().out)

@@ -172,20 +172,20 @@ def test_sft_download_with_the_profile_flag_as_written(readme):
     result(readme, "sft", "download")
     manifest = readme[0] / "data/v1/raw/post_training/sft/manifest.json"
     manifest = json.loads(manifest.read_text())
-    assert manifest["arguments"]["tokenizer_profile"] == "post_training_v1"
+    assert "tokenizer_profile" not in manifest["arguments"]  # accepted, then unused
     assert manifest["inputs"][0]["id"] == "yahma/alpaca-cleaned"
 
 
 def test_sft_tokenize_with_profile_and_mode_as_written(readme):
     result(readme, "sft", "tokenize")
     train = open_dataset(readme[0] / "data/v1/tokenized/post_training/sft")["train"]
-    assert train.mode == "post_training_sft" and train.meta["profile"] == "post_training_v1"
+    assert train.stage == "sft" and "profile" not in train.meta and "mode" not in train.meta
     assert train.loss_mask.sum() > 0
 
 
 def test_sft_inspect_split_folders_as_written(readme):
     _, stdout = result(readme, "sft", "inspect")
-    assert stdout.startswith("=== post_training_sft document 0 of ") and "OK" in stdout
+    assert stdout.startswith("=== sft document 0 of ") and "OK" in stdout
 
 
 def test_sft_count_on_the_tokenized_root_as_written(readme):

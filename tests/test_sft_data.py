@@ -46,7 +46,7 @@ def test_mask_covers_exactly_the_assistant_tokens(tokenizer_path):
 
 def test_targets_are_the_masked_tokens_of_whole_conversations(tokenizer_path, tmp_path):
     folder = write_sft_folder(tmp_path / "sft", tokenizer_path)
-    split = open_dataset(folder, "post_training_sft")["train"]
+    split = open_dataset(folder, "sft")["train"]
     block = 64
     data = PackedSFTData(split, block_size=block, seed=0, shuffle=False)
     inputs, targets = data.batch(0, data.rows_in_epoch(0))
@@ -68,7 +68,7 @@ def test_targets_are_the_masked_tokens_of_whole_conversations(tokenizer_path, tm
 
 def test_rows_are_a_pure_function_of_seed_and_position(tokenizer_path, tmp_path):
     folder = write_sft_folder(tmp_path / "sft", tokenizer_path, CONVERSATIONS * 7)
-    split = open_split(folder / "train", "post_training_sft")
+    split = open_split(folder / "train", "sft")
     a = PackedSFTData(split, block_size=48, seed=3)
     b = PackedSFTData(split, block_size=48, seed=3)
     late = a.rows_in_epoch(0) + a.rows_in_epoch(1) + 2  # a row in epoch 2
@@ -88,30 +88,30 @@ def test_next_fit_packing():
 
 
 def test_over_long_conversation_is_cut_to_the_block_and_counted(tmp_path):
-    writer = SplitWriter(tmp_path / "train", "post_training_sft", 300)
+    writer = SplitWriter(tmp_path / "train", "sft", 300)
     long_ids = [0, 3, 7, 5, 4] + [9] * 40 + [5]
     writer.add_documents(
         [long_ids, [0, 3, 7, 5, 4, 8, 5], [0, 3, 7, 7, 7, 7, 7, 5, 4, 8, 5]],
         [[0] * 5 + [1] * 41, [0, 0, 0, 0, 0, 1, 1], [0] * 9 + [1, 1]],
     )
-    writer.finish("post_training_v1", "abc")
+    writer.finish("abc")
     data = PackedSFTData(open_split(tmp_path / "train"), block_size=8, seed=0)
     assert data.stats["truncated_to_block"] == 2
     assert data.stats["skipped_no_trained_tokens"] == 1  # the third: its reply is past token 9
     assert int(data.lengths.max()) == 9
 
 
-def test_wrong_mode_and_untrainable_data_are_user_errors(tmp_path):
+def test_wrong_stage_and_untrainable_data_are_user_errors(tmp_path):
     writer = SplitWriter(tmp_path / "pre" / "train", "pre_training", 300)
     writer.add_documents([[0, 10, 11]])
-    writer.finish("pre_training", "abc")
-    with pytest.raises(UserError, match="post_training_sft"):
-        open_dataset(tmp_path / "pre", "post_training_sft")
-    with pytest.raises(UserError, match="post_training_sft"):
+    writer.finish("abc")
+    with pytest.raises(UserError, match="holds pre_training data but this step needs sft data"):
+        open_dataset(tmp_path / "pre", "sft")
+    with pytest.raises(UserError, match="holds pre_training data, not sft data.*--stage sft`$"):
         PackedSFTData(open_split(tmp_path / "pre" / "train"), block_size=8, seed=0)
 
-    writer = SplitWriter(tmp_path / "none" / "train", "post_training_sft", 300)
+    writer = SplitWriter(tmp_path / "none" / "train", "sft", 300)
     writer.add_documents([[0, 3, 7, 5]], [[0, 0, 0, 0]])
-    writer.finish("post_training_v1", "abc")
+    writer.finish("abc")
     with pytest.raises(UserError, match="no conversation"):
         PackedSFTData(open_split(tmp_path / "none" / "train"), block_size=8, seed=0)

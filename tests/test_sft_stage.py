@@ -15,6 +15,7 @@ from post_training_fixtures import (
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import post_training_sft
+from common.atomic import sha256_file
 from common.errors import UserError
 from model.checkpoint import load_model
 from training.losses import IGNORE_INDEX
@@ -99,14 +100,15 @@ def test_cli_trains_from_a_checkpoint_and_logs_answers(root, capsys):
     assert {"train/loss", "val/loss", "val/ppl"} <= set(events.Tags()["scalars"])
     assert any(tag.startswith("samples/answer_0") for tag in events.Tags()["tensors"])
     model, saved, _ = load_model(root / "checkpoints" / "cli")
-    assert saved["stage"] == "sft" and saved["tokenizer"]["profile"] == "post_training_v1"
+    assert saved["stage"] == "sft"
+    assert saved["tokenizer"] == {"sha256": sha256_file(config.tokenizer_path)}
     # the shape came from --init_from: no preset name is recorded (the model section has it)
     assert saved["train"]["model_preset"] is None and saved["model"]["n_layer"] == 2
 
 
-def test_wrong_mode_folder_is_a_user_error(root):
+def test_wrong_stage_folder_is_a_user_error(root):
     tokenizer_path, _, dpo_dir = tiny_inputs(root)
-    with pytest.raises(UserError, match="tokenized in mode 'post_training_dpo'.*post_training_sft"):
+    with pytest.raises(UserError, match="holds dpo data but this step needs sft data.*--stage sft"):
         train(tiny_sft_config(root, run_name="bad", data_dir=str(dpo_dir)), SFTStage)
 
 

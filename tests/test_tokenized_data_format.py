@@ -17,11 +17,11 @@ from tokenizer.tokenized_data import (
 )
 
 
-def write_split(directory, mode="pre_training", vocab_size=1000):
-    writer = SplitWriter(directory, mode, vocab_size)
-    if mode == "post_training_dpo":
+def write_split(directory, stage="pre_training", vocab_size=1000):
+    writer = SplitWriter(directory, stage, vocab_size)
+    if stage == "dpo":
         writer.add_pairs([([0, 3, 7, 4], [8, 9, 5], [10, 5]), ([0, 3, 4], [11, 5], [12, 13, 5])])
-    elif mode == "post_training_sft":
+    elif stage == "sft":
         writer.add_documents(
             [[0, 3, 7, 5, 4, 8, 5], [0, 3, 5, 4, 9, 9, 5]],
             [[0, 0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1, 1]],
@@ -29,7 +29,7 @@ def write_split(directory, mode="pre_training", vocab_size=1000):
     else:
         writer.add_documents([[0, 10, 11], [0, 12]])
         writer.add_documents([[0, 13, 14, 15]])
-    writer.finish("pre_training", "abc")
+    writer.finish("abc")
 
 
 def test_pre_training_round_trip(tmp_path):
@@ -43,11 +43,13 @@ def test_pre_training_round_trip(tmp_path):
 
 
 def test_sft_and_dpo_round_trip(tmp_path):
-    write_split(tmp_path / "sft", "post_training_sft")
+    write_split(tmp_path / "sft", "sft")
     sft = open_split(tmp_path / "sft")
+    assert sft.stage == "sft"
     assert sft.loss_mask.tolist()[:7] == [0, 0, 0, 0, 0, 1, 1]
-    write_split(tmp_path / "dpo", "post_training_dpo")
+    write_split(tmp_path / "dpo", "dpo")
     dpo = open_split(tmp_path / "dpo")
+    assert dpo.stage == "dpo"
     p, c, r, e = dpo.pair_offsets[1].tolist()
     assert dpo.tokens[p:c].tolist() == [0, 3, 4]
     assert dpo.tokens[c:r].tolist() == [11, 5]
@@ -58,10 +60,31 @@ def test_large_vocab_uses_uint32():
     assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
 
 
-def test_wrong_mode_is_an_error(tmp_path):
+def test_meta_json_names_the_stage(tmp_path):
+    write_split(tmp_path / "train", "sft")
+    meta = json.loads((tmp_path / "train" / "meta.json").read_text())
+    assert meta["stage"] == "sft" and meta["format_version"] == 2
+    assert "mode" not in meta and "profile" not in meta
+
+
+def test_wrong_stage_is_a_one_line_error(tmp_path):
     write_split(tmp_path / "train")
-    with pytest.raises(UserError, match="post_training_sft"):
-        open_dataset(tmp_path, "post_training_sft")
+    with pytest.raises(UserError) as caught:
+        open_dataset(tmp_path, "sft")
+    assert str(caught.value) == (
+        f"{tmp_path / 'train'} holds pre_training data but this step needs sft data; make it "
+        "with `python3 -m tokenizer.tokenize_dataset --stage sft`"
+    )
+
+
+def test_the_old_layout_is_not_read(tmp_path):
+    write_split(tmp_path / "train")
+    meta_path = tmp_path / "train" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["mode"] = meta.pop("stage")
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="lacks 'stage'; re-tokenize"):
+        open_split(tmp_path / "train")
 
 
 def test_damaged_arrays_are_errors(tmp_path):

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from tokenizer_helpers import (
     STORIES,
-    all_modes_tokenizer,
+    all_stages_tokenizer,
     kill_when,
     pre_training_dataset,
     run_cli,
@@ -27,7 +27,7 @@ from tokenizer.tokenized_data import open_dataset
 
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory):
-    return all_modes_tokenizer(tmp_path_factory.mktemp("tok"))
+    return all_stages_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
 @pytest.fixture(scope="module")
@@ -95,22 +95,22 @@ def test_the_leftovers_of_a_killed_run_are_removed_by_the_next(tmp_path, tokeniz
 
 
 @pytest.mark.parametrize(
-    "columns, mode, message",
+    "columns, stage, message",
     [
         ({"text": [1, 2, 3]}, "pre_training", "column 'text' holds int64 values, not strings"),
         ({"text": [[1.5], [2.5]]}, "pre_training", "column 'text' holds list<item: double>"),
-        ({"messages": ["hi", "yo"]}, "post_training_sft", "'messages' holds string values"),
+        ({"messages": ["hi", "yo"]}, "sft", "'messages' holds string values"),
         ({"prompt": [[{"role": "user", "content": 1}]], "chosen": [[]], "rejected": [[]]},
-         "post_training_dpo", "'prompt' holds list<item: struct<role: string, content: int64>>"),
+         "dpo", "'prompt' holds list<item: struct<role: string, content: int64>>"),
     ],
 )  # fmt: skip
 def test_a_column_of_the_wrong_type_is_an_error_not_zero_tokens(
-    tmp_path, tokenizer_path, columns, mode, message
+    tmp_path, tokenizer_path, columns, stage, message
 ):
     raw = save_splits(tmp_path / "raw", {"train": columns})
     argv = ["--dataset-dir", raw, "--tokenizer-path", tokenizer_path, "--output-dir"]
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
-        run_main(tokenize_dataset.main, [*argv, tmp_path / "out", "--tokenizer-mode", mode])
+        run_main(tokenize_dataset.main, [*argv, tmp_path / "out", "--stage", stage])
     assert not (tmp_path / "out").exists()
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         run_main(train.main, ["--dataset-dir", raw, "--output-path", tmp_path / "t.json"])

@@ -1,4 +1,4 @@
-"""inspect_tokenized_data and count_tokenized_data: every mode, mismatch detection, the
+"""inspect_tokenized_data and count_tokenized_data: every stage, mismatch detection, the
 interactive commands, and validation of damaged tokenized folders."""
 
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tokenizer_helpers import (
     CONVERSATIONS,
-    all_modes_tokenizer,
+    all_stages_tokenizer,
     dpo_dataset,
     pre_training_dataset,
     run_cli,
@@ -24,25 +24,21 @@ from tokenizer.encoding import load_tokenizer
 from tokenizer.token_display import byte_decoder
 from tokenizer.tokenized_data import open_split
 
-MODE_DATASETS = {
-    "pre_training": pre_training_dataset,
-    "post_training_sft": sft_dataset,
-    "post_training_dpo": dpo_dataset,
-}
+STAGE_DATASETS = {"pre_training": pre_training_dataset, "sft": sft_dataset, "dpo": dpo_dataset}
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """{mode: (raw dir, tokenized dir)} plus the tokenizer path, built once."""
+    """{stage: (raw dir, tokenized dir)} plus the tokenizer path, built once."""
     root = tmp_path_factory.mktemp("inspect")
-    tokenizer_path = all_modes_tokenizer(root)
+    tokenizer_path = all_stages_tokenizer(root)
     built = {}
-    for mode, make in MODE_DATASETS.items():
-        raw = make(root / f"raw_{mode}")
-        out = root / f"tok_{mode}"
-        post = [] if mode == "pre_training" else ["--max-length", 24]
-        tokenize(raw, out, tokenizer_path, "--tokenizer-mode", mode, *post)
-        built[mode] = (raw, out)
+    for stage, make in STAGE_DATASETS.items():
+        raw = make(root / f"raw_{stage}")
+        out = root / f"tok_{stage}"
+        post = [] if stage == "pre_training" else ["--max-length", 24]
+        tokenize(raw, out, tokenizer_path, "--stage", stage, *post)
+        built[stage] = (raw, out)
     return built, tokenizer_path
 
 
@@ -71,18 +67,18 @@ def test_byte_decoder_is_the_byte_level_alphabet():
     assert set(decoder) == set(ByteLevel.alphabet())
 
 
-@pytest.mark.parametrize("mode", list(MODE_DATASETS))
-def test_inspect_shows_and_checks_every_mode(folders, mode):
+@pytest.mark.parametrize("stage", list(STAGE_DATASETS))
+def test_inspect_shows_and_checks_every_stage(folders, stage):
     built, tokenizer_path = folders
-    raw, out = built[mode]
+    raw, out = built[stage]
     code, stdout = inspect(raw, out, tokenizer_path, "--index", 0, "--num", 3)
     assert code == 0, stdout
-    assert stdout.count(f"=== {mode} document") == 3 and "MISMATCH" not in stdout
+    assert stdout.count(f"=== {stage} document") == 3 and "MISMATCH" not in stdout
     assert "[<|endoftext|>]" in stdout and "ids: 0 " in stdout
-    if mode == "post_training_sft":
+    if stage == "sft":
         assert "{Blue}" in stdout and "mask: 0" in stdout  # trained tokens marked
         assert "truncated to --max-length 24" in stdout
-    if mode == "post_training_dpo":
+    if stage == "dpo":
         assert "--- chosen:" in stdout and "--- rejected:" in stdout and "raw prompt user" in stdout
     code, stdout = inspect(raw, out, tokenizer_path, "--check-all", "--split", "test")
     assert code == 0 and "0 mismatched" in stdout
@@ -95,12 +91,12 @@ def corrupt_token(out, split, position):
     tokens.flush()
 
 
-@pytest.mark.parametrize("mode", list(MODE_DATASETS))
-def test_inspect_flags_a_document_that_does_not_decode_to_its_text(folders, tmp_path, mode):
+@pytest.mark.parametrize("stage", list(STAGE_DATASETS))
+def test_inspect_flags_a_document_that_does_not_decode_to_its_text(folders, tmp_path, stage):
     import shutil
 
     built, tokenizer_path = folders
-    raw, out = built[mode]
+    raw, out = built[stage]
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     corrupt_token(copy, "validation", 2)
@@ -114,7 +110,7 @@ def test_inspect_flags_a_wrong_loss_mask(folders, tmp_path):
     import shutil
 
     built, tokenizer_path = folders
-    raw, out = built["post_training_sft"]
+    raw, out = built["sft"]
     shutil.copytree(out, tmp_path / "copy")
     mask = np.memmap(tmp_path / "copy" / "train" / "loss_mask.bin", np.uint8, mode="r+")
     mask[1] = 1  # the <|user|> token is never trained on
@@ -125,7 +121,7 @@ def test_inspect_flags_a_wrong_loss_mask(folders, tmp_path):
 
 def test_interactive_commands(folders, monkeypatch):
     built, tokenizer_path = folders
-    raw, out = built["post_training_sft"]
+    raw, out = built["sft"]
     commands = iter(["", "p", "j 2", "r", "bogus", "q"])
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     monkeypatch.setattr("builtins.input", lambda prompt: next(commands))
@@ -145,8 +141,8 @@ def test_inspect_bad_inputs(folders, tmp_path):
         inspect(raw, out, tokenizer_path, "--split", "nope")
     with pytest.raises(UserError, match="past the last document"):
         inspect(raw, out, tokenizer_path, "--index", 999)
-    with pytest.raises(UserError, match="needs 'messages'"):  # raw data of another mode
-        inspect(raw, built["post_training_sft"][1], tokenizer_path)
+    with pytest.raises(UserError, match="needs 'messages'"):  # raw data of another stage
+        inspect(raw, built["sft"][1], tokenizer_path)
     with pytest.raises(UserError, match="is the 'test' split folder, but --split is 'train'"):
         inspect(raw / "test", out / "test", tokenizer_path, "--split", "train")
     with pytest.raises(UserError, match="train has no split 'test' \\(it has train\\)"):
@@ -156,12 +152,12 @@ def test_inspect_bad_inputs(folders, tmp_path):
     assert code == 0 and "0 mismatched" in stdout
 
 
-@pytest.mark.parametrize("mode", list(MODE_DATASETS))
-def test_split_folders_and_dataset_folders_show_the_same(folders, mode):
+@pytest.mark.parametrize("stage", list(STAGE_DATASETS))
+def test_split_folders_and_dataset_folders_show_the_same(folders, stage):
     # The original README points both dirs at split folders (.../test); ours at the dataset
     # folders with --split. Any mix of the two shows the same documents.
     built, tokenizer_path = folders
-    raw, out = built[mode]
+    raw, out = built[stage]
     shown = {
         inspect(raw_dir, out_dir, tokenizer_path, *split, "--num", 3)[1]
         for raw_dir, out_dir, split in (
@@ -171,14 +167,14 @@ def test_split_folders_and_dataset_folders_show_the_same(folders, mode):
             (raw / "test", out, ["--split", "test"]),
         )
     }
-    assert len(shown) == 1 and shown.pop().count(f"=== {mode} document") == 3
+    assert len(shown) == 1 and shown.pop().count(f"=== {stage} document") == 3
 
 
 def count(out, *extra):
     return run_main(count_tokenized_data.main, ["--tokenized-dir", out, *extra])
 
 
-def test_count_every_mode(folders):
+def test_count_every_stage(folders):
     built, tokenizer_path = folders
     tokenizer = load_tokenizer(tokenizer_path)
     _, out = built["pre_training"]
@@ -197,13 +193,14 @@ def test_count_every_mode(folders):
         open_split(out / s).meta["num_tokens"] for s in ("train", "validation", "test")
     )
 
-    _, out = built["post_training_sft"]
+    _, out = built["sft"]
     result = json.loads(count(out, "--json")[1])
     mask = open_split(out / "train").loss_mask
     assert result["splits"]["train"]["trainable_tokens"] == int(mask.sum()) > 0
     assert result["splits"]["train"]["documents"] == len(CONVERSATIONS)
+    assert result["stage"] == "sft"
 
-    _, out = built["post_training_dpo"]
+    _, out = built["dpo"]
     result = json.loads(count(out, "--json")[1])
     rows = open_split(out / "test").pair_offsets.astype(np.int64)
     test = result["splits"]["test"]

@@ -2,7 +2,7 @@
 tokenizer -> tokenize (pre-training, SFT, DPO) -> count -> inspect every document.
 
 Steps run in-process through each CLI's `main(argv)` (the subprocess entry points are covered by
-the other tokenizer tests), which keeps this under a few seconds per mode.
+the other tokenizer tests), which keeps this under a few seconds per stage.
 """
 
 import importlib
@@ -39,8 +39,6 @@ def pipeline(tmp_path_factory):
             "sample",
             "--sample-size",
             100,
-            "--tokenizer-profile",
-            "post_training_v1",
         )
     trained = step(
         "tokenizer.train",
@@ -54,10 +52,10 @@ def pipeline(tmp_path_factory):
     return root, trained
 
 
-MODES = {
+STAGES = {
     "pre_training": ("raw", []),
-    "post_training_sft": ("raw_sft", ["--tokenizer-profile", "post_training_v1"]),
-    "post_training_dpo": ("raw_dpo", ["--max-length", 256]),
+    "sft": ("raw_sft", []),
+    "dpo": ("raw_dpo", ["--max-length", 256]),
 }
 
 
@@ -67,11 +65,11 @@ def test_tokenizer_learns_the_sample_world(pipeline):
     assert ratio > 3.0  # a 1024-token BPE compresses simple English well beyond bytes
 
 
-@pytest.mark.parametrize("mode", list(MODES))
-def test_tokenize_count_and_inspect_each_mode(pipeline, mode):
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_tokenize_count_and_inspect_each_stage(pipeline, stage):
     root, _ = pipeline
-    raw_name, extra = MODES[mode]
-    out = root / f"tokens_{mode}"
+    raw_name, extra = STAGES[stage]
+    out = root / f"tokens_{stage}"
     step(
         "tokenizer.tokenize_dataset",
         "--dataset-dir",
@@ -82,12 +80,12 @@ def test_tokenize_count_and_inspect_each_mode(pipeline, mode):
         out,
         "--num-proc",
         1,
-        "--tokenizer-mode",
-        mode,
+        "--stage",
+        stage,
         *extra,
     )
     counts = json.loads(step("tokenizer.count_tokenized_data", "--tokenized-dir", out, "--json"))
-    assert counts["mode"] == mode
+    assert counts["stage"] == stage
     for split in ("train", "validation", "test"):
         assert counts["splits"][split]["documents"] > 0
         stdout = step(
@@ -103,6 +101,6 @@ def test_tokenize_count_and_inspect_each_mode(pipeline, mode):
             "--check-all",
         )
         assert " 0 mismatched" in stdout
-    if mode == "post_training_sft":
+    if stage == "sft":
         total = counts["splits"]["total"]
         assert 0 < total["trainable_tokens"] < total["tokens"]

@@ -1,5 +1,6 @@
 """tokenize_dataset: exact round trip, identical output for any --num-proc, SFT masks, the DPO
-truncation policy, atomic output (Ctrl-C included) and every bad input."""
+truncation policy, atomic output (Ctrl-C included), the original README's spellings of --stage
+and every bad input."""
 
 import json
 import os
@@ -15,7 +16,7 @@ from tokenizer_helpers import (
     PAIRS,
     REPO,
     STORIES,
-    all_modes_tokenizer,
+    all_stages_tokenizer,
     dpo_dataset,
     pair,
     pre_training_dataset,
@@ -40,24 +41,77 @@ from tokenizer.tokenized_data import open_dataset, open_split
 
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory):
-    return all_modes_tokenizer(tmp_path_factory.mktemp("tok"))
+    return all_stages_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
 def sft(raw, out, tokenizer_path, *extra):
-    return tokenize(
-        raw,
-        out,
-        tokenizer_path,
-        "--tokenizer-profile",
-        "post_training_v1",
-        "--tokenizer-mode",
-        "post_training_sft",
-        *extra,
-    )
+    return tokenize(raw, out, tokenizer_path, "--stage", "sft", *extra)
 
 
 def dpo(raw, out, tokenizer_path, *extra):
-    return tokenize(raw, out, tokenizer_path, "--tokenizer-mode", "post_training_dpo", *extra)
+    return tokenize(raw, out, tokenizer_path, "--stage", "dpo", *extra)
+
+
+def parse(*argv):
+    return tokenize_dataset.parse_args(
+        ["--dataset-dir", "raw", "--tokenizer-path", "t.json", "--output-dir", "out", *argv]
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, stage",
+    [
+        ([], "pre_training"),
+        (["--tokenizer-mode=pre_training", "--tokenizer-profile=pre_training"], "pre_training"),
+        (["--tokenizer-profile=post_training_v1", "--tokenizer-mode=post_training_sft"], "sft"),
+        (["--tokenizer-mode", "post_training_dpo"], "dpo"),
+        (["--stage", "dpo", "--tokenizer-profile", "post_training_v1"], "dpo"),
+        (["--stage", "sft", "--tokenizer-mode", "post_training_sft"], "sft"),
+    ],
+)
+def test_the_original_readme_spellings_name_the_stage(argv, stage):
+    args = parse(*argv)
+    assert args.stage == stage
+    assert not hasattr(args, "tokenizer_mode") and not hasattr(args, "tokenizer_profile")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--tokenizer-mode", "post_training_sft", "--tokenizer-profile", "pre_training"],
+            "--tokenizer-profile pre_training goes with --stage pre_training, not --stage sft",
+        ),
+        (
+            ["--tokenizer-profile", "post_training_v1"],
+            "--tokenizer-profile post_training_v1 goes with --stage sft or dpo, not --stage "
+            "pre_training",
+        ),
+        (
+            ["--stage", "pre_training", "--tokenizer-profile", "post_training_v1"],
+            "--tokenizer-profile post_training_v1 goes with --stage sft or dpo, not --stage "
+            "pre_training",
+        ),
+        (
+            ["--stage", "dpo", "--tokenizer-mode", "post_training_sft"],
+            "--tokenizer-mode post_training_sft means --stage sft, not --stage dpo",
+        ),
+    ],
+)
+def test_contradicting_spellings_are_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse(*argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(f"error: {message}; ")
+    assert err.count("\n") == 1, err
+
+
+def test_help_names_the_older_spellings(capsys):
+    with pytest.raises(SystemExit):
+        parse("--help")
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--stage {pre_training,sft,dpo}" in help_text
+    assert "older spelling of --stage" in help_text and "older flag" in help_text
 
 
 def test_pre_training_arrays_decode_back_to_the_raw_text(tmp_path, tokenizer_path):
@@ -70,7 +124,7 @@ def test_pre_training_arrays_decode_back_to_the_raw_text(tmp_path, tokenizer_pat
     kept = [t for t in STORIES if t] * 2
     assert train.meta["num_documents"] == len(kept)
     assert train.meta["stats"]["skipped_empty"] == 2 and train.meta["stats"]["rows_in"] == 14
-    assert train.meta["tokenizer_sha256"] and train.meta["profile"] == "pre_training"
+    assert train.meta["tokenizer_sha256"] and train.meta["stage"] == "pre_training"
     for index, text in enumerate(kept):
         doc = train.document(index).tolist()
         assert doc == encode_document(tokenizer, text)
@@ -99,7 +153,7 @@ def test_sft_mask_is_exactly_assistant_content_and_turn_end(tmp_path, tokenizer_
     tokenize_args = (sft_dataset(tmp_path / "raw"), tmp_path / "out", tokenizer_path)
     sft(*tokenize_args)
     tokenizer = load_tokenizer(tokenizer_path)
-    split = open_split(tmp_path / "out" / "train", "post_training_sft")
+    split = open_split(tmp_path / "out" / "train", "sft")
     trainable = 0
     for index, messages in enumerate(CONVERSATIONS):
         start, end = split.doc_offsets[index], split.doc_offsets[index + 1]
@@ -110,7 +164,7 @@ def test_sft_mask_is_exactly_assistant_content_and_turn_end(tmp_path, tokenizer_
         assert trained == sum((encode_response(tokenizer, r) for r in replies), [])
         trainable += len(trained)
     assert split.meta["stats"]["trainable_tokens"] == trainable
-    assert split.meta["profile"] == "post_training_v1"
+    assert split.meta["stage"] == "sft"
 
 
 def test_sft_overlong_truncated_or_dropped_and_counted(tmp_path, tokenizer_path):
@@ -140,10 +194,10 @@ def test_sft_overlong_truncated_or_dropped_and_counted(tmp_path, tokenizer_path)
     assert stats["dropped_overlong"] == 2 and stats["documents"] == 1
 
 
-def test_dpo_spans_match_the_profile(tmp_path, tokenizer_path):
+def test_dpo_spans_match_the_chat_format(tmp_path, tokenizer_path):
     dpo(dpo_dataset(tmp_path / "raw"), tmp_path / "out", tokenizer_path)
     tokenizer = load_tokenizer(tokenizer_path)
-    split = open_split(tmp_path / "out" / "validation", "post_training_dpo")
+    split = open_split(tmp_path / "out" / "validation", "dpo")
     assert split.pair_offsets.shape == (len(PAIRS), 4)
     for (p, c, r, e), row in zip(split.pair_offsets.tolist(), PAIRS):
         assert split.tokens[p:c].tolist() == encode_prompt(tokenizer, row["prompt"])
@@ -226,18 +280,17 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tokenizer_path):
     (tmp_path / "empty").mkdir()
     fails("is empty", raw=tmp_path / "empty")
     fails("single split folder", raw=raw / "train")
-    fails(r"post_training_sft needs 'messages'", "--tokenizer-mode", "post_training_sft")
+    fails(r"sft data needs 'messages'.*Check --stage", "--stage", "sft")
     save_splits(tmp_path / "no_text", {"train": {"body": ["x"]}})
-    fails(r"pre_training needs 'text'.*missing \['text'\]", raw=tmp_path / "no_text")
+    fails(r"pre_training data needs 'text'.*missing \['text'\]", raw=tmp_path / "no_text")
     not_tokenizer = tmp_path / "tokenizer.json"
     not_tokenizer.write_text("this is not json")
     fails("not a Hugging Face tokenizer", tokenizer=not_tokenizer)
     (tmp_path / "out").mkdir()
     fails("already exists; pass --overwrite")
     for argv in (
-        ["--tokenizer-mode", "post_training_sft", "--tokenizer-profile", "pre_training"],
         ["--max-length", 10],
-        ["--tokenizer-mode", "post_training_dpo", "--max-length", 10, "--max-prompt-length", 10],
+        ["--stage", "dpo", "--max-length", 10, "--max-prompt-length", 10],
         ["--num-proc", 0],
     ):
         with pytest.raises(SystemExit):

@@ -32,10 +32,12 @@ def test_missing_tokenized_folder(tmp_path, inputs):
     expect_error(tiny_config(tmp_path, tokenizer, tmp_path / "nowhere"), "not found")
 
 
-def test_tokenized_folder_of_another_mode(tmp_path, inputs):
+def test_tokenized_folder_of_another_stage(tmp_path, inputs):
     tokenizer, _ = inputs
-    data = make_pretraining_data(tmp_path / "sft", tokenizer, mode="post_training_sft")
-    expect_error(tiny_config(tmp_path, tokenizer, data), "post_training_sft.*needs 'pre_training'")
+    data = make_pretraining_data(tmp_path / "sft", tokenizer, stage="sft")
+    expect_error(
+        tiny_config(tmp_path, tokenizer, data), "holds sft data but this step needs pre_training"
+    )
 
 
 def test_data_vocabulary_larger_than_the_model(tmp_path, inputs):
@@ -70,7 +72,7 @@ def test_token_id_outside_the_vocabulary_in_a_batch(tmp_path, inputs):
     for split in ("train", "validation"):
         writer = SplitWriter(bad / split, "pre_training", 300)  # meta says 300, one id is not
         writer.add_documents([[0] + [299] * 50 + [4000] + [7] * 50])
-        writer.finish("pre_training", sha256_file(tokenizer))
+        writer.finish(sha256_file(tokenizer))
     expect_error(tiny_config(tmp_path, tokenizer, bad), "token id 4000.*outside")
 
 

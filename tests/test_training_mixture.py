@@ -26,19 +26,19 @@ from training.trainer import train
 RANGES = {"a": (10, 100), "b": (100, 200)}
 
 
-def write_corpus(folder, tokenizer_path, ids, mode="pre_training", docs=None, sha256=None):
+def write_corpus(folder, tokenizer_path, ids, stage="pre_training", docs=None, sha256=None):
     """train/ and validation/ of documents drawn from token ids [low, high)."""
     rng = np.random.default_rng(ids[0])
     vocab = 300
     for split, count in (docs or {"train": 300, "validation": 30}).items():
-        writer = SplitWriter(folder / split, mode, vocab)
+        writer = SplitWriter(folder / split, stage, vocab)
         documents = [[0, *rng.integers(*ids, size=int(rng.integers(5, 30))).tolist()]
                      for _ in range(count)]  # fmt: skip
-        if mode == "post_training_sft":
+        if stage == "sft":
             writer.add_documents(documents, [[0] + [1] * (len(d) - 1) for d in documents])
         else:
             writer.add_documents(documents)
-        writer.finish("pre_training", sha256 or sha256_file(tokenizer_path))
+        writer.finish(sha256 or sha256_file(tokenizer_path))
     return folder
 
 
@@ -224,7 +224,7 @@ def sft_corpora(tmp_path_factory, corpora):
     root = tmp_path_factory.mktemp("sft_mixture")
     docs = {"train": 40, "validation": 8}
     return tokenizer, {
-        name: write_corpus(root / name / "tokenized", tokenizer, ids, "post_training_sft", docs)
+        name: write_corpus(root / name / "tokenized", tokenizer, ids, "sft", docs)
         for name, ids in RANGES.items()
     }
 

@@ -132,7 +132,7 @@ def train_tokenizer(raw_dir: Path, path: Path, vocab_size: int = 512) -> Path:
 
 
 def corpus_for_tokenizer(directory: Path) -> Path:
-    """Stories plus the chat texts, so one small tokenizer serves every mode's tests."""
+    """Stories plus the chat texts, so one small tokenizer serves every stage's tests."""
     chat = [m["content"] for c in CONVERSATIONS for m in c]
     chat += [
         m["content"] for p in PAIRS for part in ("prompt", "chosen", "rejected") for m in p[part]
@@ -140,8 +140,8 @@ def corpus_for_tokenizer(directory: Path) -> Path:
     return pre_training_dataset(directory, [t for t in STORIES if t] + chat, copies=5)
 
 
-def all_modes_tokenizer(folder: Path) -> Path:
-    """`folder/tokenizer.json`: 512 tokens trained on `corpus_for_tokenizer`, for every mode."""
+def all_stages_tokenizer(folder: Path) -> Path:
+    """`folder/tokenizer.json`: 512 tokens trained on `corpus_for_tokenizer`, for every stage."""
     corpus_for_tokenizer(folder / "corpus")
     return train_tokenizer(folder / "corpus", folder / "tokenizer.json", vocab_size=512)
 

@@ -47,7 +47,7 @@ def make_pretraining_data(
     out_dir: Path,
     tokenizer_path: Path,
     documents: dict[str, int] | None = None,
-    mode: str = "pre_training",
+    stage: str = "pre_training",
     vocab_size: int | None = None,
     sha256: str | None = None,
 ) -> Path:
@@ -56,15 +56,15 @@ def make_pretraining_data(
     documents = documents or {"train": 400, "validation": 40}
     for split_index, (split, count) in enumerate(documents.items()):
         rng = random.Random(100 + split_index)
-        writer = SplitWriter(out_dir / split, mode, vocab_size or tokenizer.get_vocab_size())
+        writer = SplitWriter(out_dir / split, stage, vocab_size or tokenizer.get_vocab_size())
         docs = [encode_document(tokenizer, make_text(rng)) for _ in range(count)]
-        if mode == "post_training_sft":
+        if stage == "sft":
             writer.add_documents(docs, [[1] * len(d) for d in docs])
-        elif mode == "post_training_dpo":
+        elif stage == "dpo":
             writer.add_pairs([(d[:4], d[4:8] + [5], d[8:12] + [5]) for d in docs])
         else:
             writer.add_documents(docs)
-        writer.finish("pre_training", sha256 or sha256_file(tokenizer_path))
+        writer.finish(sha256 or sha256_file(tokenizer_path))
     return out_dir
 
 
@@ -116,7 +116,6 @@ class FixedPoolStage(LanguageModelStage):
     """
 
     name = "fixed_pool"
-    tokenizer_profile = "pre_training"
 
     def __init__(self, context: RunContext, pool_size: int = 16, mask_fraction: float = 0.3):
         super().__init__(context)

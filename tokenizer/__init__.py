@@ -1,1 +1,1 @@
-"""BPE tokenizer training, tokenizer profiles (special tokens, chat template) and token shards."""
+"""BPE tokenizer training, the special tokens and chat format, and token shards."""

@@ -1,4 +1,4 @@
-"""Encode one batch of raw rows for `tokenize_dataset`, in any of the three tokenizer modes.
+"""Encode one batch of raw rows for `tokenize_dataset`, for any of the three stages.
 
 This runs inside the worker processes, so it imports neither `datasets` nor anything heavy, and
 it returns compact numpy arrays (cheap to send back to the writer process). Conversations are
@@ -9,10 +9,10 @@ them back between the special tokens; tests check this agrees token for token wi
 
 Policies applied here, each counted in the returned stats:
 - pre_training: rows whose text is empty or not a string are skipped.
-- post_training_sft: malformed conversations are skipped; conversations longer than
+- sft: malformed conversations are skipped; conversations longer than
   `max_length` are truncated (`overlong="truncate"`) or dropped (`"drop"`); a conversation with
   no trainable (assistant) token left is dropped.
-- post_training_dpo: a pair whose prompt alone has `max_length` tokens or more is dropped. When
+- dpo: a pair whose prompt alone has `max_length` tokens or more is dropped. When
   prompt + the longer response exceed `max_length`, `"drop"` drops the pair, `"truncate"` first
   cuts a prompt longer than `max_prompt_length` to its leading `<|endoftext|>` plus its last
   tokens (the end of a prompt, with the question and `<|assistant|>`, matters most), then cuts
@@ -35,7 +35,7 @@ from tokenizer.encoding import (
     response_pieces,
 )
 from tokenizer.encoding import load_tokenizer as _load_tokenizer
-from tokenizer.tokenized_data import check_mode, token_dtype
+from tokenizer.tokenized_data import token_dtype
 
 
 @dataclass
@@ -46,17 +46,17 @@ class EncodedBatch:
     lengths: np.ndarray  # (num_docs,) tokens per document, or (num_pairs, 3) prompt/chosen/rejected
     source_rows: np.ndarray  # (num_docs,) index of each kept document's row in the raw split
     num_rows: int = 0  # raw rows this batch covered, kept or not
-    mask: np.ndarray | None = None  # (sum of lengths,) uint8 loss mask, post_training_sft only
+    mask: np.ndarray | None = None  # (sum of lengths,) uint8 loss mask, sft only
     stats: Counter = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
 class EncodeSettings:
     tokenizer_path: str
-    mode: str
-    max_length: int | None = None  # post-training modes only
+    stage: str  # pre_training, sft or dpo
+    max_length: int | None = None  # sft and dpo only
     overlong: str = "truncate"  # "truncate" or "drop"
-    max_prompt_length: int | None = None  # post_training_dpo only
+    max_prompt_length: int | None = None  # dpo only
 
 
 def is_message(message) -> bool:
@@ -80,15 +80,14 @@ class BatchEncoder:
 
     def __init__(self, settings: EncodeSettings):
         self.settings = settings
-        check_mode(settings.mode)
         self.tokenizer = _load_tokenizer(settings.tokenizer_path)
         self.dtype = token_dtype(self.tokenizer.get_vocab_size())
 
     def encode(self, first_row: int, rows: dict[str, list]) -> EncodedBatch:
-        mode = self.settings.mode
-        if mode == "pre_training":
+        stage = self.settings.stage
+        if stage == "pre_training":
             return self._pre_training(first_row, rows["text"])
-        if mode == "post_training_sft":
+        if stage == "sft":
             return self._sft(first_row, rows["messages"])
         return self._dpo(first_row, rows["prompt"], rows["chosen"], rows["rejected"])
 

@@ -28,7 +28,7 @@ from tokenizer.tokenized_data import TokenizedSplit, open_dataset
 def count_split(split: TokenizedSplit) -> dict:
     split.check_token_ids(int(split.meta["vocab_size"]))
     counts = {"tokens": int(len(split.tokens))}
-    if split.mode == "post_training_dpo":
+    if split.stage == "dpo":
         rows = np.asarray(split.pair_offsets, np.int64)  # (num_pairs, 4)
         lengths = np.diff(rows, axis=1)  # (num_pairs, 3): prompt, chosen, rejected
         starts = rows[:, 0]
@@ -44,7 +44,7 @@ def count_split(split: TokenizedSplit) -> dict:
         counts["documents"] = len(lengths)
         counts["mean_document_length"] = float(lengths.mean()) if len(lengths) else 0.0
         counts["max_document_length"] = int(lengths.max()) if len(lengths) else 0
-        if split.mode == "post_training_sft":
+        if split.stage == "sft":
             counts["trainable_tokens"] = int(np.asarray(split.loss_mask).sum(dtype=np.int64))
     if counts["documents"] != split.meta.get("num_documents"):
         raise UserError(
@@ -74,8 +74,8 @@ def total(per_split: dict[str, dict]) -> dict:
     return summed
 
 
-def format_table(mode: str, per_split: dict[str, dict]) -> str:
-    if mode == "post_training_dpo":
+def format_table(stage: str, per_split: dict[str, dict]) -> str:
+    if stage == "dpo":
         columns = [
             "tokens",
             "pairs",
@@ -86,7 +86,7 @@ def format_table(mode: str, per_split: dict[str, dict]) -> str:
         ]
     else:
         columns = ["tokens", "documents", "mean_document_length", "max_document_length"]
-        if mode == "post_training_sft":
+        if stage == "sft":
             columns.append("trainable_tokens")
     rows = [["split"] + columns]
     for name, counts in per_split.items():
@@ -128,19 +128,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     splits = open_dataset(args.tokenized_dir)
-    modes = {split.mode for split in splits.values()}
-    if len(modes) > 1:
-        raise UserError(f"{args.tokenized_dir} mixes tokenizer modes {sorted(modes)}; re-tokenize")
-    mode = modes.pop()
+    stages = {split.stage for split in splits.values()}
+    if len(stages) > 1:
+        raise UserError(f"{args.tokenized_dir} mixes stages {sorted(stages)}; re-tokenize")
+    stage = stages.pop()
     per_split = {name: count_split(split) for name, split in splits.items()}
     per_split["total"] = total(per_split)
     if args.json:
-        result = {"tokenized_dir": str(Path(args.tokenized_dir)), "mode": mode, "splits": per_split}
+        result = {
+            "tokenized_dir": str(Path(args.tokenized_dir)),
+            "stage": stage,
+            "splits": per_split,
+        }
         print(json.dumps(result, indent=2))
     else:
         meta = next(iter(splits.values())).meta
-        print(f"{args.tokenized_dir}: mode {mode}, vocab {meta['vocab_size']:,}, {meta['dtype']}")
-        print(format_table(mode, per_split))
+        print(f"{args.tokenized_dir}: {stage} data, vocab {meta['vocab_size']:,}, {meta['dtype']}")
+        print(format_table(stage, per_split))
     return 0
 
 

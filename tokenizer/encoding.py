@@ -1,4 +1,4 @@
-"""Special tokens and the two tokenizer profiles: how text and conversations become token ids.
+"""Special tokens and the chat format: how documents and conversations become token ids.
 
 Every tokenizer this project trains reserves all special tokens below, at fixed ids, so one
 tokenizer serves pre-training, SFT and DPO:
@@ -7,15 +7,14 @@ tokenizer serves pre-training, SFT and DPO:
 |----|------------------|----------------------------------------------------------|
 | 0  | `<|endoftext|>`  | starts every document and conversation (separator + BOS) |
 | 1  | `<|pad|>`        | padding                                                  |
-| 2  | `<|system|>`     | opens a system turn (post_training_v1)                   |
+| 2  | `<|system|>`     | opens a system turn                                      |
 | 3  | `<|user|>`       | opens a user turn                                        |
 | 4  | `<|assistant|>`  | opens an assistant turn; a generation prompt ends here   |
 | 5  | `<|end|>`        | closes every turn                                        |
 
-Profiles:
-- `pre_training`: a document is `<|endoftext|>` + text.
-- `post_training_v1`: `<|endoftext|>` then, per message, `<|role|>` + content + `<|end|>`.
-  The loss mask is 1 exactly on assistant content and that turn's `<|end|>`.
+- A document (pre_training) is `<|endoftext|>` + text.
+- A conversation (sft, dpo) is `<|endoftext|>` then, per message, `<|role|>` + content +
+  `<|end|>`. The SFT loss mask is 1 exactly on assistant content and that turn's `<|end|>`.
 
 The chat format is written once, in `chat_pieces`: every encoder (`encode_conversation`,
 `encode_prompt`, `encode_response`, the batch encoder of tokenize_dataset), the inspector's text
@@ -52,8 +51,6 @@ ASSISTANT_ID = SPECIAL_IDS[ASSISTANT]
 END_OF_TURN_ID = SPECIAL_IDS[END_OF_TURN]
 STOP_IDS = (END_OF_TURN_ID, BOS_ID)  # a reply ends with <|end|>, a document with <|endoftext|>
 
-PROFILES = ("pre_training", "post_training_v1")
-
 # `chat_pieces` for Hugging Face's `tokenizer.apply_chat_template` (shipped by model.export.hf
 # in tokenizer_config.json); tests check it renders the same text.
 CHAT_TEMPLATE = (
@@ -74,7 +71,7 @@ class Piece(NamedTuple):
 
 
 def chat_pieces(messages: list[dict], add_generation_prompt: bool = False) -> list[Piece]:
-    """post_training_v1: `<|endoftext|>`, then `<|role|>` content `<|end|>` per message, then
+    """The chat format: `<|endoftext|>`, then `<|role|>` content `<|end|>` per message, then
     `<|assistant|>` when the model is to answer next. The one place the format is written."""
     pieces = [_START]
     for message in messages:
@@ -121,12 +118,6 @@ def pieces_to_ids(pieces: list[Piece], content_ids: Iterator[list[int]]) -> tupl
     return ids, mask
 
 
-def check_profile(name: str) -> str:
-    if name not in PROFILES:
-        raise UserError(f"unknown tokenizer profile {name!r}; choose one of {', '.join(PROFILES)}")
-    return name
-
-
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Load a tokenizer.json trained by `tokenizer.train`, or raise a one-line UserError."""
     path = Path(path)
@@ -164,7 +155,7 @@ def encode_pieces(tokenizer: Tokenizer, pieces: list[Piece]) -> tuple[list[int],
 
 
 def encode_document(tokenizer: Tokenizer, text: str) -> list[int]:
-    """pre_training profile: `<|endoftext|>` + text."""
+    """A pre-training document: `<|endoftext|>` + text."""
     return [BOS_ID] + encode_text(tokenizer, text)
 
 
@@ -179,13 +170,13 @@ def _check_messages(messages: list[dict]) -> None:
 
 
 def encode_conversation(tokenizer: Tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """post_training_v1: ids and a loss mask that is 1 on assistant content and its `<|end|>`."""
+    """A conversation: ids and a loss mask that is 1 on assistant content and its `<|end|>`."""
     _check_messages(messages)
     return encode_pieces(tokenizer, chat_pieces(messages))
 
 
 def encode_prompt(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
-    """post_training_v1 generation prompt: the conversation so far, then `<|assistant|>`."""
+    """A generation prompt: the conversation so far, then `<|assistant|>`."""
     _check_messages(messages)
     return encode_pieces(tokenizer, chat_pieces(messages, add_generation_prompt=True))[0]
 

@@ -17,7 +17,7 @@ asked for and exits; `--check-all` checks every document of the split and prints
 Each document shows its raw row, its tokens with visible boundaries (`[tok]`; in color,
 alternating backgrounds) and its ids. SFT documents mark the trained tokens (`{tok}`, bold green)
 and print the loss mask; DPO pairs show prompt, chosen and rejected separately. A document is
-flagged MISMATCH when its tokens do not decode to exactly the raw text rendered by the profile
+flagged MISMATCH when its tokens do not decode to exactly the raw text as its stage renders it
 (a truncated part must be the start of its response or the end of its prompt), when they differ
 from a fresh encoding of that text, or when an SFT loss mask is not 1 exactly on assistant
 content and its `<|end|>`. The exit status is 1 if any document shown or checked mismatched.
@@ -126,14 +126,14 @@ class Inspector:
             Path(args.tokenized_dataset_dir), args.split
         )
         self.split = open_split(directory)
-        self.mode = self.split.mode
+        self.stage = self.split.stage
         if self.split.meta.get("tokenizer_sha256") != sha256_file(args.tokenizer_path):
             raise UserError(
                 f"{args.tokenizer_path} is not the tokenizer {directory} was made with "
                 "(sha256 differs); pass the same --tokenizer-path as to tokenize_dataset"
             )
         self.raw = raw_split(Path(args.raw_dataset_dir), self.split_name)
-        raw_data.check_columns({self.split_name: self.raw}, self.mode, args.raw_dataset_dir)
+        raw_data.check_columns({self.split_name: self.raw}, self.stage, args.raw_dataset_dir)
         self.max_length = self.split.meta.get("stats", {}).get("max_length")
         self.size = int(self.split.meta["num_documents"])
         self.source_rows = self._source_rows(directory)
@@ -162,11 +162,11 @@ class Inspector:
     def document(self, index: int) -> Document:
         row = int(self.source_rows[index])
         record = self.raw[row]
-        if self.mode == "post_training_dpo":
+        if self.stage == "dpo":
             return self._pair(index, row, record)
         start, end = int(self.split.doc_offsets[index]), int(self.split.doc_offsets[index + 1])
         ids = np.asarray(self.split.tokens[start:end])
-        if self.mode == "pre_training":
+        if self.stage == "pre_training":
             return self._text(index, row, record["text"], ids)
         mask = np.asarray(self.split.loss_mask[start:end])
         return self._conversation(index, row, record["messages"], ids, mask)
@@ -244,7 +244,7 @@ class Inspector:
 
 def show(doc: Document, inspector: Inspector, args, color: bool) -> str:
     lines = [
-        f"=== {inspector.mode} document {doc.index} of {inspector.size} (raw row {doc.row}) "
+        f"=== {inspector.stage} document {doc.index} of {inspector.size} (raw row {doc.row}) "
         + (
             "MISMATCH: " + "; ".join(doc.problems)
             if doc.problems

@@ -20,16 +20,16 @@ if TYPE_CHECKING:  # imported lazily: worker processes re-import the modules tha
     import datasets
     import pyarrow as pa
 
-# The columns each tokenizer mode reads: what the download_dataset steps write.
-COLUMNS_BY_MODE = {
+# The columns each stage's data is made from: what the download_dataset steps write.
+COLUMNS_BY_STAGE = {
     "pre_training": ("text",),
-    "post_training_sft": ("messages",),
-    "post_training_dpo": ("prompt", "chosen", "rejected"),
+    "sft": ("messages",),
+    "dpo": ("prompt", "chosen", "rejected"),
 }
 COLUMN_HELP = {
     "pre_training": "'text' (a string per document)",
-    "post_training_sft": "'messages' (a list of {role, content})",
-    "post_training_dpo": "'prompt', 'chosen' and 'rejected' (lists of {role, content})",
+    "sft": "'messages' (a list of {role, content})",
+    "dpo": "'prompt', 'chosen' and 'rejected' (lists of {role, content})",
 }
 DOWNLOAD_HINT = (
     "create it with `python3 -m dataset.pre_training.download_dataset --output-dir DIR` "
@@ -151,18 +151,17 @@ def load_datasets(path: str | Path) -> dict[str, "datasets.Dataset"]:
         raise UserError(f"cannot read the dataset at {path}: {error}") from None
 
 
-def check_columns(splits: dict, mode: str, path: str | Path) -> None:
-    """UserError naming the split, the mode and the columns it needs, if any split lacks one
+def check_columns(splits: dict, stage: str, path: str | Path) -> None:
+    """UserError naming the split, the stage and the columns it needs, if any split lacks one
     or holds the wrong type in it (a `text` column of numbers would give 0 tokens)."""
     for name, split in splits.items():
-        missing = [c for c in COLUMNS_BY_MODE[mode] if c not in split.column_names]
+        missing = [c for c in COLUMNS_BY_STAGE[stage] if c not in split.column_names]
         if missing:
             raise UserError(
-                f"{Path(path) / name} has columns {split.column_names} but --tokenizer-mode "
-                f"{mode} needs {COLUMN_HELP[mode]}; missing {missing}. Check --tokenizer-mode "
-                "and --dataset-dir"
+                f"{Path(path) / name} has columns {split.column_names} but {stage} data needs "
+                f"{COLUMN_HELP[stage]}; missing {missing}. Check --stage and --dataset-dir"
             )
-        check_column_types(split, COLUMNS_BY_MODE[mode], Path(path) / name)
+        check_column_types(split, COLUMNS_BY_STAGE[stage], Path(path) / name)
 
 
 def check_column_types(split, columns, where: Path) -> None:

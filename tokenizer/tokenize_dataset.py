@@ -3,17 +3,21 @@ r"""Tokenize every split of a raw dataset into memory-mapped arrays (see tokeniz
     python3 -m tokenizer.tokenize_dataset --dataset-dir data/pre_training/raw \
         --tokenizer-path data/tokenizer.json --output-dir data/tokens/pre_training --num-proc 8
 
-Tiny CPU example, then SFT and DPO data (post_training_v1 profile):
+Tiny CPU example, then SFT and DPO data:
 
     python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample/pre_training/raw \
         --tokenizer-path data/sample/tokenizer/tokenizer.json \
         --output-dir data/sample/pre_training/tokenized --num-proc 2
     python3 -m tokenizer.tokenize_dataset --dataset-dir data/post_training/sft/raw \
         --tokenizer-path data/tokenizer.json --output-dir data/tokens/sft --num-proc 2 \
-        --tokenizer-profile post_training_v1 --tokenizer-mode post_training_sft --max-length 1025
+        --stage sft --max-length 1025
     python3 -m tokenizer.tokenize_dataset --dataset-dir data/post_training/dpo/raw \
         --tokenizer-path data/tokenizer.json --output-dir data/tokens/dpo --num-proc 2 \
-        --tokenizer-profile post_training_v1 --tokenizer-mode post_training_dpo --max-length 1024
+        --stage dpo --max-length 1024
+
+The original README's `--tokenizer-mode post_training_sft` (or `post_training_dpo`,
+`pre_training`) and `--tokenizer-profile post_training_v1` are older spellings of `--stage`,
+still accepted.
 
 How it runs: the parent process streams rows from the Arrow files in batches, `--num-proc`
 worker processes encode them (one thread each, so N processes use N cores; the tokenizer's own
@@ -56,11 +60,21 @@ from tokenizer.batch_encoding import (
     encode_in_worker,
     init_worker,
 )
-from tokenizer.encoding import PROFILES, load_tokenizer
-from tokenizer.tokenized_data import MODES, PROFILE_OF_MODE, SplitWriter, write_array
+from tokenizer.encoding import load_tokenizer
+from tokenizer.tokenized_data import STAGES, SplitWriter, write_array
 
 SOURCE_ROWS_FILE = "source_rows.bin"
 DEFAULT_MAX_LENGTH = 1024
+# The original README's spellings, accepted on the command line and nowhere else.
+STAGE_OF_TOKENIZER_MODE = {
+    "pre_training": "pre_training",
+    "post_training_sft": "sft",
+    "post_training_dpo": "dpo",
+}
+STAGES_OF_TOKENIZER_PROFILE = {
+    "pre_training": ("pre_training",),
+    "post_training_v1": ("sft", "dpo"),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,39 +103,45 @@ def parse_args(argv=None) -> argparse.Namespace:
         "Default: all cores. The output does not depend on it",
     )
     parser.add_argument(
-        "--tokenizer-profile",
-        choices=PROFILES,
+        "--stage",
+        choices=STAGES,
         default=None,
-        help="how text becomes tokens: pre_training (documents) or post_training_v1 (chat turns). "
-        "Implied by --tokenizer-mode (post_training_sft and post_training_dpo imply "
-        "post_training_v1), so it may be left out; one that contradicts the mode is an error",
+        help="the training stage the data is for: pre_training (column text), sft (messages; "
+        "adds a loss mask) or dpo (prompt/chosen/rejected). Default pre_training",
     )
     parser.add_argument(
         "--tokenizer-mode",
-        choices=MODES,
-        default="pre_training",
-        help="pre_training (column text), post_training_sft (messages; adds a loss mask) or "
-        "post_training_dpo (prompt/chosen/rejected). Default pre_training",
+        choices=STAGE_OF_TOKENIZER_MODE,
+        default=None,
+        help="older spelling of --stage, still accepted: pre_training, post_training_sft (= sft) "
+        "or post_training_dpo (= dpo)",
+    )
+    parser.add_argument(
+        "--tokenizer-profile",
+        choices=STAGES_OF_TOKENIZER_PROFILE,
+        default=None,
+        help="older flag, still accepted and only checked: pre_training goes with --stage "
+        "pre_training, post_training_v1 with sft and dpo",
     )
     parser.add_argument(
         "--max-length",
         type=int,
         default=None,
-        help="post-training modes: most tokens in one sequence (SFT conversation; DPO prompt + "
+        help="sft and dpo: most tokens in one sequence (SFT conversation; DPO prompt + "
         f"longer response). Default {DEFAULT_MAX_LENGTH}. Pre-training documents are never cut",
     )
     parser.add_argument(
         "--overlong",
         choices=("truncate", "drop"),
         default=None,
-        help="post-training modes: what to do with a sequence longer than --max-length. "
+        help="sft and dpo: what to do with a sequence longer than --max-length. "
         "Both are counted in meta.json. Default truncate",
     )
     parser.add_argument(
         "--max-prompt-length",
         type=int,
         default=None,
-        help="post_training_dpo: when a pair is too long, a prompt longer than this keeps its "
+        help="dpo: when a pair is too long, a prompt longer than this keeps its "
         "first token and its last tokens up to this length. Default: half of --max-length",
     )
     parser.add_argument(
@@ -137,39 +157,54 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def resolve_stage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """--stage, or the stage an original-README --tokenizer-mode names; --tokenizer-profile is
+    only checked against it."""
+    stage = args.stage or "pre_training"
+    if args.tokenizer_mode is not None:
+        stage = STAGE_OF_TOKENIZER_MODE[args.tokenizer_mode]
+        if args.stage not in (None, stage):
+            parser.error(
+                f"--tokenizer-mode {args.tokenizer_mode} means --stage {stage}, not "
+                f"--stage {args.stage}; give only --stage"
+            )
+    stages = STAGES_OF_TOKENIZER_PROFILE.get(args.tokenizer_profile, (stage,))
+    if stage not in stages:
+        parser.error(
+            f"--tokenizer-profile {args.tokenizer_profile} goes with --stage "
+            f"{' or '.join(stages)}, not --stage {stage}; leave --tokenizer-profile out"
+        )
+    return stage
+
+
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject contradicting flags (parser.error) and fill in the mode-dependent defaults."""
+    """Reject contradicting flags (parser.error) and fill in the stage-dependent defaults."""
     if args.num_proc < 1:
         parser.error("--num-proc must be at least 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
-    profile = PROFILE_OF_MODE[args.tokenizer_mode]
-    if args.tokenizer_profile not in (None, profile):
-        parser.error(
-            f"--tokenizer-mode {args.tokenizer_mode} implies --tokenizer-profile {profile}, "
-            f"not {args.tokenizer_profile} (leave --tokenizer-profile out)"
-        )
-    args.tokenizer_profile = profile
-    if args.tokenizer_mode == "pre_training":
+    args.stage = resolve_stage(parser, args)
+    del args.tokenizer_mode, args.tokenizer_profile  # spellings only: --stage says it all
+    if args.stage == "pre_training":
         for flag, value in (
             ("--max-length", args.max_length),
             ("--overlong", args.overlong),
             ("--max-prompt-length", args.max_prompt_length),
         ):
             if value is not None:
-                parser.error(f"{flag} applies to post-training modes only (documents are packed)")
+                parser.error(f"{flag} applies to --stage sft and dpo only (documents are packed)")
         return
     args.overlong = args.overlong or "truncate"
     args.max_length = DEFAULT_MAX_LENGTH if args.max_length is None else args.max_length
     if args.max_length < 2:
         parser.error("--max-length must be at least 2")
-    if args.tokenizer_mode == "post_training_dpo":
+    if args.stage == "dpo":
         if args.max_prompt_length is None:
             args.max_prompt_length = args.max_length // 2
         if not 2 <= args.max_prompt_length < args.max_length:
             parser.error("--max-prompt-length must be at least 2 and less than --max-length")
     elif args.max_prompt_length is not None:
-        parser.error("--max-prompt-length applies to --tokenizer-mode post_training_dpo only")
+        parser.error("--max-prompt-length applies to --stage dpo only")
 
 
 def start_pool(settings: EncodeSettings, num_proc: int):
@@ -221,9 +256,9 @@ def batch_encoder(settings: EncodeSettings, num_proc: int):
 def write_batch(writer: SplitWriter, batch: EncodedBatch, source_rows_file) -> None:
     ends = np.cumsum(batch.lengths.reshape(-1))  # pairs: prompt, chosen, rejected in turn
     pieces = np.split(batch.tokens, ends[:-1]) if len(ends) else []
-    if writer.mode == "post_training_dpo":
+    if writer.stage == "dpo":
         writer.add_pairs(list(zip(pieces[0::3], pieces[1::3], pieces[2::3])))
-    elif writer.mode == "post_training_sft":
+    elif writer.stage == "sft":
         writer.add_documents(pieces, np.split(batch.mask, ends[:-1]) if len(ends) else [])
     else:
         writer.add_documents(pieces)
@@ -231,8 +266,8 @@ def write_batch(writer: SplitWriter, batch: EncodedBatch, source_rows_file) -> N
 
 
 def tokenize_split(dataset, name: str, directory: Path, encode_all, args, vocab_size, sha256):
-    columns = raw_data.COLUMNS_BY_MODE[args.tokenizer_mode]
-    writer = SplitWriter(directory, args.tokenizer_mode, vocab_size)
+    columns = raw_data.COLUMNS_BY_STAGE[args.stage]
+    writer = SplitWriter(directory, args.stage, vocab_size)
     stats = Counter()
 
     def jobs():
@@ -250,13 +285,13 @@ def tokenize_split(dataset, name: str, directory: Path, encode_all, args, vocab_
             stats.update(batch.stats)
             progress.update(batch.num_rows)
     settings = {"max_length": args.max_length, "overlong": args.overlong}
-    if args.tokenizer_mode == "post_training_dpo":
+    if args.stage == "dpo":
         settings["max_prompt_length"] = args.max_prompt_length
     stats = dict(stats)
-    if args.tokenizer_mode != "pre_training":
+    if args.stage != "pre_training":
         stats.update(settings)
     stats["source_rows_file"] = SOURCE_ROWS_FILE
-    return writer.finish(args.tokenizer_profile, sha256, stats)
+    return writer.finish(sha256, stats)
 
 
 def main(argv=None) -> int:
@@ -265,7 +300,7 @@ def main(argv=None) -> int:
     vocab_size = tokenizer.get_vocab_size()
     sha256 = sha256_file(args.tokenizer_path)
     splits = raw_data.open_splits(args.dataset_dir, allow_single_split=False)
-    raw_data.check_columns(splits, args.tokenizer_mode, args.dataset_dir)
+    raw_data.check_columns(splits, args.stage, args.dataset_dir)
     if "train" not in splits:
         raise UserError(f"{args.dataset_dir} has splits {sorted(splits)} but no 'train' split")
     if len(splits["train"]) == 0:
@@ -276,7 +311,7 @@ def main(argv=None) -> int:
 
     settings = EncodeSettings(
         tokenizer_path=str(args.tokenizer_path),
-        mode=args.tokenizer_mode,
+        stage=args.stage,
         max_length=args.max_length,
         overlong=args.overlong,
         max_prompt_length=args.max_prompt_length,
@@ -301,7 +336,7 @@ def main(argv=None) -> int:
         documents, tokens = meta["num_documents"], meta["num_tokens"]
         print(f"{name}: {documents:,} documents, {tokens:,} tokens ({counters})")
     print(
-        f"wrote {output} ({args.tokenizer_mode}, {total_tokens:,} tokens in {seconds:.1f} s, "
+        f"wrote {output} ({args.stage}, {total_tokens:,} tokens in {seconds:.1f} s, "
         f"{total_tokens / max(seconds, 1e-9):,.0f} tokens/s)"
     )
     return 0

@@ -3,12 +3,12 @@
 A tokenized dataset is a folder with one sub-folder per split (`train/`, `validation/`, `test/`).
 Each split folder holds little-endian arrays and a `meta.json` that describes them:
 
-| array              | dtype            | shape            | modes                        |
-|--------------------|------------------|------------------|------------------------------|
-| `tokens.bin`       | uint16 or uint32 | (num_tokens,)    | all                          |
-| `doc_offsets.bin`  | uint64           | (num_docs + 1,)  | pre_training, post_training_sft |
-| `loss_mask.bin`    | uint8            | (num_tokens,)    | post_training_sft            |
-| `pair_offsets.bin` | uint64           | (num_pairs, 4)   | post_training_dpo            |
+| array              | dtype            | shape            | stages                              |
+|--------------------|------------------|------------------|-------------------------------------|
+| `tokens.bin`       | uint16 or uint32 | (num_tokens,)    | all                                 |
+| `doc_offsets.bin`  | uint64           | (num_docs + 1,)  | pre_training, sft                   |
+| `loss_mask.bin`    | uint8            | (num_tokens,)    | sft                                 |
+| `pair_offsets.bin` | uint64           | (num_pairs, 4)   | dpo                                 |
 | `source_rows.bin`  | uint64           | (num_docs,)      | all, optional (raw row of each doc) |
 
 - Document i is `tokens[doc_offsets[i]:doc_offsets[i + 1]]` and begins with `<|endoftext|>`.
@@ -19,8 +19,9 @@ Each split folder holds little-endian arrays and a `meta.json` that describes th
   `--max-length` (counted in meta.json's stats).
 - Token arrays are uint16 while the vocabulary fits in 65,536 ids, else uint32.
 
-`meta.json`: format_version, mode, profile, dtype, vocab_size, tokenizer_sha256, num_tokens,
-num_documents, arrays ({name: {dtype, shape, bytes}}) and stats (mode-specific counters).
+`meta.json`: format_version, stage (the training stage the data is for: pre_training, sft or
+dpo), dtype, vocab_size, tokenizer_sha256, num_tokens, num_documents, arrays ({name: {dtype,
+shape, bytes}}) and stats (stage-specific counters).
 """
 
 import json
@@ -32,20 +33,13 @@ import numpy as np
 from common.atomic import atomic_write_text
 from common.errors import UserError
 
-FORMAT_VERSION = 1
-MODES = ("pre_training", "post_training_sft", "post_training_dpo")
-# A mode decides the profile: one chat format serves SFT and DPO. (The training stages call
-# the same ideas `pre_training`, `sft` and `dpo`.)
-PROFILE_OF_MODE = {
-    "pre_training": "pre_training",
-    "post_training_sft": "post_training_v1",
-    "post_training_dpo": "post_training_v1",
-}
+FORMAT_VERSION = 2
+STAGES = ("pre_training", "sft", "dpo")
 SPLITS = ("train", "validation", "test")
-ARRAYS_BY_MODE = {
+ARRAYS_BY_STAGE = {
     "pre_training": ("tokens.bin", "doc_offsets.bin"),
-    "post_training_sft": ("tokens.bin", "doc_offsets.bin", "loss_mask.bin"),
-    "post_training_dpo": ("tokens.bin", "pair_offsets.bin"),
+    "sft": ("tokens.bin", "doc_offsets.bin", "loss_mask.bin"),
+    "dpo": ("tokens.bin", "pair_offsets.bin"),
 }
 
 
@@ -59,28 +53,22 @@ def write_array(file, values, dtype) -> None:
     file.write(np.ascontiguousarray(values, dtype).data)
 
 
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise UserError(f"unknown tokenizer mode {mode!r}; choose one of {', '.join(MODES)}")
-    return mode
-
-
 class SplitWriter:
     """Streams one split to disk: arrays grow by appending, so memory stays flat.
 
     Use inside `common.atomic.atomic_directory` so an interrupted write never looks finished.
     """
 
-    def __init__(self, directory: str | Path, mode: str, vocab_size: int):
+    def __init__(self, directory: str | Path, stage: str, vocab_size: int):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.mode = check_mode(mode)
+        self.stage = stage
         self.vocab_size = vocab_size
         self.dtype = token_dtype(vocab_size)
         # Kept open while the split streams in; closed by finish().
         self.files = {
             name: open(self.directory / name, "wb")  # noqa: SIM115
-            for name in ARRAYS_BY_MODE[mode]
+            for name in ARRAYS_BY_STAGE[stage]
         }
         self.num_tokens = 0
         self.num_documents = 0
@@ -101,9 +89,9 @@ class SplitWriter:
         start = self.num_tokens
         self._append_tokens(np.concatenate([np.asarray(doc) for doc in documents]))
         write_array(self.files["doc_offsets.bin"], start + np.cumsum(lengths), np.uint64)
-        if self.mode == "post_training_sft":
+        if self.stage == "sft":
             if masks is None:
-                raise ValueError("post_training_sft documents need loss masks")
+                raise ValueError("sft documents need loss masks")
             write_array(self.files["loss_mask.bin"], np.concatenate(masks), np.uint8)
         self.num_documents += len(documents)
 
@@ -127,7 +115,7 @@ class SplitWriter:
         write_array(self.files["pair_offsets.bin"], rows, np.uint64)
         self.num_documents += len(pairs)
 
-    def finish(self, profile: str, tokenizer_sha256: str, stats: dict | None = None) -> dict:
+    def finish(self, tokenizer_sha256: str, stats: dict | None = None) -> dict:
         """Close the arrays and write `meta.json` describing them."""
         for file in self.files.values():
             file.close()
@@ -142,8 +130,7 @@ class SplitWriter:
             }
         meta = {
             "format_version": FORMAT_VERSION,
-            "mode": self.mode,
-            "profile": profile,
+            "stage": self.stage,
             "dtype": self.dtype.name,
             "vocab_size": self.vocab_size,
             "tokenizer_sha256": tokenizer_sha256,
@@ -178,8 +165,8 @@ class TokenizedSplit:
     pair_offsets: np.ndarray | None = None
 
     @property
-    def mode(self) -> str:
-        return self.meta["mode"]
+    def stage(self) -> str:
+        return self.meta["stage"]
 
     def document(self, index: int) -> np.ndarray:
         return self.tokens[int(self.doc_offsets[index]) : int(self.doc_offsets[index + 1])]
@@ -195,14 +182,15 @@ class TokenizedSplit:
                 )
 
 
-def open_split(directory: str | Path, mode: str | None = None) -> TokenizedSplit:
-    """Open and validate one split folder; UserError names what is wrong."""
+def open_split(directory: str | Path, stage: str | None = None) -> TokenizedSplit:
+    """Open and validate one split folder (holding `stage` data, if given); UserError names
+    what is wrong."""
     directory = Path(directory)
-    meta = read_meta(directory, mode)
+    meta = read_meta(directory, stage)
     tokens_dtype = _check_dtype(meta, directory / "meta.json")
     arrays = {
         name: _open_array(directory / name, *_array_layout(name, tokens_dtype), meta)
-        for name in ARRAYS_BY_MODE[meta["mode"]]
+        for name in ARRAYS_BY_STAGE[meta["stage"]]
     }
     tokens = arrays["tokens.bin"]
     for name in ("doc_offsets.bin", "pair_offsets.bin"):
@@ -224,8 +212,10 @@ def open_split(directory: str | Path, mode: str | None = None) -> TokenizedSplit
     )
 
 
-def read_meta(directory: Path, mode: str | None = None) -> dict:
-    """The split's meta.json, checked for the keys, format version and mode this code reads."""
+def read_meta(directory: str | Path, stage: str | None = None) -> dict:
+    """The split's meta.json, checked for the keys and format version this code reads, and for
+    holding `stage` data if a stage is given."""
+    directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise UserError(
@@ -236,7 +226,7 @@ def read_meta(directory: Path, mode: str | None = None) -> dict:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as error:
         raise UserError(f"{meta_path} is not valid JSON ({error})") from None
-    for key in ("format_version", "mode", "dtype", "vocab_size", "arrays"):
+    for key in ("format_version", "stage", "dtype", "vocab_size", "arrays"):
         if key not in meta:
             raise UserError(f"{meta_path} lacks {key!r}; re-tokenize this dataset")
     if meta["format_version"] != FORMAT_VERSION:
@@ -244,12 +234,12 @@ def read_meta(directory: Path, mode: str | None = None) -> dict:
             f"{meta_path} has format version {meta['format_version']}, this code reads "
             f"{FORMAT_VERSION}; re-tokenize this dataset"
         )
-    if meta["mode"] not in MODES:
-        raise UserError(f"{meta_path}: unknown mode {meta['mode']!r}")
-    if mode is not None and meta["mode"] != mode:
+    if meta["stage"] not in STAGES:
+        raise UserError(f"{meta_path}: unknown stage {meta['stage']!r}; re-tokenize this dataset")
+    if stage is not None and meta["stage"] != stage:
         raise UserError(
-            f"{directory} was tokenized in mode {meta['mode']!r} but this step needs {mode!r}; "
-            f"re-run tokenize_dataset with --tokenizer-mode={mode}"
+            f"{directory} holds {meta['stage']} data but this step needs {stage} data; make it "
+            f"with `python3 -m tokenizer.tokenize_dataset --stage {stage}`"
         )
     return meta
 
@@ -307,8 +297,9 @@ def _check_offsets(path: Path, offsets: np.ndarray, num_tokens: int) -> None:
         )
 
 
-def open_dataset(directory: str | Path, mode: str | None = None) -> dict[str, TokenizedSplit]:
-    """Open every split folder present under `directory` (at least `train`)."""
+def open_dataset(directory: str | Path, stage: str | None = None) -> dict[str, TokenizedSplit]:
+    """Open every split folder present under `directory` (at least `train`), each holding
+    `stage` data if a stage is given."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(
@@ -316,7 +307,7 @@ def open_dataset(directory: str | Path, mode: str | None = None) -> dict[str, To
             "`python3 -m tokenizer.tokenize_dataset`"
         )
     splits = {
-        name: open_split(directory / name, mode) for name in SPLITS if (directory / name).is_dir()
+        name: open_split(directory / name, stage) for name in SPLITS if (directory / name).is_dir()
     }
     if "train" not in splits:
         raise UserError(f"{directory} has no train/ split; is it a tokenized dataset folder?")

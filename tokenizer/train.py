@@ -12,7 +12,7 @@ Tiny CPU example (a few seconds on the sample corpus):
 
 The tokenizer splits text with the GPT-4 regex, then maps every byte to one of 256 base symbols
 (byte-level BPE), so any Unicode string encodes and decodes back exactly; no normalizer is used
-for the same reason. The special tokens of every profile (`tokenizer.encoding.SPECIAL_TOKENS`)
+for the same reason. The special tokens of every stage (`tokenizer.encoding.SPECIAL_TOKENS`)
 are reserved at ids 0..5, so one tokenizer serves pre-training, SFT and DPO.
 
 `--dataset-dir` takes the DatasetDict folder or one split folder. Pre-training data is read from

@@ -1,6 +1,6 @@
 """Open a tokenized dataset for training and check it fits the run (shared by all stages).
 
-Checks, each a one-line UserError: the folder exists and was tokenized in the stage's mode
+Checks, each a one-line UserError: the folder exists and holds the stage's data
 (tokenizer/tokenized_data.open_dataset); the needed splits are there; every split was made by
 the run's tokenizer (same sha256) and its vocabulary fits the model's.
 """
@@ -15,7 +15,7 @@ from tokenizer.tokenized_data import TokenizedSplit, open_dataset
 
 def open_training_data(
     data_dir: str | Path,
-    mode: str,
+    stage: str,
     tokenizer_sha256: str,
     vocab_size: int,
     splits: tuple[str, ...] = ("train", "validation"),
@@ -26,7 +26,7 @@ def open_training_data(
         raise UserError(
             f"--data_dir={data_dir}: this stage reads one tokenized folder, not a mixture"
         )
-    opened = open_dataset(data_dir, mode)
+    opened = open_dataset(data_dir, stage)
     for name in splits:
         if name not in opened:
             raise UserError(

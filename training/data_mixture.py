@@ -113,16 +113,16 @@ def corpus_names(paths: list[str]) -> list[str]:
 
 def open_corpora(
     data_dir: str,
-    mode: str,
+    stage: str,
     tokenizer_sha256: str,
     vocab_size: int,
     splits: tuple[str, ...] = ("train", "validation"),
 ) -> list[Corpus]:
     """Every corpus of --data_dir, its `splits` opened and checked: each made by one and the
-    same tokenizer (the run's), in `mode`, with the splits the run needs."""
+    same tokenizer (the run's), holding `stage` data, with the splits the run needs."""
     corpora = []
     for spec in parse_data_dirs(data_dir):
-        opened = open_dataset(spec.path, mode)
+        opened = open_dataset(spec.path, stage)
         for name in splits:
             if name not in opened:
                 raise UserError(

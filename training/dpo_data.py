@@ -33,7 +33,7 @@ from training.losses import IGNORE_INDEX
 
 @dataclass
 class PreferencePairs:
-    """The usable pairs of one post_training_dpo split, with reply lengths cut to the block.
+    """The usable pairs of one dpo split, with reply lengths cut to the block.
 
     `pair_index[k]` is the k-th usable pair's row in pair_offsets.bin (the key into
     precomputed reference log-probs).
@@ -62,8 +62,8 @@ def load_pairs(split: TokenizedSplit, block_size: int) -> PreferencePairs:
     """Validate a split's pair offsets and keep the pairs a block_size model can train on."""
     if split.pair_offsets is None:
         raise UserError(
-            f"{split.directory} holds no preference pairs: it was tokenized in mode "
-            f"{split.mode!r}; re-run tokenize_dataset with --tokenizer-mode=post_training_dpo"
+            f"{split.directory} holds {split.stage} data, not dpo data (no preference pairs); "
+            "make it with `python3 -m tokenizer.tokenize_dataset --stage dpo`"
         )
     rows = np.asarray(split.pair_offsets, np.int64).reshape(-1, 4)  # [N, 4]
     p, c, r, e = rows.T

@@ -42,7 +42,6 @@ from training.reference_logps import (
 from training.sft_stage import answer_samples
 from training.stage import Batch, RunContext, Stage
 
-MODE = "post_training_dpo"
 REFERENCE_MODES = ("live", "precomputed")
 
 
@@ -129,7 +128,6 @@ class DPOConfig(TrainConfig):
 
 class DPOStage(Stage):
     name = "dpo"
-    tokenizer_profile = "post_training_v1"
 
     def __init__(self, context: RunContext):
         config = context.config
@@ -138,7 +136,7 @@ class DPOStage(Stage):
         self.micro_batch_size = config.micro_batch_size
         vocab_size = context.model_config.vocab_size
         splits = open_training_data(
-            config.data_dir, MODE, context.tokenizer_sha256, vocab_size,
+            config.data_dir, self.name, context.tokenizer_sha256, vocab_size,
             splits=("train", config.eval_split),
         )  # fmt: skip
         for split in splits.values():

@@ -24,7 +24,6 @@ SAMPLE_PROMPTS = {
 
 class PretrainingStage(LanguageModelStage):
     name = "pre_training"
-    tokenizer_profile = "pre_training"
 
     def __init__(self, context: RunContext):
         super().__init__(context)

@@ -175,7 +175,7 @@ def save(parts) -> Path:
         "train": config.to_dict(),
         "stage": parts.stage.name,
         "step": loop.step,
-        "tokenizer": {"sha256": context.tokenizer_sha256, "profile": parts.stage.tokenizer_profile},
+        "tokenizer": {"sha256": context.tokenizer_sha256},
         # val_loss only when measured on these very weights: `best` is chosen by it
         "metrics": {
             "val_loss": loop.last_val_loss if loop.last_val_step == loop.step else None,

@@ -55,13 +55,13 @@ def next_fit_rows(lengths: np.ndarray, capacity: int) -> np.ndarray:
 
 
 class PackedSFTData:
-    """Packed rows over one tokenized post_training_sft split (memory-mapped, read lazily)."""
+    """Packed rows over one tokenized sft split (memory-mapped, read lazily)."""
 
     def __init__(self, split: TokenizedSplit, block_size: int, seed: int, shuffle: bool = True):
         if split.loss_mask is None or split.doc_offsets is None:
             raise UserError(
-                f"{split.directory} has no loss mask: it was tokenized in mode {split.mode!r}; "
-                "re-run tokenize_dataset with --tokenizer-mode=post_training_sft"
+                f"{split.directory} holds {split.stage} data, not sft data (no loss mask); "
+                "make it with `python3 -m tokenizer.tokenize_dataset --stage sft`"
             )
         self.split = split
         self.block_size = block_size

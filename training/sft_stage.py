@@ -29,8 +29,6 @@ from training.language_model_stage import LanguageModelStage
 from training.sft_data import PackedSFTData, rows_to_batch
 from training.stage import Batch, RunContext
 
-MODE = "post_training_sft"
-
 
 @dataclass(kw_only=True)
 class SFTConfig(TrainConfig):
@@ -55,7 +53,6 @@ def first_assistant_prompt(split: TokenizedSplit, index: int) -> list[int]:
 
 class SFTStage(LanguageModelStage):
     name = "sft"
-    tokenizer_profile = "post_training_v1"
 
     def __init__(self, context: RunContext):
         super().__init__(context)
@@ -63,7 +60,7 @@ class SFTStage(LanguageModelStage):
         self.micro_batch_size = config.micro_batch_size
         corpora = open_corpora(
             config.data_dir,
-            MODE,
+            self.name,
             context.tokenizer_sha256,
             context.model_config.vocab_size,
             splits=("train", config.eval_split),

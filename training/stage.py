@@ -43,8 +43,8 @@ At each evaluation (every config.eval_interval steps and at the end; training/ev
   torch.no_grad and autocast; random sampling inside it cannot disturb training (the engine
   forks the RNG).
 
-Class attributes every concrete stage must set: `name` ("pre_training" | "sft" | "dpo") and
-`tokenizer_profile`, which go into each checkpoint's config.json ("stage", "tokenizer"."profile").
+Class attribute every concrete stage must set: `name` ("pre_training" | "sft" | "dpo"), the
+kind of tokenized data it reads and the "stage" of each checkpoint's config.json.
 
 A stage that sets `self.epochs` (a training.epochs.EpochCounter) gets train/epoch logged with
 the train scalars (`epoch_scalars`); every stage prints its epoch report at the start.
@@ -120,7 +120,6 @@ class Stage(abc.ABC):
     """One training stage's data and loss. See the module docstring for the contract."""
 
     name: str  # "pre_training" | "sft" | "dpo": written to config.json "stage"
-    tokenizer_profile: str  # written to config.json "tokenizer" "profile"
     # Forward-only passes of a same-sized model per trained token (DPO's live reference); MFU
     # counts each as a third of a training pass (2N of 6N FLOPs per token).
     extra_forward_passes: int = 0
@@ -128,11 +127,8 @@ class Stage(abc.ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if not inspect.isabstract(cls):
-            for attribute in ("name", "tokenizer_profile"):
-                if not isinstance(getattr(cls, attribute, None), str):
-                    raise TypeError(f"stage {cls.__name__} must set the class attribute "
-                                    f"{attribute}")  # fmt: skip
+        if not inspect.isabstract(cls) and not isinstance(getattr(cls, "name", None), str):
+            raise TypeError(f"stage {cls.__name__} must set the class attribute name")
 
     @abc.abstractmethod
     def train_micro_batch(self, step: int, micro_index: int) -> Batch:

@@ -14,21 +14,21 @@ import datasets
 from common.errors import UserError
 from dataset import common
 from dataset.local_files import JSONL_SUFFIXES, iter_jsonl, resolve_data_files
-from dataset.post_training.messages import PROFILES, drop_by_reason
+from dataset.post_training.messages import drop_by_reason
 
 SAMPLE_HELD_OUT_SHARE = 20  # validation and test get a 20th of --sample-size each...
 SAMPLE_MIN_HELD_OUT = 20  # ...but at least this many
 
 
 def add_post_training_args(parser: argparse.ArgumentParser, unit: str, test_help=None) -> None:
-    """--tokenizer-profile, --max-chars, --sample-size and the split fractions; `unit` names a
-    row ("conversations", "pairs")."""
+    """--max-chars, --sample-size, the split fractions and the original README's
+    --tokenizer-profile; `unit` names a row ("conversations", "pairs")."""
     parser.add_argument(
         "--tokenizer-profile",
-        choices=PROFILES,
-        default="post_training_v1",
-        help="the chat profile the data is for (recorded in manifest.json). Conversations are "
-        "always post_training_v1, so it may be left out; the original README passes it",
+        choices=("post_training_v1",),
+        default=argparse.SUPPRESS,
+        help="older flag, still accepted and otherwise unused: the original README passes "
+        "post_training_v1, the one chat format these conversations are for",
     )
     parser.add_argument(
         "--max-chars",
@@ -50,6 +50,7 @@ def add_post_training_args(parser: argparse.ArgumentParser, unit: str, test_help
 def check_post_training_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.sample_size < 1 or args.max_chars < 1:
         parser.error("--sample-size and --max-chars must be positive")
+    vars(args).pop("tokenizer_profile", None)  # checked by its choices; not a setting
 
 
 def sample_sizes(sample_size: int) -> dict[str, int]:

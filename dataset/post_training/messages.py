@@ -13,7 +13,6 @@ from dataset.common import Manifest, WorkDir, counted_filter
 
 ROLES = ("system", "user", "assistant")
 MESSAGES = [{"role": datasets.Value("string"), "content": datasets.Value("string")}]
-PROFILES = ("post_training_v1",)  # tokenizer profiles whose roles these conversations use
 
 
 class Unusable(Exception):

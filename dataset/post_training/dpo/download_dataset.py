@@ -1,7 +1,6 @@
 """Step 1 of DPO: get preference pairs (prompt, chosen, rejected) and save them as a DatasetDict.
 
-    python3 -m dataset.post_training.dpo.download_dataset --output-dir=data/post_training/dpo/raw \\
-        --tokenizer-profile=post_training_v1
+    python3 -m dataset.post_training.dpo.download_dataset --output-dir=data/post_training/dpo/raw
 
 Sources (`--source`):
 - `hub` (default), `--dataset`:
@@ -12,7 +11,7 @@ Sources (`--source`):
   whose rejected answer breaks it checkably; no network. Tiny CPU example:
       python3 -m dataset.post_training.dpo.download_dataset \\
           --output-dir=data/sample/post_training/dpo/raw \\
-          --tokenizer-profile=post_training_v1 --source sample --sample-size 2000
+          --source sample --sample-size 2000
 - `local`: .jsonl files, one pair per line, in any layout of formats.py.
 
 Output: train/ validation/ test/ with columns `prompt`, `chosen`, `rejected` (message lists;

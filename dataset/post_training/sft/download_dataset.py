@@ -1,7 +1,6 @@
 """Step 1 of SFT: get instruction/response conversations and save them as a DatasetDict.
 
-    python3 -m dataset.post_training.sft.download_dataset --output-dir=data/post_training/sft/raw \\
-        --tokenizer-profile=post_training_v1
+    python3 -m dataset.post_training.sft.download_dataset --output-dir=data/post_training/sft/raw
 
 Sources (`--source`):
 - `hub` (default), `--dataset`:
@@ -13,13 +12,13 @@ Sources (`--source`):
   (seeded), its test split -> test:
       python3 -m dataset.post_training.sft.download_dataset \\
           --dataset HuggingFaceTB/smol-smoltalk --output-dir data/post_training/smoltalk/raw
-  Tokenized with --tokenizer-mode post_training_sft, every assistant turn is trained and no
+  Tokenized with --stage sft, every assistant turn is trained and no
   other (the loss mask, tokenizer/encoding.py).
 - `sample`: instructions about the embedded sample world with checkable constraints; no network.
   Tiny CPU example:
       python3 -m dataset.post_training.sft.download_dataset \\
           --output-dir=data/sample/post_training/sft/raw \\
-          --tokenizer-profile=post_training_v1 --source sample --sample-size 2000
+          --source sample --sample-size 2000
 - `local`: .jsonl files, one conversation per line, either {"messages": [{"role", "content"},
   ...]} (ending with the assistant's reply) or {"instruction", "input" (optional), "output"}.
 
