@@ -23,11 +23,11 @@ torchrun DDP. `--help` lists every option; the constants a user edits are the CO
 Tiny CPU example (two minutes; after the tiny SFT example in post_training_sft.py):
     python3 -m dataset.post_training.dpo.download_dataset \
         --output-dir data/sample/post_training/dpo/raw \
-        --tokenizer-profile post_training_v1 --source sample --sample-size 1000
+        --source sample --sample-size 1000
     python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample/post_training/dpo/raw \
         --tokenizer-path data/sample/tokenizer/tokenizer.json \
         --output-dir data/sample/post_training/dpo/tokenized \
-        --tokenizer-profile post_training_v1 --tokenizer-mode post_training_dpo --max-length 129
+        --stage dpo --max-length 129
     python3 post_training_dpo.py --data_dir=data/sample/post_training/dpo/tokenized \
         --tokenizer_path=data/sample/tokenizer/tokenizer.json --init_from=checkpoints/sample_sft \
         --run_name=sample_dpo --block_size=128 --micro_batch_size=8 --pairs_per_step=8 \

@@ -1,7 +1,7 @@
 r"""Supervised fine-tuning (SFT): teach the pre-trained model to answer in the chat format.
 
 Starts from a pre-training checkpoint's weights (a fresh optimizer and schedule) and trains on
-tokenized conversations (post_training_v1 profile), with the loss on the assistant's tokens
+tokenized conversations (`tokenize_dataset --stage sft`), with the loss on the assistant's tokens
 only. Conversations are packed whole into rows of block_size + 1 tokens (see
 training/sft_data.py for the choice). Every engine feature is there: precision, gradient
 accumulation, validation loss and answers to held-out prompts in TensorBoard, atomic
@@ -18,11 +18,11 @@ option; the constants a user edits are the CONFIG below.
 Tiny CPU example (a minute or two; after the tiny pre-training example in pre_training.py):
     python3 -m dataset.post_training.sft.download_dataset \
         --output-dir data/sample/post_training/sft/raw \
-        --tokenizer-profile post_training_v1 --source sample --sample-size 2000
+        --source sample --sample-size 2000
     python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample/post_training/sft/raw \
         --tokenizer-path data/sample/tokenizer/tokenizer.json \
         --output-dir data/sample/post_training/sft/tokenized \
-        --tokenizer-profile post_training_v1 --tokenizer-mode post_training_sft --max-length 129
+        --stage sft --max-length 129
     python3 post_training_sft.py --data_dir=data/sample/post_training/sft/tokenized \
         --tokenizer_path=data/sample/tokenizer/tokenizer.json \
         --init_from=checkpoints/sample_pre_training --run_name=sample_sft \

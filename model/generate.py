@@ -1,9 +1,9 @@
 r"""Generate text from a checkpoint: complete a prompt, or chat with a fine-tuned model.
 
-    # continue a plain prompt (pre_training profile: the model sees <|endoftext|> + prompt)
+    # continue a plain prompt (as a pre-training document: the model sees <|endoftext|> + prompt)
     python3 -m model.generate --checkpoint checkpoints/<run> --prompt "Once upon a time"
 
-    # interactive multi-turn chat in the post_training_v1 template, streamed token by token
+    # interactive multi-turn chat in our chat format, streamed token by token
     python3 -m model.generate --checkpoint checkpoints/<run> --chat --system "Be brief."
 
 Tiny CPU example, after the README's sample pipeline:
@@ -94,7 +94,7 @@ def generate_without_cache(model: torch.nn.Module, stream: Stream) -> Iterator[i
 def generate_text(
     model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, **kwargs
 ) -> str:
-    """Continue a plain-text prompt (pre_training profile); returns only the new text."""
+    """Continue a plain-text prompt (as a pre-training document); returns only the new text."""
     ids = list(generate(model, encode_document(tokenizer, prompt), max_new_tokens, **kwargs))
     return tokenizer.decode(ids)
 
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--prompt", help="text to continue (encoded as <|endoftext|> + text)")
     mode.add_argument(
-        "--chat", action="store_true", help="interactive multi-turn chat (post_training_v1)"
+        "--chat", action="store_true", help="interactive multi-turn chat (our chat format)"
     )
     parser.add_argument("--system", default=None, help="system message for --chat")
     parser.add_argument(

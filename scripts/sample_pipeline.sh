@@ -18,9 +18,9 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 echo "== 1. sample corpora (the same world for pre-training, SFT and DPO)"
 $PY -m dataset.pre_training.download_dataset --source sample --output-dir $S/pre_training/raw \
     --overwrite
-$PY -m dataset.post_training.sft.download_dataset --source sample --tokenizer-profile post_training_v1 \
+$PY -m dataset.post_training.sft.download_dataset --source sample \
     --output-dir $S/post_training/sft/raw --sample-size 4000 --overwrite
-$PY -m dataset.post_training.dpo.download_dataset --source sample --tokenizer-profile post_training_v1 \
+$PY -m dataset.post_training.dpo.download_dataset --source sample \
     --output-dir $S/post_training/dpo/raw --sample-size 2000 --overwrite
 $PY -m dataset.evaluation.download_dataset --source sample --output-dir $S/evaluation --overwrite
 
@@ -33,10 +33,10 @@ $PY -m tokenizer.tokenize_dataset --dataset-dir $S/pre_training/raw \
     --tokenizer-path $S/tokenizer/tokenizer.json --output-dir $S/pre_training/tokenized --overwrite
 $PY -m tokenizer.tokenize_dataset --dataset-dir $S/post_training/sft/raw \
     --tokenizer-path $S/tokenizer/tokenizer.json --output-dir $S/post_training/sft/tokenized \
-    --tokenizer-profile post_training_v1 --tokenizer-mode post_training_sft --max-length 257 --overwrite
+    --stage sft --max-length 257 --overwrite
 $PY -m tokenizer.tokenize_dataset --dataset-dir $S/post_training/dpo/raw \
     --tokenizer-path $S/tokenizer/tokenizer.json --output-dir $S/post_training/dpo/tokenized \
-    --tokenizer-profile post_training_v1 --tokenizer-mode post_training_dpo --max-length 256 --overwrite
+    --stage dpo --max-length 256 --overwrite
 $PY -m tokenizer.count_tokenized_data --tokenized-dir $S/pre_training/tokenized
 $PY -m tokenizer.inspect_tokenized_data --raw-dataset-dir $S/pre_training/raw \
     --tokenized-dataset-dir $S/pre_training/tokenized --tokenizer-path $S/tokenizer/tokenizer.json \

@@ -21,7 +21,7 @@ file is written with the `gguf` package (llama.cpp's own writer) as architecture
   sampled; a tied LM head left out (llama.cpp then reads the embedding, as we do);
 - the tokenizer (model/export/gguf_tokenizer.py), our special ids (bos `<|endoftext|>`, eos and
   end-of-turn `<|end|>`, pad `<|pad|>`; plain text gets `<|endoftext|>` in front, as our
-  pre_training profile does) and the chat template, so llama.cpp's chat renders our format.
+  pre-training documents do) and the chat template, so llama.cpp's chat renders our format.
 Norm weights stay float32 in every --dtype, as llama.cpp's converter does; q8_0 is quantised by
 the gguf package itself (blocks of 32 values share one scale).
 """

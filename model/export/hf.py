@@ -18,8 +18,8 @@ special tokens), special_tokens_map.json and generation_config.json. Our paramet
 one-to-one onto LlamaForCausalLM's, and our RoPE uses Llama's layout, so the logits are the same.
 config.json keeps the padded vocabulary size (a multiple of 64, like the weights);
 generation_config.json suppresses the padded ids so `generate` never emits them.
-The exported tokenizer adds `<|endoftext|>` in front of plain text (as our pre_training profile
-does); the chat template inserts it itself. transformers is not needed to export.
+The exported tokenizer adds `<|endoftext|>` in front of plain text (as our pre-training documents
+do); the chat template inserts it itself. transformers is not needed to export.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     GET  /                      the chat page (model/serve/chat_page.html)
     GET  /v1/models             the one model this server serves
-    POST /v1/chat/completions   messages -> reply (the chat profile of tokenizer/encoding.py)
+    POST /v1/chat/completions   messages -> reply (the chat format of tokenizer/encoding.py)
     POST /v1/completions        plain text -> continuation (<|endoftext|> + prompt)
 
 Both POST routes stream server-sent events in OpenAI's chunk format with "stream": true, ending
@@ -84,7 +84,7 @@ def create_app(served: ServedModel) -> FastAPI:
     async def chat_completions(request: Request):
         check_key(request, served.api_key)
         body = parse_request(await read_body(request), ChatCompletionRequest)
-        messages = [message.as_profile_message() for message in body.messages]
+        messages = [message.as_message() for message in body.messages]
         prompt_ids = encode_prompt(served.tokenizer, messages)  # user text cannot forge a turn
         newer = body.max_completion_tokens  # OpenAI's newer name; 0 must stay 0 (a 400)
         max_tokens = body.max_tokens if newer is None else newer

@@ -50,7 +50,7 @@ class ChatMessage(Strict):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
 
-    def as_profile_message(self) -> dict:
+    def as_message(self) -> dict:
         """The {role, content} dict tokenizer.encoding renders."""
         content = self.content
         if not isinstance(content, str):
