@@ -1,6 +1,6 @@
-"""Benchmark scores during training (training/task_scores.py): logged as eval/<task>/<metric>,
-in the closing summary, no random generator moved (exact resume stays exact), missing data one
-warning line at the start, DDP unchanged."""
+"""Benchmark scores during training (training/task_scores.py): lm-eval's tasks through our LM,
+logged as eval/<task>/<metric>, in the closing summary, no random generator moved (exact resume
+stays exact), missing data one warning line at the start, DDP unchanged."""
 
 import json
 import random
@@ -86,6 +86,8 @@ def test_missing_data_is_one_warning_line_and_the_run_goes_on(tmp_path, inputs, 
 
 
 def test_bad_settings_are_user_errors(tmp_path, inputs):
+    with pytest.raises(UserError, match="unknown task 'hellaswg'; closest: hellaswag"):
+        tiny_config(tmp_path, *inputs, eval_tasks="core,hellaswg").check()
     with pytest.raises(UserError, match="unknown task 'nope'"):
         tiny_config(tmp_path, *inputs, eval_tasks="core,nope").check()
     with pytest.raises(UserError, match="eval_tasks_interval"):
@@ -95,8 +97,12 @@ def test_bad_settings_are_user_errors(tmp_path, inputs):
 
 
 def test_summary_formats_accuracies_and_perplexity():
-    text = summary({"eval/hellaswag/acc_norm": 0.3114, "eval/lambada_openai/perplexity": 40.05})
-    assert text == "hellaswag acc_norm 31.1%, lambada_openai perplexity 40.05"
+    text = summary({"eval/hellaswag/acc_norm": 0.3114, "eval/lambada_openai/perplexity": 40.05,
+                    "eval/gsm8k/exact_match,strict-match": 0.25})  # fmt: skip
+    assert text == (
+        "hellaswag acc_norm 31.1%, lambada_openai perplexity 40.05, "
+        "gsm8k exact_match,strict-match 25.0%"
+    )
 
 
 def test_ddp_scores_on_rank_zero_like_one_process(tmp_path):
