@@ -50,9 +50,9 @@ def task_names(spec: str) -> list[str]:
 
 @functools.cache
 def task_manager(names: tuple[str, ...]):
-    """lm-eval's index of tasks that knows `names`: our folder and the lm-eval folders whose name
-    starts a requested name when that finds them all as tasks (a second), else all of lm-eval's
-    (~10 s); a name it does not know is a one-line error with the closest known names."""
+    """lm-eval's index of tasks that knows `names`: when they are all tasks in our folder or in
+    lm-eval folders whose name starts theirs, those folders' (a second), else all of lm-eval's
+    (~10 s, once); a name it does not know is a one-line error with the closest known names."""
     import lm_eval
     from lm_eval.tasks import TaskManager
     from lm_eval.tasks._index import Kind
@@ -61,22 +61,21 @@ def task_manager(names: tuple[str, ...]):
     folders = [d for d in builtin.iterdir() if any(n.startswith(d.name) for n in names)]
     manager = TaskManager(include_path=[*folders, TASKS_DIR], include_defaults=False)
     index = manager.task_index
-
-    def found(name: str) -> bool:  # a task (a group may name tasks of other folders), or ours
-        entry = index.get(name)
-        return bool(entry) and (entry.kind in (Kind.TASK, Kind.PY_TASK) or ours(entry))
-
-    def ours(entry) -> bool:
-        return entry.yaml_path is not None and entry.yaml_path.parent == TASKS_DIR
-
-    if not all(found(name) for name in names):
-        manager = TaskManager(include_path=TASKS_DIR)
+    if not all(n in index and index[n].kind in (Kind.TASK, Kind.PY_TASK) for n in names):
+        manager = every_task()  # a group may name tasks of other folders
     for name in names:
         if name not in manager.task_index:
             close = difflib.get_close_matches(name, ["core", *manager.all_tasks], n=5, cutoff=0.6)
             hint = f"; closest: {', '.join(close)}" if close else ""
             raise UserError(f"unknown task {name!r}{hint} (`lm-eval ls tasks` lists them all)")
     return manager
+
+
+@functools.cache
+def every_task():
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=TASKS_DIR)
 
 
 def copy_folder(data_dir: str | Path, path: str, name: str | None) -> Path:
