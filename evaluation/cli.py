@@ -19,19 +19,16 @@ from evaluation.lm import CHAT_STAGES, SimpleTransformerLM, pick_device, use_bf1
 from evaluation.tasks import FEWSHOT_SEED, evaluate_tasks, load_tasks, metric_values, resolve_tasks
 
 # Published zero-shot lm-eval figures of small models (their sources: README.md, Evaluate)
+# fmt: off
 REFERENCE_SCORES = {
-    "GPT-2 124M": {
-        "hellaswag": {"acc": 0.2892, "acc_norm": 0.3114},
-        "lambada_openai": {"acc": 0.3256, "perplexity": 40.0554},
-    },
-    "Pythia-160M": {
-        "arc_easy": {"acc": 0.4352, "acc_norm": 0.3965},
-        "arc_challenge": {"acc": 0.1877, "acc_norm": 0.2329},
-        "piqa": {"acc": 0.6273, "acc_norm": 0.6164},
-        "winogrande": {"acc": 0.5312},
-        "lambada_openai": {"acc": 0.3284, "perplexity": 38.0649},
-    },
+    "GPT-2 124M": {"hellaswag": {"acc": 0.2892, "acc_norm": 0.3114},
+                   "lambada_openai": {"acc": 0.3256, "perplexity": 40.0554}},
+    "Pythia-160M": {"arc_easy": {"acc": 0.4352, "acc_norm": 0.3965},
+                    "arc_challenge": {"acc": 0.1877, "acc_norm": 0.2329},
+                    "piqa": {"acc": 0.6273, "acc_norm": 0.6164}, "winogrande": {"acc": 0.5312},
+                    "lambada_openai": {"acc": 0.3284, "perplexity": 38.0649}},
 }
+# fmt: on
 
 
 @dataclass
@@ -145,12 +142,7 @@ def load_models(args, device) -> list[Scored]:
     for kind, path in args.models:
         if kind == "checkpoint":
             lm = SimpleTransformerLM.from_checkpoint(
-                path,
-                args.tokenizer,
-                device,
-                args.batch_size,
-                args.precision,
-                progress=not args.quiet,
+                path, args.tokenizer, device, args.batch_size, args.precision
             )
             chat = lm.stage in CHAT_STAGES if args.chat is None else args.chat
             models.append(Scored(lm, short_name(path), path, kind, lm.stage, chat, dtype))

@@ -17,6 +17,7 @@ bf16 autocast where asked (a GPU with bf16, by default); log-probabilities in fl
 from __future__ import annotations
 
 import contextlib
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -40,18 +41,14 @@ from tokenizer.profiles import BOS_ID, load_tokenizer
 CHAT_STAGES = ("sft", "dpo")  # checkpoints of these stages are scored as chat models by default
 
 
-def pick_device(device: str | None) -> torch.device:
+def pick_device(device: str | torch.device | None) -> torch.device:
     """`device`, or cuda when there is one; a one-line error for a device that is not here."""
-    name = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:1 ...)") from None
-    if chosen.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {name}: use cpu or cuda")
-    if chosen.type == "cuda" and not torch.cuda.is_available():
+    name = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise UserError(f"--device {name}: use cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return chosen
+    return torch.device(name)
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -63,7 +60,7 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 @register_model("simple-transformer")
 class SimpleTransformerLM(TemplateLM):
     def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, batch_size: int = 32,
-                 bf16: bool = False, stage: str = "pre_training", progress=True):  # fmt: skip
+                 bf16: bool = False, stage: str = "pre_training"):  # fmt: skip
         super().__init__()
         self.model = unwrap_model(model)
         self._device = next(self.model.parameters()).device
@@ -72,7 +69,7 @@ class SimpleTransformerLM(TemplateLM):
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self.tokenizer.encode_special_tokens = False
         self.vocab_size = tokenizer.get_vocab_size()
-        self.batch_size, self.bf16, self.stage, self.progress = batch_size, bf16, stage, progress
+        self.batch_size, self.bf16, self.stage = batch_size, bf16, stage
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, tokenizer: str | None = None, device=None,
@@ -109,12 +106,11 @@ class SimpleTransformerLM(TemplateLM):
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
-        """lm-eval's `--model_args checkpoint=DIR[,tokenizer=PATH,precision=bf16]`."""
-        extra = {
-            k: v
-            for k, v in (additional_config or {}).items()
-            if k in ("batch_size", "device") and v is not None
-        }
+        """lm-eval's `--model_args checkpoint=DIR[,tokenizer=PATH,precision=bf16]`; its
+        `--device cuda:0` (its default) means the CPU where there is no GPU, as for its hf."""
+        extra = {k: (additional_config or {}).get(k) for k in ("batch_size", "device")}
+        if not torch.cuda.is_available() or not extra["device"]:
+            extra.pop("device")
         return cls.from_checkpoint(**arg_dict, **extra)
 
     @classmethod
@@ -147,9 +143,6 @@ class SimpleTransformerLM(TemplateLM):
         ids = [BOS_ID, *ids] if add_special_tokens else ids
         return ids[-left_truncate_len:] if left_truncate_len else ids
 
-    def loglikelihood(self, requests, disable_tqdm: bool = False):
-        return super().loglikelihood(requests, disable_tqdm or not self.progress)
-
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
         """(log-likelihood, is greedy) of each ((context, continuation), context ids,
         continuation ids), as lm-eval's HF model computes it."""
@@ -161,9 +154,7 @@ class SimpleTransformerLM(TemplateLM):
             scored = min(scored, self.max_length)
             by_context[tuple(whole[:-scored])].append((i, whole[-scored:]))
         results = [None] * len(requests)
-        bar = tqdm(
-            total=len(requests), desc="loglikelihood", disable=disable_tqdm or not self.progress
-        )
+        bar = tqdm(total=len(requests), desc="loglikelihood", disable=disable_tqdm)
         for batch in self._batches(list(by_context.items())):
             scores = self._score(batch)
             for (i, _), score in zip((c for _, conts in batch for c in conts), scores):
@@ -249,7 +240,7 @@ class SimpleTransformerLM(TemplateLM):
         """Each request's continuation, cut at the first of its stop strings."""
         eos = self.tokenizer.decode([self.eot_token_id], skip_special_tokens=False)
         out = []
-        for request in tqdm(requests, "generate_until", disable=disable_tqdm or not self.progress):
+        for request in tqdm(requests, "generate_until", disable=disable_tqdm):
             context, gen_kwargs = request.args
             kwargs = lm_eval_utils.normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
             until = lm_eval_utils.handle_stop_sequences(kwargs.pop("until"), eos=eos)
@@ -282,7 +273,12 @@ class SimpleTransformerLM(TemplateLM):
         return contextlib.nullcontext()
 
 
-if __name__ == "__main__":  # lm-eval's own command line, with this model registered
+if (
+    __name__ == "__main__"
+):  # lm-eval's command line, this model registered, data/evaluation's copies
     from lm_eval.__main__ import cli_evaluate
 
-    cli_evaluate()
+    from dataset.evaluation.download_dataset import local_copies
+
+    with local_copies("data/evaluation", fetch=True):
+        cli_evaluate()

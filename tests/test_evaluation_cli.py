@@ -220,3 +220,20 @@ def test_help_names_every_task(capsys):
     out = capsys.readouterr().out
     for name in ("hellaswag", "arc_challenge_letters", "lambada_openai", "sample_world", "core"):
         assert name in out
+
+
+def test_lm_evals_own_command_line_scores_our_checkpoint(setup, tmp_path):
+    """`python3 -m evaluation.lm` is lm-eval's command line with our model registered as
+    simple-transformer (its default device, cuda:0, falls back to the CPU); the sample world's
+    test needs no copy."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    model_args = f"checkpoint={setup['root'] / 'base'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "evaluation.lm", "--model", "simple-transformer", "--model_args",
+         model_args, "--tasks", "sample_world", "--include_path",
+         str(REPO / "dataset/evaluation/tasks"), "--limit", "8"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("|sample_world")]
+    assert len(rows) == 1 and "|acc " in rows[0], result.stdout

@@ -51,8 +51,7 @@ def models(world):
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     # batch 3: several contexts per batch, and choices of one context split across batches
-    ours = SimpleTransformerLM.from_checkpoint(str(world["run"]), device="cpu", batch_size=3,
-                                               progress=False)  # fmt: skip
+    ours = SimpleTransformerLM.from_checkpoint(str(world["run"]), device="cpu", batch_size=3)
     theirs = HFLM(pretrained=str(world["hf"]), dtype="float32", batch_size=4, device="cpu")
     return ours, theirs
 

@@ -53,7 +53,7 @@ def test_an_untrained_model_scores_at_chance(tmp_path):
     tokenizer = load_tokenizer(tokenizer_path)
     torch.manual_seed(0)
     model = Transformer(from_preset("debug", vocab_size=tokenizer.get_vocab_size(), block_size=256))
-    lm = SimpleTransformerLM(model.eval(), tokenizer, batch_size=64, progress=False)
+    lm = SimpleTransformerLM(model.eval(), tokenizer, batch_size=64)
     tasks, _ = load_tasks(["sample_world"], tmp_path)  # no copy there: generated
     for chat in (False, True):  # as a chat model, through the chat template, no better
         results = evaluate_tasks(lm, tasks, chat=chat)

@@ -16,7 +16,7 @@ def lm(tmp_path_factory):
     root = tmp_path_factory.mktemp("scoring")
     tokenizer = build_tokenizer(root / "tokenizer.json")
     _, run = build_checkpoint(root / "run", tokenizer, block_size=32)
-    return SimpleTransformerLM.from_checkpoint(str(run), device="cpu", progress=False)
+    return SimpleTransformerLM.from_checkpoint(str(run), device="cpu")
 
 
 def reference(lm, context: list[int], continuation: list[int]) -> tuple[float, bool]:

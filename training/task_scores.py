@@ -66,7 +66,7 @@ class TaskScores:
         context = self.context
         batch_size = 64 if context.device.type == "cuda" else 32
         bf16 = context.precision == "bf16"
-        lm = SimpleTransformerLM(model, context.tokenizer, batch_size, bf16, progress=False)
+        lm = SimpleTransformerLM(model, context.tokenizer, batch_size, bf16)
         was_training = model.training
         states = random.getstate(), np.random.get_state()
         cuda = [context.device] if context.device.type == "cuda" else []
