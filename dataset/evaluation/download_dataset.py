@@ -3,7 +3,8 @@
     python3 -m dataset.evaluation.download_dataset --output-dir data/evaluation
     python3 -m dataset.evaluation.download_dataset --tasks core,gsm8k,mmlu
 
-Tiny CPU example, no network (the sample world's test is generated):
+Tiny CPU example, no network (the sample world's test is generated; without a copy it is
+generated whenever a task reads it):
     python3 -m dataset.evaluation.download_dataset --tasks sample_world
 
 Tasks are lm-evaluation-harness's, plus the YAML files in dataset/evaluation/tasks/ (the `core`
