@@ -67,11 +67,11 @@ def evaluate_tasks(lm, tasks: dict, limit: int | None = None, num_fewshot: int |
         elif default is None:
             task.set_config(key="num_fewshot", value=0)
         task.set_fewshot_seed(seed=fewshot_seed)
-        shots, pool = task.get_config("num_fewshot"), task.fewshot_docs()
-        if shots and len(pool or []) < shots:
+        shots = task.get_config("num_fewshot")
+        if shots and len(pool := task.fewshot_docs() or []) < shots:
             raise UserError(
-                f"{task.task_name} is {shots}-shot but has only {len(pool or [])} "
-                "examples to draw from; give --num-fewshot a smaller K"
+                f"{task.task_name} is {shots}-shot but has only {len(pool)} examples to draw "
+                "from; give --num-fewshot a smaller K"
             )
     return evaluator.evaluate(lm, tasks, limit=limit, bootstrap_iters=bootstrap_iters,
                               log_samples=True, apply_chat_template=chat,
