@@ -48,10 +48,20 @@ def test_scores_are_logged_summarised_and_resume_stays_exact(tmp_path, inputs):
     assert second.task_scores == straight.task_scores
 
 
-def test_scoring_moves_no_random_generator(tmp_path, inputs):
+def test_scoring_moves_no_random_generator(tmp_path, inputs, monkeypatch):
+    """Even when a task draws from the global generators (some of lm-eval's shuffle choices with
+    `random`), they are as they were after scoring."""
     run = train(tiny_config(tmp_path, *inputs, max_steps=1, eval_tasks=""), PretrainingStage)
+    from training import task_scores
     from training.task_scores import TaskScores
 
+    evaluate_tasks = task_scores.evaluate_tasks
+
+    def drawing(*args, **kwargs):
+        random.random(), np.random.rand(), torch.rand(1)
+        return evaluate_tasks(*args, **kwargs)
+
+    monkeypatch.setattr(task_scores, "evaluate_tasks", drawing)
     config = tiny_config(tmp_path, *inputs, eval_data_dir=str(tmp_path), **SAMPLE)
     context = type("Context", (), {})()  # what TaskScores reads of the run context
     context.is_main, context.tokenizer, context.device = True, run.tokenizer, torch.device("cpu")
