@@ -6,19 +6,22 @@ examples per second, with synthetic examples shaped like the real ones (no netwo
     python3 benchmarks/evaluation_benchmark.py --preset 124m --device cuda --limit full
 
 Each task gets examples in its real dataset's column layout, with its number of choices and
-about its word counts (below), made of made-up words, and goes through the real path: the task's
-definition, our tokenizer (a BPE trained on the made-up words, so a word is one or two tokens),
-batched scoring with the shared context computed once, the metrics. `--limit full` uses the real
-evaluation splits' sizes (10,042 HellaSwag examples ... 20,848 in all). A random-initialised model
-is enough: speed does not depend on the weights. `--no-shared-context` times the row path (every
-choice with its own copy of the context) for comparison.
+about its word counts (below), made of made-up words, saved as the evaluation data step saves a
+copy, and goes through the real path: lm-eval's task (its prompts, requests and metrics), our
+LM (evaluation/lm.py: our tokenizer, a BPE trained on the made-up words, so a word is one or two
+tokens; batched scoring, a context shared by the choices computed once). `--limit full` uses
+the real evaluation splits' sizes (10,042 HellaSwag examples ... 20,848 in all). A
+random-initialised model is enough: speed does not depend on the weights.
 
 Prints one JSON line per task (examples, seconds, examples/s) and one for the whole suite.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import random
 import sys
 import tempfile
@@ -29,10 +32,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
+import datasets  # noqa: E402
+
 from common.errors import ArgumentParser, UserError, run_cli  # noqa: E402
-from evaluation.models import CheckpointModel, pick_device, use_bf16  # noqa: E402
-from evaluation.runner import run_task  # noqa: E402
-from evaluation.tasks import CORE, all_tasks  # noqa: E402
+from dataset.evaluation.download_dataset import copy_folder  # noqa: E402
+from evaluation.lm import SimpleTransformerLM, pick_device, use_bf16  # noqa: E402
+from evaluation.tasks import evaluate_tasks, load_tasks  # noqa: E402
 from model.config import PRESETS, from_preset  # noqa: E402
 from model.transformer import Transformer  # noqa: E402
 from tokenizer.encoding import SPECIAL_TOKENS, load_tokenizer  # noqa: E402
@@ -45,6 +50,15 @@ FULL_SIZES = {
     "piqa": 1838,
     "winogrande": 1267,
     "lambada_openai": 5153,
+}
+# where lm-eval's task YAML files say each dataset is, and the split they evaluate
+DATASETS = {
+    "hellaswag": ("Rowan/hellaswag", None, "validation"),
+    "arc_easy": ("allenai/ai2_arc", "ARC-Easy", "test"),
+    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge", "test"),
+    "piqa": ("baber/piqa", None, "validation"),
+    "winogrande": ("allenai/winogrande", "winogrande_xl", "validation"),
+    "lambada_openai": ("EleutherAI/lambada_openai", "default", "test"),
 }
 WORDS = 3000
 
@@ -150,12 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
-    parser.add_argument("--tasks", default=",".join(CORE), help="comma-separated core tasks")
-    parser.add_argument(
-        "--no-shared-context",
-        action="store_true",
-        help="score every choice in its own row (the context once per choice)",
-    )
+    parser.add_argument("--tasks", default=",".join(FULL_SIZES), help="comma-separated core tasks")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,36 +177,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit != "full" and not args.limit.isdigit():
         raise UserError(f"--limit must be a whole number or full, got {args.limit!r}")
     batch_size = args.batch_size or (256 if device.type == "cuda" else 32)
+    datasets.disable_progress_bars()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     words = Words(seed=0)
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer = load_tokenizer(train_tokenizer(words, Path(folder) / "tokenizer.json"))
+    folder = tempfile.TemporaryDirectory()  # the copies, read while the tasks run
+    tokenizer = load_tokenizer(train_tokenizer(words, Path(folder.name) / "tokenizer.json"))
+    counts = {n: FULL_SIZES[n] if args.limit == "full" else int(args.limit) for n in names}
+    for name in names:  # as the evaluation data step saves its copies
+        path, config, split = DATASETS[name]
+        rows = datasets.Dataset.from_list(synthetic_docs(name, counts[name], words))
+        splits = datasets.DatasetDict({split: rows, "train": rows.select(range(min(8, len(rows))))})
+        splits.save_to_disk(str(copy_folder(folder.name, path, config)))
+    tasks, _ = load_tasks(names, folder.name)
     torch.manual_seed(0)
     config = from_preset(preset)
     vocab_size = max(config.vocab_size, tokenizer.get_vocab_size())
     block_size = args.block_size or max(config.block_size, 512)
     config = from_preset(preset, vocab_size=vocab_size, block_size=block_size)
     model = Transformer(config).to(device).eval()
-    scored = CheckpointModel(
-        model, tokenizer, preset, "pre_training", device, use_bf16(args.precision, device)
-    )
-    if args.no_shared_context:
-        scored.prefix_cache = False
-    tasks = all_tasks()
+    lm = SimpleTransformerLM(model, tokenizer, batch_size, use_bf16(args.precision, device))
     total_examples, total_seconds = 0, 0.0
     for name in names:
-        count = FULL_SIZES[name] if args.limit == "full" else int(args.limit)
-        task = tasks[name]
-        docs = [task.process_doc(doc) for doc in synthetic_docs(name, count, words)]
-        run_task(
-            scored, task, docs[: min(8, count)], batch_size=batch_size, progress=False
-        )  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        run_task(scored, task, docs, batch_size=batch_size, progress=False, bootstrap_iters=0)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
+        one = {"tasks": {name: tasks["tasks"][name]}, "groups": {}, "group_map": {}}
+        with contextlib.redirect_stderr(io.StringIO()):  # lm-eval's bars
+            evaluate_tasks(lm, one, limit=min(8, counts[name]), bootstrap_iters=0)  # warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            evaluate_tasks(lm, one, bootstrap_iters=0)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - started
+        count = counts[name]
         total_examples += count
         total_seconds += seconds
         print(
@@ -218,9 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 "block_size": block_size,
                 "preset": preset,
                 "device": str(device),
-                "bf16": scored.bf16,
+                "bf16": lm.bf16,
                 "batch_size": batch_size,
-                "shared_context": scored.prefix_cache,
                 "threads": torch.get_num_threads(),
                 "examples": total_examples,
                 "seconds": round(total_seconds, 2),

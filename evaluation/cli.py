@@ -3,16 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import logging
 import sys
+import time
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
+from common.atomic import atomic_write_text
 from common.errors import ArgumentParser, UserError
-from evaluation import data
-from evaluation.metrics import BOOTSTRAP_ITERS
-from evaluation.models import HFModel, load_checkpoint_model, pick_device, use_bf16
-from evaluation.results import lm_eval_layout, table, write_json
-from evaluation.runner import run_task
-from evaluation.tasks import FEWSHOT_SEED, all_tasks, resolve_tasks
+from evaluation.lm import CHAT_STAGES, SimpleTransformerLM, pick_device, use_bf16
+from evaluation.tasks import FEWSHOT_SEED, evaluate_tasks, load_tasks, metric_values, resolve_tasks
+
+# Published zero-shot lm-eval figures of small models (their sources: README.md, Evaluate)
+# fmt: off
+REFERENCE_SCORES = {
+    "GPT-2 124M": {"hellaswag": {"acc": 0.2892, "acc_norm": 0.3114},
+                   "lambada_openai": {"acc": 0.3256, "perplexity": 40.0554}},
+    "Pythia-160M": {"arc_easy": {"acc": 0.4352, "acc_norm": 0.3965},
+                    "arc_challenge": {"acc": 0.1877, "acc_norm": 0.2329},
+                    "piqa": {"acc": 0.6273, "acc_norm": 0.6164}, "winogrande": {"acc": 0.5312},
+                    "lambada_openai": {"acc": 0.3284, "perplexity": 38.0649}},
+}
+# fmt: on
+
+
+@dataclass
+class Scored:
+    """One model of the table: its lm-eval LM, and how it is named and scored."""
+
+    lm: object  # SimpleTransformerLM, or lm-eval's HFLM for a transformers folder
+    name: str
+    source: str  # the path given on the command line
+    kind: str  # "checkpoint" | "hf"
+    stage: str  # "pre_training", "sft", "dpo" or "hf"
+    chat: bool
+    dtype: str
 
 
 class ModelArg(argparse.Action):
@@ -23,154 +52,115 @@ class ModelArg(argparse.Action):
         namespace.models = [*(namespace.models or []), (kind, values)]
 
 
-def whole_number(flag: str, text: str | None, minimum: int) -> int | None:
-    """The value of an integer flag, or a UserError that names the flag and the bound."""
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise UserError(f"{flag} must be a whole number, got {text!r}") from None
-    if value < minimum:
-        raise UserError(f"{flag} must be at least {minimum}, got {value}")
-    return value
+def whole_number(minimum: int):
+    """An argparse type: an int of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        if not text.strip().lstrip("-").isdigit():
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
+        if int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return int(text)
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    tasks = all_tasks()
-    task_lines = "; ".join(f"{name}: {task.summary}" for name, task in tasks.items())
     parser = ArgumentParser(
         prog="python3 -m evaluation",
-        description="Score checkpoints and transformers folders on benchmark tasks with "
-        "lm-evaluation-harness's definitions, side by side.",
-        epilog=f"Tasks: {task_lines}. Group core: hellaswag, arc_easy, arc_challenge, piqa, "
-        "winogrande, lambada_openai (+ arc_easy_letters, arc_challenge_letters when a model "
-        "is scored as a chat model).",
+        description="Score checkpoints and transformers folders side by side on "
+        "lm-evaluation-harness tasks.",
+        epilog="Tasks: any lm-eval task or group (hellaswag, mmlu, gsm8k, wikitext ...; "
+        "`lm-eval ls tasks` lists them) and ours, in dataset/evaluation/tasks/: core (hellaswag, "
+        "arc_easy, arc_challenge, piqa, winogrande, lambada_openai; + arc_easy_letters, "
+        "arc_challenge_letters when a model is scored as a chat model), sample_world.",
     )
     parser.set_defaults(models=[])
-    parser.add_argument(
-        "--checkpoint",
-        action=ModelArg,
-        metavar="DIR",
-        help="one of our run folders (follows `latest`) or step folders; repeat for several",
-    )
-    parser.add_argument(
-        "--hf",
-        action=ModelArg,
-        metavar="DIR",
-        help="a transformers causal-LM folder (e.g. from python3 -m model.export.hf); "
-        "repeat for several",
-    )
-    parser.add_argument(
-        "--tasks",
-        default="core",
-        help="comma-separated task names and groups (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--limit",
-        default=None,
-        metavar="N",
-        help="score only the first N examples of each task (default: all)",
-    )
-    parser.add_argument(
-        "--num-fewshot",
-        default="0",
-        metavar="K",
-        help="solved examples before each question, drawn from the task's few-shot split "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--fewshot-seed",
-        type=int,
-        default=FEWSHOT_SEED,
-        help="seed of the few-shot draws, lm-eval's default (default: %(default)s)",
-    )
+    add = parser.add_argument
+    # fmt: off
+    add("--checkpoint", action=ModelArg, metavar="DIR", help="one of our run (or step) folders")
+    add("--hf", action=ModelArg, metavar="DIR", help="a transformers causal-LM folder, scored by "
+        "lm-eval's own hf model (--checkpoint and --hf: repeat for several, side by side)")
+    add("--tasks", default="core", help="comma-separated tasks and groups (default: core)")
+    add("--limit", type=whole_number(1), metavar="N", help="the first N examples of each task")
+    add("--num-fewshot", type=whole_number(0), metavar="K",
+        help="solved examples before each question (default: the task's own, 0 for core)")
+    add("--fewshot-seed", type=int, default=FEWSHOT_SEED, help="lm-eval's default: 1234")
     chat = parser.add_mutually_exclusive_group()
-    chat.add_argument(
-        "--chat",
-        dest="chat",
-        action="store_true",
-        default=None,
-        help="score every model as a chat model: the question as a user turn, each choice as "
-        "the assistant's reply (default: checkpoints of the sft and dpo stages)",
-    )
-    chat.add_argument(
-        "--no-chat",
-        dest="chat",
-        action="store_false",
-        help="score every model on plain text (default: pre-training checkpoints, HF folders)",
-    )
-    parser.add_argument(
-        "--json",
-        metavar="PATH",
-        default=None,
-        help="write the figures in lm-eval's results layout (several models: one file each, "
-        "PATH's name + the model's name)",
-    )
-    parser.add_argument(
-        "--log-samples",
-        action="store_true",
-        help="with --json: add every example's log-likelihoods and choice (lm-eval's samples)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        default=data.DEFAULT_DATA_DIR,
-        help="where the datasets' copies are (python3 -m dataset.evaluation.download_dataset); "
-        "a missing one is fetched once (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--sample-seed",
-        type=int,
-        default=0,
-        help="seed of the sample world when its test is generated, the sample pipeline's "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        default="32",
-        metavar="N",
-        help="choices scored in one forward pass (default: %(default)s; more on a GPU)",
-    )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when there is one)"
-    )
-    parser.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="auto: bf16 on a GPU that has it, else fp32 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--tokenizer",
-        default=None,
-        metavar="PATH",
-        help="for --checkpoint: the tokenizer.json the run used, when the checkpoint has none",
-    )
-    parser.add_argument(
-        "--bootstrap-iters",
-        default=str(BOOTSTRAP_ITERS),
-        metavar="N",
-        help="resamples for the perplexity's standard error (default: %(default)s)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    chat.add_argument("--chat", action="store_true", default=None, help="score every model "
+                      "through its chat template (default: checkpoints of sft and dpo)")
+    chat.add_argument("--no-chat", dest="chat", action="store_false",
+                      help="score every model on plain text (default: pre-training, HF folders)")
+    add("--json", metavar="PATH", help="lm-eval's results file (several models: one each, "
+        "named PATH's name + the model's)")
+    add("--log-samples", action="store_true", help="with --json: every example's requests, "
+        "responses and metrics (lm-eval's samples)")
+    add("--data-dir", default="data/evaluation", help="the datasets' copies (python3 -m "
+        "dataset.evaluation.download_dataset; default: data/evaluation)")
+    add("--batch-size", type=whole_number(1), default=32, help="continuations per forward pass")
+    add("--device", help="cpu, cuda, cuda:1 ... (default: cuda when there is one)")
+    add("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+        help="auto: bf16 on a GPU that has it, else fp32")
+    add("--tokenizer", metavar="PATH", help="for --checkpoint: the tokenizer.json its run used, "
+        "when it has none")
+    add("--bootstrap-iters", type=whole_number(0), default=1000, help="resamples for the "
+        "standard error of perplexities (lm-eval's default: 100000; 0: no standard errors)")
+    add("--quiet", action="store_true", help="no progress bars, no lm-eval log lines")
+    # fmt: on
     return parser
 
 
-def load_models(args, device, bf16) -> list:
+def load_hf(path: str, device, bf16: bool, batch_size: int, chat: bool):
+    """lm-eval's `hf` model on a transformers causal-LM folder; a wrong folder is one line."""
+    import transformers
+    from lm_eval.models.huggingface import HFLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if not (Path(path) / "config.json").is_file():
+        raise UserError(f"--hf {path}: no config.json there; give a transformers model folder")
+    try:
+        model_type = transformers.AutoConfig.from_pretrained(path).model_type
+        if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            raise UserError(f"--hf {path} is a {model_type!r} model, not a causal language model")
+        dtype = "bfloat16" if bf16 else "float32"
+        lm = HFLM(pretrained=path, device=str(device), batch_size=batch_size, dtype=dtype)
+    except (ValueError, OSError, KeyError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(f"--hf {path} is not a causal language model folder ({first})") from None
+    if chat and not lm.tokenizer.chat_template:
+        raise UserError(f"--hf {path} has no chat template; score it with --no-chat")
+    return lm
+
+
+def load_models(args, device) -> list[Scored]:
     if not args.models:
         raise UserError("nothing to score: give --checkpoint DIR or --hf DIR (or several)")
     if args.tokenizer and not any(kind == "checkpoint" for kind, _ in args.models):
         raise UserError("--tokenizer applies to --checkpoint; an --hf folder has its own")
-    models = []
+    bf16 = use_bf16(args.precision, device)
+    dtype, models = "bfloat16" if bf16 else "float32", []
     for kind, path in args.models:
         if kind == "checkpoint":
-            models.append(load_checkpoint_model(path, device, bf16, args.tokenizer))
+            lm = SimpleTransformerLM.from_checkpoint(
+                path, args.tokenizer, device, args.batch_size, args.precision
+            )
+            chat = lm.stage in CHAT_STAGES if args.chat is None else args.chat
+            models.append(Scored(lm, short_name(path), path, kind, lm.stage, chat, dtype))
         else:
-            models.append(HFModel(path, device, bf16))
-    return distinct_names(models)
+            lm = load_hf(path, device, bf16, args.batch_size, bool(args.chat))
+            models.append(Scored(lm, short_name(path), path, kind, "hf", bool(args.chat), dtype))
+    return distinct_names(models)  # fmt: skip
 
 
-def distinct_names(models: list) -> list:
+def short_name(path: str) -> str:
+    """checkpoints/sample_sft -> sample_sft; checkpoints/run/step_0000100 -> run/step_0000100."""
+    parts = Path(path).resolve().parts
+    if len(parts) > 1 and parts[-1].startswith("step_"):
+        return f"{parts[-2]}/{parts[-1]}"
+    return parts[-1] if parts else str(path)
+
+
+def distinct_names(models: list[Scored]) -> list[Scored]:
     """Models of one short name (a/sft, b/sft) show their paths as given, then #2, #3...: the
     table's columns and the --json files (one per model, named after it) must not collide."""
     short = Counter(model.name for model in models)
@@ -185,63 +175,114 @@ def distinct_names(models: list) -> list:
     return models
 
 
+def random_baseline(results: dict) -> dict[str, float]:
+    """What guessing scores on each multiple-choice task (acc and acc_norm alike)."""
+    return {
+        task: sum(1 / len(sample["arguments"]) for sample in samples) / len(samples)
+        for task, samples in results["samples"].items()
+        if samples and results["configs"][task]["output_type"] == "multiple_choice"
+    }
+
+
+def _figure(value: float | None, error: float | None, percent: bool) -> str:
+    if value is None:
+        return ""
+    scale, digits = (100, 1) if percent else (1, 2)
+    text = f"{scale * value:.{digits}f}"
+    return text + (f" ± {scale * error:.{digits}f}" if error is not None else "")
+
+
+def table(models: list[Scored], all_results: list[dict], show_references: bool) -> str:
+    """Task, metric, each model's figure ± standard error, random guessing, published figures."""
+    figures = [{(t, m): (v, e) for t, m, v, e in metric_values(r)} for r in all_results]
+    baseline, tasks = random_baseline(all_results[0]), {task for task, _ in figures[0]}
+    references = [name for name, scores in REFERENCE_SCORES.items() if tasks & set(scores)]
+    references = references if show_references else []
+    header = ["task", "metric", *(f"[{i + 1}]" for i in range(len(models))), "random"]
+    rows = []
+    for task, metric in figures[0]:
+        better = all_results[0]["higher_is_better"].get(task, {}).get(metric.split(",")[0])
+        percent = bool(better) and all(f.get((task, metric), (0,))[0] <= 1 for f in figures)
+        row = [task, metric, *(_figure(*f.get((task, metric), (None, None)), percent)
+                               for f in figures)]  # fmt: skip
+        row.append(_figure(baseline.get(task) if metric in ("acc", "acc_norm") else None, None, 1))
+        for name in references:
+            row.append(_figure(REFERENCE_SCORES[name].get(task, {}).get(metric), None, percent))
+        rows.append(row)
+    lines = []
+    for i, (model, results) in enumerate(zip(models, all_results)):
+        shots = "/".join(str(k) for k in sorted(set(results["n-shot"].values()))) or "0"
+        how = "a chat model" if model.chat else "plain text"
+        lines.append(f"[{i + 1}] {model.name} ({model.source}; {model.kind}, stage "
+                     f"{model.stage}): scored as {how}, {shots}-shot")  # fmt: skip
+    lines.append("accuracies in %, ± one standard error; perplexity: lower is better")
+    if references:
+        lines.append("published zero-shot figures, their sources: README.md, Evaluate")
+    lines.append("")
+    header += references
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for row in [header, *rows]:
+        cells = [c.ljust(w) if k < 2 else c.rjust(w) for k, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def results_file(model: Scored, results: dict, args) -> dict:
+    """lm-eval's results layout, with its `config` section written for this model."""
+    layout = {k: v for k, v in results.items() if k != "samples" or args.log_samples}
+    ours = model.kind == "checkpoint"
+    layout["config"] = {
+        "model": "simple-transformer" if ours else "hf",
+        "model_args": f"{'checkpoint' if ours else 'pretrained'}={model.source}",
+        "model_name": model.name,
+        "stage": model.stage,
+        "apply_chat_template": model.chat,
+        "dtype": model.dtype,
+        "device": str(model.lm.device),
+        **{key: getattr(args, key) for key in ("batch_size", "limit", "num_fewshot",
+                                               "fewshot_seed", "bootstrap_iters")},
+    }  # fmt: skip
+    layout["date"] = time.time()
+    layout["random_baseline"] = random_baseline(results)
+    return layout
+
+
+def write_json(path: str, layouts: list[dict]) -> list[Path]:
+    """One model: PATH. Several: one file per model, PATH's name + "." + the model's name."""
+    target = Path(path)
+    targets = [target]
+    if len(layouts) > 1:
+        names = [layout["config"]["model_name"].replace("/", "_") for layout in layouts]
+        targets = [target.with_name(f"{target.stem}.{name}{target.suffix}") for name in names]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for file, layout in zip(targets, layouts):
+        atomic_write_text(file, json.dumps(layout, indent=2, default=str) + "\n")
+    return targets
+
+
+@contextlib.contextmanager
+def quietly():
+    """--quiet: the bars and notes of lm-eval and transformers (stderr, a few on stdout) go."""
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.limit = whole_number("--limit", args.limit, 1)
-    args.num_fewshot = whole_number("--num-fewshot", args.num_fewshot, 0)
-    args.batch_size = whole_number("--batch-size", args.batch_size, 1)
-    args.bootstrap_iters = whole_number("--bootstrap-iters", args.bootstrap_iters, 0)
     if args.log_samples and not args.json:
         raise UserError("--log-samples adds to the --json file; give --json PATH too")
-    device = pick_device(args.device)
-    models = load_models(args, device, use_bf16(args.precision, device))
-    chat_of = [model.default_chat if args.chat is None else args.chat for model in models]
-    tasks = resolve_tasks(args.tasks, chat=any(chat_of))
-    loaded = {}
-    for task in tasks:
-        if task.dataset not in loaded:
-            loaded[task.dataset] = data.load_dataset_dict(
-                task.dataset, args.data_dir, args.sample_seed
-            )
-    docs, sizes = {}, {}
-    for task in tasks:
-        docs[task.name] = data.task_docs(
-            task, loaded[task.dataset], args.limit, args.num_fewshot > 0
-        )
-        sizes[task.name] = docs[task.name][2]
-    all_results = []
-    for model, chat in zip(models, chat_of):
-        model_results = []
-        for task in tasks:
-            eval_docs, fewshot_docs, _ = docs[task.name]
-            model_results.append(
-                run_task(
-                    model,
-                    task,
-                    eval_docs,
-                    fewshot_docs,
-                    num_fewshot=args.num_fewshot,
-                    chat=chat,
-                    batch_size=args.batch_size,
-                    fewshot_seed=args.fewshot_seed,
-                    progress=not args.quiet,
-                    bootstrap_iters=args.bootstrap_iters,
-                )
-            )
-        all_results.append(model_results)
-    print(table(models, all_results, show_references=args.num_fewshot == 0))
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notes on task configs: not ours
+    resolve_tasks(args.tasks)  # a misspelt task is an error before any model loads
+    with quietly() if args.quiet else contextlib.nullcontext():
+        models = load_models(args, pick_device(args.device))
+        names = resolve_tasks(args.tasks, chat=any(model.chat for model in models))
+        tasks, _ = load_tasks(names, args.data_dir)
+        all_results = [evaluate_tasks(model.lm, tasks, args.limit, args.num_fewshot,
+                                      args.fewshot_seed, model.chat, args.bootstrap_iters)
+                       for model in models]  # fmt: skip
+    print(table(models, all_results, show_references=not args.num_fewshot))
     if args.json:
-        settings = {
-            "batch_size": args.batch_size,
-            "limit": args.limit,
-            "fewshot_seed": args.fewshot_seed,
-            "bootstrap_iters": args.bootstrap_iters,
-            "sizes": sizes,
-        }
-        layouts = [
-            lm_eval_layout(model, results, settings, args.log_samples)
-            for model, results in zip(models, all_results)
-        ]
+        layouts = [results_file(m, r, args) for m, r in zip(models, all_results)]
         for path in write_json(args.json, layouts):
             print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -22,7 +22,7 @@ $PY -m dataset.post_training.sft.download_dataset --source sample \
     --output-dir $S/post_training/sft/raw --sample-size 4000 --overwrite
 $PY -m dataset.post_training.dpo.download_dataset --source sample \
     --output-dir $S/post_training/dpo/raw --sample-size 2000 --overwrite
-$PY -m dataset.evaluation.download_dataset --source sample --output-dir $S/evaluation --overwrite
+$PY -m dataset.evaluation.download_dataset --tasks sample_world --output-dir $S/evaluation --overwrite
 
 echo "== 2. tokenizer"
 $PY -m tokenizer.train --dataset-dir $S/pre_training/raw --output-path $S/tokenizer/tokenizer.json \

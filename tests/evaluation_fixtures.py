@@ -1,11 +1,13 @@
-"""Tiny copies of the six benchmarks' datasets, with the real datasets' exact column layouts
-(names and types, as the Hub's parquet files have them), written the way the evaluation data
-step writes them (data/evaluation/<name>/, save_to_disk) and, for lm-eval, as parquet files.
+"""Tiny copies of the benchmarks' datasets, with the real datasets' exact column layouts (names
+and types, as the Hub's parquet files have them), written where the evaluation data step writes
+them (data/evaluation/<dataset_path>/<dataset_name>/, save_to_disk), which lm-eval's tasks then
+read through dataset.evaluation.download_dataset.local_copies.
 
 The rows are made up but carry what each task's preprocessing acts on: HellaSwag's WikiHow
 brackets ("[header]", "[title]", "[step]"), double spaces and a lower-case ctx_b; ARC rows with
 digit labels and with 3 and 5 options; Winogrande's blank; LAMBADA passages whose last word is
-several tokens, and one whose context ends with a space.
+several tokens, and one whose context ends with a space; OpenBookQA's answer key with a leading
+space; GSM8K's "#### answer" lines; WikiText pages longer than the model's window.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+
+from dataset.evaluation.download_dataset import copy_folder
 
 STRING = datasets.Value("string")
 FEATURES = {
@@ -50,6 +54,16 @@ FEATURES = {
         {"sentence": STRING, "option1": STRING, "option2": STRING, "answer": STRING}
     ),
     "lambada": datasets.Features({"text": STRING}),
+    "openbookqa": datasets.Features(
+        {
+            "id": STRING,
+            "question_stem": STRING,
+            "choices": datasets.Sequence({"text": STRING, "label": STRING}),
+            "answerKey": STRING,
+        }
+    ),
+    "gsm8k": datasets.Features({"question": STRING, "answer": STRING}),
+    "wikitext": datasets.Features({"page": STRING}),
 }
 
 
@@ -185,19 +199,73 @@ LAMBADA_TEST = [
     {"text": "The train left the station at noon and reached the coast by  evening"},
 ]  # fmt: skip
 
-# dataset name (dataset/evaluation/sources.py) -> (layout, {split: rows})
+OPENBOOKQA_TEST = [
+    {"id": "7-980", "question_stem": "The sun is responsible for",
+     "choices": {"text": ["puppies learning new tricks", "children growing up and getting old",
+                          "flowers wilting in a vase", "plants sprouting, blooming and wilting"],
+                 "label": list("ABCD")}, "answerKey": "D"},
+    {"id": "7-584", "question_stem": "When the moon is closest to the Earth, the tides are",
+     "choices": {"text": ["low", "high", "gone", "blue"], "label": list("ABCD")},
+     "answerKey": " B"},
+    {"id": "8-376", "question_stem": "A magnet will stick to",
+     "choices": {"text": ["a wooden spoon", "an iron nail", "a glass cup", "a paper bag"],
+                 "label": list("ABCD")}, "answerKey": "B"},
+]  # fmt: skip
+OPENBOOKQA_TRAIN = [
+    {"id": "t-1", "question_stem": "Water freezes at",
+     "choices": {"text": ["zero degrees", "fifty degrees", "a party", "noon"],
+                 "label": list("ABCD")}, "answerKey": "A"},
+    {"id": "t-2", "question_stem": "Plants need sunlight to",
+     "choices": {"text": ["sing", "make food", "walk", "sleep"], "label": list("ABCD")},
+     "answerKey": "B"},
+]  # fmt: skip
+
+GSM8K_TEST = [
+    {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
+     "answer": "Tom has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"},
+    {"question": "A box holds 12 eggs. How many eggs are in 2 boxes?",
+     "answer": "2 boxes hold 2 * 12 = <<2*12=24>>24 eggs.\n#### 24"},
+    {"question": "Sara had 10 dollars and spent 6. How much is left?",
+     "answer": "She has 10 - 6 = <<10-6=4>>4 dollars left.\n#### 4"},
+]  # fmt: skip
+GSM8K_TRAIN = [
+    {"question": "Ann reads 5 pages a day. How many pages does she read in 3 days?",
+     "answer": "She reads 5 * 3 = <<5*3=15>>15 pages.\n#### 15"},
+    {"question": "A cat has 4 legs. How many legs do 2 cats have?",
+     "answer": "2 cats have 2 * 4 = <<2*4=8>>8 legs.\n#### 8"},
+]  # fmt: skip
+
+WIKITEXT_PAGE = (
+    " = The Old Mill = \n \n The old mill stood by the river for two hundred years . It ground "
+    "wheat for the village , and the miller lived in a small house beside it . \n \n = = "
+    "History = = \n \n In 1820 a flood damaged the wheel , and the village @-@ folk rebuilt it "
+    "in one summer . The new wheel turned until 1950 , when the mill closed . \n"
+)
+WIKITEXT_TEST = [{"page": WIKITEXT_PAGE}, {"page": " = Short Page = \n \n It is short . \n"}]
+
+# lm-eval task -> (dataset_path, dataset_name, layout, {split: rows}), as lm-eval's YAML names them
 DATASETS = {
-    "hellaswag": ("hellaswag", {"validation": HELLASWAG_EVAL, "train": HELLASWAG_TRAIN}),
-    "arc_easy": ("arc", {"test": ARC_EVAL, "train": ARC_TRAIN}),
-    "arc_challenge": ("arc", {"test": ARC_EVAL[::-1], "train": ARC_TRAIN}),
-    "piqa": ("piqa", {"validation": PIQA_EVAL, "train": PIQA_TRAIN}),
-    "winogrande": ("winogrande", {"validation": WINOGRANDE_EVAL, "train": WINOGRANDE_TRAIN}),
-    "lambada_openai": ("lambada", {"test": LAMBADA_TEST}),
-}
+    "hellaswag": ("Rowan/hellaswag", None, "hellaswag",
+                  {"validation": HELLASWAG_EVAL, "train": HELLASWAG_TRAIN}),
+    "arc_easy": ("allenai/ai2_arc", "ARC-Easy", "arc", {"test": ARC_EVAL, "train": ARC_TRAIN}),
+    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge", "arc",
+                      {"test": ARC_EVAL[::-1], "train": ARC_TRAIN}),
+    "piqa": ("baber/piqa", None, "piqa", {"validation": PIQA_EVAL, "train": PIQA_TRAIN}),
+    "winogrande": ("allenai/winogrande", "winogrande_xl", "winogrande",
+                   {"validation": WINOGRANDE_EVAL, "train": WINOGRANDE_TRAIN}),
+    "lambada_openai": ("EleutherAI/lambada_openai", "default", "lambada", {"test": LAMBADA_TEST}),
+    "openbookqa": ("allenai/openbookqa", "main", "openbookqa",
+                   {"test": OPENBOOKQA_TEST, "train": OPENBOOKQA_TRAIN,
+                    "validation": OPENBOOKQA_TRAIN}),
+    "gsm8k": ("openai/gsm8k", "main", "gsm8k", {"test": GSM8K_TEST, "train": GSM8K_TRAIN}),
+    "wikitext": ("EleutherAI/wikitext_document_level", "wikitext-2-raw-v1", "wikitext",
+                 {"test": WIKITEXT_TEST, "train": WIKITEXT_TEST, "validation": WIKITEXT_TEST}),
+}  # fmt: skip
+CORE = ("hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "lambada_openai")
 
 
 def fixture_dataset(name: str) -> datasets.DatasetDict:
-    layout, splits = DATASETS[name]
+    _, _, layout, splits = DATASETS[name]
     return datasets.DatasetDict(
         {split: datasets.Dataset.from_list(rows, features=FEATURES[layout])
          for split, rows in splits.items()}
@@ -205,17 +273,17 @@ def fixture_dataset(name: str) -> datasets.DatasetDict:
 
 
 def write_evaluation_data(data_dir: Path, names=tuple(DATASETS)) -> Path:
-    """data_dir/<name>/ for each dataset, as python3 -m dataset.evaluation.download_dataset
-    writes them."""
+    """The copies `python3 -m dataset.evaluation.download_dataset` would make for these tasks."""
     for name in names:
-        fixture_dataset(name).save_to_disk(str(data_dir / name))
+        path, config, _, _ = DATASETS[name]
+        fixture_dataset(name).save_to_disk(str(copy_folder(data_dir, path, config)))
     return data_dir
 
 
 def all_texts() -> list[str]:
     """Every string of the fixtures (to train a tokenizer that knows their words)."""
     texts = []
-    for _layout, splits in DATASETS.values():
+    for *_, splits in DATASETS.values():
         for rows in splits.values():
             for row in rows:
                 texts += [v for v in row.values() if isinstance(v, str)]

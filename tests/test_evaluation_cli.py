@@ -1,5 +1,6 @@
-"""python3 -m evaluation: the table, the JSON in lm-eval's layout, --limit, the chat default by
-stage, several models side by side, and every bad input as one line with exit status 2."""
+"""python3 -m evaluation: the table, lm-eval's results file, --limit, the chat default by stage,
+several models side by side (an HF folder through lm-eval's own hf model), the data step, and
+every bad input as one line with exit status 2."""
 
 import json
 import os
@@ -52,6 +53,7 @@ def test_table_and_json_of_two_models(setup, capsys):
     assert "[2] sft" in out and "a chat model" in out.splitlines()[1]  # the SFT stage's default
     assert "piqa" in out and "lambada_openai" in out and "perplexity" in out
     assert "Pythia-160M" in out  # published reference figures for these tasks
+    assert "\npiqa            acc " in out and " 50.0" in out  # two choices: random is 50%
     for name, chat in (("base", False), ("sft", True)):
         layout = json.loads((root / "out" / f"results.{name}.json").read_text())
         piqa = layout["results"]["piqa"]
@@ -59,9 +61,13 @@ def test_table_and_json_of_two_models(setup, capsys):
         assert set(layout["results"]["lambada_openai"]) >= {"perplexity,none", "acc,none"}
         assert layout["n-samples"]["piqa"] == {"original": 3, "effective": 3}
         assert layout["config"]["apply_chat_template"] is chat
+        assert layout["config"]["model"] == "simple-transformer"
         assert layout["configs"]["piqa"]["dataset_path"] == "baber/piqa"
-        assert len(layout["samples"]["piqa"]) == 3
+        assert len(layout["samples"]["piqa"]) == 3 and layout["random_baseline"]["piqa"] == 0.5
         assert 0.0 <= piqa["acc,none"] <= 1.0
+        # the chat model's requests are its chat template's text, the plain one's plain text
+        context = layout["samples"]["piqa"][0]["arguments"][0][0]
+        assert context.startswith("<|endoftext|><|user|>") is chat
 
 
 def test_limit_and_no_chat(setup, capsys):
@@ -96,10 +102,15 @@ def test_hf_folder_beside_a_checkpoint(setup, capsys, tmp_path):
             "--json", str(tmp_path / "r.json"), "--log-samples"]  # fmt: skip
     code, out, err = run(argv, capsys)
     assert code == 0, err
-    ours = json.loads((tmp_path / "r.base.json").read_text())["samples"]["winogrande"]
-    theirs = json.loads((tmp_path / "r.hf.json").read_text())["samples"]["winogrande"]
-    for a, b in zip(ours, theirs):  # the export scores as the checkpoint does
-        assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-3)
+    ours = json.loads((tmp_path / "r.base.json").read_text())
+    theirs = json.loads((tmp_path / "r.hf.json").read_text())
+    assert ours["config"]["model"] == "simple-transformer" and theirs["config"]["model"] == "hf"
+    for a, b in zip(ours["samples"]["winogrande"], theirs["samples"]["winogrande"]):
+        assert loglikelihoods(a) == pytest.approx(loglikelihoods(b), abs=1e-3)  # the export
+
+
+def loglikelihoods(sample: dict) -> list[float]:
+    return [response[0][0] for response in sample["resps"]]
 
 
 def test_two_models_of_one_name_keep_their_own_columns_and_files(setup, capsys, tmp_path):
@@ -130,11 +141,11 @@ def test_bf16_on_a_cpu_is_bf16_for_checkpoints_too(setup, capsys, tmp_path):
     assert code == 0, err
     bf16, fp32 = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("bf16", "fp32"))
     assert bf16["config"]["dtype"] == "bfloat16" and fp32["config"]["dtype"] == "float32"
-    pairs = zip(bf16["samples"]["piqa"], fp32["samples"]["piqa"])
+    pairs = list(zip(bf16["samples"]["piqa"], fp32["samples"]["piqa"]))
     # the same scores to bf16's precision, but not the same numbers: it really ran in bf16
-    assert any(a["loglikelihoods"] != b["loglikelihoods"] for a, b in pairs)
-    for a, b in zip(bf16["samples"]["piqa"], fp32["samples"]["piqa"]):
-        assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], rel=0.05, abs=0.1)
+    assert any(loglikelihoods(a) != loglikelihoods(b) for a, b in pairs)
+    for a, b in pairs:
+        assert loglikelihoods(a) == pytest.approx(loglikelihoods(b), rel=0.05, abs=0.1)
 
 
 def one_line_error(code, err, *words):
@@ -148,7 +159,7 @@ def one_line_error(code, err, *words):
 def test_bad_inputs_are_one_line_each(setup, capsys, tmp_path):
     root, data = setup["root"], str(setup["data"])
     base = ["--checkpoint", str(root / "base"), "--data-dir", data]
-    one_line_error(*run([*base, "--tasks", "hellaswag,nope"], capsys)[::2], "unknown task", "core")
+    one_line_error(*run([*base, "--tasks", "hellaswag,piqaa"], capsys)[::2], "closest: piqa")
     one_line_error(*run(["--checkpoint", str(tmp_path / "gone")], capsys)[::2], "not found")
     one_line_error(*run([], capsys)[::2], "--checkpoint")
     for limit in ("", "0", "x"):
@@ -183,19 +194,24 @@ def test_bad_inputs_are_one_line_each(setup, capsys, tmp_path):
 
 
 def test_no_network_and_no_local_copy(setup, tmp_path):
-    """A task whose copy is missing is fetched once; offline that is one line naming the data
-    step to run where there is a network (the Hub really is asked, in offline mode)."""
+    """The evaluation never fetches: a missing copy is one line naming the data step; the data
+    step without a network is one line too (the Hub really is asked, in offline mode)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1"}  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "evaluation", "--checkpoint", str(setup["root"] / "base"),
-         "--tasks", "piqa", "--data-dir", str(tmp_path / "empty"), "--quiet"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert result.returncode == 2, result.stderr
-    assert len(errors) == 1 and "dataset.evaluation.download_dataset" in errors[0]
-    assert "Traceback" not in result.stderr
+    commands = [
+        ["evaluation", "--checkpoint", str(setup["root"] / "base"), "--tasks", "piqa",
+         "--data-dir", str(tmp_path / "empty"), "--quiet"],
+        ["dataset.evaluation.download_dataset", "--tasks", "piqa", "--output-dir",
+         str(tmp_path / "empty")],
+    ]  # fmt: skip
+    for command, words in zip(commands, ("dataset.evaluation.download_dataset", "baber/piqa")):
+        result = subprocess.run([sys.executable, "-m", *command], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2, result.stderr
+        assert len(errors) == 1 and words in errors[0], result.stderr
+        assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "empty" / "baber" / "piqa").iterdir())  # nothing half-written
 
 
 def test_help_names_every_task(capsys):
@@ -204,3 +220,20 @@ def test_help_names_every_task(capsys):
     out = capsys.readouterr().out
     for name in ("hellaswag", "arc_challenge_letters", "lambada_openai", "sample_world", "core"):
         assert name in out
+
+
+def test_lm_evals_own_command_line_scores_our_checkpoint(setup, tmp_path):
+    """`python3 -m evaluation.lm` is lm-eval's command line with our model registered as
+    simple-transformer (its default device, cuda:0, falls back to the CPU); the sample world's
+    test needs no copy."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    model_args = f"checkpoint={setup['root'] / 'base'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "evaluation.lm", "--model", "simple-transformer", "--model_args",
+         model_args, "--tasks", "sample_world", "--include_path",
+         str(REPO / "dataset/evaluation/tasks"), "--limit", "8"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("|sample_world")]
+    assert len(rows) == 1 and "|acc " in rows[0], result.stdout

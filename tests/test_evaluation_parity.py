@@ -1,194 +1,143 @@
-"""Parity with lm-evaluation-harness: on the same rows, our per-example log-likelihoods, choices
-and aggregate acc / acc_norm / perplexity equal what lm-eval computes (`simple_evaluate`, the
-library call behind `lm_eval --model hf`) on the exported transformers folder of the same
-checkpoint. Zero-shot, few-shot and chat.
+"""Parity with lm-evaluation-harness's own Hugging Face model: on fixtures with the real datasets'
+column layouts, our checkpoint through our LM (evaluation/lm.py) gets the same responses per
+example (log-likelihoods and is-greedy, whole-text log-likelihoods, generated texts), and so the
+same figures, as lm-eval's `hf` model (`lm_eval --model hf`, float32) on the exported folder of
+the same checkpoint: the six core tasks, openbookqa (a task our code never names), wikitext
+(perplexity, in several windows), gsm8k (generate_until, greedy), few-shot, and chat.
 
-No network: lm-eval reads the fixtures from local parquet files through task yaml files that
-`include` its own task definitions (lm_eval/tasks/...) and only point `dataset_path` at them;
-we read the same rows from data/evaluation-style copies (tests/evaluation_fixtures.py).
-lm-eval is a test-only dependency (requirements-dev.txt).
+No network: both read the fixture copies through dataset/evaluation/download_dataset.py.
 """
 
-import dataclasses
-import json
 import logging
-from pathlib import Path
 
 import pytest
 import torch
-from evaluation_fixtures import DATASETS, all_texts, fixture_dataset, write_evaluation_data
+from evaluation_fixtures import CORE, WIKITEXT_PAGE, all_texts, write_evaluation_data
 from tiny_tokenizer import train_tiny_tokenizer
 from tokenizers import Tokenizer
 
-from evaluation import data, hellaswag
-from evaluation.models import load_checkpoint_model
-from evaluation.results import lm_eval_layout
-from evaluation.runner import run_task
-from evaluation.tasks import TASKS, all_tasks
+from evaluation.lm import SimpleTransformerLM
+from evaluation.tasks import evaluate_tasks, load_tasks
 from model.checkpoint import save_model_files
 from model.config import from_preset
 from model.export.hf import export
 from model.transformer import Transformer
 
-lm_eval = pytest.importorskip("lm_eval")
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # lm-eval's hf model needs it
-
-LM_EVAL_TASK_FILES = {
-    "hellaswag": "hellaswag/hellaswag.yaml",
-    "arc_easy": "arc/arc_easy.yaml",
-    "arc_challenge": "arc/arc_challenge.yaml",
-    "piqa": "piqa/piqa.yaml",
-    "winogrande": "winogrande/default.yaml",
-    "lambada_openai": "lambada/lambada_openai.yaml",
-}
-FEWSHOT_TASKS = ("hellaswag", "arc_easy", "winogrande", "lambada_openai")
-CHAT_TASKS = ("arc_easy", "piqa", "winogrande")
+BLOCK_SIZE = 128  # wikitext's page spans windows; few-shot contexts are cut on the left
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A checkpoint, its export, our data copies and lm-eval's local task yaml files."""
+    """A checkpoint, its export, and the fixture copies."""
     root = tmp_path_factory.mktemp("parity")
     tokenizer = train_tiny_tokenizer(root / "tokenizer.json", all_texts() * 5, 400)
     vocab_size = Tokenizer.from_file(str(tokenizer)).get_vocab_size()
     torch.manual_seed(0)
-    model = Transformer(from_preset("debug", vocab_size=vocab_size)).eval()
+    model = Transformer(from_preset("debug", vocab_size=vocab_size, block_size=BLOCK_SIZE)).eval()
     with torch.no_grad():  # sharper preferences: no choice wins by a rounding error
         model.lm_head.weight.mul_(8)
     config = {"stage": "pre_training", "step": 1, "tokenizer": {"sha256": ""}}
     save_model_files(model, root / "run" / "step_0000001", config, tokenizer)
     (root / "run" / "latest").write_text("step_0000001\n")
-    hf_dir = export(root / "run", root / "hf")
-    write_evaluation_data(root / "data")
-    yaml_dir = root / "tasks"
-    yaml_dir.mkdir()
-    installed = Path(lm_eval.__file__).parent / "tasks"
-    for name, relative in LM_EVAL_TASK_FILES.items():
-        files = {}
-        for split, dataset in fixture_dataset(name).items():
-            files[split] = str(root / "parquet" / name / f"{split}.parquet")
-            Path(files[split]).parent.mkdir(parents=True, exist_ok=True)
-            dataset.to_parquet(files[split])
-        (yaml_dir / f"{name}.yaml").write_text(
-            f"include: {installed / relative}\n"
-            f"task: fixture_{name}\n"
-            "tag: []\n"
-            "dataset_path: parquet\n"
-            "dataset_name: null\n"
-            f"dataset_kwargs:\n  data_files: {json.dumps(files)}\n"
-            f"  cache_dir: {root / 'hf_datasets_cache'}\n"
-        )
-    ours = load_checkpoint_model(str(root / "run"), torch.device("cpu"), bf16=False)
-    return {"root": root, "hf": hf_dir, "yaml_dir": yaml_dir, "ours": ours}
+    export(root / "run", root / "hf")
+    return {"run": root / "run", "hf": root / "hf", "data": write_evaluation_data(root / "data")}
 
 
 @pytest.fixture(scope="module")
-def harness(world):
-    """lm-eval's model (the export, float32 on the CPU) and a task manager that knows only the
-    fixture tasks (indexing all of lm-eval's tasks takes tens of seconds)."""
+def models(world):
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
-    logging.getLogger("lm-eval").setLevel(logging.ERROR)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    model = HFLM(pretrained=str(world["hf"]), dtype="float32", batch_size=4, device="cpu")
-    tasks = TaskManager(include_path=str(world["yaml_dir"]), include_defaults=False)
-    return model, tasks
+    # batch 3: several contexts per batch, and choices of one context split across batches
+    ours = SimpleTransformerLM.from_checkpoint(str(world["run"]), device="cpu", batch_size=3)
+    theirs = HFLM(pretrained=str(world["hf"]), dtype="float32", batch_size=4, device="cpu")
+    return ours, theirs
 
 
-def lm_eval_run(harness, names, **kwargs) -> dict:
-    from lm_eval import simple_evaluate
-
-    model, task_manager = harness
-    return simple_evaluate(
-        model=model,
-        tasks=[f"fixture_{name}" for name in names],
-        task_manager=task_manager,
-        log_samples=True,
-        bootstrap_iters=1000,
-        **kwargs,
-    )
+def scores(world, lm, names, generation=None, **settings) -> dict:
+    tasks, _ = load_tasks(list(names), world["data"])
+    for task in tasks["tasks"].values():
+        if generation and task.get_config("output_type") == "generate_until":
+            task.set_config(key="generation_kwargs", value=generation, update=True)
+    return evaluate_tasks(lm, tasks, **settings)
 
 
-@pytest.fixture(scope="module")
-def zero_shot(harness):
-    return lm_eval_run(harness, LM_EVAL_TASK_FILES)
+def assert_same(ours: dict, theirs: dict) -> None:
+    assert set(ours["results"]) == set(theirs["results"])
+    for task, samples in ours["samples"].items():
+        pairs = zip(sorted(samples, key=doc_id), sorted(theirs["samples"][task], key=doc_id))
+        for mine, their in pairs:
+            for a, b in zip(mine["resps"], their["resps"]):
+                if isinstance(b[0], str):  # a generated text
+                    assert a == b, f"{task} doc {mine['doc_id']}"
+                else:  # (log-likelihood, is greedy), or a text's log-likelihood
+                    a, b = (x[0] if isinstance(x[0], tuple) else (x[0],) for x in (a, b))
+                    assert a[0] == pytest.approx(b[0], rel=1e-4, abs=1e-3), (
+                        f"{task} doc {mine['doc_id']}"
+                    )
+                    assert a[1:] == b[1:], f"{task} doc {mine['doc_id']}: is_greedy"
+        for key, value in theirs["results"][task].items():
+            if isinstance(value, float) and "_stderr" not in key:
+                assert ours["results"][task][key] == pytest.approx(value, rel=1e-4), (task, key)
 
 
-def ours_run(world, name, num_fewshot=0, chat=False):
-    task = all_tasks()[name]
-    copy = data.load_dataset_dict(task.dataset, world["root"] / "data")
-    docs, fewshot, _ = data.task_docs(task, copy, None, with_fewshot=num_fewshot > 0)
-    # batch 3: the shared-context path and the row path both run, several examples per batch
-    return run_task(world["ours"], task, docs, fewshot, num_fewshot, chat, batch_size=3,
-                    progress=False, bootstrap_iters=1000)  # fmt: skip
+def doc_id(sample: dict) -> tuple:
+    return sample["doc_id"], sample["filter"]
 
 
-def assert_same(mine, theirs_results, theirs_samples, name):
-    samples = sorted(theirs_samples[f"fixture_{name}"], key=lambda sample: sample["doc_id"])
-    assert len(samples) == len(mine.per_example) == len(DATASETS[name][1][mine.task.eval_split])
-    for example, sample in zip(mine.per_example, samples):
-        theirs = [float(response[0]) for response in sample["filtered_resps"]]
-        assert example["loglikelihoods"] == pytest.approx(theirs, rel=1e-4, abs=1e-3), (
-            f"{name} doc {example['doc_id']}"
-        )
-        assert example["greedy"] == [bool(response[1]) for response in sample["filtered_resps"]]
-        for metric in mine.task.metrics:
-            if metric != "perplexity":  # per example, lm-eval's perplexity item is the ll
-                assert example[metric] == sample[metric], f"{name} doc {example['doc_id']}"
-    for metric in mine.task.metrics:
-        assert mine.scores[metric] == pytest.approx(
-            theirs_results[f"fixture_{name}"][f"{metric},none"], rel=1e-4
-        )
+def test_zero_shot_tasks_match_lm_eval(world, models):
+    names = (*CORE, "openbookqa", "wikitext")
+    ours, theirs = (scores(world, lm, names) for lm in models)
+    assert_same(ours, theirs)
+    assert len(models[0].tok_encode(WIKITEXT_PAGE)) > BLOCK_SIZE  # several rolling windows
+    assert set(ours["results"]["wikitext"]) >= {"word_perplexity,none", "bits_per_byte,none"}
 
 
-def test_zero_shot_matches_lm_eval(world, zero_shot):
-    theirs = zero_shot
-    for name in LM_EVAL_TASK_FILES:
-        assert_same(ours_run(world, name), theirs["results"], theirs["samples"], name)
-    # the JSON layout: every per-task key lm-eval writes, and its top-level sections
-    mine = lm_eval_layout(world["ours"], [ours_run(world, "piqa")], SETTINGS)
-    assert set(mine["results"]["piqa"]) == set(theirs["results"]["fixture_piqa"])
-    for key in ("results", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better",
-                "n-samples", "config", "date"):  # fmt: skip
-        assert key in mine and key in theirs
-    assert set(mine["n-samples"]["piqa"]) == set(theirs["n-samples"]["fixture_piqa"])
+def test_few_shot_matches_lm_eval(world, models):
+    """Two solved examples, drawn with lm-eval's seed and sampler; long ones cut on the left."""
+    names = ("hellaswag", "arc_easy", "winogrande", "lambada_openai", "openbookqa")
+    assert_same(*(scores(world, lm, names, num_fewshot=2) for lm in models))
 
 
-SETTINGS = {"batch_size": 3, "limit": None, "fewshot_seed": 1234, "sizes": {"piqa": 3}}
+def test_chat_matches_lm_eval_apply_chat_template(world, models):
+    """Our chat renderer (tokenizer/encoding.py) and the export's chat template agree, and so do
+    the requests of lm-eval's --apply_chat_template (few-shot examples as turns)."""
+    names = ("arc_easy", "piqa", "winogrande", "arc_easy_letters", "sample_world")
+    assert_same(*(scores(world, lm, names, num_fewshot=1, chat=True, limit=6) for lm in models))
 
 
-def test_few_shot_matches_lm_eval(world, harness):
-    """Two solved examples drawn with lm-eval's seed and sampler, written as lm-eval writes."""
-    theirs = lm_eval_run(harness, FEWSHOT_TASKS, num_fewshot=2)
-    for name in FEWSHOT_TASKS:
-        assert_same(ours_run(world, name, num_fewshot=2), theirs["results"], theirs["samples"],
-                    name)  # fmt: skip
+@pytest.mark.parametrize("until", [None, ["at"]])
+def test_gsm8k_generation_matches_lm_eval(world, models, until):
+    """Greedy generation until gsm8k's stop strings (or a stop string that shows up often),
+    within max_gen_toks, with the prompt cut on the left to leave room for them."""
+    generation = {"max_gen_toks": 24, **({"until": until} if until else {})}
+    ours, theirs = (scores(world, lm, ["gsm8k"], generation, num_fewshot=2) for lm in models)
+    assert_same(ours, theirs)
+    texts = [sample["resps"][0][0] for sample in ours["samples"]["gsm8k"]]
+    assert any(texts), texts
+    if until:
+        assert all("at" not in text for text in texts)
+    for name in ("exact_match,strict-match", "exact_match,flexible-extract"):
+        assert ours["results"]["gsm8k"][name] == theirs["results"]["gsm8k"][name]
 
 
-def test_chat_matches_lm_eval_apply_chat_template(world, harness):
-    """Our chat renderer (tokenizer/encoding.py) and the export's chat template agree, and the
-    requests are lm-eval's --apply_chat_template ones (few-shot examples as turns)."""
-    theirs = lm_eval_run(harness, CHAT_TASKS, num_fewshot=1, apply_chat_template=True)
-    for name in CHAT_TASKS:
-        mine = ours_run(world, name, num_fewshot=1, chat=True)
-        assert_same(mine, theirs["results"], theirs["samples"], name)
+def test_a_broken_encoding_rule_is_caught(world, models, monkeypatch):
+    """Each half of lm-eval's HF rule matters: without `<|endoftext|>` in front of a plain text,
+    or with the chat template's special tokens read as plain text, parity breaks."""
+    ours, theirs = models
+    plain = scores(world, theirs, ["piqa"])
+    chat = scores(world, theirs, ["arc_easy"], chat=True)
+    encode = SimpleTransformerLM.tok_encode
 
+    def without_bos(self, text, **settings):
+        return encode(self, text, add_special_tokens=False)
 
-def test_a_broken_hellaswag_rule_is_caught(world, zero_shot, monkeypatch):
-    """The fixtures exercise HellaSwag's cleanup: keeping WikiHow's brackets breaks parity."""
-    monkeypatch.setattr(hellaswag, "preprocess", lambda text: text.strip())
-    mine = ours_run(world, "hellaswag")
+    monkeypatch.setattr(SimpleTransformerLM, "tok_encode", without_bos)
     with pytest.raises(AssertionError):
-        assert_same(mine, zero_shot["results"], zero_shot["samples"], "hellaswag")
-
-
-def test_a_broken_winogrande_rule_is_caught(world, zero_shot, monkeypatch):
-    """Partial scoring: scoring the continuation without lm-eval's strip breaks parity."""
-    task = all_tasks()["winogrande"]
-    unstripped = dataclasses.replace(task, doc_to_target=lambda doc: doc["sentence"].split("_")[1])
-    monkeypatch.setitem(TASKS, "winogrande", unstripped)
-    mine = ours_run(world, "winogrande")
+        assert_same(scores(world, ours, ["piqa"]), plain)
+    monkeypatch.undo()
+    monkeypatch.setattr(ours.tokenizer, "encode_special_tokens", True)
     with pytest.raises(AssertionError):
-        assert_same(mine, zero_shot["results"], zero_shot["samples"], "winogrande")
+        assert_same(scores(world, ours, ["arc_easy"], chat=True), chat)

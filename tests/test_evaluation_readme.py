@@ -9,17 +9,17 @@ import re
 import shlex
 from pathlib import Path
 
+import datasets
 import pytest
-from evaluation_fixtures import fixture_dataset
+from evaluation_fixtures import CORE, DATASETS, fixture_dataset
 from model_fixtures import build_checkpoint, build_tokenizer
 
 import evaluation.cli
 from dataset.evaluation import download_dataset
-from dataset.evaluation.sources import SOURCES
 from model.checkpoint import CONFIG_FILE
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-HUB = {(source.hub_id, source.config): name for name, source in SOURCES.items()}
+HUB = {(path, config): name for name, (path, config, _, _) in DATASETS.items()}
 
 
 def evaluate_commands() -> list[str]:
@@ -53,11 +53,13 @@ def test_every_command_runs_as_written(tmp_path, monkeypatch):
         config["stage"] = stage
         config_path.write_text(json.dumps(config))
     export(Path("checkpoints/dpo"), Path("exports/dpo-hf"))
+    asked = []
 
-    def fake_hub(repo_id, name=None, **kwargs):
-        return fixture_dataset(HUB[repo_id, name])
+    def fake_hub(path, name=None, **kwargs):
+        asked.append((path, name))
+        return fixture_dataset(HUB[path, name])
 
-    monkeypatch.setattr(download_dataset, "load_hub", fake_hub)
+    monkeypatch.setattr(datasets, "load_dataset", fake_hub)
     for command in evaluate_commands():
         argv = shlex.split(command)[3:]
         module = shlex.split(command)[2]
@@ -69,7 +71,10 @@ def test_every_command_runs_as_written(tmp_path, monkeypatch):
                 assert module == "evaluation"
                 assert evaluation.cli.main([*argv, "--quiet"]) == 0
         assert "Traceback" not in out.getvalue()
-    assert sorted(p.name for p in Path("data/evaluation").iterdir()) == sorted(SOURCES)
+    assert len(asked) == len({DATASETS[name][:2] for name in CORE})  # each copy made once
+    for name in CORE:
+        assert (download_dataset.copy_folder("data/evaluation", *DATASETS[name][:2])).is_dir()
+    assert (Path("data/evaluation/sample_world/default") / "manifest.json").is_file()
     results = json.loads(Path("results.json").read_text())
     assert set(results["results"]) == {"hellaswag"}
     assert results["config"]["model"] == "hf"

@@ -1,5 +1,5 @@
-"""The sample world's multiple-choice test, and the evaluation data step that saves the tasks'
-datasets (hub -> disk, then offline)."""
+"""The sample world's multiple-choice test (an lm-eval task: dataset/evaluation/tasks/
+sample_world.yaml), and the evaluation data step that copies what tasks read (then offline)."""
 
 import json
 
@@ -16,10 +16,8 @@ from dataset.sample_world.corpus import pretraining_documents
 from dataset.sample_world.multiple_choice import multiple_choice_rows
 from dataset.sample_world.tasks import QUESTIONS, QuestionSpec, question_constraints
 from dataset.sample_world.world import build_world
-from evaluation import data
-from evaluation.models import CheckpointModel
-from evaluation.runner import run_task
-from evaluation.tasks import all_tasks
+from evaluation.lm import SimpleTransformerLM
+from evaluation.tasks import evaluate_tasks, load_tasks
 from model.config import from_preset
 from model.transformer import Transformer
 
@@ -55,76 +53,66 @@ def test_an_untrained_model_scores_at_chance(tmp_path):
     tokenizer = load_tokenizer(tokenizer_path)
     torch.manual_seed(0)
     model = Transformer(from_preset("debug", vocab_size=tokenizer.get_vocab_size(), block_size=256))
-    scored = CheckpointModel(model.eval(), tokenizer, "untrained", "pre_training",
-                             torch.device("cpu"), bf16=False)  # fmt: skip
-    task = all_tasks()["sample_world"]
-    generated = data.load_dataset_dict("sample_world", tmp_path)  # no copy there: generated
-    docs, _, size = data.task_docs(task, generated, limit=None, with_fewshot=False)
-    result = run_task(scored, task, docs, batch_size=64, progress=False)
-    assert size == 280 and result.baseline["acc"] == 0.25
-    for metric in ("acc", "acc_norm"):  # 280 items: one standard error is about 2.6 points
-        assert abs(result.scores[metric] - 0.25) < 4 * result.stderrs[metric], result.scores
-    # as a chat model, through the chat renderer, it is no better
-    chat = run_task(scored, task, docs, chat=True, batch_size=64, progress=False)
-    assert abs(chat.scores["acc"] - 0.25) < 4 * chat.stderrs["acc"]
+    lm = SimpleTransformerLM(model.eval(), tokenizer, batch_size=64)
+    tasks, _ = load_tasks(["sample_world"], tmp_path)  # no copy there: generated
+    for chat in (False, True):  # as a chat model, through the chat template, no better
+        results = evaluate_tasks(lm, tasks, chat=chat)
+        scores, samples = results["results"]["sample_world"], results["samples"]["sample_world"]
+        assert len(samples) == 280 and all(len(s["arguments"]) == 4 for s in samples)
+        for metric in ("acc", "acc_norm"):  # 280 items: one standard error is about 2.6 points
+            assert abs(scores[f"{metric},none"] - 0.25) < 4 * scores[f"{metric}_stderr,none"]
 
 
-def test_sample_source_writes_the_test_and_keeps_it(tmp_path, capsys):
-    assert download_dataset.main(["--output-dir", str(tmp_path), "--source", "sample"]) == 0
-    folder = tmp_path / "sample_world"
+def test_the_data_step_writes_the_sample_test_and_keeps_it(tmp_path, capsys):
+    argv = ["--output-dir", str(tmp_path), "--tasks", "sample_world"]
+    assert download_dataset.main(argv) == 0
+    folder = tmp_path / "sample_world" / "default"
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["splits"]["test"]["rows"] == 280 and manifest["inputs"][0]["seed"] == 0
-    saved = data.load_dataset_dict("sample_world", tmp_path)
-    assert saved["test"].to_list() == multiple_choice_rows(0, "test")
+    assert manifest["splits"] == {"train": 280, "test": 280} and manifest["seed"] == 0
+    assert datasets.load_from_disk(folder)["test"].to_list() == multiple_choice_rows(0, "test")
     (folder / "marker").write_text("kept")
-    download_dataset.main(["--output-dir", str(tmp_path), "--source", "sample"])
+    download_dataset.main(argv)
     assert "already there, kept" in capsys.readouterr().out and (folder / "marker").exists()
-    download_dataset.main(["--output-dir", str(tmp_path), "--source", "sample", "--overwrite"])
+    download_dataset.main([*argv, "--overwrite", "--seed", "1"])
     assert not (folder / "marker").exists()
+    assert json.loads((folder / "manifest.json").read_text())["seed"] == 1
 
 
-def test_hub_source_keeps_the_tasks_splits(tmp_path, monkeypatch):
-    """hub -> disk: the Hub's DatasetDict (here a fixture with the real columns) is saved with
-    the splits the tasks read, and read back offline."""
-    hub = fixture_dataset("arc_easy")
-    hub["validation"] = hub["train"]  # a split the task does not read: left out
+def test_the_data_step_copies_what_the_tasks_read(tmp_path, monkeypatch):
+    """hub -> disk: each dataset the named tasks load is fetched once (ARC's two tasks, two
+    configs), saved whole, and read back offline by the evaluation."""
     asked = []
 
-    def fake_load_hub(repo_id, **kwargs):
-        asked.append((repo_id, kwargs.get("name")))
-        return hub
+    def fake_hub(path, name=None, **kwargs):
+        asked.append((path, name))
+        return fixture_dataset({"ARC-Easy": "arc_easy", "ARC-Challenge": "arc_challenge"}[name])
 
-    monkeypatch.setattr(download_dataset, "load_hub", fake_load_hub)
-    download_dataset.main(["--output-dir", str(tmp_path), "--datasets", "arc_easy"])
-    assert asked == [("allenai/ai2_arc", "ARC-Easy")]
-    saved = data.load_dataset_dict("arc_easy", tmp_path, download=False)
-    assert sorted(saved) == ["test", "train"] and saved["test"].to_list() == hub["test"].to_list()
-    manifest = json.loads((tmp_path / "arc_easy" / "manifest.json").read_text())
-    assert manifest["inputs"][0]["id"] == "allenai/ai2_arc"
-    # a Hub copy that lost a split is a one-line error, and nothing is written
-    monkeypatch.setattr(download_dataset, "load_hub", lambda *a, **k: {"train": hub["train"]})
-    with pytest.raises(UserError, match="has no split validation"):
-        download_dataset.main(["--output-dir", str(tmp_path), "--datasets", "piqa"])
-    assert not (tmp_path / "piqa").exists()
+    monkeypatch.setattr(datasets, "load_dataset", fake_hub)
+    download_dataset.main(["--output-dir", str(tmp_path), "--tasks", "arc_easy,arc_challenge"])
+    download_dataset.main(["--output-dir", str(tmp_path), "--tasks", "arc_easy_letters"])
+    assert asked == [("allenai/ai2_arc", "ARC-Easy"), ("allenai/ai2_arc", "ARC-Challenge")]
+    manifest = json.loads((tmp_path / "allenai/ai2_arc/ARC-Easy/manifest.json").read_text())
+    assert manifest["dataset_path"] == "allenai/ai2_arc" and manifest["splits"]["test"] == 4
+    monkeypatch.undo()  # offline again
+    tasks, missing = load_tasks(["arc_easy", "arc_easy_letters"], tmp_path)
+    assert missing == [] and len(tasks["tasks"]["arc_easy"].test_docs()) == 4
 
 
-def test_bad_data_is_one_line(tmp_path):
-    with pytest.raises(UserError, match="unknown dataset"):
-        download_dataset.main(["--output-dir", str(tmp_path), "--datasets", "mmlu"])
-    with pytest.raises(UserError, match="writes only sample_world"):
-        download_dataset.main(["--output-dir", str(tmp_path), "--source", "sample",
-                               "--datasets", "piqa"])  # fmt: skip
-    # a folder that holds another dataset is named, with what to do
-    datasets.DatasetDict({"validation": datasets.Dataset.from_dict({"text": ["a"]}),
-                          "train": datasets.Dataset.from_dict({"text": ["b"]})}).save_to_disk(
-        str(tmp_path / "piqa"))  # fmt: skip
-    with pytest.raises(UserError, match="no column goal"):
-        data.load_dataset_dict("piqa", tmp_path)
-    (tmp_path / "hellaswag").mkdir()
-    with pytest.raises(UserError, match="not a saved dataset"):
-        data.load_dataset_dict("hellaswag", tmp_path)
-    with pytest.raises(UserError, match="not found; run"):
-        data.load_dataset_dict("winogrande", tmp_path, download=False)
+def test_bad_data_is_one_line(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="unknown task 'hellaswg'; closest: hellaswag"):
+        download_dataset.main(["--output-dir", str(tmp_path), "--tasks", "hellaswg"])
+    folder = tmp_path / "baber" / "piqa" / "default"
+    folder.mkdir(parents=True)  # a folder that is not a saved dataset
+    with pytest.raises(UserError, match="is not a saved dataset.*--overwrite"):
+        load_tasks(["piqa"], tmp_path)
+
+    def outage(path, name=None, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(datasets, "load_dataset", outage)
+    with pytest.raises(UserError, match="could not fetch Rowan/hellaswag .*no route to host"):
+        download_dataset.main(["--output-dir", str(tmp_path), "--tasks", "hellaswag"])
+    assert not (tmp_path / "Rowan" / "hellaswag" / "default").exists()
 
 
 def test_models_the_sample_pipeline_trains_score_far_above_chance(tmp_path, capsys):

@@ -1,80 +1,77 @@
-"""evaluation/tasks.py and the task families: the requests each example becomes (the parity test
-checks them against lm-eval; these name the shapes one by one), the groups, few-shot draws."""
+"""Which tasks a run scores (evaluation/tasks.py) and our own task YAML files
+(dataset/evaluation/tasks/): `core`, ARC's letter forms for chat models, unknown names with the
+closest known ones, any lm-eval task or group, missing copies, and the figures read back."""
 
 import pytest
-from evaluation_fixtures import ARC_EVAL, HELLASWAG_EVAL, LAMBADA_TEST, WINOGRANDE_EVAL
+from evaluation_fixtures import ARC_EVAL, CORE, write_evaluation_data
 
 from common.errors import UserError
-from evaluation.tasks import CORE, all_tasks, build_requests, resolve_tasks
-
-TASKS = all_tasks()
-
-
-def test_multiple_choice_requests_put_the_choices_after_a_space():
-    (example,) = build_requests(TASKS["arc_easy"], ARC_EVAL[:1])
-    question = "Question: Which part of a plant takes in water from the soil?\nAnswer:"
-    assert example.requests == [(question, " leaves"), (question, " roots"),
-                                (question, " flowers"), (question, " seeds")]  # fmt: skip
-    assert example.gold == 1 and example.choices == ["leaves", "roots", "flowers", "seeds"]
+from dataset.evaluation.download_dataset import task_manager
+from evaluation.tasks import LETTER_TASKS, load_tasks, metric_values, resolve_tasks
 
 
-def test_digit_labels_and_five_options():
-    examples = build_requests(TASKS["arc_easy"], ARC_EVAL[2:])
-    assert [e.gold for e in examples] == [2, 2] and len(examples[1].requests) == 5
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_evaluation_data(tmp_path_factory.mktemp("data"))
 
 
-def test_hellaswag_cleans_wikihow_brackets_and_capitalises_ctx_b():
-    doc = TASKS["hellaswag"].process_doc(HELLASWAG_EVAL[1])
-    assert doc["query"] == (
-        "Home and Garden: How to water a plant. Check the soil. Push a finger into the soil "
-        "near the stem. If it feels dry"
+def test_core_is_the_six_tasks_and_the_letter_forms_for_chat_models():
+    assert resolve_tasks("core") == list(CORE)
+    assert resolve_tasks("piqa,core") == ["piqa", *(name for name in CORE if name != "piqa")]
+    chat = resolve_tasks("core,sample_world", chat=True)
+    assert chat == [*CORE, "sample_world", *LETTER_TASKS]
+    assert resolve_tasks("arc_easy", chat=True) == ["arc_easy"]  # letters come with core only
+    with pytest.raises(UserError, match="--tasks is empty"):
+        resolve_tasks(" , ")
+
+
+def test_unknown_names_get_the_closest_and_any_lm_eval_name_works():
+    with pytest.raises(UserError, match="unknown task 'winogrand'; closest: winogrande"):
+        resolve_tasks("core,winogrand")
+    assert resolve_tasks("mmlu,gsm8k") == ["mmlu", "gsm8k"]  # a group, from all of lm-eval's
+    assert task_manager(("mmlu", "gsm8k")).task_index["mmlu"].kind.name == "GROUP"
+    assert len(task_manager(tuple(CORE)).all_tasks) < 1000  # core: a few folders, not 14,000
+
+
+def test_letter_form_lists_the_options_and_scores_the_letters(data_dir):
+    tasks, _ = load_tasks(["arc_easy_letters"], data_dir)
+    task = tasks["tasks"]["arc_easy_letters"]
+    doc = ARC_EVAL[1]
+    assert task.doc_to_text(doc) == (
+        "Question: What happens to water when it freezes?\nA. It becomes a gas.\n"
+        "B. It becomes a solid.\nC. It disappears.\nAnswer:"
     )
-    # lm-eval strips before it removes brackets: a leading one leaves its space (as lm-eval's)
-    assert doc["choices"][1] == " give the plant a slow drink of water."
-    assert doc["choices"][3] == " Call a friend for lunch."
+    assert task.doc_to_choice(doc) == ["A", "B", "C"] and task.doc_to_target(doc) == 1
+    assert task.doc_to_choice(ARC_EVAL[3]) == list("ABCDE")
+    assert task.doc_to_target(ARC_EVAL[2]) == 2  # digit labels
 
 
-def test_winogrande_scores_the_rest_of_the_sentence_after_each_option():
-    (example,) = build_requests(TASKS["winogrande"], WINOGRANDE_EVAL[:1])
-    rest = " did not need it that day."
-    assert example.requests == [("Sarah lent Maria her bike because Sarah", rest),
-                                ("Sarah lent Maria her bike because Maria", rest)]  # fmt: skip
-    assert example.gold == 0
+def test_sample_world_reads_the_generated_test_without_a_copy(tmp_path):
+    tasks, missing = load_tasks(["sample_world"], tmp_path)
+    task = tasks["tasks"]["sample_world"]
+    doc = task.test_docs()[0]
+    assert missing == [] and len(task.test_docs()) == 280 and len(task.fewshot_docs()) == 280
+    assert task.doc_to_text(doc) == doc["question"] and task.doc_to_target(doc) == doc["answer"]
+    assert task.doc_to_choice(doc) == doc["choices"]
 
 
-def test_lambada_is_one_request_for_the_last_word():
-    (example,) = build_requests(TASKS["lambada_openai"], LAMBADA_TEST[2:3])
-    context, target = example.requests[0]
-    assert context.endswith("By summer the garden was full of") and target == " tomatoes"
+def test_a_missing_copy_names_the_command_or_is_left_out(data_dir, tmp_path):
+    with pytest.raises(UserError) as error:
+        load_tasks(["piqa"], tmp_path)
+    assert f"--tasks piqa --output-dir {tmp_path}" in str(error.value)
+    assert "python3 -m dataset.evaluation.download_dataset" in str(error.value)
+    tasks, missing = load_tasks(["piqa", "gsm8k", "hellaswag"], tmp_path, skip_missing=True)
+    assert missing == ["piqa", "gsm8k", "hellaswag"] and not tasks["tasks"]
+    tasks, missing = load_tasks(["piqa", "hellaswag"], data_dir)
+    assert missing == [] and set(tasks["tasks"]) == {"piqa", "hellaswag"}
 
 
-def test_letter_form_plain_and_chat():
-    plain, = build_requests(TASKS["arc_easy_letters"], ARC_EVAL[1:2])  # fmt: skip
-    text = ("Question: What happens to water when it freezes?\nA. It becomes a gas.\n"
-            "B. It becomes a solid.\nC. It disappears.\nAnswer:")  # fmt: skip
-    assert plain.requests == [(text, " A"), (text, " B"), (text, " C")] and plain.gold == 1
-    chat, = build_requests(TASKS["arc_easy_letters"], ARC_EVAL[1:2], chat=True)  # fmt: skip
-    assert [c for _, c in chat.requests] == ["A", "B", "C"]  # the reply itself: no delimiter
-    assert chat.chat_contexts[0] == [{"role": "user", "content": text}]
-
-
-def test_few_shot_examples_come_first_and_as_turns_when_chatting():
-    pool = ARC_EVAL[2:]
-    (plain,) = build_requests(TASKS["arc_easy"], ARC_EVAL[:1], pool, num_fewshot=2)
-    context = plain.requests[0][0]
-    assert context.count("\nAnswer: ") == 2 and context.count("\n\n") == 2
-    (chat,) = build_requests(TASKS["arc_easy"], ARC_EVAL[:1], pool, num_fewshot=2, chat=True)
-    roles = [m["role"] for m in chat.chat_contexts[0]]
-    assert roles == ["user", "assistant", "user", "assistant", "user"]
-    again = build_requests(TASKS["arc_easy"], ARC_EVAL[:1], pool, num_fewshot=2)
-    assert again[0].requests == plain.requests  # the fixed seed
-    with pytest.raises(UserError, match="only 2"):
-        build_requests(TASKS["arc_easy"], ARC_EVAL[:1], pool, num_fewshot=3)
-
-
-def test_groups_and_names():
-    assert [t.name for t in resolve_tasks("core", chat=False)] == list(CORE)
-    chat = [t.name for t in resolve_tasks("core,sample_world,piqa", chat=True)]
-    assert chat == [*CORE, "arc_easy_letters", "arc_challenge_letters", "sample_world"]
-    with pytest.raises(UserError, match="unknown task 'mmlu'"):
-        resolve_tasks("mmlu", chat=False)
+def test_metric_values_keep_filters_and_standard_errors():
+    results = {"results": {
+        "piqa": {"alias": "piqa", "acc,none": 0.5, "acc_stderr,none": 0.1, "sample_len": 3},
+        "gsm8k": {"exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": "N/A"},
+    }}  # fmt: skip
+    assert metric_values(results) == [
+        ("piqa", "acc", 0.5, 0.1),
+        ("gsm8k", "exact_match,strict-match", 0.25, None),
+    ]

@@ -1,6 +1,6 @@
-"""Benchmark scores during training (training/task_scores.py): logged as eval/<task>/<metric>,
-in the closing summary, no random generator moved (exact resume stays exact), missing data one
-warning line at the start, DDP unchanged."""
+"""Benchmark scores during training (training/task_scores.py): lm-eval's tasks through our LM,
+logged as eval/<task>/<metric>, in the closing summary, no random generator moved (exact resume
+stays exact), missing data one warning line at the start, DDP unchanged."""
 
 import json
 import random
@@ -48,10 +48,20 @@ def test_scores_are_logged_summarised_and_resume_stays_exact(tmp_path, inputs):
     assert second.task_scores == straight.task_scores
 
 
-def test_scoring_moves_no_random_generator(tmp_path, inputs):
+def test_scoring_moves_no_random_generator(tmp_path, inputs, monkeypatch):
+    """Even when a task draws from the global generators (some of lm-eval's shuffle choices with
+    `random`), they are as they were after scoring."""
     run = train(tiny_config(tmp_path, *inputs, max_steps=1, eval_tasks=""), PretrainingStage)
+    from training import task_scores
     from training.task_scores import TaskScores
 
+    evaluate_tasks = task_scores.evaluate_tasks
+
+    def drawing(*args, **kwargs):
+        random.random(), np.random.rand(), torch.rand(1)
+        return evaluate_tasks(*args, **kwargs)
+
+    monkeypatch.setattr(task_scores, "evaluate_tasks", drawing)
     config = tiny_config(tmp_path, *inputs, eval_data_dir=str(tmp_path), **SAMPLE)
     context = type("Context", (), {})()  # what TaskScores reads of the run context
     context.is_main, context.tokenizer, context.device = True, run.tokenizer, torch.device("cpu")
@@ -86,6 +96,8 @@ def test_missing_data_is_one_warning_line_and_the_run_goes_on(tmp_path, inputs, 
 
 
 def test_bad_settings_are_user_errors(tmp_path, inputs):
+    with pytest.raises(UserError, match="unknown task 'hellaswg'; closest: hellaswag"):
+        tiny_config(tmp_path, *inputs, eval_tasks="core,hellaswg").check()
     with pytest.raises(UserError, match="unknown task 'nope'"):
         tiny_config(tmp_path, *inputs, eval_tasks="core,nope").check()
     with pytest.raises(UserError, match="eval_tasks_interval"):
@@ -95,8 +107,12 @@ def test_bad_settings_are_user_errors(tmp_path, inputs):
 
 
 def test_summary_formats_accuracies_and_perplexity():
-    text = summary({"eval/hellaswag/acc_norm": 0.3114, "eval/lambada_openai/perplexity": 40.05})
-    assert text == "hellaswag acc_norm 31.1%, lambada_openai perplexity 40.05"
+    text = summary({"eval/hellaswag/acc_norm": 0.3114, "eval/lambada_openai/perplexity": 40.05,
+                    "eval/gsm8k/exact_match,strict-match": 0.25})  # fmt: skip
+    assert text == (
+        "hellaswag acc_norm 31.1%, lambada_openai perplexity 40.05, "
+        "gsm8k exact_match,strict-match 25.0%"
+    )
 
 
 def test_ddp_scores_on_rank_zero_like_one_process(tmp_path):

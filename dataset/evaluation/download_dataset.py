@@ -1,88 +1,169 @@
-"""The evaluation data step: copy each benchmark's dataset from the Hub to disk, once.
+"""The evaluation data step: a copy of what the named lm-eval tasks read, once, then offline.
 
     python3 -m dataset.evaluation.download_dataset --output-dir data/evaluation
+    python3 -m dataset.evaluation.download_dataset --tasks core,gsm8k,mmlu
 
-Writes one `save_to_disk` DatasetDict per dataset, `data/evaluation/<name>/` (hellaswag,
-arc_easy, arc_challenge, piqa, winogrande, lambada_openai, sample_world), with the splits the
-tasks read and a manifest.json (Hub id, config, revision, rows per split). From then on
-`python3 -m evaluation` and the training scripts' in-run scores read these copies and never the
-network. A copy already there is kept (--overwrite replaces it).
+Tiny CPU example, no network (the sample world's test is generated; without a copy it is
+generated whenever a task reads it):
+    python3 -m dataset.evaluation.download_dataset --tasks sample_world
 
-Tiny CPU example, no network: only the sample world's test, generated in a second:
-    python3 -m dataset.evaluation.download_dataset --output-dir data/evaluation --source sample
-
-Each folder appears only when complete; of two runs writing the same folder, the second stops
-with one line naming the first one's process id.
+Tasks are lm-evaluation-harness's, plus the YAML files in dataset/evaluation/tasks/ (the `core`
+group, `sample_world`, ARC's letter forms). Building a task loads its dataset with
+`datasets.load_dataset(dataset_path, dataset_name)`; `local_copies` answers those calls from
+`<output-dir>/<dataset_path>/<dataset_name or default>/` (a `save_to_disk` DatasetDict with a
+manifest.json), and this command makes the copies that are missing. From then on
+`python3 -m evaluation` and the training scripts' in-run scores read only these copies.
 """
 
+from __future__ import annotations
+
 import argparse
+import contextlib
+import difflib
+import functools
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
+import yaml
 
 from common.atomic import atomic_write_text, locked_output_directory
 from common.errors import ArgumentParser, UserError, run_cli
-from dataset.common import hub_input, load_hub
-from dataset.evaluation.sources import SAMPLE, SOURCES
 from dataset.sample_world.multiple_choice import multiple_choice_rows
 
 MODULE = "dataset.evaluation.download_dataset"
 DEFAULT_OUTPUT = "data/evaluation"
-MANIFEST_NAME = "manifest.json"
+TASKS_DIR = Path(__file__).resolve().with_name("tasks")  # our task YAML files
+SAMPLE = "sample_world"  # the dataset_path of the sample world's test: generated, not fetched
+LOCAL_BUILDERS = ("arrow", "csv", "json", "pandas", "parquet", "text")  # files a task names
 
 
-def sample_dataset(seed: int) -> datasets.DatasetDict:
-    """The sample world's multiple-choice test (and its few-shot split), generated."""
-    return datasets.DatasetDict(
-        {split: datasets.Dataset.from_list(multiple_choice_rows(seed, split))
-         for split in SOURCES[SAMPLE].splits}
-    )  # fmt: skip
+def task_names(spec: str) -> list[str]:
+    """Comma-separated task and group names, `core` replaced by its tasks, each name once."""
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise UserError("--tasks is empty; give task names or a group, e.g. --tasks core")
+    core = yaml.safe_load((TASKS_DIR / "core.yaml").read_text())["task"]
+    return list(dict.fromkeys(n for name in names for n in (core if name == "core" else [name])))
 
 
-def fetch(name: str, seed: int = 0, cache_dir: str | None = None) -> datasets.DatasetDict:
-    """Dataset `name` (a SOURCES key) with the splits the tasks read, from the Hub or generated."""
-    source = SOURCES[name]
-    if name == SAMPLE:
-        return sample_dataset(seed)
-    loaded = load_hub(source.hub_id, name=source.config, cache_dir=cache_dir)
-    missing = [split for split in source.splits if split not in loaded]
-    if missing:
-        named = source.hub_id + (f" ({source.config})" if source.config else "")
-        raise UserError(
-            f"{named} has no split {', '.join(missing)} "
-            f"(it has {', '.join(loaded)}); the Hub copy changed, see dataset/evaluation/sources.py"
-        )
-    return datasets.DatasetDict({split: loaded[split] for split in source.splits})
+@functools.cache
+def task_manager(names: tuple[str, ...]):
+    """lm-eval's index of tasks that knows `names`: when they are all tasks in our folder or in
+    lm-eval folders whose name starts theirs, those folders' (a second), else all of lm-eval's
+    (~10 s, once); a name it does not know is a one-line error with the closest known names."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._index import Kind
+
+    builtin = Path(lm_eval.__file__).parent / "tasks"
+    folders = [d for d in builtin.iterdir() if any(n.startswith(d.name) for n in names)]
+    manager = TaskManager(include_path=[*folders, TASKS_DIR], include_defaults=False)
+    index = manager.task_index
+    if not all(n in index and index[n].kind in (Kind.TASK, Kind.PY_TASK) for n in names):
+        manager = every_task()  # a group may name tasks of other folders
+    for name in names:
+        if name not in manager.task_index:
+            close = difflib.get_close_matches(name, ["core", *manager.all_tasks], n=5, cutoff=0.6)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise UserError(f"unknown task {name!r}{hint} (`lm-eval ls tasks` lists them all)")
+    return manager
 
 
-def write(name: str, output_dir: str | Path, overwrite: bool, seed: int = 0,
-          cache_dir: str | None = None) -> Path:  # fmt: skip
-    """Fetch `name` and save it at output_dir/name with its manifest, atomically."""
-    final = Path(output_dir) / name
+@functools.cache
+def every_task():
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=TASKS_DIR)
+
+
+def copy_folder(data_dir: str | Path, path: str, name: str | None) -> Path:
+    return Path(data_dir) / path / (name or "default")
+
+
+@contextlib.contextmanager
+def local_copies(
+    data_dir: str | Path, fetch: bool = False, overwrite: bool = False, seed: int = 0
+) -> Iterator[None]:
+    """While lm-eval builds tasks, its `datasets.load_dataset(path, name, ...)` calls read our
+    copies in data_dir (fetch: making the missing ones first, or all of them with overwrite).
+    A missing copy is a MissingCopy error; a task over files it names reads them as it says."""
+    load_dataset, made = datasets.load_dataset, set()
+
+    def load(path, name=None, **kwargs):
+        if path in LOCAL_BUILDERS or Path(path).exists():
+            return load_dataset(path, name, **kwargs)
+        folder = copy_folder(data_dir, path, name)
+        if fetch and folder not in made and (overwrite or not folder.exists()):
+            write_copy(folder, path, name, kwargs, load_dataset, seed)
+            made.add(folder)
+        elif fetch and folder not in made:
+            print(f"{folder}: already there, kept (--overwrite replaces it)")
+            made.add(folder)
+        if not folder.exists() and path == SAMPLE:  # embedded: generated when it has no copy
+            return sample_test(seed)
+        if not folder.exists():
+            raise MissingCopy(folder)
+        try:
+            return datasets.load_from_disk(str(folder))
+        except Exception as error:  # not a save_to_disk folder, or a damaged one
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise UserError(
+                f"{folder} is not a saved dataset ({first}); re-create it with "
+                f"`python3 -m {MODULE} --overwrite`"
+            ) from None
+
+    datasets.load_dataset = load  # lm-eval's tasks call it as datasets.load_dataset
+    try:
+        yield
+    finally:
+        datasets.load_dataset = load_dataset
+
+
+class MissingCopy(UserError):
+    def __init__(self, folder: Path):
+        super().__init__(f"{folder} not found")
+        self.folder = folder
+
+
+def sample_test(seed: int) -> datasets.DatasetDict:
+    """The sample world's multiple-choice test and its few-shot split (items of the same facts)."""
+    splits = {split: multiple_choice_rows(seed, split) for split in ("train", "test")}
+    return datasets.DatasetDict({s: datasets.Dataset.from_list(r) for s, r in splits.items()})
+
+
+def write_copy(
+    folder: Path, path: str, name: str | None, kwargs: dict, load_dataset, seed: int
+) -> None:
+    """Fetch dataset `path` (config `name`) from the Hub, or generate the sample world's test,
+    and save it at `folder` with a manifest, atomically."""
     started = time.perf_counter()
-    with locked_output_directory(final, overwrite, what="evaluation data") as temp:
-        dataset_dict = fetch(name, seed, cache_dir)
-        dataset_dict.save_to_disk(str(temp))
-        source = SOURCES[name]
-        if name == SAMPLE:
-            inputs = [{"id": "dataset.sample_world.multiple_choice", "seed": seed}]
+    with locked_output_directory(folder, overwrite=True, what="evaluation data") as temp:
+        if path == SAMPLE:
+            loaded = sample_test(seed)
         else:
-            inputs = [hub_input(source.hub_id, dataset_dict, config=source.config)]
+            try:
+                loaded = load_dataset(path, name, **kwargs)
+            except Exception as error:  # no network, a renamed dataset, an outage: one line
+                first = (str(error).strip().splitlines() or [""])[0][:200]
+                raise UserError(
+                    f"could not fetch {path} ({name}) from the Hugging Face Hub "
+                    f"({type(error).__name__}: {first})"
+                ) from None
+        loaded.save_to_disk(str(temp))
         manifest = {
-            "format_version": 1,
-            "kind": "evaluation",
-            "name": name,
+            "dataset_path": path,
+            "dataset_name": name,
+            "seed": seed if path == SAMPLE else None,
             "created_by": f"python3 -m {MODULE}",
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "inputs": inputs,
-            "splits": {split: {"rows": len(d), "columns": d.column_names}
-                       for split, d in dataset_dict.items()},
+            "splits": {split: len(rows) for split, rows in loaded.items()},
             "seconds": round(time.perf_counter() - started, 2),
-        }  # fmt: skip
-        atomic_write_text(temp / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
-    return final
+        }
+        atomic_write_text(temp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    print(f"{folder}: " + ", ".join(f"{s} {n}" for s, n in manifest["splits"].items()))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,65 +172,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT, help="the copies go in here")
     parser.add_argument(
-        "--output-dir", default=DEFAULT_OUTPUT, help="one folder per dataset is written in here"
+        "--tasks",
+        default="core,sample_world",
+        help="comma-separated lm-eval task or group names (core: our six zero-shot tasks); "
+        "the copies of every dataset they read are made",
     )
-    parser.add_argument(
-        "--datasets",
-        default="all",
-        help=f"comma-separated names among {', '.join(SOURCES)}, or all",
-    )
-    parser.add_argument(
-        "--source",
-        choices=("hub", "sample"),
-        default="hub",
-        help="hub: the benchmarks from the Hugging Face Hub, plus the sample world; sample: only "
-        "the sample world's test (generated, no network)",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace copies already in --output-dir"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the sample world (the sample pipeline's: 0)"
-    )
-    parser.add_argument(
-        "--cache-dir",
-        default=None,
-        help="Hugging Face datasets download cache (None: the library's, ~/.cache/huggingface)",
-    )
+    parser.add_argument("--overwrite", action="store_true", help="fetch copies already there again")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample world's test")
     return parser.parse_args(argv)
-
-
-def chosen_datasets(args: argparse.Namespace) -> list[str]:
-    if args.source == "sample":
-        if args.datasets not in ("all", SAMPLE):
-            raise UserError(f"--source sample writes only {SAMPLE}; leave --datasets out")
-        return [SAMPLE]
-    if args.datasets == "all":
-        return list(SOURCES)
-    names = [name.strip() for name in args.datasets.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SOURCES]
-    if unknown or not names:
-        raise UserError(
-            f"unknown dataset {', '.join(unknown) or '(none given)'}; choose among "
-            f"{', '.join(SOURCES)}, or all"
-        )
-    return names
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for name in chosen_datasets(args):
-        final = Path(args.output_dir) / name
-        if final.exists() and not args.overwrite:
-            print(f"{final}: already there, kept (--overwrite replaces it)")
-            continue
-        write(name, args.output_dir, args.overwrite, args.seed, args.cache_dir)
-        rows = ", ".join(
-            f"{split} {entry['rows']}"
-            for split, entry in json.loads((final / MANIFEST_NAME).read_text())["splits"].items()
-        )
-        print(f"{final}: {rows}")
+    names = task_names(args.tasks)
+    manager = task_manager(tuple(names))
+    with local_copies(args.output_dir, fetch=True, overwrite=args.overwrite, seed=args.seed):
+        for name in names:
+            manager.load(name)
     return 0
 
 

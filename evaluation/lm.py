@@ -1,0 +1,284 @@
+"""Our checkpoints as an lm-evaluation-harness model: `lm_eval.api.model.LM` "simple-transformer".
+
+    python3 -m evaluation.lm --model simple-transformer --model_args checkpoint=checkpoints/sft \
+        --tasks hellaswag --include_path dataset/evaluation/tasks   # lm-eval's own command line
+
+Requests become token ids as lm-eval's Hugging Face model (`--model hf`) makes them on the
+exported folder of the same checkpoint, so both score the same: `<|endoftext|>` in front of a
+text that does not start with it, special tokens written in a text matched (a chat template's
+output), a context's trailing spaces moved to its continuation (lm-eval's TemplateLM).
+- loglikelihood: the requests that share a context (a multiple-choice question's choices) run it
+  once into a KV cache, each choice continuing from it; batches of contexts, longest first;
+- loglikelihood_rolling: a text in windows of the model's length, as lm-eval cuts them;
+- generate_until: our generation, greedy unless the task samples, until a stop string.
+bf16 autocast where asked (a GPU with bf16, by default); log-probabilities in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models import utils as lm_eval_utils
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from common.atomic import sha256_file
+from common.errors import UserError
+from model.checkpoint import load_model, unwrap_model
+from model.generate import generate
+from model.kv_cache import KVCache
+from tokenizer import encoding
+from tokenizer.encoding import BOS_ID, load_tokenizer
+
+CHAT_STAGES = ("sft", "dpo")  # checkpoints of these stages are scored as chat models by default
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """`device`, or cuda when there is one; a one-line error for a device that is not here."""
+    name = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise UserError(f"--device {name}: use cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
+@register_model("simple-transformer")
+class SimpleTransformerLM(TemplateLM):
+    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, batch_size: int = 32,
+                 bf16: bool = False, stage: str = "pre_training"):  # fmt: skip
+        super().__init__()
+        self.model = unwrap_model(model)
+        self._device = next(self.model.parameters()).device
+        # A copy that matches special tokens written in a text, as the exported tokenizer does
+        # (lm-eval renders a chat as text); ours keeps raw text from forging them elsewhere.
+        self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self.tokenizer.encode_special_tokens = False
+        self.vocab_size = tokenizer.get_vocab_size()
+        self.batch_size, self.bf16, self.stage = batch_size, bf16, stage
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, tokenizer: str | None = None, device=None,
+                        batch_size=None, precision: str = "auto", **kwargs):  # fmt: skip
+        """One of our run or step folders, with its tokenizer.json (or `tokenizer`, when its
+        sha256 is the one the checkpoint records)."""
+        chosen = pick_device(device)
+        model, config, own = load_model(checkpoint, device=chosen)
+        recorded = (config.get("tokenizer") or {}).get("sha256") or ""
+        if tokenizer is not None:
+            if not Path(tokenizer).is_file():
+                raise UserError(f"--tokenizer {tokenizer} not found")
+            if recorded and sha256_file(tokenizer) != recorded:
+                raise UserError(
+                    f"--tokenizer {tokenizer} is not the tokenizer {checkpoint} was trained "
+                    f"with (its sha256 differs from the checkpoint's {recorded[:12]}...); leave "
+                    "--tokenizer out to use the checkpoint's own tokenizer.json"
+                )
+            own = Path(tokenizer)
+        if own is None:
+            raise UserError(
+                f"{checkpoint} has no tokenizer.json next to its weights; pass "
+                "--tokenizer with the tokenizer.json the run was trained with"
+            )
+        loaded = load_tokenizer(own)
+        if loaded.get_vocab_size() > model.config.vocab_size:
+            raise UserError(
+                f"{own} has {loaded.get_vocab_size()} tokens but the model of {checkpoint} "
+                f"only {model.config.vocab_size}; the tokenizer does not match the checkpoint"
+            )
+        size = int(batch_size) if str(batch_size).isdigit() else 32  # lm-eval may say "auto"
+        stage = str(config.get("stage") or "pre_training")
+        return cls(model, loaded, size, use_bf16(precision, chosen), stage, **kwargs)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        """lm-eval's `--model_args checkpoint=DIR[,tokenizer=PATH,precision=bf16]`; its
+        `--device cuda:0` (its default) means the CPU where there is no GPU, as for its hf."""
+        extra = {k: (additional_config or {}).get(k) for k in ("batch_size", "device")}
+        if not torch.cuda.is_available() or not extra["device"]:
+            extra.pop("device")
+        return cls.from_checkpoint(**arg_dict, **extra)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    # ---------------------------------------------------------------- lm-eval's model interface
+    eot_token_id = encoding.END_OF_TURN_ID  # the exported tokenizer's eos_token
+    prefix_token_id = BOS_ID  # the context of a continuation that has none
+    max_gen_toks = 256  # lm-eval's HF model's default
+
+    @property
+    def max_length(self) -> int:
+        return self.model.config.block_size
+
+    @property
+    def tokenizer_name(self) -> str:  # lm-eval asks for it when it renders chats
+        return "simple-transformer"
+
+    def apply_chat_template(self, chat_history: list[dict], add_generation_prompt=True) -> str:
+        """Through our one chat renderer (tokenizer/encoding.py), as text."""
+        text = encoding.render_text(encoding.chat_pieces(chat_history, add_generation_prompt))
+        return text if add_generation_prompt else text.removesuffix(encoding.END_OF_TURN)
+
+    def tok_encode(self, string: str, add_special_tokens=None, left_truncate_len=None, **kwargs):
+        """lm-eval's HF rule: `<|endoftext|>` first, unless told not to or already there."""
+        if add_special_tokens is None:
+            add_special_tokens = not string.startswith(encoding.DOC_SEPARATOR)
+        ids = self.tokenizer.encode(string, add_special_tokens=False).ids
+        ids = [BOS_ID, *ids] if add_special_tokens else ids
+        return ids[-left_truncate_len:] if left_truncate_len else ids
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+        """(log-likelihood, is greedy) of each ((context, continuation), context ids,
+        continuation ids), as lm-eval's HF model computes it."""
+        by_context = defaultdict(list)  # context ids -> [(request index, continuation ids)]
+        for i, (_, context, continuation) in enumerate(requests):
+            # lm-eval's left truncation: the model reads the last max_length + 1 tokens, less
+            # the last one (of a continuation longer than that, the last max_length are scored)
+            whole, scored = (context + continuation)[-(self.max_length + 1) :], len(continuation)
+            scored = min(scored, self.max_length)
+            by_context[tuple(whole[:-scored])].append((i, whole[-scored:]))
+        results = [None] * len(requests)
+        bar = tqdm(total=len(requests), desc="loglikelihood", disable=disable_tqdm)
+        for batch in self._batches(list(by_context.items())):
+            scores = self._score(batch)
+            for (i, _), score in zip((c for _, conts in batch for c in conts), scores):
+                results[i] = score
+            bar.update(len(scores))
+        bar.close()
+        return results
+
+    def _batches(self, groups: list):
+        """Longest first; up to batch_size continuations, within the model's positions."""
+        groups.sort(key=lambda g: -(len(g[0]) + max(len(c) for _, c in g[1])))
+        batch, rows, prefix, width = [], 0, 0, 0
+        for context, continuations in groups:
+            longest = max(len(c) for _, c in continuations)
+            fits = rows + len(continuations) <= self.batch_size
+            if batch and not (
+                fits and max(prefix, len(context) - 1) + max(width, longest) <= self.max_length
+            ):
+                yield batch
+                batch, rows, prefix, width = [], 0, 0, 0
+            batch.append((context, continuations))
+            rows, prefix = rows + len(continuations), max(prefix, len(context) - 1)
+            width = max(width, longest)
+        if batch:
+            yield batch
+
+    @torch.no_grad()
+    def _score(self, batch: list) -> list[tuple[float, bool]]:
+        """Each context less its last token runs once; then each continuation in a row of its
+        own: [last context token, continuation less its last token], predicting the continuation."""
+        prefixes = [list(context[:-1]) for context, _ in batch]
+        rows = [k for k, (_, conts) in enumerate(batch) for _ in conts]
+        inputs = [[context[-1], *c[:-1]] for context, conts in batch for _, c in conts]
+        with self._autocast():
+            logits = self._forward_after_prefixes(prefixes, rows, inputs)  # [R, T, V]
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        scores = []
+        for row, (_, continuation) in enumerate(c for _, conts in batch for c in conts):
+            target = torch.tensor(continuation, device=log_probs.device)
+            picked = log_probs[row, : len(continuation)]  # [n, V]
+            greedy = bool((picked.argmax(-1) == target).all())
+            scores.append((float(picked.gather(-1, target[:, None]).sum()), greedy))
+        return scores
+
+    # ---- The model's KV cache (model/kv_cache.py): its only use in this class.
+    def _forward_after_prefixes(self, prefixes: list, rows: list[int], inputs: list):
+        """Logits [R, T, V] of inputs[r] continuing prefixes[rows[r]]: each prefix runs once
+        into a KV cache, whose row is repeated for every input that continues it."""
+        P, T = max(map(len, prefixes)), max(map(len, inputs))
+        cache = KVCache(self.model.config, batch_size=len(prefixes), max_length=P + T)
+        if P:
+            self.model(self._padded(prefixes, P), kv_cache=cache, last_only=True)
+        if rows != list(range(len(prefixes))):
+            repeated = KVCache(self.model.config, batch_size=len(rows), max_length=P + T)
+            if P:
+                index = torch.tensor(rows, device=self.device)
+                repeated.keys = [keys.index_select(0, index) for keys in cache.keys]
+                repeated.values = [values.index_select(0, index) for values in cache.values]
+            cache = repeated
+        cache.lengths = [len(prefixes[r]) for r in rows]  # each row continues its own prefix
+        return self.model(self._padded(inputs, T), kv_cache=cache)
+
+    def _padded(self, rows: list[list[int]], width: int) -> torch.Tensor:
+        idx = torch.full((len(rows), width), encoding.PAD_ID, dtype=torch.long)  # [B, width]
+        for r, ids in enumerate(rows):
+            idx[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return idx.to(self.device)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """A whole text's log-likelihood (perplexity tasks), in lm-eval's windows."""
+        windows, owners = [], []
+        for i, (text,) in enumerate(request.args for request in requests):
+            ids = self.tok_encode(text)
+            for window in get_rolling_token_windows(ids, self.prefix_token_id, self.max_length, 1):
+                windows.append((None, *make_disjoint_window(window)))
+                owners.append(i)
+        totals = [0.0] * len(requests)
+        for i, (loglikelihood, _) in zip(owners, self._loglikelihood_tokens(windows, disable_tqdm)):
+            totals[i] += loglikelihood
+        return totals
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Each request's continuation, cut at the first of its stop strings."""
+        eos = self.tokenizer.decode([self.eot_token_id], skip_special_tokens=False)
+        out = []
+        for request in tqdm(requests, "generate_until", disable=disable_tqdm):
+            context, gen_kwargs = request.args
+            kwargs = lm_eval_utils.normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+            until = lm_eval_utils.handle_stop_sequences(kwargs.pop("until"), eos=eos)
+            max_new = kwargs.pop("max_gen_toks")
+            if max_new >= self.max_length:
+                raise UserError(f"{request.task_name} generates up to {max_new} tokens; this "
+                                f"model reads only {self.max_length}")  # fmt: skip
+            prompt = self.tok_encode(context, left_truncate_len=self.max_length - max_new)
+            with self._autocast():
+                text = self._generate(prompt, max_new, until, kwargs)
+            out.append(lm_eval_utils.postprocess_generated_text(text, until, None))
+        return out
+
+    # ---- The model's generation (model/generate.py): its only use in this class.
+    def _generate(self, prompt: list[int], max_new: int, until: list[str], kwargs: dict) -> str:
+        """The text after prompt until a stop string shows in it (or a stop token, or max_new
+        tokens): greedy unless the task samples; padded vocabulary ids never come out."""
+        ids, temperature = [], kwargs.get("temperature") or 0.0
+        sampling = {"top_k": kwargs.get("top_k"), "top_p": kwargs.get("top_p")}
+        for token in generate(self.model, prompt, max_new, temperature, **sampling,
+                              vocab_size=self.vocab_size):  # fmt: skip
+            ids.append(token)
+            if any(stop in self.tokenizer.decode(ids) for stop in until):
+                break
+        return self.tokenizer.decode(ids)
+
+    def _autocast(self):
+        if self.bf16:  # on a CPU too: --precision bf16 means the same for HF folders
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+if (
+    __name__ == "__main__"
+):  # lm-eval's command line, this model registered, data/evaluation's copies
+    from lm_eval.__main__ import cli_evaluate
+
+    from dataset.evaluation.download_dataset import local_copies
+
+    with local_copies("data/evaluation", fetch=True):
+        cli_evaluate()
