@@ -181,16 +181,8 @@ class CheckpointModel(ScoredModel):
         cache row rows[r] (one cached context serves all the choices of its example)."""
         R, T = idx.shape
         expanded = KVCache(self.model.config, batch_size=R, max_length=max(lengths) + T)
-        if cache is not None:
-            P = cache.max_length
-            expanded.allocate(self.device, cache.keys[0].dtype)
-            rows = rows.to(self.device)
-            for keys, values, cached_keys, cached_values in zip(
-                expanded.keys, expanded.values, cache.keys, cache.values
-            ):
-                keys[:, :, :P] = cached_keys.index_select(0, rows)  # [R, KV, P, D]
-                values[:, :, :P] = cached_values.index_select(0, rows)
-        expanded.lengths = list(lengths)
+        if cache is not None:  # row r copies the first lengths[r] positions of row rows[r]
+            expanded = cache.select(rows, lengths, max_length=max(lengths) + T)
         with self.autocast():
             return self.model(idx.to(self.device), kv_cache=expanded)
 

@@ -10,17 +10,21 @@ Tiny CPU example, after the README's sample pipeline:
     python3 -m model.generate --checkpoint checkpoints/sample_pre_training --prompt "The" \
         --max-new-tokens 40
 
-Sampling: --temperature 0 is greedy; otherwise logits / temperature, then optional top-k and
-top-p (nucleus) filtering. Generation stops at <|end|> (end of turn) or <|endoftext|> (end of
-document), or after --max-new-tokens. Padded vocabulary ids (>= the tokenizer's vocab size)
-are never sampled.
+The one way to generate, used by this command, model.serve, the training samples and the
+evaluation: a `Generator` decodes several streams at once, one row of a KV cache each, every
+stream with its own sampling and stop ids; a finished stream frees its row for the next.
 
-In Python (the training engine uses this for TensorBoard samples):
+    generator = Generator(model, batch_size=8)           # compile=True: see below
+    for stream, token in generator.run(streams):          # token None: the stream stopped
+        ...                                               # generator.remove(stream) ends one
     for token_id in generate(model, prompt_ids, max_new_tokens=50, temperature=0.0): ...
     text = generate_text(model, tokenizer, "Once upon a time", max_new_tokens=50)
 
-The decoding itself (KV cache rows, prefill, the batched decode step, CUDA graphs) is in
-model/decoding.py and model/streams.py; model.serve puts it behind an HTTP API.
+Prompts are prefilled one at a time (eagerly: their lengths vary); each decode step then runs
+every busy row at once. With compile=True the decode step is compiled over the whole cache, so
+its shapes never change (on CUDA mode="reduce-overhead" replays it as a CUDA graph): worth its
+start-up time for a server on a GPU. A stream whose context outgrows the cache goes on from its
+most recent block_size // 2 tokens.
 """
 
 from __future__ import annotations
@@ -28,18 +32,229 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 from tokenizers import Tokenizer
 
 from common.errors import ArgumentParser, UserError, run_cli
 from model.checkpoint import load_model, unwrap_model
-from model.decoding import Decoder
-from model.streams import SEEDS, Sampling, Stream, StreamBatch, sample_next_token
+from model.kv_cache import KVCache
 from tokenizer.profiles import STOP_IDS, encode_document, encode_prompt, load_tokenizer
 
-__all__ = ["STOP_IDS", "generate", "generate_text", "sample_next_token", "StreamDecoder"]
+SEEDS = range(-(1 << 63), 1 << 64)  # what torch.Generator.manual_seed takes
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0  # 0 = greedy (the most likely token)
+    top_k: int | None = None  # sample among the k most likely tokens only
+    top_p: float | None = None  # nucleus: the smallest set holding this much probability
+    seed: int | None = None  # the same seed gives the same sample
+
+
+def sample(
+    logits: torch.Tensor, rows: list[Sampling], generators: list, vocab_size: int
+) -> torch.Tensor:
+    """One id per row of logits [n, V_pad], row i drawn with rows[i] and generators[i] (None:
+    torch's default); ids [n], all < vocab_size."""
+    logits = logits[:, :vocab_size].float()  # [n, V]: padded ids are not tokens
+    greedy = logits.argmax(dim=-1)
+    if all(row.temperature == 0 for row in rows):
+        return greedy
+
+    def column(values):
+        return torch.tensor(values, device=logits.device, dtype=torch.float32)[:, None]  # [n, 1]
+
+    # from each row's largest logit, over a temperature kept above 0 (1e-45 stays finite)
+    temperature = column([row.temperature for row in rows])
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature.clamp_min(1e-38)
+    order = None
+    if any(row.top_k or (row.top_p or 1) < 1 for row in rows):
+        logits, order = logits.sort(dim=-1, descending=True)  # [n, V]
+        rank = torch.arange(vocab_size, device=logits.device)  # [V]
+        logits = logits.masked_fill(
+            rank >= column([row.top_k or vocab_size for row in rows]), -math.inf
+        )
+    probs = torch.softmax(logits, dim=-1)
+    if order is not None:
+        # drop a token once those ranked above it hold top_p of the mass; keep the first always
+        top_p = column([row.top_p if (row.top_p or 1) < 1 else 2.0 for row in rows])
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        drop[:, 0] = False
+        probs = probs.masked_fill(drop, 0.0)
+    # argmax(probs / noise) with Exponential(1) noise picks token i with probability probs[i]
+    noise = torch.empty_like(probs).exponential_()
+    for row, generator in enumerate(generators):
+        if generator is not None:
+            noise[row].exponential_(generator=generator)
+    picked = (probs / noise).argmax(dim=-1)  # [n]
+    if order is not None:
+        picked = order.gather(-1, picked[:, None])[:, 0]  # back to vocabulary ids
+    return torch.where(temperature[:, 0] == 0, greedy, picked)
+
+
+class Stream:
+    """One sequence being generated: its tokens so far, how it samples, when it stops."""
+
+    def __init__(
+        self,
+        prompt_ids: Iterable[int],
+        max_new_tokens: int,
+        sampling: Sampling | None = None,
+        stop_ids: Iterable[int] = STOP_IDS,
+    ):
+        self.tokens = list(prompt_ids)  # the prompt, then every generated token
+        if not self.tokens:
+            raise ValueError("a stream needs at least one prompt token (e.g. <|endoftext|>)")
+        self.prompt_length = len(self.tokens)
+        self.max_new_tokens = max_new_tokens
+        self.sampling = sampling or Sampling()
+        self.stop_ids = set(stop_ids)
+        self.finish_reason: str | None = None  # "stop" (a stop id) or "length"
+        self.next_token: int | None = None  # sampled, not yet taken
+        self.row: int | None = None  # its row of the KV cache while it runs
+        self.generator: torch.Generator | None = None  # its seed's, on the model's device
+
+    @property
+    def generated(self) -> list[int]:
+        return self.tokens[self.prompt_length :]
+
+    def take_next_token(self) -> int | None:
+        """The sampled token, or None when it is a stop id (which is not part of the output)."""
+        token, self.next_token = self.next_token, None
+        if token in self.stop_ids:
+            self.finish_reason = "stop"
+            return None
+        self.tokens.append(token)
+        if len(self.tokens) - self.prompt_length >= self.max_new_tokens:
+            self.finish_reason = "length"
+        return token
+
+
+class Generator:
+    """Streams decoded together, each in its own row of one KV cache."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        batch_size: int = 1,
+        vocab_size: int | None = None,
+        compile: bool = False,
+    ):
+        self.model = unwrap_model(model)
+        self.device = next(self.model.parameters()).device
+        self.vocab_size = vocab_size or self.model.config.vocab_size
+        self.cache = KVCache(self.model.config, batch_size)
+        dtype = next(self.model.parameters()).dtype
+        if torch.is_autocast_enabled(self.device.type):  # the keys come out in autocast's dtype
+            dtype = torch.get_autocast_dtype(self.device.type)
+        self.cache.allocate(self.device, dtype)
+        self.rows: list[Stream | None] = [None] * batch_size
+        self.compiled = compile
+        self._step = self._decode_step
+        if compile:  # fixed addresses: a CUDA graph reads and writes the cache in place
+            for tensor in self.cache.keys + self.cache.values:
+                torch._dynamo.mark_static_address(tensor)
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._step = torch.compile(self._decode_step, mode=mode, fullgraph=True, dynamic=False)
+
+    @property
+    def streams(self) -> list[Stream]:
+        """The streams running now."""
+        return [stream for stream in self.rows if stream is not None]
+
+    def has_room(self) -> bool:
+        return None in self.rows
+
+    @torch.no_grad()
+    def add(self, stream: Stream) -> None:
+        """Prefill the stream's prompt (its last max_length tokens) into a free row and sample
+        its first token."""
+        if stream.max_new_tokens <= 0:
+            stream.finish_reason = "length"
+            return
+        row = self.rows.index(None)  # ValueError when every row is busy
+        if stream.sampling.seed is not None:
+            stream.generator = torch.Generator(self.device).manual_seed(stream.sampling.seed)
+        logits = self._prefill(row, stream.tokens[-self.cache.max_length :])
+        stream.row, self.rows[row] = row, stream
+        stream.next_token = self._sample([stream], logits[None])[0]
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[Stream, int | None]]:
+        """Every running stream takes its sampled token (None: it stopped; a finished stream
+        leaves its row), then one decode step samples the next token of those that go on."""
+        events = [(stream, stream.take_next_token()) for stream in self.streams]
+        for stream, _ in events:
+            if stream.finish_reason:
+                self.remove(stream)
+        running = self.streams
+        if running:
+            for stream in running:
+                self._make_room(stream)
+            logits = self._decode(running)  # [rows decoded, V_pad]
+            rows = torch.tensor([stream.row for stream in running], device=self.device)
+            for stream, token in zip(running, self._sample(running, logits[rows])):
+                stream.next_token = token
+        return events
+
+    def remove(self, stream: Stream) -> None:
+        """Free the stream's row (finished, or cancelled by the caller: a stop string, say)."""
+        if stream.row is not None and self.rows[stream.row] is stream:
+            self.rows[stream.row], self.cache.lengths[stream.row] = None, 0
+        stream.row = None
+
+    def run(self, streams: Iterable[Stream]) -> Iterator[tuple[Stream, int | None]]:
+        """Decode every stream, each taking the first free row: (stream, token) events."""
+        waiting = deque(streams)
+        while waiting or self.streams:
+            while waiting and self.has_room():
+                self.add(waiting.popleft())
+            yield from self.step()
+
+    def _prefill(self, row: int, ids: list[int]) -> torch.Tensor:
+        """Encode ids into row `row` (replacing what it held); logits [V_pad] for the next."""
+        self.cache.lengths[row] = 0
+        idx = torch.tensor([ids], device=self.device)  # [1, T]
+        logits = self.model(idx, self.cache.rows(row, row + 1), last_only=True)  # [1, 1, V_pad]
+        self.cache.lengths[row] = len(ids)
+        return logits[0, -1]
+
+    def _make_room(self, stream: Stream) -> None:
+        """A full row goes on from the stream's most recent max_length // 2 tokens: the ones
+        before its next token are encoded again."""
+        if self.cache.lengths[stream.row] >= self.cache.max_length:
+            keep = max(2, self.cache.max_length // 2)
+            self._prefill(stream.row, stream.tokens[-keep:-1])
+
+    def _decode(self, running: list[Stream]) -> torch.Tensor:
+        """Each running row's last token through the model: logits [rows, V_pad]. Eagerly the
+        rows up to the last busy one; compiled, every row (idle ones decode at position 0)."""
+        n = len(self.rows) if self.compiled else max(stream.row for stream in running) + 1
+        tokens = [stream.tokens[-1] if stream else 0 for stream in self.rows[:n]]
+        tokens = torch.tensor(tokens, device=self.device)  # [n]
+        if self.compiled:
+            positions = torch.tensor(self.cache.lengths, device=self.device)  # [n]
+            if self.device.type == "cuda":  # the last step's logits (graph outputs) are used
+                torch.compiler.cudagraph_mark_step_begin()
+            logits = self._step(tokens, positions)
+        else:
+            logits = self.model(tokens[:, None], self.cache.rows(0, n), last_only=True)[:, -1]
+        for stream in running:
+            self.cache.lengths[stream.row] += 1
+        return logits
+
+    def _decode_step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The compiled step: tokens [B] at positions [B] -> logits [B, V_pad]."""
+        return self.model(tokens[:, None], self.cache, last_only=True, positions=positions)[:, -1]
+
+    def _sample(self, streams: list[Stream], logits: torch.Tensor) -> list[int]:
+        rows = [stream.sampling for stream in streams]
+        generators = [stream.generator for stream in streams]
+        return sample(logits, rows, generators, self.vocab_size).tolist()
 
 
 @torch.no_grad()
@@ -53,42 +268,12 @@ def generate(
     stop_ids: Iterable[int] = STOP_IDS,
     seed: int | None = None,
     vocab_size: int | None = None,
-    use_cache: bool = True,
 ) -> Iterator[int]:
-    """Yield new token ids one at a time (batch of one); a stop id ends it and is not yielded.
-
-    The model sees at most block_size tokens. With the cache (model/streams.py) each step costs
-    one position, and when the cache is full the most recent block_size // 2 tokens are
-    encoded again and generation goes on. Without it every step re-runs the last block_size
-    tokens (the reference). Both give identical tokens while prompt + output fit in block_size.
-    """
-    sampling = Sampling(temperature, top_k, top_p, seed)
-    stream = Stream(prompt_ids, max_new_tokens, sampling, stop_ids, vocab_size)
-    if not use_cache:
-        yield from generate_without_cache(unwrap_model(model), stream)
-        return
-    batch = StreamBatch(Decoder(model, batch_size=1))
-    batch.add(stream)
-    while batch.streams:
-        for _, token in batch.step():
-            if token is not None:
-                yield token
-
-
-def generate_without_cache(model: torch.nn.Module, stream: Stream) -> Iterator[int]:
-    """The reference: every token runs the model over the last block_size tokens again."""
-    device = next(model.parameters()).device
-    generator = None
-    if stream.sampling.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(stream.sampling.seed)
-    s = stream.sampling
-    while stream.finish_reason is None and stream.max_new_tokens > 0:
-        idx = torch.tensor([stream.tokens[-model.config.block_size :]], device=device)  # [1, T]
-        logits = model(idx, last_only=True)[:, -1]  # [1, V_pad]
-        vocab_size = stream.vocab_size or model.config.vocab_size
-        token = sample_next_token(logits, vocab_size, s.temperature, s.top_k, s.top_p, generator)
-        if stream.accept(int(token)) is not None:
-            yield int(token)
+    """Yield new token ids one at a time (a batch of one); a stop id ends it and is not yielded."""
+    stream = Stream(prompt_ids, max_new_tokens, Sampling(temperature, top_k, top_p, seed), stop_ids)
+    for _, token in Generator(model, vocab_size=vocab_size).run([stream]):
+        if token is not None:
+            yield token
 
 
 def generate_text(
@@ -217,11 +402,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
     )
-    parser.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="recompute the whole context for every token (slow; for checking the KV cache)",
-    )
     return parser
 
 
@@ -273,7 +453,6 @@ def main(argv: list[str] | None = None) -> None:
         top_p=args.top_p,
         seed=args.seed,
         vocab_size=tokenizer.get_vocab_size(),
-        use_cache=not args.no_cache,
     )
     if args.chat:
         chat(model, tokenizer, sampling, args.system)

@@ -24,8 +24,8 @@ from model.checkpoint import load_model
 from model.config import from_preset
 from model.generate import generate
 from model.serve import cli as serve
+from model.serve.app import Reply
 from model.serve.cli import bind_warning
-from model.serve.responses import ReplyText
 from model.serve.worker import GenerationWorker
 from model.transformer import Transformer
 from tokenizer.profiles import encode_document, encode_prompt, load_tokenizer
@@ -148,7 +148,7 @@ def test_reply_text_holds_back_what_may_start_a_stop_string(reference):
     """Text is released character by character here; the start of a stop string waits until it
     is known not to be one, and nothing from the stop string on is ever sent."""
     tokenizer = reference[1]
-    reply = ReplyText(tokenizer, ["fox!"])
+    reply = Reply("tiny_chat", True, tokenizer, ["fox!"], None)
     sent = []
     for char in "the fog, the fox! and more":
         for token in tokenizer.encode(char, add_special_tokens=False).ids:
@@ -156,7 +156,7 @@ def test_reply_text_holds_back_what_may_start_a_stop_string(reference):
     sent.append(reply.finish())
     assert "".join(sent) == "the fog, the " and reply.stopped
     assert "f" not in sent and "fo" not in sent  # "fo" of "fog" left only with the "g"
-    plain = ReplyText(tokenizer, [])
+    plain = Reply("tiny_chat", True, tokenizer, [], None)
     text = "".join(plain.push(t) for t in tokenizer.encode("café 🦊").ids) + plain.finish()
     assert text == "café 🦊" and not plain.stopped
 
@@ -196,6 +196,30 @@ def test_concurrent_streams_are_decoded_together_without_mixing(client, live):
         thread.join()
     assert live.served.worker.stats["most_streams_at_once"] == 2  # they did share a batch
     assert together == alone and alone[0] != alone[1]
+
+
+def test_64_concurrent_streaming_requests_all_finish_with_their_own_text(client, reference):
+    """Far more clients than rows (--batch-size 4): they wait their turn, each finished
+    stream's row goes to the next, and every reply is the one it gives alone."""
+    prompts = [f"story {n}: the fox" for n in range(64)]
+    replies = [None] * 64
+
+    def request(n):
+        messages = [{"role": "user", "content": prompts[n]}]
+        replies[n] = stream_chat(
+            client, model="tiny_chat", messages=messages, temperature=0, max_tokens=12,
+            stream_options={"include_usage": True},
+        )  # fmt: skip
+
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for prompt, (text, finish, chunks) in zip(prompts, replies):
+        prompt_ids = chat_prompt(reference, [{"role": "user", "content": prompt}])
+        assert text == greedy_text(reference, prompt_ids, 12)
+        assert finish in ("stop", "length") and chunks[-1].usage.completion_tokens <= 12
 
 
 def long_greedy_reply(client, reference, **kwargs):
@@ -262,20 +286,22 @@ def test_extreme_sampling_values_pick_the_most_likely_token(client, reference, e
 def test_a_fault_outside_the_decode_step_fails_its_requests_and_the_server_goes_on(
     client, live, reference, monkeypatch
 ):
-    """A failure while freeing a row (out of memory moving the cache, say) must not end the
-    worker thread: every request after it would wait forever."""
+    """A failure while freeing a row must not end the worker thread (every request after it
+    would wait forever), nor leave rows taken by the requests it failed."""
     worker = live.served.worker
 
     def broken_remove(stream):
+        monkeypatch.undo()  # once
         raise RuntimeError("out of memory (simulated)")
 
     stream = long_greedy_reply(client, reference)
     next(iter(stream))
-    monkeypatch.setattr(worker.batch, "remove", broken_remove)
+    monkeypatch.setattr(worker.generator, "remove", broken_remove)
     stream.close()  # the row must be freed: that fails, and fails the requests running then
     deadline = time.monotonic() + 10
     while worker.running and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert worker.generator.streams == [] and worker.generator.cache.lengths == [0] * 4
     patient = client.with_options(timeout=10)  # without the worker, it would wait forever
     reply = patient.chat.completions.create(model="tiny_chat", messages=USER, max_tokens=3)
     assert reply.usage.completion_tokens >= 1 and worker._thread.is_alive()
@@ -488,7 +514,7 @@ def test_gpu_server_decodes_with_cuda_graphs_in_its_worker_thread(live):
     """bf16 + CUDA graphs, compiled and replayed by the worker thread: concurrent streams give
     the texts they give alone (every step runs all rows, so batching cannot change a number)."""
     with live_server(live.run_dir, "--device", "cuda", "--batch-size", "2") as gpu:
-        assert gpu.served.worker.batch.decoder._graph is not None
+        assert gpu.served.worker.generator.compiled
         gpu_client = openai.OpenAI(base_url=gpu.url + "/v1", api_key="unused", max_retries=0)
         prompts = ["The little fox", "Tom and Lily like to play"]
 
@@ -540,17 +566,12 @@ def test_a_stream_cut_off_before_its_first_event_frees_its_row():
     assert not started and job.cancelled
 
 
-def test_the_server_decodes_with_the_compiled_step_when_asked(live):
-    """Every test above ran through the compiled decode step (--compile on; on a CPU a compiled
-    static-cache step). auto compiles on a GPU only; --no-compile and its older name
-    --no-cuda-graphs mean off."""
-    assert live.served.worker.batch.decoder.compiled
-    parse = serve.build_parser().parse_args
-    assert parse(["--checkpoint", "c"]).compile == "auto"
-    for flag in ("--no-compile", "--no-cuda-graphs"):
-        assert parse(["--checkpoint", "c", flag]).compile == "off"
-    assert [serve.compile_decoder("auto", on_gpu) for on_gpu in (False, True)] == [False, True]
-    assert serve.compile_decoder("on", False) and not serve.compile_decoder("off", True)
+def test_the_server_decodes_with_the_compiled_step_when_asked(live, tmp_path):
+    """Every test above ran through the compiled decode step (--compile on); auto compiles on
+    a GPU only (on a CPU eager decoding is faster)."""
+    assert live.served.worker.generator.compiled
+    args = serve.build_parser().parse_args(["--checkpoint", str(live.run_dir), "--device", "cpu"])
+    assert args.compile == "auto" and not serve.build_served_model(args).worker.compile
 
 
 def test_a_decoder_that_cannot_compile_falls_back_to_decoding_eagerly(monkeypatch, capsys):
@@ -566,10 +587,10 @@ def test_a_decoder_that_cannot_compile_falls_back_to_decoding_eagerly(monkeypatc
     monkeypatch.setattr(torch, "compile", compile_that_fails_when_run)
     torch.manual_seed(0)
     model = Transformer(from_preset("debug", vocab_size=300)).eval()
-    worker = GenerationWorker(model, batch_size=2, compiled=True)
+    worker = GenerationWorker(model, batch_size=2, compile=True)
     worker.start()
     try:
-        assert not worker.batch.decoder.compiled
+        assert not worker.generator.compiled
         err = capsys.readouterr().err
         assert "could not compile the decoder (no C++ compiler found); decoding eagerly" in err
     finally:

@@ -13,13 +13,11 @@ then open http://127.0.0.1:8000 in a browser, or point any OpenAI client at it:
 
 Endpoints: GET / (the chat page), GET /v1/models, POST /v1/chat/completions and
 POST /v1/completions, streamed ("stream": true) or not; temperature, top_p, max_tokens, stop,
-seed; usage counts and finish_reason. Several clients at once share the model: up to
---batch-size requests are decoded together, each in its own row of the KV cache, the others
-wait in a queue. A client that disconnects stops its generation; --request-timeout cuts off a
-request that runs longer (finish_reason "length"). On a GPU the weights are bf16 and the decode
-step is compiled and replayed as a CUDA graph (model/decoding.py; about a minute of compiling
-at start-up, --compile off skips it). On a CPU decoding is eager unless --compile on: the
-compiled step is faster for one row (--batch-size 1) but computes every row, busy or not.
+seed; usage counts and finish_reason. Up to --batch-size requests are decoded together, each in
+its own row of the KV cache, the others wait in a queue. A client that disconnects stops its
+generation; --request-timeout cuts off a request that runs longer (finish_reason "length").
+On a GPU the weights are bf16 and the decode step is compiled into a CUDA graph (about a
+minute at start-up; --compile off skips it).
 
 The server binds 127.0.0.1 (this machine only) unless --host says otherwise; then set an
 --api-key, since anyone who can reach the port can use the model.
@@ -82,16 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         choices=("auto", "on", "off"),
         default="auto",
-        help="compile the decode step at start-up; auto = on a GPU only (on a CPU the compiled "
-        "step computes every row of --batch-size: faster with --batch-size 1 only)",
-    )
-    parser.add_argument(
-        "--no-compile",
-        "--no-cuda-graphs",
-        dest="compile",
-        action="store_const",
-        const="off",
-        help="the same as --compile off",
+        help="compile the decode step at start-up; auto = on a GPU only, where it is faster "
+        "(on a CPU it decodes every row and every position at each token: slower)",
     )
     return parser
 
@@ -123,12 +113,6 @@ def model_name(checkpoint: str) -> str:
     return Path(checkpoint).resolve().name if is_run_folder else step_dir.resolve().parent.name
 
 
-def compile_decoder(choice: str, on_gpu: bool) -> bool:
-    """--compile: auto compiles on a GPU only. On a CPU the compiled step computes all
-    --batch-size rows at every token, busy or not: slower than eager unless they are busy."""
-    return choice == "on" or (choice == "auto" and on_gpu)
-
-
 def build_served_model(args: argparse.Namespace) -> ServedModel:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -138,12 +122,9 @@ def build_served_model(args: argparse.Namespace) -> ServedModel:
     on_gpu = next(model.parameters()).is_cuda
     if on_gpu:
         model = model.to(torch.bfloat16)
-    worker = GenerationWorker(
-        model,
-        batch_size=args.batch_size,
-        request_timeout=args.request_timeout,
-        compiled=compile_decoder(args.compile, on_gpu),
-    )
+    compile = args.compile == "on" or (args.compile == "auto" and on_gpu)
+    vocab_size = tokenizer.get_vocab_size()
+    worker = GenerationWorker(model, args.batch_size, args.request_timeout, compile, vocab_size)
     name = args.model_name or model_name(args.checkpoint)
     return ServedModel(name, tokenizer, model.config.block_size, worker, args.api_key)
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from model.streams import SEEDS
+from model.generate import SEEDS
 
 MAX_BODY_BYTES = 1 << 20  # a request body larger than this is a 413
 
