@@ -7,34 +7,23 @@ r"""Generate text from a checkpoint: complete a prompt, or chat with a fine-tune
     python3 -m model.generate --checkpoint checkpoints/<run> --chat --system "Be brief."
 
 Tiny CPU example, after the README's sample pipeline:
-    python3 -m model.generate --checkpoint checkpoints/sample_pre_training --prompt "The" \
-        --max-new-tokens 40
+    python3 -m model.generate --checkpoint checkpoints/sample_pre_training --prompt "The"
 
-The one way to generate, used by this command, model.serve, the training samples and the
-evaluation: a `Generator` decodes several streams at once, one row of a KV cache each, every
-stream with its own sampling and stop ids; a finished stream frees its row for the next.
-
-    generator = Generator(model, batch_size=8)           # compile=True: see below
-    for stream, token in generator.run(streams):          # token None: the stream stopped
-        ...                                               # generator.remove(stream) ends one
-    for token_id in generate(model, prompt_ids, max_new_tokens=50, temperature=0.0): ...
-    text = generate_text(model, tokenizer, "Once upon a time", max_new_tokens=50)
-
-Prompts are prefilled one at a time (eagerly: their lengths vary); each decode step then runs
-every busy row at once. With compile=True the decode step is compiled over the whole cache, so
-its shapes never change (on CUDA mode="reduce-overhead" replays it as a CUDA graph): worth its
-start-up time for a server on a GPU. A stream whose context outgrows the cache goes on from its
-most recent block_size // 2 tokens.
+The one way to generate (this command, model.serve, the evaluation, the training samples):
+`Generator(model, batch_size).run(streams)` decodes streams together, each in a row of one KV
+cache with its own sampling and stop ids; a finished stream frees its row for the next. Prompts
+are prefilled one at a time, then each decode step runs every busy row; compile=True compiles
+that step over the whole cache (on CUDA into a CUDA graph: worth its start-up time for a
+server). A stream that outgrows the cache goes on from its most recent block_size // 2 tokens.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 from tokenizers import Tokenizer
@@ -58,8 +47,7 @@ class Sampling:
 def sample(
     logits: torch.Tensor, rows: list[Sampling], generators: list, vocab_size: int
 ) -> torch.Tensor:
-    """One id per row of logits [n, V_pad], row i drawn with rows[i] and generators[i] (None:
-    torch's default); ids [n], all < vocab_size."""
+    """Ids [n] (< vocab_size) for logits [n, V_pad], row i drawn with rows[i], generators[i]."""
     logits = logits[:, :vocab_size].float()  # [n, V]: padded ids are not tokens
     greedy = logits.argmax(dim=-1)
     if all(row.temperature == 0 for row in rows):
@@ -96,34 +84,31 @@ def sample(
     return torch.where(temperature[:, 0] == 0, greedy, picked)
 
 
+@dataclass(eq=False)  # each stream is itself (a dict key), however its tokens compare
 class Stream:
     """One sequence being generated: its tokens so far, how it samples, when it stops."""
 
-    def __init__(
-        self,
-        prompt_ids: Iterable[int],
-        max_new_tokens: int,
-        sampling: Sampling | None = None,
-        stop_ids: Iterable[int] = STOP_IDS,
-    ):
-        self.tokens = list(prompt_ids)  # the prompt, then every generated token
+    tokens: list[int]  # the prompt, then every generated token
+    max_new_tokens: int
+    sampling: Sampling = field(default_factory=Sampling)
+    stop_ids: Collection[int] = STOP_IDS  # a stop id ends the stream (it is not part of it)
+    finish_reason: str | None = None  # "stop" (a stop id) or "length"
+    next_token: int | None = None  # sampled, not yet taken
+    row: int | None = None  # its row of the KV cache while it runs
+    generator: torch.Generator | None = None  # its seed's, on the model's device
+
+    def __post_init__(self):
+        self.tokens = list(self.tokens)
         if not self.tokens:
             raise ValueError("a stream needs at least one prompt token (e.g. <|endoftext|>)")
         self.prompt_length = len(self.tokens)
-        self.max_new_tokens = max_new_tokens
-        self.sampling = sampling or Sampling()
-        self.stop_ids = set(stop_ids)
-        self.finish_reason: str | None = None  # "stop" (a stop id) or "length"
-        self.next_token: int | None = None  # sampled, not yet taken
-        self.row: int | None = None  # its row of the KV cache while it runs
-        self.generator: torch.Generator | None = None  # its seed's, on the model's device
 
     @property
     def generated(self) -> list[int]:
         return self.tokens[self.prompt_length :]
 
     def take_next_token(self) -> int | None:
-        """The sampled token, or None when it is a stop id (which is not part of the output)."""
+        """The sampled token, or None for a stop id."""
         token, self.next_token = self.next_token, None
         if token in self.stop_ids:
             self.finish_reason = "stop"
@@ -137,13 +122,7 @@ class Stream:
 class Generator:
     """Streams decoded together, each in its own row of one KV cache."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        batch_size: int = 1,
-        vocab_size: int | None = None,
-        compile: bool = False,
-    ):
+    def __init__(self, model: torch.nn.Module, batch_size=1, vocab_size=None, compile=False):
         self.model = unwrap_model(model)
         self.device = next(self.model.parameters()).device
         self.vocab_size = vocab_size or self.model.config.vocab_size
@@ -153,8 +132,7 @@ class Generator:
             dtype = torch.get_autocast_dtype(self.device.type)
         self.cache.allocate(self.device, dtype)
         self.rows: list[Stream | None] = [None] * batch_size
-        self.compiled = compile
-        self._step = self._decode_step
+        self.compiled, self._step = compile, self._decode_step
         if compile:  # fixed addresses: a CUDA graph reads and writes the cache in place
             for tensor in self.cache.keys + self.cache.values:
                 torch._dynamo.mark_static_address(tensor)
@@ -162,17 +140,12 @@ class Generator:
             self._step = torch.compile(self._decode_step, mode=mode, fullgraph=True, dynamic=False)
 
     @property
-    def streams(self) -> list[Stream]:
-        """The streams running now."""
+    def streams(self) -> list[Stream]:  # the streams running now
         return [stream for stream in self.rows if stream is not None]
-
-    def has_room(self) -> bool:
-        return None in self.rows
 
     @torch.no_grad()
     def add(self, stream: Stream) -> None:
-        """Prefill the stream's prompt (its last max_length tokens) into a free row and sample
-        its first token."""
+        """Prefill the stream's prompt (at most max_length tokens) and sample its first token."""
         if stream.max_new_tokens <= 0:
             stream.finish_reason = "length"
             return
@@ -211,7 +184,7 @@ class Generator:
         """Decode every stream, each taking the first free row: (stream, token) events."""
         waiting = deque(streams)
         while waiting or self.streams:
-            while waiting and self.has_room():
+            while waiting and None in self.rows:
                 self.add(waiting.popleft())
             yield from self.step()
 
@@ -224,15 +197,14 @@ class Generator:
         return logits[0, -1]
 
     def _make_room(self, stream: Stream) -> None:
-        """A full row goes on from the stream's most recent max_length // 2 tokens: the ones
-        before its next token are encoded again."""
+        """A full row goes on from its stream's last max_length // 2 tokens (encoded again)."""
         if self.cache.lengths[stream.row] >= self.cache.max_length:
             keep = max(2, self.cache.max_length // 2)
             self._prefill(stream.row, stream.tokens[-keep:-1])
 
     def _decode(self, running: list[Stream]) -> torch.Tensor:
-        """Each running row's last token through the model: logits [rows, V_pad]. Eagerly the
-        rows up to the last busy one; compiled, every row (idle ones decode at position 0)."""
+        """Logits [n, V_pad] after each row's last token: eagerly rows 0 .. the last busy one,
+        compiled every row (idle ones decode at position 0)."""
         n = len(self.rows) if self.compiled else max(stream.row for stream in running) + 1
         tokens = [stream.tokens[-1] if stream else 0 for stream in self.rows[:n]]
         tokens = torch.tensor(tokens, device=self.device)  # [n]
@@ -252,8 +224,7 @@ class Generator:
         return self.model(tokens[:, None], self.cache, last_only=True, positions=positions)[:, -1]
 
     def _sample(self, streams: list[Stream], logits: torch.Tensor) -> list[int]:
-        rows = [stream.sampling for stream in streams]
-        generators = [stream.generator for stream in streams]
+        rows, generators = [s.sampling for s in streams], [s.generator for s in streams]
         return sample(logits, rows, generators, self.vocab_size).tolist()
 
 
@@ -270,7 +241,8 @@ def generate(
     vocab_size: int | None = None,
 ) -> Iterator[int]:
     """Yield new token ids one at a time (a batch of one); a stop id ends it and is not yielded."""
-    stream = Stream(prompt_ids, max_new_tokens, Sampling(temperature, top_k, top_p, seed), stop_ids)
+    sampling = Sampling(temperature, top_k, top_p, seed)
+    stream = Stream(list(prompt_ids), max_new_tokens, sampling, stop_ids)
     for _, token in Generator(model, vocab_size=vocab_size).run([stream]):
         if token is not None:
             yield token
@@ -285,21 +257,18 @@ def generate_text(
 
 
 class StreamDecoder:
-    """Turns a stream of token ids into printable text without splitting a UTF-8 character.
+    """Token ids -> printable text, never splitting a UTF-8 character.
 
-    Byte-level BPE tokens can end mid-character (an emoji may span several tokens); decoding
-    such a prefix yields U+FFFD. We hold those tokens back until their character is complete,
-    and decode only them (byte-level decoding of complete characters concatenates), so a long
-    reply costs each token one small decode, not a decode of everything so far.
+    A byte-level BPE token may end mid-character (an emoji may span several tokens), whose
+    decoding ends in U+FFFD: such tokens wait for the rest of their character, and only they
+    are decoded, so each token costs one small decode, not one of everything so far.
     """
 
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
-        self.ids: list[int] = []
         self.pending: list[int] = []  # ids whose text is not yet complete
 
     def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
         self.pending.append(token_id)
         text = self.tokenizer.decode(self.pending)
         if text.endswith("\ufffd"):
@@ -312,28 +281,22 @@ class StreamDecoder:
         text, self.pending = self.tokenizer.decode(self.pending), []
         return text
 
-    def text(self) -> str:
-        return self.tokenizer.decode(self.ids)
 
-
-def stream(tokens: Iterator[int], tokenizer: Tokenizer, out=None) -> str:
-    """Print tokens as they are generated (to stdout by default); return the decoded text."""
-    out = out or sys.stdout
-    decoder = StreamDecoder(tokenizer)
+def print_reply(tokens: Iterator[int], tokenizer: Tokenizer) -> str:
+    """Print tokens as they are generated; return the reply's text."""
+    decoder, pieces = StreamDecoder(tokenizer), []
     for token_id in tokens:
-        out.write(decoder.push(token_id))
-        out.flush()
-    out.write(decoder.finish())
-    out.flush()
-    return decoder.text()
+        pieces.append(decoder.push(token_id))
+        print(pieces[-1], end="", flush=True)
+    pieces.append(decoder.finish())
+    print(pieces[-1], flush=True)
+    return "".join(pieces)
 
 
 def chat(model, tokenizer: Tokenizer, sampling: dict, system: str | None, input_fn=input) -> None:
-    """Read user turns until EOF or `/quit` (empty lines are skipped); `/reset` clears the
-    history."""
+    """Read user turns until EOF or `/quit` (skipping empty lines); `/reset` clears history."""
     base = [{"role": "system", "content": system}] if system else []
-    messages = list(base)
-    block = unwrap_model(model).config.block_size
+    messages, block = list(base), unwrap_model(model).config.block_size
     print("chat: type a message; /reset clears the history; /quit or Ctrl-D ends.")
     while True:
         try:
@@ -341,22 +304,21 @@ def chat(model, tokenizer: Tokenizer, sampling: dict, system: str | None, input_
         except EOFError:
             print()
             return
-        if not user_text.strip():
-            continue
         if user_text.strip() == "/quit":
             return
         if user_text.strip() == "/reset":
             messages = list(base)
             print("(history cleared)")
-            continue
-        messages.append({"role": "user", "content": user_text})
-        prompt_ids = encode_prompt(tokenizer, messages)
-        if len(prompt_ids) >= block:
-            print(f"(conversation is {len(prompt_ids)} tokens; the model sees the last {block})")
-        print("assistant> ", end="", flush=True)
-        reply = stream(generate(model, prompt_ids, **sampling), tokenizer)
-        print()
-        messages.append({"role": "assistant", "content": reply})
+        elif user_text.strip():
+            messages.append({"role": "user", "content": user_text})
+            prompt_ids = encode_prompt(tokenizer, messages)
+            if len(prompt_ids) >= block:
+                print(
+                    f"(conversation is {len(prompt_ids)} tokens; the model sees the last {block})"
+                )
+            print("assistant> ", end="", flush=True)
+            reply = print_reply(generate(model, prompt_ids, **sampling), tokenizer)
+            messages.append({"role": "assistant", "content": reply})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -365,43 +327,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Complete a prompt or chat with a trained checkpoint.",
     )
     parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="run folder (follows its `latest`) or step folder, e.g. checkpoints/sample_sft",
+        "--checkpoint", required=True, help="run folder (follows its `latest`) or step folder"
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--prompt", help="text to continue (encoded as <|endoftext|> + text)")
-    mode.add_argument(
-        "--chat", action="store_true", help="interactive multi-turn chat (post_training_v1)"
-    )
-    parser.add_argument("--system", default=None, help="system message for --chat")
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=256,
-        help="most tokens to generate per reply (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=0.8,
-        help="softmax temperature; 0 = greedy, the most likely token (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--top-k", type=int, default=None, help="sample only among the k most likely tokens"
-    )
-    parser.add_argument(
-        "--top-p",
-        type=float,
-        default=None,
-        help="nucleus sampling: smallest set of tokens holding this probability mass (0, 1]",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=None, help="random seed (same seed, same sample)"
-    )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
-    )
+    mode.add_argument("--chat", action="store_true", help="interactive chat (post_training_v1)")
+    parser.add_argument("--system", help="system message for --chat")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="at most (default 256)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens only")
+    parser.add_argument("--top-p", type=float, help="sample among the likeliest tokens that hold "
+                        "this much probability, in (0, 1]")  # fmt: skip
+    parser.add_argument("--seed", type=int, help="random seed (same seed, same sample)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     return parser
 
 
@@ -419,16 +357,15 @@ def check_sampling_args(args: argparse.Namespace) -> None:
 
 
 def load_for_generation(checkpoint: str, device: str | None) -> tuple[torch.nn.Module, Tokenizer]:
-    """The checkpoint's model (eval mode, on `device`, default cuda when there is one) and its
-    tokenizer, or a one-line UserError (also used by model.serve)."""
+    """The checkpoint's model (on `device`, default cuda when there is one) and its tokenizer,
+    or a one-line UserError (model.serve uses it too)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         kind = torch.device(device).type
     except RuntimeError:
         raise UserError(f"--device {device}: not a device (cpu, cuda, cuda:1 ...)") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available()}
-    available["mps"] = torch.backends.mps.is_available()  # Apple silicon
-    if not available.get(kind, False):
+    available = {"cpu", "cuda"} if torch.cuda.is_available() else {"cpu"}
+    if kind not in available and not (kind == "mps" and torch.backends.mps.is_available()):
         raise UserError(f"--device {device}: {kind} is not available here; use --device cpu")
     model, _, tokenizer_path = load_model(checkpoint, device=device)
     if tokenizer_path is None:
@@ -446,20 +383,14 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_sampling_args(args)
     model, tokenizer = load_for_generation(args.checkpoint, args.device)
-    sampling = dict(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-        vocab_size=tokenizer.get_vocab_size(),
-    )
+    sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                    vocab_size=tokenizer.get_vocab_size())  # fmt: skip
     if args.chat:
         chat(model, tokenizer, sampling, args.system)
-        return
-    print(args.prompt, end="", flush=True)
-    stream(generate(model, encode_document(tokenizer, args.prompt), **sampling), tokenizer)
-    print()
+    else:
+        print(args.prompt, end="", flush=True)
+        print_reply(generate(model, encode_document(tokenizer, args.prompt), **sampling), tokenizer)
 
 
 if __name__ == "__main__":

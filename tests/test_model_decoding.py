@@ -103,7 +103,7 @@ def test_a_stream_removed_mid_way_leaves_the_others_intact():
     for _ in range(4):
         generator.step()
     generator.remove(streams[0])
-    assert generator.streams == streams[1:] and generator.has_room()
+    assert generator.streams == streams[1:] and None in generator.rows
     while generator.streams:
         generator.step()
     assert streams[2].generated == expected and len(streams[0].generated) == 4
@@ -117,7 +117,7 @@ def test_a_stream_stops_at_a_stop_id_and_frees_its_row():
     stream = Stream(PROMPTS[0], 10, Sampling(0.0), stop_ids=[stop])
     events = list(generator.run([stream]))
     assert stream.generated == greedy[: greedy.index(stop)] and events[-1] == (stream, None)
-    assert stream.finish_reason == "stop" and generator.has_room()
+    assert stream.finish_reason == "stop" and None in generator.rows
     assert generator.cache.lengths == [0]
 
 

@@ -5,10 +5,8 @@
     POST /v1/chat/completions   messages -> reply (the chat profile of tokenizer/profiles.py)
     POST /v1/completions        plain text -> continuation (<|endoftext|> + prompt)
 
-Both POST routes stream server-sent events in OpenAI's chunk format with "stream": true, ending
-with `data: [DONE]`. The worker thread generates (worker.py); here we check the request, render
-the prompt, and turn token ids into text: whole UTF-8 characters only, cut before the first stop
-string, and never sending what may yet become one.
+With "stream": true the replies are server-sent events in OpenAI's chunk format. The worker
+thread generates (worker.py); here the prompt is rendered and token ids become text.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,13 +25,7 @@ from starlette.exceptions import HTTPException
 from tokenizers import Tokenizer
 
 from model.generate import Sampling, Stream, StreamDecoder
-from model.serve.schema import (
-    MAX_BODY_BYTES,
-    ApiError,
-    ChatCompletionRequest,
-    CompletionRequest,
-    parse_request,
-)
+from model.serve.schema import ApiError, ChatCompletionRequest, CompletionRequest, read_request
 from model.serve.worker import GenerationWorker, Job
 from tokenizer.profiles import STOP_IDS, encode_document, encode_prompt
 
@@ -56,17 +47,14 @@ def create_app(served: ServedModel) -> FastAPI:
     page = CHAT_PAGE.read_text()
 
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, error: ApiError):
+    @app.exception_handler(HTTPException)  # 404 for an unknown path, say
+    @app.exception_handler(Exception)  # a bug: still an OpenAI-style error
+    async def error_response(request: Request, error: Exception):
+        if isinstance(error, HTTPException):
+            error = ApiError(error.status_code, str(error.detail))
+        elif not isinstance(error, ApiError):
+            error = ApiError(500, f"internal error: {type(error).__name__}: {error}")
         return JSONResponse(error.body(), status_code=error.status)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException):
-        return await api_error(request, ApiError(error.status_code, str(error.detail)))
-
-    @app.exception_handler(Exception)
-    async def server_error(request: Request, error: Exception):  # a bug: still OpenAI-shaped
-        return await api_error(request, ApiError(500, f"internal error: {type(error).__name__}: "
-                                                      f"{error}"))  # fmt: skip
 
     @app.get("/", response_class=HTMLResponse)
     async def chat_page():
@@ -74,14 +62,13 @@ def create_app(served: ServedModel) -> FastAPI:
 
     @app.get("/v1/models")
     async def models(request: Request):
-        check_key(request, served.api_key)
+        await read_request(request, served.api_key)
         card = {"id": served.name, "object": "model", "created": 0, "owned_by": "local"}
         return {"object": "list", "data": [card]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        check_key(request, served.api_key)
-        body = parse_request(await read_body(request), ChatCompletionRequest)
+        body = await read_request(request, served.api_key, ChatCompletionRequest)
         messages = [message.as_profile_message() for message in body.messages]
         prompt_ids = encode_prompt(served.tokenizer, messages)  # user text cannot forge a turn
         newer = body.max_completion_tokens  # OpenAI's newer name; 0 must stay 0 (a 400)
@@ -90,32 +77,11 @@ def create_app(served: ServedModel) -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        check_key(request, served.api_key)
-        body = parse_request(await read_body(request), CompletionRequest)
+        body = await read_request(request, served.api_key, CompletionRequest)
         prompt_ids = encode_document(served.tokenizer, body.prompt)
         return await respond(request, served, body, prompt_ids, body.max_tokens, chat=False)
 
     return app
-
-
-def check_key(request: Request, api_key: str | None) -> None:
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if api_key is not None and not secrets.compare_digest(given.encode(), api_key.encode()):
-        message = "invalid or missing API key (send the header Authorization: Bearer <key>)"
-        raise ApiError(401, message, "invalid_api_key")
-
-
-async def read_body(request: Request) -> bytes:
-    """The body, or a 413 as soon as it passes MAX_BODY_BYTES (declared or streamed)."""
-    too_large = ApiError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
-    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-        raise too_large
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise too_large
-    return body
 
 
 def checked_stream(served: ServedModel, body, prompt_ids: list[int], max_tokens, chat) -> Stream:
@@ -147,14 +113,13 @@ async def respond(request: Request, served: ServedModel, body, prompt_ids, max_t
         if first[0] == "error":
             raise first[1]
         if not body.stream:
-            return await whole_reply(request, job, reply, first)
+            text = "".join([piece async for piece in reply.texts(job, first, request)])
+            return reply.whole(text)
     except BaseException:
         job.cancelled = True  # the client left, or the request failed: free its row
         raise
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return JobResponse(
-        job, events(job, first, reply, include_usage), media_type="text/event-stream"
-    )
+    usage = bool(body.stream_options and body.stream_options.include_usage)
+    return JobResponse(job, events(job, first, reply, usage), media_type="text/event-stream")
 
 
 class JobResponse(StreamingResponse):
@@ -173,51 +138,33 @@ class JobResponse(StreamingResponse):
             self.job.cancelled = True  # no-op when it finished
 
 
-async def next_event(request: Request, job: Job) -> tuple[str, object]:
+async def next_event(request: Request | None, job: Job) -> tuple[str, object]:
     """The job's next event; a client that has gone away cancels it (499). Asked on a timer:
-    tokens may arrive faster than DISCONNECT_POLL_S for a whole long reply."""
-    while True:
+    tokens may arrive faster than DISCONNECT_POLL_S for a whole long reply. (A streamed reply
+    passes no request: Starlette notices the client leave and JobResponse frees the row.)"""
+    while request is not None:
         if time.monotonic() - job.client_checked_at >= DISCONNECT_POLL_S:
             job.client_checked_at = time.monotonic()
             if await request.is_disconnected():
                 raise ApiError(499, "client closed the request")
         with contextlib.suppress(asyncio.TimeoutError):
             return await asyncio.wait_for(job.events.get(), DISCONNECT_POLL_S)
-
-
-async def whole_reply(request: Request, job: Job, reply: Reply, event) -> dict:
-    """The reply of a non-streamed request, in one piece."""
-    text = ""
-    while True:
-        kind, value = event
-        if kind == "error":
-            raise value
-        text += reply.push(value) if kind == "token" else reply.finish()
-        if kind == "done" or reply.stopped:
-            job.cancelled = True  # a stop string: no more tokens needed (no-op when done)
-            return reply.whole(text, value)
-        event = await next_event(request, job)
+    return await job.events.get()
 
 
 async def events(job: Job, first, reply: Reply, include_usage: bool):
-    """Server-sent events: text chunks, a finish chunk, [usage], then [DONE] (JobResponse
-    frees the row when the stream ends, however it ends)."""
+    """Server-sent events: the role, text chunks, a finish chunk, [usage], then [DONE]."""
     if reply.chat:
         yield sse(reply.chunk(role=True))
-    kind, value = first
-    while True:
-        if kind == "error":  # headers are sent: report it in the stream and end
-            yield sse(value.body())
-            break
-        text = reply.push(value) if kind == "token" else reply.finish()
-        if text:
-            yield sse(reply.chunk(text))
-        if kind == "done" or reply.stopped:
-            yield sse(reply.chunk(finish_reason=reply.finish_reason(value)))
-            if include_usage:
-                yield sse(reply.envelope([], usage=reply.usage()))
-            break
-        kind, value = await job.events.get()
+    try:
+        async for text in reply.texts(job, first):
+            if text:
+                yield sse(reply.chunk(text))
+        yield sse(reply.chunk(finish_reason=reply.finish_reason))
+        if include_usage:
+            yield sse(reply.envelope([], usage=reply.usage()))
+    except ApiError as error:  # the headers are sent: report it in the stream, and end
+        yield sse(error.body())
     yield "data: [DONE]\n\n"
 
 
@@ -226,8 +173,8 @@ def sse(data: dict) -> str:
 
 
 class Reply:
-    """One request's reply: token ids -> text to send (whole UTF-8 characters, cut at the first
-    stop string, holding back what may start one), in OpenAI's response shapes."""
+    """One request's reply: token ids -> the text to send (whole UTF-8 characters, cut before
+    the first stop string, holding back what may yet start one), in OpenAI's shapes."""
 
     def __init__(self, model: str, chat: bool, tokenizer: Tokenizer, stops, stream: Stream):
         self.model, self.chat, self.stops, self.stream = model, chat, stops or [], stream
@@ -236,18 +183,28 @@ class Reply:
         self.created = int(time.time())
         self.text, self.sent = "", 0  # decoded so far; characters of it already sent
         self.tokens, self.stopped = 0, False  # token ids received; a stop string was found
+        self.finish_reason = "stop"
 
-    def push(self, token_id: int) -> str:
-        self.tokens += 1
-        self.text += self.decoder.push(token_id)
-        return self._release(final=False)
+    async def texts(self, job: Job, event, request: Request | None = None):
+        """The reply's text, piece by piece, from the job's events (raises its error)."""
+        while True:
+            kind, value = event
+            if kind == "error":
+                raise value
+            yield self.push(value if kind == "token" else None)
+            if kind == "done" or self.stopped:
+                job.cancelled = True  # a stop string: no more tokens needed (no-op when done)
+                self.finish_reason = "length" if value == "length" and not self.stopped else "stop"
+                return
+            event = await next_event(request, job)
 
-    def finish(self) -> str:
-        if not self.stopped:
+    def push(self, token_id: int | None) -> str:
+        """The text that token_id (None: the end) makes certain."""
+        if token_id is not None:
+            self.tokens += 1
+            self.text += self.decoder.push(token_id)
+        elif not self.stopped:
             self.text += self.decoder.finish()
-        return self._release(final=True)
-
-    def _release(self, final: bool) -> str:
         if self.stopped:
             return ""
         end = len(self.text)
@@ -255,14 +212,12 @@ class Reply:
             found = self.text.find(stop, self.sent)
             if 0 <= found < end:
                 end, self.stopped = found, True
-        if not self.stopped and not final:  # hold back an end that may begin a stop string
+        if not self.stopped and token_id is not None:  # hold back what may begin a stop string
+            unsent = self.text[self.sent :]
             end -= max((n for stop in self.stops for n in range(1, len(stop))
-                        if self.text[self.sent:].endswith(stop[:n])), default=0)  # fmt: skip
+                        if unsent.endswith(stop[:n])), default=0)  # fmt: skip
         new_text, self.sent = self.text[self.sent : end], end
         return new_text
-
-    def finish_reason(self, reason) -> str:
-        return "length" if reason == "length" and not self.stopped else "stop"
 
     def usage(self) -> dict:
         prompt = self.stream.prompt_length
@@ -283,8 +238,8 @@ class Reply:
             delta["content"] = text
         return self.envelope([{**choice, "delta": delta}])
 
-    def whole(self, text: str, reason) -> dict:
-        choice = {"index": 0, "finish_reason": self.finish_reason(reason), "logprobs": None}
+    def whole(self, text: str) -> dict:
+        choice = {"index": 0, "finish_reason": self.finish_reason, "logprobs": None}
         if self.chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:

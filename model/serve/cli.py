@@ -5,31 +5,20 @@ r"""Serve a checkpoint over HTTP: OpenAI-compatible endpoints and a web chat pag
 
 Tiny CPU example, after the README's sample pipeline:
     python3 -m model.serve --checkpoint checkpoints/sample_dpo
-then open http://127.0.0.1:8000 in a browser, or point any OpenAI client at it:
-    from openai import OpenAI
-    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
-    reply = client.chat.completions.create(
-        model="sample_dpo", messages=[{"role": "user", "content": "Tell me a story."}])
+then open http://127.0.0.1:8000, or point any OpenAI client at http://127.0.0.1:8000/v1.
 
-Endpoints: GET / (the chat page), GET /v1/models, POST /v1/chat/completions and
-POST /v1/completions, streamed ("stream": true) or not; temperature, top_p, max_tokens, stop,
-seed; usage counts and finish_reason. Up to --batch-size requests are decoded together, each in
-its own row of the KV cache, the others wait in a queue. A client that disconnects stops its
-generation; --request-timeout cuts off a request that runs longer (finish_reason "length").
-On a GPU the weights are bf16 and the decode step is compiled into a CUDA graph (about a
-minute at start-up; --compile off skips it).
-
-The server binds 127.0.0.1 (this machine only) unless --host says otherwise; then set an
---api-key, since anyone who can reach the port can use the model.
+GET / (the chat page), GET /v1/models, POST /v1/chat/completions and /v1/completions, streamed
+or not. Up to --batch-size requests are decoded together, each in its own row of the KV cache;
+the others wait. On a GPU the weights are bf16 and the decode step is compiled into a CUDA graph
+(about a minute at start-up). The server binds 127.0.0.1 (this machine only) unless --host says
+otherwise; then set an --api-key, since anyone who can reach the port can use the model.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import socket
 import sys
-from pathlib import Path
 
 import torch
 import uvicorn
@@ -48,41 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python3 -m model.serve",
         description="Serve a checkpoint: OpenAI-compatible API and a web chat page.",
     )
-    parser.add_argument(
-        "--checkpoint", required=True, help="run folder (follows `latest`) or step folder"
-    )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
-    )
-    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    parser.add_argument(
-        "--api-key", default=None, help="require this key as `Authorization: Bearer <key>`"
-    )
-    parser.add_argument(
-        "--model-name", default=None, help="model id in the API (default: the run folder's name)"
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=8,
-        help="requests decoded together; more wait in a queue (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--request-timeout",
-        type=float,
-        default=120.0,
-        help="seconds a request may take, waiting included (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
-    )
-    parser.add_argument(
-        "--compile",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="compile the decode step at start-up; auto = on a GPU only, where it is faster "
-        "(on a CPU it decodes every row and every position at each token: slower)",
-    )
+    parser.add_argument("--checkpoint", required=True, help="run folder or step folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--api-key", help="require this key as `Authorization: Bearer <key>`")
+    parser.add_argument("--model-name", help="model id in the API (default: the run's name)")
+    parser.add_argument("--batch-size", type=int, default=8, help="requests decoded together; "
+                        "more wait in a queue (default: 8)")  # fmt: skip
+    parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds a request "
+                        "may take, waiting included (default: 120)")  # fmt: skip
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                        help="compile the decode step at start-up; auto: on a GPU only "
+                        "(on a CPU eager decoding is faster)")  # fmt: skip
     return parser
 
 
@@ -106,13 +73,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
         ) from None
 
 
-def model_name(checkpoint: str) -> str:
-    """The run folder's name: checkpoints/sample_dpo -> sample_dpo (also for a step folder)."""
-    step_dir = resolve_checkpoint(checkpoint)
-    is_run_folder = step_dir != Path(checkpoint)
-    return Path(checkpoint).resolve().name if is_run_folder else step_dir.resolve().parent.name
-
-
 def build_served_model(args: argparse.Namespace) -> ServedModel:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -125,14 +85,13 @@ def build_served_model(args: argparse.Namespace) -> ServedModel:
     compile = args.compile == "on" or (args.compile == "auto" and on_gpu)
     vocab_size = tokenizer.get_vocab_size()
     worker = GenerationWorker(model, args.batch_size, args.request_timeout, compile, vocab_size)
-    name = args.model_name or model_name(args.checkpoint)
+    # the run folder's name: checkpoints/sample_dpo -> sample_dpo (also for a step folder)
+    name = args.model_name or resolve_checkpoint(args.checkpoint).resolve().parent.name
     return ServedModel(name, tokenizer, model.config.block_size, worker, args.api_key)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    # Compiling on a CPU-only machine logs "No CUDA runtime is found": true, and no concern here.
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if warning := bind_warning(args.host, args.api_key):
         print(warning, file=sys.stderr)
     with listening_socket(args.host, args.port) as sock:

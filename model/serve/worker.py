@@ -1,10 +1,9 @@
 """The server's generation worker: one thread owns the model and decodes every request.
 
-Requests wait in a queue; the worker gives each a free row of the Generator (model/generate.py,
---batch-size rows) and decodes all of them together, one token per step. A finished, cancelled
-(the client left) or timed-out request frees its row for the next. The HTTP side (app.py) runs
-on asyncio: each job's events go to an asyncio.Queue on its event loop:
-("token", id), then ("done", finish_reason) or ("error", ApiError).
+Requests wait in a queue; each takes a free row of the Generator (model/generate.py) and all are
+decoded together, a token a step. A finished, cancelled (the client left) or timed-out request
+frees its row for the next. Each job's events go to an asyncio.Queue on the HTTP side's event
+loop (app.py): ("token", id), then ("done", finish_reason) or ("error", ApiError).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import sys
 import threading
 import time
 import traceback
-from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -42,13 +40,11 @@ class Job:
 class GenerationWorker:
     def __init__(self, model, batch_size=8, request_timeout=120.0, compile=False, vocab_size=None):
         self.model, self.batch_size, self.compile = model, batch_size, compile
-        self.vocab_size = vocab_size
+        self.request_timeout, self.vocab_size = request_timeout, vocab_size
         self.device = next(model.parameters()).device
-        self.request_timeout = request_timeout
-        self.generator: Generator | None = None  # made by the worker thread (compiled there)
+        self.generator: Generator | None = None  # made (and compiled) by the worker thread
         self.waiting: queue.Queue[Job] = queue.Queue()
         self.running: dict[Stream, Job] = {}
-        self.stats: Counter = Counter()  # finish reasons, timed_out, most_streams_at_once
         self._stop, self._ready = threading.Event(), threading.Event()
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
@@ -71,9 +67,8 @@ class GenerationWorker:
         return job
 
     def _start_generator(self) -> None:
-        """Make the generator and run a few tokens, so the first request pays no compiling.
-        Compiling fails on a machine without what Inductor needs (a C++ compiler on a CPU,
-        say): then decode eagerly."""
+        """Make the generator and run a few tokens, so that no request waits for compiling.
+        Where compiling fails (no C++ compiler for Inductor on a CPU, say), decode eagerly."""
         try:
             self.generator = Generator(self.model, self.batch_size, self.vocab_size, self.compile)
             list(self.generator.run([Stream([0], 4, stop_ids=())]))
@@ -86,16 +81,14 @@ class GenerationWorker:
             self.compile = False
             self._start_generator()
 
+    @torch.no_grad()
     def _run(self) -> None:
         try:
-            with torch.no_grad():
-                self._start_generator()
+            self._start_generator()
         except BaseException as error:
             self._failed = error
-            return
-        finally:
-            self._ready.set()
-        while not self._stop.is_set():
+        self._ready.set()
+        while not self._stop.is_set() and self._failed is None:
             try:
                 self._serve_once()
             except Exception as error:  # out of memory, say: fail these requests, keep serving
@@ -108,43 +101,29 @@ class GenerationWorker:
 
     def _serve_once(self) -> None:
         """Admit what fits, drop what was cancelled or is late, and decode one token."""
-        self._admit(block=not self.running)
-        now = time.monotonic()
+        while None in self.generator.rows:
+            try:  # waiting a little for a job when idle
+                job = self.waiting.get(timeout=0 if self.running else 0.05)
+            except queue.Empty:
+                break
+            if time.monotonic() > job.deadline:
+                job.emit("error", ApiError(503, "timed out waiting for a free slot; retry"))
+            elif not job.cancelled:
+                self.running[job.stream] = job
+                self.generator.add(job.stream)
         for job in list(self.running.values()):
             if job.cancelled:
                 self._finish(job, "cancelled")
-            elif now > job.deadline:
-                self.stats["timed_out"] += 1
-                self._finish(job, "length")  # cut off, as if max_tokens were reached
-        if not self.running:
-            return
-        most = max(self.stats["most_streams_at_once"], len(self.running))
-        self.stats["most_streams_at_once"] = most
+            elif time.monotonic() > job.deadline:  # cut off, as if max_tokens were reached
+                self._finish(job, "length")
         for stream, token in self.generator.step():
             if token is not None:
                 self.running[stream].emit("token", token)
             if stream.finish_reason:
                 self._finish(self.running[stream], stream.finish_reason)
 
-    def _admit(self, block: bool) -> None:
-        """Move waiting jobs into free rows (waiting briefly for one when idle)."""
-        while self.generator.has_room():
-            try:
-                job = self.waiting.get(timeout=0.05) if block else self.waiting.get_nowait()
-            except queue.Empty:
-                return
-            block = False
-            if job.cancelled:
-                continue
-            if time.monotonic() > job.deadline:
-                job.emit("error", ApiError(503, "timed out waiting for a free slot; retry"))
-                continue
-            self.running[job.stream] = job
-            self.generator.add(job.stream)
-
     def _finish(self, job: Job, reason: str) -> None:
         """Free the job's row and send its last event."""
         self.generator.remove(job.stream)
         del self.running[job.stream]
-        self.stats[reason] += 1
         job.emit("done", reason)
