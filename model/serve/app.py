@@ -29,7 +29,6 @@ from model.serve.schema import ApiError, ChatCompletionRequest, CompletionReques
 from model.serve.worker import GenerationWorker, Job
 from tokenizer.profiles import STOP_IDS, encode_document, encode_prompt
 
-CHAT_PAGE = Path(__file__).with_name("chat_page.html")
 DISCONNECT_POLL_S = 0.25  # how often a request waiting for tokens checks its client is there
 
 
@@ -37,14 +36,13 @@ DISCONNECT_POLL_S = 0.25  # how often a request waiting for tokens checks its cl
 class ServedModel:
     name: str
     tokenizer: Tokenizer
-    block_size: int
     worker: GenerationWorker
     api_key: str | None = None
 
 
 def create_app(served: ServedModel) -> FastAPI:
     app = FastAPI(title="Simple Transformer", docs_url=None, redoc_url=None, openapi_url=None)
-    page = CHAT_PAGE.read_text()
+    page = Path(__file__).with_name("chat_page.html").read_text()
 
     @app.exception_handler(ApiError)
     @app.exception_handler(HTTPException)  # 404 for an unknown path, say
@@ -71,14 +69,14 @@ def create_app(served: ServedModel) -> FastAPI:
         body = await read_request(request, served.api_key, ChatCompletionRequest)
         messages = [message.as_profile_message() for message in body.messages]
         prompt_ids = encode_prompt(served.tokenizer, messages)  # user text cannot forge a turn
-        newer = body.max_completion_tokens  # OpenAI's newer name; 0 must stay 0 (a 400)
-        max_tokens = body.max_tokens if newer is None else newer
+        max_tokens = body.max_completion_tokens or body.max_tokens
         return await respond(request, served, body, prompt_ids, max_tokens, chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await read_request(request, served.api_key, CompletionRequest)
-        prompt_ids = encode_document(served.tokenizer, body.prompt)
+        prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+        prompt_ids = encode_document(served.tokenizer, prompt)
         return await respond(request, served, body, prompt_ids, body.max_tokens, chat=False)
 
     return app
@@ -88,13 +86,11 @@ def checked_stream(served: ServedModel, body, prompt_ids: list[int], max_tokens,
     if body.model not in (None, served.name):
         message = f"the model '{body.model}' does not exist; this server serves '{served.name}'"
         raise ApiError(404, message, "model_not_found", "model")
-    block, prompt = served.block_size, len(prompt_ids)
+    block, prompt = served.worker.model.config.block_size, len(prompt_ids)
     room = block - prompt
     if room <= 0:
         message = f"the prompt is {prompt} tokens; this model's context is {block} tokens"
         raise ApiError(400, message, "context_length_exceeded", "messages" if chat else "prompt")
-    if max_tokens is not None and max_tokens <= 0:
-        raise ApiError(400, f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
     if max_tokens is not None and max_tokens > room:
         message = (f"max_tokens={max_tokens} goes beyond the context: the prompt is {prompt} "
                    f"tokens of {block}, so at most {room}")  # fmt: skip
@@ -123,9 +119,8 @@ async def respond(request: Request, served: ServedModel, body, prompt_ids, max_t
 
 
 class JobResponse(StreamingResponse):
-    """A stream that frees its job's row however it ends: finished, failed, or cut off by a
-    client that left, even before the event generator ever started (Starlette then never
-    runs that generator, so a `finally` inside it would not run either)."""
+    """A stream that frees its job's row however it ends, even when the client leaves before the
+    event generator starts (Starlette then never runs it, nor a `finally` in it)."""
 
     def __init__(self, job: Job, content, **kwargs):
         super().__init__(content, **kwargs)
@@ -139,9 +134,8 @@ class JobResponse(StreamingResponse):
 
 
 async def next_event(request: Request | None, job: Job) -> tuple[str, object]:
-    """The job's next event; a client that has gone away cancels it (499). Asked on a timer:
-    tokens may arrive faster than DISCONNECT_POLL_S for a whole long reply. (A streamed reply
-    passes no request: Starlette notices the client leave and JobResponse frees the row.)"""
+    """The job's next event; a client that has left cancels it (499), asked on a timer (tokens
+    may come faster all along). A streamed reply passes no request: Starlette notices then."""
     while request is not None:
         if time.monotonic() - job.client_checked_at >= DISCONNECT_POLL_S:
             job.client_checked_at = time.monotonic()
@@ -177,7 +171,8 @@ class Reply:
     the first stop string, holding back what may yet start one), in OpenAI's shapes."""
 
     def __init__(self, model: str, chat: bool, tokenizer: Tokenizer, stops, stream: Stream):
-        self.model, self.chat, self.stops, self.stream = model, chat, stops or [], stream
+        self.model, self.chat, self.stream = model, chat, stream
+        self.stops = [stops] if isinstance(stops, str) else stops or []
         self.decoder = StreamDecoder(tokenizer)
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())

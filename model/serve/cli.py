@@ -6,12 +6,7 @@ r"""Serve a checkpoint over HTTP: OpenAI-compatible endpoints and a web chat pag
 Tiny CPU example, after the README's sample pipeline:
     python3 -m model.serve --checkpoint checkpoints/sample_dpo
 then open http://127.0.0.1:8000, or point any OpenAI client at http://127.0.0.1:8000/v1.
-
-GET / (the chat page), GET /v1/models, POST /v1/chat/completions and /v1/completions, streamed
-or not. Up to --batch-size requests are decoded together, each in its own row of the KV cache;
-the others wait. On a GPU the weights are bf16 and the decode step is compiled into a CUDA graph
-(about a minute at start-up). The server binds 127.0.0.1 (this machine only) unless --host says
-otherwise; then set an --api-key, since anyone who can reach the port can use the model.
+It binds 127.0.0.1 (this machine only) unless --host says otherwise; then set an --api-key.
 """
 
 from __future__ import annotations
@@ -55,10 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def bind_warning(host: str, api_key: str | None) -> str | None:
     """What to tell the user before listening beyond this machine (None on loopback)."""
-    if host in LOOPBACK:
-        return None
-    advice = "" if api_key else "; consider --api-key"
-    return f"warning: binding {host}: anyone who can reach this port can use the model{advice}"
+    if host not in LOOPBACK:
+        advice = "" if api_key else "; consider --api-key"
+        return f"warning: binding {host}: anyone who can reach this port can use the model{advice}"
+    return None
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -67,10 +62,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family)
     except OSError as error:
-        raise UserError(
-            f"cannot listen on {host}:{port} ({error.strerror}); is another server there? "
-            "choose another --port"
-        ) from None
+        reason = f"{error.strerror}; is another server there? choose another --port"
+        raise UserError(f"cannot listen on {host}:{port} ({reason})") from None
 
 
 def build_served_model(args: argparse.Namespace) -> ServedModel:
@@ -80,14 +73,13 @@ def build_served_model(args: argparse.Namespace) -> ServedModel:
         raise UserError(f"--request-timeout must be > 0 seconds, got {args.request_timeout}")
     model, tokenizer = load_for_generation(args.checkpoint, args.device)
     on_gpu = next(model.parameters()).is_cuda
-    if on_gpu:
-        model = model.to(torch.bfloat16)
+    model = model.to(torch.bfloat16) if on_gpu else model
     compile = args.compile == "on" or (args.compile == "auto" and on_gpu)
-    vocab_size = tokenizer.get_vocab_size()
-    worker = GenerationWorker(model, args.batch_size, args.request_timeout, compile, vocab_size)
+    vocab = tokenizer.get_vocab_size()
+    worker = GenerationWorker(model, args.batch_size, args.request_timeout, compile, vocab)
     # the run folder's name: checkpoints/sample_dpo -> sample_dpo (also for a step folder)
     name = args.model_name or resolve_checkpoint(args.checkpoint).resolve().parent.name
-    return ServedModel(name, tokenizer, model.config.block_size, worker, args.api_key)
+    return ServedModel(name, tokenizer, worker, args.api_key)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.generate import SEEDS
 
 MAX_BODY_BYTES = 1 << 20  # a request body larger than this is a 413
+NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 class ApiError(Exception):
@@ -66,40 +67,23 @@ class GenerationRequest(Strict):
     """The fields both endpoints share."""
 
     model: str | None = None
-    max_tokens: int | None = None
+    max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: NonEmpty | Annotated[list[NonEmpty], Field(max_length=4)] | None = None
     seed: int | None = Field(None, ge=SEEDS.start, lt=SEEDS.stop)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     n: Literal[1] | None = 1  # one choice per request
 
-    @field_validator("stop")
-    @classmethod
-    def stop_strings(cls, stop):
-        stops = [stop] if isinstance(stop, str) else stop or []
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("stop is at most 4 non-empty strings")
-        return stops
-
 
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = None  # OpenAI's newer name for max_tokens
+    max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer max_tokens
 
 
 class CompletionRequest(GenerationRequest):
-    prompt: str | list[str]
-
-    @field_validator("prompt")
-    @classmethod
-    def one_prompt(cls, prompt):
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise ValueError("send one prompt per request")
-            return prompt[0]
-        return prompt
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]  # one prompt
 
 
 async def read_request(request: Request, api_key: str | None, schema=None) -> Strict | None:

@@ -1,9 +1,9 @@
 """The server's generation worker: one thread owns the model and decodes every request.
 
-Requests wait in a queue; each takes a free row of the Generator (model/generate.py) and all are
-decoded together, a token a step. A finished, cancelled (the client left) or timed-out request
-frees its row for the next. Each job's events go to an asyncio.Queue on the HTTP side's event
-loop (app.py): ("token", id), then ("done", finish_reason) or ("error", ApiError).
+Requests wait in a queue; each takes a free row of the Generator (model/generate.py), and all
+are decoded together. A finished, cancelled (the client left) or late request frees its row.
+Each job's events go to an asyncio.Queue of the HTTP side (app.py): ("token", id), then
+("done", finish_reason) or ("error", ApiError).
 """
 
 from __future__ import annotations
@@ -95,9 +95,8 @@ class GenerationWorker:
                 traceback.print_exc()
                 for job in self.running.values():
                     job.emit("error", ApiError(500, f"generation failed: {error}"))
+                    self.generator.remove(job.stream)
                 self.running.clear()
-                self.generator.rows = [None] * self.batch_size  # every row free again
-                self.generator.cache.lengths = [0] * self.batch_size
 
     def _serve_once(self) -> None:
         """Admit what fits, drop what was cancelled or is late, and decode one token."""
