@@ -134,6 +134,7 @@ def test_top_k_and_top_p_filtering():
     assert draws(logits, Sampling(1.0, top_p=0.8)) == {3, 4}
     assert draws(logits, Sampling(1.0, top_k=3, top_p=0.99)) == {2, 3, 4}
     assert draws(logits, Sampling(1.0, top_p=0.01)) == {4}
+    assert draws(logits, Sampling(1.0, top_p=1e-300)) == {4}  # 0 in float32: keep the first
     assert draws(logits, Sampling(1e-45)) == {4}  # a tiny temperature is greedy, not nan
 
 
