@@ -168,9 +168,7 @@ class Generator:
         if running:
             for stream in running:
                 self._make_room(stream)
-            logits = self._decode(running)  # [rows decoded, V_pad]
-            rows = torch.tensor([stream.row for stream in running], device=self.device)
-            for stream, token in zip(running, self._sample(running, logits[rows])):
+            for stream, token in zip(running, self._sample(running, self._decode(running))):
                 stream.next_token = token
         return events
 
@@ -203,11 +201,10 @@ class Generator:
             self._prefill(stream.row, stream.tokens[-keep:-1])
 
     def _decode(self, running: list[Stream]) -> torch.Tensor:
-        """Logits [n, V_pad] after each row's last token: eagerly rows 0 .. the last busy one,
-        compiled every row (idle ones decode at position 0)."""
+        """Logits [len(running), V_pad] after each row's last token (decoding eagerly rows 0 ..
+        the last busy one, compiled every row: idle ones decode at position 0)."""
         n = len(self.rows) if self.compiled else max(stream.row for stream in running) + 1
-        tokens = [stream.tokens[-1] if stream else 0 for stream in self.rows[:n]]
-        tokens = torch.tensor(tokens, device=self.device)  # [n]
+        tokens = torch.tensor([s.tokens[-1] if s else 0 for s in self.rows[:n]], device=self.device)
         if self.compiled:
             positions = torch.tensor(self.cache.lengths, device=self.device)  # [n]
             if self.device.type == "cuda":  # the last step's logits (graph outputs) are used
@@ -215,9 +212,10 @@ class Generator:
             logits = self._step(tokens, positions)
         else:
             logits = self.model(tokens[:, None], self.cache.rows(0, n), last_only=True)[:, -1]
-        for stream in running:
-            self.cache.lengths[stream.row] += 1
-        return logits
+        rows = [stream.row for stream in running]
+        for row in rows:
+            self.cache.lengths[row] += 1
+        return logits if rows == list(range(n)) else logits[torch.tensor(rows, device=self.device)]
 
     def _decode_step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The compiled step: tokens [B] at positions [B] -> logits [B, V_pad]."""

@@ -34,8 +34,7 @@ class KVCache:
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(c.n_layer)]
 
     def rows(self, start: int, stop: int) -> KVCache:
-        """Rows start .. stop - 1, writing into this cache's tensors; their lengths are a copy
-        (the caller keeps this cache's)."""
+        """Rows start .. stop - 1, writing into this cache's tensors (their lengths: a copy)."""
         view = copy.copy(self)
         view.lengths = self.lengths[start:stop]
         view.keys = [keys[start:stop] for keys in self.keys]
@@ -43,8 +42,7 @@ class KVCache:
         return view
 
     def select(self, rows: torch.Tensor, lengths: list[int], max_length: int) -> KVCache:
-        """A new cache whose row r copies the first lengths[r] positions of row rows[r]; the
-        rest of its max_length positions is free for what follows."""
+        """A new cache of max_length positions, row r a copy of row rows[r]'s first lengths[r]."""
         new = KVCache(self.config, len(lengths), max_length)
         new.allocate(self.keys[0].device, self.keys[0].dtype)
         rows, copied = rows.to(self.keys[0].device), min(self.max_length, max_length)
@@ -71,7 +69,7 @@ class KVCache:
             return CachePass(self, torch.tensor(starts, device=device)[:, None] + offsets, window)
         positions = (offsets + starts[0]).expand(len(starts), T)  # [B, T]
         # no mask for one new token (it sees every key) nor from position 0 (the causal triangle)
-        return CachePass(self, positions, window, needs_mask=T > 1 and starts[0] > 0)
+        return CachePass(self, positions, window, T > 1 and starts[0] > 0, start=starts[0])
 
 
 @dataclass
@@ -83,6 +81,7 @@ class CachePass:
     window: int  # attention reads key positions 0 .. window - 1
     needs_mask: bool = True  # False: no mask at all, or the causal triangle when T > 1
     fixed: bool = False  # every pass has the same shapes (a compiled step)
+    start: int | None = None  # every row's first new position, when they are all the same
 
     def __post_init__(self):
         self.is_causal = not self.needs_mask and self.positions.shape[1] > 1
@@ -96,8 +95,11 @@ class CachePass:
         if self.cache.keys is None:
             self.cache.allocate(k.device, k.dtype)
         keys, values = self.cache.keys[layer], self.cache.values[layer]  # [B, KV, max_len, D]
-        # an index_put_: a compiled step writes just these entries, in place
-        rows = torch.arange(k.shape[0], device=k.device)[:, None]  # [B, 1]
-        keys[rows, :, self.positions] = k.transpose(1, 2)  # indexed: [B, T, KV, D]
-        values[rows, :, self.positions] = v.transpose(1, 2)
+        if self.start is not None:  # a slice (cheaper)
+            keys[:, :, self.start : self.start + k.shape[2]] = k
+            values[:, :, self.start : self.start + k.shape[2]] = v
+        else:  # an index_put_: a compiled step writes just these entries, in place
+            rows = torch.arange(k.shape[0], device=k.device)[:, None]  # [B, 1]
+            keys[rows, :, self.positions] = k.transpose(1, 2)  # indexed: [B, T, KV, D]
+            values[rows, :, self.positions] = v.transpose(1, 2)
         return keys[:, :, : self.window], values[:, :, : self.window]
