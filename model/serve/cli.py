@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "may take, waiting included (default: 120)")  # fmt: skip
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                        help="compile the decode step at start-up; auto: on a GPU only "
-                        "(on a CPU eager decoding is faster)")  # fmt: skip
+                        help="compile the decode step at start-up; auto: on a GPU only (on a "
+                        "CPU it decodes every row and position, busy or not)")  # fmt: skip
     return parser
 
 
