@@ -10,18 +10,22 @@ same weights.
 
 Prints one JSON line per (device, mode, new tokens), then ours / transformers. Modes:
   eager         model.generate's path: KV cache, one stream, eager PyTorch
-  compiled      the decode step compiled (static cache), and on CUDA replayed as a CUDA graph
-                (the compile happens in the warm-up and is not timed)
+  compiled      Generator(compile=True): the decode step compiled over the whole cache (on CUDA
+                mode="reduce-overhead": CUDA graphs); the compile is in the warm-up, not timed
   cuda_graphs   compiled, on CUDA only (the name the 2026-11 GPU sessions ran)
-  batched       --streams streams decoded together (cuda graphs on CUDA): total tokens/s
+  batched       --streams streams decoded together (compiled on CUDA): total tokens/s
   transformers  LlamaForCausalLM.generate on our weights (model/export/hf.py's mapping)
   recompute     no cache: the whole context again for every token (the reference)
   llama_cpp_f32, llama_cpp_f16, llama_cpp_q8_0
                 llama.cpp (llama-cpp-python's `generate`, greedy, CPU) on the file that
                 python3 -m model.export.gguf writes at that --dtype (norms stay f32)
 --threads takes several counts (`all` = every core): each runs every mode, in one run.
-With CUDA graphs a graph_replay_ms line follows: back-to-back replays of the captured step alone,
-the GPU's time per token; the rest of a token's time is the host's (sampling, bookkeeping).
+--profile prints torch.profiler's table of 20 tokens of each of our modes.
+The 15m and 124m goal (ours at least 1.0x transformers, one thread, CPU):
+    OMP_NUM_THREADS=1 python3 benchmarks/generation_benchmark.py --threads 1 --preset 15m \
+        --new-tokens 256 1024 --modes eager compiled transformers --repeats 3
+    OMP_NUM_THREADS=1 python3 benchmarks/generation_benchmark.py --threads 1 --preset 124m \
+        --new-tokens 256 1024 --modes eager compiled transformers --repeats 1
 A random-initialised model is enough: speed does not depend on the weights (nor on the tokens:
 the GGUF export gets a made-up vocabulary of the preset's size). Decoding is greedy with no stop
 token, so every run makes exactly --new-tokens tokens; greedy tokens of every fp32 mode must
@@ -49,9 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from common.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from model.checkpoint import save_model_files  # noqa: E402
 from model.config import PRESETS, from_preset  # noqa: E402
-from model.decoding import Decoder  # noqa: E402
-from model.generate import generate  # noqa: E402
-from model.streams import Sampling, Stream, StreamBatch  # noqa: E402
+from model.generate import Generator, Sampling, Stream  # noqa: E402
 from model.transformer import Transformer  # noqa: E402
 from tokenizer.encoding import SPECIAL_TOKENS  # noqa: E402
 
@@ -123,14 +125,21 @@ def llama_cpp_runner(model: Transformer, prompts: list[list[int]], dtype: str, t
     return run_llama
 
 
-def decode_streams(decoder: Decoder, prompts: list[list[int]], new_tokens: int) -> list[list]:
-    batch = StreamBatch(decoder)
-    streams = [Stream(prompt, new_tokens, Sampling(temperature=0.0)) for prompt in prompts]
-    for stream in streams:
-        batch.add(stream)
-    while batch.streams:
-        batch.step()
+def decode_streams(generator: Generator, prompts: list[list[int]], new_tokens: int) -> list:
+    streams = [Stream(prompt, new_tokens, Sampling(temperature=0.0), ()) for prompt in prompts]
+    for _ in generator.run(streams):
+        pass
     return [stream.generated for stream in streams]
+
+
+@torch.no_grad()
+def recompute(model: Transformer, prompt: list[int], new_tokens: int) -> list[int]:
+    """Greedy tokens without a cache: the whole context through the model for every token."""
+    tokens = list(prompt)
+    for _ in range(new_tokens):
+        logits = model(torch.tensor([tokens], device=next(model.parameters()).device))
+        tokens.append(int(logits[0, -1, : model.config.vocab_size].argmax()))
+    return tokens[len(prompt) :]
 
 
 def runner(mode: str, model, prompts: list[list[int]], args, device: str):
@@ -151,16 +160,16 @@ def runner(mode: str, model, prompts: list[list[int]], args, device: str):
 
         return run
     if mode == "recompute":
-        return lambda n: [list(generate(model, prompts[0], n, 0.0, stop_ids=(), use_cache=False))]
+        return lambda n: [recompute(model, prompts[0], n)]
     streams = args.streams if mode == "batched" else 1
     compiled = mode in ("compiled", "cuda_graphs") or (mode == "batched" and "cuda" in device)
     rows = max(streams, args.rows or 0)  # more rows than streams: idle rows (as in a server)
-    decoder = Decoder(model, batch_size=rows, compiled=compiled)  # kept: compiled once
+    generator = Generator(model, batch_size=rows, compile=compiled)  # kept: compiled once
 
     def run(n):
-        return decode_streams(decoder, prompts[:streams], n)
+        return decode_streams(generator, prompts[:streams], n)
 
-    run.decoder = decoder
+    run.ours = True
     return run
 
 
@@ -187,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--streams", type=int, default=8, help="streams in the batched mode")
     parser.add_argument(
         "--rows", type=int, default=None,
-        help="rows of the decoder's KV cache (default: one per stream); more leaves rows idle, as "
-        "in a server with fewer requests than --batch-size",
+        help="rows of the generator's KV cache (default: one per stream); more leaves rows "
+        "idle, as in a server with fewer requests than --batch-size",
     )  # fmt: skip
     parser.add_argument(
         "--threads",
@@ -200,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats", type=int, default=2, help="runs per configuration; the fastest is reported"
     )
     parser.add_argument(
-        "--profile", action="store_true", help="CUDA graphs: print the step's kernel table"
+        "--profile", action="store_true", help="print torch.profiler's table for our modes"
     )
     return parser
 
@@ -245,12 +254,8 @@ def benchmark_device(device: str, config, prompts: list[list[int]], args) -> Non
             }
             print(json.dumps(record), flush=True)
             speeds[mode, new_tokens] = record["tokens_per_s"]
-            if getattr(run, "decoder", None) and run.decoder.cuda_graphs:  # the GPU's share
-                step_ms = run.decoder.time_graph_step()
-                line = {"mode": mode, "streams": len(tokens), "graph_replay_ms": round(step_ms, 4)}
-                print(json.dumps(line), flush=True)
-                if args.profile and new_tokens == args.new_tokens[0]:
-                    print(run.decoder.profile_graph_step(), flush=True)
+            if args.profile and getattr(run, "ours", False) and new_tokens == args.new_tokens[0]:
+                print(profile_table(run, device), flush=True)
             first = reference.setdefault(new_tokens, tokens[0])
             exact = dtype == torch.float32 and LLAMA_CPP_MODES.get(mode, "f32") == "f32"
             if exact and tokens[0] != first:
@@ -262,6 +267,18 @@ def benchmark_device(device: str, config, prompts: list[list[int]], args) -> Non
                 ratio = speeds[mode, new_tokens] / theirs
                 line = {"device": device, "new_tokens": new_tokens, "mode": mode}
                 print(json.dumps({**line, "ours_over_transformers": round(ratio, 2)}))
+
+
+def profile_table(run, device: str) -> str:
+    """torch.profiler's table for 20 tokens of `run`, sorted by where the time goes."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profile:
+        run(20)
+        synchronize(device)
+    key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    return profile.key_averages().table(sort_by=key, row_limit=30)
 
 
 def thread_counts(values: list[str] | None) -> list[int | None]:

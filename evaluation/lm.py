@@ -204,17 +204,14 @@ class SimpleTransformerLM(TemplateLM):
         """Logits [R, T, V] of inputs[r] continuing prefixes[rows[r]]: each prefix runs once
         into a KV cache, whose row is repeated for every input that continues it."""
         P, T = max(map(len, prefixes)), max(map(len, inputs))
-        cache = KVCache(self.model.config, batch_size=len(prefixes), max_length=P + T)
-        if P:
+        config = self.model.config
+        if not P:
+            cache = KVCache(config, batch_size=len(rows), max_length=T)
+        else:
+            cache = KVCache(config, batch_size=len(prefixes), max_length=P)
             self.model(self._padded(prefixes, P), kv_cache=cache, last_only=True)
-        if rows != list(range(len(prefixes))):
-            repeated = KVCache(self.model.config, batch_size=len(rows), max_length=P + T)
-            if P:
-                index = torch.tensor(rows, device=self.device)
-                repeated.keys = [keys.index_select(0, index) for keys in cache.keys]
-                repeated.values = [values.index_select(0, index) for values in cache.values]
-            cache = repeated
-        cache.lengths = [len(prefixes[r]) for r in rows]  # each row continues its own prefix
+            lengths = [len(prefixes[r]) for r in rows]  # each row continues its own prefix
+            cache = cache.select(torch.tensor(rows, device=self.device), lengths, P + T)
         return self.model(self._padded(inputs, T), kv_cache=cache)
 
     def _padded(self, rows: list[list[int]], width: int) -> torch.Tensor:

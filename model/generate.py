@@ -1,45 +1,229 @@
 r"""Generate text from a checkpoint: complete a prompt, or chat with a fine-tuned model.
 
-    # continue a plain prompt (as a pre-training document: the model sees <|endoftext|> + prompt)
+    # continue a plain prompt (pre-training format: the model sees <|endoftext|> + prompt)
     python3 -m model.generate --checkpoint checkpoints/<run> --prompt "Once upon a time"
 
-    # interactive multi-turn chat in our chat format, streamed token by token
+    # interactive multi-turn chat in the post_training_v1 template, streamed token by token
     python3 -m model.generate --checkpoint checkpoints/<run> --chat --system "Be brief."
 
 Tiny CPU example, after the README's sample pipeline:
-    python3 -m model.generate --checkpoint checkpoints/sample_pre_training --prompt "The" \
-        --max-new-tokens 40
+    python3 -m model.generate --checkpoint checkpoints/sample_pre_training --prompt "The"
 
-Sampling: --temperature 0 is greedy; otherwise logits / temperature, then optional top-k and
-top-p (nucleus) filtering. Generation stops at <|end|> (end of turn) or <|endoftext|> (end of
-document), or after --max-new-tokens. Padded vocabulary ids (>= the tokenizer's vocab size)
-are never sampled.
-
-In Python (the training engine uses this for TensorBoard samples):
-    for token_id in generate(model, prompt_ids, max_new_tokens=50, temperature=0.0): ...
-    text = generate_text(model, tokenizer, "Once upon a time", max_new_tokens=50)
-
-The decoding itself (KV cache rows, prefill, the batched decode step, CUDA graphs) is in
-model/decoding.py and model/streams.py; model.serve puts it behind an HTTP API.
+The one way to generate (this command, model.serve, the evaluation, the training samples):
+`Generator(model, batch_size).run(streams)` decodes streams together, each in a row of one KV
+cache with its own sampling and stop ids; a finished stream frees its row for the next. Prompts
+are prefilled one at a time, then each decode step runs every busy row; compile=True compiles
+that step over the whole cache (on CUDA into a CUDA graph: worth its start-up time for a
+server). A stream that outgrows the cache goes on from its most recent block_size // 2 tokens.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 from tokenizers import Tokenizer
 
 from common.errors import ArgumentParser, UserError, run_cli
 from model.checkpoint import load_model, unwrap_model
-from model.decoding import Decoder
-from model.streams import SEEDS, Sampling, Stream, StreamBatch, sample_next_token
+from model.kv_cache import KVCache
 from tokenizer.encoding import STOP_IDS, encode_document, encode_prompt, load_tokenizer
 
-__all__ = ["STOP_IDS", "generate", "generate_text", "sample_next_token", "StreamDecoder"]
+SEEDS = range(-(1 << 63), 1 << 64)  # what torch.Generator.manual_seed takes
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0  # 0 = greedy (the most likely token)
+    top_k: int | None = None  # sample among the k most likely tokens only
+    top_p: float | None = None  # nucleus: the smallest set holding this much probability
+    seed: int | None = None  # the same seed gives the same sample
+
+
+def sample(
+    logits: torch.Tensor, rows: list[Sampling], generators: list, vocab_size: int
+) -> torch.Tensor:
+    """Ids [n] (< vocab_size) for logits [n, V_pad], row i drawn with rows[i], generators[i]."""
+    logits = logits[:, :vocab_size].float()  # [n, V]: padded ids are not tokens
+    greedy = logits.argmax(dim=-1)
+    if all(row.temperature == 0 for row in rows):
+        return greedy
+
+    def column(values):
+        return torch.tensor(values, device=logits.device, dtype=torch.float32)[:, None]  # [n, 1]
+
+    # from each row's largest logit, over a temperature kept above 0 (1e-45 stays finite)
+    temperature = column([row.temperature for row in rows])
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature.clamp_min(1e-38)
+    order = None
+    if any(row.top_k or (row.top_p or 1) < 1 for row in rows):
+        logits, order = logits.sort(dim=-1, descending=True)  # [n, V]
+        rank = torch.arange(vocab_size, device=logits.device)  # [V]
+        logits = logits.masked_fill(
+            rank >= column([row.top_k or vocab_size for row in rows]), -math.inf
+        )
+    probs = torch.softmax(logits, dim=-1)
+    if order is not None:
+        # drop a token once those ranked above it hold top_p of the mass; keep the first always
+        top_p = column([row.top_p if (row.top_p or 1) < 1 else 2.0 for row in rows])
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        drop[:, 0] = False
+        probs = probs.masked_fill(drop, 0.0)
+    # argmax(probs / noise) with Exponential(1) noise picks token i with probability probs[i]
+    noise = torch.empty_like(probs).exponential_()
+    for row, generator in enumerate(generators):
+        if generator is not None:
+            noise[row].exponential_(generator=generator)
+    picked = (probs / noise).argmax(dim=-1)  # [n]
+    if order is not None:
+        picked = order.gather(-1, picked[:, None])[:, 0]  # back to vocabulary ids
+    return torch.where(temperature[:, 0] == 0, greedy, picked)
+
+
+@dataclass(eq=False)  # each stream is itself (a dict key), however its tokens compare
+class Stream:
+    """One sequence being generated: its tokens so far, how it samples, when it stops."""
+
+    tokens: list[int]  # the prompt, then every generated token
+    max_new_tokens: int
+    sampling: Sampling = field(default_factory=Sampling)
+    stop_ids: Collection[int] = STOP_IDS  # a stop id ends the stream (it is not part of it)
+    finish_reason: str | None = None  # "stop" (a stop id) or "length"
+    next_token: int | None = None  # sampled, not yet taken
+    row: int | None = None  # its row of the KV cache while it runs
+    generator: torch.Generator | None = None  # its seed's, on the model's device
+
+    def __post_init__(self):
+        self.tokens = list(self.tokens)
+        if not self.tokens:
+            raise ValueError("a stream needs at least one prompt token (e.g. <|endoftext|>)")
+        self.prompt_length = len(self.tokens)
+
+    @property
+    def generated(self) -> list[int]:
+        return self.tokens[self.prompt_length :]
+
+    def take_next_token(self) -> int | None:
+        """The sampled token, or None for a stop id."""
+        token, self.next_token = self.next_token, None
+        if token in self.stop_ids:
+            self.finish_reason = "stop"
+            return None
+        self.tokens.append(token)
+        if len(self.tokens) - self.prompt_length >= self.max_new_tokens:
+            self.finish_reason = "length"
+        return token
+
+
+class Generator:
+    """Streams decoded together, each in its own row of one KV cache."""
+
+    def __init__(self, model: torch.nn.Module, batch_size=1, vocab_size=None, compile=False):
+        self.model = unwrap_model(model)
+        self.device = next(self.model.parameters()).device
+        self.vocab_size = vocab_size or self.model.config.vocab_size
+        self.cache = KVCache(self.model.config, batch_size)
+        dtype = next(self.model.parameters()).dtype
+        if torch.is_autocast_enabled(self.device.type):  # the keys come out in autocast's dtype
+            dtype = torch.get_autocast_dtype(self.device.type)
+        self.cache.allocate(self.device, dtype)
+        self.rows: list[Stream | None] = [None] * batch_size
+        self.compiled, self._step = compile, self._decode_step
+        if compile:  # fixed addresses: a CUDA graph reads and writes the cache in place
+            for tensor in self.cache.keys + self.cache.values:
+                torch._dynamo.mark_static_address(tensor)
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._step = torch.compile(self._decode_step, mode=mode, fullgraph=True, dynamic=False)
+
+    @property
+    def streams(self) -> list[Stream]:  # the streams running now
+        return [stream for stream in self.rows if stream is not None]
+
+    @torch.no_grad()
+    def add(self, stream: Stream) -> None:
+        """Prefill the stream's prompt (at most max_length tokens) and sample its first token."""
+        if stream.max_new_tokens <= 0:
+            stream.finish_reason = "length"
+            return
+        row = self.rows.index(None)  # ValueError when every row is busy
+        if stream.sampling.seed is not None:
+            stream.generator = torch.Generator(self.device).manual_seed(stream.sampling.seed)
+        logits = self._prefill(row, stream.tokens[-self.cache.max_length :])
+        stream.row, self.rows[row] = row, stream
+        stream.next_token = self._sample([stream], logits[None])[0]
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[Stream, int | None]]:
+        """Every running stream takes its sampled token (None: it stopped; a finished stream
+        leaves its row), then one decode step samples the next token of those that go on."""
+        events = [(stream, stream.take_next_token()) for stream in self.streams]
+        for stream, _ in events:
+            if stream.finish_reason:
+                self.remove(stream)
+        running = self.streams
+        if running:
+            for stream in running:
+                self._make_room(stream)
+            for stream, token in zip(running, self._sample(running, self._decode(running))):
+                stream.next_token = token
+        return events
+
+    def remove(self, stream: Stream) -> None:
+        """Free the stream's row (finished, or cancelled by the caller: a stop string, say)."""
+        if stream.row is not None and self.rows[stream.row] is stream:
+            self.rows[stream.row], self.cache.lengths[stream.row] = None, 0
+        stream.row = None
+
+    def run(self, streams: Iterable[Stream]) -> Iterator[tuple[Stream, int | None]]:
+        """Decode every stream, each taking the first free row: (stream, token) events."""
+        waiting = deque(streams)
+        while waiting or self.streams:
+            while waiting and None in self.rows:
+                self.add(waiting.popleft())
+            yield from self.step()
+
+    def _prefill(self, row: int, ids: list[int]) -> torch.Tensor:
+        """Encode ids into row `row` (replacing what it held); logits [V_pad] for the next."""
+        self.cache.lengths[row] = 0
+        idx = torch.tensor([ids], device=self.device)  # [1, T]
+        logits = self.model(idx, self.cache.rows(row, row + 1), last_only=True)  # [1, 1, V_pad]
+        self.cache.lengths[row] = len(ids)
+        return logits[0, -1]
+
+    def _make_room(self, stream: Stream) -> None:
+        """A full row goes on from its stream's last max_length // 2 tokens (encoded again)."""
+        if self.cache.lengths[stream.row] >= self.cache.max_length:
+            keep = max(2, self.cache.max_length // 2)
+            self._prefill(stream.row, stream.tokens[-keep:-1])
+
+    def _decode(self, running: list[Stream]) -> torch.Tensor:
+        """Logits [len(running), V_pad] after each row's last token (decoding eagerly rows 0 ..
+        the last busy one, compiled every row: idle ones decode at position 0)."""
+        n = len(self.rows) if self.compiled else max(stream.row for stream in running) + 1
+        tokens = torch.tensor([s.tokens[-1] if s else 0 for s in self.rows[:n]], device=self.device)
+        if self.compiled:
+            positions = torch.tensor(self.cache.lengths, device=self.device)  # [n]
+            if self.device.type == "cuda":  # the last step's logits (graph outputs) are used
+                torch.compiler.cudagraph_mark_step_begin()
+            logits = self._step(tokens, positions)
+        else:
+            logits = self.model(tokens[:, None], self.cache.rows(0, n), last_only=True)[:, -1]
+        rows = [stream.row for stream in running]
+        for row in rows:
+            self.cache.lengths[row] += 1
+        return logits if rows == list(range(n)) else logits[torch.tensor(rows, device=self.device)]
+
+    def _decode_step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The compiled step: tokens [B] at positions [B] -> logits [B, V_pad]."""
+        return self.model(tokens[:, None], self.cache, last_only=True, positions=positions)[:, -1]
+
+    def _sample(self, streams: list[Stream], logits: torch.Tensor) -> list[int]:
+        rows, generators = [s.sampling for s in streams], [s.generator for s in streams]
+        return sample(logits, rows, generators, self.vocab_size).tolist()
 
 
 @torch.no_grad()
@@ -53,68 +237,36 @@ def generate(
     stop_ids: Iterable[int] = STOP_IDS,
     seed: int | None = None,
     vocab_size: int | None = None,
-    use_cache: bool = True,
 ) -> Iterator[int]:
-    """Yield new token ids one at a time (batch of one); a stop id ends it and is not yielded.
-
-    The model sees at most block_size tokens. With the cache (model/streams.py) each step costs
-    one position, and when the cache is full the most recent block_size // 2 tokens are
-    encoded again and generation goes on. Without it every step re-runs the last block_size
-    tokens (the reference). Both give identical tokens while prompt + output fit in block_size.
-    """
+    """Yield new token ids one at a time (a batch of one); a stop id ends it and is not yielded."""
     sampling = Sampling(temperature, top_k, top_p, seed)
-    stream = Stream(prompt_ids, max_new_tokens, sampling, stop_ids, vocab_size)
-    if not use_cache:
-        yield from generate_without_cache(unwrap_model(model), stream)
-        return
-    batch = StreamBatch(Decoder(model, batch_size=1))
-    batch.add(stream)
-    while batch.streams:
-        for _, token in batch.step():
-            if token is not None:
-                yield token
-
-
-def generate_without_cache(model: torch.nn.Module, stream: Stream) -> Iterator[int]:
-    """The reference: every token runs the model over the last block_size tokens again."""
-    device = next(model.parameters()).device
-    generator = None
-    if stream.sampling.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(stream.sampling.seed)
-    s = stream.sampling
-    while stream.finish_reason is None and stream.max_new_tokens > 0:
-        idx = torch.tensor([stream.tokens[-model.config.block_size :]], device=device)  # [1, T]
-        logits = model(idx, last_only=True)[:, -1]  # [1, V_pad]
-        vocab_size = stream.vocab_size or model.config.vocab_size
-        token = sample_next_token(logits, vocab_size, s.temperature, s.top_k, s.top_p, generator)
-        if stream.accept(int(token)) is not None:
-            yield int(token)
+    stream = Stream(list(prompt_ids), max_new_tokens, sampling, stop_ids)
+    for _, token in Generator(model, vocab_size=vocab_size).run([stream]):
+        if token is not None:
+            yield token
 
 
 def generate_text(
     model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, **kwargs
 ) -> str:
-    """Continue a plain-text prompt (as a pre-training document); returns only the new text."""
+    """Continue a plain-text prompt (a pre-training document); returns only the new text."""
     ids = list(generate(model, encode_document(tokenizer, prompt), max_new_tokens, **kwargs))
     return tokenizer.decode(ids)
 
 
 class StreamDecoder:
-    """Turns a stream of token ids into printable text without splitting a UTF-8 character.
+    """Token ids -> printable text, never splitting a UTF-8 character.
 
-    Byte-level BPE tokens can end mid-character (an emoji may span several tokens); decoding
-    such a prefix yields U+FFFD. We hold those tokens back until their character is complete,
-    and decode only them (byte-level decoding of complete characters concatenates), so a long
-    reply costs each token one small decode, not a decode of everything so far.
+    A byte-level BPE token may end mid-character (an emoji may span several tokens), whose
+    decoding ends in U+FFFD: such tokens wait for the rest of their character, and only they
+    are decoded, so each token costs one small decode, not one of everything so far.
     """
 
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
-        self.ids: list[int] = []
         self.pending: list[int] = []  # ids whose text is not yet complete
 
     def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
         self.pending.append(token_id)
         text = self.tokenizer.decode(self.pending)
         if text.endswith("\ufffd"):
@@ -127,28 +279,22 @@ class StreamDecoder:
         text, self.pending = self.tokenizer.decode(self.pending), []
         return text
 
-    def text(self) -> str:
-        return self.tokenizer.decode(self.ids)
 
-
-def stream(tokens: Iterator[int], tokenizer: Tokenizer, out=None) -> str:
-    """Print tokens as they are generated (to stdout by default); return the decoded text."""
-    out = out or sys.stdout
-    decoder = StreamDecoder(tokenizer)
+def print_reply(tokens: Iterator[int], tokenizer: Tokenizer) -> str:
+    """Print tokens as they are generated; return the reply's text."""
+    decoder, pieces = StreamDecoder(tokenizer), []
     for token_id in tokens:
-        out.write(decoder.push(token_id))
-        out.flush()
-    out.write(decoder.finish())
-    out.flush()
-    return decoder.text()
+        pieces.append(decoder.push(token_id))
+        print(pieces[-1], end="", flush=True)
+    pieces.append(decoder.finish())
+    print(pieces[-1], flush=True)
+    return "".join(pieces)
 
 
 def chat(model, tokenizer: Tokenizer, sampling: dict, system: str | None, input_fn=input) -> None:
-    """Read user turns until EOF or `/quit` (empty lines are skipped); `/reset` clears the
-    history."""
+    """Read user turns until EOF or `/quit` (skipping empty lines); `/reset` clears history."""
     base = [{"role": "system", "content": system}] if system else []
-    messages = list(base)
-    block = unwrap_model(model).config.block_size
+    messages, block = list(base), unwrap_model(model).config.block_size
     print("chat: type a message; /reset clears the history; /quit or Ctrl-D ends.")
     while True:
         try:
@@ -156,22 +302,21 @@ def chat(model, tokenizer: Tokenizer, sampling: dict, system: str | None, input_
         except EOFError:
             print()
             return
-        if not user_text.strip():
-            continue
         if user_text.strip() == "/quit":
             return
         if user_text.strip() == "/reset":
             messages = list(base)
             print("(history cleared)")
-            continue
-        messages.append({"role": "user", "content": user_text})
-        prompt_ids = encode_prompt(tokenizer, messages)
-        if len(prompt_ids) >= block:
-            print(f"(conversation is {len(prompt_ids)} tokens; the model sees the last {block})")
-        print("assistant> ", end="", flush=True)
-        reply = stream(generate(model, prompt_ids, **sampling), tokenizer)
-        print()
-        messages.append({"role": "assistant", "content": reply})
+        elif user_text.strip():
+            messages.append({"role": "user", "content": user_text})
+            prompt_ids = encode_prompt(tokenizer, messages)
+            if len(prompt_ids) >= block:
+                print(
+                    f"(conversation is {len(prompt_ids)} tokens; the model sees the last {block})"
+                )
+            print("assistant> ", end="", flush=True)
+            reply = print_reply(generate(model, prompt_ids, **sampling), tokenizer)
+            messages.append({"role": "assistant", "content": reply})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,48 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Complete a prompt or chat with a trained checkpoint.",
     )
     parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="run folder (follows its `latest`) or step folder, e.g. checkpoints/sample_sft",
+        "--checkpoint", required=True, help="run folder (follows its `latest`) or step folder"
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--prompt", help="text to continue (encoded as <|endoftext|> + text)")
-    mode.add_argument(
-        "--chat", action="store_true", help="interactive multi-turn chat (our chat format)"
-    )
-    parser.add_argument("--system", default=None, help="system message for --chat")
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=256,
-        help="most tokens to generate per reply (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=0.8,
-        help="softmax temperature; 0 = greedy, the most likely token (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--top-k", type=int, default=None, help="sample only among the k most likely tokens"
-    )
-    parser.add_argument(
-        "--top-p",
-        type=float,
-        default=None,
-        help="nucleus sampling: smallest set of tokens holding this probability mass (0, 1]",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=None, help="random seed (same seed, same sample)"
-    )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
-    )
-    parser.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="recompute the whole context for every token (slow; for checking the KV cache)",
-    )
+    mode.add_argument("--chat", action="store_true", help="interactive chat (post_training_v1)")
+    parser.add_argument("--system", help="system message for --chat")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="at most (default 256)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens only")
+    parser.add_argument("--top-p", type=float, help="sample among the likeliest tokens that hold "
+                        "this much probability, in (0, 1]")  # fmt: skip
+    parser.add_argument("--seed", type=int, help="random seed (same seed, same sample)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     return parser
 
 
@@ -239,16 +355,15 @@ def check_sampling_args(args: argparse.Namespace) -> None:
 
 
 def load_for_generation(checkpoint: str, device: str | None) -> tuple[torch.nn.Module, Tokenizer]:
-    """The checkpoint's model (eval mode, on `device`, default cuda when there is one) and its
-    tokenizer, or a one-line UserError (also used by model.serve)."""
+    """The checkpoint's model (on `device`, default cuda when there is one) and its tokenizer,
+    or a one-line UserError (model.serve uses it too)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         kind = torch.device(device).type
     except RuntimeError:
         raise UserError(f"--device {device}: not a device (cpu, cuda, cuda:1 ...)") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available()}
-    available["mps"] = torch.backends.mps.is_available()  # Apple silicon
-    if not available.get(kind, False):
+    available = {"cpu", "cuda"} if torch.cuda.is_available() else {"cpu"}
+    if kind not in available and not (kind == "mps" and torch.backends.mps.is_available()):
         raise UserError(f"--device {device}: {kind} is not available here; use --device cpu")
     model, _, tokenizer_path = load_model(checkpoint, device=device)
     if tokenizer_path is None:
@@ -266,21 +381,14 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_sampling_args(args)
     model, tokenizer = load_for_generation(args.checkpoint, args.device)
-    sampling = dict(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-        vocab_size=tokenizer.get_vocab_size(),
-        use_cache=not args.no_cache,
-    )
+    sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                    vocab_size=tokenizer.get_vocab_size())  # fmt: skip
     if args.chat:
         chat(model, tokenizer, sampling, args.system)
-        return
-    print(args.prompt, end="", flush=True)
-    stream(generate(model, encode_document(tokenizer, args.prompt), **sampling), tokenizer)
-    print()
+    else:
+        print(args.prompt, end="", flush=True)
+        print_reply(generate(model, encode_document(tokenizer, args.prompt), **sampling), tokenizer)
 
 
 if __name__ == "__main__":

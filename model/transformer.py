@@ -115,21 +115,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
-class JoinedLinear(nn.Module):
-    """Linear layers that read the same input, as one matrix product over their stacked weights
-    (a copy, taken when made). Decoding uses it: a token's step is many small products, each
-    costing about the same, so fewer and larger ones are faster (model/decoding.py)."""
-
-    def __init__(self, *linears: nn.Linear):
-        super().__init__()
-        self.sizes = [linear.out_features for linear in linears]
-        weight = torch.cat([linear.weight.detach() for linear in linears])  # [sum(sizes), C]
-        self.register_buffer("weight", weight, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return F.linear(x, self.weight).split(self.sizes, dim=-1)
-
-
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer_index: int):
         super().__init__()
@@ -142,15 +127,11 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(C, self.n_kv_head * D, bias=False)
         self.v_proj = nn.Linear(C, self.n_kv_head * D, bias=False)
         self.o_proj = nn.Linear(self.n_head * D, C, bias=False)
-        self.qkv_proj: JoinedLinear | None = None  # decoding copies only (model/decoding.py)
 
     def forward(self, x, cos, sin, cache_pass: CachePass | None = None):
         B, T, _ = x.shape
         H, KV, D = self.n_head, self.n_kv_head, self.head_dim
-        if self.qkv_proj is None:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        else:
-            q, k, v = self.qkv_proj(x)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = q.view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
         k = k.view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
         v = v.view(B, T, KV, D).transpose(1, 2)  # [B, KV, T, D]
@@ -161,7 +142,7 @@ class Attention(nn.Module):
         else:
             # k, v become each row's cached prefix plus the new tokens: [B, KV, S, D]
             k, v = cache_pass.update(self.layer_index, k, v)
-            growing = not cache_pass.cache.static  # a static cache keeps every shape fixed
+            growing = not cache_pass.fixed
             y = attend(q, k, v, cache_pass.mask, cache_pass.is_causal, growing_keys=growing)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # [B, T, C]
         return self.o_proj(y)
@@ -175,14 +156,9 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(config.n_embd, config.mlp_hidden, bias=False)
         self.up_proj = nn.Linear(config.n_embd, config.mlp_hidden, bias=False)
         self.down_proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=False)
-        self.gate_up_proj: JoinedLinear | None = None  # decoding copies only (model/decoding.py)
 
     def forward(self, x):
-        if self.gate_up_proj is None:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        else:
-            gate, up = self.gate_up_proj(x)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Block(nn.Module):
@@ -277,10 +253,10 @@ class Transformer(nn.Module):
 
         Without a cache, position t sees tokens 0..t of idx (causal). With a cache, row b of idx
         holds the next T tokens of stream b, after the tokens that row of the cache holds; the
-        cache advances by T. A static cache (CUDA graphs) takes those rows' first positions
-        `positions` [B] from the caller instead. last_only=True returns only the last position's
-        logits [B, 1, V] (generation needs no more, and the LM head is the costliest matmul of a
-        small model).
+        cache advances by T. A compiled decode step passes those rows' first positions
+        `positions` [B] instead (model/kv_cache.py). last_only=True returns only the last
+        position's logits [B, 1, V] (generation needs no more, and the LM head is the costliest
+        matmul of a small model).
         """
         B, T = idx.shape
         if kv_cache is None:
@@ -300,8 +276,6 @@ class Transformer(nn.Module):
                 x = checkpoint(layer, x, cos, sin, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, cache_pass)
-        if kv_cache is not None:
-            kv_cache.advance(T)
         if last_only:
             x = x[:, -1:, :]  # [B, 1, C]
         x = self.norm(x)

@@ -62,11 +62,11 @@ def live_server(run_dir: Path, *extra_args: str) -> Iterator[LiveServer]:
 def slow_decoding(monkeypatch, server: LiveServer, seconds: float = 0.02) -> None:
     """Each decode step of the server's worker takes `seconds` longer: a reply of a few hundred
     tokens then runs for seconds, long enough to stop, leave or start a new chat during it."""
-    batch = server.served.worker.batch
-    step = batch.step
+    generator = server.served.worker.generator
+    step = generator.step
 
     def slow_step():
         time.sleep(seconds)
         return step()
 
-    monkeypatch.setattr(batch, "step", slow_step)
+    monkeypatch.setattr(generator, "step", slow_step)

@@ -13,7 +13,7 @@ from common.errors import run_cli as common_run_cli
 from model import generate as generation
 from model.checkpoint import load_model
 from model.config import from_preset
-from model.generate import STOP_IDS, StreamDecoder, generate, generate_text, sample_next_token
+from model.generate import STOP_IDS, Sampling, StreamDecoder, generate, generate_text, sample
 from model.transformer import Transformer
 from tokenizer.encoding import encode_conversation, encode_document, encode_prompt, load_tokenizer
 
@@ -34,15 +34,6 @@ def run_dir(tmp_path_factory, tokenizer_path):
 def model_with_vocab(vocab_size=300, **overrides) -> Transformer:
     torch.manual_seed(0)
     return Transformer(from_preset("debug", vocab_size=vocab_size, **overrides)).eval()
-
-
-def test_cached_and_uncached_greedy_decoding_agree():
-    model = model_with_vocab()
-    prompt = [0, 17, 42, 99, 7]
-    kwargs = dict(max_new_tokens=60, temperature=0.0, stop_ids=())
-    cached = list(generate(model, prompt, use_cache=True, **kwargs))
-    uncached = list(generate(model, prompt, use_cache=False, **kwargs))
-    assert len(cached) == 60 and cached == uncached
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -81,6 +72,14 @@ def greedy_with_context_refill(model, prompt: list[int], new_tokens: int, stop_i
     return tokens[len(prompt) :]
 
 
+def test_cached_and_uncached_greedy_decoding_agree():
+    """The KV cache on (generate) and off (the whole context through the model every token)."""
+    model = model_with_vocab()
+    prompt = [0, 17, 42, 99, 7]
+    cached = list(generate(model, prompt, 60, temperature=0.0, stop_ids=()))
+    assert len(cached) == 60 and cached == greedy_with_context_refill(model, prompt, 60)
+
+
 @pytest.mark.parametrize("prompt_length", [3, 20], ids=["short_prompt", "prompt_over_block"])
 def test_a_full_cache_is_refilled_with_the_recent_half_of_the_context(prompt_length):
     """40 tokens through a 16-token cache: three refills, each must re-encode the last 8 tokens
@@ -112,21 +111,40 @@ def test_padded_vocab_ids_are_never_sampled():
     logits = torch.zeros(4, 320)
     logits[:, 300:] = 100.0  # the padded ids are by far the most likely
     for temperature in (0.0, 1.0):
-        ids = sample_next_token(
-            logits, 300, temperature, generator=torch.Generator().manual_seed(0)
-        )
+        ids = sample(logits, [Sampling(temperature)] * 4, [None] * 4, 300)
         assert (ids < 300).all()
 
 
+def draws(logits, sampling: Sampling, times=300) -> set[int]:
+    """The ids a row samples; every draw in a batch with a greedy row and a top-k-1 row that
+    must not change it (each row keeps its own settings)."""
+    rows = [Sampling(0.0), sampling, Sampling(1.0, top_k=1)]
+    generators = [None, torch.Generator().manual_seed(0), None]
+    batch = logits.expand(3, -1)
+    picked = [sample(batch, rows, generators, 5).tolist() for _ in range(times)]
+    assert {(first, last) for first, _, last in picked} == {(4, 4)}
+    return {ids[1] for ids in picked}
+
+
 def test_top_k_and_top_p_filtering():
-    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]])
-    gen = torch.Generator().manual_seed(0)
-    draws = {int(sample_next_token(logits, 5, 1.0, top_k=2, generator=gen)) for _ in range(200)}
-    assert draws == {0, 1}
+    logits = torch.tensor([[-1.0, 0.0, 1.0, 2.0, 3.0]])  # the most likely last
+    assert draws(logits, Sampling(1.0)) == {0, 1, 2, 3, 4}
+    assert draws(logits, Sampling(1.0, top_k=2)) == {3, 4}
     # probabilities ~ .64 .23 .09 .03 .01: top_p=0.8 keeps the first two (.64 < .8 <= .87)
-    draws = {int(sample_next_token(logits, 5, 1.0, top_p=0.8, generator=gen)) for _ in range(200)}
-    assert draws == {0, 1}
-    assert int(sample_next_token(logits, 5, 1.0, top_p=0.01, generator=gen)) == 0
+    assert draws(logits, Sampling(1.0, top_p=0.8)) == {3, 4}
+    assert draws(logits, Sampling(1.0, top_k=3, top_p=0.99)) == {2, 3, 4}
+    assert draws(logits, Sampling(1.0, top_p=0.01)) == {4}
+    assert draws(logits, Sampling(1.0, top_p=1e-300)) == {4}  # 0 in float32: keep the first
+    assert draws(logits, Sampling(1e-45)) == {4}  # a tiny temperature is greedy, not nan
+
+
+def test_sampled_frequencies_follow_the_probabilities():
+    """argmax(probs / Exponential noise) must draw token i with probability probs[i]."""
+    logits = torch.tensor([[0.0, 1.0, 2.0]]).log_softmax(-1).expand(20000, -1)
+    ids = sample(logits, [Sampling(1.0)] * 20000, [None] * 20000, 3)
+    torch.testing.assert_close(
+        torch.bincount(ids, minlength=3) / 20000, logits[0].exp(), atol=0.015, rtol=0
+    )
 
 
 def test_stream_decoder_never_splits_a_utf8_character(tokenizer_path):

@@ -24,8 +24,8 @@ from model.checkpoint import load_model
 from model.config import from_preset
 from model.generate import generate
 from model.serve import cli as serve
+from model.serve.app import Reply
 from model.serve.cli import bind_warning
-from model.serve.responses import ReplyText
 from model.serve.worker import GenerationWorker
 from model.transformer import Transformer
 from tokenizer.encoding import encode_document, encode_prompt, load_tokenizer
@@ -148,16 +148,16 @@ def test_reply_text_holds_back_what_may_start_a_stop_string(reference):
     """Text is released character by character here; the start of a stop string waits until it
     is known not to be one, and nothing from the stop string on is ever sent."""
     tokenizer = reference[1]
-    reply = ReplyText(tokenizer, ["fox!"])
+    reply = Reply("tiny_chat", True, tokenizer, ["fox!"], None)
     sent = []
     for char in "the fog, the fox! and more":
         for token in tokenizer.encode(char, add_special_tokens=False).ids:
             sent.append(reply.push(token))
-    sent.append(reply.finish())
+    sent.append(reply.push(None))  # the end
     assert "".join(sent) == "the fog, the " and reply.stopped
     assert "f" not in sent and "fo" not in sent  # "fo" of "fog" left only with the "g"
-    plain = ReplyText(tokenizer, [])
-    text = "".join(plain.push(t) for t in tokenizer.encode("café 🦊").ids) + plain.finish()
+    plain = Reply("tiny_chat", True, tokenizer, [], None)
+    text = "".join(plain.push(t) for t in tokenizer.encode("café 🦊").ids) + plain.push(None)
     assert text == "café 🦊" and not plain.stopped
 
 
@@ -170,7 +170,7 @@ def test_a_seed_makes_sampling_reproducible(client):
     assert first.choices[0].message.content != other.choices[0].message.content
 
 
-def test_concurrent_streams_are_decoded_together_without_mixing(client, live):
+def test_concurrent_streams_are_decoded_together_without_mixing(client, live, monkeypatch):
     """Two streams at once (one batch, two KV-cache rows) give the texts each gives alone."""
     prompts = ["The little fox", "Tom and Lily like to play with the big red ball"]
 
@@ -181,7 +181,11 @@ def test_concurrent_streams_are_decoded_together_without_mixing(client, live):
         )[0]  # fmt: skip
 
     alone = [request(prompt, seed) for seed, prompt in enumerate(prompts)]
-    live.served.worker.stats.clear()
+    generator, busy_rows = live.served.worker.generator, []
+    step = generator.step
+    monkeypatch.setattr(
+        generator, "step", lambda: busy_rows.append(len(generator.streams)) or step()
+    )
     together = [None, None]
     start = threading.Barrier(2)
 
@@ -194,8 +198,32 @@ def test_concurrent_streams_are_decoded_together_without_mixing(client, live):
         thread.start()
     for thread in threads:
         thread.join()
-    assert live.served.worker.stats["most_streams_at_once"] == 2  # they did share a batch
+    assert max(busy_rows) == 2  # they did share a batch
     assert together == alone and alone[0] != alone[1]
+
+
+def test_64_concurrent_streaming_requests_all_finish_with_their_own_text(client, reference):
+    """Far more clients than rows (--batch-size 4): they wait their turn, each finished
+    stream's row goes to the next, and every reply is the one it gives alone."""
+    prompts = [f"story {n}: the fox" for n in range(64)]
+    replies = [None] * 64
+
+    def request(n):
+        messages = [{"role": "user", "content": prompts[n]}]
+        replies[n] = stream_chat(
+            client, model="tiny_chat", messages=messages, temperature=0, max_tokens=12,
+            stream_options={"include_usage": True},
+        )  # fmt: skip
+
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for prompt, (text, finish, chunks) in zip(prompts, replies):
+        prompt_ids = chat_prompt(reference, [{"role": "user", "content": prompt}])
+        assert text == greedy_text(reference, prompt_ids, 12)
+        assert finish in ("stop", "length") and chunks[-1].usage.completion_tokens <= 12
 
 
 def long_greedy_reply(client, reference, **kwargs):
@@ -209,18 +237,30 @@ def long_greedy_reply(client, reference, **kwargs):
     )  # fmt: skip
 
 
-def test_a_client_that_disconnects_stops_its_generation(client, live, reference):
+def submitted_jobs(monkeypatch, worker) -> list:
+    """The jobs the worker is given from now on."""
+    jobs, submit = [], worker.submit
+    monkeypatch.setattr(worker, "submit", lambda stream: jobs.append(submit(stream)) or jobs[-1])
+    return jobs
+
+
+def wait_until_cancelled(worker, job) -> None:
+    """Until the worker drops the job; it must not have run to its end (stop id or length)."""
+    deadline = time.monotonic() + 10
+    while job.stream in worker.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.stream not in worker.running and job.stream.row is None
+    assert job.stream.finish_reason is None and len(job.stream.generated) < BLOCK_SIZE - 20
+
+
+def test_a_client_that_disconnects_stops_its_generation(client, live, reference, monkeypatch):
     worker = live.served.worker
-    worker.stats.clear()
+    jobs = submitted_jobs(monkeypatch, worker)
     stream = long_greedy_reply(client, reference)
     for _, _chunk in zip(range(3), stream):
         pass
     stream.close()  # hang up mid-reply
-    deadline = time.monotonic() + 10
-    while worker.running and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not worker.running and worker.stats["cancelled"] == 1
-    assert worker.stats["length"] == worker.stats["stop"] == 0  # it did not run to its end
+    wait_until_cancelled(worker, jobs[0])
     reply = client.chat.completions.create(
         model="tiny_chat", messages=[{"role": "user", "content": "Still there?"}], max_tokens=5
     )
@@ -232,7 +272,7 @@ def test_a_non_streamed_client_that_leaves_stops_its_generation(live, reference,
     client has gone: the server asks on a timer, not only when no token comes."""
     worker = live.served.worker
     slow_decoding(monkeypatch, live)  # 20 ms a token
-    worker.stats.clear()
+    jobs = submitted_jobs(monkeypatch, worker)
     impatient = openai.OpenAI(base_url=live.url + "/v1", api_key=KEY, max_retries=0, timeout=0.5)
     messages = [{"role": "user", "content": "Go on forever"}]
     max_tokens = BLOCK_SIZE - 20  # about 5 s at 20 ms a token
@@ -241,10 +281,7 @@ def test_a_non_streamed_client_that_leaves_stops_its_generation(live, reference,
         impatient.chat.completions.create(
             model="tiny_chat", messages=messages, temperature=0, max_tokens=max_tokens
         )
-    left = time.monotonic()
-    while worker.running and time.monotonic() < left + 10:
-        time.sleep(0.01)
-    assert worker.stats["cancelled"] == 1 and worker.stats["length"] == 0  # not run to its end
+    wait_until_cancelled(worker, jobs[0])
 
 
 @pytest.mark.parametrize("extreme", [{"temperature": 1e-45}, {"top_p": 1e-300}])
@@ -262,20 +299,22 @@ def test_extreme_sampling_values_pick_the_most_likely_token(client, reference, e
 def test_a_fault_outside_the_decode_step_fails_its_requests_and_the_server_goes_on(
     client, live, reference, monkeypatch
 ):
-    """A failure while freeing a row (out of memory moving the cache, say) must not end the
-    worker thread: every request after it would wait forever."""
+    """A failure while freeing a row must not end the worker thread (every request after it
+    would wait forever), nor leave rows taken by the requests it failed."""
     worker = live.served.worker
 
     def broken_remove(stream):
+        monkeypatch.undo()  # once
         raise RuntimeError("out of memory (simulated)")
 
     stream = long_greedy_reply(client, reference)
     next(iter(stream))
-    monkeypatch.setattr(worker.batch, "remove", broken_remove)
+    monkeypatch.setattr(worker.generator, "remove", broken_remove)
     stream.close()  # the row must be freed: that fails, and fails the requests running then
     deadline = time.monotonic() + 10
     while worker.running and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert worker.generator.streams == [] and worker.generator.cache.lengths == [0] * 4
     patient = client.with_options(timeout=10)  # without the worker, it would wait forever
     reply = patient.chat.completions.create(model="tiny_chat", messages=USER, max_tokens=3)
     assert reply.usage.completion_tokens >= 1 and worker._thread.is_alive()
@@ -291,7 +330,6 @@ def test_a_request_past_its_time_limit_is_cut_off(client, live, reference):
     finish = [c.choices[0].finish_reason for c in rest if c.choices and c.choices[0].finish_reason]
     assert finish == ["length"]
     assert rest[-1].usage.completion_tokens < BLOCK_SIZE - 20
-    assert live.served.worker.stats["timed_out"] >= 1
 
 
 def test_a_request_still_queued_at_its_time_limit_gets_a_503(client, live, monkeypatch):
@@ -332,16 +370,16 @@ def raw_request(live, method, path, body=b"", headers=None, chunked=False):
         (CHAT, {"messages": USER, "max_tokens": "10"}, 400, "max_tokens"),
         (CHAT, {"messages": USER, "stream": "yes"}, 400, "stream"),
         (CHAT, {"messages": USER, "top_p": 0}, 400, "top_p"),
-        (CHAT, {"messages": USER, "n": 2}, 400, "only n=1"),
+        (CHAT, {"messages": USER, "n": 2}, 400, "n: Input should be 1"),
         (CHAT, {"messages": []}, 400, "messages"),
         (CHAT, {}, 400, "messages"),
         (CHAT, {"messages": [{"role": "tool", "content": "x"}]}, 400, "messages.0.role"),
         (CHAT, {"messages": [{"role": "user", "content": 5}]}, 400, "messages.0.content"),
         (CHAT, {"messages": [{"role": "user", "content": "fox " * 400}]}, 400, "context"),
-        (CHAT, {"messages": USER, "max_tokens": 0}, 400, "at least 1"),
-        (CHAT, {"messages": USER, "max_tokens": -3}, 400, "at least 1"),
+        (CHAT, {"messages": USER, "max_tokens": 0}, 400, "max_tokens: Input should be greater"),
+        (CHAT, {"messages": USER, "max_tokens": -3}, 400, "max_tokens: Input should be greater"),
         (CHAT, {"messages": USER, "max_tokens": BLOCK_SIZE}, 400, "beyond the context"),
-        (CHAT, {"messages": USER, "max_completion_tokens": 0}, 400, "at least 1"),
+        (CHAT, {"messages": USER, "max_completion_tokens": 0}, 400, "max_completion_tokens"),
         (CHAT, {"messages": USER, "seed": 2**70}, 400, "seed"),
         (CHAT, b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}', 400, "surrogate"),
         ("/v1/completions", b'{"prompt": "\\udfff"}', 400, "surrogate"),
@@ -488,7 +526,7 @@ def test_gpu_server_decodes_with_cuda_graphs_in_its_worker_thread(live):
     """bf16 + CUDA graphs, compiled and replayed by the worker thread: concurrent streams give
     the texts they give alone (every step runs all rows, so batching cannot change a number)."""
     with live_server(live.run_dir, "--device", "cuda", "--batch-size", "2") as gpu:
-        assert gpu.served.worker.batch.decoder._graph is not None
+        assert gpu.served.worker.generator.compiled
         gpu_client = openai.OpenAI(base_url=gpu.url + "/v1", api_key="unused", max_retries=0)
         prompts = ["The little fox", "Tom and Lily like to play"]
 
@@ -540,17 +578,12 @@ def test_a_stream_cut_off_before_its_first_event_frees_its_row():
     assert not started and job.cancelled
 
 
-def test_the_server_decodes_with_the_compiled_step_when_asked(live):
-    """Every test above ran through the compiled decode step (--compile on; on a CPU a compiled
-    static-cache step). auto compiles on a GPU only; --no-compile and its older name
-    --no-cuda-graphs mean off."""
-    assert live.served.worker.batch.decoder.compiled
-    parse = serve.build_parser().parse_args
-    assert parse(["--checkpoint", "c"]).compile == "auto"
-    for flag in ("--no-compile", "--no-cuda-graphs"):
-        assert parse(["--checkpoint", "c", flag]).compile == "off"
-    assert [serve.compile_decoder("auto", on_gpu) for on_gpu in (False, True)] == [False, True]
-    assert serve.compile_decoder("on", False) and not serve.compile_decoder("off", True)
+def test_the_server_decodes_with_the_compiled_step_when_asked(live, tmp_path):
+    """Every test above ran through the compiled decode step (--compile on); auto compiles on
+    a GPU only (on a CPU eager decoding is faster)."""
+    assert live.served.worker.generator.compiled
+    args = serve.build_parser().parse_args(["--checkpoint", str(live.run_dir), "--device", "cpu"])
+    assert args.compile == "auto" and not serve.build_served_model(args).worker.compile
 
 
 def test_a_decoder_that_cannot_compile_falls_back_to_decoding_eagerly(monkeypatch, capsys):
@@ -566,10 +599,10 @@ def test_a_decoder_that_cannot_compile_falls_back_to_decoding_eagerly(monkeypatc
     monkeypatch.setattr(torch, "compile", compile_that_fails_when_run)
     torch.manual_seed(0)
     model = Transformer(from_preset("debug", vocab_size=300)).eval()
-    worker = GenerationWorker(model, batch_size=2, compiled=True)
+    worker = GenerationWorker(model, batch_size=2, compile=True)
     worker.start()
     try:
-        assert not worker.batch.decoder.compiled
+        assert not worker.generator.compiled
         err = capsys.readouterr().err
         assert "could not compile the decoder (no C++ compiler found); decoding eagerly" in err
     finally:

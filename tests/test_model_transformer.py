@@ -106,7 +106,7 @@ def test_kv_cache_chunks_match_full_forward():
         parts = [model(idx[:, :11], cache), model(idx[:, 11:20], cache)]
         parts += [model(idx[:, t : t + 1], cache) for t in range(20, 30)]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
-    assert cache.length == 30
+    assert cache.lengths == [30, 30]
 
 
 def test_last_only_returns_the_last_position():

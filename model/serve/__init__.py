@@ -1,5 +1,2 @@
-"""The OpenAI-compatible HTTP server and its web chat page: `python3 -m model.serve` (cli.py).
-
-cli.py (flags, start-up) -> app.py (the endpoints) -> worker.py (one thread decodes the batch)
--> the decoder in model/decoding.py; schema.py checks requests, responses.py shapes replies.
-"""
+"""`python3 -m model.serve`: cli.py (flags, start-up) -> app.py (the routes and replies) ->
+worker.py (one thread decodes every request with model/generate.py); schema.py checks requests."""

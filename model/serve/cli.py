@@ -5,33 +5,15 @@ r"""Serve a checkpoint over HTTP: OpenAI-compatible endpoints and a web chat pag
 
 Tiny CPU example, after the README's sample pipeline:
     python3 -m model.serve --checkpoint checkpoints/sample_dpo
-then open http://127.0.0.1:8000 in a browser, or point any OpenAI client at it:
-    from openai import OpenAI
-    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
-    reply = client.chat.completions.create(
-        model="sample_dpo", messages=[{"role": "user", "content": "Tell me a story."}])
-
-Endpoints: GET / (the chat page), GET /v1/models, POST /v1/chat/completions and
-POST /v1/completions, streamed ("stream": true) or not; temperature, top_p, max_tokens, stop,
-seed; usage counts and finish_reason. Several clients at once share the model: up to
---batch-size requests are decoded together, each in its own row of the KV cache, the others
-wait in a queue. A client that disconnects stops its generation; --request-timeout cuts off a
-request that runs longer (finish_reason "length"). On a GPU the weights are bf16 and the decode
-step is compiled and replayed as a CUDA graph (model/decoding.py; about a minute of compiling
-at start-up, --compile off skips it). On a CPU decoding is eager unless --compile on: the
-compiled step is faster for one row (--batch-size 1) but computes every row, busy or not.
-
-The server binds 127.0.0.1 (this machine only) unless --host says otherwise; then set an
---api-key, since anyone who can reach the port can use the model.
+then open http://127.0.0.1:8000, or point any OpenAI client at http://127.0.0.1:8000/v1.
+It binds 127.0.0.1 (this machine only) unless --host says otherwise; then set an --api-key.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import socket
 import sys
-from pathlib import Path
 
 import torch
 import uvicorn
@@ -50,58 +32,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python3 -m model.serve",
         description="Serve a checkpoint: OpenAI-compatible API and a web chat page.",
     )
-    parser.add_argument(
-        "--checkpoint", required=True, help="run folder (follows `latest`) or step folder"
-    )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
-    )
-    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    parser.add_argument(
-        "--api-key", default=None, help="require this key as `Authorization: Bearer <key>`"
-    )
-    parser.add_argument(
-        "--model-name", default=None, help="model id in the API (default: the run folder's name)"
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=8,
-        help="requests decoded together; more wait in a queue (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--request-timeout",
-        type=float,
-        default=120.0,
-        help="seconds a request may take, waiting included (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)"
-    )
-    parser.add_argument(
-        "--compile",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="compile the decode step at start-up; auto = on a GPU only (on a CPU the compiled "
-        "step computes every row of --batch-size: faster with --batch-size 1 only)",
-    )
-    parser.add_argument(
-        "--no-compile",
-        "--no-cuda-graphs",
-        dest="compile",
-        action="store_const",
-        const="off",
-        help="the same as --compile off",
-    )
+    parser.add_argument("--checkpoint", required=True, help="run folder or step folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--api-key", help="require this key as `Authorization: Bearer <key>`")
+    parser.add_argument("--model-name", help="model id in the API (default: the run's name)")
+    parser.add_argument("--batch-size", type=int, default=8, help="requests decoded together; "
+                        "more wait in a queue (default: 8)")  # fmt: skip
+    parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds a request "
+                        "may take, waiting included (default: 120)")  # fmt: skip
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                        help="compile the decode step at start-up; auto: on a GPU only (on a "
+                        "CPU it decodes every row and position, busy or not)")  # fmt: skip
     return parser
 
 
 def bind_warning(host: str, api_key: str | None) -> str | None:
     """What to tell the user before listening beyond this machine (None on loopback)."""
-    if host in LOOPBACK:
-        return None
-    advice = "" if api_key else "; consider --api-key"
-    return f"warning: binding {host}: anyone who can reach this port can use the model{advice}"
+    if host not in LOOPBACK:
+        advice = "" if api_key else "; consider --api-key"
+        return f"warning: binding {host}: anyone who can reach this port can use the model{advice}"
+    return None
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -110,23 +62,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family)
     except OSError as error:
-        raise UserError(
-            f"cannot listen on {host}:{port} ({error.strerror}); is another server there? "
-            "choose another --port"
-        ) from None
-
-
-def model_name(checkpoint: str) -> str:
-    """The run folder's name: checkpoints/sample_dpo -> sample_dpo (also for a step folder)."""
-    step_dir = resolve_checkpoint(checkpoint)
-    is_run_folder = step_dir != Path(checkpoint)
-    return Path(checkpoint).resolve().name if is_run_folder else step_dir.resolve().parent.name
-
-
-def compile_decoder(choice: str, on_gpu: bool) -> bool:
-    """--compile: auto compiles on a GPU only. On a CPU the compiled step computes all
-    --batch-size rows at every token, busy or not: slower than eager unless they are busy."""
-    return choice == "on" or (choice == "auto" and on_gpu)
+        reason = f"{error.strerror}; is another server there? choose another --port"
+        raise UserError(f"cannot listen on {host}:{port} ({reason})") from None
 
 
 def build_served_model(args: argparse.Namespace) -> ServedModel:
@@ -136,22 +73,17 @@ def build_served_model(args: argparse.Namespace) -> ServedModel:
         raise UserError(f"--request-timeout must be > 0 seconds, got {args.request_timeout}")
     model, tokenizer = load_for_generation(args.checkpoint, args.device)
     on_gpu = next(model.parameters()).is_cuda
-    if on_gpu:
-        model = model.to(torch.bfloat16)
-    worker = GenerationWorker(
-        model,
-        batch_size=args.batch_size,
-        request_timeout=args.request_timeout,
-        compiled=compile_decoder(args.compile, on_gpu),
-    )
-    name = args.model_name or model_name(args.checkpoint)
-    return ServedModel(name, tokenizer, model.config.block_size, worker, args.api_key)
+    model = model.to(torch.bfloat16) if on_gpu else model
+    compile = args.compile == "on" or (args.compile == "auto" and on_gpu)
+    vocab = tokenizer.get_vocab_size()
+    worker = GenerationWorker(model, args.batch_size, args.request_timeout, compile, vocab)
+    # the run folder's name: checkpoints/sample_dpo -> sample_dpo (also for a step folder)
+    name = args.model_name or resolve_checkpoint(args.checkpoint).resolve().parent.name
+    return ServedModel(name, tokenizer, worker, args.api_key)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    # Compiling on a CPU-only machine logs "No CUDA runtime is found": true, and no concern here.
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if warning := bind_warning(args.host, args.api_key):
         print(warning, file=sys.stderr)
     with listening_socket(args.host, args.port) as sock:

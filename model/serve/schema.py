@@ -1,21 +1,24 @@
-"""What the server accepts: OpenAI-style request bodies, checked, and OpenAI-style errors.
+"""What the server accepts: OpenAI-style requests, checked, and OpenAI-style errors.
 
-Fields we do not use (frequency_penalty, user, logprobs: false, ...) are ignored, as OpenAI-
-compatible servers do, so that any client works; a wrong type or value in a field we do use is
-a 400 that names the field. Roles: system, user, assistant, and developer (OpenAI's newer name
-for system). Content is a string or a list of {"type": "text", "text": ...} parts.
+Fields we do not use (frequency_penalty, user, ...) are ignored, as OpenAI-compatible servers
+do; a wrong type or value in a field we use is a 400 that names it. Roles: system, user,
+assistant, and developer (OpenAI's newer name for system); content is a string or a list of
+{"type": "text", "text": ...} parts.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Literal
+import secrets
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from model.streams import SEEDS
+from model.generate import SEEDS
 
 MAX_BODY_BYTES = 1 << 20  # a request body larger than this is a 413
+NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 class ApiError(Exception):
@@ -24,9 +27,7 @@ class ApiError(Exception):
     TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
              413: "invalid_request_error", 503: "server_error", 500: "server_error"}  # fmt: skip
 
-    def __init__(
-        self, status: int, message: str, code: str | None = None, param: str | None = None
-    ):
+    def __init__(self, status: int, message: str, code: str | None = None, param=None):
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param
 
@@ -66,51 +67,42 @@ class GenerationRequest(Strict):
     """The fields both endpoints share."""
 
     model: str | None = None
-    max_tokens: int | None = None
+    max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: NonEmpty | Annotated[list[NonEmpty], Field(max_length=4)] | None = None
     seed: int | None = Field(None, ge=SEEDS.start, lt=SEEDS.stop)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    n: int | None = 1
-
-    @field_validator("n")
-    @classmethod
-    def one_choice(cls, n):
-        if n not in (None, 1):
-            raise ValueError("only n=1 is supported")
-        return n
-
-    @field_validator("stop")
-    @classmethod
-    def stop_strings(cls, stop):
-        stops = [stop] if isinstance(stop, str) else stop or []
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("stop is at most 4 non-empty strings")
-        return stops
+    n: Literal[1] | None = 1  # one choice per request
 
 
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = None  # OpenAI's newer name for max_tokens
+    max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer max_tokens
 
 
 class CompletionRequest(GenerationRequest):
-    prompt: str | list[str]
-
-    @field_validator("prompt")
-    @classmethod
-    def one_prompt(cls, prompt):
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise ValueError("send one prompt per request")
-            return prompt[0]
-        return prompt
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]  # one prompt
 
 
-def parse_request(body: bytes, schema: type[Strict]) -> Strict:
-    """The validated request, or an ApiError(400) naming the first bad field."""
+async def read_request(request: Request, api_key: str | None, schema=None) -> Strict | None:
+    """The request's validated body (none without a schema), or an ApiError: 401 without the
+    API key, 413 past MAX_BODY_BYTES (declared or streamed), 400 naming the first bad field."""
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if api_key is not None and not secrets.compare_digest(given.encode(), api_key.encode()):
+        message = "invalid or missing API key (send the header Authorization: Bearer <key>)"
+        raise ApiError(401, message, "invalid_api_key")
+    if schema is None:
+        return None
+    too_large = ApiError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        raise too_large
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -1,12 +1,9 @@
 """The server's generation worker: one thread owns the model and decodes every request.
 
-Requests wait in a queue; the worker admits as many as the decoder has rows (--batch-size),
-prefills each prompt into its own row of the KV cache, then advances all of them together, one
-token per step (model/streams.py). A finished, cancelled (the client went away) or timed-out
-request leaves its row to the next one. The HTTP side (model/serve/app.py) runs on asyncio:
-each job carries the event loop and an asyncio.Queue its events are delivered to.
-
-Events put on job.events: ("token", id), then ("done", finish_reason) or ("error", ApiError).
+Requests wait in a queue; each takes a free row of the Generator (model/generate.py), and all
+are decoded together. A finished, cancelled (the client left) or late request frees its row.
+Each job's events go to an asyncio.Queue of the HTTP side (app.py): ("token", id), then
+("done", finish_reason) or ("error", ApiError).
 """
 
 from __future__ import annotations
@@ -18,14 +15,12 @@ import sys
 import threading
 import time
 import traceback
-from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 
-from model.decoding import Decoder
+from model.generate import Generator, Stream
 from model.serve.schema import ApiError
-from model.streams import Stream, StreamBatch
 
 
 @dataclass
@@ -35,6 +30,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False  # set by the HTTP side when the client is gone
+    client_checked_at: float = 0.0  # when the HTTP side last asked if the client is there
 
     def emit(self, kind: str, value) -> None:
         with contextlib.suppress(RuntimeError):  # the event loop is closed: server shutdown
@@ -42,28 +38,19 @@ class Job:
 
 
 class GenerationWorker:
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        batch_size: int = 8,
-        request_timeout: float = 120.0,
-        compiled: bool = False,
-    ):
-        self.model, self.batch_size, self.compiled = model, batch_size, compiled
+    def __init__(self, model, batch_size=8, request_timeout=120.0, compile=False, vocab_size=None):
+        self.model, self.batch_size, self.compile = model, batch_size, compile
+        self.request_timeout, self.vocab_size = request_timeout, vocab_size
         self.device = next(model.parameters()).device
-        self.batch: StreamBatch | None = None  # made by the worker thread (see _ready_decoder)
-        self.request_timeout = request_timeout
+        self.generator: Generator | None = None  # made (and compiled) by the worker thread
         self.waiting: queue.Queue[Job] = queue.Queue()
         self.running: dict[Stream, Job] = {}
-        self.stats: Counter = Counter()  # finish reasons, most_streams_at_once
-        self._stop = threading.Event()
-        self._ready = threading.Event()
+        self._stop, self._ready = threading.Event(), threading.Event()
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
 
     def start(self) -> None:
-        """Start the thread and wait until its decoder is ready (compiled: seconds on a CPU,
-        about a minute with CUDA graphs)."""
+        """Start the thread; return once its generator is compiled and warm."""
         self._thread.start()
         self._ready.wait()
         if self._failed is not None:
@@ -73,115 +60,69 @@ class GenerationWorker:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def _ready_decoder(self) -> None:
-        """Make the decoder and warm it up (compiling, when compiled). Compiling can fail where
-        the machine lacks what Inductor needs (a C++ compiler on a CPU): say so, and decode
-        eagerly instead."""
-        try:
-            self.batch = StreamBatch(Decoder(self.model, self.batch_size, self.compiled))
-            self.warm_up()
-        except Exception as error:
-            if not self.compiled:
-                raise
-            first_line = (str(error).strip().splitlines() or [repr(error)])[0][:200]
-            print(
-                f"warning: could not compile the decoder ({first_line}); decoding eagerly",
-                file=sys.stderr,
-            )
-            self.compiled = False
-            self.batch = StreamBatch(Decoder(self.model, self.batch_size))
-            self.warm_up()
-
-    def warm_up(self) -> None:
-        """Run a few steps once, so that the first request pays no first-use costs."""
-        stream = Stream([0], max_new_tokens=4, vocab_size=self.batch.decoder.config.vocab_size)
-        self.batch.add(stream)
-        while self.batch.streams:
-            self.batch.step()
-
     def submit(self, stream: Stream) -> Job:
-        """Queue a request (call from the event loop); its events arrive on job.events."""
-        deadline = time.monotonic() + self.request_timeout
-        job = Job(stream, deadline, asyncio.get_running_loop())
+        """Queue a request (from the event loop); its events arrive on job.events."""
+        job = Job(stream, time.monotonic() + self.request_timeout, asyncio.get_running_loop())
         self.waiting.put(job)
         return job
 
+    def _start_generator(self) -> None:
+        """Make the generator and run a few tokens, so that no request waits for compiling.
+        Where compiling fails (no C++ compiler for Inductor on a CPU, say), decode eagerly."""
+        try:
+            self.generator = Generator(self.model, self.batch_size, self.vocab_size, self.compile)
+            list(self.generator.run([Stream([0], 4, stop_ids=())]))
+        except Exception as error:
+            if not self.compile:
+                raise
+            reason = (str(error).strip().splitlines() or [repr(error)])[0][:200]
+            print(f"warning: could not compile the decoder ({reason}); decoding eagerly",
+                  file=sys.stderr)  # fmt: skip
+            self.compile = False
+            self._start_generator()
+
+    @torch.no_grad()
     def _run(self) -> None:
         try:
-            self._ready_decoder()
+            self._start_generator()
         except BaseException as error:
             self._failed = error
-            return
-        finally:
-            self._ready.set()
-        while not self._stop.is_set():
+        self._ready.set()
+        while not self._stop.is_set() and self._failed is None:
             try:
                 self._serve_once()
-            except Exception as error:  # e.g. out of memory: fail these requests, keep serving
+            except Exception as error:  # out of memory, say: fail these requests, keep serving
                 traceback.print_exc()
-                self._fail_running(error)
+                for job in self.running.values():
+                    job.emit("error", ApiError(500, f"generation failed: {error}"))
+                    self.generator.remove(job.stream)
+                self.running.clear()
 
     def _serve_once(self) -> None:
         """Admit what fits, drop what was cancelled or is late, and decode one token."""
-        self._admit(block=not self.running)
-        self._drop_cancelled_and_late()
-        if not self.running:
-            return
-        self.stats["most_streams_at_once"] = max(
-            self.stats["most_streams_at_once"], len(self.running)
-        )
-        for stream, token in self.batch.step():
-            job = self.running[stream]
-            if token is not None:
-                job.emit("token", token)
-            if stream.finish_reason:
-                self._finish(job, stream.finish_reason)
-
-    def _admit(self, block: bool) -> None:
-        """Move waiting jobs into free rows (waiting briefly for one when idle)."""
-        while self.batch.has_room():
-            try:
-                job = self.waiting.get(timeout=0.05) if block else self.waiting.get_nowait()
+        while None in self.generator.rows:
+            try:  # waiting a little for a job when idle
+                job = self.waiting.get(timeout=0 if self.running else 0.05)
             except queue.Empty:
-                return
-            block = False
-            if job.cancelled:
-                continue
+                break
             if time.monotonic() > job.deadline:
                 job.emit("error", ApiError(503, "timed out waiting for a free slot; retry"))
-                continue
-            try:
-                self.batch.add(job.stream)
-            except Exception as error:
-                traceback.print_exc()
-                job.emit("error", ApiError(500, f"generation failed: {error}", "server_error"))
-                continue
-            if job.stream.finish_reason:  # nothing to generate
-                job.emit("done", job.stream.finish_reason)
-            else:
+            elif not job.cancelled:
                 self.running[job.stream] = job
-
-    def _drop_cancelled_and_late(self) -> None:
-        now = time.monotonic()
-        for stream, job in list(self.running.items()):
+                self.generator.add(job.stream)
+        for job in list(self.running.values()):
             if job.cancelled:
-                self.batch.remove(stream)
                 self._finish(job, "cancelled")
-            elif now > job.deadline:
-                self.batch.remove(stream)
-                self.stats["timed_out"] += 1
-                self._finish(job, "length")  # cut off: as if max_tokens were reached
+            elif time.monotonic() > job.deadline:  # cut off, as if max_tokens were reached
+                self._finish(job, "length")
+        for stream, token in self.generator.step():
+            if token is not None:
+                self.running[stream].emit("token", token)
+            if stream.finish_reason:
+                self._finish(self.running[stream], stream.finish_reason)
 
     def _finish(self, job: Job, reason: str) -> None:
-        self.running.pop(job.stream, None)
-        self.stats[reason] += 1
+        """Free the job's row and send its last event."""
+        self.generator.remove(job.stream)
+        del self.running[job.stream]
         job.emit("done", reason)
-
-    def _fail_running(self, error: Exception) -> None:
-        """Fail every running request and start again from an empty batch."""
-        for job in self.running.values():
-            job.emit("error", ApiError(500, f"generation failed: {error}", "server_error"))
-        self.running.clear()
-        decoder = self.batch.decoder
-        decoder.cache.reset()
-        self.batch = StreamBatch(decoder)
