@@ -374,8 +374,8 @@ def tiny_sft_checkpoint(root: Path) -> Path:
 
 def run_context(config, device: str = "cpu"):
     """The RunContext the engine would hand a stage for `config` (for stage-level tests)."""
-    from training.distributed import Distributed
-    from training.run_setup import run_context as engine_run_context
+    from training.device import Distributed
+    from training.trainer import run_context as engine_run_context
 
     one_process = Distributed(rank=0, local_rank=0, world_size=1, device=torch.device(device))
     return engine_run_context(config, one_process)[0]
@@ -386,15 +386,14 @@ def pair_logps(checkpoint: Path, split_dir: Path, block_size: int = BLOCK_SIZE) 
     """[num_usable_pairs, 2] summed log-probs of the chosen and rejected replies of a split."""
     from model.checkpoint import load_model
     from tokenizer.tokenized_data import open_split
-    from training.dpo_data import build_batch, load_pairs
-    from training.dpo_loss import sequence_logps
+    from training.dpo_stage import build_batch, load_pairs, sequence_logps
 
     model = load_model(checkpoint)[0]
     pairs = load_pairs(open_split(split_dir), block_size)
     out = []
     for first in range(0, len(pairs), 16):
         ks = np.arange(first, min(first + 16, len(pairs)))
-        inputs, targets = build_batch(pairs, ks)
-        sums, _ = sequence_logps(model(inputs), targets)
+        batch = build_batch(pairs, ks)
+        sums, _ = sequence_logps(model(batch["inputs"]), batch["targets"])
         out.append(sums.view(2, -1).T.numpy())
     return np.concatenate(out)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from common.errors import UserError
-from training.dpo_loss import (
+from training.dpo_stage import (
     LOSS_TYPES,
     check_loss_settings,
     dpo_loss,

@@ -17,11 +17,10 @@ from common.atomic import sha256_file
 from common.errors import UserError
 from tokenizer.tokenized_data import SplitWriter
 from training.config import parse_config
-from training.data_mixture import PERIOD, Interleave, parse_data_dirs, slot_counts
-from training.evaluation import evaluate
+from training.data import PERIOD, Interleave, parse_data_dirs, slot_counts
 from training.pretraining_stage import PretrainingStage
 from training.sft_stage import SFTStage
-from training.trainer import train
+from training.trainer import evaluate, train
 
 RANGES = {"a": (10, 100), "b": (100, 200)}
 

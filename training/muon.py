@@ -1,39 +1,20 @@
-"""Muon for the hidden weight matrices and AdamW for the rest, as ONE torch optimizer.
+"""Muon for the blocks' weight matrices and AdamW for the rest, as ONE torch optimizer.
 
-Muon (Keller Jordan, 2024: https://kellerjordan.github.io/posts/muon/) updates a weight matrix
-W [fan_out, fan_in] with its momentum, orthogonalised:
+Muon (Keller Jordan, 2024: https://kellerjordan.github.io/posts/muon/) updates a matrix
+W [fan_out, fan_in] with its Nesterov momentum, orthogonalised:
 
-    buffer = lerp(buffer, grad, 1 - momentum)              momentum (an average of gradients)
-    update = lerp(grad, buffer, momentum)                  Nesterov's look-ahead
+    buffer = lerp(buffer, grad, 1 - momentum)
+    update = lerp(grad, buffer, momentum)
     O      = newton_schulz(update)                         ~ U V^T where update = U S V^T
     W      = W * (1 - lr * weight_decay) - lr * sqrt(max(1, fan_out / fan_in)) * O
 
-Orthogonalising sets every singular value of the update to about 1, so directions the gradient
-barely touches move as much as the dominant ones, and the step's size is set by lr alone
-(its spectral norm is ~lr * sqrt(max(1, fan_out / fan_in)) whatever the gradient's scale or the
-width): the same muon_lr serves every model width. Newton-Schulz runs in bf16 on GPUs that have
-it (the iteration tolerates it; torch.optim.Muon and modded-nanogpt do the same) and in fp32
-elsewhere, on all same-shaped matrices at once (one batched matmul per iteration instead of one
-per matrix). Under DDP every rank holds the same all-reduced gradients; the ranks share the
-Newton-Schulz work (each orthogonalises a slice of every stack) and all-gather the results, so
-every rank applies bit-identical updates (all ranks must call step() together, as the engine
-does: its decision to skip a step is the same on every rank).
-
-Gradient clipping (the engine clips the global gradient norm before every step) does not bound
-a Muon update: Newton-Schulz normalises whatever it is given, so the update's size is set by lr
-alone. For Muon, clipping only makes a spike's gradient weigh less in the momentum average (and
-for the AdamW groups, in Adam's moments). fp16: the engine's GradScaler unscales the gradients
-before step() (momentum must average true gradients, not ones scaled by a changing factor) and
-skips the whole step when they are not finite.
-
-Param groups with `use_muon=False` get AdamW's update from torch's own functional `adamw` (the
-fused CUDA kernel on a GPU), with the state layout of torch.optim.AdamW.
-
-Why not torch.optim.Muon: it exists only from PyTorch 2.9 (we support 2.4), takes 2-D
-parameters only (so a second optimizer object for the rest), orthogonalises one matrix at a
-time and always in bf16 (slow, and not what a CPU should do), and cannot share the work
-between DDP ranks. The algorithm is the same (same Newton-Schulz coefficients, momentum and
-Nesterov form, decoupled weight decay, and its default "original" shape scaling).
+Orthogonalising sets every singular value of the update to about 1, so its size is set by lr
+alone, at any width and gradient scale (gradient clipping only changes the momentum's average).
+Newton-Schulz runs on all same-shaped matrices at once, in bf16 on GPUs that have it, else fp32;
+under DDP the ranks share that work and all-gather the results, so every rank applies the same
+update. Groups with `use_muon=False` take torch's functional AdamW (fused on a GPU), with
+torch.optim.AdamW's state layout. (torch.optim.Muon needs PyTorch 2.9, takes 2-D parameters
+only, orthogonalises one matrix at a time and cannot share the work between ranks.)
 """
 
 from __future__ import annotations
@@ -45,9 +26,8 @@ import torch
 import torch.distributed as dist
 from torch.optim.adamw import adamw
 
-# Quintic Newton-Schulz coefficients from Keller Jordan's Muon: they push singular values
-# towards 1 as fast as possible from near 0; the result lands in about [0.7, 1.2], not exactly
-# on 1, which trains as well as the exact polar factor.
+# Keller Jordan's quintic coefficients: singular values land in about [0.7, 1.2], which trains
+# as well as the exact polar factor.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
@@ -82,14 +62,10 @@ def shape_scale(shape: torch.Size) -> float:
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
-    """One optimizer whose param groups are Muon groups (`use_muon=True`: 2-D matrices; keys
-    lr, momentum, weight_decay, ns_steps) or AdamW groups (lr, betas, eps, weight_decay).
-
-    `ns_dtype`: the Newton-Schulz precision (bf16 on a GPU with bf16 tensor cores, else fp32);
-    `fused`: use the fused CUDA AdamW kernel for the AdamW groups (recorded in each group, as
-    torch.optim.AdamW does, so load_state_dict puts their step counts on the parameters' device,
-    where that kernel needs them).
-    """
+    """Param groups are Muon groups (`use_muon=True`: 2-D matrices; lr, momentum, weight_decay,
+    ns_steps) or AdamW groups (lr, betas, eps, weight_decay). `fused` (the CUDA AdamW kernel) is
+    recorded in each AdamW group, as torch.optim.AdamW does, so load_state_dict puts their step
+    counts on the parameters' device, where that kernel needs them."""
 
     def __init__(self, param_groups: list[dict], ns_dtype=torch.float32, fused: bool = False):
         for group in param_groups:
