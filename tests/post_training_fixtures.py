@@ -377,7 +377,7 @@ def run_context(config, device: str = "cpu"):
     from training.device import Distributed
     from training.trainer import run_context as engine_run_context
 
-    one_process = Distributed(rank=0, local_rank=0, world_size=1, device=torch.device(device))
+    one_process = Distributed(rank=0, world_size=1, device=torch.device(device))
     return engine_run_context(config, one_process)[0]
 
 

@@ -70,9 +70,7 @@ def test_bad_pairs_are_skipped_and_counted(tmp_path):
     assert pairs.stats["skipped_identical"] == 2
     assert pairs.stats["skipped_prompt_fills_context"] == 1
     assert pairs.pair_index.tolist() == [0, 1, 2]
-    batch = build_batch(pairs, np.arange(len(pairs)))
-    inputs, targets = batch["inputs"], batch["targets"]
-    assert inputs.shape[1] <= 16
+    assert build_batch(pairs, np.arange(len(pairs)))["inputs"].shape[1] <= 16
 
 
 def test_long_replies_are_cut_to_the_block(tmp_path):

@@ -211,7 +211,7 @@ def test_one_corpus_warns_above_four_epochs(tmp_path, corpora, capsys):
     epochs = 400 * 4 * 32 / len(stage.train_windows[0].tokens)  # one micro-batch per step
     assert epochs > 4 and f"tokens -> read {epochs:.2f} times" in out
     assert f"warning: the run reads {folders['b']} {epochs:.1f} times (more than 4 epochs" in out
-    assert stage.epoch_scalars(400) == {"train/epoch": pytest.approx(epochs)}
+    assert stage.epochs.scalars(400) == {"train/epoch": pytest.approx(epochs)}
 
 
 # ---------------------------------------------------------------- SFT

@@ -1,4 +1,4 @@
-"""Muon (training/muon.py) and the optimizer groups around it (training/optimizer.py).
+"""Muon and the optimizer groups around it (training/optimizer.py).
 
 Newton-Schulz on the presets' shapes, the groups, the schedule of its momentum, and Muon in the
 engine: it learns, resumes bitwise, accumulates exactly, trains the same under DDP (2 gloo
@@ -26,12 +26,14 @@ from model.config import PRESETS, from_preset
 from model.transformer import Transformer
 from pre_training import CONFIG
 from training.config import parse_config
-from training.muon import MuonWithAdamW, newton_schulz, orthogonalise_shared
 from training.optimizer import (
+    MuonWithAdamW,
     build_optimizer,
     lr_multiplier,
     muon_momentum_at,
     named_parameter_groups,
+    newton_schulz,
+    orthogonalise_shared,
     parameter_groups,
     set_hyperparameters,
 )

@@ -165,7 +165,7 @@ def test_losses_are_compiled_only_with_compile_on_a_gpu(monkeypatch, tmp_path):
 
     monkeypatch.setattr(torch, "compile", no_compile)
     config = tiny_config(tmp_path, *make_inputs(tmp_path), compile=True)
-    one_process = Distributed(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    one_process = Distributed(rank=0, world_size=1, device=torch.device("cpu"))
     stage = PretrainingStage(run_context(config, one_process)[0])
     model = Transformer(stage.context.model_config)
     for batch in (stage.train_micro_batch(0, 0), stage.validation_batches()[0]):

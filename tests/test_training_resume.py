@@ -158,8 +158,12 @@ def test_resume_with_an_incompatible_config_lists_the_differences(tmp_path, inpu
         )  # fmt: skip
     message = str(error.value)
     assert "\n" not in message
-    for key in ("model.n_layer (checkpoint 2, now 3)", "micro_batch_size (checkpoint 4, now 2)",
-                "seed (checkpoint 7, now 8)", "optimizer (checkpoint 'adamw', now 'muon')"):
+    for key in (
+        "model.n_layer (checkpoint 2, now 3)",
+        "micro_batch_size (checkpoint 4, now 2)",
+        "seed (checkpoint 7, now 8)",
+        "optimizer (checkpoint 'adamw', now 'muon')",
+    ):
         assert key in message
     assert "block_size" not in message
     # a step of another size (another process count, tokens_per_step) reads other data

@@ -1,18 +1,12 @@
 """The run folder: atomic checkpoints, retention, resume with checksums, one writer at a time.
 
-    checkpoints/<run>/latest          the name of the newest complete step folder
-    checkpoints/<run>/best            the kept step folder with the lowest validation loss
-    checkpoints/<run>/step_0000100/   model.safetensors, config.json, tokenizer.json
-                                      (model/checkpoint.py), training_state.pt (optimizer,
-                                      scaler, RNG, loop and stage state), SHA256SUMS
-    checkpoints/<run>/tensorboard/
+    checkpoints/<run>/latest, best, tensorboard/, step_0000100/ (model.safetensors, config.json,
+    tokenizer.json: model/checkpoint.py; training_state.pt; SHA256SUMS)
 
 A step folder is written under a temporary name, fsynced, renamed into place, and only then
-named by `latest`: a kill -9 leaves `latest` on a complete checkpoint (and a `.tmp-` folder
-the next run deletes). A full disk is a one-line error that keeps the previous checkpoint.
-Resume takes `latest`, or falls back past a checkpoint that is unreadable or differs from its
-SHA256SUMS (`sha256sum -c SHA256SUMS` checks one by hand). One process at a time owns a run
-folder: an OS lock (common/locking.py) held from start to end.
+named by `latest`, so a kill -9 never leaves `latest` on a broken checkpoint. Resume falls back
+past one that is unreadable or differs from its SHA256SUMS. An OS lock (common/locking.py) lets
+one process at a time own a run folder.
 """
 
 from __future__ import annotations
@@ -63,10 +57,6 @@ def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
                   if match and path.is_dir())  # fmt: skip
 
 
-def has_checkpoints(run_dir: Path) -> bool:
-    return (run_dir / LATEST_FILE).exists() or bool(step_dirs(run_dir))
-
-
 def lock_run_folder(run_dir: Path, is_main: bool):
     """Rank 0's lock on the run folder: a second process on it stops with a one-line error."""
     return folder_lock(run_dir, what="training run") if is_main else contextlib.nullcontext()
@@ -74,10 +64,11 @@ def lock_run_folder(run_dir: Path, is_main: bool):
 
 def prepare_run_folder(config, run_dir: Path, dist: Distributed) -> None:
     """Refuse to mix two runs in one folder; clear what a killed run left behind."""
-    if config.resume and not has_checkpoints(run_dir):
+    has_checkpoints = (run_dir / LATEST_FILE).exists() or bool(step_dirs(run_dir))
+    if config.resume and not has_checkpoints:
         raise UserError(f"--resume: no checkpoint in {run_dir} to resume from; drop --resume to "
                         "start a new run (with --overwrite to clear that folder)")  # fmt: skip
-    if not config.resume and not config.overwrite and has_checkpoints(run_dir):
+    if not config.resume and not config.overwrite and has_checkpoints:
         raise UserError(
             f"{run_dir} already holds a run; pass --resume=true to continue it, "
             "--overwrite=true to start it over, or choose another --run_name"
@@ -88,18 +79,15 @@ def prepare_run_folder(config, run_dir: Path, dist: Distributed) -> None:
                         f"{run_dir}; give the new run another --run_name")  # fmt: skip
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file; choose another --run_name or --checkpoint_dir")
-    ours = (LATEST_FILE, BEST_FILE, "tensorboard")
-    if (
-        not config.resume
-        and run_dir.exists()
-        and not all(
+    if not config.resume and run_dir.exists():  # nothing in it to resume: start clean
+        ours = (LATEST_FILE, BEST_FILE, "tensorboard")
+        if not all(
             p.name in ours or STEP_PATTERN.match(p.name.split(".")[0]) for p in run_dir.iterdir()
-        )
-    ):
-        raise UserError(f"{run_dir} holds files that are not from a training run; choose "
-                        "another --run_name or --checkpoint_dir")  # fmt: skip
-    if not config.resume and run_dir.exists() and dist.is_main:
-        shutil.rmtree(run_dir)  # nothing in it can be resumed: start clean
+        ):
+            raise UserError(f"{run_dir} holds files that are not from a training run; choose "
+                            "another --run_name or --checkpoint_dir")  # fmt: skip
+        if dist.is_main:
+            shutil.rmtree(run_dir)
     barrier(dist)  # nobody writes before rank 0 has cleared the folder
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -41,64 +41,46 @@ class TrainConfig:
     # where things are
     run_name: str = option("run folder name: outputs go to checkpoint_dir/run_name")
     checkpoint_dir: str = option("folder that holds one sub-folder per run")
-    data_dir: str = option(
-        "tokenized dataset folder (train/ and validation/); pre-training and "
-        "SFT also take a weighted mixture, e.g. a/tokenized:0.8,b/tokenized:0.2"
-    )
+    data_dir: str = option("tokenized dataset folder, or a weighted mixture a:0.8,b:0.2")
     tokenizer_path: str = option("tokenizer.json the data was tokenized with")
     # the model
-    model_preset: str | None = option("model size preset (debug, 15m, 124m, 170m); none when "
-                                      "--init_from gives the model", default=None)  # fmt: skip
-    model_overrides: dict = option("ModelConfig fields to change, e.g. n_layer=4,n_embd=256",
-                                   default={})  # fmt: skip
-    init_from: str | None = option("start from this checkpoint's weights (run or step folder); a "
-                                   "fresh optimizer and schedule", default=None)  # fmt: skip
+    model_preset: str | None = option("debug, 15m, 124m, 170m; none: --init_from's", default=None)
+    model_overrides: dict = option("model fields to change, e.g. n_layer=4,n_embd=256", default={})
+    init_from: str | None = option("start from this checkpoint's weights only", default=None)
     resume: bool = option("continue checkpoint_dir/run_name from its latest step", default=False)
     overwrite: bool = option("delete a run folder of the same name and start over", default=False)
     # batch and budget
     block_size: int = option("tokens per training sequence (context length)")
     micro_batch_size: int = option("sequences per forward pass per GPU (lower it on OOM)")
-    tokens_per_step: int = option("tokens per optimizer step, by gradient accumulation "
-                                  "(0 = one micro-batch per GPU)")  # fmt: skip
+    tokens_per_step: int = option("tokens per optimizer step (0 = one micro-batch per GPU)")
     max_steps: int = option("optimizer steps to train (ignored when max_tokens > 0)")
-    max_tokens: int = option("token budget; > 0 sets max_steps = ceil(max_tokens / "
-                             "tokens_per_step)", default=0)  # fmt: skip
+    max_tokens: int = option("token budget; > 0 sets max_steps to what reads it", default=0)
     # optimizer and schedule (training/optimizer.py)
     learning_rate: float = option("peak learning rate of the norm gains (adamw: of everything)")
     min_lr: float = option("learning rate at the end of the decay")
     warmup_steps: int = option("steps of linear warmup from 0 to the peak")
-    schedule: str = option("cosine: decay from warmup to the end; wsd: warmup-stable-decay",
-                           choices=("cosine", "wsd"))  # fmt: skip
+    schedule: str = option("cosine or wsd (warmup-stable-decay)", choices=("cosine", "wsd"))
     decay_fraction: float = option("wsd only: fraction of steps spent in the final decay")
     weight_decay: float = option("AdamW weight decay (never on norms and embeddings)")
     beta1: float = option("AdamW beta1")
     beta2: float = option("AdamW beta2")
     grad_clip: float = option("clip the global gradient norm to this (0 = off)")
-    optimizer: str = option(
-        "muon: Muon for the blocks' matrices + AdamW for embedding, head and "
-        "norms; adamw: AdamW for everything",
-        choices=OPTIMIZERS,
-    )
+    optimizer: str = option("muon (+ AdamW off the blocks' matrices) or adamw", choices=OPTIMIZERS)
     muon_lr: float = option("muon: peak learning rate of the blocks' matrices (any width)")
-    embedding_lr: float = option("muon: peak learning rate of the embedding (and a tied head) "
-                                 "at width 768, scaled by sqrt(768 / n_embd)")  # fmt: skip
-    head_lr: float = option("muon: peak learning rate of an untied LM head at width 768, scaled "
-                            "by sqrt(768 / n_embd)")  # fmt: skip
+    embedding_lr: float = option("muon: peak learning rate of the embedding at width 768")
+    head_lr: float = option("muon: peak learning rate of an untied LM head at width 768")
     muon_momentum: float = option("muon: momentum after its warm-up")
     muon_momentum_start: float = option("muon: momentum at step 0")
     muon_momentum_warmup: int = option("muon: steps of the momentum's linear warm-up")
     muon_weight_decay: float = option("muon: decoupled weight decay of the matrices")
     muon_ns_steps: int = option("muon: Newton-Schulz iterations that orthogonalise an update")
-    max_nonfinite_steps: int = option("stop after this many steps in a row with a non-finite "
-                                      "loss or gradient", default=5)  # fmt: skip
+    max_nonfinite_steps: int = option("stop after N non-finite steps in a row", default=5)
     # speed and memory
-    precision: str = option("auto = bf16 if the GPU supports it, else fp16 + GradScaler; fp32 "
-                            "on CPU", choices=("auto", "bf16", "fp16", "fp32"))  # fmt: skip
+    precision: str = option("auto: bf16, else fp16 + GradScaler on GPUs, fp32 on CPU",
+                            choices=("auto", "bf16", "fp16", "fp32"))  # fmt: skip
     compile: bool = option("torch.compile the model for training (faster on GPU)")
-    activation_checkpointing: bool = option("recompute activations in the backward pass: less "
-                                            "memory, ~30% slower")  # fmt: skip
-    device: str = option("auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...",
-                         default="auto")  # fmt: skip
+    activation_checkpointing: bool = option("recompute activations: less memory, ~30% slower")
+    device: str = option("auto (cuda if available, else cpu), cpu, cuda, cuda:1...", default="auto")
     seed: int = option("seed of the model init and of the data order")
     # evaluation, logging, checkpoints
     eval_interval: int = option("evaluate (validation loss + text samples) every N steps")
@@ -107,17 +89,11 @@ class TrainConfig:
     sample_max_new_tokens: int = option("tokens generated for each text sample")
     checkpoint_interval: int = option("save a checkpoint every N steps (and at the end)")
     keep_last: int = option("checkpoints to keep (the best by validation loss is also kept)")
-    # benchmark scores during the run (training/task_scores.py)
-    eval_tasks: str = option(
-        "benchmark tasks scored during the run, comma-separated (python3 -m "
-        "evaluation --help lists them); empty = none. eval/<task>/<metric>"
-    )
+    # benchmark scores during the run (training/task_scores.py): eval/<task>/<metric>
+    eval_tasks: str = option("tasks scored during the run, e.g. core (empty: none)")
     eval_tasks_interval: int = option("score eval_tasks every N steps (and at the last step)")
     eval_tasks_limit: int = option("examples scored per task, the first N (0 = all of them)")
-    eval_data_dir: str = option(
-        "the tasks' datasets (python3 -m dataset.evaluation."
-        "download_dataset); a missing one is left out with a warning"
-    )
+    eval_data_dir: str = option("the tasks' datasets (a missing one is left out, with a warning)")
 
     def check(self) -> None:
         """UserError for values no run can use (subclasses extend it); it only reads."""
@@ -259,10 +235,3 @@ def help_text(config, hints: dict, description: str | None) -> str:
         lines.append(f"  --{f.name}: {type_name(hints[f.name])} [{getattr(config, f.name)!r}]")
         lines.append(f"      {f.metadata.get('help', '')}{extra}")
     return "\n".join(lines)
-
-
-def config_to_text(config) -> str:
-    """`key = value` lines, for the start-of-run printout."""
-    width = max(len(f.name) for f in dataclasses.fields(config))
-    return "\n".join(f"  {f.name:<{width}} = {getattr(config, f.name)!r}"
-                     for f in dataclasses.fields(config))  # fmt: skip

@@ -1,15 +1,9 @@
 """A run's tokenized data: open and check it, weighted mixtures of corpora, epochs read.
 
-    --data_dir=data/fineweb/tokenized:0.8,data/pre_training/tokenized:0.2   (pre-training, SFT)
-    --data_dir=data/pre_training/tokenized                                  (one corpus)
-
-Which corpus each training slot (a pre-training window, a packed SFT row) comes from: slot s
-takes `pattern[s % PERIOD]`, where the pattern holds each corpus round(weight x PERIOD) times,
-each slot going to the corpus furthest behind its share. So every micro-batch and step holds
-each share to within a slot, the choice is a pure function of the slot (exact resume, DDP ranks
-read different slots), and a slot's rank among its corpus's slots is arithmetic (`rank`), so an
-SFT corpus reads its rows in order, once per epoch. Each corpus is named after its folder
-("fineweb" for data/fineweb/tokenized) for val/loss/<name> and train/epoch/<name>.
+A mixture (--data_dir=a:0.8,b:0.2, pre-training and SFT) gives training slot s (a window, a
+packed row) to corpus `pattern[s % PERIOD]`, the pattern holding each corpus in proportion to
+its weight and spread evenly: every step holds each share to within a slot, a slot's corpus is
+a pure function of s (exact resume), and an SFT corpus reads its rows in order (`rank`).
 """
 
 from __future__ import annotations
@@ -17,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,25 +23,16 @@ from tokenizer.tokenized_data import TokenizedSplit, open_dataset
 PERIOD = 1000  # slots per repetition of the pattern: weights resolve to 1/1000
 
 
-@dataclass(frozen=True)
-class CorpusSpec:
+@dataclass
+class Corpus:
     path: str
     weight: float  # the weights of a mixture sum to 1
     name: str
+    splits: dict[str, TokenizedSplit] = field(default_factory=dict)  # opened by open_corpora
 
 
-@dataclass
-class Corpus:
-    spec: CorpusSpec
-    splits: dict[str, TokenizedSplit]
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-
-def parse_data_dirs(text: str) -> list[CorpusSpec]:
-    """`a:0.8,b:0.2` (or one folder `a`) -> corpus specs; UserError for anything else."""
+def parse_data_dirs(text: str) -> list[Corpus]:
+    """`a:0.8,b:0.2` (or one folder `a`) -> corpora; UserError for anything else."""
     items = [item.strip() for item in text.split(",")]
     if not all(items):
         raise UserError(f"--data_dir={text!r} has an empty entry; use a:0.8,b:0.2")
@@ -72,7 +57,7 @@ def parse_data_dirs(text: str) -> list[CorpusSpec]:
                             "give each corpus once, with its whole weight")  # fmt: skip
         seen[real] = path
     names = corpus_names(paths)
-    return [CorpusSpec(p, w / sum(weights), n) for p, w, n in zip(paths, weights, names)]
+    return [Corpus(p, w / sum(weights), n) for p, w, n in zip(paths, weights, names)]
 
 
 def corpus_names(paths: list[str]) -> list[str]:
@@ -93,22 +78,22 @@ def open_corpora(config, stage: str, tokenizer_sha256: str, vocab_size: int,
                  splits: tuple[str, ...] = ("train", "validation")) -> list[Corpus]:  # fmt: skip
     """Every corpus of --data_dir with its `splits` opened and checked: `stage` data, made by
     the run's tokenizer, its vocabulary within the model's."""
-    corpora = []
-    for spec in parse_data_dirs(config.data_dir):
-        opened = open_dataset(spec.path, stage)
+    corpora = parse_data_dirs(config.data_dir)
+    for corpus in corpora:
+        opened = open_dataset(corpus.path, stage)
         for name in splits:
             if name not in opened:
                 raise UserError(
-                    f"{Path(spec.path) / name} is missing; the run needs the "
+                    f"{Path(corpus.path) / name} is missing; the run needs the "
                     f"{', '.join(splits)} splits (re-run tokenizer.tokenize_dataset)"
                 )
-        corpora.append(Corpus(spec, {name: opened[name] for name in splits}))
+        corpus.splits = {name: opened[name] for name in splits}
     first = corpora[0]
     for other in corpora[1:]:
         a, b = (c.splits["train"].meta.get("tokenizer_sha256") for c in (first, other))
         if a != b:
             raise UserError(
-                f"{first.spec.path} and {other.spec.path} were tokenized with different "
+                f"{first.path} and {other.path} were tokenized with different "
                 f"tokenizers (sha256 {str(a)[:12]}... and {str(b)[:12]}...); tokenize both with "
                 "the run's tokenizer.json"
             )
@@ -164,7 +149,7 @@ def slot_counts(weights: list[float], period: int) -> np.ndarray:
 
 
 def mixture_of(corpora: list[Corpus]) -> Interleave | None:
-    return Interleave([c.spec.weight for c in corpora]) if len(corpora) > 1 else None
+    return Interleave([c.weight for c in corpora]) if len(corpora) > 1 else None
 
 
 @dataclass
@@ -178,7 +163,7 @@ class EpochCounter:
     unit: str
 
     def epochs(self, step: int) -> list[float]:
-        return [step * self.units_per_step * corpus.spec.weight / max(size, 1)
+        return [step * self.units_per_step * corpus.weight / max(size, 1)
                 for corpus, size in zip(self.corpora, self.sizes)]  # fmt: skip
 
     def scalars(self, step: int) -> dict[str, float]:
@@ -196,15 +181,11 @@ class EpochCounter:
         lines = [f"data: {max_steps:,} steps x {self.units_per_step:,} {self.unit} = {total:,}"]
         epochs = self.epochs(max_steps)
         for corpus, size, value in zip(self.corpora, self.sizes, epochs):
-            share = f"weight {corpus.spec.weight:.2f}, " if len(self.corpora) > 1 else ""
-            lines.append(f"  {corpus.spec.path}: {share}{size:,} {self.unit} -> read "
-                         f"{value:.2f} times")  # fmt: skip
-        lines += [
-            f"warning: the run reads {corpus.spec.path} {value:.1f} times (more than "
-            f"{MANY_EPOCHS:g} epochs, where repeated data stops being worth new data); add "
-            "data (a larger download, or a mixture: --data_dir=a:0.8,b:0.2) or train fewer "
-            "steps"
-            for corpus, value in zip(self.corpora, epochs)
-            if value > MANY_EPOCHS
-        ]
+            share = f"weight {corpus.weight:.2f}, " if len(self.corpora) > 1 else ""
+            lines.append(f"  {corpus.path}: {share}{size:,} {self.unit} -> read {value:.2f} times")
+            if value > MANY_EPOCHS:
+                lines.append(f"warning: the run reads {corpus.path} {value:.1f} times (more than "
+                             f"{MANY_EPOCHS:g} epochs, where repeated data stops being worth new "
+                             "data); add data (a larger download, or a mixture: --data_dir=a:0.8,"
+                             "b:0.2) or train fewer steps")  # fmt: skip
         return "\n".join(lines)

@@ -1,15 +1,6 @@
-"""Where a run computes: the device, its precision, the DDP process group, host <-> device
-transfers, and the device's peak FLOP/s and memory (for MFU and perf/peak_memory_gb).
-
-`torchrun --nproc_per_node=N script.py` starts N processes (RANK, LOCAL_RANK, WORLD_SIZE in the
-environment); each joins one process group, NCCL on GPUs and gloo on CPU. Without torchrun
-every collective here is a no-op.
-
-| --precision | CUDA                               | CPU                  |
-|-------------|------------------------------------|----------------------|
-| auto        | bf16 on Ampere+ GPUs, else fp16    | fp32                 |
-| bf16 / fp32 | autocast to bfloat16 / float32     | the same             |
-| fp16        | autocast to float16 + GradScaler   | error (needs a GPU)  |
+"""Where a run computes: the device and its precision (auto: bf16 on GPUs that have it, else fp16
+with a GradScaler; fp32 on CPU), the DDP process group `torchrun` sets up (NCCL on GPUs, gloo on
+CPU; one process without it), host <-> device transfers, peak FLOP/s and memory.
 """
 
 from __future__ import annotations
@@ -34,7 +25,6 @@ PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12),
 @dataclass
 class Distributed:
     rank: int
-    local_rank: int
     world_size: int
     device: torch.device
 
@@ -47,7 +37,7 @@ class Distributed:
         return self.world_size > 1
 
 
-def pick_device(option: str, local_rank: int = 0) -> torch.device:
+def pick_device(option: str) -> torch.device:
     """`auto` -> cuda (cuda:LOCAL_RANK under torchrun) when available, else cpu."""
     if option == "auto":
         option = "cuda" if torch.cuda.is_available() else "cpu"
@@ -61,7 +51,7 @@ def pick_device(option: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise UserError(f"--device={option}: CUDA is not available here; use --device=cpu")
         if device.index is None:
-            device = torch.device("cuda", local_rank)
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         if device.index >= torch.cuda.device_count():
             raise UserError(f"--device={device}: only {torch.cuda.device_count()} GPU(s) visible")
         torch.cuda.set_device(device)
@@ -70,13 +60,12 @@ def pick_device(option: str, local_rank: int = 0) -> torch.device:
 
 def setup_distributed(device_option: str) -> Distributed:
     """Join the torchrun process group if there is one; pick this process's device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_option, local_rank)
+    world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    device = pick_device(device_option)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if backend == "nccl" else None)
-    return Distributed(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+    return Distributed(rank=rank, world_size=world_size, device=device)
 
 
 def teardown_distributed() -> None:
@@ -98,8 +87,6 @@ def barrier(distributed: Distributed) -> None:
 
 def resolve_precision(option: str, device: torch.device) -> str:
     """The concrete precision ("bf16" | "fp16" | "fp32") for `--precision` on `device`."""
-    if option not in ("auto", *DTYPES):
-        raise UserError(f"--precision={option!r} is not one of auto, bf16, fp16, fp32")
     on_cuda = device.type == "cuda"
     bf16_ok = on_cuda and has_native_bf16(device)
     if option == "auto":

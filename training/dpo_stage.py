@@ -1,22 +1,16 @@
 """DPO: preference pairs in, the DPO loss of the policy against a frozen reference out.
 
-The policy starts from --init_from (an SFT checkpoint); the reference is the same weights,
-frozen: `live` (a second copy run on every batch) or `precomputed` (every pair scored once,
-stored beside the tokenized pairs as reference_logps.bin + .json, refused when made by other
-weights, block_size or precision). A micro-batch of B pairs is 2B rows, chosen then rejected,
-scored in one forward pass; targets cover the reply tokens only. With per-pair reply log-probs
+The reference is the --init_from weights, `live` (a frozen copy run on every batch) or
+`precomputed` (every pair scored once, stored beside the pairs, refused when made by other
+weights, block_size or precision). B pairs are 2B rows, chosen then rejected, scored in one
+forward pass; targets are the reply tokens. With z = (log pi(chosen) - log pi(rejected)) -
+(log ref(chosen) - log ref(rejected)) and e = label_smoothing (TRL's names and formulas):
 
-    z = (log pi(chosen) - log pi(rejected)) - (log ref(chosen) - log ref(rejected))
+    sigmoid  -(1-e) log s(beta z) - e log s(-beta z)             DPO; e > 0: cDPO
+    robust   (-(1-e) log s(beta z) + e log s(-beta z)) / (1-2e)  Chowdhury et al. 2024
+    ipo      (z - 1/(2 beta))^2, on per-token mean log-probs     Azar et al. 2023
 
-| loss_type | per-pair loss                                      | from                         |
-|-----------|----------------------------------------------------|------------------------------|
-| sigmoid   | -(1-e) log s(beta z) - e log s(-beta z)            | DPO eq. 7; e > 0: cDPO       |
-| robust    | (-(1-e) log s(beta z) + e log s(-beta z)) / (1-2e) | Chowdhury et al. 2024, eq. 7 |
-| ipo       | (z - 1/(2 beta))^2 on per-token mean log-probs     | Azar et al. 2023, eq. 17     |
-
-(e = label_smoothing; names and formulas as TRL's DPOTrainer). --rpo_alpha adds that weight
-times the chosen reply's mean per-token NLL (RPO, Pang et al. 2024). The count unit is a pair;
-metrics: rewards/* (beta * (log pi - log ref)) and logps/*.
+--rpo_alpha adds that times the chosen reply's mean per-token NLL (RPO, Pang et al. 2024).
 """
 
 from __future__ import annotations
@@ -40,16 +34,7 @@ from training.data import EpochCounter, open_corpora
 from training.sft_stage import answer_samples
 from training.stage import IGNORE_INDEX, Batch, RunContext, Stage, token_log_probs
 
-# loss type -> (per-pair loss of (z, beta, e), whether it works on per-token mean log-probs)
-LOSSES = {
-    "sigmoid": (lambda z, b, e: -(1 - e) * F.logsigmoid(b * z) - e * F.logsigmoid(-b * z), False),
-    "robust": (
-        lambda z, b, e: (-(1 - e) * F.logsigmoid(b * z) + e * F.logsigmoid(-b * z)) / (1 - 2 * e),
-        False,
-    ),
-    "ipo": (lambda z, b, e: (z - 1 / (2 * b)) ** 2, True),
-}
-LOSS_TYPES = tuple(LOSSES)
+LOSS_TYPES = ("sigmoid", "robust", "ipo")
 VALUES_FILE, IDENTITY_FILE = "reference_logps.bin", "reference_logps.json"
 
 
@@ -57,25 +42,13 @@ VALUES_FILE, IDENTITY_FILE = "reference_logps.bin", "reference_logps.json"
 class DPOConfig(TrainConfig):
     """TrainConfig plus what DPO adds; micro_batch_size counts PAIRS (2 rows each)."""
 
-    pairs_per_step: int = option("preference pairs per optimizer step (> 0: sets the step size; "
-                                 "tokens_per_step must then be 0 or agree)")  # fmt: skip
+    pairs_per_step: int = option("pairs per optimizer step (> 0: the step's size)")
     beta: float = option("DPO temperature: how far the policy may move from the reference")
-    loss_type: str = option(
-        "sigmoid = DPO (label_smoothing > 0: cDPO); robust = robust DPO; "
-        "ipo = IPO (per-token mean log-probs)",
-        choices=LOSS_TYPES,
-    )
-    label_smoothing: float = option(
-        "assumed fraction of wrong preference labels, in [0, 0.5) "
-        "(sigmoid: cDPO as TRL 0.x computes it; robust: robust DPO)"
-    )
-    rpo_alpha: float = option(
-        "weight of the chosen reply's mean per-token NLL (RPO, Pang et "
-        "al. 2024): keeps DPO from lowering good answers' likelihood too"
-    )
-    reference: str = option("live = a frozen copy of the starting model; precomputed = score "
-                            "every pair once into the data folder (saves the copy's memory and "
-                            "forward pass)", choices=("live", "precomputed"))  # fmt: skip
+    loss_type: str = option("sigmoid (DPO, cDPO), robust or ipo", choices=LOSS_TYPES)
+    label_smoothing: float = option("assumed share of wrong labels, in [0, 0.5): cDPO, robust")
+    rpo_alpha: float = option("weight of the chosen reply's mean per-token NLL (RPO)")
+    reference: str = option("live: a frozen copy of the model; precomputed: scored once, on disk",
+                            choices=("live", "precomputed"))  # fmt: skip
     recompute_reference: bool = option("precomputed: recompute stored reference log-probs")
     eval_split: str = option("held-out split for val/ metrics and text samples")
     num_text_samples: int = option("held-out prompts answered in TensorBoard at each eval")
@@ -93,14 +66,18 @@ class DPOConfig(TrainConfig):
                 f"--pairs_per_step={self.pairs_per_step} must be a multiple of "
                 f"--micro_batch_size={self.micro_batch_size} (pairs per forward pass)"
             )
-        if self.pairs_per_step and self.tokens_per_step not in (0, self.pairs_per_step *
-                                                                 self.block_size):  # fmt: skip
-            raise UserError(
-                f"--pairs_per_step={self.pairs_per_step} and --tokens_per_step="
-                f"{self.tokens_per_step} disagree; set --pairs_per_step=0 to size steps in "
-                "tokens, or leave --tokens_per_step=0"
-            )
-        check_loss_settings(self.loss_type, self.beta, self.label_smoothing)
+        step_tokens = self.pairs_per_step * self.block_size
+        if self.pairs_per_step and self.tokens_per_step not in (0, step_tokens):
+            raise UserError(f"--pairs_per_step={self.pairs_per_step} and --tokens_per_step="
+                            f"{self.tokens_per_step} disagree; set --pairs_per_step=0 to size "
+                            "steps in tokens, or leave --tokens_per_step=0")  # fmt: skip
+        if not self.beta > 0:
+            raise UserError(f"--beta={self.beta} must be positive (0.1 is the usual value)")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise UserError(f"--label_smoothing={self.label_smoothing} must be in [0, 0.5): it is "
+                            "the assumed chance that a preference label is wrong")  # fmt: skip
+        if self.loss_type == "ipo" and self.label_smoothing:
+            raise UserError("--label_smoothing applies to the sigmoid and robust losses, not ipo")
         if self.rpo_alpha < 0:
             raise UserError(f"--rpo_alpha={self.rpo_alpha} must be >= 0 (1.0 is the paper's)")
         if not self.init_from:
@@ -108,19 +85,6 @@ class DPOConfig(TrainConfig):
                             "also the frozen reference")  # fmt: skip
         if self.num_text_samples < 0:
             raise UserError(f"--num_text_samples={self.num_text_samples} must be >= 0")
-
-
-def check_loss_settings(loss_type: str, beta: float, label_smoothing: float) -> None:
-    if loss_type not in LOSSES:
-        raise UserError(f"--loss_type={loss_type!r} is unknown; choose one of "
-                        f"{', '.join(LOSS_TYPES)}")  # fmt: skip
-    if not beta > 0:
-        raise UserError(f"--beta={beta} must be positive (0.1 is the usual value)")
-    if not 0 <= label_smoothing < 0.5:
-        raise UserError(f"--label_smoothing={label_smoothing} must be in [0, 0.5): it is the "
-                        "assumed chance that a preference label is wrong")  # fmt: skip
-    if loss_type == "ipo" and label_smoothing:
-        raise UserError("--label_smoothing applies to the sigmoid and robust losses, not to ipo")
 
 
 @dataclass
@@ -224,7 +188,13 @@ def dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejecte
     """(per-pair losses [B], chosen rewards [B], rejected rewards [B]) from log-probs [B] each;
     the rewards are detached, and no gradient reaches the reference."""
     z = (policy_chosen - policy_rejected) - (reference_chosen - reference_rejected).detach()
-    losses = LOSSES[loss_type][0](z, beta, label_smoothing)
+    e = label_smoothing
+    if loss_type == "ipo":
+        losses = (z - 1 / (2 * beta)) ** 2
+    elif loss_type == "robust":
+        losses = (-(1 - e) * F.logsigmoid(beta * z) + e * F.logsigmoid(-beta * z)) / (1 - 2 * e)
+    else:  # sigmoid
+        losses = -(1 - e) * F.logsigmoid(beta * z) - e * F.logsigmoid(-beta * z)
     chosen_rewards = beta * (policy_chosen - reference_chosen).detach()
     return losses, chosen_rewards, beta * (policy_rejected - reference_rejected).detach()
 
@@ -263,10 +233,10 @@ def read_reference_logps(split_dir: Path, identity: dict, num_pairs: int) -> np.
                 f"{stored.get('checkpoint')}), but this run's reference has {identity[key]!r}; "
                 "pass --recompute_reference to replace it"
             )
-    if stored.get("num_pairs") != num_pairs or not values_path.is_file() \
-            or values_path.stat().st_size != num_pairs * 2 * 4:  # fmt: skip
-        return None
-    return np.fromfile(values_path, dtype="<f4").reshape(num_pairs, 2)
+    values = np.fromfile(values_path, dtype="<f4") if values_path.is_file() else None
+    if stored.get("num_pairs") != num_pairs or values is None or values.size != num_pairs * 2:
+        return None  # incomplete: recomputed
+    return values.reshape(num_pairs, 2)
 
 
 @torch.no_grad()
@@ -375,7 +345,7 @@ class DPOStage(Stage):
                                                  self.log_probs)[0]  # fmt: skip
         B = len(logps) // 2
         chosen_nll = -logps[:B] / counts[:B]  # [B] mean NLL per chosen token (RPO)
-        if LOSSES[config.loss_type][1]:  # IPO: per-token means
+        if config.loss_type == "ipo":  # on per-token mean log-probs
             logps, reference_logps = logps / counts, reference_logps / counts
         losses, chosen_rewards, rejected_rewards = dpo_loss(
             logps[:B], logps[B:], reference_logps[:B], reference_logps[B:], config.beta,

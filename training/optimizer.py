@@ -1,31 +1,31 @@
-"""The optimizer the engine steps and its schedule: Muon + AdamW (`--optimizer=muon`) or AdamW.
+"""The optimizer the engine steps, one torch.optim.Optimizer, and its schedule.
 
-Either way it is one torch.optim.Optimizer (GradScaler unscales it, the checkpoint saves it):
+--optimizer=muon: Muon for every 2-D weight inside the blocks (muon_lr), AdamW for the
+embedding (embedding_lr), an untied LM head (head_lr) and the norm gains (learning_rate);
+embedding_lr and head_lr are given at width 768 and scale as sqrt(768 / n_embd). adamw: AdamW
+for everything at learning_rate. Norms and embeddings are never decayed. The schedule, cosine or
+wsd (warmup, flat, a linear decay over the last decay_fraction), is a pure function of the step.
 
-| group     | parameters                                | --optimizer=muon            | adamw  |
-|-----------|-------------------------------------------|-----------------------------|--------|
-| matrices  | every 2-D weight inside the blocks        | Muon, muon_lr, muon wd      | lr, wd |
-| embedding | token embedding (and the LM head if tied) | AdamW, embedding_lr x width | lr     |
-| head      | LM head, when untied                      | AdamW, head_lr x width, wd  | lr, wd |
-| norms     | RMSNorm gains                             | AdamW, learning_rate        | lr     |
+Muon (Keller Jordan, 2024: https://kellerjordan.github.io/posts/muon/) steps a matrix
+W [fan_out, fan_in] by its Nesterov momentum orthogonalised, O ~ U V^T of update = U S V^T:
 
-Norms and embeddings are never decayed (decay fights a norm's gain and shrinks rare tokens'
-rows). Across widths: Muon's update size does not depend on the width; an Adam step moves each
-coordinate by about lr, so embedding_lr and head_lr (given at width 768) scale as
-sqrt(768 / n_embd). The schedule is a pure function of the step (no state to resume), a
-multiplier on every group's peak: cosine (linear warmup, then half a cosine down to
-min_lr / learning_rate) or wsd (warmup, flat, a linear decay over the last decay_fraction).
+    W = W * (1 - lr * weight_decay) - lr * sqrt(max(1, fan_out / fan_in)) * O
+
+so the step's size is set by lr alone, at any width. Newton-Schulz runs on all same-shaped
+matrices at once, in bf16 on GPUs that have it; DDP ranks share that work (all-gather).
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.optim.adamw import adamw
 
 from training.device import has_native_bf16
-from training.muon import MuonWithAdamW
 
 REFERENCE_WIDTH = 768  # the width at which embedding_lr and head_lr apply as they are
 PEAK_LR_FIELDS = {"matrices": "muon_lr", "embedding": "embedding_lr", "head": "head_lr"}
@@ -64,8 +64,8 @@ def parameter_groups(model: nn.Module, config) -> list[dict]:
     untied head) and "no_decay" (embedding, norms)."""
     groups = named_parameter_groups(model)
     if config.optimizer == "adamw":
-        groups = [{"params": groups["matrices"] + groups["head"], "name": "decay"},
-                  {"params": groups["embedding"] + groups["norms"], "name": "no_decay"}]  # fmt: skip
+        decay, no_decay = groups["matrices"] + groups["head"], groups["embedding"] + groups["norms"]
+        groups = [{"params": decay, "name": "decay"}, {"params": no_decay, "name": "no_decay"}]
     else:
         width_scale = math.sqrt(REFERENCE_WIDTH / model.config.n_embd)
         groups = [{"params": params, "name": name, "use_muon": name == "matrices",
@@ -120,3 +120,137 @@ def muon_momentum_at(step: int, config) -> float:
         return config.muon_momentum
     start, end = config.muon_momentum_start, config.muon_momentum
     return start + step / config.muon_momentum_warmup * (end - start)
+
+
+# Keller Jordan's quintic coefficients: singular values land in about [0.7, 1.2], which trains
+# as well as the exact polar factor.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(matrices: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    """Approximately orthogonalise each matrix of `matrices` [..., m, n] (same shape back),
+    on the wide orientation (m <= n) so that the Gram matrix X X^T is the smaller one."""
+    a, b, c = NS_COEFFICIENTS
+    x = matrices.to(dtype)
+    tall = x.size(-2) > x.size(-1)
+    if tall:
+        x = x.mT  # [..., n, m] -> wide
+    # Scale so the spectral norm is <= 1 (the Frobenius norm bounds it from above).
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.mT  # [..., m, m]
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if tall else x
+
+
+def _wide(matrix: torch.Tensor) -> torch.Tensor:
+    """The matrix, transposed if it is tall (a view): [m, n] with m <= n."""
+    return matrix.mT if matrix.size(0) > matrix.size(1) else matrix
+
+
+def shape_scale(shape: torch.Size) -> float:
+    """sqrt(max(1, fan_out / fan_in)): tall matrices (e.g. the MLP's up projections) take a
+    proportionally larger step, so each output unit's change has the same size."""
+    fan_out, fan_in = shape
+    return math.sqrt(max(1.0, fan_out / fan_in))
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Param groups are Muon groups (`use_muon=True`: 2-D matrices; lr, momentum, weight_decay,
+    ns_steps) or AdamW groups (lr, betas, eps, weight_decay). `fused` (the CUDA AdamW kernel) is
+    recorded in each AdamW group, as torch.optim.AdamW does, so load_state_dict puts their step
+    counts on the parameters' device, where that kernel needs them."""
+
+    def __init__(self, param_groups: list[dict], ns_dtype=torch.float32, fused: bool = False):
+        for group in param_groups:
+            if group["use_muon"] and any(p.dim() != 2 for p in group["params"]):
+                raise ValueError("Muon groups hold 2-D weight matrices only")
+            if not group["use_muon"]:
+                group.setdefault("fused", fused)
+        super().__init__(param_groups, defaults={})
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        assert closure is None, "no closure (GradScaler never passes one)"
+        for group in self.param_groups:
+            (self._muon_step if group["use_muon"] else self._adamw_step)(group)
+
+    def _muon_step(self, group: dict) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        grads = [p.grad for p in params]
+        buffers = [self._momentum_buffer(p) for p in params]
+        lr, momentum = group["lr"], group["momentum"]
+        # Momentum, then Nesterov's look-ahead: multi-tensor ops, a few kernel launches for all
+        # matrices rather than a few per matrix (on a GPU the step is launch-bound otherwise).
+        torch._foreach_lerp_(buffers, grads, 1 - momentum)
+        updates = torch._foreach_lerp(grads, buffers, momentum)
+        if group["weight_decay"]:
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        # One stack per wide shape for Newton-Schulz (tall matrices are orthogonalised
+        # transposed, so q [C, C] and the MLP's gate/up [H, C] and down [C, H] make two stacks).
+        stacks: dict[tuple, list[int]] = defaultdict(list)
+        for i, update in enumerate(updates):
+            stacks[tuple(_wide(update).shape)].append(i)
+        by_shape: dict[tuple, tuple[list, list]] = defaultdict(lambda: ([], []))
+        for indices in stacks.values():
+            stack = torch.stack([_wide(updates[i]) for i in indices])  # [k, m, n], m <= n
+            orthogonal = orthogonalise_shared(stack, group["ns_steps"], self.ns_dtype)
+            orthogonal = orthogonal.to(params[indices[0]].dtype)
+            for i, o in zip(indices, orthogonal.unbind(0)):
+                tall = params[i].size(0) > params[i].size(1)
+                same_shape = by_shape[tuple(params[i].shape)]
+                same_shape[0].append(params[i])
+                same_shape[1].append(o.mT if tall else o)  # back to [fan_out, fan_in]
+        for shape, (same_params, orthogonals) in by_shape.items():
+            torch._foreach_add_(same_params, orthogonals, alpha=-lr * shape_scale(shape))
+
+    def _momentum_buffer(self, p: torch.nn.Parameter) -> torch.Tensor:
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p)
+        return state["momentum_buffer"]
+
+    def _adamw_step(self, group: dict) -> None:
+        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:  # the layout torch.optim.AdamW uses
+                step_device = p.device if group["fused"] else "cpu"
+                state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            params.append(p)
+            grads.append(p.grad)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        if not params:
+            return
+        beta1, beta2 = group["betas"]
+        adamw(
+            params, grads, exp_avgs, exp_avg_sqs, [], steps,
+            fused=group["fused"] or None, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+        )  # fmt: skip
+
+
+def orthogonalise_shared(stack: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    """newton_schulz(stack) [k, m, n], shared between DDP ranks: rank r orthogonalises matrices
+    r, r + world, ... (padded with zeros to the same count), an all-gather hands out the rest."""
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world == 1 or len(stack) == 1:
+        return newton_schulz(stack, steps, dtype)
+    rank = dist.get_rank()
+    per_rank = math.ceil(len(stack) / world)
+    mine = stack[rank::world]  # [<= per_rank, m, n]; all_gather needs equal sizes: pad
+    mine = torch.cat([mine, mine.new_zeros(per_rank - len(mine), *mine.shape[1:])])
+    mine = newton_schulz(mine, steps, dtype).contiguous()  # [per_rank, m, n]
+    gathered = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(gathered, mine)
+    # gathered[r][j] is matrix r + j * world: interleave back into the stack's order
+    return torch.stack(gathered, dim=1).flatten(0, 1)[: len(stack)]  # [k, m, n]

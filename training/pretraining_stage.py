@@ -1,10 +1,6 @@
-"""Pre-training: next-token prediction on random windows of block_size + 1 tokens of the corpus
-(or of a weighted mixture of corpora, training/data.py); the loss is training/stage.py's.
-
-A split's token stream is its documents back to back, each starting with `<|endoftext|>`, so a
-window may span documents. Training windows start at offsets drawn from
-`numpy.random.default_rng([seed, step, micro_index])` (with replacement); validation uses a
-fixed set of windows evenly spaced over the validation split.
+"""Pre-training: next-token prediction (training/stage.py's loss) on windows of block_size + 1
+tokens of the corpus or mixture, at offsets drawn from default_rng([seed, step, micro_index]);
+validation uses fixed windows evenly spaced over the validation split.
 """
 
 from __future__ import annotations

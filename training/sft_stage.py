@@ -1,16 +1,11 @@
-"""SFT: whole conversations packed into rows of block_size + 1 tokens, the loss on assistant
-tokens only (targets are IGNORE_INDEX where the tokenized loss mask is 0).
+"""SFT: whole conversations packed into rows of block_size + 1 tokens, the loss on the assistant's
+tokens only (the tokenized loss mask).
 
-Each epoch the conversations are shuffled (seeded by (seed, epoch)) and packed in that order
-("next fit"): a conversation goes into the current row if it fits whole, else the row is closed
-and padded with `<|pad|>`. A conversation is never split, so every trained token sees its whole
-prompt; attention may cross the conversations of a row (plain causal attention keeps the fast
-kernels and the export a stock Llama; each conversation starts with `<|endoftext|>`, as
-pre-training's documents do). Longer conversations are cut to the row and counted; ones left
-with nothing to train on are skipped and counted. Row r of the run is a pure function of
-(seed, r), and micro-batch rows follow from (step, micro_index): resume needs no replay.
-A mixture (--data_dir=a:0.7,b:0.3) interleaves its corpora's rows by weight, each corpus read
-in its own epochs; the text samples answer the first corpus's held-out prompts.
+Each epoch shuffles the conversations (seeded by (seed, epoch)) and packs them in that order:
+one goes into the current row if it fits whole, else the row is padded and a new one begins.
+Attention may cross the conversations of a row (plain causal attention keeps the fast kernels;
+each conversation starts with `<|endoftext|>`). Row r of the run is a pure function of
+(seed, r). A mixture interleaves its corpora's rows by weight (training/data.py).
 """
 
 from __future__ import annotations
@@ -154,7 +149,7 @@ class SFTStage(LanguageModelStage):
         self.epochs = EpochCounter(corpora, sizes, rows_per_step, "packed rows")
         if context.is_main:
             for corpus, train, held_out in zip(corpora, self.train_data, self.eval_data):
-                where = f" {corpus.spec.path}" if self.mixture is not None else ""
+                where = f" {corpus.path}" if self.mixture is not None else ""
                 print(f"sft data{where}: train {train.stats}, {train.rows_in_epoch(0)} packed "
                       f"rows per epoch ({train.fill_fraction():.0%} tokens, the rest padding); "
                       f"{config.eval_split} {held_out.stats}")  # fmt: skip

@@ -117,9 +117,6 @@ class Stage(abc.ABC):
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
         return {}
 
-    def epoch_scalars(self, step: int) -> dict[str, float]:
-        return self.epochs.scalars(step) if self.epochs is not None else {}
-
     def state_dict(self) -> dict:
         return {}
 

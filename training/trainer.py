@@ -2,15 +2,10 @@
 
     result = train(parse_config(CONFIG, sys.argv[1:]), PretrainingStage)
 
-Set-up: the tokenizer, the model (fresh, --init_from's weights, or --resume's checkpoint), the
-stage (training/stage.py: its data and its loss), optimizer, DDP and TensorBoard. Each
-optimizer step backpropagates every micro-batch's loss sum over the step's count units (so
-accumulation and DDP give the gradient of one big batch), skips a step whose loss or gradient
-is not finite, clips the gradient and steps the optimizer. Every eval_interval steps:
-validation and text samples; every checkpoint_interval steps, at the end and on the first
-SIGINT/SIGTERM: an atomic checkpoint (training/checkpoint.py), from which --resume continues
-with exactly the losses of a run that never stopped (the data of a step is a pure function of
-it). A second signal aborts at once.
+Set-up (tokenizer, model, the stage: training/stage.py, optimizer, DDP, TensorBoard); each step
+accumulates the micro-batches' loss sums over the step's count units, skips a non-finite step,
+clips and steps; validation, text samples, benchmark scores and atomic checkpoints at their
+intervals; the first SIGINT/SIGTERM saves and stops, and --resume continues bitwise.
 """
 
 from __future__ import annotations
@@ -23,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,7 +34,6 @@ from model.plan import flops_per_token
 from model.transformer import Transformer
 from tokenizer.encoding import load_tokenizer
 from training import checkpoint
-from training.config import config_to_text
 from training.device import (
     Distributed,
     all_reduce,
@@ -70,6 +64,14 @@ def train(config, build_stage: Callable[[RunContext], Stage]) -> TrainResult:
             trainer = Trainer(config, build_stage, dist)
             try:
                 return trainer.run()
+            except torch.cuda.OutOfMemoryError:
+                raise UserError(
+                    f"out of GPU memory with micro_batch_size={config.micro_batch_size}, "
+                    f"block_size={config.block_size}, activation_checkpointing="
+                    f"{config.activation_checkpointing}: lower --micro_batch_size (gradient "
+                    "accumulation keeps tokens_per_step), pass --activation_checkpointing=true, "
+                    "or lower --block_size"
+                ) from None
             finally:
                 trainer.log.close()
     finally:
@@ -127,29 +129,27 @@ class LoopState:
     last_val_step: int | None = None  # the step last_val_loss was measured at
 
 
-class StopRequest:
-    """While entered, the first SIGINT or SIGTERM sets `signal_number` (the loop saves and
+@contextlib.contextmanager
+def signals_caught(announce: bool):
+    """Yields a list that the first SIGINT or SIGTERM appends its number to (the loop saves and
     stops after the step); a second one raises KeyboardInterrupt (the last checkpoint stays)."""
+    received = []
 
-    def __init__(self, announce: bool):
-        self.signal_number, self.announce, self.previous = None, announce, {}
-
-    def handle(self, signum, frame) -> None:
-        if self.signal_number is not None:
+    def handle(signum, frame) -> None:
+        if received:
             raise KeyboardInterrupt
-        self.signal_number = signum
-        if self.announce:
+        received.append(signum)
+        if announce:
             print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (send it "
                   "again to abort without saving)", file=sys.stderr, flush=True)  # fmt: skip
 
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():  # only there can it be done
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self.previous[signum] = signal.signal(signum, self.handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.previous.items():
+    on_main_thread = threading.current_thread() is threading.main_thread()  # only there
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)
+                if on_main_thread}  # fmt: skip
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
@@ -212,10 +212,12 @@ def resolve_model(config, tokenizer: Tokenizer, tokenizer_sha256: str):
     if not config.model_preset:
         raise UserError("no model: set --model_preset (debug, 15m, 124m, 170m) or "
                         "--init_from=<checkpoint>")  # fmt: skip
-    if "vocab_size" in config.model_overrides:
-        raise UserError("--model_overrides may not set vocab_size: it comes from the tokenizer")
-    if "block_size" in config.model_overrides:
-        raise UserError("--model_overrides may not set block_size: use --block_size")
+    for key, why in (
+        ("vocab_size", "it comes from the tokenizer"),
+        ("block_size", "use --block_size"),
+    ):
+        if key in config.model_overrides:
+            raise UserError(f"--model_overrides may not set {key}: {why}")
     sizes = {"vocab_size": vocab_size, "block_size": config.block_size}
     return from_preset(config.model_preset, **{**config.model_overrides, **sizes}), None
 
@@ -263,15 +265,6 @@ def evaluate(stage: Stage, model, batches: list[Batch], context: RunContext) -> 
     totals = to_host(dict(zip(["count", *names], all_reduce(stacked, context.dist))))
     count = max(totals.pop("count"), 1.0)
     return stage.evaluation_scalars({name: value / count for name, value in totals.items()})
-
-
-@dataclass
-class StepStats:
-    loss: float  # mean per count unit over the whole step
-    grad_norm: float  # before clipping
-    tokens: int
-    lr: float
-    metrics: dict[str, float]  # the stage's, means per count unit
 
 
 class Trainer:
@@ -323,65 +316,45 @@ class Trainer:
         self.print_header()
         result = TrainResult(self.model, self.context.tokenizer, self.stage, self.run_dir,
                              loop.step, is_main=self.dist.is_main)  # fmt: skip
-        progress = tqdm(
-            total=self.max_steps,
-            initial=loop.step,
-            disable=not self.dist.is_main,
-            unit="step",
-            desc=config.run_name,
-            dynamic_ncols=True,
-            file=sys.stderr,
-        )
+        progress = tqdm(total=self.max_steps, initial=loop.step, disable=not self.dist.is_main,
+                        unit="step", desc=config.run_name, dynamic_ncols=True,
+                        file=sys.stderr)  # fmt: skip
         interval_tokens, interval_seconds = 0, 0.0
-        with StopRequest(announce=self.dist.is_main) as stop, progress:
+        with signals_caught(announce=self.dist.is_main) as received, progress:
             while loop.step < self.max_steps:
                 started = time.perf_counter()
-                stats = self.guard_oom(self.train_step)
+                scalars, tokens = self.train_step()  # train/loss, train/lr, ... and tokens
                 interval_seconds += time.perf_counter() - started
-                interval_tokens += stats.tokens
-                loop.step, loop.tokens_seen = loop.step + 1, loop.tokens_seen + stats.tokens
-                result.losses.append(stats.loss)
+                interval_tokens += tokens
+                loop.step, loop.tokens_seen = loop.step + 1, loop.tokens_seen + tokens
+                result.losses.append(scalars["train/loss"])
                 tokens_per_s = interval_tokens / max(interval_seconds, 1e-9)
                 progress.update(1)
-                progress.set_postfix(loss=f"{stats.loss:.4f}", tok_s=f"{tokens_per_s:,.0f}",
+                progress.set_postfix(loss=f"{result.losses[-1]:.4f}", tok_s=f"{tokens_per_s:,.0f}",
                                      refresh=False)  # fmt: skip
                 last = loop.step == self.max_steps
                 if loop.step % config.log_interval == 0 or last:
-                    self.log_train(stats, tokens_per_s)
+                    self.log_train(scalars, tokens_per_s)
                     interval_tokens, interval_seconds = 0, 0.0
                 if loop.step % config.eval_interval == 0 or last:
-                    result.val_metrics = self.guard_oom(self.evaluate, progress)
+                    result.val_metrics = self.evaluate(progress)
                 if self.task_scores.due(loop.step, self.max_steps):
                     result.task_scores = self.task_scores.run(self.model, loop.step, self.log,
                                                               progress)  # fmt: skip
-                stopping = self.stop_requested(stop)
+                stopping = self.stop_requested(received)
                 if stopping or loop.step % config.checkpoint_interval == 0 or last:
                     self.save()
                 if stopping:  # (a rank that heard of it from another rank reports SIGTERM)
-                    result.stopped_by_signal = stop.signal_number or signal.SIGTERM
-                    self.print(
-                        f"stopped at step {loop.step}; checkpoint {self.last_checkpoint}. "
-                        "Continue with the same options plus --resume=true"
-                    )
+                    result.stopped_by_signal = received[0] if received else signal.SIGTERM
+                    self.print(f"stopped at step {loop.step}; checkpoint {self.last_checkpoint}."
+                               " Continue with the same options plus --resume=true")  # fmt: skip
                     break
         self.model.eval()
         return dataclasses.replace(result, step=loop.step, val_loss=loop.last_val_loss,
                                    last_checkpoint=self.last_checkpoint,
                                    skipped_steps=loop.skipped_steps)  # fmt: skip
 
-    def guard_oom(self, function, *args):
-        try:
-            return function(*args)
-        except torch.cuda.OutOfMemoryError:
-            config = self.config
-            raise UserError(
-                f"out of GPU memory with micro_batch_size={config.micro_batch_size}, block_size="
-                f"{config.block_size}, activation_checkpointing={config.activation_checkpointing}"
-                ": lower --micro_batch_size (gradient accumulation keeps tokens_per_step), pass "
-                "--activation_checkpointing=true, or lower --block_size"
-            ) from None
-
-    def train_step(self) -> StepStats:
+    def train_step(self) -> tuple[dict[str, float], int]:
         """One optimizer step. Its only host sync is `to_host` at the end (skipping a step
         needs the loss): nothing in the micro-batch loop waits for the GPU."""
         lr = set_hyperparameters(self.optimizer, self.config, self.loop.step, self.max_steps)
@@ -404,16 +377,11 @@ class Trainer:
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         values = to_host({**dict(zip(sums, reduced)), "grad_norm": grad_norm, **totals})
-        count = max(values.pop("count"), 1.0)
-        stats = StepStats(
-            loss=values.pop("loss") / count,
-            grad_norm=values.pop("grad_norm"),
-            tokens=int(values.pop("tokens")),
-            lr=lr,
-            metrics={name: value / count for name, value in values.items()},
-        )
-        self.apply_step(stats)
-        return stats
+        count, tokens = max(values.pop("count"), 1.0), int(values.pop("tokens"))
+        loss, grad_norm = values.pop("loss") / count, values.pop("grad_norm")
+        self.apply_step(loss, grad_norm)  # (grad_norm: before clipping)
+        scalars = {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm}
+        return scalars | {name: value / count for name, value in values.items()}, tokens
 
     def forward_backward(self, batches: list[Batch], scale) -> dict[str, torch.Tensor]:
         """Backpropagate loss_sum * scale of every micro-batch; the summed loss and metrics."""
@@ -422,23 +390,22 @@ class Trainer:
             syncs = not self.dist.enabled or index == len(batches) - 1  # DDP: the last one only
             with contextlib.nullcontext() if syncs else self.train_model.no_sync():
                 with self.context.autocast():
-                    loss_sum, metrics = self.stage.loss(
-                        self.train_model, batch_to_device(batch, self.device)
-                    )
+                    batch = batch_to_device(batch, self.device)
+                    loss_sum, metrics = self.stage.loss(self.train_model, batch)
                 self.scaler.scale(loss_sum * scale).backward()
             for name, value in {"loss": loss_sum, **metrics}.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
         return dict(sorted(sums.items()))  # the same order on every rank
 
-    def apply_step(self, stats: StepStats) -> None:
+    def apply_step(self, loss: float, grad_norm: float) -> None:
         """The optimizer step, or a skipped one when the loss or gradient is not finite."""
         loop = self.loop
         if self.context.precision == "fp16":  # GradScaler skips inf/nan gradients itself
-            finite = math.isfinite(stats.loss)
+            finite = math.isfinite(loss)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            finite = math.isfinite(stats.loss) and math.isfinite(stats.grad_norm)
+            finite = math.isfinite(loss) and math.isfinite(grad_norm)
             if finite:
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -447,10 +414,8 @@ class Trainer:
             return
         loop.skipped_steps += 1
         loop.nonfinite_streak += 1
-        self.print(
-            f"warning: step {loop.step + 1}: non-finite loss {stats.loss} / grad norm "
-            f"{stats.grad_norm}; step skipped ({loop.skipped_steps} so far)"
-        )
+        self.print(f"warning: step {loop.step + 1}: non-finite loss {loss} / grad norm "
+                   f"{grad_norm}; step skipped ({loop.skipped_steps} so far)")  # fmt: skip
         if loop.nonfinite_streak >= self.config.max_nonfinite_steps:
             raise UserError(
                 f"the loss or gradient was not finite for {loop.nonfinite_streak} steps in a row "
@@ -478,22 +443,22 @@ class Trainer:
                 progress.write(f"  [{name}] {text!r}")
         return scalars
 
-    def stop_requested(self, stop: StopRequest) -> bool:
+    def stop_requested(self, received: list) -> bool:
         """True on every rank as soon as any rank got a signal (they must stop together)."""
         if not self.dist.enabled:
-            return stop.signal_number is not None
-        flag = torch.tensor(float(stop.signal_number is not None), device=self.device)
+            return bool(received)
+        flag = torch.tensor(float(bool(received)), device=self.device)
         return bool(all_reduce(flag, self.dist, torch.distributed.ReduceOp.MAX).item() > 0)
 
-    def log_train(self, stats: StepStats, tokens_per_s: float) -> None:
-        scalars = {"train/loss": stats.loss, "train/lr": stats.lr,
-                   "train/grad_norm": stats.grad_norm, "perf/tokens_per_s": tokens_per_s,
-                   "perf/peak_memory_gb": peak_memory_gb(self.device)}  # fmt: skip
+    def log_train(self, scalars: dict[str, float], tokens_per_s: float) -> None:
+        scalars = scalars | {"perf/tokens_per_s": tokens_per_s,
+                             "perf/peak_memory_gb": peak_memory_gb(self.device)}  # fmt: skip
         if self.peak_flops:
             per_device = tokens_per_s / self.dist.world_size
             scalars["perf/mfu"] = per_device * self.flops_per_token / self.peak_flops
-        scalars |= self.stage.epoch_scalars(self.loop.step)
-        self.log.scalars(scalars | stats.metrics, self.loop.step)
+        if self.stage.epochs is not None:  # train/epoch
+            scalars |= self.stage.epochs.scalars(self.loop.step)
+        self.log.scalars(scalars, self.loop.step)
 
     def resume_fields(self) -> dict:
         """What must not change for --resume: the model, the data and the batch's shape."""
@@ -505,9 +470,8 @@ class Trainer:
         return fields | {"run.micro_batches_per_step": context.micro_batches_per_step}
 
     def resume(self) -> None:
-        step_dir, _, state = checkpoint.load_checkpoint(
-            self.run_dir, self.model, self.resume_fields(), self.dist.is_main
-        )
+        fields, is_main = self.resume_fields(), self.dist.is_main
+        step_dir, _, state = checkpoint.load_checkpoint(self.run_dir, self.model, fields, is_main)
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:  # (empty when saved without fp16)
             self.scaler.load_state_dict(state["scaler"])
@@ -533,22 +497,12 @@ class Trainer:
                         "micro_batches_per_step": context.micro_batches_per_step,
                         "precision": context.precision},
             }  # fmt: skip
-            state = {
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": checkpoint.capture_rng_state(self.device),
-                "loop": dataclasses.asdict(loop),
-                "stage": self.stage.state_dict(),
-            }
-            checkpoint.save_checkpoint(
-                self.run_dir,
-                loop.step,
-                self.model,
-                config_json,
-                context.tokenizer_path,
-                state,
-                self.config.keep_last,
-            )
+            state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                     "rng": checkpoint.capture_rng_state(self.device), "loop": asdict(loop),
+                     "stage": self.stage.state_dict()}  # fmt: skip
+            keep_last, tokenizer_path = self.config.keep_last, context.tokenizer_path
+            checkpoint.save_checkpoint(self.run_dir, loop.step, self.model, config_json,
+                                       tokenizer_path, state, keep_last)  # fmt: skip
         barrier(self.dist)
 
     def print(self, text: str) -> None:
@@ -559,7 +513,9 @@ class Trainer:
         if not self.dist.is_main:
             return
         config, context, model = self.config, self.context, self.model
-        print(f"config ({type(config).__name__}):\n{config_to_text(config)}")
+        width = max(map(len, config.to_dict()))
+        print(f"config ({type(config).__name__}):")
+        print("\n".join(f"  {key:<{width}} = {value!r}" for key, value in config.to_dict().items()))
         print(f"model: {model.num_parameters() / 1e6:.2f}M parameters "
               f"({model.num_parameters(non_embedding=True) / 1e6:.2f}M non-embedding), "
               f"{context.model_config.to_dict()}")  # fmt: skip
