@@ -307,10 +307,8 @@ class DPOStage(Stage):
                 write_reference_logps(model, pairs, self.context, self.identity)
         self.context.barrier()  # the other ranks wait for rank 0's files
         values = {name: stored(pairs) for name, pairs in self.pairs.items()}
-        for name, value in values.items():
-            if value is None:
-                raise UserError(f"{self.pairs[name].split.directory}: reference log-probs are "
-                                "missing")  # fmt: skip
+        if any(value is None for value in values.values()):
+            raise UserError(f"{self.config.data_dir}: reference log-probs are missing")
         return values
 
     def batch(self, split: str, ks: np.ndarray) -> Batch:
