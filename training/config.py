@@ -147,8 +147,8 @@ def whole_micro_batches(flag: str, size: int, per_micro_batch: int, world_size: 
     per_round = per_micro_batch * world_size
     if size % per_round:
         nearest = max(per_round, round(size / per_round) * per_round)
-        raise UserError(f"--{flag}={size} is not a multiple of one micro-batch per process "
-                        f"({per_micro_batch} x {world_size} processes = {per_round}); use e.g. "
+        raise UserError(f"--{flag}={size} is not a multiple of a micro-batch x processes = "
+                        f"{per_micro_batch} x {world_size} = {per_round}; use e.g. "
                         f"--{flag}={nearest}")  # fmt: skip
     return size // per_micro_batch
 

@@ -369,7 +369,7 @@ class DPOStage(Stage):
         return {"reference_weights_sha256": self.identity["weights_sha256"]}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("reference_weights_sha256") not in (None, self.identity["weights_sha256"]):
+        if state["reference_weights_sha256"] != self.identity["weights_sha256"]:
             raise UserError(f"--init_from={self.config.init_from} holds different weights than "
                             "the reference this run started with; resume with the original "
                             "checkpoint")  # fmt: skip
