@@ -58,9 +58,9 @@ def train(config, build_stage: Callable[[RunContext], Stage]) -> TrainResult:
     """Run (or resume) one training run; see the module docstring."""
     config.check()
     dist = setup_distributed(config.device)
+    run_dir = Path(config.checkpoint_dir) / config.run_name
     try:
-        with checkpoint.lock_run_folder(Path(config.checkpoint_dir) / config.run_name,
-                                        dist.is_main):  # fmt: skip
+        with checkpoint.lock_run_folder(run_dir, dist.is_main):
             trainer = Trainer(config, build_stage, dist)
             try:
                 return trainer.run()
