@@ -31,6 +31,7 @@ from tokenizer.encoding import PAD_ID
 from tokenizer.tokenized_data import TokenizedSplit
 from training.config import TrainConfig, option, whole_micro_batches
 from training.data import EpochCounter, open_corpora
+from training.device import barrier
 from training.sft_stage import answer_samples
 from training.stage import IGNORE_INDEX, Batch, RunContext, Stage, token_log_probs
 
@@ -305,7 +306,7 @@ class DPOStage(Stage):
             model = load_model(self.config.init_from, self.context.device)[0] if missing else None
             for pairs in missing:
                 write_reference_logps(model, pairs, self.context, self.identity)
-        self.context.barrier()  # the other ranks wait for rank 0's files
+        barrier(self.context.dist)  # the other ranks wait for rank 0's files
         values = {name: stored(pairs) for name, pairs in self.pairs.items()}
         if any(value is None for value in values.values()):
             raise UserError(f"{self.config.data_dir}: reference log-probs are missing")

@@ -42,9 +42,6 @@ class WindowSampler:
         rows = torch.from_numpy(rows.astype(np.int64))  # [B, T+1]
         return {"inputs": rows[:, :-1], "targets": rows[:, 1:]}
 
-    def evenly_spaced_starts(self, count: int) -> np.ndarray:
-        return np.linspace(0, self.last_start, num=count).round().astype(np.int64)
-
 
 class PretrainingStage(LanguageModelStage):
     name = "pre_training"
@@ -88,7 +85,8 @@ class PretrainingStage(LanguageModelStage):
         """eval_batches micro-batches per corpus, each tagged with its corpus in a mixture."""
         batches, size = [], self.context.config.micro_batch_size
         for index, windows in enumerate(self.validation_windows):
-            starts = windows.evenly_spaced_starts(self.context.config.eval_batches * size)
+            count = self.context.config.eval_batches * size
+            starts = np.linspace(0, windows.last_start, num=count).round().astype(np.int64)
             for first in range(0, len(starts), size):
                 batch = self.with_target_bytes(windows.windows(starts[first : first + size]))
                 if self.mixture is not None:

@@ -37,7 +37,7 @@ from tokenizers import Tokenizer
 from model.config import ModelConfig
 from tokenizer.token_bytes import token_byte_lengths
 from training.data import EpochCounter
-from training.device import Distributed, autocast, barrier
+from training.device import Distributed, autocast
 
 Batch = dict[str, torch.Tensor]
 IGNORE_INDEX = -100  # a target that is not trained (SFT prompts, padding)
@@ -72,9 +72,6 @@ class RunContext:
 
     def autocast(self):
         return autocast(self.precision, self.device)
-
-    def barrier(self) -> None:
-        barrier(self.dist)
 
     def compiled(self, function):
         """`function` through torch.compile with --compile on a GPU (a loss over [B, T, V]

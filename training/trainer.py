@@ -250,8 +250,7 @@ def evaluate(stage: Stage, model, batches: list[Batch], context: RunContext) -> 
     sums: dict[str, torch.Tensor] = {}
     count = 0.0
     for index in range(rank, rank + world * math.ceil(len(batches) / world), world):
-        # a rank left without a batch runs batch 0 with weight 0: every rank runs the same
-        # forward passes and reports the same metric names
+        # a rank left without a batch runs batch 0 at weight 0: the same forwards and names
         weight = 1.0 if index < len(batches) else 0.0
         batch = batches[index if weight else 0]
         count += weight * stage.count(batch)
@@ -460,17 +459,15 @@ class Trainer:
             scalars |= self.stage.epochs.scalars(self.loop.step)
         self.log.scalars(scalars, self.loop.step)
 
-    def resume_fields(self) -> dict:
-        """What must not change for --resume: the model, the data and the batch's shape."""
-        context = self.context
+    def resume(self) -> None:
+        """The newest usable checkpoint's state, refused if the model, the data or the batch's
+        shape changed."""
+        context, is_main = self.context, self.dist.is_main
         fields = {f"model.{key}": value for key, value in context.model_config.to_dict().items()}
         fields |= {"stage": self.stage.name, "tokenizer.sha256": context.tokenizer_sha256}
         fields |= {f"train.{key}": getattr(self.config, key)
                    for key in ("block_size", "micro_batch_size", "seed", "optimizer")}  # fmt: skip
-        return fields | {"run.micro_batches_per_step": context.micro_batches_per_step}
-
-    def resume(self) -> None:
-        fields, is_main = self.resume_fields(), self.dist.is_main
+        fields["run.micro_batches_per_step"] = context.micro_batches_per_step
         step_dir, _, state = checkpoint.load_checkpoint(self.run_dir, self.model, fields, is_main)
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:  # (empty when saved without fp16)
@@ -478,7 +475,7 @@ class Trainer:
         checkpoint.restore_rng_state(state["rng"], self.device)
         self.stage.load_state_dict(state["stage"])
         self.loop, self.last_checkpoint = LoopState(**state["loop"]), step_dir
-        if self.dist.is_main:
+        if is_main:
             print(f"resuming from {step_dir} (step {self.loop.step})", file=sys.stderr)
 
     def save(self) -> None:
