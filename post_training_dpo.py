@@ -96,8 +96,7 @@ CONFIG = DPOConfig(
     keep_last=3,
     sample_max_new_tokens=128,
     num_text_samples=3,
-    # the six zero-shot tasks as a chat model (+ ARC's letter form), 300 examples each: about
-    # the time of 100K-130K training tokens (benchmarks/README.md), under 1% of 250 steps here
+    # the six zero-shot tasks as a chat model (+ ARC's letter form), 300 examples each
     eval_tasks="core",
     eval_tasks_interval=250,
     eval_tasks_limit=300,

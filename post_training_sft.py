@@ -1,10 +1,9 @@
 r"""Supervised fine-tuning (SFT): teach the pre-trained model to answer in the chat format.
 
 Starts from a pre-training checkpoint's weights (a fresh optimizer and schedule) and trains on
-tokenized conversations (`tokenize_dataset --stage sft`), with the loss on the assistant's tokens
-only. Conversations are packed whole into rows of block_size + 1 tokens (see
-training/sft_data.py for the choice). Every engine feature is there: precision, gradient
-accumulation, validation loss and answers to held-out prompts in TensorBoard, atomic
+tokenized conversations (`tokenize_dataset --stage sft`), packed whole into rows, with the loss
+on the assistant's tokens only (training/sft_stage.py). Every engine feature is there:
+precision, accumulation, validation loss and answers to held-out prompts in TensorBoard, atomic
 checkpoints, exact --resume, torchrun DDP. `python3 post_training_sft.py --help` lists every
 option; the constants a user edits are the CONFIG below.
 
@@ -87,8 +86,7 @@ CONFIG = SFTConfig(
     keep_last=3,
     sample_max_new_tokens=128,
     num_text_samples=3,
-    # the six zero-shot tasks as a chat model (+ ARC's letter form), 300 examples each: about
-    # the time of 100K-130K training tokens (benchmarks/README.md), under 1% of 250 steps here
+    # the six zero-shot tasks as a chat model (+ ARC's letter form), 300 examples each
     eval_tasks="core",
     eval_tasks_interval=250,
     eval_tasks_limit=300,

@@ -84,9 +84,7 @@ CONFIG = TrainConfig(
     sample_max_new_tokens=64,
     checkpoint_interval=500,
     keep_last=3,
-    # lm-eval's six zero-shot tasks, 300 examples each (data: python3 -m
-    # dataset.evaluation.download_dataset). One such evaluation took the time of 83K-110K
-    # training tokens (15m preset, CPU, both eager; benchmarks/README.md): 0.04% every 500 steps.
+    # lm-eval's six zero-shot tasks, 300 examples each (data: dataset.evaluation.download_dataset)
     eval_tasks="core",
     eval_tasks_interval=500,
     eval_tasks_limit=300,

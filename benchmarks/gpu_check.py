@@ -59,7 +59,6 @@ STARTED = time.monotonic()  # the budget counts from here: start-up (importing t
 REPO = Path(__file__).resolve().parent.parent
 # The tree before a change, for a same-session A/B: `git archive <commit> | tar -x -C .baseline`
 # (ignored by git; carried to the GPU machine with the run). Parts on it skip when it is absent.
-# 2026-11-30: 934ec49, the decoder last measured on a GPU (before ToHost and joined products).
 BEFORE = REPO / ".baseline"
 TRAIN = [sys.executable, "-m", "benchmarks.training_benchmark", "--block-size", "1024"]
 BASE_MODULES = ("torch", "numpy", "safetensors", "tokenizers", "tqdm")
@@ -98,15 +97,15 @@ def parts() -> list[Part]:
     options = "--preset 124m --device cuda --dtype bfloat16 --repeats 2 --streams 8"
     generation = [sys.executable, "benchmarks/generation_benchmark.py", *options.split()]
     return [
-        # Issue 11: decoding speed against its goals (graph replay time = the GPU's share).
+        # decoding speed against its goals (graph replay time = the GPU's share)
         Part("generation", generation + ["--new-tokens", "256", "1024", "--modes", "eager",
              "cuda_graphs", "batched", "--profile"], 150, 60),
         Part("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p",
              "no:cacheprovider", "--continue-on-collection-errors", "-k", "gpu or cuda",
              *gpu_test_files()], 180, 60, BASE_MODULES + ("pytest", "tensorboard")),
-        # Issue 10: pre_training.py's step (Muon, its work spread over the micro-batches it
-        # accumulates; with a profile), AdamW's, and FP8 for the layers torchao's own rule
-        # expects to gain (torchao carried as a wheel): faster at these widths?
+        # pre_training.py's step (Muon, its work spread over the micro-batches it accumulates;
+        # with a profile), AdamW's, and FP8 for the layers torchao's own rule expects to gain
+        # (torchao carried as a wheel)
         Part("train_170m_muon_accumulated", step_170m + ["--optimizer", "muon",
              "--accumulation", "8", "--profile", "2"], 120, 50),
         Part("train_170m_adamw", step_170m, 90, 40),
@@ -116,7 +115,7 @@ def parts() -> list[Part]:
              "--accumulation", "4"], 100, 40),
         Part("train_124m_fp8", step_124m + ["--fp8", "auto"], 120, 100,
              BASE_MODULES + ("torchao",)),
-        # The decoder before this session's changes, for an A/B in one session.
+        # the decoder of the .baseline tree, for an A/B in one session
         Part("generation_before", generation + ["--new-tokens", "256", "1024", "--modes",
              "cuda_graphs", "batched"], 120, 60, root=BEFORE),
         # The L4 default shape (8 x 1024) next to 16: do the defaults fit 24 GB?
@@ -126,8 +125,7 @@ def parts() -> list[Part]:
         Part("train_124m_adamw", step_124m, 90, 40),
         Part("time_to_loss_124m", [sys.executable, "-m", "benchmarks.time_to_loss", "--mode",
              "gpu"], 300, 150, BASE_MODULES + ("tensorboard",)),
-        # Issue 19: the six-task suite at the real splits' sizes (20,848 examples), 124m bf16
-        # (goal: under 5 minutes on an H100/H200)
+        # the six-task suite at the real splits' sizes, 124m bf16 (goal: under 5 minutes)
         Part("evaluation_124m", [sys.executable, "benchmarks/evaluation_benchmark.py",
              "--preset", "124m", "--device", "cuda", "--limit", "full"], 330, 60),
     ]  # fmt: skip

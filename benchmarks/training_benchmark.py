@@ -10,11 +10,11 @@ Tiny CPU example (tokens/s only; a CPU has no MFU):
 
 Each timed step is what the engine's optimizer step does (training/trainer.py), on random
 tokens: forward under autocast, fp32 cross-entropy over the padded vocabulary (with --compile on
-a GPU, the engine's compiled loss: training/losses.py), backward, gradient clipping, fused
+a GPU, compiled as the engine's is: training/stage.py), backward, gradient clipping, fused
 AdamW (or Muon + AdamW with --optimizer muon), and the one host sync per step the engine also
-does (reading the loss). Warm-up steps
-(which include compilation) are not timed. MFU = tokens/s x training FLOPs per token
-(model/plan.py) / the device's dense bf16 peak (training/mfu.py). Peak memory is
+does (reading the loss). Warm-up steps (which include compilation) are not timed. MFU =
+tokens/s x training FLOPs per token (model/plan.py) / the device's dense bf16 peak
+(training/device.py). Peak memory is
 torch.cuda.max_memory_allocated; `planned_memory_gb` is model/plan.py's estimate for the same
 shape (it models the eager model: compile usually needs less).
 A configuration that fails (out of memory, a compiler error) prints a line with "error".
@@ -31,14 +31,19 @@ import torch
 import pre_training
 from common.errors import ArgumentParser, UserError, run_cli
 from model.config import PRESETS, from_preset
-from model.plan import memory_estimate
+from model.plan import flops_per_token, memory_estimate
 from model.transformer import Transformer
 from training.config import OPTIMIZERS
-from training.distributed import pick_device
-from training.losses import compiled_losses, cross_entropy_sum
-from training.mfu import peak_flops, training_flops_per_token
+from training.device import (
+    autocast,
+    enable_fast_fp32_matmuls,
+    grad_scaler,
+    peak_flops,
+    pick_device,
+    resolve_precision,
+)
 from training.optimizer import build_optimizer
-from training.precision import autocast, enable_fast_fp32_matmuls, grad_scaler, resolve_precision
+from training.stage import cross_entropy_sum
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +108,7 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
     scaler = grad_scaler(precision, device)
     train_model = torch.compile(model) if compiled else model
     fused_loss = compiled and device.type == "cuda"  # as the engine decides
+    loss_function = torch.compile(cross_entropy_sum) if fused_loss else cross_entropy_sum
     shape = (micro_batch, args.block_size)
     inputs = torch.randint(0, config.vocab_size, shape, device=device)
     targets = torch.randint(0, config.vocab_size, shape, device=device)
@@ -111,8 +117,8 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
         phases = phases or PhaseTimer(enabled=False)
         for _ in range(args.accumulation):
             phases.mark("forward + loss")
-            with autocast(precision, device), compiled_losses(fused_loss):
-                loss = cross_entropy_sum(train_model(inputs), targets) / targets.numel()
+            with autocast(precision, device):
+                loss = loss_function(train_model(inputs), targets) / targets.numel()
             phases.mark("backward")
             scaler.scale(loss / args.accumulation).backward()
         phases.mark("unscale + clip")
@@ -127,7 +133,7 @@ def measure(args, micro_batch: int, compiled: bool, device: torch.device, precis
 
     seconds = seconds_per_step(step, args.warmup, args.steps, device)
     tokens_per_s = args.accumulation * micro_batch * args.block_size / seconds
-    flops = training_flops_per_token(config, args.block_size)
+    flops = flops_per_token(config, args.block_size)["total"]
     result = {
         **describe(args, micro_batch, compiled, device),
         "parameters_m": round(model.num_parameters() / 1e6, 2),

@@ -1,17 +1,14 @@
-"""Model files inside a checkpoint folder: find them, write them, load them.
+"""A model's files in a checkpoint folder: find them, load them (checked against their
+checksums), write them.
 
-Layout (written by training/checkpoint.py):
+    checkpoints/<run>/latest               the name of the newest step folder
+    checkpoints/<run>/step_0000100/        model.safetensors (tied matrices stored once),
+                                           config.json ({"model": ModelConfig fields, ...}),
+                                           tokenizer.json, SHA256SUMS (+ training's own files:
+                                           training/checkpoint.py)
 
-    checkpoints/<run>/latest                 text: the name of the newest step folder
-    checkpoints/<run>/step_0000100/
-        model.safetensors                    weights (tied matrices stored once)
-        config.json                          {"model": ModelConfig fields, "train": ..., ...}
-        tokenizer.json                       copy of the tokenizer the run used
-        training_state.pt                    optimizer/RNG/loop state (training/ only)
-        SHA256SUMS                           sha256 of every file above (common/checksums.py)
-
-`load_model` accepts either the run folder (follows `latest`) or a step folder, and checks the
-files it reads against SHA256SUMS: a damaged file is a one-line error that names it.
+`load_model` takes a run folder (follows `latest`) or a step folder; a file that differs from
+its SHA256SUMS line is a one-line error that names it.
 """
 
 from __future__ import annotations
@@ -25,8 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model as safetensors_load_model
 from safetensors.torch import save_model as safetensors_save_model
 
-from common.atomic import atomic_write_text, readable_as_umask_allows
-from common.checksums import verify_checksums
+from common.atomic import atomic_write_text, readable_as_umask_allows, sha256_file
 from common.errors import UserError
 from model.config import ModelConfig
 from model.transformer import Transformer
@@ -35,6 +31,26 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 LATEST_FILE = "latest"
+SUMS_FILE = "SHA256SUMS"
+
+
+def verify_checksums(folder: Path, names: list[str] | None = None) -> None:
+    """UserError naming the first file of `names` (default: all recorded) whose sha256 differs
+    from folder/SHA256SUMS; a folder without SHA256SUMS is not checked."""
+    path = folder / SUMS_FILE
+    if not path.is_file():
+        return
+    try:
+        sums = {name: digest for digest, name in
+                (line.split("  ", 1) for line in path.read_text().splitlines())}  # fmt: skip
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise UserError(f"{path} is unreadable; the checkpoint is damaged") from None
+    for name in sums if names is None else names:
+        if name in sums and (folder / name).is_file() and sha256_file(folder / name) != sums[name]:
+            raise UserError(
+                f"{folder / name} does not match its checksum in {path}: the file is damaged (a "
+                "bad copy, a disk error, or it was edited); use another checkpoint"
+            )
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

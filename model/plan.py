@@ -30,7 +30,7 @@ Formulas (per token, d = n_embd, L = n_layer, T = block_size, V = padded vocab, 
   itself and keeps k, v unrepeated: the estimate errs a few percent high there.) The head
   keeps 12d bytes/token and at the start of the backward pass holds logits, fp32
   log-probabilities and their gradients: (a + 12) * V bytes/token (a = 2 in bf16, 4 in fp32;
-  training/losses.py's compiled loss, used with --compile on a GPU, holds far less).
+  training/stage.py's compiled loss, used with --compile on a GPU, holds far less).
   With activation checkpointing each layer keeps only its fp32 input (4d) and one layer's
   activations are rebuilt at a time during the backward pass (while the logits, a * V, are
   still held).
@@ -51,7 +51,7 @@ from model.config import PRESETS, ModelConfig, from_preset
 
 GB = 1e9
 # Repeated data is worth about as much as new data up to ~4 epochs and quickly less after
-# (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models"); training/epochs.py too.
+# (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models"); training/data.py too.
 MANY_EPOCHS = 4.0
 
 

@@ -1,7 +1,9 @@
 """Shared helpers for the SFT and DPO tests: tiny tokenizers and tokenized folders built in-test.
 
 Plain functions (not pytest fixtures), so test files import them without fixture-shadowing
-lint noise; the expensive sample pipeline is cached per process in `sample_pipeline()`.
+lint noise; the expensive sample pipeline is cached per process in `sample_pipeline()` and its
+checkpoint functions, and built in a second process while other tests run when conftest.py
+starts `build_in_background()`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,11 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +103,7 @@ MODEL = "--model_overrides=n_layer=2,n_embd=96,n_head=4,n_kv_head=2"
 # (benchmarks/post_training_optimizer.py runs the pipeline with Muon); pinned so that a
 # script's CONFIG default does not change what the tests see.
 ENGINE_FLAGS = ["--compile=false", "--device=cpu", "--log_interval=10", "--keep_last=1",
-                "--optimizer=adamw"]  # fmt: skip
+                "--optimizer=adamw", "--eval_tasks="]  # fmt: skip
 PRETRAIN_STEPS = 200
 SFT_STEPS = 300  # name/place copying emerges between ~200 and ~300 steps
 SFT_LEARNING_RATE = 3e-3
@@ -107,6 +113,10 @@ DPO_LEARNING_RATE = 3e-4  # 1e-4 learns the pairs too, but moves sampled answers
 DPO_RPO_ALPHA = 1.0  # without it, answers got worse as the chosen log-probs fell with the rest
 
 _cache: dict = {}
+REPO = Path(__file__).resolve().parents[1]
+USES_PIPELINE = re.compile(
+    r"\b(sample_pipeline|pretrained_checkpoint|sft_checkpoint|dpo_checkpoint)\("
+)
 
 
 @dataclass
@@ -120,6 +130,7 @@ class SamplePipeline:
 
 def sample_pipeline() -> SamplePipeline:
     """Sample data and tokenizer, tokenized for all three stages (cached per process)."""
+    wait_for_background_build()
     if "pipeline" in _cache:
         return _cache["pipeline"]
     from dataset.post_training.dpo import download_dataset as dpo_download
@@ -128,8 +139,7 @@ def sample_pipeline() -> SamplePipeline:
     from tokenizer import tokenize_dataset
     from tokenizer import train as tokenizer_train
 
-    root = Path(tempfile.mkdtemp(prefix="post_training_pipeline_"))
-    atexit.register(shutil.rmtree, root, True)
+    root = _root()
     seed = ["--seed", str(PIPELINE_SEED)]
     raw = {name: root / f"raw_{name}" for name in ("pre", "sft", "dpo")}
     pre_download.main(["--output-dir", str(raw["pre"]), "--source", "sample",
@@ -154,6 +164,19 @@ def sample_pipeline() -> SamplePipeline:
     return pipeline
 
 
+def _root() -> Path:
+    """The folder everything of the pipeline goes into (deleted at exit)."""
+    if "root" not in _cache:
+        _cache["root"] = Path(tempfile.mkdtemp(prefix="post_training_pipeline_"))
+        atexit.register(shutil.rmtree, _cache["root"], True)
+    return _cache["root"]
+
+
+def _run_name(kind: str, default: bool) -> str:
+    """The default run of each stage has a fixed name (what the background build makes)."""
+    return kind if default else f"{kind}{len(_cache)}"
+
+
 def _common_flags(pipeline: SamplePipeline, run_name: str) -> list[str]:
     return [f"--tokenizer_path={pipeline.tokenizer}", f"--checkpoint_dir={pipeline.checkpoints}",
             f"--run_name={run_name}", f"--block_size={BLOCK_SIZE}", *ENGINE_FLAGS]  # fmt: skip
@@ -166,12 +189,13 @@ def _run(script, argv: list[str]) -> None:
 
 def pretrained_checkpoint(*extra: str) -> Path:
     """The pre-trained model (extra flags change the run; each variant runs once)."""
+    wait_for_background_build()
     key = ("pre", extra)
     if key not in _cache:
         import pre_training
 
         pipeline = sample_pipeline()
-        run_name = f"pre{len(_cache)}"
+        run_name = _run_name("pre", not extra)
         _run(pre_training, [
             f"--data_dir={pipeline.tokenized['pre']}", *_common_flags(pipeline, run_name),
             "--model_preset=debug", MODEL, "--micro_batch_size=16", "--tokens_per_step=0",
@@ -186,13 +210,14 @@ def pretrained_checkpoint(*extra: str) -> Path:
 
 def sft_checkpoint(*extra: str, init: Path | None = None) -> Path:
     """SFT from `init` (default: pretrained_checkpoint()); extra flags change the run."""
+    default = not extra and init is None
     init = init or pretrained_checkpoint()
     key = ("sft", extra, init)
     if key not in _cache:
         import post_training_sft
 
         pipeline = sample_pipeline()
-        run_name = f"sft{len(_cache)}"
+        run_name = _run_name("sft", default)
         _run(post_training_sft, [
             f"--data_dir={pipeline.tokenized['sft']}", *_common_flags(pipeline, run_name),
             f"--init_from={init}", "--micro_batch_size=16",
@@ -208,13 +233,14 @@ def sft_checkpoint(*extra: str, init: Path | None = None) -> Path:
 def dpo_checkpoint(*extra: str, init: Path | None = None) -> Path:
     """A DPO run from `init` (default: sft_checkpoint()); extra flags change it; each variant
     runs once."""
+    default = not extra and init is None
     init = init or sft_checkpoint()
     key = ("dpo", extra, init)
     if key not in _cache:
         import post_training_dpo
 
         pipeline = sample_pipeline()
-        run_name = f"dpo{len(_cache)}"
+        run_name = _run_name("dpo", default)
         _run(post_training_dpo, [
             f"--data_dir={pipeline.tokenized['dpo']}", *_common_flags(pipeline, run_name),
             f"--init_from={init}", "--micro_batch_size=8", "--pairs_per_step=8",
@@ -226,6 +252,41 @@ def dpo_checkpoint(*extra: str, init: Path | None = None) -> Path:
         ])  # fmt: skip
         _cache[key] = pipeline.checkpoints / run_name
     return _cache[key]
+
+
+def uses_sample_pipeline(test_file: Path) -> bool:
+    """Whether a test file calls the sample pipeline's functions (conftest.py runs such files
+    last, so that the pipeline can be built meanwhile)."""
+    return bool(USES_PIPELINE.search(Path(test_file).read_text()))
+
+
+def build_in_background() -> None:
+    """Start building the pipeline and its default pre-training, SFT and DPO runs in a second
+    process (python3 tests/post_training_fixtures.py ROOT); the functions above wait for it."""
+    root = _root()
+    log = (root / "build.log").open("w")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, str(Path(__file__).resolve()), str(root)]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    atexit.register(process.kill)  # (atexit runs it before the rmtree of the root)
+    _cache["background"] = process
+
+
+def wait_for_background_build() -> None:
+    """Take over what the background build made (a failed build fails the test that waits)."""
+    process = _cache.pop("background", None)
+    if process is None:
+        return
+    if process.wait() != 0:
+        log = (_root() / "build.log").read_text()[-5000:]
+        raise RuntimeError(f"the background build of the sample pipeline failed:\n{log}")
+    root = _root()
+    raw = {name: root / f"raw_{name}" for name in ("pre", "sft", "dpo")}
+    tokenized = {name: root / f"tokens_{name}" for name in raw}
+    pipeline = SamplePipeline(root, root / "tokenizer.json", raw, tokenized, root / "checkpoints")
+    pre, sft, dpo = (pipeline.checkpoints / name for name in ("pre", "sft", "dpo"))
+    _cache.update({"pipeline": pipeline, ("pre", ()): pre, ("sft", (), pre): sft,
+                   ("dpo", (), sft): dpo})  # fmt: skip
 
 
 def following_rate(
@@ -374,27 +435,34 @@ def tiny_sft_checkpoint(root: Path) -> Path:
 
 def run_context(config, device: str = "cpu"):
     """The RunContext the engine would hand a stage for `config` (for stage-level tests)."""
-    from training.distributed import Distributed
-    from training.run_setup import run_context as engine_run_context
+    from training.device import Distributed
+    from training.trainer import run_context as engine_run_context
 
-    one_process = Distributed(rank=0, local_rank=0, world_size=1, device=torch.device(device))
+    one_process = Distributed(rank=0, world_size=1, device=torch.device(device))
     return engine_run_context(config, one_process)[0]
 
 
 @torch.no_grad()
-def pair_logps(checkpoint: Path, split_dir: Path, block_size: int = BLOCK_SIZE) -> np.ndarray:
-    """[num_usable_pairs, 2] summed log-probs of the chosen and rejected replies of a split."""
+def pair_logps(checkpoint: Path, split_dir: Path, limit: int | None = None) -> np.ndarray:
+    """[pairs, 2] summed log-probs of the chosen and rejected replies of a split's first `limit`
+    usable pairs (all by default)."""
     from model.checkpoint import load_model
     from tokenizer.tokenized_data import open_split
-    from training.dpo_data import build_batch, load_pairs
-    from training.dpo_loss import sequence_logps
+    from training.dpo_stage import build_batch, load_pairs, sequence_logps
 
     model = load_model(checkpoint)[0]
-    pairs = load_pairs(open_split(split_dir), block_size)
+    pairs = load_pairs(open_split(split_dir), BLOCK_SIZE)
+    count = min(len(pairs), limit or len(pairs))
     out = []
-    for first in range(0, len(pairs), 16):
-        ks = np.arange(first, min(first + 16, len(pairs)))
-        inputs, targets = build_batch(pairs, ks)
-        sums, _ = sequence_logps(model(inputs), targets)
+    for first in range(0, count, 16):
+        ks = np.arange(first, min(first + 16, count))
+        batch = build_batch(pairs, ks)
+        sums, _ = sequence_logps(model(batch["inputs"]), batch["targets"])
         out.append(sums.view(2, -1).T.numpy())
     return np.concatenate(out)
+
+
+if __name__ == "__main__":  # the background build (build_in_background)
+    torch.set_num_threads(1)
+    _cache["root"] = Path(sys.argv[1])
+    dpo_checkpoint()  # the pipeline, pre-training and SFT on the way

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from common.errors import UserError
+from tokenizer.encoding import PAD_ID
 from tokenizer.tokenized_data import SplitWriter, open_dataset, open_split
-from training.dpo_data import IGNORE_INDEX, PAD_ID, build_batch, load_pairs, sample_positions
-from training.dpo_loss import sequence_logps
+from training.dpo_stage import build_batch, load_pairs, sample_positions, sequence_logps
+from training.stage import IGNORE_INDEX
 
 # (prompt, chosen, rejected) token lists as tokenize_dataset writes them.
 PAIRS = [
@@ -29,7 +30,8 @@ def write_pairs(directory, pairs, stage="dpo"):
 
 def test_targets_cover_exactly_the_reply_tokens(tmp_path):
     pairs = load_pairs(write_pairs(tmp_path / "train", PAIRS), block_size=32)
-    inputs, targets = build_batch(pairs, np.array([0, 1, 2]))
+    batch = build_batch(pairs, np.array([0, 1, 2]))
+    inputs, targets = batch["inputs"], batch["targets"]
     longest = max(len(p) + max(len(c), len(r)) for p, c, r in PAIRS)
     assert inputs.shape == targets.shape == (6, longest - 1)
     for row in range(6):
@@ -47,7 +49,8 @@ def test_targets_cover_exactly_the_reply_tokens(tmp_path):
 
 def test_summed_logps_cover_only_reply_tokens(tmp_path):
     pairs = load_pairs(write_pairs(tmp_path / "train", PAIRS), block_size=32)
-    inputs, targets = build_batch(pairs, np.array([0, 1, 2]))
+    batch = build_batch(pairs, np.array([0, 1, 2]))
+    inputs, targets = batch["inputs"], batch["targets"]
     logits = torch.randn(*inputs.shape, 300)
     sums, counts = sequence_logps(logits, targets)
     assert counts.tolist() == [len(c) for _, c, _ in PAIRS] + [len(r) for _, _, r in PAIRS]
@@ -67,8 +70,7 @@ def test_bad_pairs_are_skipped_and_counted(tmp_path):
     assert pairs.stats["skipped_identical"] == 2
     assert pairs.stats["skipped_prompt_fills_context"] == 1
     assert pairs.pair_index.tolist() == [0, 1, 2]
-    inputs, targets = build_batch(pairs, np.arange(len(pairs)))
-    assert inputs.shape[1] <= 16
+    assert build_batch(pairs, np.arange(len(pairs)))["inputs"].shape[1] <= 16
 
 
 def test_long_replies_are_cut_to_the_block(tmp_path):
@@ -77,7 +79,8 @@ def test_long_replies_are_cut_to_the_block(tmp_path):
         block_size=16,
     )
     assert pairs.stats["replies_truncated"] == 1
-    inputs, targets = build_batch(pairs, np.array([0]))
+    batch = build_batch(pairs, np.array([0]))
+    inputs, targets = batch["inputs"], batch["targets"]
     assert inputs.shape == (2, 16)
     assert int((targets[0] != IGNORE_INDEX).sum()) == 16 + 1 - 5
 

@@ -1,5 +1,6 @@
 """DPO loss math: each loss type against an independent float64 computation, and log-prob sums."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -7,9 +8,8 @@ import pytest
 import torch
 
 from common.errors import UserError
-from training.dpo_loss import (
+from training.dpo_stage import (
     LOSS_TYPES,
-    check_loss_settings,
     dpo_loss,
     preference_metrics,
     sequence_logps,
@@ -108,5 +108,9 @@ def test_sequence_logps_sum_only_the_target_positions():
     [("hinge", 0.1, 0.0), ("sigmoid", 0.0, 0.0), ("sigmoid", 0.1, 0.5), ("ipo", 0.1, 0.1)],
 )
 def test_bad_loss_settings_are_user_errors(loss_type, beta, eps):
+    import post_training_dpo
+
+    config = post_training_dpo.CONFIG
+    config = dataclasses.replace(config, loss_type=loss_type, beta=beta, label_smoothing=eps)
     with pytest.raises(UserError):
-        check_loss_settings(loss_type, beta, eps)
+        config.check()

@@ -8,8 +8,8 @@ animal and place combinations that no training pair shows.
 
 Asserted:
 - reward accuracy, beta * (log pi - log ref) larger for the chosen reply, is 0 for every pair
-  before DPO (policy == reference) and well above chance after, on the training pairs and on
-  the held-out pairs;
+  before DPO (policy == reference) and well above chance after, on 500 of the training pairs
+  and on the held-out pairs;
 - answers sampled at temperature 0.7 to held-out requests name the requested hero and home,
   within the sentence limit, more often than the SFT model's answers do.
 A sign error, chosen/rejected swapped in the batch, a reference that moves with the policy or
@@ -33,10 +33,11 @@ from post_training_fixtures import (
 from dataset.sample_world.check import satisfies
 
 
-def preference_figures(split_dir) -> tuple[float, float, float]:
-    """(reward accuracy, SFT's log-prob preference, DPO's log-prob preference) on a split."""
-    reference = pair_logps(sft_checkpoint(), split_dir)  # [pairs, (chosen, rejected)]
-    policy = pair_logps(dpo_checkpoint(), split_dir)
+def preference_figures(split_dir, limit=None) -> tuple[float, float, float]:
+    """(reward accuracy, SFT's log-prob preference, DPO's log-prob preference) on a split's
+    first `limit` pairs."""
+    reference = pair_logps(sft_checkpoint(), split_dir, limit)  # [pairs, (chosen, rejected)]
+    policy = pair_logps(dpo_checkpoint(), split_dir, limit)
     rewards = policy - reference
     return (
         float(np.mean(rewards[:, 0] > rewards[:, 1])),
@@ -47,7 +48,8 @@ def preference_figures(split_dir) -> tuple[float, float, float]:
 
 def test_dpo_learns_preferences_that_carry_to_held_out_requests():
     tokenized = sample_pipeline().tokenized["dpo"]
-    train_accuracy, train_sft, train_dpo = preference_figures(tokenized / "train")
+    # 500 of the 2,000 training pairs: the standard error of an accuracy near 0.9 is 0.013
+    train_accuracy, train_sft, train_dpo = preference_figures(tokenized / "train", limit=500)
     test_accuracy, test_sft, test_dpo = preference_figures(tokenized / "test")
     prompts = held_out_dpo_prompts(100)
     sampled = dict(temperature=0.7, samples=2)

@@ -26,9 +26,7 @@ import post_training_dpo
 from common.errors import UserError
 from model.checkpoint import load_model
 from tokenizer.tokenized_data import open_split
-from training.dpo_data import load_pairs
-from training.dpo_stage import DPOStage
-from training.reference_logps import IDENTITY_FILE, VALUES_FILE
+from training.dpo_stage import IDENTITY_FILE, VALUES_FILE, DPOStage, load_pairs
 from training.sft_stage import SFTStage
 from training.trainer import train
 
@@ -218,7 +216,7 @@ def test_mfu_counts_the_live_reference_forward_pass(root, start, tmp_path):
     for one training micro-batch of each."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from training.distributed import setup_distributed
+    from training.device import setup_distributed
     from training.trainer import Trainer
 
     tokenizer_path, _, _ = tiny_inputs(root)
@@ -342,7 +340,7 @@ def test_bad_settings_are_user_errors(root, start):
     config = tiny_dpo_config(root, start, pairs_per_step=4)
     config.check()
     config.check()  # checking reads only: twice changes nothing
-    assert config.optimizer_step_tokens() == 4 * 48  # two micro-batches of 2 pairs per step
+    assert config.micro_batches_per_step(world_size=1) == 2  # 4 pairs per step, 2 per batch
     assert config.tokens_per_step == 0
 
 

@@ -102,7 +102,7 @@ def test_damaged_weights_are_named_by_every_reader(tmp_path, tokenizer_path, com
     import sys
     from pathlib import Path
 
-    from common.checksums import write_checksums
+    from training.checkpoint import write_checksums
 
     _, run = build_checkpoint(tmp_path / "run", tokenizer_path)
     write_checksums(run / "step_0000001")

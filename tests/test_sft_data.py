@@ -6,9 +6,10 @@ import torch
 from post_training_fixtures import CONVERSATIONS, train_tiny_tokenizer, write_sft_folder
 
 from common.errors import UserError
-from tokenizer.encoding import encode_conversation
+from tokenizer.encoding import PAD_ID, encode_conversation
 from tokenizer.tokenized_data import SplitWriter, open_dataset, open_split
-from training.sft_data import IGNORE_INDEX, PAD_ID, PackedSFTData, next_fit_rows
+from training.sft_stage import PackedSFTData, next_fit_rows
+from training.stage import IGNORE_INDEX
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,8 @@ def test_targets_are_the_masked_tokens_of_whole_conversations(tokenizer_path, tm
     split = open_dataset(folder, "sft")["train"]
     block = 64
     data = PackedSFTData(split, block_size=block, seed=0, shuffle=False)
-    inputs, targets = data.batch(0, data.rows_in_epoch(0))
+    batch = data.batch(0, data.rows_in_epoch(0))
+    inputs, targets = batch["inputs"], batch["targets"]
     assert inputs.shape == targets.shape == (data.rows_in_epoch(0), block)
     expected_trained = sum(
         int(np.asarray(split.loss_mask[int(s) + 1 : int(e)]).sum())
@@ -73,14 +75,14 @@ def test_rows_are_a_pure_function_of_seed_and_position(tokenizer_path, tmp_path)
     b = PackedSFTData(split, block_size=48, seed=3)
     late = a.rows_in_epoch(0) + a.rows_in_epoch(1) + 2  # a row in epoch 2
     # b jumps straight there (a resumed run) and still gets the same rows as a.
-    assert torch.equal(b.batch(late, 3)[0], a.batch(late, 3)[0])
-    first_epoch = a.batch(0, a.rows_in_epoch(0))[0]
-    second_epoch = a.batch(a.rows_in_epoch(0), a.rows_in_epoch(1))[0]
+    assert torch.equal(b.batch(late, 3)["inputs"], a.batch(late, 3)["inputs"])
+    first_epoch = a.batch(0, a.rows_in_epoch(0))["inputs"]
+    second_epoch = a.batch(a.rows_in_epoch(0), a.rows_in_epoch(1))["inputs"]
     assert not torch.equal(first_epoch[: len(second_epoch)], second_epoch[: len(first_epoch)])
     # Each epoch holds every conversation exactly once.
     assert int((first_epoch == 0).sum()) == len(CONVERSATIONS) * 7
     other_seed = PackedSFTData(split, block_size=48, seed=4)
-    assert not torch.equal(other_seed.batch(0, 4)[0], a.batch(0, 4)[0])
+    assert not torch.equal(other_seed.batch(0, 4)["inputs"], a.batch(0, 4)["inputs"])
 
 
 def test_next_fit_packing():

@@ -18,8 +18,8 @@ import post_training_sft
 from common.atomic import sha256_file
 from common.errors import UserError
 from model.checkpoint import load_model
-from training.losses import IGNORE_INDEX
 from training.sft_stage import SFTStage
+from training.stage import IGNORE_INDEX
 from training.trainer import train
 
 

@@ -9,8 +9,8 @@ from training_fixtures import logged_scalars, make_inputs, tiny_config
 
 from tokenizer.encoding import SPECIAL_TOKENS, encode_document, load_tokenizer
 from tokenizer.token_bytes import token_byte_lengths
-from training.losses import language_model_scalars
 from training.pretraining_stage import PretrainingStage
+from training.stage import language_model_scalars
 from training.trainer import train
 
 TEXTS = ["Max the dog ran. Café, naïve, 日本語, emoji 🙂!", "Lily saw a kite over the river."]

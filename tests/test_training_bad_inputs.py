@@ -121,11 +121,10 @@ def test_a_dpo_step_that_does_not_divide_names_pairs_per_step():
     import dataclasses
 
     import post_training_dpo
-    from training.run_setup import accumulation_steps
 
     config = dataclasses.replace(post_training_dpo.CONFIG, pairs_per_step=64, micro_batch_size=8)
-    assert accumulation_steps(config, world_size=2) == 4
+    assert config.micro_batches_per_step(world_size=2) == 8  # 4 per process
     with pytest.raises(UserError) as error:
-        accumulation_steps(config, world_size=3)
+        config.micro_batches_per_step(world_size=3)
     assert "--pairs_per_step=64 is not a multiple" in str(error.value)
     assert "use e.g. --pairs_per_step=72" in str(error.value)

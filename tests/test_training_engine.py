@@ -16,10 +16,9 @@ from training_fixtures import (
 
 from common.errors import UserError
 from model.checkpoint import load_model
-from training.losses import IGNORE_INDEX, count_targets
-from training.optimizer import build_optimizer
+from training.optimizer import build_optimizer, lr_multiplier
 from training.pretraining_stage import PretrainingStage
-from training.schedule import learning_rate_at
+from training.stage import IGNORE_INDEX
 from training.trainer import train
 
 
@@ -98,12 +97,13 @@ def test_tensorboard_holds_every_promised_scalar_and_text(tmp_path, inputs):
     losses = values("train/loss")
     assert losses == pytest.approx(result.losses)
     assert values("train/lr") == pytest.approx(
-        [learning_rate_at(step, config, 4) for step in range(4)]
+        [config.learning_rate * lr_multiplier(step, config, 4) for step in range(4)]
     )
     assert all(norm > 0 for norm in values("train/grad_norm"))
     assert all(rate > 0 for rate in values("perf/tokens_per_s") + values("perf/peak_memory_gb"))
     targets = result.stage.validation_batches()[0]["targets"]  # one validation batch
-    first_trained = (targets[:, 0] != IGNORE_INDEX).sum().item() / count_targets(targets)
+    trained = targets != IGNORE_INDEX
+    first_trained = trained[:, 0].sum().item() / trained.sum().item()
     assert values("val/debug/first_target_sum") == pytest.approx([first_trained] * 2)
     assert [event.step for event in events.Scalars("val/loss")] == [2, 4]
     val_loss = events.Scalars("val/loss")[-1].value
@@ -255,9 +255,8 @@ def test_gpu_a_training_step_waits_for_the_gpu_only_once(tmp_path, inputs):
     micro-batches it accumulates. Bug guarded: torch.tensor(..., device="cuda") per step."""
     import warnings
 
-    from training.distributed import setup_distributed
+    from training.device import host_to_device, setup_distributed
     from training.trainer import Trainer
-    from training.transfer import host_to_device
 
     window = torch.arange(2 * 9).reshape(2, 9)
     inputs_view = window[:, :-1]  # strided, like a batch's inputs
@@ -270,13 +269,13 @@ def test_gpu_a_training_step_waits_for_the_gpu_only_once(tmp_path, inputs):
     trainer = Trainer(config, FixedPoolStage, setup_distributed(config.device))
     assert trainer.context.accumulation_steps == 4
     for _ in range(2):  # warm up: AdamW creates its state (one-off syncs) on its first step
-        trainer._train_step()
+        trainer.train_step()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            trainer._train_step()
+            trainer.train_step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
         trainer.log.close()

@@ -17,11 +17,10 @@ from common.atomic import sha256_file
 from common.errors import UserError
 from tokenizer.tokenized_data import SplitWriter
 from training.config import parse_config
-from training.data_mixture import PERIOD, Interleave, parse_data_dirs, slot_counts
-from training.evaluation import evaluate
+from training.data import PERIOD, Interleave, parse_data_dirs, slot_counts
 from training.pretraining_stage import PretrainingStage
 from training.sft_stage import SFTStage
-from training.trainer import train
+from training.trainer import evaluate, train
 
 RANGES = {"a": (10, 100), "b": (100, 200)}
 
@@ -212,7 +211,7 @@ def test_one_corpus_warns_above_four_epochs(tmp_path, corpora, capsys):
     epochs = 400 * 4 * 32 / len(stage.train_windows[0].tokens)  # one micro-batch per step
     assert epochs > 4 and f"tokens -> read {epochs:.2f} times" in out
     assert f"warning: the run reads {folders['b']} {epochs:.1f} times (more than 4 epochs" in out
-    assert stage.epoch_scalars(400) == {"train/epoch": pytest.approx(epochs)}
+    assert stage.epochs.scalars(400) == {"train/epoch": pytest.approx(epochs)}
 
 
 # ---------------------------------------------------------------- SFT

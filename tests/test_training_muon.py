@@ -1,4 +1,4 @@
-"""Muon (training/muon.py) and the optimizer groups around it (training/optimizer.py).
+"""Muon and the optimizer groups around it (training/optimizer.py).
 
 Newton-Schulz on the presets' shapes, the groups, the schedule of its momentum, and Muon in the
 engine: it learns, resumes bitwise, accumulates exactly, trains the same under DDP (2 gloo
@@ -26,15 +26,18 @@ from model.config import PRESETS, from_preset
 from model.transformer import Transformer
 from pre_training import CONFIG
 from training.config import parse_config
-from training.muon import MuonWithAdamW, newton_schulz, orthogonalise_shared
 from training.optimizer import (
+    MuonWithAdamW,
     build_optimizer,
-    muon_parameter_groups,
+    lr_multiplier,
+    muon_momentum_at,
     named_parameter_groups,
+    newton_schulz,
+    orthogonalise_shared,
+    parameter_groups,
     set_hyperparameters,
 )
 from training.pretraining_stage import PretrainingStage
-from training.schedule import lr_multiplier, muon_momentum_at
 from training.trainer import train
 
 MUON = dict(optimizer="muon", muon_lr=0.02, embedding_lr=3e-3, head_lr=3e-3)
@@ -277,14 +280,14 @@ def test_a_loaded_fused_optimizer_keeps_adamw_step_counts_on_the_parameters_devi
     loaded on the CPU. (A "meta" model stands in for a GPU one on machines without a GPU.)"""
     config = dataclasses.replace(CONFIG, **MUON)
     saved = Transformer(from_preset("debug"))
-    optimizer = MuonWithAdamW(muon_parameter_groups(saved, config), fused=True)
+    optimizer = MuonWithAdamW(parameter_groups(saved, config), fused=True)
     set_hyperparameters(optimizer, config, step=0, max_steps=1)
     for p in saved.parameters():
         p.grad = torch.randn_like(p)
     optimizer.step()
     with torch.device("meta"):
         model = Transformer(from_preset("debug"))
-    resumed = MuonWithAdamW(muon_parameter_groups(model, config), fused=True)
+    resumed = MuonWithAdamW(parameter_groups(model, config), fused=True)
     resumed.load_state_dict(optimizer.state_dict())
     steps = [resumed.state[p]["step"] for p in named_parameter_groups(model)["embedding"]]
     assert steps and all(step.device.type == "meta" for step in steps)
@@ -393,5 +396,5 @@ def test_every_preset_trains_with_muon_groups():
     for name in PRESETS:
         with torch.device("meta"):
             model = Transformer(from_preset(name))
-        groups = muon_parameter_groups(model, dataclasses.replace(CONFIG, **MUON))
+        groups = parameter_groups(model, dataclasses.replace(CONFIG, **MUON))
         assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))

@@ -9,19 +9,23 @@ import torch
 import torch.nn.functional as F
 
 from model.config import from_preset
+from model.plan import flops_per_token
 from model.transformer import Transformer
 from pre_training import CONFIG
 from training.checkpoint import prune, resume_candidates, step_dir_name
 from training.config import TrainConfig
-from training.losses import IGNORE_INDEX, count_targets, cross_entropy_sum, token_log_probs
-from training.mfu import peak_flops, training_flops_per_token
-from training.optimizer import parameter_groups
-from training.schedule import learning_rate_at
+from training.device import peak_flops
+from training.optimizer import build_optimizer, lr_multiplier
+from training.stage import IGNORE_INDEX, cross_entropy_sum, token_log_probs
 
 
 def schedule_config(**overrides) -> TrainConfig:
     base = dict(learning_rate=1.0, min_lr=0.1, warmup_steps=10, schedule="cosine")
     return dataclasses.replace(CONFIG, **{**base, **overrides})
+
+
+def learning_rate_at(step: int, config: TrainConfig, max_steps: int) -> float:
+    return config.learning_rate * lr_multiplier(step, config, max_steps)
 
 
 def test_cosine_warms_up_peaks_and_ends_at_min_lr():
@@ -44,14 +48,15 @@ def test_wsd_is_flat_then_decays_linearly_in_the_last_fraction():
 @pytest.mark.parametrize("tied", [False, True])
 def test_no_weight_decay_on_norms_and_embeddings(tied):
     model = Transformer(from_preset("debug", tie_embeddings=tied))
-    decay, no_decay = parameter_groups(model, 0.1)
-    decayed = {id(p) for p in decay["params"]}
+    config = dataclasses.replace(CONFIG, optimizer="adamw", weight_decay=0.1)
+    groups = build_optimizer(model, config, torch.device("cpu")).param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     names = {id(p): n for n, p in model.named_parameters()}
     assert id(model.embed_tokens.weight) not in decayed
     assert all("norm" not in names[i] for i in decayed)
     assert (id(model.lm_head.weight) in decayed) == (not tied)
     assert id(model.layers[0].attention.q_proj.weight) in decayed
-    every = decay["params"] + no_decay["params"]
+    every = [p for g in groups for p in g["params"]]
     assert len(every) == len(list(model.parameters())), "each parameter in exactly one group"
 
 
@@ -65,7 +70,6 @@ def test_cross_entropy_sum_ignores_masked_targets_and_upcasts():
     keep = targets != IGNORE_INDEX
     expected = F.cross_entropy(logits.float()[keep], targets[keep], reduction="sum")
     assert torch.allclose(loss, expected)
-    assert count_targets(targets) == 8
     per_token = token_log_probs(logits, targets)
     assert per_token[0, :2].eq(0).all()
     assert torch.allclose(-per_token.sum(), expected, atol=1e-5)
@@ -75,8 +79,8 @@ def test_flops_per_token_matches_the_palm_formula_for_gpt2_small():
     config = from_preset("124m")
     layer = 4 * 768 * 768 + 3 * 768 * 2048 + 2 * 768  # q k v o, gate up down, two norms
     expected = 6 * (12 * layer + config.n_embd + 50304 * 768) + 12 * 12 * 768 * 1024
-    assert training_flops_per_token(config, 1024) == expected
-    assert 0.7e9 < training_flops_per_token(config, 1024) < 0.9e9  # nanoGPT: ~0.85 GFLOP/token
+    assert flops_per_token(config, 1024)["total"] == expected
+    assert 0.7e9 < flops_per_token(config, 1024)["total"] < 0.9e9  # nanoGPT: ~0.85 GFLOP/token
     assert peak_flops(torch.device("cpu")) is None, "no MFU on CPU"
 
 
@@ -133,28 +137,48 @@ def test_rng_state_touches_only_the_training_gpu(monkeypatch):
     ckpt.restore_rng_state(cpu_state, torch.device("cpu"))
 
 
-def test_compiled_losses_leave_cpu_tensors_alone(monkeypatch):
-    """--compile on a CPU run must not try to compile the loss (no compiler needed there)."""
-    from training import losses
+def fake_context(compile: bool, device: str):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config=SimpleNamespace(compile=compile), device=torch.device(device))
+
+
+def test_losses_are_compiled_only_with_compile_on_a_gpu(monkeypatch, tmp_path):
+    """--compile on a CPU run must not try to compile the loss (no compiler needed there); on
+    a GPU the loss is compiled (one fused kernel, no fp32 copy of the logits)."""
+    from training_fixtures import make_inputs, tiny_config
+
+    from training.device import Distributed
+    from training.pretraining_stage import PretrainingStage
+    from training.stage import RunContext
+    from training.trainer import run_context
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda function: compiled.append(function) or function)
+    assert RunContext.compiled(fake_context(True, "cuda"), token_log_probs) is token_log_probs
+    assert compiled == [token_log_probs]
+    RunContext.compiled(fake_context(False, "cuda"), token_log_probs)
+    assert len(compiled) == 1, "no --compile: eager"
 
     def no_compile(*args, **kwargs):
         raise AssertionError("compiled on CPU")
 
     monkeypatch.setattr(torch, "compile", no_compile)
-    logits, targets = torch.randn(2, 3, 64), torch.randint(0, 64, (2, 3))
-    expected = cross_entropy_sum(logits, targets)
-    with losses.compiled_losses():
-        assert torch.equal(cross_entropy_sum(logits, targets), expected)
-        token_log_probs(logits, targets)
-    assert not losses._compile_losses, "the flag is restored on exit"
+    config = tiny_config(tmp_path, *make_inputs(tmp_path), compile=True)
+    one_process = Distributed(rank=0, world_size=1, device=torch.device("cpu"))
+    stage = PretrainingStage(run_context(config, one_process)[0])
+    model = Transformer(stage.context.model_config)
+    for batch in (stage.train_micro_batch(0, 0), stage.validation_batches()[0]):
+        assert torch.isfinite(stage.loss(model, batch)[0])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_compiled_cross_entropy_matches_eager_and_saves_memory():
     """The fused (torch.compile) loss gives eager's value and gradient without the fp32 copies
     of the [B, T, V] logits that eager makes."""
-    from training import losses
+    from training.stage import RunContext
 
+    fused = RunContext.compiled(fake_context(True, "cuda"), cross_entropy_sum)
     torch.manual_seed(0)
     B, T, V = 8, 512, 32768
     targets = torch.randint(0, V, (B, T), device="cuda")
@@ -166,9 +190,8 @@ def test_gpu_compiled_cross_entropy_matches_eager_and_saves_memory():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
-        with losses.compiled_losses(compiled):
-            loss = cross_entropy_sum(logits, targets)
-            loss.backward()
+        loss = (fused if compiled else cross_entropy_sum)(logits, targets)
+        loss.backward()
         torch.cuda.synchronize()
         return loss.detach(), logits.grad.float(), torch.cuda.max_memory_allocated() - start
 
@@ -189,7 +212,7 @@ def test_auto_precision_picks_fp16_on_gpus_without_bf16_tensor_cores(monkeypatch
     from types import SimpleNamespace
 
     from common.errors import UserError
-    from training.precision import resolve_precision
+    from training.device import resolve_precision
 
     monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)

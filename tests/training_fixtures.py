@@ -20,10 +20,8 @@ from common.atomic import sha256_file
 from tokenizer.encoding import encode_document, load_tokenizer
 from tokenizer.tokenized_data import SplitWriter
 from training.config import TrainConfig
-from training.language_model_stage import LanguageModelStage
-from training.losses import IGNORE_INDEX
 from training.pretraining_stage import PretrainingStage
-from training.stage import Batch, RunContext
+from training.stage import IGNORE_INDEX, Batch, LanguageModelStage, RunContext
 
 NAMES = ["Max", "Lily", "Tom", "Mia", "Ben", "Sue"]
 PLACES = ["forest", "park", "garden", "river", "house", "school"]

@@ -1,25 +1,46 @@
-"""The pre-training stage: next-token prediction on windows of the tokenized corpus, or of a
-weighted mixture of corpora (training/pretraining_data.py, training/data_mixture.py); the loss
-is training/language_model_stage.py's. At the start it prints how many times the run reads
-each corpus (training/epochs.py)."""
+"""Pre-training: next-token prediction (training/stage.py's loss) on windows of block_size + 1
+tokens of the corpus or mixture, at offsets drawn from default_rng([seed, step, micro_index]);
+validation uses fixed windows evenly spaced over the validation split.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from common.errors import UserError
 from model.generate import generate_text
-from training.data_mixture import Interleave, open_corpora
-from training.epochs import EpochCounter
-from training.language_model_stage import LanguageModelStage
-from training.pretraining_data import WindowSampler, mixed_windows
-from training.stage import Batch, RunContext
+from tokenizer.tokenized_data import TokenizedSplit
+from training.data import EpochCounter, mixture_of, open_corpora
+from training.stage import Batch, LanguageModelStage, RunContext
 
 # Continued at each evaluation and logged as TensorBoard text (fits TinyStories and WikiText).
-SAMPLE_PROMPTS = {
-    "story": "Once upon a time",
-    "article": "The history of the city",
-}
+SAMPLE_PROMPTS = {"story": "Once upon a time", "article": "The history of the city"}
+
+
+class WindowSampler:
+    """Cuts (inputs, targets) windows out of one split's token array."""
+
+    def __init__(self, split: TokenizedSplit, block_size: int, vocab_size: int):
+        self.split, self.tokens = split, split.tokens
+        self.block_size, self.vocab_size = block_size, vocab_size
+        self.last_start = len(self.tokens) - (block_size + 1)  # largest valid window start
+        if self.last_start < 0:
+            raise UserError(
+                f"{split.directory} holds {len(self.tokens)} tokens, fewer than one window of "
+                f"block_size + 1 = {block_size + 1}; use more data or a smaller --block_size"
+            )
+
+    def windows(self, starts: np.ndarray) -> Batch:
+        """{"inputs": [B, T], "targets": [B, T]} (int64) for window start offsets [B]."""
+        rows = np.stack([self.tokens[s : s + self.block_size + 1] for s in starts.tolist()])
+        if (largest := int(rows.max())) >= self.vocab_size:  # a cheap guard on damaged shards
+            raise UserError(
+                f"{self.split.directory}: token id {largest} near offset {int(starts[0])} is "
+                f"outside the model's vocabulary ({self.vocab_size}); re-tokenize the data"
+            )
+        rows = torch.from_numpy(rows.astype(np.int64))  # [B, T+1]
+        return {"inputs": rows[:, :-1], "targets": rows[:, 1:]}
 
 
 class PretrainingStage(LanguageModelStage):
@@ -27,72 +48,58 @@ class PretrainingStage(LanguageModelStage):
 
     def __init__(self, context: RunContext):
         super().__init__(context)
-        config = context.config
-        vocab_size = context.model_config.vocab_size
-        corpora = open_corpora(
-            config.data_dir, "pre_training", context.tokenizer_sha256, vocab_size
-        )
+        config, vocab_size = context.config, context.model_config.vocab_size
+        corpora = open_corpora(config, self.name, context.tokenizer_sha256, vocab_size)
         self.train_windows, self.validation_windows = (
             [WindowSampler(c.splits[name], config.block_size, vocab_size) for c in corpora]
             for name in ("train", "validation")
         )
-        weights = [corpus.spec.weight for corpus in corpora]
-        self.mixture = Interleave(weights) if len(corpora) > 1 else None
+        self.mixture = mixture_of(corpora)
         if self.mixture is not None:
             self.corpus_tags = tuple(corpus.name for corpus in corpora)
-        self.epochs = EpochCounter(
-            names=[corpus.spec.path for corpus in corpora],
-            weights=weights,
-            sizes=[len(windows.tokens) for windows in self.train_windows],
-            units_per_step=context.tokens_per_step,
-            unit="tokens",
-            tags=[corpus.name for corpus in corpora],
-        )
+        sizes = [len(windows.tokens) for windows in self.train_windows]
+        self.epochs = EpochCounter(corpora, sizes, context.tokens_per_step, "tokens")
         if context.is_main:
-            print("\n".join(self.epochs.report(context.max_steps)))
-        self.batch_size = config.micro_batch_size
-        self.eval_batches = config.eval_batches
-        self.seed = config.seed
-        self.tokenizer = context.tokenizer
-        self.sample_max_new_tokens = config.sample_max_new_tokens
+            print(self.epochs.report(context.max_steps))
 
     def train_micro_batch(self, step: int, micro_index: int) -> Batch:
+        config = self.context.config
+        rng = np.random.default_rng([config.seed, step, micro_index])
         if self.mixture is None:
             (windows,) = self.train_windows
-            starts = windows.random_starts(self.batch_size, self.seed, step, micro_index)
-            return windows.windows(starts)
-        first = (step * self.context.micro_batches_per_step + micro_index) * self.batch_size
-        corpus = self.mixture.corpus(np.arange(first, first + self.batch_size))
-        rng = np.random.default_rng([self.seed, step, micro_index])
-        return mixed_windows(self.train_windows, corpus, rng)
+            return windows.windows(rng.integers(0, windows.last_start, config.micro_batch_size,
+                                                endpoint=True))  # fmt: skip
+        first = (step * self.context.micro_batches_per_step + micro_index) * config.micro_batch_size
+        corpus = self.mixture.corpus(np.arange(first, first + config.micro_batch_size))  # [B]
+        highs = np.array([w.last_start for w in self.train_windows])[corpus]  # [B]
+        starts = rng.integers(0, highs, endpoint=True)  # [B], each within its own corpus
+        inputs = torch.empty(len(corpus), config.block_size, dtype=torch.int64)  # [B, T]
+        targets = torch.empty_like(inputs)  # [B, T]
+        for index, windows in enumerate(self.train_windows):
+            if len(rows := np.flatnonzero(corpus == index)):
+                part = windows.windows(starts[rows])
+                inputs[rows], targets[rows] = part["inputs"], part["targets"]
+        return {"inputs": inputs, "targets": targets}
 
     def validation_batches(self) -> list[Batch]:
         """eval_batches micro-batches per corpus, each tagged with its corpus in a mixture."""
-        batches = []
+        batches, size = [], self.context.config.micro_batch_size
         for index, windows in enumerate(self.validation_windows):
-            starts = windows.evenly_spaced_starts(self.eval_batches * self.batch_size)
-            for first in range(0, len(starts), self.batch_size):
-                part = starts[first : first + self.batch_size]
-                batch = self.with_target_bytes(windows.windows(part))
+            count = self.context.config.eval_batches * size
+            starts = np.linspace(0, windows.last_start, num=count).round().astype(np.int64)
+            for first in range(0, len(starts), size):
+                batch = self.with_target_bytes(windows.windows(starts[first : first + size]))
                 if self.mixture is not None:
                     batch["corpus"] = torch.full((len(batch["inputs"]),), index)  # [B]
                 batches.append(batch)
         return batches
 
-    def text_samples(self, model) -> dict[str, str]:
-        if self.sample_max_new_tokens == 0:
+    def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
+        config, tokenizer = self.context.config, self.context.tokenizer
+        if config.sample_max_new_tokens == 0:
             return {}
-        return {
-            name: prompt
-            + generate_text(
-                model,
-                self.tokenizer,
-                prompt,
-                self.sample_max_new_tokens,
-                temperature=0.8,
-                top_k=50,
-                seed=self.seed,
-                vocab_size=self.tokenizer.get_vocab_size(),
-            )
-            for name, prompt in SAMPLE_PROMPTS.items()
-        }
+        return {name: prompt + generate_text(model, tokenizer, prompt,
+                                             config.sample_max_new_tokens, temperature=0.8,
+                                             top_k=50, seed=config.seed,
+                                             vocab_size=tokenizer.get_vocab_size())
+                for name, prompt in SAMPLE_PROMPTS.items()}  # fmt: skip

@@ -1,15 +1,11 @@
-"""The SFT stage: packed conversations in, cross-entropy on assistant tokens only.
+"""SFT: whole conversations packed into rows of block_size + 1 tokens, the loss on the assistant's
+tokens only (the tokenized loss mask).
 
-The engine (training/trainer.py) does everything else: init from a pre-trained checkpoint,
-precision, accumulation, validation, TensorBoard, checkpoints, exact resume, DDP. See
-training/sft_data.py for how conversations become rows (packing, and why). A weighted mixture
-of corpora (--data_dir=a:0.7,b:0.3) interleaves their packed rows by weight, each corpus read
-in its own epochs (training/data_mixture.py); the text samples come from the first corpus.
-
-Per micro-batch: inputs and targets [micro_batch_size, block_size]; targets are -100 outside
-assistant content and its `<|end|>`, so `loss_sum` sums the negative log-likelihood of the
-assistant tokens alone and `count` is how many there are (the engine divides by the step total;
-training/language_model_stage.py). val/bpb is in bits per byte of the assistant replies.
+Each epoch shuffles the conversations (seeded by (seed, epoch)) and packs them in that order:
+one goes into the current row if it fits whole, else the row is padded and a new one begins.
+Attention may cross the conversations of a row (plain causal attention keeps the fast kernels;
+each conversation starts with `<|endoftext|>`). Row r of the run is a pure function of
+(seed, r). A mixture interleaves its corpora's rows by weight (training/data.py).
 """
 
 from __future__ import annotations
@@ -21,13 +17,11 @@ import torch
 
 from common.errors import UserError
 from model.generate import generate
+from tokenizer.encoding import PAD_ID
 from tokenizer.tokenized_data import TokenizedSplit
 from training.config import TrainConfig, option
-from training.data_mixture import Interleave, open_corpora
-from training.epochs import EpochCounter
-from training.language_model_stage import LanguageModelStage
-from training.sft_data import PackedSFTData, rows_to_batch
-from training.stage import Batch, RunContext
+from training.data import EpochCounter, mixture_of, open_corpora
+from training.stage import IGNORE_INDEX, Batch, LanguageModelStage, RunContext
 
 
 @dataclass(kw_only=True)
@@ -43,12 +37,93 @@ class SFTConfig(TrainConfig):
             raise UserError(f"--num_text_samples={self.num_text_samples} must be >= 0")
 
 
-def first_assistant_prompt(split: TokenizedSplit, index: int) -> list[int]:
-    """Conversation `index` up to and including its first `<|assistant|>` (a generation prompt)."""
-    ids = np.asarray(split.document(index), np.int64)
-    mask = np.asarray(split.loss_mask[int(split.doc_offsets[index]) :][: len(ids)])
-    trained = np.flatnonzero(mask)
-    return ids[: int(trained[0])].tolist() if len(trained) else ids.tolist()
+def next_fit_rows(lengths: np.ndarray, capacity: int) -> np.ndarray:
+    """Start index (into `lengths`) of each packed row, plus a final len(lengths)."""
+    starts, used = [0], 0
+    for index, length in enumerate(lengths.tolist()):
+        if used + length > capacity:
+            starts.append(index)
+            used = 0
+        used += length
+    return np.asarray([*starts, len(lengths)], np.int64)
+
+
+class PackedSFTData:
+    """Packed rows over one tokenized sft split (memory-mapped, read lazily)."""
+
+    def __init__(self, split: TokenizedSplit, block_size: int, seed: int, shuffle: bool = True):
+        if split.loss_mask is None or split.doc_offsets is None:
+            raise UserError(f"{split.directory} holds {split.stage} data, not sft data (no loss "
+                            "mask); make it with `python3 -m tokenizer.tokenize_dataset --stage "
+                            "sft`")  # fmt: skip
+        self.split, self.block_size, self.seed, self.shuffle = split, block_size, seed, shuffle
+        offsets = np.asarray(split.doc_offsets, np.int64)
+        starts, lengths = offsets[:-1], np.diff(offsets)
+        truncated = lengths > block_size + 1
+        lengths = np.minimum(lengths, block_size + 1)
+        # useful only if a position after the conversation's first token is trained
+        trained = np.array(
+            [
+                split.loss_mask[s + 1 : s + n].any()
+                for s, n in zip(starts.tolist(), lengths.tolist())
+            ],
+            dtype=bool,
+        )
+        self.starts, self.lengths = starts[trained], lengths[trained]
+        self.stats = {"conversations": len(lengths), "truncated_to_block": int(truncated.sum()),
+                      "skipped_no_trained_tokens": int((~trained).sum())}  # fmt: skip
+        if len(self.starts) == 0:
+            raise UserError(
+                f"{split.directory}: no conversation has an assistant token to train "
+                f"on ({self.stats}); check the SFT data and its tokenization"
+            )
+        self.epoch_rows: list[int] = []  # rows of each epoch packed so far
+        self.packed = (-1, np.empty(0, np.int64), np.empty(0, np.int64))
+
+    def pack(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(conversation order, row starts into that order) of one epoch (the last one kept)."""
+        if self.packed[0] != epoch:
+            order = np.arange(len(self.starts))
+            if self.shuffle:
+                order = np.random.default_rng([self.seed, epoch]).permutation(len(self.starts))
+            self.packed = (epoch, order, next_fit_rows(self.lengths[order], self.block_size + 1))
+        return self.packed[1], self.packed[2]
+
+    def rows_in_epoch(self, epoch: int) -> int:
+        while len(self.epoch_rows) <= epoch:
+            self.epoch_rows.append(len(self.pack(len(self.epoch_rows))[1]) - 1)
+        return self.epoch_rows[epoch]
+
+    def fill_fraction(self) -> float:
+        """Share of epoch 0's row positions that hold conversation tokens (not padding)."""
+        return float(self.lengths.sum()) / (self.rows_in_epoch(0) * (self.block_size + 1))
+
+    def row(self, global_row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and loss mask [block_size + 1] of a row counted from the run's start."""
+        epoch = 0
+        while global_row >= self.rows_in_epoch(epoch):
+            global_row, epoch = global_row - self.rows_in_epoch(epoch), epoch + 1
+        order, row_starts = self.pack(epoch)
+        tokens = np.full(self.block_size + 1, PAD_ID, np.int64)
+        mask = np.zeros(self.block_size + 1, np.uint8)
+        used = 0
+        for conversation in order[row_starts[global_row] : row_starts[global_row + 1]].tolist():
+            start, length = int(self.starts[conversation]), int(self.lengths[conversation])
+            tokens[used : used + length] = self.split.tokens[start : start + length]
+            mask[used : used + length] = self.split.loss_mask[start : start + length]
+            used += length
+        return tokens, mask
+
+    def batch(self, first_row: int, batch_size: int) -> Batch:
+        return rows_to_batch([self.row(first_row + i) for i in range(batch_size)])
+
+
+def rows_to_batch(rows: list[tuple[np.ndarray, np.ndarray]]) -> Batch:
+    """{"inputs", "targets"} [B, block_size] from B packed rows (tokens, loss mask)."""
+    tokens = torch.from_numpy(np.stack([r[0] for r in rows]))  # [B, block_size + 1]
+    mask = torch.from_numpy(np.stack([r[1] for r in rows])).bool()  # [B, block_size + 1]
+    targets = tokens[:, 1:].masked_fill(~mask[:, 1:], IGNORE_INDEX)  # [B, T]
+    return {"inputs": tokens[:, :-1].contiguous(), "targets": targets.contiguous()}
 
 
 class SFTStage(LanguageModelStage):
@@ -56,78 +131,51 @@ class SFTStage(LanguageModelStage):
 
     def __init__(self, context: RunContext):
         super().__init__(context)
-        config = context.config
-        self.micro_batch_size = config.micro_batch_size
-        corpora = open_corpora(
-            config.data_dir,
-            self.name,
-            context.tokenizer_sha256,
-            context.model_config.vocab_size,
-            splits=("train", config.eval_split),
-        )
-        for corpus in corpora:
-            for split in corpus.splits.values():
-                split.check_token_ids(context.model_config.vocab_size)
-        self.train_data = [
-            PackedSFTData(corpus.splits["train"], config.block_size, config.seed)
-            for corpus in corpora
-        ]
-        self.eval_data = [
-            PackedSFTData(corpus.splits[config.eval_split], config.block_size, config.seed,
-                          shuffle=False)
-            for corpus in corpora
-        ]  # fmt: skip
+        config, vocab_size = context.config, context.model_config.vocab_size
+        corpora = open_corpora(config, self.name, context.tokenizer_sha256, vocab_size,
+                               splits=("train", config.eval_split))  # fmt: skip
+        for split in (split for corpus in corpora for split in corpus.splits.values()):
+            split.check_token_ids(vocab_size)
+        self.train_data = [PackedSFTData(c.splits["train"], config.block_size, config.seed)
+                           for c in corpora]  # fmt: skip
+        self.eval_data = [PackedSFTData(c.splits[config.eval_split], config.block_size,
+                                        config.seed, shuffle=False) for c in corpora]  # fmt: skip
         self.eval_split = corpora[0].splits[config.eval_split]
-        weights = [corpus.spec.weight for corpus in corpora]
-        self.mixture = Interleave(weights) if len(corpora) > 1 else None
+        self.mixture = mixture_of(corpora)
         if self.mixture is not None:
             self.corpus_tags = tuple(corpus.name for corpus in corpora)
-        self.epochs = EpochCounter(
-            names=[corpus.spec.path for corpus in corpora],
-            weights=weights,
-            sizes=[data.rows_in_epoch(0) for data in self.train_data],
-            units_per_step=context.micro_batches_per_step * config.micro_batch_size,
-            unit="packed rows",
-            tags=[corpus.name for corpus in corpora],
-        )
+        rows_per_step = context.micro_batches_per_step * config.micro_batch_size
+        sizes = [data.rows_in_epoch(0) for data in self.train_data]
+        self.epochs = EpochCounter(corpora, sizes, rows_per_step, "packed rows")
         if context.is_main:
             for corpus, train, held_out in zip(corpora, self.train_data, self.eval_data):
-                where = f" {corpus.spec.path}" if self.mixture is not None else ""
-                print(
-                    f"sft data{where}: train {train.stats}, "
-                    f"{train.rows_in_epoch(0)} packed rows per epoch ({train.fill_fraction():.0%} "
-                    f"tokens, the rest padding); {config.eval_split} {held_out.stats}"
-                )
-            print("\n".join(self.epochs.report(context.max_steps)))
+                where = f" {corpus.path}" if self.mixture is not None else ""
+                print(f"sft data{where}: train {train.stats}, {train.rows_in_epoch(0)} packed "
+                      f"rows per epoch ({train.fill_fraction():.0%} tokens, the rest padding); "
+                      f"{config.eval_split} {held_out.stats}")  # fmt: skip
+            print(self.epochs.report(context.max_steps))
 
-    # -- batches -------------------------------------------------------------------------
     def train_micro_batch(self, step: int, micro_index: int) -> Batch:
-        micro_batch = step * self.context.micro_batches_per_step + micro_index
-        first = micro_batch * self.micro_batch_size
+        size = self.context.config.micro_batch_size
+        first = (step * self.context.micro_batches_per_step + micro_index) * size
         if self.mixture is None:
-            inputs, targets = self.train_data[0].batch(first, self.micro_batch_size)
-        else:
-            slots = np.arange(first, first + self.micro_batch_size)
-            rows = zip(self.mixture.corpus(slots).tolist(), self.mixture.rank(slots).tolist())
-            inputs, targets = rows_to_batch([self.train_data[c].row(r) for c, r in rows])
-        return {"inputs": inputs, "targets": targets}
+            return self.train_data[0].batch(first, size)
+        slots = np.arange(first, first + size)
+        rows = zip(self.mixture.corpus(slots).tolist(), self.mixture.rank(slots).tolist())
+        return rows_to_batch([self.train_data[c].row(r) for c, r in rows])
 
     def validation_batches(self) -> list[Batch]:
         """Up to eval_batches micro-batches per corpus, tagged with its corpus in a mixture."""
-        batches = []
+        batches, size = [], self.context.config.micro_batch_size
         for index, data in enumerate(self.eval_data):
             rows = data.rows_in_epoch(0)
-            for number, first in enumerate(range(0, rows, self.micro_batch_size)):
-                if number == self.context.config.eval_batches:
-                    break
-                inputs, targets = data.batch(first, min(self.micro_batch_size, rows - first))
-                batch = self.with_target_bytes({"inputs": inputs, "targets": targets})
+            for first in range(0, rows, size)[: self.context.config.eval_batches]:
+                batch = self.with_target_bytes(data.batch(first, min(size, rows - first)))
                 if self.mixture is not None:
-                    batch["corpus"] = torch.full((len(inputs),), index)  # [B]
+                    batch["corpus"] = torch.full((len(batch["inputs"]),), index)  # [B]
                 batches.append(batch)
         return batches
 
-    # -- text samples --------------------------------------------------------------------
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
         config = self.context.config
         count = min(config.num_text_samples, self.eval_split.meta["num_documents"])
@@ -136,22 +184,22 @@ class SFTStage(LanguageModelStage):
         return answer_samples(model, self.context.tokenizer, prompts, config.sample_max_new_tokens)
 
 
+def first_assistant_prompt(split: TokenizedSplit, index: int) -> list[int]:
+    """Conversation `index` up to its first trained token (a prompt ending `<|assistant|>`)."""
+    ids = np.asarray(split.document(index), np.int64)
+    mask = np.asarray(split.loss_mask[int(split.doc_offsets[index]) :][: len(ids)])
+    trained = np.flatnonzero(mask)
+    return ids[: int(trained[0])].tolist() if len(trained) else ids.tolist()
+
+
 def answer_samples(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> dict:
-    """{"answer_k": markdown} with the model's greedy answer to each prompt (none if 0 tokens)."""
+    """{"answer_k": markdown}: each prompt with its role tokens, then the greedy answer."""
     samples = {}
     for index, prompt in enumerate(prompts if max_new_tokens else []):
-        answer = generate(
-            model,
-            prompt,
-            max_new_tokens=max_new_tokens,
-            temperature=0.0,
-            vocab_size=tokenizer.get_vocab_size(),
+        answer = generate(model, prompt, max_new_tokens=max_new_tokens, temperature=0.0,
+                          vocab_size=tokenizer.get_vocab_size())  # fmt: skip
+        samples[f"answer_{index}"] = (
+            f"**prompt:** `{tokenizer.decode(prompt, skip_special_tokens=False)}`\n\n"
+            f"**answer:** {tokenizer.decode(list(answer))}"
         )
-        samples[f"answer_{index}"] = render_sample(tokenizer, prompt, list(answer))
     return samples
-
-
-def render_sample(tokenizer, prompt: list[int], answer: list[int]) -> str:
-    """Markdown for TensorBoard's text plugin: the prompt with its role tokens, then the answer."""
-    prompt_text = tokenizer.decode(prompt, skip_special_tokens=False)
-    return f"**prompt:** `{prompt_text}`\n\n**answer:** {tokenizer.decode(answer)}"

@@ -1,91 +1,62 @@
-"""The contract between the training engine and a stage (pre-training, SFT, DPO).
+"""The contract between the engine (training/trainer.py) and a stage, and the next-token loss
+that pre-training and SFT share.
 
-The engine (training/trainer.py) owns everything a stage has in common: model building,
-precision, compile, DDP, the optimizer and schedule, gradient accumulation, validation,
-TensorBoard, checkpoints, exact resume and signals. A stage supplies only its data and its loss,
-by subclassing `Stage`. A training script then calls:
+A stage supplies its data and its loss; the engine does everything else. For each micro-batch
+this rank runs in optimizer step `step`:
 
-    result = train(config, build_stage)      # build_stage(context: RunContext) -> Stage
+1. `batch = stage.train_micro_batch(step, micro_index)`: a dict of CPU tensors, a pure function
+   of (config.seed, step, micro_index), where micro_index = rank * accumulation_steps +
+   micro_step in range(context.micro_batches_per_step). So resume needs no replay, and one
+   process accumulating two micro-batches reads what two processes read.
+2. `stage.count(batch)`: its count units (trained target tokens, or pairs), known before the
+   forward pass; summed over the step's micro-batches and ranks into N.
+3. `loss_sum, metrics = stage.loss(model, batch)` under autocast: SUMS over count units. The
+   engine backpropagates loss_sum / N (k micro-batches of b give the gradient of one batch of
+   k*b) and logs every metric / N under its name. `model(idx) -> logits [B, T, V_pad]`.
+4. `stage.tokens(batch)`: tokens processed, for tokens/s and MFU.
 
-`build_stage` runs after the engine has loaded the tokenizer, resolved the model config and
-picked the device and precision, so the stage can validate its data against them; everything
-a stage may need of the run comes through its RunContext (it never asks torch.distributed or
-works out the precision itself).
-
-How the engine uses a stage, per optimizer step `step` (0-based):
-
-1. For every micro-batch this rank runs, `batch = stage.train_micro_batch(step, micro_index)`.
-   `micro_index` is the micro-batch's position among ALL micro-batches of the step, across all
-   ranks: `rank * accumulation_steps + micro_step`, in `range(context.micro_batches_per_step)`.
-   The batch must be a pure function of (config.seed, step, micro_index), e.g. a
-   `numpy.random.default_rng([seed, step, micro_index])`: resume then needs no replay, and one
-   GPU with 2x accumulation sees exactly the data of 2 GPUs.
-   A batch is a dict of CPU tensors; the engine moves every tensor value to the device
-   (non-tensor values are passed through untouched).
-2. `stage.count(batch)` (an int, known before the forward pass: target tokens for language
-   modelling, pairs for DPO) is summed over all micro-batches and ranks of the step into N.
-3. `loss_sum, metrics = stage.loss(model, batch)` runs under the engine's autocast. `loss_sum`
-   is a scalar SUM over the batch's count units (not a mean); the engine backpropagates
-   `loss_sum / N` (times world size, because DDP averages gradients), so k micro-batches of b
-   give exactly the gradient of one batch of k*b. `metrics` maps TensorBoard names (e.g.
-   "rewards/chosen") to scalar tensors that are also SUMS over count units; the engine logs
-   sum / N. `model` is the training module (maybe compiled and DDP-wrapped): call it as
-   `model(idx) -> logits [B, T, padded_vocab]`.
-4. `stage.tokens(batch)` (an int) counts tokens processed, for tokens/s and MFU.
-
-At each evaluation (every config.eval_interval steps and at the end; training/evaluation.py):
-- `stage.validation_batches()` is a FIXED list (same batches every time); rank r evaluates
-  batches[r::world_size]; the means per count unit over all of them, {"loss": ..., metric:
-  ...}, go through `stage.evaluation_scalars(means)` (where a stage derives val/ppl, val/bpb)
-  and are logged as "val/<name>"; they come back in TrainResult.val_metrics.
-- On rank 0 only, `stage.text_samples(model)` returns {name: text} logged as TensorBoard text
-  "samples/<name>". `model` is the plain module (never compiled/DDP), in eval mode, under
-  torch.no_grad and autocast; random sampling inside it cannot disturb training (the engine
-  forks the RNG).
-
-Class attribute every concrete stage must set: `name` ("pre_training" | "sft" | "dpo"), the
-kind of tokenized data it reads and the "stage" of each checkpoint's config.json.
-
-A stage that sets `self.epochs` (a training.epochs.EpochCounter) gets train/epoch logged with
-the train scalars (`epoch_scalars`); every stage prints its epoch report at the start.
-
-`state_dict()` / `load_state_dict()` save and restore whatever state a stage keeps (none for a
-pure-function loader); it is stored in training_state.pt, so keep it to tensors, numbers,
-strings, lists and dicts (loaded with torch.load(weights_only=True)).
+At each evaluation the fixed `stage.validation_batches()` (split across ranks) give means per
+count unit, `stage.evaluation_scalars(means)` logged as val/<name>; rank 0 logs
+`stage.text_samples(model)` (the plain model in eval mode, the RNG forked). `name` is the kind
+of tokenized data the stage reads and its checkpoints' "stage"; `epochs` gives train/epoch;
+`state_dict()` is saved with every checkpoint.
 """
 
 from __future__ import annotations
 
 import abc
 import inspect
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from model.config import ModelConfig
-from training.distributed import Distributed, barrier
-from training.epochs import EpochCounter
-from training.precision import autocast
+from tokenizer.token_bytes import token_byte_lengths
+from training.data import EpochCounter
+from training.device import Distributed, autocast
 
 Batch = dict[str, torch.Tensor]
+IGNORE_INDEX = -100  # a target that is not trained (SFT prompts, padding)
 
 
 @dataclass
 class RunContext:
     """What the engine knows when it builds the stage."""
 
-    config: object  # the run config (a training.config.TrainConfig or a subclass)
-    model_config: ModelConfig  # vocab_size comes from the tokenizer
-    tokenizer: Tokenizer  # loaded with tokenizer.encoding.load_tokenizer
+    config: object  # a training.config.TrainConfig (or a stage's subclass)
+    model_config: ModelConfig
+    tokenizer: Tokenizer
     tokenizer_path: Path
     tokenizer_sha256: str
-    dist: Distributed  # rank, world size and device of this process
-    precision: str  # "bf16" | "fp16" | "fp32", resolved for the device
+    dist: Distributed
+    precision: str  # "bf16" | "fp16" | "fp32"
     accumulation_steps: int  # micro-batches per rank per optimizer step
-    micro_batches_per_step: int  # accumulation_steps * world_size
-    max_steps: int  # optimizer steps of the whole run
+    micro_batches_per_step: int  # all ranks together
+    max_steps: int
 
     @property
     def tokens_per_step(self) -> int:
@@ -96,34 +67,26 @@ class RunContext:
         return self.dist.device
 
     @property
-    def rank(self) -> int:
-        return self.dist.rank
-
-    @property
-    def world_size(self) -> int:
-        return self.dist.world_size
-
-    @property
     def is_main(self) -> bool:
         return self.dist.is_main
 
     def autocast(self):
-        """The run's autocast context (a no-op in fp32), for forward passes a stage runs."""
         return autocast(self.precision, self.device)
 
-    def barrier(self) -> None:
-        """Wait for every rank (e.g. for files rank 0 writes); a no-op in one process."""
-        barrier(self.dist)
+    def compiled(self, function):
+        """`function` through torch.compile with --compile on a GPU (a loss over [B, T, V]
+        logits in one fused kernel, without fp32 copies of them), else as it is."""
+        if self.config.compile and self.device.type == "cuda":
+            return torch.compile(function)
+        return function
 
 
 class Stage(abc.ABC):
-    """One training stage's data and loss. See the module docstring for the contract."""
+    """One training stage's data and loss (see the module docstring)."""
 
-    name: str  # "pre_training" | "sft" | "dpo": written to config.json "stage"
-    # Forward-only passes of a same-sized model per trained token (DPO's live reference); MFU
-    # counts each as a third of a training pass (2N of 6N FLOPs per token).
-    extra_forward_passes: int = 0
-    epochs: EpochCounter | None = None  # how many times the run reads its corpora
+    name: str  # "pre_training" | "sft" | "dpo"
+    extra_forward_passes: int = 0  # forward-only passes per trained token (DPO's reference)
+    epochs: EpochCounter | None = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -131,40 +94,102 @@ class Stage(abc.ABC):
             raise TypeError(f"stage {cls.__name__} must set the class attribute name")
 
     @abc.abstractmethod
-    def train_micro_batch(self, step: int, micro_index: int) -> Batch:
-        """The training micro-batch number `micro_index` of optimizer step `step` (CPU tensors)."""
+    def train_micro_batch(self, step: int, micro_index: int) -> Batch: ...
 
     @abc.abstractmethod
-    def validation_batches(self) -> list[Batch]:
-        """The fixed validation set, as micro-batches (CPU tensors)."""
+    def validation_batches(self) -> list[Batch]: ...
 
     @abc.abstractmethod
-    def count(self, batch: Batch) -> int:
-        """Normalizer units in the batch (target tokens, or pairs), known before the forward."""
+    def count(self, batch: Batch) -> int: ...
 
     @abc.abstractmethod
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]: ...
+
     def tokens(self, batch: Batch) -> int:
-        """Tokens the model processes for this batch (for tokens/s and MFU)."""
-
-    @abc.abstractmethod
-    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
-        """(scalar loss SUM over count units, {metric name: scalar SUM over count units})."""
+        return batch["inputs"].numel()
 
     def evaluation_scalars(self, means: dict[str, float]) -> dict[str, float]:
-        """What an evaluation logs as val/<name>, from the means per count unit of the loss
-        ("loss") and of every metric over the validation set. By default: those means."""
         return means
 
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
-        """{name: generated text} for TensorBoard at each evaluation; none by default."""
         return {}
-
-    def epoch_scalars(self, step: int) -> dict[str, float]:
-        """train/epoch (and train/epoch/<corpus> for a mixture) after `step` steps."""
-        return self.epochs.scalars(step) if self.epochs is not None else {}
 
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         del state
+
+
+def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy in fp32; logits [B, T, V_pad], targets [B, T]."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                           ignore_index=IGNORE_INDEX, reduction="sum")  # fmt: skip
+
+
+def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) [B, T] in fp32, 0 where the target is IGNORE_INDEX."""
+    trained = targets != IGNORE_INDEX
+    log_probs = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V_pad]
+    picked = log_probs.gather(-1, targets.masked_fill(~trained, 0).unsqueeze(-1)).squeeze(-1)
+    return picked * trained
+
+
+class LanguageModelStage(Stage):
+    """Next-token cross-entropy on {"inputs", "targets"} [B, T]; the count unit is a trained
+    target. Validation batches also carry "target_bytes" [B, T] (for bits per byte: special
+    tokens left out, as nanochat does) and, for a mixture, "corpus" [B] (val/loss/<name>)."""
+
+    corpus_tags: tuple[str, ...] = ()  # a mixture's corpora, in the order of batch["corpus"]
+
+    def __init__(self, context: RunContext):
+        self.context = context
+        self.token_bytes = torch.from_numpy(token_byte_lengths(context.tokenizer))  # [V]
+        self.cross_entropy_sum = context.compiled(cross_entropy_sum)
+        self.token_log_probs = context.compiled(token_log_probs)
+
+    def with_target_bytes(self, batch: Batch) -> Batch:
+        trained = batch["targets"] != IGNORE_INDEX
+        target_bytes = self.token_bytes[batch["targets"].masked_fill(~trained, 0)] * trained
+        return {**batch, "target_bytes": target_bytes}  # [B, T]
+
+    def count(self, batch: Batch) -> int:
+        return int((batch["targets"] != IGNORE_INDEX).sum())
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
+        logits, targets = model(batch["inputs"]), batch["targets"]  # [B, T, V_pad], [B, T]
+        if "target_bytes" not in batch:
+            return self.cross_entropy_sum(logits, targets), {}
+        nats = -self.token_log_probs(logits, targets)  # [B, T]
+        target_bytes = batch["target_bytes"]
+        text_nats = nats * (target_bytes > 0)
+        metrics = {"text_nats": text_nats.sum(), "text_bytes": target_bytes.sum().float()}
+        for index, name in enumerate(self.corpus_tags if "corpus" in batch else ()):
+            rows = (batch["corpus"] == index).float()[:, None]  # [B, 1]
+            metrics[f"corpus/{name}/nats"] = (nats * rows).sum()
+            metrics[f"corpus/{name}/count"] = ((targets != IGNORE_INDEX) * rows).sum()
+            metrics[f"corpus/{name}/text_nats"] = (text_nats * rows).sum()
+            metrics[f"corpus/{name}/text_bytes"] = (target_bytes * rows).sum().float()
+        return nats.sum(), metrics
+
+    def evaluation_scalars(self, means: dict[str, float]) -> dict[str, float]:
+        return language_model_scalars(means)
+
+
+def language_model_scalars(means: dict[str, float]) -> dict[str, float]:
+    """loss, ppl, bpb (bits per byte) and loss/<name>, bpb/<name> per corpus of a mixture."""
+    scalars = dict(means)
+    text_nats, text_bytes = scalars.pop("text_nats", None), scalars.pop("text_bytes", None)
+    scalars["ppl"] = math.exp(min(scalars["loss"], 50.0))
+    if text_bytes:
+        scalars["bpb"] = text_nats / (text_bytes * math.log(2))
+    names = [key.split("/")[1] for key in scalars if key.startswith("corpus/")]
+    for name in dict.fromkeys(names):  # means per count unit: their ratios are per corpus
+        nats, count, corpus_nats, corpus_bytes = (
+            scalars.pop(f"corpus/{name}/{part}")
+            for part in ("nats", "count", "text_nats", "text_bytes")
+        )
+        scalars[f"loss/{name}"] = nats / max(count, 1e-30)
+        if corpus_bytes:
+            scalars[f"bpb/{name}"] = corpus_nats / (corpus_bytes * math.log(2))
+    return scalars

@@ -1,23 +1,11 @@
 """The training loop all three stages share: `train(config, build_stage) -> TrainResult`.
 
-    from training.config import TrainConfig, parse_config
-    from training.trainer import train
-    result = train(parse_config(CONFIG, sys.argv[1:]), MyStage)   # MyStage(context) -> Stage
+    result = train(parse_config(CONFIG, sys.argv[1:]), PretrainingStage)
 
-One optimizer step (see training/stage.py for the stage's side of the contract):
-
-    lr = schedule(step)
-    batches = this rank's micro-batches of the step        (pure function of seed, step, index)
-    N = total count(batch) over all micro-batches and ranks  (one all-reduce)
-    for each batch: backward(loss_sum(batch) * world / N)    (DDP no_sync until the last one)
-    skip the step if the loss or gradient is not finite (stop after several in a row)
-    clip the gradient norm, optimizer step (Muon + AdamW, or AdamW; through the fp16 GradScaler)
-
-Every eval_interval steps: validation (training/evaluation.py) and text samples.
-Every checkpoint_interval steps, at the end, and on SIGINT/SIGTERM: an atomic checkpoint
-(training/checkpoint.py). `--resume` reloads weights, optimizer, scaler, RNG and loop state
-(training/run_folder.py); the data of step k is a pure function of k, so steps k+1... are
-exactly those of the uninterrupted run.
+Set-up (tokenizer, model, the stage: training/stage.py, optimizer, DDP, TensorBoard); each step
+accumulates the micro-batches' loss sums over the step's count units, skips a non-finite step,
+clips and steps; validation, text samples, benchmark scores and atomic checkpoints at their
+intervals; the first SIGINT/SIGTERM saves and stops, and --resume continues bitwise.
 """
 
 from __future__ import annotations
@@ -27,245 +15,396 @@ import dataclasses
 import math
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from common.atomic import sha256_file
 from common.errors import UserError
-from common.locking import folder_lock
-from training import checkpoint as ckpt
-from training.config import config_to_text
-from training.distributed import (
+from model.checkpoint import load_model, read_checkpoint_config, resolve_checkpoint
+from model.config import ModelConfig, from_preset
+from model.plan import flops_per_token
+from model.transformer import Transformer
+from tokenizer.encoding import load_tokenizer
+from training import checkpoint
+from training.device import (
     Distributed,
-    all_reduce_max,
-    all_reduce_sum,
+    all_reduce,
     barrier,
+    batch_to_device,
+    enable_fast_fp32_matmuls,
+    grad_scaler,
+    host_to_device,
+    peak_flops,
+    peak_memory_gb,
+    resolve_precision,
     setup_distributed,
     teardown_distributed,
+    to_host,
 )
-from training.evaluation import evaluate
-from training.losses import compiled_losses
-from training.mfu import peak_flops, training_flops_per_token
 from training.optimizer import build_optimizer, set_hyperparameters
-from training.precision import enable_fast_fp32_matmuls, grad_scaler
-from training.result import StepStats, TrainResult
-from training.run_folder import LoopState, prepare_run_folder, resume, save
-from training.run_setup import build_model, run_context
-from training.signals import StopRequest
 from training.stage import Batch, RunContext, Stage
-from training.task_scores import TaskScores
-from training.tensorboard_log import TensorBoardLog, peak_memory_gb
-from training.transfer import batch_to_device, host_to_device, to_host
+from training.task_scores import TaskScores, summary
 
 
 def train(config, build_stage: Callable[[RunContext], Stage]) -> TrainResult:
-    """Run (or resume) one training run; see the module docstring.
-
-    Rank 0 holds an OS lock on the run folder from start to end (common/locking.py), so a
-    second process started on the same run (the same --resume in two terminals) stops with a
-    one-line error naming the first, before it touches anything.
-    """
+    """Run (or resume) one training run; see the module docstring."""
     config.check()
-    distributed = setup_distributed(config.device)
+    dist = setup_distributed(config.device)
     run_dir = Path(config.checkpoint_dir) / config.run_name
     try:
-        lock = folder_lock(run_dir, what="training run") if distributed.is_main else None
-        with lock or contextlib.nullcontext():
-            trainer = Trainer(config, build_stage, distributed)
+        with checkpoint.lock_run_folder(run_dir, dist.is_main):
+            trainer = Trainer(config, build_stage, dist)
             try:
                 return trainer.run()
+            except torch.cuda.OutOfMemoryError:
+                raise UserError(
+                    f"out of GPU memory with micro_batch_size={config.micro_batch_size}, "
+                    f"block_size={config.block_size}, activation_checkpointing="
+                    f"{config.activation_checkpointing}: lower --micro_batch_size (gradient "
+                    "accumulation keeps tokens_per_step), pass --activation_checkpointing=true, "
+                    "or lower --block_size"
+                ) from None
             finally:
                 trainer.log.close()
     finally:
         teardown_distributed()
 
 
-def out_of_memory_message(config) -> str:
-    return (
-        f"out of GPU memory with micro_batch_size={config.micro_batch_size}, "
-        f"block_size={config.block_size}, activation_checkpointing="
-        f"{config.activation_checkpointing}: lower --micro_batch_size (gradient accumulation "
-        "keeps tokens_per_step), pass --activation_checkpointing=true, or lower --block_size"
-    )
+@dataclass
+class TrainResult:
+    model: Transformer  # the plain module, eval mode, on the training device
+    tokenizer: Tokenizer
+    stage: Stage
+    run_dir: Path
+    step: int  # optimizer steps completed, in total
+    losses: list[float] = field(default_factory=list)  # of each step this call ran
+    val_loss: float | None = None
+    val_metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation's
+    task_scores: dict[str, float] = field(default_factory=dict)  # the last eval/<task>/<metric>
+    last_checkpoint: Path | None = None
+    stopped_by_signal: int | None = None
+    skipped_steps: int = 0
+    is_main: bool = True  # rank 0, the process that logs, saves and prints
+
+    @property
+    def val_summary(self) -> str:
+        """For a closing report: val loss 2.0213, 0.6712 bits per byte (language models)."""
+        if self.val_loss is None:
+            return "val loss n/a"
+        bpb = self.val_metrics.get("bpb")
+        return f"val loss {self.val_loss:.4f}" + (f", {bpb:.4f} bits per byte" if bpb else "")
+
+    @property
+    def task_summary(self) -> str:
+        return summary(self.task_scores)
+
+    @property
+    def should_report(self) -> bool:
+        """Whether a script prints its closing report: the run ended normally, on rank 0."""
+        return not self.stopped_by_signal and self.is_main
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number when a signal stopped the run (as shells report it)."""
+        return 128 + self.stopped_by_signal if self.stopped_by_signal else 0
+
+
+@dataclass
+class LoopState:
+    """The loop's own state: saved in every checkpoint, restored by --resume."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    skipped_steps: int = 0  # for a non-finite loss or gradient
+    nonfinite_streak: int = 0
+    last_val_loss: float | None = None
+    last_val_step: int | None = None  # the step last_val_loss was measured at
+
+
+@contextlib.contextmanager
+def signals_caught(announce: bool):
+    """Yields a list that the first SIGINT or SIGTERM appends its number to (the loop saves and
+    stops after the step); a second one raises KeyboardInterrupt (the last checkpoint stays)."""
+    received = []
+
+    def handle(signum, frame) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        if announce:
+            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (send it "
+                  "again to abort without saving)", file=sys.stderr, flush=True)  # fmt: skip
+
+    on_main_thread = threading.current_thread() is threading.main_thread()  # only there
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)
+                if on_main_thread}  # fmt: skip
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class TensorBoardLog:
+    """A SummaryWriter on rank 0, no-ops elsewhere. Names: train/loss, train/lr, train/grad_norm,
+    train/epoch, perf/tokens_per_s, perf/mfu (GPUs with a known peak), perf/peak_memory_gb,
+    val/<name>, each stage metric, eval/<task>/<metric>, samples/<name> (text)."""
+
+    def __init__(self, log_dir: Path, enabled: bool, purge_step: int | None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step: a resumed run drops what the old one logged after its checkpoint
+        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step) if enabled else None
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for name, value in values.items() if self.writer else ():
+            self.writer.add_scalar(name, value, step)
+
+    def texts(self, values: dict[str, str], step: int) -> None:
+        for name, text in values.items() if self.writer else ():  # 4 spaces: shown verbatim
+            self.writer.add_text(f"samples/{name}", "    " + text.replace("\n", "\n    "), step)
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+
+def resolve_model(config, tokenizer: Tokenizer, tokenizer_sha256: str):
+    """(ModelConfig, the --init_from step folder or None): a preset sized by the tokenizer, or
+    --init_from's model (the run's own newest checkpoint's, when resuming such a run)."""
+    if config.init_from and config.resume:
+        for step_dir in checkpoint.resume_candidates(Path(config.checkpoint_dir) / config.run_name):
+            with contextlib.suppress(UserError, OSError, KeyError, TypeError, ValueError):
+                return ModelConfig.from_dict(read_checkpoint_config(step_dir)["model"]), None
+    vocab_size = tokenizer.get_vocab_size()
+    if config.init_from:
+        step_dir = resolve_checkpoint(config.init_from)
+        saved = read_checkpoint_config(step_dir)
+        model_config = ModelConfig.from_dict(saved["model"])
+        if model_config.vocab_size != vocab_size:
+            raise UserError(
+                f"--init_from={config.init_from}: the model's vocabulary has "
+                f"{model_config.vocab_size} tokens but {config.tokenizer_path} has "
+                f"{vocab_size}; use the tokenizer that model was trained with"
+            )
+        saved_sha = (saved.get("tokenizer") or {}).get("sha256")
+        if saved_sha not in (None, tokenizer_sha256):
+            raise UserError(
+                f"--init_from={config.init_from} was trained with a different "
+                f"tokenizer than {config.tokenizer_path} (sha256 {saved_sha[:12]}... "
+                f"vs {tokenizer_sha256[:12]}...); use the same tokenizer.json"
+            )
+        if config.block_size > model_config.block_size:
+            raise UserError(f"--block_size={config.block_size} exceeds the context of "
+                            f"--init_from's model ({model_config.block_size}); use "
+                            f"--block_size={model_config.block_size} or less")  # fmt: skip
+        if config.model_overrides:
+            raise UserError("--model_overrides cannot change a model loaded with --init_from")
+        return model_config, step_dir
+    if not config.model_preset:
+        raise UserError("no model: set --model_preset (debug, 15m, 124m, 170m) or "
+                        "--init_from=<checkpoint>")  # fmt: skip
+    for key, why in (
+        ("vocab_size", "it comes from the tokenizer"),
+        ("block_size", "use --block_size"),
+    ):
+        if key in config.model_overrides:
+            raise UserError(f"--model_overrides may not set {key}: {why}")
+    sizes = {"vocab_size": vocab_size, "block_size": config.block_size}
+    return from_preset(config.model_preset, **{**config.model_overrides, **sizes}), None
+
+
+def run_context(config, dist: Distributed) -> tuple[RunContext, Path | None]:
+    """What a stage is built from (tokenizer, model shape, precision, batch geometry), and the
+    --init_from step folder whose weights the model starts from (None: a fresh init)."""
+    tokenizer_path = Path(config.tokenizer_path)
+    tokenizer, tokenizer_sha256 = load_tokenizer(tokenizer_path), sha256_file(tokenizer_path)
+    model_config, init_dir = resolve_model(config, tokenizer, tokenizer_sha256)
+    micro_batches = config.micro_batches_per_step(dist.world_size)
+    tokens_per_step = micro_batches * config.micro_batch_size * config.block_size
+    max_steps = math.ceil(config.max_tokens / tokens_per_step) if config.max_tokens else None
+    context = RunContext(
+        config=config, model_config=model_config, tokenizer=tokenizer,
+        tokenizer_path=tokenizer_path, tokenizer_sha256=tokenizer_sha256, dist=dist,
+        precision=resolve_precision(config.precision, dist.device),
+        accumulation_steps=micro_batches // dist.world_size,
+        micro_batches_per_step=micro_batches, max_steps=max_steps or config.max_steps,
+    )  # fmt: skip
+    return context, init_dir
+
+
+@torch.no_grad()
+def evaluate(stage: Stage, model, batches: list[Batch], context: RunContext) -> dict[str, float]:
+    """The stage's evaluation scalars over `batches`: rank r runs batches r, r + world_size,
+    ...; the sums and counts of all ranks are added in one all-reduce."""
+    world, rank, device = context.dist.world_size, context.dist.rank, context.device
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = 0.0
+    for index in range(rank, rank + world * math.ceil(len(batches) / world), world):
+        # a rank left without a batch runs batch 0 at weight 0: the same forwards and names
+        weight = 1.0 if index < len(batches) else 0.0
+        batch = batches[index if weight else 0]
+        count += weight * stage.count(batch)
+        with context.autocast():
+            loss_sum, metrics = stage.loss(model, batch_to_device(batch, device))
+        for name, value in {"loss": loss_sum, **metrics}.items():
+            sums[name] = sums.get(name, 0.0) + weight * value.detach().float()
+    model.train()
+    names = sorted(sums)
+    stacked = torch.stack([torch.tensor(count, device=device), *map(sums.get, names)])
+    totals = to_host(dict(zip(["count", *names], all_reduce(stacked, context.dist))))
+    count = max(totals.pop("count"), 1.0)
+    return stage.evaluation_scalars({name: value / count for name, value in totals.items()})
 
 
 class Trainer:
-    """One run: set up in the order below (each step needs the ones before it), then `run()`."""
+    """One run: `__init__` sets it up (each part needs the ones before it), `run()` trains."""
 
     def __init__(self, config, build_stage: Callable[[RunContext], Stage], dist: Distributed):
-        if config.init_from and config.model_preset:  # the checkpoint gives the model
-            config = dataclasses.replace(config, model_preset=None)  # say so, print and save
+        if config.init_from and config.model_preset:  # the checkpoint gives the model: say so
+            config = dataclasses.replace(config, model_preset=None)
         self.config, self.dist, self.device = config, dist, dist.device
         if self.device.type == "cuda":
             enable_fast_fp32_matmuls()
-        # 1. What the run is made of; the stage checks its data against it.
-        self.context, init = run_context(config, dist)
-        self.stage = build_stage(self.context)
-        # 2. The run folder, once every input is valid (--overwrite deletes the old run).
+        self.context, init_dir = run_context(config, dist)
+        self.stage = build_stage(self.context)  # checks its data against the context
         self.run_dir = Path(config.checkpoint_dir) / config.run_name
-        prepare_run_folder(config, self.run_dir, dist)
-        # 3. Model, optimizer and loop state: fresh, or the checkpoint's with --resume.
-        self.model = build_model(init, config.seed, self.device)  # plain: saved and sampled
+        checkpoint.prepare_run_folder(config, self.run_dir, dist)  # once every input is valid
+        if init_dir is not None:
+            self.model = load_model(init_dir, device="cpu")[0]
+        else:
+            torch.manual_seed(config.seed)  # init on the CPU: the same weights on any device
+            self.model = Transformer(self.context.model_config)
+        self.model = self.model.to(self.device).train()  # plain: saved and sampled
         self.model.gradient_checkpointing = config.activation_checkpointing
         self.optimizer = build_optimizer(self.model, config, self.device)
         self.scaler = grad_scaler(self.context.precision, self.device)
         self.loop, self.last_checkpoint = LoopState(), None
         if config.resume:
-            self.last_checkpoint, self.loop = resume(self)
-        # 4. The modules forward passes run through: `forward_model` (compiled with --compile)
-        # for training and validation, wrapped in DDP as `train_model` for the backward pass.
+            self.resume()
+        # forward passes run through forward_model (compiled with --compile); the backward
+        # pass through train_model, DDP-wrapped (gradients in its buckets, no second copy)
         self.forward_model = torch.compile(self.model) if config.compile else self.model
         self.train_model = self.forward_model
         if dist.enabled:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            # gradient_as_bucket_view: gradients live in DDP's all-reduce buckets (no 2nd copy)
             self.train_model = DistributedDataParallel(
-                self.forward_model, device_ids=device_ids, gradient_as_bucket_view=True
-            )
-        # The stage's losses compile too (training/losses.py): no fp32 copy of [B, T, V] logits.
-        self.compile_losses = config.compile and self.device.type == "cuda"
-        # 5. What is measured and logged.
+                self.forward_model, gradient_as_bucket_view=True,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )  # fmt: skip
         self.validation = self.stage.validation_batches()
         self.max_steps = self.context.max_steps
-        self.flops_per_token = training_flops_per_token(
-            self.context.model_config, config.block_size
-        ) * (1 + self.stage.extra_forward_passes / 3)
+        flops = flops_per_token(self.context.model_config, config.block_size)["total"]
+        # a forward-only pass (DPO's live reference) is a third of a training pass's FLOPs
+        self.flops_per_token = flops * (1 + self.stage.extra_forward_passes / 3)
         self.peak_flops = peak_flops(self.device)
-        # a resumed run drops what the old one logged after its checkpoint (steps > k)
         purge_step = self.loop.step + 1 if self.loop.step else None
         self.log = TensorBoardLog(self.run_dir / "tensorboard", dist.is_main, purge_step)
-        self.task_scores = TaskScores(config, self.stage.name, self.context)  # eval_tasks
-
-    # ----- the loop -----
+        self.task_scores = TaskScores(config, self.stage.name, self.context)
 
     def run(self) -> TrainResult:
         config, loop = self.config, self.loop
-        self._print_header()
+        self.print_header()
         result = TrainResult(self.model, self.context.tokenizer, self.stage, self.run_dir,
                              loop.step, is_main=self.dist.is_main)  # fmt: skip
-        progress = tqdm(
-            total=self.max_steps, initial=loop.step, disable=not self.dist.is_main, unit="step",
-            desc=config.run_name, dynamic_ncols=True, file=sys.stderr,
-        )  # fmt: skip
+        progress = tqdm(total=self.max_steps, initial=loop.step, disable=not self.dist.is_main,
+                        unit="step", desc=config.run_name, dynamic_ncols=True,
+                        file=sys.stderr)  # fmt: skip
         interval_tokens, interval_seconds = 0, 0.0
-        with StopRequest(announce=self.dist.is_main) as stop, progress:
+        with signals_caught(announce=self.dist.is_main) as received, progress:
             while loop.step < self.max_steps:
                 started = time.perf_counter()
-                stats = self._guard_oom(self._train_step)
+                scalars, tokens = self.train_step()  # train/loss, train/lr, ... and tokens
                 interval_seconds += time.perf_counter() - started
-                interval_tokens += stats.tokens
-                loop.step += 1
-                loop.tokens_seen += stats.tokens
-                result.losses.append(stats.loss)
+                interval_tokens += tokens
+                loop.step, loop.tokens_seen = loop.step + 1, loop.tokens_seen + tokens
+                result.losses.append(scalars["train/loss"])
                 tokens_per_s = interval_tokens / max(interval_seconds, 1e-9)
                 progress.update(1)
-                # refresh=False: the bar redraws at its own pace, not once per step
-                progress.set_postfix(
-                    loss=f"{stats.loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False
-                )
-                if loop.step % config.log_interval == 0 or loop.step == self.max_steps:
-                    self._log_train(stats, tokens_per_s)
+                progress.set_postfix(loss=f"{result.losses[-1]:.4f}", tok_s=f"{tokens_per_s:,.0f}",
+                                     refresh=False)  # fmt: skip
+                last = loop.step == self.max_steps
+                if loop.step % config.log_interval == 0 or last:
+                    self.log_train(scalars, tokens_per_s)
                     interval_tokens, interval_seconds = 0, 0.0
-                if loop.step % config.eval_interval == 0 or loop.step == self.max_steps:
-                    result.val_metrics = self._guard_oom(self._evaluate, progress)
+                if loop.step % config.eval_interval == 0 or last:
+                    result.val_metrics = self.evaluate(progress)
                 if self.task_scores.due(loop.step, self.max_steps):
-                    result.task_scores = self.task_scores.run(
-                        self.model, loop.step, self.log, progress
-                    )
-                stopping = self._stop_requested(stop)
-                due = loop.step % config.checkpoint_interval == 0 or loop.step == self.max_steps
-                if stopping or due:
-                    self._save()
-                if stopping:
-                    # (a rank that only heard of the signal from another rank reports SIGTERM)
-                    result.stopped_by_signal = stop.signal_number or signal.SIGTERM
-                    self._print(f"stopped at step {loop.step}; checkpoint {self.last_checkpoint}."
-                                " Continue with the same options plus --resume=true")  # fmt: skip
+                    result.task_scores = self.task_scores.run(self.model, loop.step, self.log,
+                                                              progress)  # fmt: skip
+                stopping = self.stop_requested(received)
+                if stopping or loop.step % config.checkpoint_interval == 0 or last:
+                    self.save()
+                if stopping:  # (a rank that heard of it from another rank reports SIGTERM)
+                    result.stopped_by_signal = received[0] if received else signal.SIGTERM
+                    self.print(f"stopped at step {loop.step}; checkpoint {self.last_checkpoint}."
+                               " Continue with the same options plus --resume=true")  # fmt: skip
                     break
-        self.log.flush()
         self.model.eval()
-        return dataclasses.replace(
-            result, step=loop.step, val_loss=loop.last_val_loss,
-            last_checkpoint=self.last_checkpoint, skipped_steps=loop.skipped_steps,
-        )  # fmt: skip
+        return dataclasses.replace(result, step=loop.step, val_loss=loop.last_val_loss,
+                                   last_checkpoint=self.last_checkpoint,
+                                   skipped_steps=loop.skipped_steps)  # fmt: skip
 
-    def _guard_oom(self, function, *args):
-        try:
-            return function(*args)
-        except torch.cuda.OutOfMemoryError:
-            raise UserError(out_of_memory_message(self.config)) from None
-
-    def _train_step(self) -> StepStats:
-        """One optimizer step. The only host sync is `to_host` at the end (the skip decision
+    def train_step(self) -> tuple[dict[str, float], int]:
+        """One optimizer step. Its only host sync is `to_host` at the end (skipping a step
         needs the loss): nothing in the micro-batch loop waits for the GPU."""
         lr = set_hyperparameters(self.optimizer, self.config, self.loop.step, self.max_steps)
         first = self.dist.rank * self.context.accumulation_steps
-        batches = [
-            self.stage.train_micro_batch(self.loop.step, first + m)
-            for m in range(self.context.accumulation_steps)
-        ]
-        totals = {
-            "count": float(sum(self.stage.count(b) for b in batches)),
-            "tokens": float(sum(self.stage.tokens(b) for b in batches)),
-        }
-        if self.dist.enabled:
-            # N counts every rank's micro-batches. It stays on the device (the backward pass
-            # can use it as it is), so this all-reduce costs no host sync.
-            summed = all_reduce_sum(
-                host_to_device(torch.tensor(list(totals.values()), dtype=torch.float64),
-                               self.device), self.dist,
-            )  # fmt: skip
-            totals = dict(zip(totals, summed))
-            # DDP averages gradients over ranks; * world_size turns that into a sum over ranks.
+        batches = [self.stage.train_micro_batch(self.loop.step, first + m)
+                   for m in range(self.context.accumulation_steps)]  # fmt: skip
+        totals = {"count": float(sum(map(self.stage.count, batches))),
+                  "tokens": float(sum(map(self.stage.tokens, batches)))}  # fmt: skip
+        if self.dist.enabled:  # summed on the device: no host sync
+            counts = host_to_device(torch.tensor(list(totals.values()), dtype=torch.float64),
+                                    self.device)  # fmt: skip
+            totals = dict(zip(totals, all_reduce(counts, self.dist)))
+            # DDP averages gradients over ranks; x world_size makes that a sum
             scale = (self.dist.world_size / totals["count"].clamp(min=1.0)).float()
         else:
             scale = 1.0 / max(totals["count"], 1.0)
-        sums = self._forward_backward(batches, scale)
-        names = sorted(sums)
-        reduced = all_reduce_sum(torch.stack([sums[n] for n in names]), self.dist)
-        self.scaler.unscale_(self.optimizer)  # no-op unless fp16
+        sums = self.forward_backward(batches, scale)
+        reduced = all_reduce(torch.stack(list(sums.values())), self.dist)
+        self.scaler.unscale_(self.optimizer)  # a no-op unless fp16
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        values = to_host({**dict(zip(names, reduced)), "grad_norm": grad_norm, **totals})
-        count = max(values.pop("count"), 1.0)
-        stats = StepStats(
-            loss=values.pop("loss") / count, grad_norm=values.pop("grad_norm"),
-            tokens=int(values.pop("tokens")), lr=lr,
-            metrics={name: value / count for name, value in values.items()},
-        )  # fmt: skip
-        self._apply_step(stats)
-        return stats
+        values = to_host({**dict(zip(sums, reduced)), "grad_norm": grad_norm, **totals})
+        count, tokens = max(values.pop("count"), 1.0), int(values.pop("tokens"))
+        loss, grad_norm = values.pop("loss") / count, values.pop("grad_norm")
+        self.apply_step(loss, grad_norm)  # (grad_norm: before clipping)
+        scalars = {"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm}
+        return scalars | {name: value / count for name, value in values.items()}, tokens
 
-    def _forward_backward(self, batches: list[Batch], scale) -> dict[str, torch.Tensor]:
+    def forward_backward(self, batches: list[Batch], scale) -> dict[str, torch.Tensor]:
         """Backpropagate loss_sum * scale of every micro-batch; the summed loss and metrics."""
         sums: dict[str, torch.Tensor] = {"loss": torch.zeros((), device=self.device)}
-        for micro_step, batch in enumerate(batches):
-            last = micro_step == len(batches) - 1
-            no_sync = self.train_model.no_sync if self.dist.enabled and not last else None
-            with no_sync() if no_sync else contextlib.nullcontext():
-                with self.context.autocast(), compiled_losses(self.compile_losses):
-                    loss_sum, metrics = self.stage.loss(
-                        self.train_model, batch_to_device(batch, self.device)
-                    )
+        for index, batch in enumerate(batches):
+            syncs = not self.dist.enabled or index == len(batches) - 1  # DDP: the last one only
+            with contextlib.nullcontext() if syncs else self.train_model.no_sync():
+                with self.context.autocast():
+                    batch = batch_to_device(batch, self.device)
+                    loss_sum, metrics = self.stage.loss(self.train_model, batch)
                 self.scaler.scale(loss_sum * scale).backward()
             for name, value in {"loss": loss_sum, **metrics}.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
-        return sums
+        return dict(sorted(sums.items()))  # the same order on every rank
 
-    def _apply_step(self, stats: StepStats) -> None:
-        """The optimizer step, or a skipped step when the loss or gradient is not finite."""
+    def apply_step(self, loss: float, grad_norm: float) -> None:
+        """The optimizer step, or a skipped one when the loss or gradient is not finite."""
         loop = self.loop
-        if self.context.precision == "fp16":
-            # GradScaler skips inf/nan gradients itself (that is how it finds its scale).
-            finite = math.isfinite(stats.loss)
+        if self.context.precision == "fp16":  # GradScaler skips inf/nan gradients itself
+            finite = math.isfinite(loss)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            finite = math.isfinite(stats.loss) and math.isfinite(stats.grad_norm)
+            finite = math.isfinite(loss) and math.isfinite(grad_norm)
             if finite:
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -274,26 +413,28 @@ class Trainer:
             return
         loop.skipped_steps += 1
         loop.nonfinite_streak += 1
-        self._print(
-            f"warning: step {loop.step + 1}: non-finite loss {stats.loss} / grad norm "
-            f"{stats.grad_norm}; step skipped ({loop.skipped_steps} so far)"
-        )
+        self.print(f"warning: step {loop.step + 1}: non-finite loss {loss} / grad norm "
+                   f"{grad_norm}; step skipped ({loop.skipped_steps} so far)")  # fmt: skip
         if loop.nonfinite_streak >= self.config.max_nonfinite_steps:
             raise UserError(
-                f"the loss or gradient was not finite for {loop.nonfinite_streak} steps in "
-                f"a row (up to step {loop.step + 1}); lower --learning_rate, use "
-                "--precision=bf16 or fp32, or check the data; the last good checkpoint is "
+                f"the loss or gradient was not finite for {loop.nonfinite_streak} steps in a row "
+                f"(up to step {loop.step + 1}); lower --learning_rate, use --precision=bf16 or "
+                f"fp32, or check the data; the last good checkpoint is "
                 f"{self.last_checkpoint or 'none'}"
             )
 
-    def _evaluate(self, progress) -> dict[str, float]:
+    def evaluate(self, progress) -> dict[str, float]:
         """Validation scalars (logged as val/<name>) and, on rank 0, text samples."""
-        with compiled_losses(self.compile_losses):
-            scalars = evaluate(self.stage, self.forward_model, self.validation, self.context)
+        scalars = evaluate(self.stage, self.forward_model, self.validation, self.context)
         self.loop.last_val_loss, self.loop.last_val_step = scalars["loss"], self.loop.step
         self.log.scalars({f"val/{name}": value for name, value in scalars.items()}, self.loop.step)
         if self.dist.is_main:
-            samples = self._text_samples()
+            # sampling must not move the training RNG, or a resumed run would diverge
+            devices = [self.device] if self.device.type == "cuda" else []
+            self.model.eval()
+            with torch.random.fork_rng(devices=devices), self.context.autocast():
+                samples = self.stage.text_samples(self.model)
+            self.model.train()
             self.log.texts(samples, self.loop.step)
             summary = " | ".join(f"val/{name} {value:.4f}" for name, value in scalars.items())
             progress.write(f"step {self.loop.step}: {summary}")
@@ -301,67 +442,82 @@ class Trainer:
                 progress.write(f"  [{name}] {text!r}")
         return scalars
 
-    def _text_samples(self) -> dict[str, str]:
-        # Sampling must not move the training RNG, or a resumed run would diverge.
-        devices = [self.device] if self.device.type == "cuda" else []
-        self.model.eval()
-        try:
-            with torch.random.fork_rng(devices=devices), self.context.autocast():
-                return self.stage.text_samples(self.model)
-        finally:
-            self.model.train()
-
-    def _stop_requested(self, stop: StopRequest) -> bool:
+    def stop_requested(self, received: list) -> bool:
         """True on every rank as soon as any rank got a signal (they must stop together)."""
         if not self.dist.enabled:
-            return stop.requested
-        flag = torch.tensor(1.0 if stop.requested else 0.0, device=self.device)
-        return bool(all_reduce_max(flag, self.dist).item() > 0)
+            return bool(received)
+        flag = torch.tensor(float(bool(received)), device=self.device)
+        return bool(all_reduce(flag, self.dist, torch.distributed.ReduceOp.MAX).item() > 0)
 
-    def _log_train(self, stats: StepStats, tokens_per_s: float) -> None:
-        scalars = {
-            "train/loss": stats.loss,
-            "train/lr": stats.lr,
-            "train/grad_norm": stats.grad_norm,
-            "perf/tokens_per_s": tokens_per_s,
-            "perf/peak_memory_gb": peak_memory_gb(self.device),
-        }
+    def log_train(self, scalars: dict[str, float], tokens_per_s: float) -> None:
+        scalars = scalars | {"perf/tokens_per_s": tokens_per_s,
+                             "perf/peak_memory_gb": peak_memory_gb(self.device)}  # fmt: skip
         if self.peak_flops:
             per_device = tokens_per_s / self.dist.world_size
             scalars["perf/mfu"] = per_device * self.flops_per_token / self.peak_flops
-        scalars |= self.stage.epoch_scalars(self.loop.step)  # train/epoch
-        self.log.scalars(scalars | stats.metrics, self.loop.step)
+        if self.stage.epochs is not None:  # train/epoch
+            scalars |= self.stage.epochs.scalars(self.loop.step)
+        self.log.scalars(scalars, self.loop.step)
 
-    # ----- checkpoints -----
+    def resume(self) -> None:
+        """The newest usable checkpoint's state, refused if the model, the data or the batch's
+        shape changed."""
+        context, is_main = self.context, self.dist.is_main
+        fields = {f"model.{key}": value for key, value in context.model_config.to_dict().items()}
+        fields |= {"stage": self.stage.name, "tokenizer.sha256": context.tokenizer_sha256}
+        fields |= {f"train.{key}": getattr(self.config, key)
+                   for key in ("block_size", "micro_batch_size", "seed", "optimizer")}  # fmt: skip
+        fields["run.micro_batches_per_step"] = context.micro_batches_per_step
+        step_dir, _, state = checkpoint.load_checkpoint(self.run_dir, self.model, fields, is_main)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:  # (empty when saved without fp16)
+            self.scaler.load_state_dict(state["scaler"])
+        checkpoint.restore_rng_state(state["rng"], self.device)
+        self.stage.load_state_dict(state["stage"])
+        self.loop, self.last_checkpoint = LoopState(**state["loop"]), step_dir
+        if is_main:
+            print(f"resuming from {step_dir} (step {self.loop.step})", file=sys.stderr)
 
-    def _save(self) -> None:
+    def save(self) -> None:
+        """This step's checkpoint, written by rank 0 while the others wait."""
+        loop, context = self.loop, self.context
+        self.last_checkpoint = self.run_dir / checkpoint.step_dir_name(loop.step)
         if self.dist.is_main:
-            self.last_checkpoint = save(self)
-        else:
-            self.last_checkpoint = self.run_dir / ckpt.step_dir_name(self.loop.step)
+            config_json = {
+                "train": self.config.to_dict(), "stage": self.stage.name, "step": loop.step,
+                "tokenizer": {"sha256": context.tokenizer_sha256},
+                # a val_loss only if measured on these weights: `best` is chosen by it
+                "metrics": {"val_loss": loop.last_val_loss if loop.last_val_step == loop.step
+                            else None, "tokens_seen": loop.tokens_seen},
+                "run": {"world_size": self.dist.world_size, "max_steps": self.max_steps,
+                        "accumulation_steps": context.accumulation_steps,
+                        "micro_batches_per_step": context.micro_batches_per_step,
+                        "precision": context.precision},
+            }  # fmt: skip
+            state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                     "rng": checkpoint.capture_rng_state(self.device), "loop": asdict(loop),
+                     "stage": self.stage.state_dict()}  # fmt: skip
+            keep_last, tokenizer_path = self.config.keep_last, context.tokenizer_path
+            checkpoint.save_checkpoint(self.run_dir, loop.step, self.model, config_json,
+                                       tokenizer_path, state, keep_last)  # fmt: skip
         barrier(self.dist)
 
-    # ----- output -----
-
-    def _print(self, text: str) -> None:
+    def print(self, text: str) -> None:
         if self.dist.is_main:
             tqdm.write(text, file=sys.stderr)
 
-    def _print_header(self) -> None:
+    def print_header(self) -> None:
         if not self.dist.is_main:
             return
-        config, context = self.config, self.context
-        print(f"config ({type(config).__name__}):\n{config_to_text(config)}")
-        print(
-            f"model: {self.model.num_parameters() / 1e6:.2f}M parameters "
-            f"({self.model.num_parameters(non_embedding=True) / 1e6:.2f}M non-embedding), "
-            f"{context.model_config.to_dict()}"
-        )
-        print(
-            f"device {self.device}, precision {context.precision}, {self.dist.world_size} "
-            f"process(es), {context.accumulation_steps} micro-batch(es) of "
-            f"{config.micro_batch_size} x {config.block_size} per process per step = "
-            f"{self.context.tokens_per_step:,} tokens/step, {self.max_steps} steps; run folder "
-            f"{self.run_dir}",
-            flush=True,
-        )
+        config, context, model = self.config, self.context, self.model
+        width = max(map(len, config.to_dict()))
+        print(f"config ({type(config).__name__}):")
+        print("\n".join(f"  {key:<{width}} = {value!r}" for key, value in config.to_dict().items()))
+        print(f"model: {model.num_parameters() / 1e6:.2f}M parameters "
+              f"({model.num_parameters(non_embedding=True) / 1e6:.2f}M non-embedding), "
+              f"{context.model_config.to_dict()}")  # fmt: skip
+        print(f"device {self.device}, precision {context.precision}, {self.dist.world_size} "
+              f"process(es), {context.accumulation_steps} micro-batch(es) of "
+              f"{config.micro_batch_size} x {config.block_size} per process per step = "
+              f"{context.tokens_per_step:,} tokens/step, {self.max_steps} steps; run folder "
+              f"{self.run_dir}", flush=True)  # fmt: skip
