@@ -24,8 +24,8 @@ import datasets
 
 from common.atomic import atomic_write_text, locked_output_directory
 from common.errors import ArgumentParser, UserError, run_cli
-from dataset.common import hub_input, load_hub
 from dataset.evaluation.sources import SAMPLE, SOURCES
+from dataset.pipeline import hub_input, load_hub
 from dataset.sample_world.multiple_choice import multiple_choice_rows
 
 MODULE = "dataset.evaluation.download_dataset"
