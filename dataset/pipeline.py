@@ -66,51 +66,21 @@ def fraction(text: str) -> float:
 
 
 def parse_args(step: Step, argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(
-        prog=f"python3 -m {step.module}",
-        description=step.doc.split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--output-dir",
-        default=step.default_output,
-        help="where the DatasetDict (train/ validation/ test/) and manifest.json go",
-    )
-    parser.add_argument(
-        "--source",
-        choices=("hub", "sample", "local"),
-        default="hub",
-        help="hub: the Hugging Face Hub; sample: the embedded sample world (no "
-        "network, seconds); local: your own files given with --data-files",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing --output-dir (without it, that is an error)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the split carving and of the sample world; use the same "
-        "seed for the pre-training, SFT and DPO sample data (one world)",
-    )
-    parser.add_argument(
-        "--num-proc",
-        type=int,
-        default=min(8, os.cpu_count() or 1),
-        help="worker processes for converting large datasets (min(8, cores))",
-    )
-    parser.add_argument(
-        "--cache-dir", default=None, help="Hugging Face datasets cache (None: the library's own)"
-    )
-    parser.add_argument(
-        "--data-files",
-        nargs="+",
-        default=None,
-        metavar="FILE",
-        help="--source local: files or glob patterns to read",
-    )
+    parser = ArgumentParser(prog=f"python3 -m {step.module}", description=step.doc.split("\n")[0],
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    add = parser.add_argument
+    add("--output-dir", default=step.default_output, help="where the DatasetDict (train/ "
+        "validation/ test/) and manifest.json go")  # fmt: skip
+    add("--source", choices=("hub", "sample", "local"), default="hub", help="hub: the Hugging "
+        "Face Hub; sample: the embedded sample world (no network, seconds); local: your own "
+        "files, given with --data-files")  # fmt: skip
+    add("--overwrite", action="store_true", help="replace an existing --output-dir")
+    add("--seed", type=int, default=0, help="seed of the split carving and the sample world; "
+        "use one seed for the pre-training, SFT and DPO sample data (one world)")  # fmt: skip
+    add("--num-proc", type=int, default=min(8, os.cpu_count() or 1), help="worker processes "
+        "for converting large datasets (min(8, cores))")  # fmt: skip
+    add("--cache-dir", help="Hugging Face datasets cache (None: the library's own)")
+    add("--data-files", nargs="+", metavar="FILE", help="--source local: files or globs to read")
     step.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.num_proc < 1:
@@ -124,23 +94,22 @@ def parse_args(step: Step, argv: list[str] | None) -> argparse.Namespace:
 # ---------------------------------------------------------------- rows in
 
 
+def new_manifest(stage: str, module: str, args: argparse.Namespace) -> dict:
+    """manifest.json's fields; a step fills in inputs, filters (rows in and out of each) and
+    splits."""
+    return {"format_version": 1, "stage": stage, "created_by": f"python3 -m {module}",
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "arguments": vars(args), "source": args.source, "inputs": [], "filters": {},
+            "splits": {}}  # fmt: skip
+
+
 class Run:
     """What a step's source function works with: the flags, the manifest and a work folder."""
 
     def __init__(self, step: Step, args: argparse.Namespace, work: Path):
         self.step, self.args, self.work = step, args, work
         work.mkdir(parents=True, exist_ok=True)
-        self.manifest: dict = {
-            "format_version": 1,
-            "stage": step.stage,
-            "created_by": f"python3 -m {step.module}",
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "arguments": vars(args),
-            "source": args.source,
-            "inputs": [],
-            "filters": {},
-            "splits": {},
-        }
+        self.manifest = new_manifest(step.stage, step.module, args)
 
     def count(self, group: str, step: str, rows_in: int, rows_out: int, **extra) -> None:
         """Record one filter of `group`; a step that changes the unit passes unit_in/unit_out."""
@@ -157,10 +126,8 @@ class Run:
                 raise UserError(f"{repo_id} has no {name} split (it has {', '.join(loaded)})")
             missing = [c for c in columns if c not in loaded[name].column_names]
             if missing:
-                raise UserError(
-                    f"{repo_id} {name} has no column {', '.join(map(repr, missing))} "
-                    f"(it has {', '.join(loaded[name].column_names)})"
-                )
+                raise UserError(f"{repo_id} {name} has no column {', '.join(map(repr, missing))} "
+                                f"(it has {', '.join(loaded[name].column_names)})")  # fmt: skip
         details = {k: v for k, v in kwargs.items() if v is not None}
         self.manifest["inputs"].append(hub_input(repo_id, loaded, **details))
         return loaded
@@ -301,17 +268,16 @@ def keep(run: Run, parts: list[Part]) -> dict[str, datasets.Dataset]:
     return {name: _concatenate(rows) for name, rows in splits.items()}
 
 
-def _digests(rows: datasets.Dataset) -> np.ndarray:
-    """[rows] int64 fingerprints of the texts (8 bytes of blake2b each)."""
-    texts = (t for b in rows.select_columns(["text"]).iter(batch_size=10_000) for t in b["text"])
-    return np.fromiter(
-        (
-            int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "big", signed=True)
-            for t in texts
-        ),
-        np.int64,
-        len(rows),
+def _digest(text: str) -> int:
+    """A text's 64-bit fingerprint (8 bytes of blake2b), as an int64."""
+    return int.from_bytes(
+        hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
     )
+
+
+def _digests(rows: datasets.Dataset) -> np.ndarray:
+    texts = (t for b in rows.select_columns(["text"]).iter(batch_size=10_000) for t in b["text"])
+    return np.fromiter(map(_digest, texts), np.int64, len(rows))
 
 
 def _drop_duplicates(run: Run, usable: dict) -> dict:
@@ -333,11 +299,8 @@ def carve(dataset, into: str, shares: dict[str, float], seed: int) -> dict:
     order = np.random.default_rng(seed).permutation(len(dataset))
     result, start = {}, 0
     for name, share in shares.items():
-        count = (
-            0
-            if share <= 0
-            else max(0, min(max(1, round(len(dataset) * share)), len(dataset) - start - 1))
-        )
+        wanted = max(1, round(len(dataset) * share)) if share > 0 else 0
+        count = max(0, min(wanted, len(dataset) - start - 1))
         result[name] = dataset.select(np.sort(order[start : start + count]))
         start += count
     result[into] = dataset.select(np.sort(order[start:]))

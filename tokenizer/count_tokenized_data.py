@@ -1,17 +1,13 @@
 r"""Count the tokens of a tokenized dataset, per split and in total, after validating it.
 
     python3 -m tokenizer.count_tokenized_data --tokenized-dir data/tokens/pre_training
-
-Tiny CPU example (machine-readable):
-
     python3 -m tokenizer.count_tokenized_data --tokenized-dir data/sample/pre_training/tokenized \
-        --json
+        --json   # tiny CPU example, machine-readable
 
-Per split: tokens, documents, mean and max document length; SFT adds trainable tokens (loss
-mask 1); DPO counts pairs and the mean prompt / chosen / rejected lengths. First it checks each
-split as the training loaders will (tokenized_data.open_split: meta.json and the arrays agree,
-offsets delimit the tokens), and then every token id against the vocabulary and that every
-document starts with `<|endoftext|>`.
+Per split: tokens, documents, mean and max document length; SFT adds trainable tokens, DPO the
+mean prompt / chosen / rejected lengths. Each split is checked as the training loaders check it
+(tokenized_data.open_split), then every token id against the vocabulary and that every document
+starts with `<|endoftext|>`.
 """
 
 import argparse

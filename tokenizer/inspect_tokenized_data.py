@@ -2,26 +2,16 @@ r"""Look at tokenized documents next to their raw text, and flag any that do not
 
     python3 -m tokenizer.inspect_tokenized_data --raw-dataset-dir data/pre_training/raw \
         --tokenized-dataset-dir data/tokens/pre_training --tokenizer-path data/tokenizer.json
-
-Tiny CPU example (non-interactive: documents 0..2 of the validation split):
-
     python3 -m tokenizer.inspect_tokenized_data --raw-dataset-dir data/sample/pre_training/raw \
         --tokenized-dataset-dir data/sample/pre_training/tokenized \
-        --tokenizer-path data/sample/tokenizer/tokenizer.json \
-        --split validation --index 0 --num 3
+        --tokenizer-path data/sample/tokenizer/tokenizer.json --split validation --index 0 --num 3
 
 With a terminal on stdin (and no --index/--num) it is interactive: Enter or `n` next, `p`
-previous, `j N` (or just `N`) jump, `r` random, `q` quit. Otherwise it prints the documents
-asked for and exits; `--check-all` checks every document of the split and prints only problems.
-
-Each document shows its raw row, its tokens with visible boundaries (`[tok]`; in color,
-alternating backgrounds; each token's exact bytes, `\xNN` where they are not UTF-8 on their own)
-and its ids. SFT documents mark the trained tokens (`{tok}`, bold green) and print the loss mask;
-DPO pairs show prompt, chosen and rejected. A document is flagged MISMATCH when its tokens do not
-decode to exactly the raw text as its stage renders it (a truncated part must be the start of
-its answer or the end of its prompt), when they differ from a fresh encoding of that text, or
-when an SFT loss mask is not 1 exactly on assistant content and its `<|end|>`. The exit status
-is 1 if any document shown or checked mismatched.
+previous, `j N` (or `N`) jump, `r` random, `q` quit; `--check-all` checks a whole split. Tokens
+show with visible boundaries (`[tok]`, their exact bytes; `{tok}` where SFT trains). A document
+is flagged MISMATCH when its tokens do not decode to its raw text as its stage renders it (a cut
+part must be the start of its answer or the end of its prompt), differ from a fresh encoding,
+or an SFT loss mask is not 1 exactly on assistant content and its `<|end|>`; then it exits 1.
 """
 
 import argparse
@@ -121,11 +111,9 @@ def tokenized_split_folder(path: Path, split: str | None) -> tuple[Path, str]:
             )
         return path, path.name
     if not (path / (split or "train")).is_dir():
-        raise UserError(
-            f"{path / (split or 'train')} not found; --tokenized-dataset-dir must be "
-            "a tokenize_dataset output folder (and --split one of its splits) or one "
-            "of its split folders"
-        )
+        raise UserError(f"{path / (split or 'train')} not found; --tokenized-dataset-dir must be "
+                        "a tokenize_dataset output folder (and --split one of its splits) or one "
+                        "of its split folders")  # fmt: skip
     return path / (split or "train"), split or "train"
 
 
@@ -139,11 +127,9 @@ class Inspector:
         self.split = open_split(directory)
         self.stage, self.size = self.split.stage, int(self.split.meta["num_documents"])
         if self.split.meta.get("tokenizer_sha256") != sha256_file(args.tokenizer_path):
-            raise UserError(
-                f"{args.tokenizer_path} is not the tokenizer {directory} was made "
-                "with (sha256 differs); pass the same --tokenizer-path as to "
-                "tokenize_dataset"
-            )
+            raise UserError(f"{args.tokenizer_path} is not the tokenizer {directory} was made "
+                            "with (sha256 differs); pass the same --tokenizer-path as to "
+                            "tokenize_dataset")  # fmt: skip
         raw = raw_data.load_datasets(args.raw_dataset_dir)
         folder = Path(args.raw_dataset_dir)
         if self.name not in raw and not (
@@ -158,10 +144,8 @@ class Inspector:
         self.max_length = self.split.meta.get("stats", {}).get("max_length")
         self.rows = self.split.source_rows
         if self.rows is None and self.size != len(self.raw):
-            raise UserError(
-                f"{directory} has no source_rows.bin and {self.size} documents for "
-                f"{len(self.raw)} raw rows; re-tokenize"
-            )
+            raise UserError(f"{directory} has no source_rows.bin and {self.size} documents for "
+                            f"{len(self.raw)} raw rows; re-tokenize")  # fmt: skip
         if self.rows is not None and len(self.rows) and int(self.rows.max()) >= len(self.raw):
             raise UserError(
                 f"{directory} points past the {len(self.raw)} rows of the raw "

@@ -1,10 +1,7 @@
-"""The raw datasets that dataset/ writes, as the tokenizer steps read them.
-
-A raw dataset is a `save_to_disk` DatasetDict folder (`train/ validation/ test/`) or one split
-folder. Rows are streamed from a split's Arrow files with plain reads, batch by batch, so peak
-memory stays flat however large the corpus is (`datasets` would memory-map the files, and the
-pages it walks count in the process's memory). `load_datasets` (random access through
-`datasets`) is for the viewer, which reads one row at a time.
+"""The raw datasets that dataset/ writes (`save_to_disk` folders), as the tokenizer steps read
+them: a split's Arrow files are streamed with plain reads, batch by batch, so memory stays flat
+however large the corpus (`datasets` would memory-map them, and the pages it walks count in the
+process's memory). `load_datasets` (random access through `datasets`) is for the viewer.
 """
 
 import json
@@ -89,10 +86,8 @@ def split_folders(path: Path, allow_single_split: bool = True) -> dict[str, Path
     if (path / "state.json").is_file() and allow_single_split:
         return {path.name: path}
     if (path / "state.json").is_file():
-        raise UserError(
-            f"{path} is a single split folder; pass the dataset folder that holds "
-            "train/ validation/ test/ (its parent)"
-        )
+        raise UserError(f"{path} is a single split folder; pass the dataset folder that holds "
+                        "train/ validation/ test/ (its parent)")  # fmt: skip
     what = "is empty" if not any(path.iterdir()) else "holds no saved dataset"
     raise UserError(
         f"dataset folder {path} {what} (no dataset_dict.json or state.json); {DOWNLOAD_HINT}"

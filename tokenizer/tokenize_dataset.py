@@ -51,25 +51,14 @@ from tqdm import tqdm
 
 from common.atomic import locked_output_directory, sha256_file
 from common.errors import ArgumentParser, UserError, run_cli
-from tokenizer import raw_data
-from tokenizer.encoding import (
-    BOS_ID,
-    ROLE_TOKENS,
-    chat_pieces,
-    content_texts,
-    load_tokenizer,
-    pieces_to_ids,
-    response_pieces,
-)
+from tokenizer import encoding, raw_data
+from tokenizer.encoding import BOS_ID, chat_pieces, content_texts, load_tokenizer, pieces_to_ids
 from tokenizer.tokenized_data import STAGES, SplitWriter, token_dtype
 
 DEFAULT_MAX_LENGTH = 1024
 # The original README's spellings, accepted on the command line and nowhere else.
-STAGE_OF_MODE = {
-    "pre_training": "pre_training",
-    "post_training_sft": "sft",
-    "post_training_dpo": "dpo",
-}
+STAGE_OF_MODE = {"pre_training": "pre_training", "post_training_sft": "sft",
+                 "post_training_dpo": "dpo"}  # fmt: skip
 STAGES_OF_PROFILE = {"pre_training": ("pre_training",), "post_training_v1": ("sft", "dpo")}
 
 
@@ -122,16 +111,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--num-proc and --batch-size must be at least 1")
     stage = STAGE_OF_MODE.get(args.tokenizer_mode) or args.stage or "pre_training"
     if args.tokenizer_mode and args.stage not in (None, stage):
-        parser.error(
-            f"--tokenizer-mode {args.tokenizer_mode} means --stage {stage}, not --stage "
-            f"{args.stage}; give only --stage"
-        )
+        parser.error(f"--tokenizer-mode {args.tokenizer_mode} means --stage {stage}, not --stage "
+                     f"{args.stage}; give only --stage")  # fmt: skip
     allowed = STAGES_OF_PROFILE.get(args.tokenizer_profile, (stage,))
     if stage not in allowed:
-        parser.error(
-            f"--tokenizer-profile {args.tokenizer_profile} goes with --stage "
-            f"{' or '.join(allowed)}, not --stage {stage}; leave it out"
-        )
+        parser.error(f"--tokenizer-profile {args.tokenizer_profile} goes with --stage "
+                     f"{' or '.join(allowed)}, not --stage {stage}; leave it out")  # fmt: skip
     args.stage = stage
     del args.tokenizer_mode, args.tokenizer_profile  # spellings only: --stage says it all
     post = ("--max-length", "--overlong", "--max-prompt-length")
@@ -155,15 +140,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 # ---------------------------------------------------------------- encoding (in the workers)
 
 
-@dataclass(frozen=True)
-class Settings:
-    tokenizer_path: str
-    stage: str
-    max_length: int | None = None
-    overlong: str = "truncate"
-    max_prompt_length: int | None = None
-
-
 @dataclass
 class Encoded:
     """The documents (or DPO pairs) kept from one batch of rows, flattened."""
@@ -177,24 +153,18 @@ class Encoded:
 
 
 def is_conversation(messages, single_reply: bool = False) -> bool:
-    return (
-        isinstance(messages, list)
-        and bool(messages)
-        and all(
-            isinstance(m, dict)
-            and m.get("role") in ROLE_TOKENS
-            and isinstance(m.get("content"), str)
-            for m in messages
-        )
-        and (not single_reply or [m["role"] for m in messages] == ["assistant"])
-    )
+    """A non-empty list of {role, content} messages (with single_reply: one assistant message)."""
+    ok = isinstance(messages, list) and bool(messages)
+    ok = ok and all(isinstance(m, dict) and m.get("role") in encoding.ROLE_TOKENS
+                    and isinstance(m.get("content"), str) for m in messages)  # fmt: skip
+    return ok and (not single_reply or [m["role"] for m in messages] == ["assistant"])
 
 
 class Encoder:
     """`encoder(first_row, rows)` turns one batch of raw rows into an `Encoded`."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, settings: argparse.Namespace):
+        self.settings = settings  # the command's parsed flags
         self.tokenizer = load_tokenizer(settings.tokenizer_path)
         self.dtype = token_dtype(self.tokenizer.get_vocab_size())
 
@@ -273,8 +243,8 @@ class Encoder:
                 first_row + i,
                 (
                     chat_pieces(p, add_generation_prompt=True),
-                    response_pieces(c[0]["content"]),
-                    response_pieces(r[0]["content"]),
+                    encoding.response_pieces(c[0]["content"]),
+                    encoding.response_pieces(r[0]["content"]),
                 ),
             )
             for i, (p, c, r) in enumerate(triples)
@@ -323,7 +293,7 @@ class Encoder:
 _worker: Encoder | None = None  # one per worker process, made by the pool's initializer
 
 
-def init_worker(settings: Settings) -> None:
+def init_worker(settings: argparse.Namespace) -> None:
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread each: N processes, N cores
@@ -335,7 +305,7 @@ def encode_in_worker(first_row: int, rows: dict) -> Encoded:
 
 
 @contextmanager
-def batch_encoder(settings: Settings, num_proc: int):
+def batch_encoder(settings: argparse.Namespace, num_proc: int):
     """Yield `encode_all(jobs) -> iterator of Encoded` (in job order) on `num_proc` cores."""
     if num_proc == 1:
         previous = os.environ.get("TOKENIZERS_PARALLELISM")
@@ -420,13 +390,10 @@ def main(argv=None) -> int:
     output = Path(args.output_dir)
     if output.exists() and not args.overwrite:  # checked early, before any work
         raise UserError(f"{output} already exists; pass --overwrite to replace it")
-    settings = Settings(
-        str(args.tokenizer_path), args.stage, args.max_length, args.overlong, args.max_prompt_length
-    )
     started, metas, sha256 = time.perf_counter(), {}, sha256_file(args.tokenizer_path)
     with (
         locked_output_directory(output, args.overwrite, what="tokenize output") as temp,
-        batch_encoder(settings, args.num_proc) as encode_all,
+        batch_encoder(args, args.num_proc) as encode_all,
     ):
         for name, split in splits.items():
             metas[name] = tokenize_split(
@@ -439,10 +406,8 @@ def main(argv=None) -> int:
             f"{name}: {meta['num_documents']:,} documents, {meta['num_tokens']:,} tokens ({counts})"
         )
     total = sum(meta["num_tokens"] for meta in metas.values())
-    print(
-        f"wrote {output} ({args.stage}, {total:,} tokens in {seconds:.1f} s, "
-        f"{total / max(seconds, 1e-9):,.0f} tokens/s)"
-    )
+    print(f"wrote {output} ({args.stage}, {total:,} tokens in {seconds:.1f} s, "
+          f"{total / max(seconds, 1e-9):,.0f} tokens/s)")  # fmt: skip
     return 0
 
 

@@ -198,10 +198,8 @@ def read_meta(directory: str | Path, stage: str | None = None) -> dict:
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise UserError(
-            f"{meta_path} is missing; tokenize the data with "
-            "`python3 -m tokenizer.tokenize_dataset`"
-        )
+        raise UserError(f"{meta_path} is missing; tokenize the data with "
+                        "`python3 -m tokenizer.tokenize_dataset`")  # fmt: skip
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as error:
@@ -210,10 +208,8 @@ def read_meta(directory: str | Path, stage: str | None = None) -> dict:
         if key not in meta:
             raise UserError(f"{meta_path} lacks {key!r}; re-tokenize this dataset")
     if meta["format_version"] != FORMAT_VERSION:
-        raise UserError(
-            f"{meta_path} has format version {meta['format_version']}, this code reads "
-            f"{FORMAT_VERSION}; re-tokenize this dataset"
-        )
+        raise UserError(f"{meta_path} has format version {meta['format_version']}, this code reads "
+                        f"{FORMAT_VERSION}; re-tokenize this dataset")  # fmt: skip
     if meta["stage"] not in STAGES:
         raise UserError(f"{meta_path}: unknown stage {meta['stage']!r}; re-tokenize this dataset")
     if stage is not None and meta["stage"] != stage:
@@ -282,10 +278,8 @@ def open_dataset(directory: str | Path, stage: str | None = None) -> dict[str, T
     `stage` data if a stage is given."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise UserError(
-            f"tokenized dataset folder {directory} not found; create it with "
-            "`python3 -m tokenizer.tokenize_dataset`"
-        )
+        raise UserError(f"tokenized dataset folder {directory} not found; create it with "
+                        "`python3 -m tokenizer.tokenize_dataset`")  # fmt: skip
     splits = {
         name: open_split(directory / name, stage) for name in SPLITS if (directory / name).is_dir()
     }

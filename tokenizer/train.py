@@ -2,20 +2,13 @@ r"""Train the project's byte-level BPE tokenizer on the train split of a raw dat
 
     python3 -m tokenizer.train --dataset-dir data/pre_training/raw \
         --output-path data/tokenizer/tokenizer.json
-
-Tiny CPU example (a few seconds on the sample corpus):
-
-    python3 -m dataset.pre_training.download_dataset --output-dir data/sample/pre_training/raw \
-        --source sample
     python3 -m tokenizer.train --dataset-dir data/sample/pre_training/raw \
-        --output-path data/sample/tokenizer/tokenizer.json --vocab-size 2048
+        --output-path data/sample/tokenizer/tokenizer.json --vocab-size 2048   # seconds, on CPU
 
-Text is split with the GPT-4 regex, then every byte maps to one of 256 base symbols (byte-level
-BPE), so any Unicode string encodes and decodes back exactly; no normalizer, for the same
-reason. The special tokens of every stage (`tokenizer.encoding.SPECIAL_TOKENS`) are reserved at
-ids 0..5, so one tokenizer serves pre-training, SFT and DPO. `--dataset-dir` takes the
-DatasetDict folder or one split folder; pre-training data is read from its `text` column, SFT
-(`messages`) and DPO (`prompt`/`chosen`/`rejected`) data from the message contents.
+Text is split with the GPT-4 regex, then every byte maps to one of 256 base symbols, so any
+Unicode string round-trips exactly (no normalizer). The special tokens of every stage are
+reserved at ids 0..5, so one tokenizer serves pre-training, SFT and DPO. It reads `text`, or the
+message contents of SFT and DPO data, from a DatasetDict folder or one split folder.
 """
 
 import argparse
@@ -57,11 +50,9 @@ def text_columns(split: raw_data.RawSplit) -> tuple[str, ...]:
     names = split.column_names
     found = ("text",) if "text" in names else tuple(c for c in TEXT_COLUMNS if c in names)
     if not found:
-        raise UserError(
-            f"{split.directory} has columns {names} but no 'text' column (nor "
-            "'messages' or 'prompt'/'chosen'/'rejected'); pass a dataset made by "
-            "dataset/*/download_dataset"
-        )
+        raise UserError(f"{split.directory} has columns {names} but no 'text' column (nor "
+                        "'messages' or 'prompt'/'chosen'/'rejected'); pass a dataset made by "
+                        "dataset/*/download_dataset")  # fmt: skip
     for column in found:
         raw_data.check_type(split.schema.field(column).type, column, split.directory)
     return found
@@ -172,11 +163,9 @@ def main(argv=None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, tokenizer.to_str(pretty=True))
     tokenizer = load_tokenizer(output)  # checks the special-token ids, as every later step will
-    print(
-        f"trained on {stats['chars']:,} characters from {stats['texts']:,} texts of "
-        f"{train_split.name}\nvocab size: {tokenizer.get_vocab_size():,}\nspecial token ids: "
-        f"{describe(tokenizer)}\ntraining time: {seconds:.1f} s"
-    )
+    print(f"trained on {stats['chars']:,} characters from {stats['texts']:,} texts of "
+          f"{train_split.name}\nvocab size: {tokenizer.get_vocab_size():,}\nspecial token ids: "
+          f"{describe(tokenizer)}\ntraining time: {seconds:.1f} s")  # fmt: skip
     measured = splits.get("validation", train_split)
     sizes = [
         (len(text.encode()), len(encoding.ids))
@@ -186,10 +175,8 @@ def main(argv=None) -> int:
         )
     ]
     total_bytes, total_tokens = sum(b for b, _ in sizes), sum(t for _, t in sizes)
-    print(
-        f"bytes per token on {measured.name}: {total_bytes / max(total_tokens, 1):.3f} "
-        f"(over {total_bytes:,} bytes)\nwrote {output}"
-    )
+    print(f"bytes per token on {measured.name}: {total_bytes / max(total_tokens, 1):.3f} "
+          f"(over {total_bytes:,} bytes)\nwrote {output}")  # fmt: skip
     return 0
 
 

@@ -172,35 +172,18 @@ SAMPLE_MIN_HELD_OUT = 20  # ...but at least this many
 def add_arguments(parser: argparse.ArgumentParser, unit: str) -> None:
     """--max-chars, --sample-size, the held-out shares and the original README's
     --tokenizer-profile; `unit` names a row ("conversations", "pairs")."""
-    parser.add_argument(
-        "--tokenizer-profile",
-        choices=("post_training_v1",),
-        default=argparse.SUPPRESS,
-        help="older flag, still accepted and otherwise unused: the original README passes "
-        "post_training_v1, the one chat format these conversations are for",
-    )
-    parser.add_argument(
-        "--max-chars",
-        type=int,
-        default=8000,
-        help=f"skip {unit} with more characters than this (all messages of a conversation; "
-        "a pair's prompt plus its longer answer)",
-    )
-    parser.add_argument(
-        "--sample-size",
-        type=int,
-        default=10_000,
-        help=f"sample: train {unit}; validation and test get a {SAMPLE_HELD_OUT_SHARE}th of it "
-        f"each (at least {SAMPLE_MIN_HELD_OUT}), with instructions train never shows",
-    )
-    for split, default in (("validation", 0.02), ("test", 0.02)):
-        parser.add_argument(
-            f"--{split}-fraction",
-            type=fraction,
-            default=default,
-            help=f"share of the {unit} held out (seeded) for {split}"
-            + (", when the source has no test split" if split == "test" else ""),
-        )
+    add = parser.add_argument
+    add("--tokenizer-profile", choices=("post_training_v1",), default=argparse.SUPPRESS,
+        help="older flag, accepted and unused (the one chat format there is)")  # fmt: skip
+    add("--max-chars", type=int, default=8000, help=f"skip {unit} with more characters than "
+        "this (a conversation's messages; a pair's prompt and longer answer)")  # fmt: skip
+    add("--sample-size", type=int, default=10_000, help=f"sample: train {unit}; validation and "
+        f"test get a {SAMPLE_HELD_OUT_SHARE}th of it each (at least {SAMPLE_MIN_HELD_OUT}), "
+        "with instructions train never shows")  # fmt: skip
+    add("--validation-fraction", type=fraction, default=0.02, help=f"share of the {unit} held "
+        "out (seeded) for validation")  # fmt: skip
+    add("--test-fraction", type=fraction, default=0.02, help=f"share of the {unit} held out "
+        "(seeded) for test, when the source has no test split")  # fmt: skip
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -232,14 +215,9 @@ def sample_parts(args, run: Run, rows: Callable[[int, str, int], list], features
     held_out = max(SAMPLE_MIN_HELD_OUT, args.sample_size // SAMPLE_HELD_OUT_SHARE)
     sizes = {"train": args.sample_size, "validation": held_out, "test": held_out}
     run.manifest["inputs"].append({"id": "sample_world", "seed": args.seed, "sizes": sizes})
-    return [
-        Part(
-            f"sample/{name}",
-            run.generate(f"sample-{name}", lambda n=name, c=count: rows(args.seed, n, c), features),
-            name,
-        )
-        for name, count in sizes.items()
-    ]
+    generate = run.generate
+    return [Part(f"sample/{name}", generate(f"sample-{name}", lambda n=name, c=count: rows(
+        args.seed, n, c), features), name) for name, count in sizes.items()]  # fmt: skip
 
 
 def local_parts(args, run: Run, convert: Callable, features, unit: str, needs: str) -> list[Part]:
@@ -252,19 +230,15 @@ def local_parts(args, run: Run, convert: Callable, features, unit: str, needs: s
         for path in files:
             for row in jsonl_rows(path):
                 if not isinstance(row, dict):
-                    yield {
-                        **dict.fromkeys(features),
-                        "reason": "invalid_json" if row is None else "not_an_object",
-                    }
+                    reason = "invalid_json" if row is None else "not_an_object"
+                    yield {**dict.fromkeys(features), "reason": reason}
                 else:
                     yield converted(convert, row, features)
 
     usable = run.generate("local", rows, with_reason(features))
     reasons = Counter(usable["reason"])
     if not reasons.pop("", 0):
-        raise UserError(
-            f"--data-files: no usable {unit} in {len(usable)} rows "
-            f"({dict(reasons)}); each line {needs}"
-        )
+        raise UserError(f"--data-files: no usable {unit} in {len(usable)} rows "
+                        f"({dict(reasons)}); each line {needs}")  # fmt: skip
     shares = {"validation": args.validation_fraction, "test": args.test_fraction}
     return [Part("local", usable, "train", shares)]

@@ -1,29 +1,17 @@
 """Step 1 of pre-training: get raw text and save it as a DatasetDict (train/validation/test).
 
     python3 -m dataset.pre_training.download_dataset --output-dir=data/pre_training/raw
+    python3 -m dataset.pre_training.download_dataset --dataset fineweb-edu --config sample-10BT \\
+        --max-tokens 4e9 --output-dir data/fineweb/raw
+    python3 -m dataset.pre_training.download_dataset --output-dir=data/sample/pre_training/raw \\
+        --source sample   # tiny CPU example, no network
 
-Sources (`--source`):
-- `hub` (default): TinyStories (roneneldan/TinyStories) and WikiText (Salesforce/wikitext,
-  wikitext-103-raw-v1) from the Hugging Face Hub, cleaned (see tinystories.py, wikitext.py).
-  With `--dataset fineweb-edu`: FineWeb-Edu (HuggingFaceFW/fineweb-edu), its parquet files
-  downloaded one by one into shards on disk, resumable (run the same command again after an
-  interruption; see fineweb_edu.py):
-      python3 -m dataset.pre_training.download_dataset --dataset fineweb-edu \\
-          --config sample-10BT --max-tokens 4e9 --output-dir data/fineweb/raw
-- `sample`: the embedded sample world's stories and articles, generated in seconds, no network.
-  Tiny CPU example:
-      python3 -m dataset.pre_training.download_dataset \\
-          --output-dir=data/sample/pre_training/raw --source sample
-- `local`: your own .txt/.jsonl/.parquet files:
-      python3 -m dataset.pre_training.download_dataset --output-dir=data/mine/raw \\
-          --source local --data-files 'corpus/*.txt'
-  With `--dataset fineweb-edu`, FineWeb-shaped .parquet files (a `text` column; `token_count`,
-  `int_score` used when there), sharded like the Hub's.
-
-Output at --output-dir: `save_to_disk` folders train/ validation/ test/ with columns `text` and
-`source`, and manifest.json (inputs, Hub revisions, rows in and out of every filter; exact
-duplicates are dropped, the first copy kept). The folder appears only when complete; an
-existing one is replaced only with --overwrite.
+--source hub (default): TinyStories and WikiText (wikitext-103-raw-v1) from the Hugging Face Hub,
+cleaned (tinystories.py, wikitext.py), or with --dataset fineweb-edu FineWeb-Edu, resumable
+(fineweb_edu.py); sample: the sample world's stories and articles; local: your .txt, .jsonl or
+.parquet files (--data-files; with fineweb-edu, FineWeb-shaped parquet files). Output: train/
+validation/ test/ (columns text, source) and manifest.json (inputs, Hub revisions, rows in and
+out of every filter; exact duplicates dropped, the first kept), complete or not at all.
 """
 
 import argparse
@@ -57,67 +45,32 @@ def cap(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dataset",
-        choices=("tinystories-wikitext", "fineweb-edu"),
-        default="tinystories-wikitext",
-        help="tinystories-wikitext: the stories and articles below; fineweb-edu: educational "
-        "web pages, downloaded file by file into resumable shards (--source hub or local)",
-    )
+    parser.add_argument("--dataset", choices=("tinystories-wikitext", "fineweb-edu"),
+                        default="tinystories-wikitext", help="the stories and articles below, "
+                        "or educational web pages, in resumable shards (hub or local)")  # fmt: skip
     for split in ("validation", "test"):
-        parser.add_argument(
-            f"--{split}-fraction",
-            type=pipeline.fraction,
-            default=None,
-            help=f"share of the documents held out for {split}; none means "
-            f"{LOCAL_HELD_OUT_FRACTION} for --source local (seeded), "
-            f"{fineweb_edu.DEFAULT_HELD_OUT_FRACTION} for fineweb-edu (evenly spaced)",
-        )
+        parser.add_argument(f"--{split}-fraction", type=pipeline.fraction, help=f"share of the "
+                            f"documents held out for {split}; none: {LOCAL_HELD_OUT_FRACTION} for "
+                            f"--source local (seeded), {fineweb_edu.DEFAULT_HELD_OUT_FRACTION} "
+                            "for fineweb-edu (evenly spaced)")  # fmt: skip
     fineweb_edu.add_arguments(parser)
-    hub = parser.add_argument_group("--source hub (tinystories-wikitext)")
-    hub.add_argument(
-        "--tinystories-version",
-        choices=("v1", "v2"),
-        default="v1",
-        help="v1: the Hub's default parquet data; v2: the TinyStoriesV2-GPT4 text files "
-        "(GPT-4 stories only)",
-    )
-    hub.add_argument(
-        "--wikitext-config",
-        default=wikitext.DEFAULT_CONFIG,
-        help="WikiText config, e.g. wikitext-2-raw-v1 for a small one",
-    )
-    for name, what in (("tinystories", "stories"), ("wikitext", "articles")):
-        hub.add_argument(
-            f"--max-{name}-docs",
-            type=cap,
-            default=None,
-            help=f"at most this many {name} {what} per split (0 leaves it out; None: all)",
-        )
-    hub.add_argument(
-        "--tinystories-test-fraction",
-        type=pipeline.fraction,
-        default=0.5,
-        help="share of TinyStories' validation split carved off (seeded) as its test split",
-    )
-    sample = parser.add_argument_group("--source sample")
-    sample.add_argument(
-        "--sample-size-mb",
-        type=float,
-        default=6.0,
-        help="about this many megabytes of text over all splits (95%% train, 2.5%% validation, "
-        "2.5%% test)",
-    )
-    local = parser.add_argument_group("--source local (files given with --data-files)")
-    local.add_argument(
-        "--text-column", default="text", help="the text field of .jsonl rows / .parquet columns"
-    )
-    local.add_argument(
-        "--txt-documents",
-        choices=("blank_line", "file"),
-        default="blank_line",
-        help=".txt files: one document per blank-line-separated block, or per file",
-    )
+    add = parser.add_argument_group("--source hub (tinystories-wikitext)").add_argument
+    add("--tinystories-version", choices=("v1", "v2"), default="v1", help="v1: the Hub's "
+        "parquet data; v2: the TinyStoriesV2-GPT4 text files (GPT-4 stories only)")  # fmt: skip
+    add("--wikitext-config", default=wikitext.DEFAULT_CONFIG, help="e.g. wikitext-2-raw-v1")
+    add("--max-tinystories-docs", type=cap, help="at most this many stories per split (0 "
+        "leaves TinyStories out; None: all)")  # fmt: skip
+    add("--max-wikitext-docs", type=cap, help="at most this many articles per split (0 leaves "
+        "WikiText out; None: all)")  # fmt: skip
+    add("--tinystories-test-fraction", type=pipeline.fraction, default=0.5, help="share of "
+        "TinyStories' validation split carved off (seeded) as its test split")  # fmt: skip
+    parser.add_argument_group("--source sample").add_argument(
+        "--sample-size-mb", type=float, default=6.0, help="about this many megabytes of text "
+        "over all splits (95%% train, 2.5%% validation, 2.5%% test)")  # fmt: skip
+    add = parser.add_argument_group("--source local (--data-files)").add_argument
+    add("--text-column", default="text", help="the text field of .jsonl / .parquet rows")
+    add("--txt-documents", choices=("blank_line", "file"), default="blank_line",
+        help=".txt files: one document per blank-line-separated block, or per file")  # fmt: skip
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -199,10 +152,8 @@ def local_parts(args, run: pipeline.Run) -> list[Part]:
     documents = run.generate("local", rows, pipeline.with_reason(FEATURES))
     if not any(reason == "" for reason in documents["reason"]):
         reasons = sorted(set(documents["reason"])) or ["no documents"]
-        raise UserError(
-            f"--data-files: no usable documents ({', '.join(reasons)}); is "
-            f"--text-column {column!r} the right field?"
-        )
+        raise UserError(f"--data-files: no usable documents ({', '.join(reasons)}); is "
+                        f"--text-column {column!r} the right field?")  # fmt: skip
     shares = {"validation": args.validation_fraction, "test": args.test_fraction}
     return [Part("local", documents, "train", shares, dedupe=True)]
 

@@ -3,29 +3,24 @@
     python3 -m dataset.pre_training.download_dataset --dataset fineweb-edu \\
         --config sample-10BT --max-tokens 4e9 --output-dir data/fineweb/raw
 
-The Hub keeps each config as parquet files (`sample/10BT/000_00000.parquet`, ...; `default` is
-`data/*/*`, a dump like CC-MAIN-2024-10 is `data/CC-MAIN-2024-10/*`) with the columns text, id,
-dump, url, ..., token_count (GPT-2 tokens), score and int_score (the educational score rounded:
-the dataset holds 3 and up, so --min-int-score 4 or 5 filters further). The files are read in
-order at a commit resolved once and kept for resumes. A file the budget uses whole is fetched
-with `huggingface_hub.hf_hub_download` (retried and resumed over a lost connection, its size
-checked), read, then deleted; the file in which the budget ends is read where it lies
-(`HfFileSystem`: only the columns and row groups used). `--source local --data-files
-'dir/*.parquet'` reads FineWeb-shaped files you have the same way.
+The Hub keeps each config as parquet files (`sample/10BT/*.parquet`; `default` is `data/*/*`, a
+dump like CC-MAIN-2024-10 `data/CC-MAIN-2024-10/*`) with the columns text, token_count (GPT-2
+tokens), int_score (educational value; the dataset holds 3 and up) and more. The files are read
+in order, at a commit resolved once and kept for resumes: a file the budget uses whole is fetched
+by `huggingface_hub.hf_hub_download` (retried over a lost connection, its size checked), read,
+then deleted; the file the budget ends in is read where it lies (`HfFileSystem`: only the
+columns and row groups used). `--source local --data-files 'dir/*.parquet'` reads such files.
 
-A row's text is stripped; missing and empty texts and (with --min-int-score) lower-scored pages
-are dropped and counted; its tokens are token_count (or UTF-8 bytes / 4.6 where a file has no
-such column). Kept document k goes to validation when ceil((k + 1) f) > ceil(k f), f =
---validation-fraction (evenly spaced, so even a tiny download holds some), test likewise over
-the rest; the document that reaches --max-tokens is the last one.
-
-While it runs, everything is in `<output>.partial/`: progress.json (the settings, where reading
-stands: file, row group, batch, and every counter) and the finished shards (`train/data-00000.
-arrow`, ...: Arrow streams, as `save_to_disk` writes them). Shards close between batches, after
---shard-size-mb of text, and progress.json is replaced (atomically) right after; so after
+Texts are stripped; missing, empty and (--min-int-score) lower-scored ones are dropped and
+counted; tokens are token_count (or UTF-8 bytes / 4.6 without that column). Kept document k goes
+to validation when ceil((k + 1) f) > ceil(k f), f = --validation-fraction (evenly spaced, so
+even a tiny download holds some), test likewise over the rest; the document that reaches
+--max-tokens is the last. Until the end, everything is in `<output>.partial/`: progress.json
+(the settings, where reading stands: file, row group, batch, and every counter) and the finished
+shards (Arrow streams, as `save_to_disk` writes them). Shards close between batches after
+--shard-size-mb of text, and progress.json is replaced (atomically) right after, so after
 Ctrl-C, kill -9, a lost network or a full disk the same command continues from the last shard
-and writes the same bytes as an uninterrupted run. Memory holds one batch. At the end the
-folder gets what `load_from_disk` reads and manifest.json, and becomes <output>.
+and writes the same bytes as an uninterrupted run. Memory holds one batch.
 """
 
 from __future__ import annotations
@@ -54,7 +49,7 @@ from common.disk_space import free_bytes, report_full_disk
 from common.errors import UserError
 from common.locking import folder_lock
 from dataset.local_files import resolve_data_files
-from dataset.pipeline import SPLITS, one_line
+from dataset.pipeline import SPLITS, new_manifest, one_line
 
 REPO_ID = "HuggingFaceFW/fineweb-edu"
 CONFIG_TOKENS = {
@@ -74,41 +69,17 @@ FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datase
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("--dataset fineweb-edu (file by file; resumable)")
-    group.add_argument(
-        "--config",
-        default=None,
-        help=f"FineWeb-Edu config: {', '.join(CONFIG_TOKENS)}"
-        f" or a dump like CC-MAIN-2024-10; none means {DEFAULT_CONFIG}",
-    )
-    group.add_argument(
-        "--max-tokens",
-        type=token_count,
-        default=None,
-        help="stop once the kept documents hold this many GPT-2 tokens (the dataset's "
-        "token_count), e.g. 4e9; none means the whole config",
-    )
-    group.add_argument(
-        "--min-int-score",
-        type=int,
-        choices=range(6),
-        default=None,
-        help="keep only pages whose int_score (educational value, 0-5) is at least this; "
-        "the dataset holds >= 3 only",
-    )
-    group.add_argument(
-        "--shard-size-mb",
-        type=float,
-        default=256,
-        help="text per shard (MB): what an interruption can lose, and the size of train's "
-        "Arrow files",
-    )
-    group.add_argument(
-        "--revision",
-        default=None,
-        help="Hub branch, tag or commit to read; none means the newest commit, resolved once and "
-        "kept for resumes",
-    )
+    add = parser.add_argument_group("--dataset fineweb-edu (file by file; resumable)").add_argument
+    configs = ", ".join(CONFIG_TOKENS)
+    add("--config", help=f"{configs} or a dump like CC-MAIN-2024-10; none: {DEFAULT_CONFIG}")
+    add("--max-tokens", type=token_count, help="stop once the kept documents hold this many "
+        "GPT-2 tokens (the dataset's token_count), e.g. 4e9; none: the whole config")  # fmt: skip
+    add("--min-int-score", type=int, choices=range(6), help="keep only pages whose int_score "
+        "(educational value, 0-5) is at least this; the dataset holds >= 3 only")  # fmt: skip
+    add("--shard-size-mb", type=float, default=256, help="text per shard (MB): what an "
+        "interruption can lose, and the size of train's Arrow files")  # fmt: skip
+    add("--revision", help="Hub branch, tag or commit; none means the newest, resolved once "
+        "and kept for resumes")  # fmt: skip
 
 
 def token_count(text: str) -> int:
@@ -116,8 +87,8 @@ def token_count(text: str) -> int:
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not (value > 0 and value != float("inf") and value.is_integer()):
+        value = 0.0
+    if not (0 < value < float("inf") and value.is_integer()):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number, e.g. 4e9")
     return int(value)
 
@@ -125,16 +96,12 @@ def token_count(text: str) -> int:
 def check_args(args: argparse.Namespace) -> None:
     """One-line errors for flags no FineWeb-Edu download can use, before any network."""
     if args.source == "sample":
-        raise UserError(
-            "--dataset fineweb-edu reads --source hub or --source local (FineWeb-"
-            "shaped parquet files); the sample world has no FineWeb form"
-        )
+        raise UserError("--dataset fineweb-edu reads --source hub or --source local (FineWeb-"
+                        "shaped parquet files); the sample world has no FineWeb form")  # fmt: skip
     config = args.config or DEFAULT_CONFIG
     if args.source == "hub" and config not in CONFIG_TOKENS and not DUMP_CONFIG.fullmatch(config):
-        raise UserError(
-            f"--config {config!r} is not a FineWeb-Edu config; choose one of "
-            f"{', '.join(CONFIG_TOKENS)} or a Common Crawl dump like CC-MAIN-2024-10"
-        )
+        raise UserError(f"--config {config!r} is not a FineWeb-Edu config; choose one of "
+                        f"{', '.join(CONFIG_TOKENS)} or a dump like CC-MAIN-2024-10")  # fmt: skip
     if args.source == "local" and (args.config or args.revision):
         raise UserError("--config and --revision name Hub data; --source local reads --data-files")
     size = CONFIG_TOKENS.get(config) if args.source == "hub" else None
@@ -142,10 +109,9 @@ def check_args(args: argparse.Namespace) -> None:
         larger = [
             f"--config {n}" for n, tokens in CONFIG_TOKENS.items() if tokens >= args.max_tokens
         ]
-        raise UserError(
-            f"--max-tokens {args.max_tokens:.3g} is more than FineWeb-Edu {config} holds (about "
-            f"{size:.3g} tokens); lower it or use {(larger or ['several configs'])[0]}"
-        )
+        raise UserError(f"--max-tokens {args.max_tokens:.3g} is more than FineWeb-Edu {config} "
+                        f"holds (about {size:.3g} tokens); lower it or use "
+                        f"{(larger or ['several configs'])[0]}")  # fmt: skip
     if args.shard_size_mb <= 0:
         raise UserError(f"--shard-size-mb must be positive, got {args.shard_size_mb}")
 
@@ -167,11 +133,8 @@ class HubFiles:
         api = huggingface_hub.HfApi()
         info = hub_call(api.dataset_info, REPO_ID, revision=revision, files_metadata=True)
         self.revision, self.download = info.sha, folder / "download"
-        self.files = sorted(
-            (s.rfilename, s.size or 0)
-            for s in info.siblings
-            if s.rfilename.startswith(prefix) and s.rfilename.endswith(".parquet")
-        )
+        names = [(s.rfilename, s.size or 0) for s in info.siblings]
+        self.files = sorted(f for f in names if re.fullmatch(f"{prefix}.*\\.parquet", f[0]))
         if not self.files:
             raise UserError(f"{REPO_ID} holds no parquet files under {prefix} at {info.sha}")
         sizes = sum(size for _, size in self.files) / PARQUET_BYTES_PER_TOKEN
@@ -187,16 +150,9 @@ class HubFiles:
         if size / PARQUET_BYTES_PER_TOKEN > tokens_left:  # the budget ends in it: read parts
             remote = f"datasets/{REPO_ID}@{self.revision}/{name}"
             return pq.ParquetFile(hub_call(huggingface_hub.HfFileSystem().open, remote))
-        return pq.ParquetFile(
-            hub_call(
-                huggingface_hub.hf_hub_download,
-                REPO_ID,
-                name,
-                repo_type="dataset",
-                revision=self.revision,
-                local_dir=self.download,
-            )
-        )
+        path = hub_call(huggingface_hub.hf_hub_download, REPO_ID, name, repo_type="dataset",
+                        revision=self.revision, local_dir=self.download)  # fmt: skip
+        return pq.ParquetFile(path)
 
 
 class LocalFiles:
@@ -263,28 +219,22 @@ class Progress:
         try:
             progress = cls(**json.loads((folder / "progress.json").read_text()))
         except FileNotFoundError:
-            progress = None
+            progress = cls(key=None)
         except (OSError, ValueError, TypeError):
+            raise UserError(f"{folder}/progress.json is damaged; pass --overwrite") from None
+        differs = sorted(n for n in key if progress.key and key[n] != progress.key.get(n))
+        if differs and not overwrite:
             raise UserError(
-                f"{folder}/progress.json is damaged; pass --overwrite to start over"
-            ) from None
-        if progress is not None and progress.key != key and not overwrite:
-            differs = next(
-                n for n in sorted(key | progress.key) if key.get(n) != progress.key.get(n)
-            )
-            raise UserError(
-                f"{folder} holds an unfinished download with other settings: {differs} "
-                f"{progress.key.get(differs)!r} (this run: {key.get(differs)!r}); run the same "
+                f"{folder} holds an unfinished download with other settings: {differs[0]} "
+                f"{progress.key.get(differs[0])!r} (this run: {key[differs[0]]!r}); run the same "
                 "command as before to finish it, or pass --overwrite to start over"
             )
-        if progress is None or progress.key != key:
+        if progress.key is None or differs:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             return cls(key=key)
-        print(
-            f"resuming {folder}: {progress.shards} finished shards, "
-            f"{sum(progress.rows.values()):,} documents, {progress.total_tokens:,} tokens"
-        )
+        counts = f"{sum(progress.rows.values()):,} documents, {progress.total_tokens:,} tokens"
+        print(f"resuming {folder}: {progress.shards} finished shards, {counts}")
         return progress
 
 
@@ -352,11 +302,8 @@ class Download:
         tokens = np.asarray(table.column("tokens"))
         reached = np.flatnonzero(progress.total_tokens + np.cumsum(tokens) >= (budget or np.inf))
         if len(reached):  # the document that reaches the budget is the last one
-            table, tokens, progress.done = (
-                table.slice(0, reached[0] + 1),
-                tokens[: reached[0] + 1],
-                True,
-            )
+            last = reached[0] + 1
+            table, tokens, progress.done = table.slice(0, last), tokens[:last], True
         fractions = (self.args.validation_fraction, self.args.test_fraction)
         split = assign_splits(progress, table.num_rows, fractions)
         rows = pa.table({"text": table["text"], "source": [self.files.name] * table.num_rows})
@@ -507,11 +454,9 @@ def download(args: argparse.Namespace, module: str) -> int:
         finish(args, module, files, folder, progress)
         move_into_place(folder, output)
     counts = ", ".join(f"{name} {progress.rows[name]:,}" for name in SPLITS)
-    print(
-        f"wrote {output} ({counts} documents, {progress.total_tokens:,} tokens, "
-        f"{progress.text_bytes / 1e6:,.1f} MB of text in {progress.shards} shards; "
-        f"{progress.seconds:.0f} s reading)"
-    )
+    print(f"wrote {output} ({counts} documents, {progress.total_tokens:,} tokens, "
+          f"{progress.text_bytes / 1e6:,.1f} MB of text in {progress.shards} shards; "
+          f"{progress.seconds:.0f} s reading)")  # fmt: skip
     return 0
 
 
@@ -545,54 +490,35 @@ def finish(args, module: str, files, folder: Path, progress: Progress) -> None:
     """Give the folder what `load_from_disk` reads, and manifest.json."""
     shutil.rmtree(folder / "download", ignore_errors=True)
     for name in SPLITS:
-        state = {
-            "_data_files": [{"filename": f} for f in progress.files[name]],
-            "_split": name,
-            "_fingerprint": f"{name}-{progress.kept}",
-            "_format_columns": None,
-            "_format_kwargs": {},
-            "_format_type": None,
-            "_output_all_columns": False,
-        }
+        state = {"_data_files": [{"filename": f} for f in progress.files[name]], "_split": name,
+                 "_fingerprint": f"{name}-{progress.kept}", "_format_columns": None,
+                 "_format_kwargs": {}, "_format_type": None,
+                 "_output_all_columns": False}  # fmt: skip
         atomic_write_text(folder / name / "state.json", json.dumps(state, indent=2))
         datasets.DatasetInfo(features=FEATURES).write_to_directory(str(folder / name))
     atomic_write_text(folder / "dataset_dict.json", json.dumps({"splits": list(SPLITS)}))
+    manifest = new_manifest("pre_training", module, args)
+    source = {"id": REPO_ID, "config": args.config or DEFAULT_CONFIG, "revision": files.revision}
+    manifest["inputs"].append((source if args.source == "hub" else {"id": "local"})
+                              | {"files": [name for name, _ in files.files]})  # fmt: skip
     steps, rows = [], progress.drops["read"]
     for reason, count in progress.drops.items():  # in the order the filters run
         if reason != "read":
-            steps.append({"step": f"drop_{reason}", "rows_in": rows, "rows_out": rows - count})
+            steps.append({"step": f"drop_{reason}", "rows_in": rows, "rows_out": rows - count,
+                          "dropped": count})  # fmt: skip
             rows -= count
     kept = sum(progress.rows.values())
     if kept < rows:  # the budget stopped it: the rest of what was read is left out
-        steps.append({"step": "max_tokens", "rows_in": rows, "rows_out": kept})
-    source = {"id": REPO_ID, "config": args.config or DEFAULT_CONFIG, "revision": files.revision}
-    manifest = {
-        "format_version": 1,
-        "stage": "pre_training",
-        "created_by": f"python3 -m {module}",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "arguments": vars(args),
-        "source": args.source,
-        "inputs": [
-            (source if args.source == "hub" else {"id": "local"})
-            | {"files": [name for name, _ in files.files]}
-        ],
-        "filters": {
-            files.name: [step | {"dropped": step["rows_in"] - step["rows_out"]} for step in steps]
-        },
-        "splits": {
-            name: {
-                "rows": progress.rows[name],
-                "columns": list(FEATURES),
-                "rows_by_source": {files.name: progress.rows[name]},
-                "tokens": progress.tokens[name],
-                "shards": len(progress.files[name]),
-            }
-            for name in SPLITS
-        },
-        "text_bytes": progress.text_bytes,
-        "seconds": round(progress.seconds, 2),
-    }
+        steps.append(
+            {"step": "max_tokens", "rows_in": rows, "rows_out": kept, "dropped": rows - kept}
+        )
+    manifest["filters"][files.name] = steps
+    for name in SPLITS:
+        manifest["splits"][name] = {"rows": progress.rows[name], "columns": list(FEATURES),
+                                    "rows_by_source": {files.name: progress.rows[name]},
+                                    "tokens": progress.tokens[name],
+                                    "shards": len(progress.files[name])}  # fmt: skip
+    manifest |= {"text_bytes": progress.text_bytes, "seconds": round(progress.seconds, 2)}
     if progress.budget_short:
         manifest["budget_not_reached"] = progress.budget_short
         print(f"note: {progress.budget_short}")

@@ -1,19 +1,11 @@
 """WikiText (Salesforce/wikitext): whole articles rebuilt from its one-line rows, detokenized.
 
-On the Hub every WikiText row is one line of the original files:
-
-    ""                                   (empty rows between paragraphs)
-    " = Robert Boulter = \\n"             <- an article title: exactly one "=" on each side
-    " Robert Boulter is an English film , television and theatre actor ... \\n"
-    " = = Career = = \\n"                 <- a section, part of the same article
-    " In 2006 @-@ 07 , Boulter starred ... \\n"
-
-`rebuild_articles` starts a new article at each title line and joins its non-empty lines with
-"\\n" (title and section lines kept, stripped); articles with no text under their headings are
-dropped and counted, as are lines before the first title. `detokenize` undoes WikiText's
-tokenization: " @-@ " -> "-", " @,@ " -> ",", " @.@ " -> ".", no space before , . ; : ! ? ) ] or
-'s n't 're 've 'll 'd 'm, none after ( [. Quotes are left alone (which side a quote attaches to
-is ambiguous).
+Each row is one line: "" between paragraphs, " = Title = " (one "=" a side) starting an article,
+" = = Section = = " inside one. `rebuild_articles` starts an article at each title and joins its
+non-empty lines with "\\n"; articles with no text under their headings, and lines before the
+first title, are dropped and counted. `detokenize` undoes WikiText's tokenization: " @-@ " ->
+"-", " @,@ " -> ",", " @.@ " -> ".", no space before , . ; : ! ? ) ] 's n't 're 've 'll 'd 'm
+or after ( [. Quotes are left alone (which side one attaches to is ambiguous).
 """
 
 import re

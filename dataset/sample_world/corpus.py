@@ -1,15 +1,12 @@
 """The sample pre-training corpus: TinyStories-like stories and WikiText-like articles about one
 world, sized in bytes.
 
-Stories: an opening that names the hero, the animal and the place, then one small plot of
-world.yaml (its core beats, and extra beats with the chance `detail`). SFT answers and DPO pairs
-are written by the same `write_story`, so an instruction-following answer reads like the stories
-the model saw in pre-training. Articles (`= Title =`, paragraphs, `= = Section = =` lines, as
-WikiText after our cleaning) state each character's facts in the very words the SFT answers and
-the multiple-choice test use ("Max lives in the forest."), in ever new arrangements.
+A story is an opening (hero, animal, place) and one plot of world.yaml: its core beats, each
+extra beat with the chance `detail`; SFT answers and DPO pairs use the same `write_story`.
+Articles (`= Title =`, paragraphs, `= = Section = =`) state each character's facts in the words
+the SFT answers and the multiple-choice test use ("Max lives in the forest.").
 
->>> docs = list(pretraining_documents(seed=0, split="validation", size_bytes=20_000))
->>> sorted({source for _, source in docs})
+>>> sorted({source for _, source in pretraining_documents(0, "validation", 20_000)})
 ['sample_articles', 'sample_stories']
 """
 
@@ -45,35 +42,21 @@ def story_slots(rng: random.Random, hero: Character, friend: Character, place2: 
     feature, feature2 = rng.sample(place.features, 2)
     adjective = rng.choice(place.adjectives)
     return {
-        "name": hero.name,
-        **pronouns(hero.gender),
-        "friend": friend.name,
-        **pronouns(friend.gender, prefix="f"),
-        "animal": hero.animal.word,
-        "a_animal": with_article(hero.animal.word),
+        "name": hero.name, **pronouns(hero.gender),
+        "friend": friend.name, **pronouns(friend.gender, prefix="f"),
+        "animal": hero.animal.word, "a_animal": with_article(hero.animal.word),
         "adj_animal": with_article(f"{rng.choice(ANIMAL_ADJECTIVES)} {hero.animal.word}"),
-        "fanimal": friend.animal.word,
-        "a_fanimal": with_article(friend.animal.word),
-        "sound": hero.animal.sound,
-        "move": hero.animal.move,
-        "fmove": friend.animal.move,
-        "body": hero.animal.body,
-        "color": hero.color,
-        "trait": hero.trait,
-        "hobby": hero.hobby,
-        "food": hero.food,
-        "object": hero.object,
-        "obj": hero.obj,
-        "a_obj": with_article(hero.obj),
-        "place": place.word,
-        "at_place": at(place),
+        "fanimal": friend.animal.word, "a_fanimal": with_article(friend.animal.word),
+        "sound": hero.animal.sound, "move": hero.animal.move, "fmove": friend.animal.move,
+        "body": hero.animal.body, "color": hero.color, "trait": hero.trait,
+        "hobby": hero.hobby, "food": hero.food, "object": hero.object,
+        "obj": hero.obj, "a_obj": with_article(hero.obj),
+        "place": place.word, "at_place": at(place),
         "At_a_place": f"{place.preposition} {with_article(adjective)} {place.word}".capitalize(),
-        "feature": feature,
-        "feature2": feature2,
-        "place2": place2.word,
-        "feature3": rng.choice(place2.features),
+        "feature": feature, "feature2": feature2,
+        "place2": place2.word, "feature3": rng.choice(place2.features),
         "time": rng.choice(WORDS["times"]),
-    }
+    }  # fmt: skip
 
 
 def write_story(
@@ -122,26 +105,15 @@ def fact_slots(world: World, hero: Character) -> dict[str, str]:
     """The slots of the article templates: a world character's facts."""
     friend = world.character(hero.friend)
     return {
-        "name": hero.name,
-        **pronouns(hero.gender),
-        "animal": hero.animal.word,
-        "a_animal": with_article(hero.animal.word),
+        "name": hero.name, **pronouns(hero.gender),
+        "animal": hero.animal.word, "a_animal": with_article(hero.animal.word),
         "a_color_animal": with_article(f"{hero.color} {hero.animal.word}"),
-        "color": hero.color,
-        "body": hero.animal.body,
-        "call": hero.animal.call,
-        "at_place": at(hero.home),
-        "place": hero.home.word,
-        "feature": hero.home.features[0],
-        "friend": friend.name,
-        "a_fanimal": with_article(friend.animal.word),
-        "fat_place": at(friend.home),
-        "a_obj": with_article(hero.obj),
-        "obj": hero.obj,
-        "food": hero.food,
-        "hobby": hero.hobby,
-        "trait": hero.trait,
-    }
+        "color": hero.color, "body": hero.animal.body, "call": hero.animal.call,
+        "at_place": at(hero.home), "place": hero.home.word, "feature": hero.home.features[0],
+        "friend": friend.name, "a_fanimal": with_article(friend.animal.word),
+        "fat_place": at(friend.home), "a_obj": with_article(hero.obj), "obj": hero.obj,
+        "food": hero.food, "hobby": hero.hobby, "trait": hero.trait,
+    }  # fmt: skip
 
 
 def character_article(rng: random.Random, world: World, hero: Character) -> str:

@@ -1,19 +1,14 @@
 """A multiple-choice test about the sample world: questions whose right answer a program knows.
 
-Two kinds of item, each with one right choice and three wrong ones of the same category:
-- a fact question about a world character ("Where does Max live?"), answered with the sentence
-  the SFT answers and the pre-training articles use ("Max lives in the forest."), the wrong
-  choices stating another place, animal, friend, favourite thing, food or hobby;
-- a story item: a story opening in which the hero loses a named thing, and four endings in which
-  the hero finds it, only one of them the thing that was lost.
+Each of the 40 characters is asked the six fact questions ("Where does Max live?"; the choices
+are the answer sentences with another place, animal, friend, thing, food or hobby) and gets one
+story item (a story in which the hero loses a named thing; four endings in which it is found,
+one of them the thing that was lost): 280 items, chance 1/4. The "train" split asks the same
+facts with other wordings and choices, for few-shot examples.
 
 >>> rows = multiple_choice_rows(seed=0, split="test")
 >>> len(rows), sorted(rows[0])
 (280, ['answer', 'character', 'choices', 'kind', 'question'])
-
-Every world character is asked every fact question (40 x 6) and gets one story item (40), so
-the test covers the whole world; the "train" split draws the same facts with other wordings and
-wrong choices, for few-shot examples. A model that only guesses scores 1/4.
 """
 
 import random

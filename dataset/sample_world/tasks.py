@@ -1,22 +1,12 @@
 """Sample-world instructions with program-checkable constraints: the SFT rows and the DPO pairs.
 
-Two kinds of task:
-- story requests ("Write a short story about a dog named Max who lives in a forest.") about a
-  made-up hero; the answer must mention the name, the animal, the place (and, when asked, an
-  object or an ending feeling, or stay within a number of sentences);
-- questions about a world character ("Where does Lily live?") whose answer is in the
-  pre-training articles; the answer must give the right fact and no competing one.
-
-Held-out splits: every task has a key (the (name, animal, place) of a story request, the
-(character, question) of a question); `split_of(seed, key)` puts about 5% of keys in test, 5% in
-validation and the rest in train, so validation and test ask for combinations train never shows.
-
-DPO pairs are story requests only. The rejected answer is the same story (same random stream)
-with one thing wrong that the prompt itself shows to be wrong: the hero's name or home swapped
-(wrong_name, wrong_place), a story for another request (other_request), or more sentences than
-allowed (too_long). Left out on purpose, after measuring (benchmarks/README.md): a wrong fact in
-an answer to a question (preference pairs cannot teach a fact the model does not know) and a
-wrong animal, object or feeling (the small SFT model seldom copies those from the prompt at all).
+Story requests ("Write a short story about a dog named Max who lives in a forest.", maybe with
+an object, an ending feeling or a sentence limit) about made-up heroes, and questions about the
+world's characters ("Where does Lily live?") answered in the articles' words. Every task has a
+key (name, animal, place; or character, question); `split_of` puts ~5% of keys in test and 5% in
+validation, so held-out splits ask what train never shows. A DPO pair's rejected answer is the
+same story with one checkable fault (wrong name or home, another request's story, too long); a
+wrong fact, animal, object or feeling taught nothing measurable (benchmarks/README.md).
 """
 
 import functools
@@ -81,16 +71,12 @@ class StorySpec:
     def prompt_slots(self) -> dict:
         hero = self.hero
         return {
-            "name": hero.name,
-            **pronouns(hero.gender),
-            "animal": hero.animal.word,
+            "name": hero.name, **pronouns(hero.gender), "animal": hero.animal.word,
             "a_animal": with_article(hero.animal.word),
             "in_a_place": f"{hero.home.preposition} {with_article(hero.home.word)}",
-            "obj": hero.obj,
-            "a_obj": with_article(hero.obj),
-            "feeling": self.feeling,
+            "obj": hero.obj, "a_obj": with_article(hero.obj), "feeling": self.feeling,
             "max_sentences": self.max_sentences,
-        }
+        }  # fmt: skip
 
 
 def draw_story_spec(rng: random.Random, world: World, split: str) -> StorySpec:
@@ -99,29 +85,19 @@ def draw_story_spec(rng: random.Random, world: World, split: str) -> StorySpec:
         if split_of(world.seed, f"story|{name}|{animal.word}|{home.word}") == split:
             break
     hero = random_character(rng, name=name, animal=animal, home=home)
-    friend = random_character(
-        rng,
-        animal=rng.choice([a for a in ANIMALS if a != animal]),
-        names=tuple(n for n in world.free_names if n != name),
-    )
+    others = tuple(n for n in world.free_names if n != name)
+    friend = random_character(rng, animal=rng.choice([a for a in ANIMALS if a != animal]),
+                              names=others)  # fmt: skip
     extras = rng.sample(("object", "feeling", "length", "none"), 2)
-    return StorySpec(
-        hero=hero,
-        friend=friend,
-        require_object="object" in extras,
-        feeling=rng.choice(ENDING_FEELINGS) if "feeling" in extras else None,
-        max_sentences=rng.choice((5, 6)) if "length" in extras else None,
-        story_seed=rng.getrandbits(32),
-    )
+    feeling = rng.choice(ENDING_FEELINGS) if "feeling" in extras else None
+    max_sentences = rng.choice((5, 6)) if "length" in extras else None
+    return StorySpec(hero, friend, "object" in extras, feeling, max_sentences, rng.getrandbits(32))
 
 
 def story_prompt(rng: random.Random, spec: StorySpec) -> str:
     text = rng.choice(WORDS["story_requests"])
-    for wanted, requests in (
-        (spec.require_object, "object_requests"),
-        (spec.feeling, "feeling_requests"),
-        (spec.max_sentences, "length_requests"),
-    ):
+    asked = (spec.require_object, spec.feeling, spec.max_sentences)
+    for wanted, requests in zip(asked, ("object_requests", "feeling_requests", "length_requests")):
         if wanted:
             text += " " + rng.choice(WORDS[requests])
     return text.format(**spec.prompt_slots)
@@ -140,15 +116,10 @@ def story_constraints(spec: StorySpec) -> dict:
 def story_answer(spec: StorySpec, *, long: bool = False) -> str:
     """A short story meeting `spec` (or, with long=True, the same story with every beat)."""
     rng = random.Random(spec.story_seed)
-    return write_story(
-        rng,
-        spec.hero,
-        spec.friend,
-        feeling=spec.feeling,
-        require_object=spec.require_object,
-        detail=1.0 if long else rng.uniform(0.15, 0.5),
-        max_sentences=10 if long else (spec.max_sentences or 7),
-    )
+    return write_story(rng, spec.hero, spec.friend, feeling=spec.feeling,
+                       require_object=spec.require_object,
+                       detail=1.0 if long else rng.uniform(0.15, 0.5),
+                       max_sentences=10 if long else (spec.max_sentences or 7))  # fmt: skip
 
 
 def rejected_answers(rng: random.Random, world: World, spec: StorySpec) -> dict[str, callable]:
@@ -163,10 +134,8 @@ def rejected_answers(rng: random.Random, world: World, spec: StorySpec) -> dict[
         "wrong_place": replace(hero, home=place),
         "other_request": replace(hero, name=name, animal=animal, home=place),
     }
-    makers = {
-        kind: functools.partial(story_answer, replace(spec, hero=wrong_hero))
-        for kind, wrong_hero in wrong.items()
-    }
+    makers = {kind: functools.partial(story_answer, replace(spec, hero=wrong_hero))
+              for kind, wrong_hero in wrong.items()}  # fmt: skip
     if spec.max_sentences:
         makers["too_long"] = functools.partial(story_answer, spec, long=True)
     return makers
@@ -277,12 +246,8 @@ def dpo_rows(seed: int, split: str, count: int) -> tuple[list[dict], Counter]:
         if rejected is None or not satisfies(constraints, chosen):
             continue
         kinds[kind] += 1
+        pair = {"prompt": _message("user", prompt), "chosen": _message("assistant", chosen)}
         rows.append(
-            {
-                "prompt": _message("user", prompt),
-                "chosen": _message("assistant", chosen),
-                "rejected": _message("assistant", rejected),
-                "constraints": constraints,
-            }
+            pair | {"rejected": _message("assistant", rejected), "constraints": constraints}
         )
     return rows, kinds

@@ -1,23 +1,15 @@
 """Step 1 of DPO: get preference pairs (prompt, chosen, rejected) and save them as a DatasetDict.
 
     python3 -m dataset.post_training.dpo.download_dataset --output-dir=data/post_training/dpo/raw
+    python3 -m dataset.post_training.dpo.download_dataset \\
+        --output-dir=data/sample/post_training/dpo/raw --source sample --sample-size 2000
 
-Sources (`--source`):
-- `hub` (default), `--dataset`:
-  HuggingFaceH4/ultrafeedback_binarized (default; train_prefs -> train + validation,
-  test_prefs -> test), Intel/orca_dpo_pairs (train -> train/validation/test),
-  Anthropic/hh-rlhf (train -> train + validation, test -> test). Layouts: conversations.py.
-- `sample`: pairs about the embedded sample world whose chosen answer meets the instruction and
-  whose rejected answer breaks it checkably (dataset/sample_world/tasks.py); no network. Tiny
-  CPU example:
-      python3 -m dataset.post_training.dpo.download_dataset \\
-          --output-dir=data/sample/post_training/dpo/raw --source sample --sample-size 2000
-- `local`: .jsonl files, one pair per line, in any layout of conversations.py.
-
-Output: train/ validation/ test/ with columns `prompt`, `chosen`, `rejected` (message lists;
-chosen and rejected hold one assistant message each; plus `constraints` on sample data) and
-manifest.json. Pairs with identical answers, empty fields, or more than --max-chars characters
-(prompt plus the longer answer) are skipped and counted.
+--source hub: HuggingFaceH4/ultrafeedback_binarized (default), Intel/orca_dpo_pairs or
+Anthropic/hh-rlhf (layouts: conversations.py); sample: pairs about the sample world whose chosen
+answer meets the request and whose rejected one breaks it checkably; local: .jsonl pairs in any
+of those layouts. Output: train/ validation/ test/ with prompt, chosen and rejected (message
+lists; one assistant message each) and manifest.json; identical, empty and over-long pairs are
+counted and skipped.
 """
 
 from functools import partial

@@ -1,29 +1,17 @@
 """Step 1 of SFT: get instruction/response conversations and save them as a DatasetDict.
 
     python3 -m dataset.post_training.sft.download_dataset --output-dir=data/post_training/sft/raw
+    python3 -m dataset.post_training.sft.download_dataset \\
+        --dataset HuggingFaceTB/smol-smoltalk --output-dir data/post_training/smoltalk/raw
+    python3 -m dataset.post_training.sft.download_dataset \\
+        --output-dir=data/sample/post_training/sft/raw --source sample --sample-size 2000
 
-Sources (`--source`):
-- `hub` (default), `--dataset`:
-  yahma/alpaca-cleaned (default): (instruction, input, output) -> messages [user: instruction,
-  then a blank line and the input when there is one; assistant: output], split (seeded) into
-  train/validation/test.
-  HuggingFaceTB/smol-smoltalk: multi-turn conversations (`messages`, system prompts included,
-  and the `source` sub-dataset of each row, kept); its train split -> train + validation
-  (seeded), its test split -> test:
-      python3 -m dataset.post_training.sft.download_dataset \\
-          --dataset HuggingFaceTB/smol-smoltalk --output-dir data/post_training/smoltalk/raw
-  Tokenized with --stage sft, every assistant turn is trained and no other.
-- `sample`: instructions about the embedded sample world with checkable constraints; no network.
-  Tiny CPU example:
-      python3 -m dataset.post_training.sft.download_dataset \\
-          --output-dir=data/sample/post_training/sft/raw --source sample --sample-size 2000
-- `local`: .jsonl files, one conversation per line, either {"messages": [{"role", "content"},
-  ...]} (ending with the assistant's reply) or {"instruction", "input" (optional), "output"}.
-
-Output: train/ validation/ test/ with column `messages` (plus `source` for SmolTalk, and
-`constraints`, a JSON string for `dataset.sample_world.check.satisfies`, on sample data) and
-manifest.json. Unusable rows (missing or non-string fields, empty output, longer than
---max-chars) are skipped and counted; having none left is an error.
+--source hub: yahma/alpaca-cleaned (default; instruction + input -> user, output -> assistant)
+or HuggingFaceTB/smol-smoltalk (multi-turn, system prompts and each row's `source` kept; its test
+split is test); sample: instructions about the sample world, with `constraints` for
+`dataset.sample_world.check.satisfies`; local: .jsonl lines of {"messages": [...]} or
+{"instruction", "input", "output"}. Output: train/ validation/ test/ with column `messages`
+and manifest.json; unusable or over-long (--max-chars) rows are counted and skipped.
 """
 
 from functools import partial
