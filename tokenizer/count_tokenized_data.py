@@ -60,10 +60,8 @@ def count_split(split: TokenizedSplit) -> dict:
         if split.stage == "sft":
             counts["trainable_tokens"] = int(np.asarray(split.loss_mask).sum(dtype=np.int64))
     if counts["documents"] != split.meta.get("num_documents"):
-        raise UserError(
-            f"{split.directory}/meta.json says {split.meta.get('num_documents')} documents, "
-            f"the offsets hold {counts['documents']}; re-tokenize this dataset"
-        )
+        said = f"{split.directory}/meta.json says {split.meta.get('num_documents')} documents"
+        raise UserError(f"{said}, the offsets hold {counts['documents']}; re-tokenize")
     if np.any(np.asarray(split.tokens[starts]) != BOS_ID):
         raise UserError(f"{split.directory}: a document does not start with <|endoftext|>")
     return counts
@@ -89,14 +87,12 @@ def format_table(stage: str, per_split: dict[str, dict]) -> str:
     for name, counts in per_split.items():
         values = [counts[column] for column in COLUMNS[stage]]
         rows.append([name] + [f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" for v in values])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(
-            cell.rjust(width) if i else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(row, widths))
-        )
+    widths = [max(map(len, column)) for column in zip(*rows)]
+    cells = (
+        [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
         for row in rows
     )
+    return "\n".join("  ".join(row) for row in cells)
 
 
 def main(argv=None) -> int:

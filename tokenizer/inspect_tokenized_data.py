@@ -105,10 +105,9 @@ def tokenized_split_folder(path: Path, split: str | None) -> tuple[Path, str]:
     README has it; the split is then the folder's name)."""
     if (path / "meta.json").is_file():
         if split not in (None, path.name):
-            raise UserError(
-                f"--tokenized-dataset-dir {path} is the {path.name!r} split folder, but --split "
-                f"is {split!r}; pass its parent folder with --split {split}, or leave --split out"
-            )
+            raise UserError(f"--tokenized-dataset-dir {path} is the {path.name!r} split folder, "
+                            f"but --split is {split!r}; pass its parent folder with --split "
+                            f"{split}, or leave --split out")  # fmt: skip
         return path, path.name
     if not (path / (split or "train")).is_dir():
         raise UserError(f"{path / (split or 'train')} not found; --tokenized-dataset-dir must be "
@@ -132,29 +131,21 @@ class Inspector:
                             "tokenize_dataset")  # fmt: skip
         raw = raw_data.load_datasets(args.raw_dataset_dir)
         folder = Path(args.raw_dataset_dir)
-        if self.name not in raw and not (
-            (folder / "state.json").is_file() and folder.name not in SPLITS
-        ):
-            raise UserError(
-                f"--raw-dataset-dir {folder} has no split {self.name!r} (it has "
-                f"{', '.join(raw)}); pass the raw split that was tokenized"
-            )
+        renamed = (folder / "state.json").is_file() and folder.name not in SPLITS  # a split folder
+        if self.name not in raw and not renamed:
+            raise UserError(f"--raw-dataset-dir {folder} has no split {self.name!r} (it has "
+                            f"{', '.join(raw)}); pass the raw split tokenized")  # fmt: skip
         self.raw = raw.get(self.name) or raw[folder.name]  # a split folder by another name
         raw_data.check_columns({self.name: self.raw}, self.stage, args.raw_dataset_dir)
         self.max_length = self.split.meta.get("stats", {}).get("max_length")
-        self.rows = self.split.source_rows
-        if self.rows is None and self.size != len(self.raw):
-            raise UserError(f"{directory} has no source_rows.bin and {self.size} documents for "
-                            f"{len(self.raw)} raw rows; re-tokenize")  # fmt: skip
-        if self.rows is not None and len(self.rows) and int(self.rows.max()) >= len(self.raw):
-            raise UserError(
-                f"{directory} points past the {len(self.raw)} rows of the raw "
-                "split; is --raw-dataset-dir the dataset that was tokenized?"
-            )
+        self.rows = self.split.source_rows  # the raw row of each document
+        if self.rows is None or (len(self.rows) and int(self.rows.max()) >= len(self.raw)):
+            raise UserError(f"{directory}'s source_rows.bin does not fit the {len(self.raw)} "
+                            "raw rows; is --raw-dataset-dir the one tokenized?")  # fmt: skip
 
     def document(self, index: int) -> tuple[list[str], list[str]]:
         """The lines that show document `index`, and what is wrong with it."""
-        row = int(self.rows[index]) if self.rows is not None else index
+        row = int(self.rows[index])
         record, problems, notes = self.raw[row], [], []
         if self.stage == "dpo":
             raw, parts = self.pair(index, record, problems, notes)
@@ -282,8 +273,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="View tokenized documents beside their raw text; flag any that differ.",
     )
     add = parser.add_argument
-    add("--raw-dataset-dir", required=True, help="the raw dataset that was tokenized, or a split")
-    add("--tokenized-dataset-dir", required=True, help="tokenize_dataset's output, or a split")
+    folders = {"--raw-dataset-dir": "the raw dataset that was tokenized",
+               "--tokenized-dataset-dir": "tokenize_dataset's output folder"}  # fmt: skip
+    for flag, what in folders.items():
+        add(flag, required=True, help=what + ", or one of its split folders")
     add("--tokenizer-path", required=True, help="the tokenizer.json used to tokenize it")
     add(
         "--split",

@@ -314,7 +314,9 @@ def batch_encoder(settings: argparse.Namespace, num_proc: int):
         try:
             yield lambda jobs: (encoder(*job) for job in jobs)
         finally:
-            os.environ.pop("TOKENIZERS_PARALLELISM") if previous is None else None
+            os.environ.pop("TOKENIZERS_PARALLELISM")
+            if previous is not None:
+                os.environ["TOKENIZERS_PARALLELISM"] = previous
         return
     # spawn, not fork: forking a process whose Rust/Arrow thread pools run can deadlock. SIGINT
     # is ignored while the workers start (an ignored signal stays ignored across exec), so a
@@ -358,15 +360,10 @@ def tokenize_split(split, name: str, directory: Path, encode_all, args, vocab_si
             ends = np.cumsum(batch.lengths.reshape(-1))  # pairs: prompt, chosen, rejected in turn
             pieces = np.split(batch.tokens, ends[:-1]) if len(ends) else []
             if args.stage == "dpo":
-                writer.add_pairs(
-                    list(zip(pieces[0::3], pieces[1::3], pieces[2::3])), batch.source_rows
-                )
+                pairs = list(zip(pieces[0::3], pieces[1::3], pieces[2::3]))
+                writer.add_pairs(pairs, batch.source_rows)
             else:
-                masks = (
-                    np.split(batch.mask, ends[:-1])
-                    if batch.mask is not None and len(ends)
-                    else None
-                )
+                masks = None if batch.mask is None else np.split(batch.mask, ends[:-1])
                 writer.add_documents(pieces, masks, batch.source_rows)
             stats.update(batch.stats)
             progress.update(batch.num_rows)
@@ -384,9 +381,8 @@ def main(argv=None) -> int:
     splits = raw_data.open_splits(args.dataset_dir, allow_single_split=False)
     raw_data.check_columns(splits, args.stage, args.dataset_dir)
     if "train" not in splits or len(splits["train"]) == 0:
-        raise UserError(
-            f"{args.dataset_dir} has no train split with rows (it has {', '.join(splits)})"
-        )
+        raise UserError(f"{args.dataset_dir} has no train split with rows (it has "
+                        f"{', '.join(splits)})")  # fmt: skip
     output = Path(args.output_dir)
     if output.exists() and not args.overwrite:  # checked early, before any work
         raise UserError(f"{output} already exists; pass --overwrite to replace it")
@@ -396,15 +392,15 @@ def main(argv=None) -> int:
         batch_encoder(args, args.num_proc) as encode_all,
     ):
         for name, split in splits.items():
+            vocab_size = tokenizer.get_vocab_size()
             metas[name] = tokenize_split(
-                split, name, temp / name, encode_all, args, tokenizer.get_vocab_size(), sha256
+                split, name, temp / name, encode_all, args, vocab_size, sha256
             )
     seconds = time.perf_counter() - started
     for name, meta in metas.items():
         counts = ", ".join(f"{k}={v}" for k, v in meta["stats"].items() if isinstance(v, int))
-        print(
-            f"{name}: {meta['num_documents']:,} documents, {meta['num_tokens']:,} tokens ({counts})"
-        )
+        sizes = f"{meta['num_documents']:,} documents, {meta['num_tokens']:,} tokens"
+        print(f"{name}: {sizes} ({counts})")
     total = sum(meta["num_tokens"] for meta in metas.values())
     print(f"wrote {output} ({args.stage}, {total:,} tokens in {seconds:.1f} s, "
           f"{total / max(seconds, 1e-9):,.0f} tokens/s)")  # fmt: skip

@@ -50,11 +50,9 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def _layout(name: str, tokens: np.dtype) -> tuple[np.dtype, int]:
     """(element dtype, elements per row) of a named array."""
-    return {
-        "tokens.bin": (tokens, 1),
-        "loss_mask.bin": (np.dtype(np.uint8), 1),
-        "pair_offsets.bin": (np.dtype(np.uint64), 4),
-    }.get(name, (np.dtype(np.uint64), 1))
+    layouts = {"tokens.bin": (tokens, 1), "loss_mask.bin": (np.dtype(np.uint8), 1),
+               "pair_offsets.bin": (np.dtype(np.uint64), 4)}  # fmt: skip
+    return layouts.get(name, (np.dtype(np.uint64), 1))
 
 
 def write_array(file, values, dtype) -> None:
@@ -82,9 +80,8 @@ class SplitWriter:
             write_array(self.files["doc_offsets.bin"], [0], np.uint64)
 
     def _append(self, tokens: list, source_rows) -> None:
-        write_array(
-            self.files["tokens.bin"], np.concatenate([np.asarray(t) for t in tokens]), self.dtype
-        )
+        flat = np.concatenate([np.asarray(part) for part in tokens])
+        write_array(self.files["tokens.bin"], flat, self.dtype)
         if SOURCE_ROWS in self.files:
             write_array(self.files[SOURCE_ROWS], source_rows, np.uint64)
 
@@ -123,16 +120,11 @@ class SplitWriter:
             shape = [size // (dtype.itemsize * row)] + ([row] if row > 1 else [])
             arrays[name] = {"dtype": dtype.name, "shape": shape, "bytes": size}
         meta = {
-            "format_version": FORMAT_VERSION,
-            "stage": self.stage,
-            "dtype": self.dtype.name,
-            "vocab_size": self.vocab_size,
-            "tokenizer_sha256": tokenizer_sha256,
-            "num_tokens": self.num_tokens,
-            "num_documents": self.num_documents,
-            "arrays": arrays,
+            "format_version": FORMAT_VERSION, "stage": self.stage, "dtype": self.dtype.name,
+            "vocab_size": self.vocab_size, "tokenizer_sha256": tokenizer_sha256,
+            "num_tokens": self.num_tokens, "num_documents": self.num_documents, "arrays": arrays,
             "stats": stats or {},
-        }
+        }  # fmt: skip
         atomic_write_text(self.directory / "meta.json", json.dumps(meta, indent=2) + "\n")
         return meta
 

@@ -91,39 +91,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Train the byte-level BPE tokenizer (all special tokens reserved).",
     )
     add = parser.add_argument
-    add(
-        "--dataset-dir",
-        required=True,
-        help="raw dataset: the DatasetDict folder a download "
-        "step wrote (train is used, validation measures bytes/token) or one split folder",
-    )
+    add("--dataset-dir", required=True, help="raw dataset: the DatasetDict folder a download step "
+        "wrote (train is used, validation measures bytes/token) or one split folder")  # fmt: skip
     add("--output-path", required=True, help="where to write tokenizer.json (atomically)")
-    add(
-        "--vocab-size",
-        type=int,
-        default=32768,
-        help=f"total vocabulary size with the "
+    add("--vocab-size", type=int, default=32768, help=f"total vocabulary size with the "
         f"{len(SPECIAL_TOKENS)} special tokens (at least {MIN_VOCAB_SIZE}; <= 65536 keeps token "
-        "arrays uint16). Default 32768",
-    )
-    add(
-        "--max-chars",
-        type=int,
-        help="train on at most this many characters, from evenly "
-        "spaced rows of the train split (deterministic): bounds memory and time. Default: all",
-    )
-    add(
-        "--min-frequency",
-        type=int,
-        default=2,
-        help="a pair must occur at least this often to be merged. Default 2",
-    )
-    add(
-        "--eval-chars",
-        type=int,
-        default=10_000_000,
-        help="characters of the validation split used to report bytes per token. Default 1e7",
-    )
+        "arrays uint16). Default 32768")  # fmt: skip
+    add("--max-chars", type=int, help="train on at most this many characters, from evenly spaced "
+        "rows of the train split (deterministic), to bound memory and time")  # fmt: skip
+    add("--min-frequency", type=int, default=2, help="a pair must occur at least this often to "
+        "be merged. Default 2")  # fmt: skip
+    add("--eval-chars", type=int, default=10_000_000, help="characters of the validation split "
+        "that measure bytes per token. Default 1e7")  # fmt: skip
     add("--overwrite", action="store_true", help="replace an existing --output-path")
     args = parser.parse_args(argv)
     if not MIN_VOCAB_SIZE <= args.vocab_size <= 2**31:

@@ -18,10 +18,11 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable
+from typing import NamedTuple
 
 from common.errors import UserError
 from dataset.local_files import jsonl_rows, resolve_data_files
-from dataset.pipeline import Drop, Part, Run, converted, fraction, with_reason
+from dataset.pipeline import Drop, Part, Run, Step, converted, fraction, with_reason
 
 ROLES = ("system", "user", "assistant")
 ASSISTANT = "\n\nAssistant:"
@@ -192,20 +193,41 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     vars(args).pop("tokenizer_profile", None)  # checked by its choices; not a setting
 
 
-def hub_parts(args, run: Run, hub: dict) -> list[Part]:
-    """The --dataset of `hub` ({repo: (convert, features, columns, train split, test split or
-    None)}): its train split less the held-out shares, and its test split if it has one."""
-    convert, features, columns, train, test = hub[args.dataset]
-    loaded = run.hub(args.dataset, [train] + ([test] if test else []), columns)
+class HubDataset(NamedTuple):
+    convert: Callable  # a row -> the output columns (raises Drop)
+    features: dict  # the output columns' types
+    columns: list[str]  # what the Hub's rows must have
+    train: str  # its train split: train, less the held-out shares
+    test: str | None  # its test split, when it has one
+
+
+def step(stage: str, module: str, doc: str, hub: dict, what: str, unit: str, sample, local):
+    """The SFT or DPO data step: --dataset (a key of `hub`, the first by default), the shared
+    flags, and the three sources; `local` is (convert, features, row unit, what a row needs)."""
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--dataset", choices=list(hub), default=next(iter(hub)),
+                            help=f"--source hub: {what}")  # fmt: skip
+        add_arguments(parser, unit)
+
+    sources = {"hub": lambda args, run: hub_parts(args, run, hub[args.dataset]), "sample": sample,
+               "local": lambda args, run: local_parts(args, run, *local)}  # fmt: skip
+    return Step(stage, module, doc, f"data/post_training/{stage}/raw", sources, add, check)
+
+
+def hub_parts(args, run: Run, spec: HubDataset) -> list[Part]:
+    """The --dataset's train split less the held-out shares, and its test split if it has one."""
+    loaded = run.hub(args.dataset, [spec.train] + ([spec.test] if spec.test else []), spec.columns)
     short = args.dataset.split("/")[-1].removesuffix("-cleaned")  # "alpaca/train"
-    convert = functools.partial(convert, max_chars=args.max_chars)
+    convert = functools.partial(spec.convert, max_chars=args.max_chars)
     parts = []
-    for split, into in ((train, "train"), (test, "test")):
+    for split, into in ((spec.train, "train"), (spec.test, "test")):
         if split is not None:
             group = f"{short}/{split}"
-            parts.append(Part(group, run.convert(group, loaded[split], convert, features), into))
+            rows = run.convert(group, loaded[split], convert, spec.features)
+            parts.append(Part(group, rows, into))
     parts[0].carve = {"validation": args.validation_fraction}
-    if test is None:
+    if spec.test is None:
         parts[0].carve["test"] = args.test_fraction
     return parts
 

@@ -132,18 +132,14 @@ def local_document(row, column: str) -> dict:
 
 def local_parts(args, run: pipeline.Run) -> list[Part]:
     files = resolve_data_files(args.data_files, ("text", "jsonl", "parquet"))
-    run.manifest["inputs"].append(
-        {"id": "local", "files": list(map(str, files)), "kind": file_kind(files[0])}
-    )
-    column = args.text_column
+    column, kind = args.text_column, file_kind(files[0])
+    run.manifest["inputs"].append({"id": "local", "files": list(map(str, files)), "kind": kind})
 
     def rows():
         for path in files:
-            kind = file_kind(path)
             if kind == "text":
-                raw = (
-                    {column: text} for text in text_documents(path, args.txt_documents == "file")
-                )
+                texts = text_documents(path, per_file=args.txt_documents == "file")
+                raw = ({column: text} for text in texts)
             else:
                 raw = jsonl_rows(path) if kind == "jsonl" else parquet_rows(path, [column])
             for row in raw:
@@ -158,15 +154,9 @@ def local_parts(args, run: pipeline.Run) -> list[Part]:
     return [Part("local", documents, "train", shares, dedupe=True)]
 
 
-STEP = pipeline.Step(
-    stage="pre_training",
-    module=MODULE,
-    doc=__doc__,
-    default_output="data/pre_training/raw",
-    sources={"hub": hub_parts, "sample": sample_parts, "local": local_parts},
-    add_arguments=add_arguments,
-    check=check,
-)
+SOURCES = {"hub": hub_parts, "sample": sample_parts, "local": local_parts}
+STEP = pipeline.Step("pre_training", MODULE, __doc__, "data/pre_training/raw", SOURCES,
+                     add_arguments, check)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -224,11 +224,10 @@ class Progress:
             raise UserError(f"{folder}/progress.json is damaged; pass --overwrite") from None
         differs = sorted(n for n in key if progress.key and key[n] != progress.key.get(n))
         if differs and not overwrite:
-            raise UserError(
-                f"{folder} holds an unfinished download with other settings: {differs[0]} "
-                f"{progress.key.get(differs[0])!r} (this run: {key[differs[0]]!r}); run the same "
-                "command as before to finish it, or pass --overwrite to start over"
-            )
+            raise UserError(f"{folder} holds an unfinished download with other settings: "
+                            f"{differs[0]} {progress.key.get(differs[0])!r} (this run: "
+                            f"{key[differs[0]]!r}); run the same command as before to finish "
+                            "it, or pass --overwrite to start over")  # fmt: skip
         if progress.key is None or differs:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
@@ -378,23 +377,15 @@ class Download:
         """Read to the end or the budget, closing a shard every --shard-size-mb of text."""
         progress, started, budget = self.progress, time.perf_counter(), self.args.max_tokens
         total = budget or self.files.known_tokens
-        bar = tqdm(
-            total=total,
-            initial=min(progress.total_tokens, total or 0),
-            unit="tok",
-            unit_scale=True,
-            desc=f"downloading {self.files.name}",
-            dynamic_ncols=True,
-        )
+        bar = tqdm(total=total, initial=min(progress.total_tokens, total or 0), unit="tok",
+                   unit_scale=True, desc=f"downloading {self.files.name}")  # fmt: skip
         with bar:
             for position, table in self.batches():
                 if table is None:  # the files ran out
                     progress.done = True
                     if budget is not None:
-                        progress.budget_short = (
-                            f"the source ran out at {progress.total_tokens:,} "
-                            f"tokens, before the budget of {budget:,}"
-                        )
+                        got = f"{progress.total_tokens:,} tokens"
+                        progress.budget_short = f"the source ran out at {got}, before {budget:,}"
                 else:
                     before = progress.total_tokens
                     self.add(self.documents(table))
@@ -415,17 +406,8 @@ def download(args: argparse.Namespace, module: str) -> int:
     output = Path(args.output_dir)
     if output.exists() and not args.overwrite:
         raise UserError(f"{output} already exists; pass --overwrite to replace it")
-    names = (
-        "source",
-        "config",
-        "revision",
-        "max_tokens",
-        "min_int_score",
-        "shard_size_mb",
-        "validation_fraction",
-        "test_fraction",
-        "text_column",
-    )
+    names = ("source", "config", "revision", "max_tokens", "min_int_score", "shard_size_mb",
+             "validation_fraction", "test_fraction", "text_column")  # fmt: skip
     key = {name: getattr(args, name) for name in names} | {"batch_rows": BATCH_ROWS}
     if args.source == "local":
         files = LocalFiles(args.data_files)
@@ -442,11 +424,9 @@ def download(args: argparse.Namespace, module: str) -> int:
             if not progress.done:
                 continue_download(Download(args, files, folder, progress))
             if not all(progress.rows.values()):
-                raise UserError(
-                    f"the download ended with {progress.rows} documents per split; "
-                    "train, validation and test each need some: pass --overwrite "
-                    "with a larger --max-tokens (or other split fractions)"
-                )
+                raise UserError(f"the download ended with {progress.rows} documents per split;"
+                                " train, validation and test each need some: pass --overwrite "
+                                "with a larger --max-tokens (or other fractions)")  # fmt: skip
         except BaseException:
             if progress.shards == 0:  # nothing finished: nothing to resume, leave nothing
                 shutil.rmtree(folder, ignore_errors=True)
@@ -509,9 +489,8 @@ def finish(args, module: str, files, folder: Path, progress: Progress) -> None:
             rows -= count
     kept = sum(progress.rows.values())
     if kept < rows:  # the budget stopped it: the rest of what was read is left out
-        steps.append(
-            {"step": "max_tokens", "rows_in": rows, "rows_out": kept, "dropped": rows - kept}
-        )
+        steps.append({"step": "max_tokens", "rows_in": rows, "rows_out": kept,
+                      "dropped": rows - kept})  # fmt: skip
     manifest["filters"][files.name] = steps
     for name in SPLITS:
         manifest["splits"][name] = {"rows": progress.rows[name], "columns": list(FEATURES),

@@ -59,16 +59,8 @@ def story_slots(rng: random.Random, hero: Character, friend: Character, place2: 
     }  # fmt: skip
 
 
-def write_story(
-    rng: random.Random,
-    hero: Character,
-    friend: Character,
-    *,
-    feeling: str | None = None,
-    require_object: bool = False,
-    detail: float = 0.6,
-    max_sentences: int = MAX_SENTENCES,
-) -> str:
+def write_story(rng: random.Random, hero: Character, friend: Character, *, feeling=None,
+                require_object=False, detail=0.6, max_sentences=MAX_SENTENCES) -> str:  # fmt: skip
     """One story about `hero` (and `friend`); every random choice comes from `rng`.
 
     feeling: end with a sentence saying the hero felt this (an ending_feelings word).

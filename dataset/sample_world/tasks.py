@@ -16,30 +16,15 @@ import random
 from collections import Counter
 from dataclasses import dataclass, replace
 
+from dataset.sample_world import world as vocab
 from dataset.sample_world.check import satisfies
 from dataset.sample_world.corpus import write_story
-from dataset.sample_world.world import (
-    ANIMALS,
-    ENDING_FEELINGS,
-    FOODS,
-    HOBBIES,
-    OBJECTS,
-    PLACES,
-    PLACES_BY_WORD,
-    WORDS,
-    Character,
-    World,
-    at,
-    build_world,
-    pronouns,
-    random_character,
-    with_article,
-)
+from dataset.sample_world.world import Character, World, at, build_world, pronouns, with_article
 
 HELD_OUT_PERCENT = 5  # per held-out split
 QUESTION_SHARE = 0.3  # of SFT tasks; the rest are story requests
-QUESTIONS: dict[str, list[str]] = WORDS["questions"]  # kind -> phrasings ("home": ...)
-ANSWERS: dict[str, str] = WORDS["answers"]
+QUESTIONS: dict[str, list[str]] = vocab.WORDS["questions"]  # kind -> phrasings ("home": ...)
+ANSWERS: dict[str, str] = vocab.WORDS["answers"]
 VIOLATIONS = ("wrong_name", "wrong_place", "other_request", "too_long")
 
 
@@ -81,25 +66,26 @@ class StorySpec:
 
 def draw_story_spec(rng: random.Random, world: World, split: str) -> StorySpec:
     while True:  # about 1 draw in 20 lands in a held-out split
-        name, animal, home = rng.choice(world.free_names), rng.choice(ANIMALS), rng.choice(PLACES)
+        name, animal = rng.choice(world.free_names), rng.choice(vocab.ANIMALS)
+        home = rng.choice(vocab.PLACES)
         if split_of(world.seed, f"story|{name}|{animal.word}|{home.word}") == split:
             break
-    hero = random_character(rng, name=name, animal=animal, home=home)
+    hero = vocab.random_character(rng, name=name, animal=animal, home=home)
     others = tuple(n for n in world.free_names if n != name)
-    friend = random_character(rng, animal=rng.choice([a for a in ANIMALS if a != animal]),
-                              names=others)  # fmt: skip
+    friend_animal = rng.choice([a for a in vocab.ANIMALS if a != animal])
+    friend = vocab.random_character(rng, animal=friend_animal, names=others)
     extras = rng.sample(("object", "feeling", "length", "none"), 2)
-    feeling = rng.choice(ENDING_FEELINGS) if "feeling" in extras else None
+    feeling = rng.choice(vocab.ENDING_FEELINGS) if "feeling" in extras else None
     max_sentences = rng.choice((5, 6)) if "length" in extras else None
     return StorySpec(hero, friend, "object" in extras, feeling, max_sentences, rng.getrandbits(32))
 
 
 def story_prompt(rng: random.Random, spec: StorySpec) -> str:
-    text = rng.choice(WORDS["story_requests"])
+    text = rng.choice(vocab.WORDS["story_requests"])
     asked = (spec.require_object, spec.feeling, spec.max_sentences)
     for wanted, requests in zip(asked, ("object_requests", "feeling_requests", "length_requests")):
         if wanted:
-            text += " " + rng.choice(WORDS[requests])
+            text += " " + rng.choice(vocab.WORDS[requests])
     return text.format(**spec.prompt_slots)
 
 
@@ -127,8 +113,8 @@ def rejected_answers(rng: random.Random, world: World, spec: StorySpec) -> dict[
     hero = spec.hero
     same_gender = world.free_girl_names if hero.gender == "girl" else world.free_boy_names
     name = rng.choice([n for n in same_gender if n not in (hero.name, spec.friend.name)])
-    animal = rng.choice([a for a in ANIMALS if a not in (hero.animal, spec.friend.animal)])
-    place = rng.choice([p for p in PLACES if p != hero.home])
+    animal = rng.choice([a for a in vocab.ANIMALS if a not in (hero.animal, spec.friend.animal)])
+    place = rng.choice([p for p in vocab.PLACES if p != hero.home])
     wrong = {
         "wrong_name": replace(hero, name=name),
         "wrong_place": replace(hero, home=place),
@@ -158,12 +144,12 @@ def _choices(world: World, spec: QuestionSpec) -> tuple[str, list[str]]:
     """The right answer word and every competing word of the same category."""
     hero = spec.character
     right, everything = {
-        "home": (hero.home.word, [place.word for place in PLACES]),
-        "animal": (hero.animal.word, [animal.word for animal in ANIMALS]),
+        "home": (hero.home.word, [place.word for place in vocab.PLACES]),
+        "animal": (hero.animal.word, [animal.word for animal in vocab.ANIMALS]),
         "friend": (hero.friend, world.names),
-        "object": (hero.object, OBJECTS),
-        "food": (hero.food, FOODS),
-        "hobby": (hero.hobby, HOBBIES),
+        "object": (hero.object, vocab.OBJECTS),
+        "food": (hero.food, vocab.FOODS),
+        "hobby": (hero.hobby, vocab.HOBBIES),
     }[spec.kind]
     return right, [word for word in everything if word not in (right, hero.name)]
 
@@ -181,7 +167,7 @@ def question_answer(world: World, spec: QuestionSpec, value: str | None = None) 
     """The answer sentence, stating `value` (default: the true fact)."""
     hero = spec.character
     value = value or _choices(world, spec)[0]
-    place = PLACES_BY_WORD.get(value)
+    place = vocab.PLACES_BY_WORD.get(value)
     return ANSWERS[spec.kind].format(
         name=hero.name,
         value=value,

@@ -20,6 +20,7 @@ from common.errors import run_cli
 from dataset import pipeline
 from dataset.pipeline import MESSAGES, Drop
 from dataset.post_training import conversations
+from dataset.post_training.conversations import HubDataset
 from dataset.sample_world.tasks import dpo_rows
 
 MODULE = "dataset.post_training.dpo.download_dataset"
@@ -36,42 +37,8 @@ def pair(row: dict, layout, max_chars: int) -> dict:
     return converted
 
 
-HUB = {  # repo: (row -> pair, its columns, what the Hub's need, train split, test split)
-    "HuggingFaceH4/ultrafeedback_binarized": (
-        partial(pair, layout=conversations.from_messages),
-        FEATURES,
-        ["chosen", "rejected"],
-        "train_prefs",
-        "test_prefs",
-    ),
-    "Intel/orca_dpo_pairs": (
-        partial(pair, layout=conversations.from_strings),
-        FEATURES,
-        ["chosen", "rejected"],
-        "train",
-        None,
-    ),
-    "Anthropic/hh-rlhf": (
-        partial(pair, layout=conversations.from_transcripts),
-        FEATURES,
-        ["chosen", "rejected"],
-        "train",
-        "test",
-    ),
-}
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument(
-        "--dataset",
-        choices=list(HUB),
-        default="HuggingFaceH4/ultrafeedback_binarized",
-        help="--source hub: which preference dataset",
-    )
-    conversations.add_arguments(parser, "pairs")
-
-
-def sample_parts(args, run):
+def sample_parts(args, run) -> list:
+    """The sample pairs; the manifest counts the kinds of rejected answer in each split."""
     kinds = {}
 
     def rows(seed, split, count):
@@ -85,25 +52,20 @@ def sample_parts(args, run):
     return parts
 
 
-def local_parts(args, run):
-    needs = "needs chosen, rejected and a prompt (see dataset/post_training/conversations.py)"
-    convert = partial(pair, layout=conversations.pair_from_any)
-    return conversations.local_parts(args, run, convert, FEATURES, "preference pair", needs)
+def hub(layout, train: str, test: str | None) -> HubDataset:
+    return HubDataset(partial(pair, layout=layout), FEATURES, ["chosen", "rejected"], train, test)
 
 
-STEP = pipeline.Step(
-    stage="dpo",
-    module=MODULE,
-    doc=__doc__,
-    default_output="data/post_training/dpo/raw",
-    sources={
-        "hub": lambda args, run: conversations.hub_parts(args, run, HUB),
-        "sample": sample_parts,
-        "local": local_parts,
-    },
-    add_arguments=add_arguments,
-    check=conversations.check,
-)
+STEP = conversations.step(
+    "dpo", MODULE, __doc__,
+    {"HuggingFaceH4/ultrafeedback_binarized": hub(conversations.from_messages, "train_prefs",
+                                                  "test_prefs"),
+     "Intel/orca_dpo_pairs": hub(conversations.from_strings, "train", None),
+     "Anthropic/hh-rlhf": hub(conversations.from_transcripts, "train", "test")},
+    "which preference dataset", "pairs", sample=sample_parts,
+    local=(partial(pair, layout=conversations.pair_from_any), FEATURES, "preference pair",
+           "needs chosen, rejected and a prompt (see dataset/post_training/conversations.py)"),
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from common.errors import run_cli
 from dataset import pipeline
 from dataset.pipeline import MESSAGES, Drop
 from dataset.post_training import conversations
-from dataset.post_training.conversations import from_conversation, from_instruction
+from dataset.post_training.conversations import HubDataset, from_conversation, from_instruction
 from dataset.sample_world.tasks import sft_rows
 
 MODULE = "dataset.post_training.sft.download_dataset"
@@ -36,66 +36,24 @@ def conversation(row: dict, layout, max_chars: int, keep_source: bool = False) -
     messages = layout(row)
     if conversations.length(messages) > max_chars:
         raise Drop("too_long")
-    return {"messages": messages} | (
-        {"source": str(row.get("source") or "")} if keep_source else {}
-    )
+    source = {"source": str(row.get("source") or "")} if keep_source else {}
+    return {"messages": messages} | source
 
 
-HUB = {  # repo: (row -> conversation, its columns, what the Hub's need, train split, test split)
-    "yahma/alpaca-cleaned": (
-        partial(conversation, layout=from_instruction),
-        FEATURES,
-        ["instruction", "output"],
-        "train",
-        None,
-    ),
-    "HuggingFaceTB/smol-smoltalk": (
-        partial(conversation, layout=from_conversation, keep_source=True),
-        SOURCE_FEATURES,
-        ["messages"],
-        "train",
-        "test",
-    ),
-}
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument(
-        "--dataset",
-        choices=list(HUB),
-        default="yahma/alpaca-cleaned",
-        help="--source hub: which instruction dataset (alpaca-cleaned: single instructions; "
-        "smol-smoltalk: multi-turn conversations with system prompts)",
-    )
-    conversations.add_arguments(parser, "conversations")
-
-
-def local_parts(args, run):
-    return conversations.local_parts(
-        args,
-        run,
-        partial(conversation, layout=conversations.conversation_from_any),
-        FEATURES,
-        "conversation",
-        'needs "messages" or "instruction"/"output"',
-    )
-
-
-STEP = pipeline.Step(
-    stage="sft",
-    module=MODULE,
-    doc=__doc__,
-    default_output="data/post_training/sft/raw",
-    sources={
-        "hub": lambda args, run: conversations.hub_parts(args, run, HUB),
-        "sample": lambda args, run: conversations.sample_parts(
-            args, run, sft_rows, SAMPLE_FEATURES
-        ),
-        "local": local_parts,
-    },
-    add_arguments=add_arguments,
-    check=conversations.check,
-)
+HUB = {
+    "yahma/alpaca-cleaned": HubDataset(partial(conversation, layout=from_instruction), FEATURES,
+                                       ["instruction", "output"], "train", None),
+    "HuggingFaceTB/smol-smoltalk": HubDataset(
+        partial(conversation, layout=from_conversation, keep_source=True), SOURCE_FEATURES,
+        ["messages"], "train", "test"),
+}  # fmt: skip
+STEP = conversations.step(
+    "sft", MODULE, __doc__, HUB, "which instruction dataset (alpaca-cleaned: single "
+    "instructions; smol-smoltalk: multi-turn conversations with system prompts)", "conversations",
+    sample=lambda args, run: conversations.sample_parts(args, run, sft_rows, SAMPLE_FEATURES),
+    local=(partial(conversation, layout=conversations.conversation_from_any), FEATURES,
+           "conversation", 'needs "messages" or "instruction"/"output"'),
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
