@@ -111,7 +111,8 @@ class FakeHub:
         return SimpleNamespace(sha=COMMIT, siblings=siblings)
 
     def hf_hub_download(self, repo_id, filename, repo_type=None, revision=None, local_dir=None):
-        self.calls.append(("download", filename, revision))
+        present = [p.name for p in Path(local_dir).rglob("*.parquet")]
+        self.calls.append(("download", filename, revision, present))
         target = Path(local_dir) / filename
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.paths[filename], target)

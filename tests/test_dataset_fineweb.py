@@ -115,14 +115,21 @@ def test_the_files_become_a_load_from_disk_dataset_dict(reference, parquet_files
 
 def test_whole_files_are_downloaded_and_the_last_one_read_where_it_lies(tmp_path, hub):
     """The budget ends in the second file: the first is downloaded whole (at the commit the
-    first call resolved), the second read from the Hub; neither stays on disk."""
+    first call resolved), the second read from the Hub. Without a budget every file is
+    downloaded, each one after the last was deleted; none stays on disk."""
     download(tmp_path / "raw", "--max-tokens", BUDGET)
     assert hub.calls == [
         ("dataset_info", fineweb_edu.REPO_ID, None),
-        ("download", "sample/10BT/000_00000.parquet", COMMIT),
+        ("download", "sample/10BT/000_00000.parquet", COMMIT, []),
         ("remote", "sample/10BT/001_00000.parquet"),
     ]
-    assert not list((tmp_path / "raw").rglob("*.parquet"))
+    hub.calls.clear()
+    download(tmp_path / "all")
+    downloads = [call for call in hub.calls if call[0] == "download"]
+    assert [(call[1][-17:], call[3]) for call in downloads] == [
+        (f"{index:03d}_00000.parquet", []) for index in range(3)
+    ]
+    assert not list(tmp_path.rglob("*.parquet"))
 
 
 def test_min_int_score_keeps_only_higher_scored_pages_and_counts_the_rest(

@@ -470,6 +470,15 @@ def test_local_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, setup,
     assert [p.name for p in tmp_path.iterdir()] == ["in"]
 
 
+def test_an_empty_split_is_an_error_not_an_unreadable_folder(tmp_path):
+    """`load_from_disk` cannot read a split saved with no rows: refused, naming the split."""
+    (tmp_path / "a.txt").write_text("".join(f"Document {i}.\n\n" for i in range(20)))
+    flags = ["--source", "local", "--data-files", str(tmp_path / "a.txt")]
+    with pytest.raises(UserError, match="no usable rows are left for the test split"):
+        run(tmp_path / "raw", *flags, "--test-fraction", "0")
+    assert not (tmp_path / "raw").exists()
+
+
 def test_local_parquet_without_the_text_column_is_an_error(tmp_path):
     datasets.Dataset.from_dict({"body": ["a", "b", "c"]}).to_parquet(str(tmp_path / "d.parquet"))
     with pytest.raises(UserError, match="no usable documents.*missing_text"):

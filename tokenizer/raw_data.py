@@ -7,8 +7,6 @@ process's memory). `load_datasets` (random access through `datasets`) is for the
 import json
 from pathlib import Path
 
-import pyarrow as pa
-
 from common.errors import UserError
 
 COLUMNS = {"pre_training": ("text",), "sft": ("messages",), "dpo": ("prompt", "chosen", "rejected")}
@@ -30,19 +28,16 @@ class RawSplit:
             raise UserError(
                 f"{directory} is not a split saved by `save_to_disk` ({error}); {DOWNLOAD_HINT}"
             ) from None
-        self.schema = next(self.batches(schema_only=True), None) or self._saved_schema()
+        if not self.files:
+            raise UserError(f"{directory} lists no data files; {DOWNLOAD_HINT}")
+        self.schema = next(self.batches(schema_only=True))
         self.column_names = self.schema.names
         self._num_rows = self._text_bytes = None
 
-    def _saved_schema(self) -> pa.Schema:
-        """An empty split has no Arrow file: its columns are in dataset_info.json."""
-        import datasets
-
-        info = json.loads((self.directory / "dataset_info.json").read_text())
-        return datasets.Features.from_dict(info["features"]).arrow_schema
-
     def batches(self, schema_only: bool = False):
         """The record batches of every file in order (or, with schema_only, the schema)."""
+        import pyarrow as pa  # here: tokenize_dataset's workers import this module, not pyarrow
+
         for path in self.files:
             try:
                 with pa.OSFile(str(path)) as source:
@@ -130,6 +125,8 @@ def check_columns(splits: dict, stage: str, path) -> None:
 
 def check_type(column_type, column: str, where: Path) -> None:
     """UserError unless `text` holds strings and a chat column lists of {role, content}."""
+    import pyarrow as pa
+
     strings = (pa.string(), pa.large_string())
     if column == "text":
         ok, wanted = column_type in strings, "strings (one document per row)"
