@@ -120,19 +120,18 @@ def character_article(rng: random.Random, world: World, hero: Character) -> str:
 
 
 def place_article(rng: random.Random, world: World, place: Place) -> str:
-    residents = [
-        f"{c.name} is {with_article(c.animal.word)} who lives {at(place)}."
-        for c in world.characters
-        if c.home == place
-    ]
-    features = rng.sample(place.features, len(place.features))
+    features = list(place.features)
+    rng.shuffle(features)
     lines = [
         f"= The {place.word.capitalize()} =",
         f"The {place.word} is {with_article(rng.choice(place.adjectives))} place. Visitors to "
         f"the {place.word} can see {features[0]}, {features[1]} and {features[2]}.",
     ]
+    residents = [f"{c.name} is {with_article(c.animal.word)} who lives {at(place)}."
+                 for c in world.characters if c.home == place]  # fmt: skip
     if residents:
-        lines += ["= = Residents = =", " ".join(rng.sample(residents, len(residents)))]
+        rng.shuffle(residents)
+        lines += ["= = Residents = =", " ".join(residents)]
     lines += ["= = Features = =", f"The best known sight {at(place)} is {features[3]}."]
     return "\n".join(lines)
 
@@ -146,7 +145,7 @@ def animal_article(rng: random.Random, world: World, animal) -> str:
         f"When it is happy, {a_animal} {animal.call}.",
     ]
     if known:
-        known = rng.sample(known, len(known))
+        rng.shuffle(known)
         lines += ["= = Known characters = =", " ".join(f"{n} is {a_animal}." for n in known)]
     return "\n".join(lines)
 

@@ -38,39 +38,26 @@ def multiple_choice_rows(seed: int, split: str) -> list[dict]:
     world = build_world(seed)
     rng = random.Random(f"sample-multiple-choice-{seed}-{split}")
 
-    def item(question: str, right: str, wrong: list[str], kind: str, name: str) -> dict:
-        choices = [right, *rng.sample(wrong, NUM_CHOICES - 1)]
-        rng.shuffle(choices)
-        return {
-            "question": question,
-            "choices": choices,
-            "answer": choices.index(right),
-            "kind": kind,
-            "character": name,
-        }
+    def choices(right: str, wrong: list[str]) -> dict:
+        drawn = [right, *rng.sample(wrong, NUM_CHOICES - 1)]
+        rng.shuffle(drawn)
+        return {"choices": drawn, "answer": drawn.index(right)}
 
     rows = []
     for hero in world.characters:
         for kind in QUESTIONS:
             spec = QuestionSpec(hero, kind)
-            wrong = question_constraints(world, spec)["exclude"]
-            rows.append(
-                item(
-                    question_prompt(rng, spec),
-                    question_answer(world, spec),
-                    [question_answer(world, spec, value) for value in wrong],
-                    kind,
-                    hero.name,
-                )
-            )
+            wrong = [question_answer(world, spec, value)
+                     for value in question_constraints(world, spec)["exclude"]]  # fmt: skip
+            item = choices(question_answer(world, spec), wrong)
+            rows.append({"question": question_prompt(rng, spec), **item, "kind": kind,
+                         "character": hero.name})  # fmt: skip
     for hero in world.characters:
         place2 = rng.choice([place for place in PLACES if place != hero.home])
         slots = story_slots(rng, hero, world.character(hero.friend), place2)
         question = f"{rng.choice(WORDS['openings'])} {rng.choice(LOST)}".format(**slots)
-        endings = {
-            thing: FOUND.format(**slots | {"obj": f"{hero.object_adjective} {thing}"})
-            for thing in OBJECTS
-        }
-        right = endings.pop(hero.object)
-        rows.append(item(question, right, list(endings.values()), "story", hero.name))
+        endings = {thing: FOUND.format(**slots | {"obj": f"{hero.object_adjective} {thing}"})
+                   for thing in OBJECTS}  # fmt: skip
+        item = choices(endings.pop(hero.object), list(endings.values()))
+        rows.append({"question": question, **item, "kind": "story", "character": hero.name})
     return rows
