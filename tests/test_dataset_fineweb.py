@@ -132,6 +132,21 @@ def test_whole_files_are_downloaded_and_the_last_one_read_where_it_lies(tmp_path
     assert not list(tmp_path.rglob("*.parquet"))
 
 
+def test_what_a_killed_download_left_is_removed_before_the_next_file(tmp_path, hub):
+    """hf_hub_download leaves its `.incomplete` file when killed, and a finished file stays
+    until the next one is opened: neither may pile up on disk over a long download."""
+    args = download_dataset.pipeline.parse_args(download_dataset.STEP, ["--dataset", "fineweb-edu"])
+    files = fineweb_edu.HubFiles(args, None, tmp_path)
+    stale = [tmp_path / "download/.cache/huggingface/download/sample/10BT/x.incomplete",
+             tmp_path / "download/sample/10BT/000_00000.parquet"]  # fmt: skip
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    files.open(1, float("inf"))
+    assert [p.exists() for p in stale] == [False, False]
+    assert (tmp_path / "download/sample/10BT/001_00000.parquet").exists()
+
+
 def test_min_int_score_keeps_only_higher_scored_pages_and_counts_the_rest(
     tmp_path, parquet_files, hub
 ):

@@ -144,8 +144,8 @@ class HubFiles:
         import huggingface_hub
 
         name, size = self.files[index]
-        for other in self.download.glob("**/*.parquet"):  # earlier files, read to their end
-            if not str(other).endswith(name):
+        for other in self.download.rglob("*.*"):  # files read to their end, and a killed download
+            if other.suffix in (".parquet", ".incomplete") and not str(other).endswith(name):
                 other.unlink()
         if size / PARQUET_BYTES_PER_TOKEN > tokens_left:  # the budget ends in it: read parts
             remote = f"datasets/{REPO_ID}@{self.revision}/{name}"
