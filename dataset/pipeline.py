@@ -44,7 +44,7 @@ class Part:
     into: str = "train"  # the split it goes to, less the shares carved off into others
     carve: dict[str, float] = field(default_factory=dict)
     limit: int | None = None  # keep at most this many rows in each split
-    dedupe: bool = False  # drop texts that a dedupe part earlier in the list already has
+    dedupe: bool = False  # drop exact duplicate texts over such parts, the first copy kept
 
 
 @dataclass
