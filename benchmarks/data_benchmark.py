@@ -17,8 +17,8 @@ Small CPU example (a few minutes, most of it building the corpus):
    distinct but passages repeat (the unique share is printed). token_count is an estimate
    (UTF-8 bytes / 4.6, FineWeb-Edu's ratio for GPT-2 tokens): there is no GPT-2 tokenizer here.
 2. Download: `python3 -m dataset.pre_training.download_dataset --dataset fineweb-edu --source
-   local --data-files <files>` on the first --small-gb, then on all of it: the same streamed,
-   sharded, resumable code as the Hub's, minus the network. One process.
+   local --data-files <files>` on the first --small-gb, then on all of it: the same file by
+   file, sharded, resumable code as the Hub's, minus the network. One process.
 3. Tokenizer: `tokenizer.train --max-chars 50M` on the small download (not timed).
 4. Tokenize: `tokenizer.tokenize_dataset --num-proc N` on each download.
 
@@ -230,7 +230,7 @@ def download(files: list[str], output: Path, log: Path) -> dict:
     seconds = run["seconds"]
     return {
         "step": "download", "text_mb": manifest["text_bytes"] / 1e6, "documents": docs,
-        "seconds": seconds, "streaming_seconds": manifest["seconds"],
+        "seconds": seconds, "reading_seconds": manifest["seconds"],
         "docs_per_s": docs / seconds, "mb_per_s": manifest["text_bytes"] / 1e6 / seconds,
         "estimated_gpt2_tokens_per_s": tokens / seconds,
         "peak_rss_mb": run["largest_process_peak_rss_mb"],

@@ -1,13 +1,9 @@
 """Reading the user's own files for `--source local`: text, JSON lines and Parquet.
 
-Formats, by file extension:
-- `.txt`, `.text`, `.md`: plain UTF-8 text; one document per blank-line-separated block
-  (`--txt-documents blank_line`, the default) or one document per file (`file`);
-- `.jsonl`, `.json`: one JSON object per line;
-- `.parquet`: a Parquet table.
-
-Rows that cannot be used (a line that is not JSON, a missing or non-text field) are counted by
-the caller and skipped, never silently dropped; an unreadable file is a UserError naming it.
+By file extension: `.txt`, `.text`, `.md`: UTF-8 text, one document per blank-line-separated
+block (`--txt-documents blank_line`, the default) or per file (`file`); `.jsonl`, `.json`: one
+JSON object per line; `.parquet`: a Parquet table. Everything is read in pieces (memory stays
+flat); rows that cannot be used are counted by the caller, an unreadable file is a UserError.
 """
 
 import glob
@@ -17,12 +13,11 @@ from pathlib import Path
 
 from common.errors import UserError
 
-TEXT_SUFFIXES = {".txt", ".text", ".md"}
-JSONL_SUFFIXES = {".jsonl", ".json"}
-PARQUET_SUFFIXES = {".parquet"}
+KINDS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "jsonl", ".json": "jsonl"}
+KINDS[".parquet"] = "parquet"
 
 
-def resolve_data_files(patterns: list[str] | None, allowed: set[str]) -> list[Path]:
+def resolve_data_files(patterns: list[str] | None, kinds: tuple[str, ...]) -> list[Path]:
     """Expand --data-files patterns into existing, non-empty files of one allowed kind."""
     if not patterns:
         raise UserError("--source local needs --data-files FILE [FILE ...]")
@@ -38,64 +33,47 @@ def resolve_data_files(patterns: list[str] | None, allowed: set[str]) -> list[Pa
                 raise UserError(f"--data-files: {match} is not a file")
             if match.stat().st_size == 0:
                 raise UserError(f"--data-files: {match} is empty")
-            if match.suffix.lower() not in allowed:
-                raise UserError(
-                    f"--data-files: {match} has an unsupported extension; "
-                    f"use one of {', '.join(sorted(allowed))}"
-                )
+            if KINDS.get(match.suffix.lower()) not in kinds:
+                suffixes = sorted(suffix for suffix, kind in KINDS.items() if kind in kinds)
+                raise UserError(f"--data-files: {match} has an unsupported extension; use one "
+                                f"of {', '.join(suffixes)}")  # fmt: skip
             files.append(match)
-    kinds = {file_kind(file) for file in files}
-    if len(kinds) > 1:
+    found = {file_kind(file) for file in files}
+    if len(found) > 1:
         raise UserError(
-            f"--data-files mixes file kinds ({', '.join(sorted(kinds))}); pass one kind"
+            f"--data-files mixes file kinds ({', '.join(sorted(found))}); pass one kind"
         )
     return files
 
 
 def file_kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in TEXT_SUFFIXES:
-        return "text"
-    return "jsonl" if suffix in JSONL_SUFFIXES else "parquet"
+    return KINDS[path.suffix.lower()]
 
 
-def not_utf8(path: Path, line_number: int) -> UserError:
-    """The one-line error for a file that is not UTF-8, with the command that converts it."""
-    converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
-    return UserError(
-        f"{path} is not UTF-8 text (line {line_number}); convert it and pass the converted "
-        f"file, e.g. `iconv -f latin1 -t utf-8 {path} > {converted}` (for Latin-1 text)"
-    )
-
-
-def utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a UTF-8 text file, read line by line (bounded memory).
-
-    Bytes that are not UTF-8 decode to lone surrogates here (`surrogateescape`), which
-    re-encoding finds: that way the error can name the line."""
+def utf8_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file; a line that is not UTF-8 is a UserError naming it and the
+    command that converts the file. (Undecodable bytes become lone surrogates on reading, which
+    re-encoding finds.)"""
     with open(path, encoding="utf-8", errors="surrogateescape") as file:
-        for line_number, line in enumerate(file, start=1):
+        for number, line in enumerate(file, start=1):
             try:
                 line.encode("utf-8")
             except UnicodeEncodeError:
-                raise not_utf8(path, line_number) from None
-            yield line_number, line
+                converted = path.with_name(f"{path.stem}.utf8{path.suffix}")
+                raise UserError(
+                    f"{path} is not UTF-8 text (line {number}); convert it and pass the converted "
+                    f"file, e.g. `iconv -f latin1 -t utf-8 {path} > {converted}` (for Latin-1)"
+                ) from None
+            yield line
 
 
-def read_text(path: Path) -> str:
-    return "".join(line for _, line in utf8_lines(path))
-
-
-def iter_text_documents(path: Path, per_file: bool) -> Iterator[str]:
-    """The documents of a text file: the whole file, or each blank-line-separated block.
-
-    Blocks are read line by line, so a huge file never has to fit in memory.
-    """
+def text_documents(path: Path, per_file: bool) -> Iterator[str]:
+    """The documents of a text file: the whole file, or each blank-line-separated block."""
     if per_file:
-        yield read_text(path)
+        yield "".join(utf8_lines(path))
         return
     block: list[str] = []
-    for _, line in utf8_lines(path):
+    for line in utf8_lines(path):
         if line.strip():
             block.append(line)
         elif block:
@@ -105,25 +83,24 @@ def iter_text_documents(path: Path, per_file: bool) -> Iterator[str]:
         yield "".join(block)
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, object]]:
-    """(line number, parsed value) per non-blank line; a value of `None` marks invalid JSON."""
-    for line_number, line in utf8_lines(path):
-        if not line.strip():
-            continue
-        try:
-            yield line_number, json.loads(line)
-        except json.JSONDecodeError:
-            yield line_number, None
+def jsonl_rows(path: Path) -> Iterator[object]:
+    """The parsed value of each non-blank line; None for a line that is not JSON."""
+    for line in utf8_lines(path):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                yield None
 
 
-def iter_parquet_rows(path: Path, columns: list[str] | None = None) -> Iterator[dict]:
-    """The rows of a Parquet file as dicts, read in record batches (bounded memory)."""
-    import pyarrow.parquet as pq  # a dependency of `datasets`
+def parquet_rows(path: Path, columns: list[str]) -> Iterator[dict]:
+    """The rows of a Parquet file as dicts (only `columns` that exist), in record batches."""
+    import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
     except Exception as error:
-        raise UserError(f"{path} is not a readable Parquet file ({error})") from error
-    present = [column for column in (columns or []) if column in parquet.schema_arrow.names]
-    for batch in parquet.iter_batches(batch_size=10_000, columns=present or None):
-        yield from batch.to_pylist()
+        raise UserError(f"{path} is not a readable Parquet file ({error})") from None
+    present = [column for column in columns if column in parquet.schema_arrow.names]
+    for batch in parquet.iter_batches(batch_size=10_000, columns=present):
+        yield from batch.to_pylist() if present else ({} for _ in range(batch.num_rows))

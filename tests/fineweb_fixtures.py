@@ -1,13 +1,13 @@
-"""A tiny FineWeb-Edu on disk (parquet files with the Hub's exact columns and types) and a
-stand-in for the Hub that streams it through the real `datasets` parquet streaming code."""
+"""A tiny FineWeb-Edu on disk (parquet files with the Hub's exact columns and types, several row
+groups each) and a stand-in for the Hub that serves those files."""
 
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-import datasets
 import huggingface_hub
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -96,35 +96,43 @@ def expected_documents(paths: list[Path], min_int_score: int | None = None) -> l
 
 
 class FakeHub:
-    """Stands in for `datasets.load_dataset` on HuggingFaceFW/fineweb-edu: the same call
-    streams the local parquet files with the real parquet streaming code. Records calls."""
+    """Stands in for the Hub's FineWeb-Edu: `HfApi.dataset_info` lists the local parquet files
+    under sample/10BT/ at a fixed commit, `hf_hub_download` copies one into its local_dir, and
+    `HfFileSystem().open` opens one where it lies. Records every call."""
 
     def __init__(self, paths: list[Path]):
-        self.paths = [str(path) for path in paths]
-        self.calls: list[dict] = []
-        self.real_load_dataset = datasets.load_dataset
+        self.paths = {f"sample/10BT/{path.name}": path for path in paths}
+        self.calls: list[tuple] = []
 
-    def __call__(self, path, name=None, split=None, streaming=False, **kwargs):
-        self.calls.append({"path": path, "name": name, "split": split, "streaming": streaming,
-                           **kwargs})  # fmt: skip
-        if path != fineweb_edu.REPO_ID:
-            return self.real_load_dataset(path, name, split=split, streaming=streaming, **kwargs)
-        columns = kwargs.get("columns")
-        return self.real_load_dataset(
-            "parquet", data_files=self.paths, split=split, streaming=streaming, columns=columns
-        )
+    def dataset_info(self, repo_id, revision=None, **kwargs):
+        self.calls.append(("dataset_info", repo_id, revision))
+        siblings = [SimpleNamespace(rfilename=name, size=path.stat().st_size)
+                    for name, path in self.paths.items()]  # fmt: skip
+        return SimpleNamespace(sha=COMMIT, siblings=siblings)
+
+    def hf_hub_download(self, repo_id, filename, repo_type=None, revision=None, local_dir=None):
+        present = [p.name for p in Path(local_dir).rglob("*.parquet")]
+        self.calls.append(("download", filename, revision, present))
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.paths[filename], target)
+        return str(target)
+
+    def open_remote(self, path: str, mode: str = "rb"):
+        prefix = f"datasets/{fineweb_edu.REPO_ID}@{COMMIT}/"
+        assert path.startswith(prefix), path
+        self.calls.append(("remote", path.removeprefix(prefix)))
+        return open(self.paths[path.removeprefix(prefix)], mode)
 
 
 def install_fake_hub(monkeypatch, paths: list[Path]) -> FakeHub:
     """The fake Hub, and batches of 16 rows (not 1000) so the tiny shards close often."""
     hub = FakeHub(paths)
     monkeypatch.setattr(fineweb_edu, "BATCH_ROWS", 16)
-    monkeypatch.setattr(datasets, "load_dataset", hub)
-    monkeypatch.setattr(
-        huggingface_hub.HfApi,
-        "dataset_info",
-        lambda self, repo_id, revision=None, **kwargs: SimpleNamespace(sha=COMMIT),
-    )
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", hub.dataset_info)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "HfFileSystem",
+                        lambda: SimpleNamespace(open=hub.open_remote))  # fmt: skip
     return hub
 
 

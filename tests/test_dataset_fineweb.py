@@ -1,9 +1,9 @@
-"""dataset.pre_training.download_dataset --dataset fineweb-edu: streamed, sharded, resumable.
+"""dataset.pre_training.download_dataset --dataset fineweb-edu: file by file, sharded, resumable.
 
-The Hub is never contacted: `datasets.load_dataset` streams local parquet files that have
-FineWeb-Edu's exact columns (tests/fineweb_fixtures.py) through the real streaming code, and
-the Hub's commit lookup returns a fixed sha. Interruptions are real ones: kill -9 of a
-subprocess, a stream that breaks, a disk that fills up, Ctrl-C.
+The Hub is never contacted: a fake (tests/fineweb_fixtures.py) lists local parquet files that
+have FineWeb-Edu's exact columns and several row groups each, "downloads" them by copying and
+opens them "remotely" where they lie. Interruptions are real ones: kill -9 of a subprocess, a
+read that breaks, a disk that fills up, Ctrl-C.
 """
 
 import errno
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import datasets
 import huggingface_hub
+import pyarrow.parquet as pq
 import pytest
 from datasets.arrow_writer import ArrowWriter
 from fineweb_fixtures import (
@@ -29,9 +30,8 @@ from fineweb_fixtures import (
 from tokenizer_helpers import tokenize, train_tokenizer
 
 from common.errors import UserError
-from dataset import resumable_download
 from dataset.pre_training import download_dataset, fineweb_edu
-from dataset.resumable_download import PROGRESS_NAME, held_out, partial_path
+from dataset.pre_training.fineweb_edu import held_out
 from tokenizer.encoding import load_tokenizer
 from tokenizer.tokenized_data import open_dataset
 
@@ -39,6 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 FLAGS = ["--dataset", "fineweb-edu", "--config", "sample-10BT", "--shard-size-mb", "0.05",
          "--validation-fraction", "0.02", "--test-fraction", "0.02"]  # fmt: skip
 BUDGET = 60_000  # GPT-2 tokens: about 2/3 of the fixture, in ~12 shards
+PROGRESS_NAME = "progress.json"
+
+
+def partial_path(output: Path) -> Path:
+    return output.with_name(f"{output.name}.partial")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +79,7 @@ def rows(output: Path, split: str) -> list[dict]:
 # ---------------------------------------------------------------- what it writes
 
 
-def test_the_stream_becomes_a_load_from_disk_dataset_dict(reference, parquet_files, hub):
+def test_the_files_become_a_load_from_disk_dataset_dict(reference, parquet_files, hub):
     expected = expected_documents(parquet_files)
     tokens, last = 0, 0
     while tokens < BUDGET:  # the document that reaches the budget is the last one
@@ -93,9 +98,9 @@ def test_the_stream_becomes_a_load_from_disk_dataset_dict(reference, parquet_fil
     assert got["train"] == [text for text in kept if text not in got["validation"] + got["test"]]
 
     manifest = json.loads((reference / "manifest.json").read_text())
-    assert manifest["inputs"][0] | {"columns": None} == {
+    assert manifest["inputs"][0] == {
         "id": fineweb_edu.REPO_ID, "config": "sample-10BT", "revision": COMMIT,
-        "streaming": True, "columns": None,
+        "files": [f"sample/10BT/{path.name}" for path in parquet_files],
     }  # fmt: skip
     assert sum(split["tokens"] for split in manifest["splits"].values()) == tokens
     assert {name: s["rows"] for name, s in manifest["splits"].items()} == {
@@ -108,12 +113,38 @@ def test_the_stream_becomes_a_load_from_disk_dataset_dict(reference, parquet_fil
     assert not partial_path(reference).exists() and not (reference / PROGRESS_NAME).exists()
 
 
-def test_the_hub_is_asked_for_the_config_streamed_at_a_pinned_commit(tmp_path, hub):
-    download(tmp_path / "raw", "--max-tokens", 5_000)
-    (call,) = [c for c in hub.calls if c["path"] == fineweb_edu.REPO_ID]
-    assert call["name"] == "sample-10BT" and call["split"] == "train" and call["streaming"]
-    assert call["revision"] == COMMIT, "resumes read the commit the first run read"
-    assert call["columns"] == ["text", "token_count"], "only the columns used are decoded"
+def test_whole_files_are_downloaded_and_the_last_one_read_where_it_lies(tmp_path, hub):
+    """The budget ends in the second file: the first is downloaded whole (at the commit the
+    first call resolved), the second read from the Hub. Without a budget every file is
+    downloaded, each one after the last was deleted; none stays on disk."""
+    download(tmp_path / "raw", "--max-tokens", BUDGET)
+    assert hub.calls == [
+        ("dataset_info", fineweb_edu.REPO_ID, None),
+        ("download", "sample/10BT/000_00000.parquet", COMMIT, []),
+        ("remote", "sample/10BT/001_00000.parquet"),
+    ]
+    hub.calls.clear()
+    download(tmp_path / "all")
+    downloads = [call for call in hub.calls if call[0] == "download"]
+    assert [(call[1][-17:], call[3]) for call in downloads] == [
+        (f"{index:03d}_00000.parquet", []) for index in range(3)
+    ]
+    assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_what_a_killed_download_left_is_removed_before_the_next_file(tmp_path, hub):
+    """hf_hub_download leaves its `.incomplete` file when killed, and a finished file stays
+    until the next one is opened: neither may pile up on disk over a long download."""
+    args = download_dataset.pipeline.parse_args(download_dataset.STEP, ["--dataset", "fineweb-edu"])
+    files = fineweb_edu.HubFiles(args, None, tmp_path)
+    stale = [tmp_path / "download/.cache/huggingface/download/sample/10BT/x.incomplete",
+             tmp_path / "download/sample/10BT/000_00000.parquet"]  # fmt: skip
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    files.open(1, float("inf"))
+    assert [p.exists() for p in stale] == [False, False]
+    assert (tmp_path / "download/sample/10BT/001_00000.parquet").exists()
 
 
 def test_min_int_score_keeps_only_higher_scored_pages_and_counts_the_rest(
@@ -141,7 +172,7 @@ def test_tokenizer_train_and_tokenize_take_the_result_unchanged(tmp_path, refere
             assert tokenizer.decode(split.document(index).tolist()) == texts[index]
 
 
-def test_local_fineweb_shaped_files_stream_the_same_way(tmp_path, reference, parquet_files):
+def test_local_fineweb_shaped_files_give_the_same_documents(tmp_path, reference, parquet_files):
     """--source local on the same files gives the same documents, labelled local."""
     output = tmp_path / "raw"
     files = str(parquet_files[0].parent / "*.parquet")
@@ -154,10 +185,10 @@ def test_local_fineweb_shaped_files_stream_the_same_way(tmp_path, reference, par
         assert {r["source"] for r in ours} == {"local"}
 
 
-def test_local_jsonl_without_token_count_estimates_tokens_from_bytes(tmp_path):
+def test_local_files_without_token_count_estimate_tokens_from_bytes(tmp_path):
     texts = [f"Document number {i} about photosynthesis. " * (i % 7 + 1) for i in range(40)]
-    path = tmp_path / "docs.jsonl"
-    path.write_text("".join(json.dumps({"content": text}) + "\n" for text in texts))
+    path = tmp_path / "docs.parquet"
+    datasets.Dataset.from_dict({"content": texts}).to_parquet(str(path))
     argv = ["--output-dir", tmp_path / "raw", "--dataset", "fineweb-edu", "--source", "local",
             "--data-files", path, "--text-column", "content", "--validation-fraction", "0.1",
             "--test-fraction", "0.1"]  # fmt: skip
@@ -176,16 +207,16 @@ sys.path.insert(0, "tests")
 from pathlib import Path
 from _pytest.monkeypatch import MonkeyPatch
 from fineweb_fixtures import install_fake_hub
-from dataset import resumable_download
-from dataset.pre_training import download_dataset
+from dataset.pre_training import download_dataset, fineweb_edu
 
-original = resumable_download.SplitShards.write
-def slow_write(self, table, index):
-    original(self, table, index)
-    if index == 4:  # shard 4 half-written: its temporary file is on disk
+original = fineweb_edu.Download.writer
+def slow_writer(self, split):
+    writer = original(self, split)
+    if self.progress.shards == 4:  # shard 4 half-written: its temporary file is on disk
         print("WRITING", flush=True)
         time.sleep(120)
-resumable_download.SplitShards.write = slow_write
+    return writer
+fineweb_edu.Download.writer = slow_writer
 install_fake_hub(MonkeyPatch(), sorted(Path(sys.argv[1]).glob("*.parquet")))
 download_dataset.main(sys.argv[2:])
 """
@@ -215,7 +246,7 @@ def test_kill_9_mid_download_then_the_same_command_gives_an_identical_result(
     partial = partial_path(output)
     progress = json.loads((partial / PROGRESS_NAME).read_text())
     assert progress["shards"] == 4 and not progress["done"]
-    assert list((partial / "train").glob(".data-00004.arrow.tmp")), "a half-written shard"
+    assert list(partial.glob("*/.data-00004.arrow.tmp")), "a half-written shard"
     assert not output.exists()
 
     download(output, "--max-tokens", BUDGET)  # the same command
@@ -224,18 +255,17 @@ def test_kill_9_mid_download_then_the_same_command_gives_an_identical_result(
 
 
 def break_the_stream_once(monkeypatch, after_batches: int, error: BaseException):
-    """The first stream opened fails after `after_batches` batches (later ones work)."""
-    original = datasets.IterableDataset.iter
-    state = {"broken": False}
+    """Reading fails once, after `after_batches` batches (later reads work)."""
+    original, state = pq.ParquetFile.iter_batches, {"batches": 0}
 
-    def iter_then_fail(self, batch_size, **kwargs):
-        for index, batch in enumerate(original(self, batch_size, **kwargs)):
-            if index == after_batches and not state["broken"]:
-                state["broken"] = True
+    def iter_then_fail(self, *args, **kwargs):
+        for batch in original(self, *args, **kwargs):
+            state["batches"] += 1
+            if state["batches"] == after_batches + 1:
                 raise error
             yield batch
 
-    monkeypatch.setattr(datasets.IterableDataset, "iter", iter_then_fail)
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_then_fail)
 
 
 def fill_the_disk_once(monkeypatch, after_writes: int):
@@ -258,7 +288,7 @@ def test_an_interrupted_download_keeps_its_shards_and_resumes_identically(
     output = tmp_path / "raw"
     if fault == "lost network":
         break_the_stream_once(monkeypatch, 10, ConnectionError("Connection reset by peer"))
-        expected = "^reading fineweb-edu failed \\(ConnectionError: Connection reset by peer\\)"
+        expected = "^reading sample/10BT/000_00000.parquet failed \\(ConnectionError: Connection"
     elif fault == "full disk":
         fill_the_disk_once(monkeypatch, 10)
         expected = f"^no space left on the disk at {partial_path(output)} "
@@ -281,7 +311,7 @@ def test_an_interrupted_download_keeps_its_shards_and_resumes_identically(
     assert not output.exists()
 
     monkeypatch.undo()
-    install_fake_hub(monkeypatch, [Path(p) for p in hub.paths])
+    install_fake_hub(monkeypatch, list(hub.paths.values()))
     download(output, "--max-tokens", BUDGET)
     assert "resuming" in capsys.readouterr().out
     assert snapshot(output) == snapshot(reference)
@@ -317,10 +347,11 @@ def test_an_existing_output_is_kept_without_overwrite_and_replaced_with_it(tmp_p
 def test_too_little_free_space_for_the_budget_is_refused_before_streaming(
     tmp_path, hub, monkeypatch
 ):
-    monkeypatch.setattr(resumable_download, "free_bytes", lambda path: 1_000_000)
+    monkeypatch.setattr(fineweb_edu, "free_bytes", lambda path: 1_000_000)
     with pytest.raises(UserError, match=r"needs about 0\.5 GB more .* only 0\.0 GB are free"):
         download(tmp_path / "raw", "--max-tokens", 100_000_000)
-    assert not [c for c in hub.calls if c["path"] == fineweb_edu.REPO_ID], "nothing streamed"
+    assert [call[0] for call in hub.calls] == ["dataset_info"], "nothing downloaded"
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -341,7 +372,7 @@ def test_bad_fineweb_settings_are_one_line_errors_before_any_network(
     def no_network(*args, **kwargs):
         raise AssertionError("the Hub was contacted")
 
-    monkeypatch.setattr(datasets, "load_dataset", no_network)
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", no_network)
     with pytest.raises(UserError, match=message):
         download(tmp_path / "raw", *flags)
     assert not list(tmp_path.iterdir())

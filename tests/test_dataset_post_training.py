@@ -10,8 +10,8 @@ import pytest
 from tokenizer_helpers import all_stages_tokenizer, tokenize
 
 from common.errors import UserError
+from dataset.post_training.conversations import from_transcripts
 from dataset.post_training.dpo import download_dataset as dpo_download
-from dataset.post_training.dpo.formats import from_transcripts
 from dataset.post_training.sft import download_dataset as sft_download
 from dataset.sample_world.check import satisfies
 from tokenizer.encoding import load_tokenizer

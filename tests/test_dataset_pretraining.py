@@ -16,7 +16,7 @@ import datasets
 import pytest
 
 from common.errors import UserError
-from dataset.common import hub_revision
+from dataset.pipeline import hub_revision
 from dataset.pre_training import download_dataset
 from dataset.pre_training.tinystories import repair_mojibake, v2_stories
 from dataset.pre_training.wikitext import detokenize, rebuild_articles
@@ -136,9 +136,10 @@ def test_wikitext_articles_start_at_titles_not_sections():
     articles = list(rebuild_articles(WIKITEXT_ROWS, counts))
     assert articles == [
         VALKYRIA,
+        "= Empty Article =\n= = Only a heading = =",  # dropped by the step, and counted
         "= Tower Building of the Little Rock Arsenal =\nThe Tower Building is a building.",
     ]
-    assert counts["articles"] == 3 and counts["empty_articles"] == 1
+    assert not counts
 
 
 def test_wikitext_lines_before_the_first_title_are_counted_not_kept():
@@ -210,9 +211,7 @@ def test_hub_cleans_tinystories_and_rebuilds_wikitext(tmp_path, fake_hub):
         "A plain story.",
     ]
     tiny = steps(manifest, "tinystories/train")
-    assert tiny["drop_empty"]["dropped"] == 1
-    assert tiny["drop_unrepairable_mojibake"]["dropped"] == 1
-    assert tiny["drop_unrepairable_mojibake"]["repaired_mojibake"] == 2
+    assert tiny["drop_unusable"]["reasons"] == {"empty": 1, "unrepairable_mojibake": 1}
     assert tiny["drop_duplicates"]["dropped"] == 1
     # The validation copy of a train story is dropped; the rest is split into validation + test.
     assert steps(manifest, "tinystories/validation")["drop_duplicates"]["dropped"] == 1
@@ -222,7 +221,9 @@ def test_hub_cleans_tinystories_and_rebuilds_wikitext(tmp_path, fake_hub):
     for split in ("train", "validation", "test"):
         assert texts(output, split, "wikitext")[0] == VALKYRIA
         assert manifest["splits"][split]["rows_by_source"]["wikitext"] == 2
-    assert steps(manifest, "wikitext/train")["drop_empty"]["dropped"] == 1
+    wiki = steps(manifest, "wikitext/train")
+    assert wiki["rebuild_articles"]["rows_in"] == len(WIKITEXT_ROWS)
+    assert wiki["drop_unusable"]["reasons"] == {"no_text_under_headings": 1}
     assert [entry["id"] for entry in manifest["inputs"]] == [
         "roneneldan/TinyStories",
         "Salesforce/wikitext",
@@ -294,9 +295,11 @@ def test_hub_revision_is_read_from_the_resolved_file_names():
     assert hub_revision(strings(["x"])) is None  # an in-memory dataset: unknown
 
 
-def test_data_files_without_local_source_is_an_error(tmp_path):
-    with pytest.raises(UserError, match="--data-files is read only with --source local"):
+def test_data_files_without_local_source_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         run(tmp_path / "raw", "--source", "sample", "--data-files", "a.txt")
+    assert exit_info.value.code == 2
+    assert "--data-files is read only with --source local" in capsys.readouterr().err
 
 
 def test_ctrl_c_leaves_no_output(tmp_path, monkeypatch):
@@ -376,7 +379,7 @@ def test_local_text_files_blank_line_blocks_and_whole_files(tmp_path):
         "Second doc.",
         "Third.",
     ]
-    assert steps(manifest, "local/all")["drop_duplicates"]["dropped"] == 1
+    assert steps(manifest, "local")["drop_duplicates"]["dropped"] == 1
     assert all(len(texts(tmp_path / "blocks", s)) >= 1 for s in ("train", "validation", "test"))
 
     (tmp_path / "c.txt").write_text("Sixth.\n\nSeventh.\n")
@@ -395,9 +398,9 @@ def test_local_jsonl_skips_and_counts_unusable_rows(tmp_path):
         tmp_path / "raw", "--source", "local", "--data-files", str(tmp_path / "docs.jsonl"),
         "--text-column", "body", "--validation-fraction", "0.2", "--test-fraction", "0.2",
     )  # fmt: skip
-    read = steps(manifest, "local")["read_rows"]
+    read = steps(manifest, "local")["drop_unusable"]
     assert read["rows_in"] == 14 and read["rows_out"] == 10
-    assert read["invalid_json"] == 1 and read["missing_body"] == 2 and read["non_string_body"] == 1
+    assert read["reasons"] == {"invalid_json": 1, "missing_body": 2, "non_string_body": 1}
     assert [manifest["splits"][s]["rows"] for s in ("train", "validation", "test")] == [6, 2, 2]
     assert manifest["splits"]["train"]["rows_by_source"] == {"local": 6}
 
@@ -465,6 +468,15 @@ def test_local_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, setup,
     assert "\n" not in str(error.value)
     assert not (tmp_path / "raw").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["in"]
+
+
+def test_an_empty_split_is_an_error_not_an_unreadable_folder(tmp_path):
+    """`load_from_disk` cannot read a split saved with no rows: refused, naming the split."""
+    (tmp_path / "a.txt").write_text("".join(f"Document {i}.\n\n" for i in range(20)))
+    flags = ["--source", "local", "--data-files", str(tmp_path / "a.txt")]
+    with pytest.raises(UserError, match="no usable rows are left for the test split"):
+        run(tmp_path / "raw", *flags, "--test-fraction", "0")
+    assert not (tmp_path / "raw").exists()
 
 
 def test_local_parquet_without_the_text_column_is_an_error(tmp_path):

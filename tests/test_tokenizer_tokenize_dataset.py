@@ -28,7 +28,7 @@ from tokenizer_helpers import (
 )
 
 from common.errors import UserError
-from tokenizer import batch_encoding, tokenize_dataset
+from tokenizer import tokenize_dataset
 from tokenizer.encoding import (
     encode_conversation,
     encode_document,
@@ -333,7 +333,7 @@ def test_overwrite_replaces_a_finished_output(tmp_path, tokenizer_path):
 def test_interrupt_mid_write_leaves_nothing_finished(tmp_path, tokenizer_path, monkeypatch):
     raw = pre_training_dataset(tmp_path / "raw", copies=10)
     calls = []
-    original = batch_encoding.BatchEncoder.encode
+    original = tokenize_dataset.Encoder.__call__
 
     def interrupted(self, first_row, rows):
         calls.append(first_row)
@@ -341,7 +341,7 @@ def test_interrupt_mid_write_leaves_nothing_finished(tmp_path, tokenizer_path, m
             raise KeyboardInterrupt
         return original(self, first_row, rows)
 
-    monkeypatch.setattr(batch_encoding.BatchEncoder, "encode", interrupted)
+    monkeypatch.setattr(tokenize_dataset.Encoder, "__call__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tokenize(raw, tmp_path / "out", tokenizer_path, "--batch-size", 5)
     assert len(calls) == 3

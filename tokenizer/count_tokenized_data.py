@@ -1,22 +1,17 @@
 r"""Count the tokens of a tokenized dataset, per split and in total, after validating it.
 
     python3 -m tokenizer.count_tokenized_data --tokenized-dir data/tokens/pre_training
-
-Tiny CPU example (machine-readable):
-
     python3 -m tokenizer.count_tokenized_data --tokenized-dir data/sample/pre_training/tokenized \
-        --json
+        --json   # tiny CPU example, machine-readable
 
-Per split: tokens, documents, mean and max document length; SFT adds trainable tokens (loss
-mask 1); DPO counts pairs and the mean prompt / chosen / rejected lengths. Before counting it
-checks every split the way the training loaders will: meta.json present and matching the
-arrays' byte sizes, every token id below the vocabulary size, offsets in order and within the
-token array, and every document starting with `<|endoftext|>`.
+Per split: tokens, documents, mean and max document length; SFT adds trainable tokens, DPO the
+mean prompt / chosen / rejected lengths. Each split is checked as the training loaders check it
+(tokenized_data.open_split), then every token id against the vocabulary and that every document
+starts with `<|endoftext|>`.
 """
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -24,44 +19,57 @@ from common.errors import ArgumentParser, UserError, run_cli
 from tokenizer.encoding import BOS_ID
 from tokenizer.tokenized_data import TokenizedSplit, open_dataset
 
+COLUMNS = {
+    "pre_training": ["tokens", "documents", "mean_document_length", "max_document_length"],
+    "sft": [
+        "tokens",
+        "documents",
+        "mean_document_length",
+        "max_document_length",
+        "trainable_tokens",
+    ],
+    "dpo": [
+        "tokens",
+        "pairs",
+        "mean_prompt_length",
+        "mean_chosen_length",
+        "mean_rejected_length",
+        "max_pair_length",
+    ],
+}
+
 
 def count_split(split: TokenizedSplit) -> dict:
     split.check_token_ids(int(split.meta["vocab_size"]))
-    counts = {"tokens": int(len(split.tokens))}
+    counts = {"tokens": len(split.tokens)}
     if split.stage == "dpo":
-        rows = np.asarray(split.pair_offsets, np.int64)  # (num_pairs, 4)
-        lengths = np.diff(rows, axis=1)  # (num_pairs, 3): prompt, chosen, rejected
+        rows = np.asarray(split.pair_offsets, np.int64).reshape(-1, 4)
+        lengths = np.diff(rows, axis=1)  # (pairs, 3): prompt, chosen, rejected
         starts = rows[:, 0]
         counts["pairs"] = counts["documents"] = len(rows)
         for column, name in enumerate(("prompt", "chosen", "rejected")):
             counts[f"mean_{name}_length"] = float(lengths[:, column].mean()) if len(rows) else 0.0
-        longest = lengths[:, 0] + lengths[:, 1:].max(axis=1) if len(rows) else np.zeros(0)
-        counts["max_pair_length"] = int(longest.max()) if len(rows) else 0
+        longest = lengths[:, 0] + lengths[:, 1:].max(axis=1, initial=0)
+        counts["max_pair_length"] = int(longest.max(initial=0))
     else:
         offsets = np.asarray(split.doc_offsets, np.int64)
-        lengths = np.diff(offsets)
-        starts = offsets[:-1]
+        lengths, starts = np.diff(offsets), offsets[:-1]
         counts["documents"] = len(lengths)
         counts["mean_document_length"] = float(lengths.mean()) if len(lengths) else 0.0
-        counts["max_document_length"] = int(lengths.max()) if len(lengths) else 0
+        counts["max_document_length"] = int(lengths.max(initial=0))
         if split.stage == "sft":
             counts["trainable_tokens"] = int(np.asarray(split.loss_mask).sum(dtype=np.int64))
     if counts["documents"] != split.meta.get("num_documents"):
-        raise UserError(
-            f"{split.directory}/meta.json says {split.meta.get('num_documents')} documents, "
-            f"the offsets hold {counts['documents']}; re-tokenize this dataset"
-        )
-    if len(starts) and np.any(np.asarray(split.tokens[starts]) != BOS_ID):
-        raise UserError(
-            f"{split.directory}: a document does not start with <|endoftext|>; re-tokenize"
-        )
+        said = f"{split.directory}/meta.json says {split.meta.get('num_documents')} documents"
+        raise UserError(f"{said}, the offsets hold {counts['documents']}; re-tokenize")
+    if np.any(np.asarray(split.tokens[starts]) != BOS_ID):
+        raise UserError(f"{split.directory}: a document does not start with <|endoftext|>")
     return counts
 
 
 def total(per_split: dict[str, dict]) -> dict:
     """Sums of counts, maxima of maxima, and means weighted by each split's documents."""
-    documents = sum(counts["documents"] for counts in per_split.values())
-    summed = {}
+    documents, summed = sum(counts["documents"] for counts in per_split.values()), {}
     for counts in per_split.values():
         for key, value in counts.items():
             if key.startswith("max_"):
@@ -75,74 +83,37 @@ def total(per_split: dict[str, dict]) -> dict:
 
 
 def format_table(stage: str, per_split: dict[str, dict]) -> str:
-    if stage == "dpo":
-        columns = [
-            "tokens",
-            "pairs",
-            "mean_prompt_length",
-            "mean_chosen_length",
-            "mean_rejected_length",
-            "max_pair_length",
-        ]
-    else:
-        columns = ["tokens", "documents", "mean_document_length", "max_document_length"]
-        if stage == "sft":
-            columns.append("trainable_tokens")
-    rows = [["split"] + columns]
+    rows = [["split"] + COLUMNS[stage]]
     for name, counts in per_split.items():
-        cells = [name]
-        for column in columns:
-            value = counts.get(column)
-            cells.append(
-                ""
-                if value is None
-                else f"{value:,.1f}"
-                if isinstance(value, float)
-                else f"{value:,}"
-            )
-        rows.append(cells)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths))
-        )
+        values = [counts[column] for column in COLUMNS[stage]]
+        rows.append([name] + [f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" for v in values])
+    widths = [max(map(len, column)) for column in zip(*rows)]
+    cells = (
+        [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
         for row in rows
     )
+    return "\n".join("  ".join(row) for row in cells)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def main(argv=None) -> int:
     parser = ArgumentParser(
         prog="python3 -m tokenizer.count_tokenized_data",
         description="Validate a tokenized dataset and count its tokens per split.",
     )
-    parser.add_argument(
-        "--tokenized-dir", required=True, help="the output folder of tokenizer.tokenize_dataset"
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object instead of a table"
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
+    parser.add_argument("--tokenized-dir", required=True, help="tokenize_dataset's output folder")
+    parser.add_argument("--json", action="store_true", help="print one JSON object, not a table")
+    args: argparse.Namespace = parser.parse_args(argv)
     splits = open_dataset(args.tokenized_dir)
     stages = {split.stage for split in splits.values()}
     if len(stages) > 1:
         raise UserError(f"{args.tokenized_dir} mixes stages {sorted(stages)}; re-tokenize")
-    stage = stages.pop()
+    stage, meta = stages.pop(), splits["train"].meta
     per_split = {name: count_split(split) for name, split in splits.items()}
     per_split["total"] = total(per_split)
     if args.json:
-        result = {
-            "tokenized_dir": str(Path(args.tokenized_dir)),
-            "stage": stage,
-            "splits": per_split,
-        }
+        result = {"tokenized_dir": args.tokenized_dir, "stage": stage, "splits": per_split}
         print(json.dumps(result, indent=2))
     else:
-        meta = next(iter(splits.values())).meta
         print(f"{args.tokenized_dir}: {stage} data, vocab {meta['vocab_size']:,}, {meta['dtype']}")
         print(format_table(stage, per_split))
     return 0

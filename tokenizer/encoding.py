@@ -1,7 +1,6 @@
 """Special tokens and the chat format: how documents and conversations become token ids.
 
-Every tokenizer this project trains reserves all special tokens below, at fixed ids, so one
-tokenizer serves pre-training, SFT and DPO:
+Every tokenizer this project trains reserves all special tokens below, at fixed ids:
 
 | id | token            | role                                                     |
 |----|------------------|----------------------------------------------------------|
@@ -12,17 +11,11 @@ tokenizer serves pre-training, SFT and DPO:
 | 4  | `<|assistant|>`  | opens an assistant turn; a generation prompt ends here   |
 | 5  | `<|end|>`        | closes every turn                                        |
 
-- A document (pre_training) is `<|endoftext|>` + text.
-- A conversation (sft, dpo) is `<|endoftext|>` then, per message, `<|role|>` + content +
-  `<|end|>`. The SFT loss mask is 1 exactly on assistant content and that turn's `<|end|>`.
-
-The chat format is written once, in `chat_pieces`: every encoder (`encode_conversation`,
-`encode_prompt`, `encode_response`, the batch encoder of tokenize_dataset), the inspector's text
-rendering and the Jinja `CHAT_TEMPLATE` shipped with exported models follow it, and the tests
-hold the template to it.
-
-Raw text is encoded with special-token matching off: a literal "<|end|>" typed by a user, or
-found in a web page, is plain bytes and can never forge a turn boundary.
+A document is `<|endoftext|>` + text; a conversation is `<|endoftext|>` then `<|role|>` content
+`<|end|>` per message (the SFT loss mask: 1 on assistant content and its `<|end|>`). The format
+is written once, in `chat_pieces`; every encoder, the inspector and the Jinja `CHAT_TEMPLATE` of
+exported models follow it. Raw text is encoded with special-token matching off: a literal
+"<|end|>" in a user's text is plain bytes and can never forge a turn boundary.
 """
 
 import json
@@ -132,10 +125,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         raise UserError(f"{path} is not a Hugging Face tokenizer.json ({first_line})") from None
     for expected_id, token in enumerate(SPECIAL_TOKENS):
         if tokenizer.token_to_id(token) != expected_id:
-            raise UserError(
-                f"{path} does not reserve {token} at id {expected_id}; "
-                "retrain it with `python3 -m tokenizer.train`"
-            )
+            raise UserError(f"{path} does not reserve {token} at id {expected_id}; "
+                            "retrain it with `python3 -m tokenizer.train`")  # fmt: skip
     tokenizer.encode_special_tokens = True  # raw text never produces special ids
     return tokenizer
 

@@ -2,34 +2,25 @@ r"""Look at tokenized documents next to their raw text, and flag any that do not
 
     python3 -m tokenizer.inspect_tokenized_data --raw-dataset-dir data/pre_training/raw \
         --tokenized-dataset-dir data/tokens/pre_training --tokenizer-path data/tokenizer.json
-
-Tiny CPU example (non-interactive: documents 0..2 of the validation split):
-
     python3 -m tokenizer.inspect_tokenized_data --raw-dataset-dir data/sample/pre_training/raw \
         --tokenized-dataset-dir data/sample/pre_training/tokenized \
-        --tokenizer-path data/sample/tokenizer/tokenizer.json \
-        --split validation --index 0 --num 3
+        --tokenizer-path data/sample/tokenizer/tokenizer.json --split validation --index 0 --num 3
 
 With a terminal on stdin (and no --index/--num) it is interactive: Enter or `n` next, `p`
-previous, `j N` (or just `N`) jump, `r` random, `q` quit. Otherwise it prints the documents
-asked for and exits; `--check-all` checks every document of the split and prints only problems.
-
-Each document shows its raw row, its tokens with visible boundaries (`[tok]`; in color,
-alternating backgrounds) and its ids. SFT documents mark the trained tokens (`{tok}`, bold green)
-and print the loss mask; DPO pairs show prompt, chosen and rejected separately. A document is
-flagged MISMATCH when its tokens do not decode to exactly the raw text as its stage renders it
-(a truncated part must be the start of its response or the end of its prompt), when they differ
-from a fresh encoding of that text, or when an SFT loss mask is not 1 exactly on assistant
-content and its `<|end|>`. The exit status is 1 if any document shown or checked mismatched.
+previous, `j N` (or `N`) jump, `r` random, `q` quit; `--check-all` checks a whole split. Tokens
+show with visible boundaries (`[tok]`, their exact bytes; `{tok}` where SFT trains). A document
+is flagged MISMATCH when its tokens do not decode to its raw text as its stage renders it (a cut
+part must be the start of its answer or the end of its prompt), differ from a fresh encoding,
+or an SFT loss mask is not 1 exactly on assistant content and its `<|end|>`; then it exits 1.
 """
 
 import argparse
 import random
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from common.atomic import sha256_file
 from common.errors import ArgumentParser, UserError, run_cli
@@ -37,7 +28,6 @@ from tokenizer import raw_data
 from tokenizer.encoding import (
     ASSISTANT_ID,
     BOS_ID,
-    DOC_SEPARATOR,
     END_OF_TURN_ID,
     SPECIAL_TOKENS,
     chat_pieces,
@@ -48,252 +38,233 @@ from tokenizer.encoding import (
     render_text,
     response_pieces,
 )
-from tokenizer.token_display import TokenBytes, render_tokens
-from tokenizer.tokenize_dataset import SOURCE_ROWS_FILE
 from tokenizer.tokenized_data import SPLITS, open_split
 
-
-@dataclass
-class Part:
-    label: str
-    ids: np.ndarray
-    mask: np.ndarray | None = None
+RESET, TRAINED, SPECIAL = "\033[0m", "\033[1;32m", "\033[35m"  # bold green, magenta
+BACKGROUNDS = ("\033[48;5;236m", "\033[48;5;239m")  # alternate, so boundaries show
 
 
-@dataclass
-class Document:
-    index: int
-    row: int
-    raw: list[tuple[str, str]]  # (label, text) pairs to print
-    parts: list[Part]
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+def byte_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's `bytes_to_unicode`, the alphabet of the ByteLevel pre-tokenizer."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
+    others = [byte for byte in range(256) if byte not in printable]
+    codes = printable + [256 + shift for shift in range(len(others))]
+    return {chr(code): byte for byte, code in zip(printable + others, codes)}
+
+
+class TokenBytes:
+    """Token id -> its exact bytes (a special token -> its name): a byte-level BPE token may end
+    inside a UTF-8 character, which `tokenizer.decode([id])` would hide."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer, self.decoder, self.cache = tokenizer, byte_decoder(), {}
+
+    def __call__(self, token_id) -> bytes:
+        token_id = int(token_id)
+        if token_id not in self.cache:
+            text = self.tokenizer.id_to_token(token_id)
+            if text is None:
+                self.cache[token_id] = f"<unknown id {token_id}>".encode()
+            elif token_id < len(SPECIAL_TOKENS):
+                self.cache[token_id] = text.encode()
+            else:
+                self.cache[token_id] = bytes(self.decoder[char] for char in text)
+        return self.cache[token_id]
+
+    def join(self, ids) -> bytes:
+        return b"".join(map(self, ids))
+
+    def render(self, ids, mask=None, color: bool = False) -> str:
+        """One line of tokens: `[tok]`, `{tok}` where the mask is 1 (or colors)."""
+        out = []
+        for position, token_id in enumerate(ids):
+            text = self(token_id).decode("utf-8", errors="backslashreplace")
+            text = text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+            trained = mask is not None and mask[position]
+            if color:
+                style = TRAINED if trained else SPECIAL if token_id < len(SPECIAL_TOKENS) else ""
+                out.append(f"{BACKGROUNDS[position % 2]}{style}{text}{RESET}")
+            else:
+                out.append(f"{{{text}}}" if trained else f"[{text}]")
+        return "".join(out)
 
 
 def expected_mask(ids: np.ndarray) -> np.ndarray:
     """1 on tokens inside an assistant turn (after <|assistant|>, up to and including <|end|>)."""
-    mask = np.zeros(len(ids), np.uint8)
-    inside = False
+    mask, inside = np.zeros(len(ids), np.uint8), False
     for position, token_id in enumerate(ids.tolist()):
-        if inside:
-            mask[position] = 1
-            inside = token_id != END_OF_TURN_ID
-        elif token_id == ASSISTANT_ID:
-            inside = True
+        mask[position] = inside
+        inside = token_id != END_OF_TURN_ID if inside else token_id == ASSISTANT_ID
     return mask
 
 
 def tokenized_split_folder(path: Path, split: str | None) -> tuple[Path, str]:
-    """(split folder, split name) from --tokenized-dataset-dir and --split: the folder is a
-    tokenize_dataset output (then --split picks the split, train by default) or one of its
-    split folders (the form of the original README; then the split is the folder's name)."""
+    """(split folder, split name): --tokenized-dataset-dir is a tokenize_dataset output (then
+    --split picks the split, train by default) or one of its split folders (as the original
+    README has it; the split is then the folder's name)."""
     if (path / "meta.json").is_file():
         if split not in (None, path.name):
-            raise UserError(
-                f"--tokenized-dataset-dir {path} is the {path.name!r} split folder, but --split "
-                f"is {split!r}; pass its parent folder with --split {split}, or leave --split out"
-            )
+            raise UserError(f"--tokenized-dataset-dir {path} is the {path.name!r} split folder, "
+                            f"but --split is {split!r}; pass its parent folder with --split "
+                            f"{split}, or leave --split out")  # fmt: skip
         return path, path.name
-    split = split or "train"
-    if not (path / split).is_dir():
-        raise UserError(
-            f"{path / split} not found; --tokenized-dataset-dir must be a tokenize_dataset output "
-            f"folder (and --split one of its splits) or one of its split folders"
-        )
-    return path / split, split
-
-
-def raw_split(path: Path, split: str):
-    """The raw split `split` of the dataset at `path`, or the split folder `path` itself."""
-    raw_splits = raw_data.load_datasets(path)
-    if split in raw_splits:
-        return raw_splits[split]
-    if (path / "state.json").is_file() and path.name not in SPLITS:  # a split folder, renamed
-        return raw_splits[path.name]
-    raise UserError(
-        f"--raw-dataset-dir {path} has no split {split!r} (it has {', '.join(raw_splits)}); "
-        f"pass the raw split that was tokenized into the {split!r} split"
-    )
+    if not (path / (split or "train")).is_dir():
+        raise UserError(f"{path / (split or 'train')} not found; --tokenized-dataset-dir must be "
+                        "a tokenize_dataset output folder (and --split one of its splits) or one "
+                        "of its split folders")  # fmt: skip
+    return path / (split or "train"), split or "train"
 
 
 class Inspector:
-    """Builds and checks `Document`s of one split."""
+    """Builds and checks the documents of one split (`document(i)`: (lines, problems))."""
 
     def __init__(self, args):
-        self.tokenizer = load_tokenizer(args.tokenizer_path)
+        self.args, self.tokenizer = args, load_tokenizer(args.tokenizer_path)
         self.token_bytes = TokenBytes(self.tokenizer)
-        directory, self.split_name = tokenized_split_folder(
-            Path(args.tokenized_dataset_dir), args.split
-        )
+        directory, self.name = tokenized_split_folder(Path(args.tokenized_dataset_dir), args.split)
         self.split = open_split(directory)
-        self.stage = self.split.stage
+        self.stage, self.size = self.split.stage, int(self.split.meta["num_documents"])
         if self.split.meta.get("tokenizer_sha256") != sha256_file(args.tokenizer_path):
-            raise UserError(
-                f"{args.tokenizer_path} is not the tokenizer {directory} was made with "
-                "(sha256 differs); pass the same --tokenizer-path as to tokenize_dataset"
-            )
-        self.raw = raw_split(Path(args.raw_dataset_dir), self.split_name)
-        raw_data.check_columns({self.split_name: self.raw}, self.stage, args.raw_dataset_dir)
+            raise UserError(f"{args.tokenizer_path} is not the tokenizer {directory} was made "
+                            "with (sha256 differs); pass the same --tokenizer-path as to "
+                            "tokenize_dataset")  # fmt: skip
+        raw = raw_data.load_datasets(args.raw_dataset_dir)
+        folder = Path(args.raw_dataset_dir)
+        renamed = (folder / "state.json").is_file() and folder.name not in SPLITS  # a split folder
+        if self.name not in raw and not renamed:
+            raise UserError(f"--raw-dataset-dir {folder} has no split {self.name!r} (it has "
+                            f"{', '.join(raw)}); pass the raw split tokenized")  # fmt: skip
+        self.raw = raw.get(self.name) or raw[folder.name]  # a split folder by another name
+        raw_data.check_columns({self.name: self.raw}, self.stage, args.raw_dataset_dir)
         self.max_length = self.split.meta.get("stats", {}).get("max_length")
-        self.size = int(self.split.meta["num_documents"])
-        self.source_rows = self._source_rows(directory)
+        self.rows = self.split.source_rows  # the raw row of each document
+        if self.rows is None or (len(self.rows) and int(self.rows.max()) >= len(self.raw)):
+            raise UserError(f"{directory}'s source_rows.bin does not fit the {len(self.raw)} "
+                            "raw rows; is --raw-dataset-dir the one tokenized?")  # fmt: skip
 
-    def _source_rows(self, directory: Path) -> np.ndarray:
-        path = directory / SOURCE_ROWS_FILE
-        if path.is_file():
-            rows = np.fromfile(path, np.uint64)
-            if len(rows) != self.size:
-                raise UserError(
-                    f"{path} has {len(rows)} rows for {self.size} documents; re-tokenize"
-                )
-            if len(rows) and int(rows.max()) >= len(self.raw):
-                raise UserError(
-                    f"{path} points past the {len(self.raw)} rows of the raw split; is "
-                    "--raw-dataset-dir the dataset that was tokenized?"
-                )
-            return rows
-        if self.size != len(self.raw):
-            raise UserError(
-                f"{directory} has no {SOURCE_ROWS_FILE} and {self.size} documents for "
-                f"{len(self.raw)} raw rows; cannot match them, re-tokenize"
-            )
-        return np.arange(self.size, dtype=np.uint64)
-
-    def document(self, index: int) -> Document:
-        row = int(self.source_rows[index])
-        record = self.raw[row]
+    def document(self, index: int) -> tuple[list[str], list[str]]:
+        """The lines that show document `index`, and what is wrong with it."""
+        row = int(self.rows[index])
+        record, problems, notes = self.raw[row], [], []
         if self.stage == "dpo":
-            return self._pair(index, row, record)
-        start, end = int(self.split.doc_offsets[index]), int(self.split.doc_offsets[index + 1])
-        ids = np.asarray(self.split.tokens[start:end])
-        if self.stage == "pre_training":
-            return self._text(index, row, record["text"], ids)
-        mask = np.asarray(self.split.loss_mask[start:end])
-        return self._conversation(index, row, record["messages"], ids, mask)
+            raw, parts = self.pair(index, record, problems, notes)
+        else:
+            start, end = (int(x) for x in self.split.doc_offsets[index : index + 2])
+            ids = np.asarray(self.split.tokens[start:end])
+            if self.stage == "pre_training":
+                raw, parts = [("text", record["text"])], [("tokens", ids, None)]
+                self.check_text(record["text"], ids, problems)
+            else:
+                mask = np.asarray(self.split.loss_mask[start:end])
+                raw = [(m["role"], m["content"]) for m in record["messages"]]
+                parts = [("tokens", ids, mask)]
+                self.check_conversation(record["messages"], ids, mask, problems, notes)
+        verdict = "MISMATCH: " + "; ".join(problems) if problems else "OK: decodes to the raw text"
+        lines = [f"=== {self.stage} document {index} of {self.size} (raw row {row}) {verdict}"]
+        return lines + [f"    note: {note}" for note in notes] + self.show(raw, parts), problems
 
-    def _text(self, index, row, text, ids) -> Document:
-        doc = Document(index, row, [("text", text)], [Part("tokens", ids)])
+    def check_text(self, text: str, ids: np.ndarray, problems: list) -> None:
         if len(ids) == 0 or ids[0] != BOS_ID:
-            doc.problems.append(f"does not start with {DOC_SEPARATOR}")
+            problems.append("does not start with <|endoftext|>")
         if np.any(ids[1:] < len(SPECIAL_TOKENS)):
-            doc.problems.append("holds a special token inside the text")
+            problems.append("holds a special token inside the text")
         decoded = self.tokenizer.decode(ids[1:].tolist(), skip_special_tokens=False)
         if decoded != text:
-            doc.problems.append(f"decodes to {decoded[:80]!r}... not the raw text")
+            problems.append(f"decodes to {decoded[:80]!r}... not the raw text")
         elif ids[1:].tolist() != self.tokenizer.encode(text, add_special_tokens=False).ids:
-            doc.problems.append("differs from a fresh encoding of the raw text")
-        return doc
+            problems.append("differs from a fresh encoding of the raw text")
 
-    def _conversation(self, index, row, messages, ids, mask) -> Document:
-        raw = [(m["role"], m["content"]) for m in messages]
-        doc = Document(index, row, raw, [Part("tokens", ids, mask)])
-        rendered = render_text(chat_pieces(messages)).encode()
-        decoded = self.token_bytes.join(ids)
+    def check_conversation(self, messages, ids, mask, problems: list, notes: list) -> None:
+        rendered, decoded = render_text(chat_pieces(messages)).encode(), self.token_bytes.join(ids)
         truncated = len(decoded) < len(rendered) and len(ids) == self.max_length
         if decoded != rendered and not (truncated and rendered.startswith(decoded)):
-            doc.problems.append("does not decode to the rendered conversation")
+            problems.append("does not decode to the rendered conversation")
         fresh_ids, fresh_mask = encode_conversation(self.tokenizer, messages)
         if ids.tolist() != fresh_ids[: len(ids)] or mask.tolist() != fresh_mask[: len(ids)]:
-            doc.problems.append("differs from a fresh encoding of the conversation")
-        structural = expected_mask(ids)
-        if not np.array_equal(structural, mask):
-            first = int(np.flatnonzero(structural != mask)[0])
-            doc.problems.append(f"loss mask is wrong from token {first} on")
-        if truncated:
-            doc.notes.append(f"truncated to --max-length {self.max_length}")
-        doc.notes.append(f"{int(mask.sum())} trained tokens of {len(ids)}")
-        return doc
+            problems.append("differs from a fresh encoding of the conversation")
+        wrong = np.flatnonzero(expected_mask(ids) != mask)
+        if len(wrong):
+            problems.append(f"loss mask is wrong from token {int(wrong[0])} on")
+        notes += [f"truncated to --max-length {self.max_length}"] if truncated else []
+        notes.append(f"{int(mask.sum())} trained tokens of {len(ids)}")
 
-    def _pair(self, index, row, record) -> Document:
+    def pair(self, index: int, record: dict, problems: list, notes: list) -> tuple[list, list]:
         p, c, r, e = (int(x) for x in self.split.pair_offsets[index])
-        tokens = self.split.tokens
-        prompt, chosen, rejected = (np.asarray(tokens[a:b]) for a, b in ((p, c), (c, r), (r, e)))
+        prompt, chosen, rejected = (
+            np.asarray(self.split.tokens[a:b]) for a, b in ((p, c), (c, r), (r, e))
+        )
         messages = record["prompt"]
-        replies = {
-            "chosen": record["chosen"][0]["content"],
-            "rejected": record["rejected"][0]["content"],
-        }
-        raw = [(f"prompt {m['role']}", m["content"]) for m in messages]
-        raw += [(name, text) for name, text in replies.items()]
-        parts = [Part("prompt", prompt), Part("chosen", chosen), Part("rejected", rejected)]
-        doc = Document(index, row, raw, parts)
-
-        full_prompt = encode_prompt(self.tokenizer, messages)
+        replies = {name: record[name][0]["content"] for name in ("chosen", "rejected")}
+        full = encode_prompt(self.tokenizer, messages)
         rendered = render_text(chat_pieces(messages, add_generation_prompt=True)).encode()
-        if len(prompt) < len(full_prompt):  # truncated: the leading BOS plus the prompt's end
-            doc.notes.append(f"prompt truncated from {len(full_prompt)} to {len(prompt)} tokens")
-            ok = prompt.tolist() == [BOS_ID] + full_prompt[len(full_prompt) - len(prompt) + 1 :]
+        if len(prompt) < len(full):  # truncated: the leading BOS plus the prompt's end
+            notes.append(f"prompt truncated from {len(full)} to {len(prompt)} tokens")
+            ok = prompt.tolist() == [BOS_ID] + full[len(full) - len(prompt) + 1 :]
             ok = ok and rendered.endswith(self.token_bytes.join(prompt[1:]))
         else:
-            ok = prompt.tolist() == full_prompt and self.token_bytes.join(prompt) == rendered
-        if not ok:
-            doc.problems.append("prompt does not match the rendered prompt messages")
+            ok = prompt.tolist() == full and self.token_bytes.join(prompt) == rendered
+        problems += [] if ok else ["prompt does not match the rendered prompt messages"]
         for name, part in (("chosen", chosen), ("rejected", rejected)):
             full = encode_response(self.tokenizer, replies[name])
-            expected_bytes = render_text(response_pieces(replies[name])).encode()
-            if len(part) < len(full):
-                doc.notes.append(f"{name} truncated from {len(full)} to {len(part)} tokens")
-            if part.tolist() != full[: len(part)] or not expected_bytes.startswith(
+            notes += (
+                [f"{name} truncated from {len(full)} to {len(part)} tokens"]
+                if len(part) < len(full)
+                else []
+            )
+            expected = render_text(response_pieces(replies[name])).encode()
+            if part.tolist() != full[: len(part)] or not expected.startswith(
                 self.token_bytes.join(part)
             ):
-                doc.problems.append(f"{name} does not decode to the raw {name} reply")
+                problems.append(f"{name} does not decode to the raw {name} reply")
         if chosen.tolist() == rejected.tolist():
-            doc.problems.append("chosen and rejected are identical")
-        return doc
+            problems.append("chosen and rejected are identical")
+        raw = [(f"prompt {m['role']}", m["content"]) for m in messages] + list(replies.items())
+        return raw, [
+            ("prompt", prompt, None),
+            ("chosen", chosen, None),
+            ("rejected", rejected, None),
+        ]
+
+    def show(self, raw: list, parts: list) -> list[str]:
+        args, lines = self.args, []
+        for label, text in raw:
+            shown = text if len(text) <= args.max_chars else text[: args.max_chars] + " [...]"
+            lines.append(f"--- raw {label} ({len(text)} chars):\n{shown}")
+        for label, ids, mask in parts:
+            more = f" ... ({len(ids) - args.max_tokens} more)" if len(ids) > args.max_tokens else ""
+            legend = ", {trained}" if mask is not None and not args.color else ""
+            lines.append(f"--- {label}: {len(ids)} tokens ([token]{legend})")
+            ids, mask = ids[: args.max_tokens], None if mask is None else mask[: args.max_tokens]
+            lines.append(self.token_bytes.render(ids, mask, args.color) + more)
+            lines.append("ids: " + " ".join(map(str, ids.tolist())) + more)
+            lines += [f"mask: {''.join(map(str, mask.tolist()))}{more}"] if mask is not None else []
+        return lines
 
 
-def show(doc: Document, inspector: Inspector, args, color: bool) -> str:
-    lines = [
-        f"=== {inspector.stage} document {doc.index} of {inspector.size} (raw row {doc.row}) "
-        + (
-            "MISMATCH: " + "; ".join(doc.problems)
-            if doc.problems
-            else "OK: decodes to the raw text"
-        )
-    ]
-    lines += [f"    note: {note}" for note in doc.notes]
-    for label, text in doc.raw:
-        shown = text if len(text) <= args.max_chars else text[: args.max_chars] + " [...]"
-        lines.append(f"--- raw {label} ({len(text)} chars):\n{shown}")
-    for part in doc.parts:
-        ids = part.ids[: args.max_tokens]
-        mask = part.mask[: args.max_tokens] if part.mask is not None else None
-        more = len(part.ids) - len(ids)
-        tail = f" ... ({more} more)" if more else ""
-        legend = ", {trained}" if mask is not None and not color else ""
-        lines.append(f"--- {part.label}: {len(part.ids)} tokens ([token]{legend})")
-        lines.append(render_tokens(inspector.token_bytes, ids, mask, color) + tail)
-        lines.append("ids: " + " ".join(map(str, ids.tolist())) + tail)
-        if mask is not None:
-            lines.append("mask: " + "".join(map(str, mask.tolist())) + tail)
-    return "\n".join(lines)
-
-
-def interactive(inspector: Inspector, args, color: bool) -> bool:
-    index, mismatched = args.index or 0, False
-    rng = random.Random(0)
+def interactive(inspector: Inspector, index: int) -> bool:
+    """Show documents as the reader asks (module docstring); True if any mismatched."""
+    mismatched, rng = False, random.Random(0)
     while True:
-        doc = inspector.document(index)
-        mismatched |= bool(doc.problems)
-        print(show(doc, inspector, args, color))
+        lines, problems = inspector.document(index)
+        mismatched |= bool(problems)
+        print("\n".join(lines))
         try:
             command = input("[Enter/n]ext [p]rev [j N] jump [r]andom [q]uit > ").strip().lower()
         except EOFError:
             return mismatched
+        target = command.removeprefix("j").strip()
         if command in ("q", "quit", "exit"):
             return mismatched
-        if command in ("", "n", "next"):
-            index = min(index + 1, inspector.size - 1)
-        elif command in ("p", "prev", "previous"):
-            index = max(index - 1, 0)
+        if command in ("", "n", "next", "p", "prev", "previous"):
+            step = -1 if command.startswith("p") else 1
+            index = min(max(index + step, 0), inspector.size - 1)
         elif command in ("r", "random"):
             index = rng.randrange(inspector.size)
+        elif target.isdigit() and int(target) < inspector.size:
+            index = int(target)
         else:
-            target = command.removeprefix("j").strip()
-            if target.isdigit() and int(target) < inspector.size:
-                index = int(target)
-            else:
-                print(f"unknown command {command!r}, or not a document index < {inspector.size}")
+            print(f"unknown command {command!r}, or not a document index < {inspector.size}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -301,61 +272,37 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="python3 -m tokenizer.inspect_tokenized_data",
         description="View tokenized documents beside their raw text; flag any that differ.",
     )
-    parser.add_argument(
-        "--raw-dataset-dir",
-        required=True,
-        help="the raw dataset that was tokenized, or its split folder",
-    )
-    parser.add_argument(
-        "--tokenized-dataset-dir",
-        required=True,
-        help="the tokenize_dataset output folder, or its split folder",
-    )
-    parser.add_argument(
-        "--tokenizer-path", required=True, help="the tokenizer.json used to tokenize it"
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    folders = {"--raw-dataset-dir": "the raw dataset that was tokenized",
+               "--tokenized-dataset-dir": "tokenize_dataset's output folder"}  # fmt: skip
+    for flag, what in folders.items():
+        add(flag, required=True, help=what + ", or one of its split folders")
+    add("--tokenizer-path", required=True, help="the tokenizer.json used to tokenize it")
+    add(
         "--split",
-        default=None,
-        help="split to view when the two dirs are dataset folders (default train); leave it out "
-        "when they are split folders (.../test, as in the original README)",
+        help="split to view when the two dirs are dataset folders (default train); "
+        "leave it out when they are split folders (.../test, as in the original README)",
     )
-    parser.add_argument(
-        "--index",
-        type=int,
-        default=None,
-        help="first document to show (non-interactive). Default 0",
-    )
-    parser.add_argument(
-        "--num",
-        type=int,
-        default=None,
-        help="how many documents to show (non-interactive). Default 1",
-    )
-    parser.add_argument(
+    add("--index", type=int, help="first document to show (non-interactive). Default 0")
+    add("--num", type=int, help="how many documents to show (non-interactive). Default 1")
+    add(
         "--check-all",
         action="store_true",
         help="check every document of the split; print only mismatches and a summary",
     )
-    parser.add_argument(
-        "--max-tokens", type=int, default=300, help="tokens shown per part. Default 300"
-    )
-    parser.add_argument(
-        "--max-chars", type=int, default=3000, help="raw characters shown per text. Default 3000"
-    )
-    parser.add_argument(
+    add("--max-tokens", type=int, default=300, help="tokens shown per part. Default 300")
+    add("--max-chars", type=int, default=3000, help="raw characters shown per text. Default 3000")
+    add(
         "--color",
         choices=("auto", "always", "never"),
         default="auto",
         help="color the tokens (auto: when stdout is a terminal). Default auto",
     )
     args = parser.parse_args(argv)
-    for flag in ("index", "num", "max_tokens", "max_chars"):
-        value = getattr(args, flag)
-        if value is not None and value < (1 if flag != "index" else 0):
-            parser.error(
-                f"--{flag.replace('_', '-')} must be {'>= 0' if flag == 'index' else '>= 1'}"
-            )
+    for flag, low in (("index", 0), ("num", 1), ("max_tokens", 1), ("max_chars", 1)):
+        if getattr(args, flag) is not None and getattr(args, flag) < low:
+            parser.error(f"--{flag.replace('_', '-')} must be >= {low}")
+    args.color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     return args
 
 
@@ -363,28 +310,27 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     inspector = Inspector(args)
     if inspector.size == 0:
-        print(f"the {inspector.split_name} split holds no documents")
+        print(f"the {inspector.name} split holds no documents")
         return 0
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     if args.check_all:
         bad = 0
         for index in range(inspector.size):
-            doc = inspector.document(index)
-            if doc.problems:
+            lines, problems = inspector.document(index)
+            if problems:
                 bad += 1
-                print(show(doc, inspector, args, color))
-        print(f"checked {inspector.size} documents of {inspector.split_name}: {bad} mismatched")
+                print("\n".join(lines))
+        print(f"checked {inspector.size} documents of {inspector.name}: {bad} mismatched")
         return 1 if bad else 0
     index = args.index or 0
     if index >= inspector.size:
         raise UserError(f"--index {index} is past the last document ({inspector.size - 1})")
     if args.index is None and args.num is None and sys.stdin.isatty():
-        return 1 if interactive(inspector, args, color) else 0
+        return 1 if interactive(inspector, index) else 0
     mismatched = False
     for i in range(index, min(index + (args.num or 1), inspector.size)):
-        doc = inspector.document(i)
-        mismatched |= bool(doc.problems)
-        print(show(doc, inspector, args, color))
+        lines, problems = inspector.document(i)
+        mismatched |= bool(problems)
+        print("\n".join(lines))
     return 1 if mismatched else 0
 
 

@@ -41,10 +41,18 @@ ARRAYS_BY_STAGE = {
     "sft": ("tokens.bin", "doc_offsets.bin", "loss_mask.bin"),
     "dpo": ("tokens.bin", "pair_offsets.bin"),
 }
+SOURCE_ROWS = "source_rows.bin"
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
+
+
+def _layout(name: str, tokens: np.dtype) -> tuple[np.dtype, int]:
+    """(element dtype, elements per row) of a named array."""
+    layouts = {"tokens.bin": (tokens, 1), "loss_mask.bin": (np.dtype(np.uint8), 1),
+               "pair_offsets.bin": (np.dtype(np.uint64), 4)}  # fmt: skip
+    return layouts.get(name, (np.dtype(np.uint64), 1))
 
 
 def write_array(file, values, dtype) -> None:
@@ -57,100 +65,68 @@ class SplitWriter:
     """Streams one split to disk: arrays grow by appending, so memory stays flat.
 
     Use inside `common.atomic.atomic_directory` so an interrupted write never looks finished.
+    source_rows: also write source_rows.bin, the raw row each document came from.
     """
 
-    def __init__(self, directory: str | Path, stage: str, vocab_size: int):
-        self.directory = Path(directory)
+    def __init__(self, directory, stage: str, vocab_size: int, source_rows: bool = False):
+        self.directory, self.stage, self.vocab_size = Path(directory), stage, vocab_size
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.stage = stage
-        self.vocab_size = vocab_size
         self.dtype = token_dtype(vocab_size)
-        # Kept open while the split streams in; closed by finish().
-        self.files = {
-            name: open(self.directory / name, "wb")  # noqa: SIM115
-            for name in ARRAYS_BY_STAGE[stage]
-        }
-        self.num_tokens = 0
-        self.num_documents = 0
+        names = ARRAYS_BY_STAGE[stage] + ((SOURCE_ROWS,) if source_rows else ())
+        # kept open while the split streams in; closed by finish()
+        self.files = {name: open(self.directory / name, "wb") for name in names}  # noqa: SIM115
+        self.num_tokens = self.num_documents = 0
         if "doc_offsets.bin" in self.files:
             write_array(self.files["doc_offsets.bin"], [0], np.uint64)
 
-    def _append_tokens(self, ids: np.ndarray) -> None:
-        write_array(self.files["tokens.bin"], ids, self.dtype)
-        self.num_tokens += len(ids)
+    def _append(self, tokens: list, source_rows) -> None:
+        flat = np.concatenate([np.asarray(part) for part in tokens])
+        write_array(self.files["tokens.bin"], flat, self.dtype)
+        if SOURCE_ROWS in self.files:
+            write_array(self.files[SOURCE_ROWS], source_rows, np.uint64)
 
-    def add_documents(
-        self, documents: list[list[int]], masks: list[list[int]] | None = None
-    ) -> None:
+    def add_documents(self, documents: list, masks: list | None = None, source_rows=()) -> None:
         """Append a batch of documents (and, for SFT, their loss masks) in order."""
-        if not documents:
+        if not len(documents):
             return
-        lengths = np.fromiter((len(doc) for doc in documents), np.int64, len(documents))
-        start = self.num_tokens
-        self._append_tokens(np.concatenate([np.asarray(doc) for doc in documents]))
-        write_array(self.files["doc_offsets.bin"], start + np.cumsum(lengths), np.uint64)
+        ends = self.num_tokens + np.cumsum([len(doc) for doc in documents])
+        self._append(documents, source_rows)
+        write_array(self.files["doc_offsets.bin"], ends, np.uint64)
         if self.stage == "sft":
             if masks is None:
                 raise ValueError("sft documents need loss masks")
             write_array(self.files["loss_mask.bin"], np.concatenate(masks), np.uint8)
-        self.num_documents += len(documents)
+        self.num_tokens, self.num_documents = int(ends[-1]), self.num_documents + len(documents)
 
-    def add_pairs(self, pairs: list[tuple[list[int], list[int], list[int]]]) -> None:
+    def add_pairs(self, pairs: list, source_rows=()) -> None:
         """Append DPO (prompt, chosen, rejected) token lists in order."""
-        if not pairs:
+        if not len(pairs):
             return
-        rows = np.empty((len(pairs), 4), np.uint64)
-        flat = []
-        position = self.num_tokens
-        for row, (prompt, chosen, rejected) in enumerate(pairs):
-            rows[row] = (
-                position,
-                position + len(prompt),
-                position + len(prompt) + len(chosen),
-                position + len(prompt) + len(chosen) + len(rejected),
-            )
-            position = int(rows[row, 3])
-            flat += [prompt, chosen, rejected]
-        self._append_tokens(np.concatenate([np.asarray(x) for x in flat]))
+        lengths = np.array([[len(part) for part in pair] for pair in pairs], np.int64)  # (pairs, 3)
+        ends = self.num_tokens + np.cumsum(lengths.reshape(-1))
+        starts = np.concatenate([[self.num_tokens], ends[:-1]]).reshape(-1, 3)
+        rows = np.column_stack([starts, ends.reshape(-1, 3)[:, 2]])  # (pairs, 4): p, c, r, end
+        self._append([part for pair in pairs for part in pair], source_rows)
         write_array(self.files["pair_offsets.bin"], rows, np.uint64)
-        self.num_documents += len(pairs)
+        self.num_tokens, self.num_documents = int(ends[-1]), self.num_documents + len(pairs)
 
     def finish(self, tokenizer_sha256: str, stats: dict | None = None) -> dict:
         """Close the arrays and write `meta.json` describing them."""
-        for file in self.files.values():
-            file.close()
         arrays = {}
-        for name in self.files:
-            dtype, row = _array_layout(name, self.dtype)
+        for name, file in self.files.items():
+            file.close()
+            dtype, row = _layout(name, self.dtype)
             size = (self.directory / name).stat().st_size
-            arrays[name] = {
-                "dtype": dtype.name,
-                "shape": [size // (dtype.itemsize * row)] + ([row] if row > 1 else []),
-                "bytes": size,
-            }
+            shape = [size // (dtype.itemsize * row)] + ([row] if row > 1 else [])
+            arrays[name] = {"dtype": dtype.name, "shape": shape, "bytes": size}
         meta = {
-            "format_version": FORMAT_VERSION,
-            "stage": self.stage,
-            "dtype": self.dtype.name,
-            "vocab_size": self.vocab_size,
-            "tokenizer_sha256": tokenizer_sha256,
-            "num_tokens": self.num_tokens,
-            "num_documents": self.num_documents,
-            "arrays": arrays,
+            "format_version": FORMAT_VERSION, "stage": self.stage, "dtype": self.dtype.name,
+            "vocab_size": self.vocab_size, "tokenizer_sha256": tokenizer_sha256,
+            "num_tokens": self.num_tokens, "num_documents": self.num_documents, "arrays": arrays,
             "stats": stats or {},
-        }
+        }  # fmt: skip
         atomic_write_text(self.directory / "meta.json", json.dumps(meta, indent=2) + "\n")
         return meta
-
-
-def _array_layout(name: str, token_dtype_: np.dtype) -> tuple[np.dtype, int]:
-    """(element dtype, elements per row) of a named array."""
-    return {
-        "tokens.bin": (token_dtype_, 1),
-        "doc_offsets.bin": (np.dtype(np.uint64), 1),
-        "loss_mask.bin": (np.dtype(np.uint8), 1),
-        "pair_offsets.bin": (np.dtype(np.uint64), 4),
-    }[name]
 
 
 @dataclass
@@ -163,6 +139,7 @@ class TokenizedSplit:
     doc_offsets: np.ndarray | None = None
     loss_mask: np.ndarray | None = None
     pair_offsets: np.ndarray | None = None
+    source_rows: np.ndarray | None = None  # the raw row of each document, when written
 
     @property
     def stage(self) -> str:
@@ -187,11 +164,10 @@ def open_split(directory: str | Path, stage: str | None = None) -> TokenizedSpli
     what is wrong."""
     directory = Path(directory)
     meta = read_meta(directory, stage)
-    tokens_dtype = _check_dtype(meta, directory / "meta.json")
-    arrays = {
-        name: _open_array(directory / name, *_array_layout(name, tokens_dtype), meta)
-        for name in ARRAYS_BY_STAGE[meta["stage"]]
-    }
+    dtype = _check_dtype(meta, directory / "meta.json")
+    names = ARRAYS_BY_STAGE[meta["stage"]]
+    names += (SOURCE_ROWS,) if SOURCE_ROWS in meta["arrays"] else ()
+    arrays = {name: _open_array(directory / name, *_layout(name, dtype), meta) for name in names}
     tokens = arrays["tokens.bin"]
     for name in ("doc_offsets.bin", "pair_offsets.bin"):
         if name in arrays:
@@ -202,14 +178,10 @@ def open_split(directory: str | Path, stage: str | None = None) -> TokenizedSpli
         )
     if "loss_mask.bin" in arrays and len(arrays["loss_mask.bin"]) != len(tokens):
         raise UserError(f"{directory}: loss_mask.bin and tokens.bin differ in length; re-tokenize")
-    return TokenizedSplit(
-        directory=directory,
-        meta=meta,
-        tokens=tokens,
-        doc_offsets=arrays.get("doc_offsets.bin"),
-        loss_mask=arrays.get("loss_mask.bin"),
-        pair_offsets=arrays.get("pair_offsets.bin"),
-    )
+    if SOURCE_ROWS in arrays and len(arrays[SOURCE_ROWS]) != meta.get("num_documents"):
+        raise UserError(f"{directory}: {SOURCE_ROWS} holds a row per document; re-tokenize")
+    optional = ("doc_offsets.bin", "loss_mask.bin", "pair_offsets.bin", SOURCE_ROWS)
+    return TokenizedSplit(directory, meta, tokens, *(arrays.get(name) for name in optional))
 
 
 def read_meta(directory: str | Path, stage: str | None = None) -> dict:
@@ -218,10 +190,8 @@ def read_meta(directory: str | Path, stage: str | None = None) -> dict:
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise UserError(
-            f"{meta_path} is missing; tokenize the data with "
-            "`python3 -m tokenizer.tokenize_dataset`"
-        )
+        raise UserError(f"{meta_path} is missing; tokenize the data with "
+                        "`python3 -m tokenizer.tokenize_dataset`")  # fmt: skip
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as error:
@@ -230,10 +200,8 @@ def read_meta(directory: str | Path, stage: str | None = None) -> dict:
         if key not in meta:
             raise UserError(f"{meta_path} lacks {key!r}; re-tokenize this dataset")
     if meta["format_version"] != FORMAT_VERSION:
-        raise UserError(
-            f"{meta_path} has format version {meta['format_version']}, this code reads "
-            f"{FORMAT_VERSION}; re-tokenize this dataset"
-        )
+        raise UserError(f"{meta_path} has format version {meta['format_version']}, this code reads "
+                        f"{FORMAT_VERSION}; re-tokenize this dataset")  # fmt: skip
     if meta["stage"] not in STAGES:
         raise UserError(f"{meta_path}: unknown stage {meta['stage']!r}; re-tokenize this dataset")
     if stage is not None and meta["stage"] != stage:
@@ -302,10 +270,8 @@ def open_dataset(directory: str | Path, stage: str | None = None) -> dict[str, T
     `stage` data if a stage is given."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise UserError(
-            f"tokenized dataset folder {directory} not found; create it with "
-            "`python3 -m tokenizer.tokenize_dataset`"
-        )
+        raise UserError(f"tokenized dataset folder {directory} not found; create it with "
+                        "`python3 -m tokenizer.tokenize_dataset`")  # fmt: skip
     splits = {
         name: open_split(directory / name, stage) for name in SPLITS if (directory / name).is_dir()
     }

@@ -1,59 +1,58 @@
-"""FineWeb-Edu (HuggingFaceFW/fineweb-edu), streamed from the Hub into shards on disk.
+"""FineWeb-Edu (HuggingFaceFW/fineweb-edu): its parquet files, one by one, into shards on disk.
 
     python3 -m dataset.pre_training.download_dataset --dataset fineweb-edu \\
         --config sample-10BT --max-tokens 4e9 --output-dir data/fineweb/raw
 
-The Hub's layout, the same in every config: one `train` split of parquet files with the
-columns text, id, dump, url, file_path, language, language_score, token_count (GPT-2 tokens),
-score (the educational classifier's score, 0-5) and int_score (it rounded). The dataset keeps
-pages with int_score >= 3, so `--min-int-score 4` (or 5) is what filters further. Configs:
-`sample-10BT`, `sample-100BT`, `sample-350BT` (random samples of about 10, 100 and 350 billion
-GPT-2 tokens), `default` (everything, about 1.3 trillion) and one per Common Crawl dump
-(`CC-MAIN-2024-10`, ...).
+The Hub keeps each config as parquet files (`sample/10BT/*.parquet`; `default` is `data/*/*`, a
+dump like CC-MAIN-2024-10 `data/CC-MAIN-2024-10/*`) with the columns text, token_count (GPT-2
+tokens), int_score (educational value; the dataset holds 3 and up) and more. The files are read
+in order, at a commit resolved once and kept for resumes: a file the budget uses whole is fetched
+by `huggingface_hub.hf_hub_download` (retried over a lost connection, its size checked), read,
+then deleted; the file the budget ends in is read where it lies (`HfFileSystem`: only the
+columns and row groups used). `--source local --data-files 'dir/*.parquet'` reads such files.
 
-`datasets.load_dataset(..., streaming=True)` reads the files as it goes (nothing is cached on
-disk, only the columns used are decoded); the Hub commit is resolved once and pinned, so a
-resumed download reads the same files. `--source local --data-files 'dir/*.parquet'` (or
-.jsonl) streams files of the same layout through the same code, e.g. a copy made with
-`huggingface-cli download HuggingFaceFW/fineweb-edu --repo-type dataset --include
-'sample/10BT/*'`; only `text` is required there (`token_count` missing: tokens are estimated as
-UTF-8 bytes / 4.6, FineWeb-Edu's ratio; `int_score` only with --min-int-score).
-
-Per document: the text is stripped; empty texts, missing ones and (with --min-int-score)
-lower-scored pages are dropped and counted. FineWeb is deduplicated upstream (MinHash, per
-dump), so no exact-duplicate pass here (it would hold a fingerprint per document in memory).
-Shards, resuming, held-out splits and the budget: dataset/resumable_download.py.
+Texts are stripped; missing, empty and (--min-int-score) lower-scored ones are dropped and
+counted; tokens are token_count (or UTF-8 bytes / 4.6 without that column). Kept document k goes
+to validation when ceil((k + 1) f) > ceil(k f), f = --validation-fraction (evenly spaced, so
+even a tiny download holds some), test likewise over the rest; the document that reaches
+--max-tokens is the last. Until the end, everything is in `<output>.partial/`: progress.json
+(the settings, where reading stands: file, row group, batch, and every counter) and the finished
+shards (Arrow streams, as `save_to_disk` writes them). Shards close between batches after
+--shard-size-mb of text, and progress.json is replaced (atomically) right after, so after
+Ctrl-C, kill -9, a lost network or a full disk the same command continues from the last shard
+and writes the same bytes as an uninterrupted run. Memory holds one batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
+import os
 import re
-from collections.abc import Iterator
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from datasets.arrow_writer import ArrowWriter
+from tqdm import tqdm
 
+from common.atomic import atomic_write_text, remove_leftovers
+from common.disk_space import free_bytes, report_full_disk
 from common.errors import UserError
-from dataset.common import Manifest
-from dataset.local_files import JSONL_SUFFIXES, PARQUET_SUFFIXES, file_kind, resolve_data_files
-from dataset.resumable_download import (
-    ShardPlan,
-    StreamSource,
-    one_line,
-    run_streamed_download,
-)
+from common.locking import folder_lock
+from dataset.local_files import resolve_data_files
+from dataset.pipeline import SPLITS, new_manifest, one_line
 
 REPO_ID = "HuggingFaceFW/fineweb-edu"
-SOURCE = "fineweb-edu"
-HUB_COLUMNS = (
-    "text", "id", "dump", "url", "file_path", "language", "language_score", "token_count",
-    "score", "int_score",
-)  # fmt: skip
-CONFIG_TOKENS = {  # about what each config holds, in GPT-2 tokens (the dataset card's sizes)
+CONFIG_TOKENS = {
     "sample-10BT": 10e9,
     "sample-100BT": 100e9,
     "sample-350BT": 350e9,
@@ -61,50 +60,26 @@ CONFIG_TOKENS = {  # about what each config holds, in GPT-2 tokens (the dataset 
 }
 DUMP_CONFIG = re.compile(r"CC-MAIN-\d{4}-\d{2}")
 DEFAULT_CONFIG = "sample-10BT"
-# FineWeb-Edu's UTF-8 bytes per GPT-2 token (a 10M-token sample of it holds 46 MB of text): the
-# disk-space estimate, and the token count of local documents without `token_count`.
-BYTES_PER_TOKEN = 4.6
-BATCH_ROWS = 1000  # rows per Arrow batch read from the stream: shards close between batches
-DEFAULT_SHARD_MB = 256
+BYTES_PER_TOKEN = 4.6  # FineWeb-Edu's UTF-8 bytes per GPT-2 token: the disk estimate, and tokens
+PARQUET_BYTES_PER_TOKEN = 3.0  # ...and its parquet files' (compressed): which file to download
+BATCH_ROWS = 1000  # rows per batch read: shards close between batches
 DEFAULT_HELD_OUT_FRACTION = 0.001  # 4e9 tokens: ~4,000 documents (~4M tokens) each
+DISK_MARGIN = 1.05  # Arrow offsets, the source column and metadata, on top of the text
+FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")})
 
 
-def add_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("--dataset fineweb-edu (streamed; resumable)")
-    group.add_argument(
-        "--config",
-        default=None,
-        help=f"FineWeb-Edu config: {', '.join(CONFIG_TOKENS)} or a dump like CC-MAIN-2024-10; "
-        f"none means {DEFAULT_CONFIG}",
-    )
-    group.add_argument(
-        "--max-tokens",
-        type=token_count,
-        default=None,
-        help="stop once the kept documents hold this many GPT-2 tokens (the dataset's "
-        "token_count), e.g. 4e9; none means the whole config",
-    )
-    group.add_argument(
-        "--min-int-score",
-        type=int,
-        choices=range(6),
-        default=None,
-        help="keep only pages whose int_score (educational value, 0-5) is at least this; "
-        "the dataset holds >= 3 only",
-    )
-    group.add_argument(
-        "--shard-size-mb",
-        type=float,
-        default=DEFAULT_SHARD_MB,
-        help="text per shard (MB): what an interruption can lose, and the size of train's "
-        "Arrow files",
-    )
-    group.add_argument(
-        "--revision",
-        default=None,
-        help="Hub branch, tag or commit to read; none means the newest commit, resolved once and "
-        "kept for resumes",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument_group("--dataset fineweb-edu (file by file; resumable)").add_argument
+    configs = ", ".join(CONFIG_TOKENS)
+    add("--config", help=f"{configs} or a dump like CC-MAIN-2024-10; none: {DEFAULT_CONFIG}")
+    add("--max-tokens", type=token_count, help="stop once the kept documents hold this many "
+        "GPT-2 tokens (the dataset's token_count), e.g. 4e9; none: the whole config")  # fmt: skip
+    add("--min-int-score", type=int, choices=range(6), help="keep only pages whose int_score "
+        "(educational value, 0-5) is at least this; the dataset holds >= 3 only")  # fmt: skip
+    add("--shard-size-mb", type=float, default=256, help="text per shard (MB): what an "
+        "interruption can lose, and the size of train's Arrow files")  # fmt: skip
+    add("--revision", help="Hub branch, tag or commit; none means the newest, resolved once "
+        "and kept for resumes")  # fmt: skip
 
 
 def token_count(text: str) -> int:
@@ -112,8 +87,8 @@ def token_count(text: str) -> int:
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not (value > 0 and value != float("inf") and value.is_integer()):
+        value = 0.0
+    if not (0 < value < float("inf") and value.is_integer()):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number, e.g. 4e9")
     return int(value)
 
@@ -121,105 +96,86 @@ def token_count(text: str) -> int:
 def check_args(args: argparse.Namespace) -> None:
     """One-line errors for flags no FineWeb-Edu download can use, before any network."""
     if args.source == "sample":
-        raise UserError(
-            "--dataset fineweb-edu reads --source hub or --source local (FineWeb-shaped "
-            "parquet or jsonl files); the sample world has no FineWeb form"
-        )
+        raise UserError("--dataset fineweb-edu reads --source hub or --source local (FineWeb-"
+                        "shaped parquet files); the sample world has no FineWeb form")  # fmt: skip
     config = args.config or DEFAULT_CONFIG
     if args.source == "hub" and config not in CONFIG_TOKENS and not DUMP_CONFIG.fullmatch(config):
-        raise UserError(
-            f"--config {config!r} is not a FineWeb-Edu config; choose one of "
-            f"{', '.join(CONFIG_TOKENS)} or a Common Crawl dump like CC-MAIN-2024-10"
-        )
+        raise UserError(f"--config {config!r} is not a FineWeb-Edu config; choose one of "
+                        f"{', '.join(CONFIG_TOKENS)} or a dump like CC-MAIN-2024-10")  # fmt: skip
     if args.source == "local" and (args.config or args.revision):
         raise UserError("--config and --revision name Hub data; --source local reads --data-files")
     size = CONFIG_TOKENS.get(config) if args.source == "hub" else None
     if args.max_tokens and size and args.max_tokens > size:
-        larger = [name for name, tokens in CONFIG_TOKENS.items() if tokens >= args.max_tokens]
-        hint = f"--config {larger[0]}" if larger else "several configs"
-        raise UserError(
-            f"--max-tokens {args.max_tokens:.3g} is more than FineWeb-Edu {config} holds "
-            f"(about {size:.3g} tokens); lower it or use {hint}"
-        )
+        larger = [
+            f"--config {n}" for n, tokens in CONFIG_TOKENS.items() if tokens >= args.max_tokens
+        ]
+        raise UserError(f"--max-tokens {args.max_tokens:.3g} is more than FineWeb-Edu {config} "
+                        f"holds (about {size:.3g} tokens); lower it or use "
+                        f"{(larger or ['several configs'])[0]}")  # fmt: skip
     if args.shard_size_mb <= 0:
         raise UserError(f"--shard-size-mb must be positive, got {args.shard_size_mb}")
 
 
-# ---------------------------------------------------------------- documents
+# ---------------------------------------------------------------- the files
 
 
-def documents(table: pa.Table, text_column: str, min_int_score, source: str, drops) -> pa.Table:
-    """One raw batch -> columns text (stripped), source, tokens; drops counted by reason."""
-    drops["read"] += table.num_rows
-    text = table.column(text_column)
-    keep = pc.is_valid(text)
-    if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
-        raise UserError(f"column {text_column!r} holds {text.type}, not text")
-    drops["missing_text"] += table.num_rows - int(pc.sum(keep).as_py() or 0)
-    if min_int_score is not None:
-        scored = pc.and_(keep, pc.fill_null(pc.greater_equal(table["int_score"], min_int_score),
-                                            False))  # fmt: skip
-        drops[f"int_score_below_{min_int_score}"] += int(pc.sum(pc.xor(keep, scored)).as_py())
-        keep = scored
-    table = table.filter(keep)
-    stripped = pc.utf8_trim_whitespace(table.column(text_column))
-    nonempty = pc.greater(pc.binary_length(stripped), 0)
-    drops["empty"] += table.num_rows - int(pc.sum(nonempty).as_py() or 0)
-    table, stripped = table.filter(nonempty), stripped.filter(nonempty)
-    if "token_count" in table.column_names:
-        tokens = pc.fill_null(table["token_count"], 0).cast(pa.int64())
-    else:
-        lengths = np.asarray(pc.binary_length(stripped), np.float64)
-        tokens = pa.array(np.ceil(lengths / BYTES_PER_TOKEN).astype(np.int64))
-    sources = pc.fill_null(pa.nulls(table.num_rows, pa.string()), source)
-    return pa.table({"text": stripped, "source": sources, "tokens": tokens})
+class HubFiles:
+    """The config's parquet files at one commit: each downloaded whole, or read where it lies."""
+
+    name = "fineweb-edu"
+
+    def __init__(self, args, revision: str | None, folder: Path):
+        import huggingface_hub
+
+        config = args.config or DEFAULT_CONFIG
+        prefix = f"sample/{config[7:]}/" if config.startswith("sample-") else f"data/{config}/"
+        prefix = "data/" if config == "default" else prefix
+        api = huggingface_hub.HfApi()
+        info = hub_call(api.dataset_info, REPO_ID, revision=revision, files_metadata=True)
+        self.revision, self.download = info.sha, folder / "download"
+        names = [(s.rfilename, s.size or 0) for s in info.siblings]
+        self.files = sorted(f for f in names if re.fullmatch(f"{prefix}.*\\.parquet", f[0]))
+        if not self.files:
+            raise UserError(f"{REPO_ID} holds no parquet files under {prefix} at {info.sha}")
+        sizes = sum(size for _, size in self.files) / PARQUET_BYTES_PER_TOKEN
+        self.known_tokens = int(CONFIG_TOKENS.get(config, sizes))
+
+    def open(self, index: int, tokens_left: float) -> pq.ParquetFile:
+        import huggingface_hub
+
+        name, size = self.files[index]
+        for other in self.download.rglob("*.*"):  # files read to their end, and a killed download
+            if other.suffix in (".parquet", ".incomplete") and not str(other).endswith(name):
+                other.unlink()
+        if size / PARQUET_BYTES_PER_TOKEN > tokens_left:  # the budget ends in it: read parts
+            remote = f"datasets/{REPO_ID}@{self.revision}/{name}"
+            return pq.ParquetFile(hub_call(huggingface_hub.HfFileSystem().open, remote))
+        path = hub_call(huggingface_hub.hf_hub_download, REPO_ID, name, repo_type="dataset",
+                        revision=self.revision, local_dir=self.download)  # fmt: skip
+        return pq.ParquetFile(path)
 
 
-class FineWebStream(StreamSource):
-    """Cleaned batches (`documents`) of a streaming `datasets.IterableDataset`, resumable from
-    its `state_dict()`. `open_dataset()` makes the IterableDataset (the Hub's or local files)."""
+class LocalFiles:
+    """FineWeb-shaped parquet files of the user's (--source local --data-files)."""
 
-    def __init__(self, open_dataset, text_column: str, min_int_score, name: str, known_tokens):
-        super().__init__()
-        self.open_dataset, self.text_column, self.min_int_score = (
-            open_dataset, text_column, min_int_score,
-        )  # fmt: skip
-        self.name, self.known_tokens = name, known_tokens
-        self.batch_rows = BATCH_ROWS  # read once: a resumed run must cut the same batches
-        self.dataset = None
+    name, revision, known_tokens = "local", None, None
 
-    def open(self, state: dict | None) -> Iterator[pa.Table]:
-        self.dataset = self.open_dataset().with_format("arrow")
-        if state is not None:
-            self.dataset.load_state_dict(state)
-        for table in self.dataset.iter(batch_size=self.batch_rows):
-            yield documents(table, self.text_column, self.min_int_score, self.name, self.drops)
+    def __init__(self, patterns: list[str]):
+        self.paths = resolve_data_files(patterns, ("parquet",))
+        self.files = [(str(path), path.stat().st_size) for path in self.paths]
 
-    def state(self) -> dict:
-        return self.dataset.state_dict()
+    def open(self, index: int, tokens_left: float) -> pq.ParquetFile:
+        try:
+            return pq.ParquetFile(self.paths[index])
+        except Exception as error:
+            raise UserError(
+                f"{self.paths[index]} is not a readable Parquet file ({error})"
+            ) from None
 
 
-def load_streaming(path: str, **kwargs):
-    """`datasets.load_dataset(path, split="train", streaming=True, **kwargs)`; a failure to
-    reach the files is one line."""
-    import datasets
-
+def hub_call(function, *args, **kwargs):
     try:
-        return datasets.load_dataset(path, split="train", streaming=True, **kwargs)
-    except Exception as error:
-        raise UserError(
-            f"could not open {path} {kwargs.get('name') or ''} ({one_line(error)}); check the "
-            "network, or stream local copies of its files with --source local --data-files "
-            "'dir/*.parquet'"
-        ) from error
-
-
-def hub_commit(revision: str | None) -> str:
-    """The commit sha that `revision` (None: the newest) of FineWeb-Edu is at now."""
-    import huggingface_hub
-
-    try:
-        return huggingface_hub.HfApi().dataset_info(REPO_ID, revision=revision).sha
+        return function(*args, **kwargs)
     except Exception as error:
         raise UserError(
             f"could not reach {REPO_ID} on the Hugging Face Hub ({one_line(error)}); check the "
@@ -228,88 +184,334 @@ def hub_commit(revision: str | None) -> str:
         ) from error
 
 
-def local_columns(path: Path) -> list[str]:
-    """The columns of a parquet file (its schema) or of a jsonl file (its first row)."""
-    if file_kind(path) == "parquet":
-        import pyarrow.parquet as pq
+# ---------------------------------------------------------------- progress
 
+
+@dataclass
+class Progress:
+    """progress.json: where a download stands after its last finished shard."""
+
+    key: dict
+    revision: str | None = None
+    position: list[int] = field(default_factory=lambda: [0, 0, 0])  # file, row group, batch
+    shards: int = 0
+    files: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    kept: int = 0  # documents kept so far (all splits): the held-out counter
+    not_validation: int = 0  # of those, documents validation did not take
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    text_bytes: int = 0
+    drops: dict[str, int] = field(default_factory=lambda: {"read": 0})  # in the filters' order
+    done: bool = False
+    budget_short: str = ""  # why the download ended before its budget, if it did
+    seconds: float = 0.0  # reading time over all runs
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.tokens.values())
+
+    def save(self, folder: Path) -> None:
+        atomic_write_text(folder / "progress.json", json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def open(cls, folder: Path, key: dict, overwrite: bool) -> Progress:
+        """The progress of an unfinished download with these settings, or a new one."""
         try:
-            return pq.read_schema(path).names
-        except Exception as error:
-            raise UserError(f"{path} is not a readable Parquet file ({error})") from None
-    with open(path, encoding="utf-8", errors="replace") as file:
-        for line in file:
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    raise UserError(f"{path}: the first line is not JSON") from None
-                return list(row) if isinstance(row, dict) else []
-    return []
+            progress = cls(**json.loads((folder / "progress.json").read_text()))
+        except FileNotFoundError:
+            progress = cls(key=None)
+        except (OSError, ValueError, TypeError):
+            raise UserError(f"{folder}/progress.json is damaged; pass --overwrite") from None
+        differs = sorted(n for n in key if progress.key and key[n] != progress.key.get(n))
+        if differs and not overwrite:
+            raise UserError(f"{folder} holds an unfinished download with other settings: "
+                            f"{differs[0]} {progress.key.get(differs[0])!r} (this run: "
+                            f"{key[differs[0]]!r}); run the same command as before to finish "
+                            "it, or pass --overwrite to start over")  # fmt: skip
+        if progress.key is None or differs:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            return cls(key=key)
+        counts = f"{sum(progress.rows.values()):,} documents, {progress.total_tokens:,} tokens"
+        print(f"resuming {folder}: {progress.shards} finished shards, {counts}")
+        return progress
+
+
+def held_out(first: int, count: int, fraction: float) -> np.ndarray:
+    """[count] bool: whether documents first .. first+count-1 are held out (module docstring)."""
+    if fraction <= 0:
+        return np.zeros(count, dtype=bool)
+    index = np.arange(first, first + count, dtype=np.float64)
+    return np.ceil((index + 1) * fraction) > np.ceil(index * fraction)
+
+
+def assign_splits(progress: Progress, count: int, fractions: tuple[float, float]) -> np.ndarray:
+    """[count] split ids (0 train, 1 validation, 2 test) of the next kept documents."""
+    validation = held_out(progress.kept, count, fractions[0])
+    others = int((~validation).sum())
+    test = held_out(progress.not_validation, others, fractions[1] / (1.0 - fractions[0]))
+    split = validation.astype(np.int8)
+    split[np.flatnonzero(~validation)[test]] = 2
+    progress.kept += count
+    progress.not_validation += others
+    return split
+
+
+# ---------------------------------------------------------------- reading
+
+
+class Download:
+    """One run: the files, the shards being written, the progress."""
+
+    def __init__(self, args, files, folder: Path, progress: Progress):
+        self.args, self.files, self.folder, self.progress = args, files, folder, progress
+        self.columns = [args.text_column, "token_count"]
+        self.columns += ["int_score"] if args.min_int_score is not None else []
+        self.writers: dict[str, tuple[ArrowWriter, Path]] = {}
+        self.shard_text = 0
+
+    def count(self, reason: str, rows: int) -> None:
+        self.progress.drops[reason] = self.progress.drops.get(reason, 0) + rows
+
+    def documents(self, table: pa.Table) -> pa.Table:
+        """One batch -> columns text (stripped) and tokens; what is dropped is counted."""
+        text, score = table.column(self.args.text_column), self.args.min_int_score
+        if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
+            raise UserError(f"column {self.args.text_column!r} holds {text.type}, not text")
+        self.count("read", table.num_rows)
+        self.count("missing_text", text.null_count)
+        keep = pc.is_valid(text)
+        if score is not None:
+            scored = pc.and_(keep, pc.fill_null(pc.greater_equal(table["int_score"], score), False))
+            self.count(f"int_score_below_{score}", pc.sum(pc.xor(keep, scored)).as_py() or 0)
+            keep = scored
+        stripped = pc.utf8_trim_whitespace(text.filter(keep))
+        nonempty = pc.greater(pc.binary_length(stripped), 0)
+        self.count("empty", len(stripped) - (pc.sum(nonempty).as_py() or 0))
+        stripped, table = stripped.filter(nonempty), table.filter(keep).filter(nonempty)
+        if "token_count" in table.column_names:
+            tokens = np.asarray(pc.fill_null(table["token_count"], 0), np.int64)
+        else:  # estimated from the text's size
+            tokens = np.ceil(np.asarray(pc.binary_length(stripped)) / BYTES_PER_TOKEN)
+        return pa.table({"text": stripped, "tokens": tokens.astype(np.int64)})
+
+    def add(self, table: pa.Table) -> None:
+        """Write one batch's documents (up to the budget) into the open shards."""
+        progress, budget = self.progress, self.args.max_tokens
+        tokens = np.asarray(table.column("tokens"))
+        reached = np.flatnonzero(progress.total_tokens + np.cumsum(tokens) >= (budget or np.inf))
+        if len(reached):  # the document that reaches the budget is the last one
+            last = reached[0] + 1
+            table, tokens, progress.done = table.slice(0, last), tokens[:last], True
+        fractions = (self.args.validation_fraction, self.args.test_fraction)
+        split = assign_splits(progress, table.num_rows, fractions)
+        rows = pa.table({"text": table["text"], "source": [self.files.name] * table.num_rows})
+        for index, name in enumerate(SPLITS):
+            chosen = np.flatnonzero(split == index)
+            if len(chosen):
+                self.writer(name).write_table(rows.take(chosen))
+                progress.rows[name] += len(chosen)
+                progress.tokens[name] += int(tokens[chosen].sum())
+        text_bytes = pc.sum(pc.binary_length(table["text"])).as_py() or 0
+        progress.text_bytes += text_bytes
+        self.shard_text += text_bytes
+
+    def writer(self, split: str) -> ArrowWriter:
+        if split not in self.writers:
+            temp = self.folder / split / f".data-{self.progress.shards:05d}.arrow.tmp"
+            temp.parent.mkdir(exist_ok=True)
+            self.writers[split] = (ArrowWriter(features=FEATURES, path=str(temp)), temp)
+        return self.writers[split][0]
+
+    def commit(self, position: list[int], started: float) -> None:
+        """Close the open shards under their final names, then record them in progress.json."""
+        progress = self.progress
+        for split, (writer, temp) in self.writers.items():
+            writer.finalize()
+            writer.close()
+            os.replace(temp, temp.with_name(temp.name[1:].removesuffix(".tmp")))
+            progress.files[split].append(temp.name[1:].removesuffix(".tmp"))
+        self.writers, self.shard_text = {}, 0
+        progress.shards += 1
+        progress.position = position
+        progress.seconds += time.perf_counter() - started
+        progress.save(self.folder)
+
+    def discard(self) -> None:
+        """Remove the shard being written (a full disk may refuse to close it, too)."""
+        for writer, temp in self.writers.values():
+            with contextlib.suppress(Exception):
+                writer.close()
+            temp.unlink(missing_ok=True)
+
+    def batches(self):
+        """(position after it, batch) of every batch from where progress.json stands on."""
+        first, first_group, first_batch = self.progress.position
+        for index in range(first, len(self.files.files)):
+            name = self.files.files[index][0]
+            left = (self.args.max_tokens or np.inf) - self.progress.total_tokens
+            parquet = self.files.open(index, left)
+            names = parquet.schema_arrow.names
+            missing = [c for c in self.columns if c not in names and c != "token_count"]
+            if missing:
+                raise UserError(
+                    f"{name} has no column {', '.join(map(repr, missing))} (it has "
+                    f"{', '.join(names)}); check --text-column / --min-int-score"
+                )
+            columns = [column for column in self.columns if column in names]
+            for group in range(first_group if index == first else 0, parquet.num_row_groups):
+                skip = first_batch if (index, group) == (first, first_group) else 0
+                reader = parquet.iter_batches(BATCH_ROWS, row_groups=[group], columns=columns)
+                for number in itertools.count():
+                    try:
+                        batch = next(reader, None)
+                    except Exception as error:  # network, Hub, a damaged file: shards are kept
+                        raise UserError(f"reading {name} failed ({one_line(error)})") from error
+                    if batch is None:
+                        break
+                    if number >= skip:
+                        yield [index, group, number + 1], pa.Table.from_batches([batch])
+        yield [len(self.files.files), 0, 0], None
+
+    def run(self) -> None:
+        """Read to the end or the budget, closing a shard every --shard-size-mb of text."""
+        progress, started, budget = self.progress, time.perf_counter(), self.args.max_tokens
+        total = budget or self.files.known_tokens
+        bar = tqdm(total=total, initial=min(progress.total_tokens, total or 0), unit="tok",
+                   unit_scale=True, desc=f"downloading {self.files.name}")  # fmt: skip
+        with bar:
+            for position, table in self.batches():
+                if table is None:  # the files ran out
+                    progress.done = True
+                    if budget is not None:
+                        got = f"{progress.total_tokens:,} tokens"
+                        progress.budget_short = f"the source ran out at {got}, before {budget:,}"
+                else:
+                    before = progress.total_tokens
+                    self.add(self.documents(table))
+                    bar.update(progress.total_tokens - before)
+                if progress.done or self.shard_text >= self.args.shard_size_mb * 1e6:
+                    self.commit(position, started)
+                    started = time.perf_counter()
+                if progress.done:
+                    return
 
 
 # ---------------------------------------------------------------- the download
 
 
 def download(args: argparse.Namespace, module: str) -> int:
-    """The `--dataset fineweb-edu` download (see the module docstring); returns 0."""
+    """The `--dataset fineweb-edu` download (module docstring); returns 0."""
     check_args(args)
-    config = args.config or DEFAULT_CONFIG
-    fractions = (args.validation_fraction, args.test_fraction)
-    key = {
-        "dataset": SOURCE,
-        "source": args.source,
-        "max_tokens": args.max_tokens,
-        "min_int_score": args.min_int_score,
-        "shard_size_mb": args.shard_size_mb,
-        "batch_rows": BATCH_ROWS,
-        "validation_fraction": fractions[0],
-        "test_fraction": fractions[1],
-    }
-    manifest = Manifest("pre_training", args, module)
-    columns = ["text", "token_count"] + (["int_score"] if args.min_int_score is not None else [])
-    if args.source == "hub":
-        key |= {"config": config, "revision": args.revision}
-
-        def make_stream(pinned: dict) -> StreamSource:
-            pinned.setdefault("revision", hub_commit(args.revision))
-            manifest.add_input({"id": REPO_ID, "config": config, "revision": pinned["revision"],
-                                "streaming": True, "columns": columns})  # fmt: skip
-            return FineWebStream(
-                lambda: load_streaming(REPO_ID, name=config, revision=pinned["revision"],
-                                       columns=columns, cache_dir=args.cache_dir),
-                "text", args.min_int_score, SOURCE, int(CONFIG_TOKENS.get(config, 0)) or None,
-            )  # fmt: skip
-    else:
-        files = resolve_data_files(args.data_files, PARQUET_SUFFIXES | JSONL_SUFFIXES)
-        present = local_columns(files[0])
-        wanted = [args.text_column] + [c for c in columns[1:] if c in present]
-        missing = [c for c in [args.text_column] + columns[2:] if c not in present]
-        if missing:
-            raise UserError(
-                f"--data-files: {files[0]} has no column {', '.join(map(repr, missing))} (it "
-                f"has {', '.join(present) or 'none'}); check --text-column / --min-int-score"
-            )
-        key |= {"files": [[str(f), f.stat().st_size] for f in files], "text": args.text_column}
-        builder = "parquet" if file_kind(files[0]) == "parquet" else "json"
-        extra = {"columns": wanted} if builder == "parquet" else {}
-
-        def make_stream(pinned: dict) -> StreamSource:
-            manifest.add_input({"id": "local", "files": [str(f) for f in files],
-                                "streaming": True, "columns": wanted})  # fmt: skip
-            return FineWebStream(
-                lambda: load_streaming(builder, data_files=[str(f) for f in files], **extra),
-                args.text_column, args.min_int_score, "local", None,
-            )  # fmt: skip
-
-    plan = ShardPlan(
-        shard_bytes=int(args.shard_size_mb * 1e6),
-        validation_fraction=fractions[0],
-        test_fraction=fractions[1],
-        bytes_per_token=BYTES_PER_TOKEN,
-    )
     output = Path(args.output_dir)
-    run_streamed_download(
-        output, key, make_stream, args.max_tokens, plan, manifest, overwrite=args.overwrite
-    )
+    if output.exists() and not args.overwrite:
+        raise UserError(f"{output} already exists; pass --overwrite to replace it")
+    names = ("source", "config", "revision", "max_tokens", "min_int_score", "shard_size_mb",
+             "validation_fraction", "test_fraction", "text_column")  # fmt: skip
+    key = {name: getattr(args, name) for name in names} | {"batch_rows": BATCH_ROWS}
+    if args.source == "local":
+        files = LocalFiles(args.data_files)
+        key["files"] = [list(file) for file in files.files]
+    folder = output.with_name(f"{output.name}.partial")
+    with folder_lock(output, what="download output"):
+        for leftover in remove_leftovers(output):
+            print(f"removed {leftover}, left behind by an interrupted run")
+        progress = Progress.open(folder, key, args.overwrite)
+        try:
+            if args.source == "hub":
+                files = HubFiles(args, progress.revision or args.revision, folder)
+                progress.revision = files.revision
+            if not progress.done:
+                continue_download(Download(args, files, folder, progress))
+            if not all(progress.rows.values()):
+                raise UserError(f"the download ended with {progress.rows} documents per split;"
+                                " train, validation and test each need some: pass --overwrite "
+                                "with a larger --max-tokens (or other fractions)")  # fmt: skip
+        except BaseException:
+            if progress.shards == 0:  # nothing finished: nothing to resume, leave nothing
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finish(args, module, files, folder, progress)
+        move_into_place(folder, output)
+    counts = ", ".join(f"{name} {progress.rows[name]:,}" for name in SPLITS)
+    print(f"wrote {output} ({counts} documents, {progress.total_tokens:,} tokens, "
+          f"{progress.text_bytes / 1e6:,.1f} MB of text in {progress.shards} shards; "
+          f"{progress.seconds:.0f} s reading)")  # fmt: skip
     return 0
+
+
+def continue_download(download: Download) -> None:
+    """Check the disk, then read; an interruption says what is kept and how to go on."""
+    progress, folder = download.progress, download.folder
+    budget = download.args.max_tokens or download.files.known_tokens
+    free, need = free_bytes(folder), (budget or 0) - progress.total_tokens
+    if free is not None and free < need * BYTES_PER_TOKEN * DISK_MARGIN:
+        raise UserError(
+            f"the download needs about {need * BYTES_PER_TOKEN * DISK_MARGIN / 1e9:.1f} GB more "
+            f"at {folder} ({need:,} tokens x {BYTES_PER_TOKEN} bytes), but only "
+            f"{free / 1e9:.1f} GB are free; lower --max-tokens or free some space"
+        )
+    try:
+        with report_full_disk(folder):
+            download.run()
+    except (UserError, KeyboardInterrupt) as error:
+        if progress.shards == 0:
+            raise
+        kept = f"the {progress.shards} finished shards stay in {folder}"
+        if isinstance(error, KeyboardInterrupt):
+            print(f"\ninterrupted; {kept}: run the same command to continue")
+            raise
+        raise UserError(f"{error} ({kept}; the same command continues from them)") from None
+    finally:
+        download.discard()
+
+
+def finish(args, module: str, files, folder: Path, progress: Progress) -> None:
+    """Give the folder what `load_from_disk` reads, and manifest.json."""
+    shutil.rmtree(folder / "download", ignore_errors=True)
+    for name in SPLITS:
+        state = {"_data_files": [{"filename": f} for f in progress.files[name]], "_split": name,
+                 "_fingerprint": f"{name}-{progress.kept}", "_format_columns": None,
+                 "_format_kwargs": {}, "_format_type": None,
+                 "_output_all_columns": False}  # fmt: skip
+        atomic_write_text(folder / name / "state.json", json.dumps(state, indent=2))
+        datasets.DatasetInfo(features=FEATURES).write_to_directory(str(folder / name))
+    atomic_write_text(folder / "dataset_dict.json", json.dumps({"splits": list(SPLITS)}))
+    manifest = new_manifest("pre_training", module, args)
+    source = {"id": REPO_ID, "config": args.config or DEFAULT_CONFIG, "revision": files.revision}
+    manifest["inputs"].append((source if args.source == "hub" else {"id": "local"})
+                              | {"files": [name for name, _ in files.files]})  # fmt: skip
+    steps, rows = [], progress.drops["read"]
+    for reason, count in progress.drops.items():  # in the order the filters run
+        if reason != "read":
+            steps.append({"step": f"drop_{reason}", "rows_in": rows, "rows_out": rows - count,
+                          "dropped": count})  # fmt: skip
+            rows -= count
+    kept = sum(progress.rows.values())
+    if kept < rows:  # the budget stopped it: the rest of what was read is left out
+        steps.append({"step": "max_tokens", "rows_in": rows, "rows_out": kept,
+                      "dropped": rows - kept})  # fmt: skip
+    manifest["filters"][files.name] = steps
+    for name in SPLITS:
+        manifest["splits"][name] = {"rows": progress.rows[name], "columns": list(FEATURES),
+                                    "rows_by_source": {files.name: progress.rows[name]},
+                                    "tokens": progress.tokens[name],
+                                    "shards": len(progress.files[name])}  # fmt: skip
+    manifest |= {"text_bytes": progress.text_bytes, "seconds": round(progress.seconds, 2)}
+    if progress.budget_short:
+        manifest["budget_not_reached"] = progress.budget_short
+        print(f"note: {progress.budget_short}")
+    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    (folder / "progress.json").unlink()
+
+
+def move_into_place(folder: Path, output: Path) -> None:
+    """Rename the finished folder to `output`; an old output is moved aside first and removed
+    after (a run killed in between gets it back from `common.atomic.remove_leftovers`)."""
+    if output.exists():
+        old = output.with_name(f"{output.name}.old-{os.getpid()}")
+        os.replace(output, old)
+        os.replace(folder, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(folder, output)

@@ -1,49 +1,25 @@
-"""TinyStories (roneneldan/TinyStories): load, repair mojibake, drop bad and duplicate stories.
+"""TinyStories (roneneldan/TinyStories): stories with their mojibake repaired.
 
 Some stories hold UTF-8 that was once decoded as Windows-1252 ("mojibake"): "donâ€™t" for
 "don’t", "â€œHi!â€" for "“Hi!”", "cafÃ©" for "café". `repair_mojibake` re-encodes each such
 run to bytes and decodes it as UTF-8 again; a run whose last byte was lost (a lone "â€", once
 the closing quote ”) becomes ”; text garbled twice gets a second pass. Stories that still hold
-mojibake afterwards are dropped and counted.
+mojibake afterwards are dropped and counted, as are empty ones.
 
 v1 (default) is the Hub's parquet data, one story per row. v2 (`--tinystories-version v2`) is
 the TinyStoriesV2-GPT4 text files (GPT-4 stories only), read line by line and regrouped into
-stories at their `<|endoftext|>` lines. TinyStories has no test split: a seeded fraction of its
-validation split becomes test.
+stories at their `<|endoftext|>` lines. TinyStories has no test split: a seeded share of its
+validation split (--tinystories-test-fraction) becomes test.
 """
 
 import re
 from collections.abc import Iterable, Iterator
 
-import datasets
-
-from common.errors import UserError
-from dataset.common import (
-    Manifest,
-    WorkDir,
-    carve,
-    from_generator,
-    hub_input,
-    load_hub,
-    processes,
-    require_columns,
-)
-from dataset.pre_training.cleaning import (
-    EMPTY,
-    OK,
-    REPAIRED,
-    UNREPAIRABLE,
-    cap,
-    digest,
-    keep_clean_unique,
-)
+from dataset.pipeline import Drop, Part
 
 REPO_ID = "roneneldan/TinyStories"
 V2_FILES = {"train": "TinyStoriesV2-GPT4-train.txt", "validation": "TinyStoriesV2-GPT4-valid.txt"}
 V2_SEPARATOR = "<|endoftext|>"
-SOURCE = "tinystories"
-HUB_SPLITS = ("train", "validation")  # no test split on the Hub
-
 # Characters that Windows-1252 shows for the continuation bytes 0x80-0xBF of UTF-8 (the C1
 # controls stand for the five bytes Windows-1252 leaves undefined).
 _CONTINUATION = (
@@ -89,89 +65,46 @@ def repair_mojibake(text: str) -> tuple[str, bool]:
     return text, _LEFTOVER.search(text) is None
 
 
-def _clean_batch(batch: dict) -> dict:
-    texts, statuses = [], []
-    for text in batch["text"]:
-        text = (text or "").strip()
-        repaired, clean = repair_mojibake(text)
-        status = OK if repaired == text else REPAIRED if clean else UNREPAIRABLE
-        texts.append(repaired.strip())
-        statuses.append(EMPTY if not text else status)
-    return {
-        "text": texts,
-        "source": [SOURCE] * len(texts),
-        "status": statuses,
-        "digest": [digest(text) for text in texts],
-    }
-
-
-def clean(dataset: datasets.Dataset, group: str, work: WorkDir, num_proc: int) -> datasets.Dataset:
-    """Strip and repair mojibake; columns text, source, status and digest (see cleaning.py)."""
-    return dataset.map(
-        _clean_batch, batched=True, remove_columns=dataset.column_names,
-        num_proc=processes(dataset, num_proc), **work.cache(f"{group}-clean"),
-        desc=f"{group}: repair",
-    )  # fmt: skip
+def story(row: dict) -> dict:
+    """A TinyStories row -> {text, source}: stripped and repaired (raises Drop)."""
+    text, clean = repair_mojibake((row["text"] or "").strip())
+    if not text:
+        raise Drop("empty")
+    if not clean:
+        raise Drop("unrepairable_mojibake")
+    return {"text": text.strip(), "source": "tinystories"}
 
 
 def v2_stories(lines: Iterable[str]) -> Iterator[str]:
     """Regroup the lines of a TinyStoriesV2 text file into stories at `<|endoftext|>` lines."""
-    story: list[str] = []
+    story_lines: list[str] = []
     for line in lines:
         if line.strip() == V2_SEPARATOR:
-            yield "\n".join(story)
-            story = []
+            yield "\n".join(story_lines)
+            story_lines = []
         else:
-            story.append(line)
-    if story:
-        yield "\n".join(story)
+            story_lines.append(line)
+    if story_lines:
+        yield "\n".join(story_lines)
 
 
-def _regroup_v2(split: datasets.Dataset, name: str, work: WorkDir) -> datasets.Dataset:
-    def generate():
-        lines = (text for batch in split.iter(batch_size=10_000) for text in batch["text"])
-        for story in v2_stories(lines):
-            yield {"text": story}
-
-    features = datasets.Features({"text": datasets.Value("string")})
-    return from_generator(generate, features, work, f"tinystories-v2-{name}", split=name)
-
-
-def load(version: str, cache_dir: str | None, manifest: Manifest, work: WorkDir) -> dict:
-    """The raw train and validation splits (one story per row) from the Hub."""
-    if version == "v2":
-        loaded = load_hub(REPO_ID, data_files=dict(V2_FILES), cache_dir=cache_dir)
-        manifest.add_input(hub_input(REPO_ID, loaded, data_files=V2_FILES, version="v2"))
-    else:
-        loaded = load_hub(REPO_ID, cache_dir=cache_dir)
-        manifest.add_input(hub_input(REPO_ID, loaded, version="v1"))
-    for name in HUB_SPLITS:
-        if name not in loaded:
-            raise UserError(f"{REPO_ID} has no {name} split (it has {', '.join(loaded)})")
-        require_columns(loaded[name], ["text"], f"{REPO_ID} {name}")
-    if version == "v2":
-        return {name: _regroup_v2(loaded[name], name, work) for name in HUB_SPLITS}
-    return {name: loaded[name] for name in HUB_SPLITS}
-
-
-def tinystories_splits(
-    version: str,
-    test_fraction: float,
-    max_docs: int | None,
-    seed: int,
-    cache_dir: str | None,
-    manifest: Manifest,
-    work: WorkDir,
-    num_proc: int,
-) -> dict[str, datasets.Dataset]:
-    raw = load(version, cache_dir, manifest, work)
-    cleaned = {
-        name: clean(split, f"{SOURCE}/{name}", work, num_proc) for name, split in raw.items()
-    }
-    unique = keep_clean_unique(cleaned, manifest, SOURCE, repaired=True)
-    validation, test = carve(unique["validation"], test_fraction, seed)
-    manifest.note("tinystories_test", f"{len(test)} rows carved (seed {seed}) from validation")
-    splits = {"train": unique["train"], "validation": validation, "test": test}
-    return {
-        name: cap(split, max_docs, manifest, f"{SOURCE}/{name}") for name, split in splits.items()
-    }
+def parts(args, run, features) -> list[Part]:
+    """Train (all of it) and validation (a share carved off into test), capped per split."""
+    v2 = args.tinystories_version == "v2"
+    extra = {"data_files": dict(V2_FILES)} if v2 else {}
+    loaded = run.hub(REPO_ID, ("train", "validation"), ["text"], **extra)
+    result = []
+    for name in ("train", "validation"):
+        rows = loaded[name]
+        if v2:
+            lines = (text for batch in rows.iter(batch_size=10_000) for text in batch["text"])
+            rows = run.generate(
+                f"tinystories-v2-{name}",
+                lambda lines=lines: ({"text": s} for s in v2_stories(lines)),
+                {"text": features["text"]},
+            )
+        carve = {"test": args.tinystories_test_fraction} if name == "validation" else {}
+        group = f"tinystories/{name}"
+        converted = run.convert(group, rows, story, features)
+        result.append(Part(group, converted, name, carve, args.max_tinystories_docs, dedupe=True))
+    return result

@@ -1,17 +1,10 @@
 """Check a model's answer against the constraints of a sample-world instruction.
 
-Every sample SFT row and DPO pair carries `constraints`, a JSON object with these keys (all
-optional):
-
-| key             | meaning                                                           |
-|-----------------|-------------------------------------------------------------------|
-| `include`       | words the answer must mention (e.g. the name, animal and place)   |
-| `exclude`       | words it must not mention (e.g. the other places, for a question) |
-| `max_sentences` | the answer has at most this many sentences                        |
-| `task`          | a label ("story", "qa"), not checked                              |
-
-A word is mentioned when it appears as a whole word, in any case, optionally with a plural "s" or
-"es" ("dog" matches "Dog" and "dogs" but not "hotdog" or "dogged").
+`constraints` (JSON, on every sample SFT row and DPO pair) may hold: `include`, words the answer
+must mention (the name, animal and place, say); `exclude`, words it must not (the other places,
+for a question); `max_sentences`; and `task` ("story", "qa"), a label. A word is mentioned when
+it stands as a whole word, in any case, perhaps with a plural "s" or "es" ("dog" matches "Dogs",
+not "hotdog").
 
     >>> satisfies('{"include": ["Max", "dog"], "max_sentences": 2}', "Max was a dog. He ran.")
     True
