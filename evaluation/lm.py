@@ -22,7 +22,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models import utils as lm_eval_utils
@@ -187,31 +186,34 @@ class SimpleTransformerLM(TemplateLM):
         own: [last context token, continuation less its last token], predicting the continuation."""
         prefixes = [list(context[:-1]) for context, _ in batch]
         rows = [k for k, (_, conts) in enumerate(batch) for _ in conts]
-        inputs = [[context[-1], *c[:-1]] for context, conts in batch for _, c in conts]
+        targets = [c for _, conts in batch for _, c in conts]
+        inputs = [[batch[k][0][-1], *c[:-1]] for k, c in zip(rows, targets)]
         with self._autocast():
             logits = self._forward_after_prefixes(prefixes, rows, inputs)  # [R, T, V]
-        log_probs = F.log_softmax(logits.float(), dim=-1)
-        scores = []
-        for row, (_, continuation) in enumerate(c for _, conts in batch for c in conts):
-            target = torch.tensor(continuation, device=log_probs.device)
-            picked = log_probs[row, : len(continuation)]  # [n, V]
-            greedy = bool((picked.argmax(-1) == target).all())
-            scores.append((float(picked.gather(-1, target[:, None]).sum()), greedy))
-        return scores
+        lengths = torch.tensor([len(c) for c in targets], device=logits.device)  # [R]
+        scored = torch.arange(logits.shape[1], device=logits.device) < lengths[:, None]  # [R, T]
+        log_probs = logits[scored].float().log_softmax(-1)  # [N, V]: the scored positions only
+        target = self._padded(targets, logits.shape[1])[scored]  # [N]
+        token_scores = log_probs.gather(-1, target[:, None])[:, 0]  # [N]
+        row = torch.repeat_interleave(torch.arange(len(targets), device=logits.device), lengths)
+        totals = torch.zeros(len(targets), device=logits.device).index_add_(0, row, token_scores)
+        wrong = (log_probs.argmax(-1) != target).float()  # [N]: 1 where greedy differs
+        misses = torch.zeros_like(totals).index_add_(0, row, wrong)
+        return list(zip(totals.tolist(), (misses == 0).tolist()))
 
     # ---- The model's KV cache (model/kv_cache.py): its only use in this class.
     def _forward_after_prefixes(self, prefixes: list, rows: list[int], inputs: list):
         """Logits [R, T, V] of inputs[r] continuing prefixes[rows[r]]: each prefix runs once
         into a KV cache, whose row is repeated for every input that continues it."""
         P, T = max(map(len, prefixes)), max(map(len, inputs))
-        config = self.model.config
-        if not P:
-            cache = KVCache(config, batch_size=len(rows), max_length=T)
-        else:
-            cache = KVCache(config, batch_size=len(prefixes), max_length=P)
+        config, lengths = self.model.config, [len(prefixes[r]) for r in rows]
+        cache = KVCache(config, batch_size=len(prefixes), max_length=P + T)
+        if P:
             self.model(self._padded(prefixes, P), kv_cache=cache, last_only=True)
-            lengths = [len(prefixes[r]) for r in rows]  # each row continues its own prefix
-            cache = cache.select(torch.tensor(rows, device=self.device), lengths, P + T)
+        if rows != list(range(len(prefixes))):  # prefixes continued several times: copies
+            index = torch.tensor(rows, device=self.device)
+            cache = cache.select(index, lengths, P + T) if P else KVCache(config, len(rows), T)
+        cache.lengths = lengths  # each row continues its own prefix
         return self.model(self._padded(inputs, T), kv_cache=cache)
 
     def _padded(self, rows: list[list[int]], width: int) -> torch.Tensor:
