@@ -22,7 +22,7 @@ import torch
 from model_fixtures import SAMPLE_TEXT, build_checkpoint
 from model_fixtures import build_tokenizer as build_gpt2_split_tokenizer
 from post_training_fixtures import dpo_checkpoint, sample_pipeline
-from tokenizers import Tokenizer, pre_tokenizers, trainers
+from tokenizers import pre_tokenizers, trainers
 
 import model.export.gguf as gguf_export
 from common.errors import UserError
@@ -30,7 +30,7 @@ from model.checkpoint import load_model
 from model.export.gguf import export, main
 from model.export.gguf_tokenizer import gguf_vocab
 from model.generate import generate
-from tokenizer.encoding import CHAT_TEMPLATE, SPECIAL_TOKENS, encode_text, load_tokenizer
+from tokenizer.encoding import CHAT_TEMPLATE, SPECIAL_TOKENS, load_tokenizer
 from tokenizer.train import build_tokenizer
 
 gguf = pytest.importorskip("gguf")
@@ -173,7 +173,7 @@ def test_llama_cpp_tokenizes_like_ours(trained, llama):
     llm = llama(paths["f32"])
     texts = VARIED_TEXTS + [row["text"] for row in held_out_rows(5)]
     for text in texts:
-        ours = encode_text(tokenizer, text)
+        ours = tokenizer.encode_text(text)
         assert llm.tokenize(text.encode(), add_bos=False, special=False) == ours, text
         assert llm.tokenize(text.encode(), add_bos=True, special=False) == [0, *ours], text
         assert llm.detokenize(ours).decode() == text
@@ -321,13 +321,13 @@ def test_a_merge_order_llama_bpe_would_ignore_gets_smaug_bpe(tmp_path, llama):
     data["model"]["merges"] += [["z", "j"], ["q", "z"], ["qz", "j"]]
     path.write_text(json.dumps(data))
     tokenizer = load_tokenizer(path)
-    assert len(encode_text(tokenizer, "qzj")) == 2
+    assert len(tokenizer.encode_text("qzj")) == 2
     _, run = build_checkpoint(tmp_path / "run", path)
     out = export(run, tmp_path / "out")
     reader = gguf.GGUFReader(out)
     assert reader.fields["tokenizer.ggml.pre"].contents() == "smaug-bpe"
     text = "qzj and qz zj"
-    assert llama(out).tokenize(text.encode(), False, False) == encode_text(tokenizer, text)
+    assert llama(out).tokenize(text.encode(), False, False) == tokenizer.encode_text(text)
 
 
 def test_bad_input_is_one_line_and_leaves_nothing_behind(
@@ -365,7 +365,7 @@ def test_refuses_what_llama_cpp_cannot_run(tmp_path):
     export(narrow, tmp_path / "f16", "f16")  # any width works unquantised
     gpt2_split = build_gpt2_split_tokenizer(tmp_path / "gpt2.json")
     _, foreign = build_checkpoint(tmp_path / "foreign", gpt2_split)
-    with pytest.raises(UserError, match="not a tokenizer.train tokenizer"):
+    with pytest.raises(UserError, match="not a byte-level BPE with the GPT-4"):
         export(foreign, tmp_path / "foreign-gguf")
     shutil.rmtree(tmp_path / "f16")
     assert sorted(p.name for p in tmp_path.iterdir() if "gguf" in p.name or p.name == "q8") == []
@@ -374,5 +374,5 @@ def test_refuses_what_llama_cpp_cannot_run(tmp_path):
 def test_tokenizer_merges_reach_every_token_of_a_trained_tokenizer():
     """The sample pipeline's real tokenizer (tokenizer.train) gets llama-bpe: its merges make
     every vocabulary entry from the entry's own text."""
-    tokenizer = Tokenizer.from_file(str(sample_pipeline().tokenizer))
+    tokenizer = load_tokenizer(sample_pipeline().tokenizer)
     assert gguf_vocab(tokenizer, "sample tokenizer").pre == "llama-bpe"

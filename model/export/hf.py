@@ -48,7 +48,7 @@ def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Ten
     return {name: tensor.to("cpu", dtype).contiguous() for name, tensor in hf_tensors(model)}
 
 
-def llama_config(model: Transformer, tokenizer: ChatTokenizer, dtype_name: str) -> dict:
+def llama_config(model: Transformer, dtype_name: str) -> dict:
     c = model.config
     rope = c.rope_scaling or {"rope_type": "default"}
     return {
@@ -73,21 +73,22 @@ def llama_config(model: Transformer, tokenizer: ChatTokenizer, dtype_name: str) 
         "mlp_bias": False,
         "initializer_range": 0.02,
         "tie_word_embeddings": c.tie_embeddings,
-        "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": tokenizer.eos_id,
-        "pad_token_id": tokenizer.pad_id,
         "use_cache": True,
         "torch_dtype": dtype_name,
         "dtype": dtype_name,
     }
 
 
+def token_ids(tokenizer: ChatTokenizer) -> dict:
+    return {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
+            "pad_token_id": tokenizer.pad_id}  # fmt: skip
+
+
 def generation_config(model: Transformer, tokenizer: ChatTokenizer) -> dict:
     c = model.config
     return {
-        "bos_token_id": tokenizer.bos_id,
+        **token_ids(tokenizer),
         "eos_token_id": list(tokenizer.stop_ids),  # the end of a reply or of a document
-        "pad_token_id": tokenizer.pad_id,
         # the padded vocabulary rows are not tokens: never generate them (as model.generate)
         "suppress_tokens": list(range(c.vocab_size, c.padded_vocab_size)),
     }
@@ -155,7 +156,7 @@ def export(
             metadata={"format": "pt"},
         )
         readable_as_umask_allows(tmp / "model.safetensors")
-        write_json(tmp / "config.json", llama_config(model, tokenizer, dtype_name))
+        write_json(tmp / "config.json", {**llama_config(model, dtype_name), **token_ids(tokenizer)})
         write_json(tmp / "generation_config.json", generation_config(model, tokenizer))
         write_json(
             tmp / "tokenizer_config.json", tokenizer_config(tokenizer, model.config.block_size)
