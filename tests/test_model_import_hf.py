@@ -172,6 +172,42 @@ def test_export_round_trips_to_the_same_logits_and_chat(imported, tmp_path):
     assert exported("The fox").input_ids == original("The fox").input_ids
 
 
+def test_gguf_export_gives_our_logits_and_the_template(imported, tmp_path):
+    """llama.cpp reads Llama 3's scaling from the rope_freqs tensor; its chat path renders the
+    model's own template."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from model.export.gguf import export as export_gguf
+
+    _, _, ours = imported
+    model = load_model(ours)[0]
+    path = export_gguf(ours, tmp_path / "gguf")
+    llm = llama_cpp.Llama(str(path), n_ctx=128, n_threads=1, logits_all=True, verbose=False)
+    ids = torch.randint(0, 283, (100,), generator=torch.Generator().manual_seed(3)).tolist()
+    llm.eval(ids)
+    theirs = torch.tensor(llm.scores[: len(ids)])[:, : model.config.vocab_size]
+    with torch.no_grad():
+        mine = model(torch.tensor([ids]))[0, :, : model.config.vocab_size]
+    assert (theirs - mine).abs().max() <= 1e-3 * mine.abs().max()
+    llm.create_chat_completion(SAFE[1][:2], max_tokens=1, temperature=0.0)
+    prompt = load_tokenizer(ours / "tokenizer.json").prompt(SAFE[1][:2])
+    assert llm.input_ids[: len(prompt)].tolist() == prompt
+    modelfile = (tmp_path / "gguf" / "Modelfile").read_text()
+    assert "TEMPLATE" not in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    llm.close()
+
+
+def test_the_planner_reads_an_imported_checkpoint(imported, capsys):
+    from model import plan
+
+    _, _, ours = imported
+    plan.main(["--checkpoint", str(ours), "--block-size", "64", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert (
+        result["block_size"] == 64
+        and result["model"]["head_dim"] == load_model(ours)[0].config.head_dim
+    )
+
+
 @pytest.fixture(scope="module")
 def chatml(tmp_path_factory):
     """(our tokenizer, transformers' tokenizer) of the ChatML folder, per template."""

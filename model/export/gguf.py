@@ -128,15 +128,16 @@ def add_tokenizer(writer: gguf.GGUFWriter, tokenizer: ChatTokenizer, vocab_size:
     """Write the tokenizer metadata; returns llama.cpp's pre-tokenizer name it chose."""
     tokenizer_path = tokenizer.where
     vocab = gguf_vocab(tokenizer, tokenizer_path)
-    if len(vocab.tokens) != vocab_size:
+    if len(vocab.tokens) > vocab_size:
         raise UserError(
             f"{tokenizer_path} has {len(vocab.tokens)} tokens but the model was built for "
             f"{vocab_size}; is it the run's own tokenizer?"
         )
+    unused = range(len(vocab.tokens), vocab_size)  # an imported model's rows past its tokenizer
     writer.add_tokenizer_model("gpt2")  # llama.cpp's name for byte-level BPE
     writer.add_tokenizer_pre(vocab.pre)
-    writer.add_token_list(vocab.tokens)
-    writer.add_token_types(vocab.token_types)
+    writer.add_token_list(vocab.tokens + [f"[PAD{i}]" for i in unused])
+    writer.add_token_types(vocab.token_types + [int(gguf.TokenType.UNUSED)] * len(unused))
     writer.add_token_merges(vocab.merges)
     if tokenizer.bos_id is not None:
         writer.add_bos_token_id(tokenizer.bos_id)
