@@ -418,3 +418,40 @@ def test_what_we_cannot_represent_is_one_line_and_nothing_written(case, tmp_path
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and expected in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # nothing written
+
+
+# The Hub's config.json of SmolLM2-135M and Llama-3.2-1B (their fields that we read)
+SMOLLM2_135M = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "bos_token_id": 0,
+    "eos_token_id": 0, "head_dim": 64, "hidden_act": "silu", "hidden_size": 576,
+    "intermediate_size": 1536, "max_position_embeddings": 8192, "mlp_bias": False,
+    "model_type": "llama", "num_attention_heads": 9, "num_hidden_layers": 30,
+    "num_key_value_heads": 3, "rms_norm_eps": 1e-05, "rope_interleaved": False,
+    "rope_scaling": None, "rope_theta": 100000, "tie_word_embeddings": True, "vocab_size": 49152,
+}  # fmt: skip
+LLAMA_32_1B = {
+    **SMOLLM2_135M, "hidden_size": 2048, "intermediate_size": 8192, "num_attention_heads": 32,
+    "num_hidden_layers": 16, "num_key_value_heads": 8, "max_position_embeddings": 131072,
+    "rope_theta": 500000.0, "vocab_size": 128256, "rope_scaling": {
+        "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+}  # fmt: skip
+
+
+def test_the_real_configs_map_and_the_readme_plans_smollm2(tmp_path, capsys):
+    from model import plan
+    from model.import_hf import model_config
+
+    llama = model_config(LLAMA_32_1B, 2048)
+    assert llama.rope_scaling == LLAMA_32_1B["rope_scaling"] and llama.block_size == 2048
+    assert (llama.head_dim, llama.n_kv_head, llama.rope_theta) == (64, 8, 500000.0)
+    smollm = model_config(SMOLLM2_135M, None)
+    assert (smollm.n_layer, smollm.head_dim, smollm.tie_embeddings) == (30, 64, True)
+    (tmp_path / "config.json").write_text(json.dumps({"model": smollm.to_dict()}))
+    (tmp_path / "model.safetensors").touch()  # the planner reads only the config
+    plan.main(["--checkpoint", str(tmp_path), "--block-size", "1024", "--gpu", "L4"])
+    printed = capsys.readouterr().out.splitlines()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("$ python3 -m model.plan --checkpoint checkpoints/smollm2")[1]
+    shown = block.split("```")[0].splitlines()[1:]
+    assert len(shown) == 6 and all(line in printed for line in shown), (shown, printed)
