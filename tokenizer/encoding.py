@@ -77,10 +77,14 @@ def compile_template(source: str) -> jinja2.Template:
     def raise_exception(message):
         raise jinja2.exceptions.TemplateError(message)
 
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)  # fmt: skip
+
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
     )
-    env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+    env.filters["tojson"] = tojson  # without Jinja's HTML escaping
     env.globals |= {"raise_exception": raise_exception,
                     "strftime_now": lambda format: datetime.now().strftime(format)}  # fmt: skip
     return env.from_string(source)
@@ -117,7 +121,7 @@ class ChatTokenizer:
                                             if i is not None))  # fmt: skip
 
     def __getattr__(self, name):
-        if name.startswith("_"):
+        if name.startswith("_") or "tokenizer" not in self.__dict__:
             raise AttributeError(name)
         return getattr(self.tokenizer, name)
 
@@ -129,7 +133,7 @@ class ChatTokenizer:
             {"role": "assistant", "content": mark},
         ]
         try:
-            after = self._template.render(messages=probe, **self.tokens).partition(mark)[2]
+            after = self.render(probe).partition(mark)[2]
         except Exception:  # no template, or one that wants another conversation: eos
             return None
         specials = [t.content for t in self.tokenizer.get_added_tokens_decoder().values()
@@ -182,8 +186,9 @@ class ChatTokenizer:
         """The template's text (apply_chat_template(..., tokenize=False))."""
         try:
             return self._template.render(
-                messages=messages, add_generation_prompt=add_generation_prompt, **self.tokens
-            )
+                messages=messages, tools=None, documents=None,
+                add_generation_prompt=add_generation_prompt, **self.tokens,
+            )  # fmt: skip
         except jinja2.TemplateError as error:
             raise UserError(f"{self.where}: the chat template refused it ({error})") from None
 
