@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         answer = generate(
             result.model, prompt, max_new_tokens=config.sample_max_new_tokens or 64,
-            temperature=0.0, vocab_size=tokenizer.get_vocab_size(),
+            temperature=0.0, stop_ids=tokenizer.stop_ids, vocab_size=tokenizer.get_vocab_size(),
         )  # fmt: skip
         answer = tokenizer.decode(list(answer))
     print(f"prompt: {tokenizer.decode(prompt, skip_special_tokens=False)}\nanswer: {answer}")

@@ -38,7 +38,6 @@ import torch
 
 from common.errors import run_cli
 from model.generate import generate
-from tokenizer.encoding import encode_prompt
 from training.config import parse_config
 from training.sft_stage import SFTConfig, SFTStage
 from training.trainer import train
@@ -103,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     if not result.should_report:
         return result.exit_code  # stopped by Ctrl-C/SIGTERM, or not the printing rank
     tokenizer = result.tokenizer
-    prompt = encode_prompt(tokenizer, [{"role": "user", "content": DEMO_INSTRUCTION}])
+    prompt = tokenizer.prompt([{"role": "user", "content": DEMO_INSTRUCTION}])
     with torch.no_grad():
         answer = generate(
             result.model, prompt, max_new_tokens=config.sample_max_new_tokens or 64,
-            temperature=0.0, vocab_size=tokenizer.get_vocab_size(),
+            temperature=0.0, stop_ids=tokenizer.stop_ids, vocab_size=tokenizer.get_vocab_size(),
         )  # fmt: skip
         answer = tokenizer.decode(list(answer))
     print(f"\n{result.val_summary} after {result.step} steps; saved {result.last_checkpoint}")

@@ -4,8 +4,8 @@
         --tasks hellaswag --include_path dataset/evaluation/tasks   # lm-eval's own command line
 
 Requests become token ids as lm-eval's Hugging Face model (`--model hf`) makes them on the
-exported folder of the same checkpoint, so both score the same: `<|endoftext|>` in front of a
-text that does not start with it, special tokens written in a text matched (a chat template's
+exported folder of the same checkpoint, so both score the same: the tokenizer's BOS in front of
+a text that does not start with it, special tokens written in a text matched (a chat template's
 output), a context's trailing spaces moved to its continuation (lm-eval's TemplateLM).
 - loglikelihood: the requests that share a context (a multiple-choice question's choices) run it
   once into a KV cache, each choice continuing from it; batches of contexts, longest first;
@@ -26,7 +26,6 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models import utils as lm_eval_utils
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
-from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from common.atomic import sha256_file
@@ -34,8 +33,7 @@ from common.errors import UserError
 from model.checkpoint import load_model, unwrap_model
 from model.generate import generate
 from model.kv_cache import KVCache
-from tokenizer import encoding
-from tokenizer.encoding import BOS_ID, load_tokenizer
+from tokenizer.encoding import ChatTokenizer, load_tokenizer
 
 CHAT_STAGES = ("sft", "dpo")  # checkpoints of these stages are scored as chat models by default
 
@@ -58,16 +56,12 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 @register_model("simple-transformer")
 class SimpleTransformerLM(TemplateLM):
-    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, batch_size: int = 32,
+    def __init__(self, model: torch.nn.Module, tokenizer: ChatTokenizer, batch_size: int = 32,
                  bf16: bool = False, stage: str = "pre_training"):  # fmt: skip
         super().__init__()
         self.model = unwrap_model(model)
         self._device = next(self.model.parameters()).device
-        # A copy that matches special tokens written in a text, as the exported tokenizer does
-        # (lm-eval renders a chat as text); ours keeps raw text from forging them elsewhere.
-        self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
-        self.tokenizer.encode_special_tokens = False
-        self.vocab_size = tokenizer.get_vocab_size()
+        self.tokenizer, self.vocab_size = tokenizer, tokenizer.get_vocab_size()
         self.batch_size, self.bf16, self.stage = batch_size, bf16, stage
 
     @classmethod
@@ -117,8 +111,15 @@ class SimpleTransformerLM(TemplateLM):
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     # ---------------------------------------------------------------- lm-eval's model interface
-    eot_token_id = encoding.END_OF_TURN_ID  # the exported tokenizer's eos_token
-    prefix_token_id = BOS_ID  # the context of a continuation that has none
+    @property
+    def eot_token_id(self) -> int:  # the exported tokenizer's eos_token
+        return self.tokenizer.eos_id
+
+    @property
+    def prefix_token_id(self) -> int:  # the context of a continuation that has none
+        bos = self.tokenizer.bos_id
+        return self.eot_token_id if bos is None else bos
+
     max_gen_toks = 256  # lm-eval's HF model's default
 
     @property
@@ -130,16 +131,21 @@ class SimpleTransformerLM(TemplateLM):
         return "simple-transformer"
 
     def apply_chat_template(self, chat_history: list[dict], add_generation_prompt=True) -> str:
-        """Through our one chat renderer (tokenizer/encoding.py), as text."""
-        text = encoding.render_text(encoding.chat_pieces(chat_history, add_generation_prompt))
-        return text if add_generation_prompt else text.removesuffix(encoding.END_OF_TURN)
+        """The chat template's text (tokenizer/encoding.py); without a generation prompt the
+        last message stays open (transformers' continue_final_message, as lm-eval asks)."""
+        pieces = self.tokenizer.chat_pieces(chat_history, add_generation_prompt)
+        if not add_generation_prompt:
+            pieces = pieces[: max(k for k, piece in enumerate(pieces) if piece.content) + 1]
+        return "".join(piece.text for piece in pieces)
 
     def tok_encode(self, string: str, add_special_tokens=None, left_truncate_len=None, **kwargs):
-        """lm-eval's HF rule: `<|endoftext|>` first, unless told not to or already there."""
+        """lm-eval's HF rule: BOS first, unless told not to or already there; special tokens
+        written in the text matched (lm-eval renders a chat as text)."""
+        bos = self.tokenizer.document("")  # [BOS], or nothing
         if add_special_tokens is None:
-            add_special_tokens = not string.startswith(encoding.DOC_SEPARATOR)
-        ids = self.tokenizer.encode(string, add_special_tokens=False).ids
-        ids = [BOS_ID, *ids] if add_special_tokens else ids
+            add_special_tokens = not string.startswith(self.tokenizer.tokens.get("bos_token", ""))
+        ids = self.tokenizer.encode_with_special_tokens(string)
+        ids = [*bos, *ids] if add_special_tokens else ids
         return ids[-left_truncate_len:] if left_truncate_len else ids
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
@@ -217,7 +223,7 @@ class SimpleTransformerLM(TemplateLM):
         return self.model(self._padded(inputs, T), kv_cache=cache)
 
     def _padded(self, rows: list[list[int]], width: int) -> torch.Tensor:
-        idx = torch.full((len(rows), width), encoding.PAD_ID, dtype=torch.long)  # [B, width]
+        idx = torch.full((len(rows), width), self.tokenizer.pad_id, dtype=torch.long)  # [B, width]
         for r, ids in enumerate(rows):
             idx[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return idx.to(self.device)
@@ -259,8 +265,9 @@ class SimpleTransformerLM(TemplateLM):
         tokens): greedy unless the task samples; padded vocabulary ids never come out."""
         ids, temperature = [], kwargs.get("temperature") or 0.0
         sampling = {"top_k": kwargs.get("top_k"), "top_p": kwargs.get("top_p")}
+        stops = self.tokenizer.stop_ids
         for token in generate(self.model, prompt, max_new, temperature, **sampling,
-                              vocab_size=self.vocab_size):  # fmt: skip
+                              stop_ids=stops, vocab_size=self.vocab_size):  # fmt: skip
             ids.append(token)
             if any(stop in self.tokenizer.decode(ids) for stop in until):
                 break

@@ -4,8 +4,9 @@ checksums), write them.
     checkpoints/<run>/latest               the name of the newest step folder
     checkpoints/<run>/step_0000100/        model.safetensors (tied matrices stored once),
                                            config.json ({"model": ModelConfig fields, ...}),
-                                           tokenizer.json, SHA256SUMS (+ training's own files:
-                                           training/checkpoint.py)
+                                           tokenizer.json (+ an imported model's
+                                           tokenizer_config.json, chat_template.jinja),
+                                           SHA256SUMS (+ training's files: training/checkpoint.py)
 
 `load_model` takes a run folder (follows `latest`) or a step folder; a file that differs from
 its SHA256SUMS line is a one-line error that names it.
@@ -26,6 +27,8 @@ from common.atomic import atomic_write_text, readable_as_umask_allows, sha256_fi
 from common.errors import UserError
 from model.config import ModelConfig
 from model.transformer import Transformer
+from tokenizer.encoding import CONFIG_FILE as TOKENIZER_CONFIG_FILE
+from tokenizer.encoding import TEMPLATE_FILE
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -51,6 +54,12 @@ def verify_checksums(folder: Path, names: list[str] | None = None) -> None:
                 f"{folder / name} does not match its checksum in {path}: the file is damaged (a "
                 "bad copy, a disk error, or it was edited); use another checkpoint"
             )
+
+
+def write_checksums(folder: Path) -> None:
+    """folder/SHA256SUMS: the sha256 of every file in it, as `sha256sum` writes them."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != SUMS_FILE)
+    atomic_write_text(folder / SUMS_FILE, "".join(f"{sha256_file(p)}  {p.name}\n" for p in files))
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -92,7 +101,8 @@ def save_model_files(
     config_dict: dict,
     tokenizer_path: str | Path | None = None,
 ) -> None:
-    """Write model.safetensors, config.json (with "model" set from the model) and tokenizer.json.
+    """Write model.safetensors, config.json (with "model" set from the model), tokenizer.json
+    and the files that describe it beside it (tokenizer/encoding.py).
 
     `step_dir` should be a temporary folder the caller renames into place when all files are in.
     """
@@ -107,6 +117,9 @@ def save_model_files(
     atomic_write_text(step_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     if tokenizer_path is not None:
         shutil.copyfile(tokenizer_path, step_dir / TOKENIZER_FILE)
+        for name in (TOKENIZER_CONFIG_FILE, TEMPLATE_FILE):
+            if Path(tokenizer_path).with_name(name).is_file():
+                shutil.copyfile(Path(tokenizer_path).with_name(name), step_dir / name)
 
 
 def read_checkpoint_config(step_dir: Path) -> dict:
@@ -131,7 +144,7 @@ def load_model(
     weights = step_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"{weights} is missing; the checkpoint is incomplete")
-    verify_checksums(step_dir, [WEIGHTS_FILE, TOKENIZER_FILE])
+    verify_checksums(step_dir, [WEIGHTS_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, TEMPLATE_FILE])
     model = Transformer(model_config).to(device)
     try:
         # strict: every tensor of the model must be in the file and nothing else.

@@ -5,7 +5,6 @@ network from a checkpoint's config.json. `__post_init__` derives the sizes the c
 rejects impossible shapes with a one-line `UserError`.
 
 Derived fields (not constructor arguments):
-- `head_dim = n_embd // n_head`;
 - `padded_vocab_size`: `vocab_size` rounded up to a multiple of 64, so the embedding and LM-head
   matmuls get tensor-core friendly shapes. Ids >= vocab_size are never produced by the
   tokenizer and never sampled;
@@ -13,6 +12,10 @@ Derived fields (not constructor arguments):
   64. SwiGLU has three matrices instead of two, so 8/3 keeps the MLP's parameter count equal to a
   classic 4x GELU MLP; the multiple of 64 keeps matmul shapes fast without changing the count
   much (llama2.c's 15M model gets exactly its 768, GPT-2-small's width gets exactly 2048).
+
+`head_dim` 0 means `n_embd // n_head`; `rope_scaling` is Llama 3's frequency scaling (dict:
+rope_type "llama3", factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)
+or None. Our presets leave both alone; models imported by model.import_hf may set them.
 
 Presets (`vocab_size` is a default; training scripts set it from the tokenizer):
 
@@ -58,8 +61,9 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = False  # LM head shares the token-embedding matrix
+    head_dim: int = 0  # width of one attention head; 0 = n_embd // n_head
+    rope_scaling: dict | None = None  # Llama 3's RoPE frequency scaling (module docstring)
 
-    head_dim: int = field(init=False)
     padded_vocab_size: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,13 +71,13 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise UserError(f"model config: {name} must be a positive integer, got {value!r}")
-        for name in ("n_kv_head", "mlp_hidden"):
+        for name in ("n_kv_head", "mlp_hidden", "head_dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise UserError(f"model config: {name} must be an integer >= 0, got {value!r}")
         if self.n_kv_head == 0:
             self.n_kv_head = self.n_head
-        if self.n_embd % self.n_head != 0:
+        if self.head_dim == 0 and self.n_embd % self.n_head != 0:
             raise UserError(
                 f"model config: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                 "pick n_embd = n_head * head_dim"
@@ -83,14 +87,20 @@ class ModelConfig:
                 f"model config: n_head={self.n_head} is not divisible by n_kv_head="
                 f"{self.n_kv_head}; each key/value head must serve a whole group of query heads"
             )
-        self.head_dim = self.n_embd // self.n_head
+        self.head_dim = self.head_dim or self.n_embd // self.n_head
         if self.head_dim % 2 != 0:
             raise UserError(
-                f"model config: head_dim = n_embd / n_head = {self.head_dim} is odd; "
+                f"model config: head_dim = {self.head_dim} is odd; "
                 "RoPE rotates pairs of dimensions, so it must be even"
             )
         if not (self.rope_theta > 0 and self.norm_eps > 0):
             raise UserError("model config: rope_theta and norm_eps must be positive")
+        keys = {"rope_type", "factor", "low_freq_factor", "high_freq_factor",
+                "original_max_position_embeddings"}  # fmt: skip
+        scaling = self.rope_scaling
+        if scaling is not None and (scaling.get("rope_type") != "llama3" or set(scaling) != keys):
+            raise UserError(f"model config: rope_scaling must be None or Llama 3's {sorted(keys)}"
+                            f" with rope_type llama3, got {scaling!r}")  # fmt: skip
         self.padded_vocab_size = round_up(self.vocab_size, VOCAB_MULTIPLE)
         if self.mlp_hidden == 0:
             self.mlp_hidden = round_up(8 * self.n_embd // 3, MLP_MULTIPLE)

@@ -1,9 +1,9 @@
 r"""Generate text from a checkpoint: complete a prompt, or chat with a fine-tuned model.
 
-    # continue a plain prompt (pre-training format: the model sees <|endoftext|> + prompt)
+    # continue a plain prompt (pre-training format: the model sees BOS + prompt)
     python3 -m model.generate --checkpoint checkpoints/<run> --prompt "Once upon a time"
 
-    # interactive multi-turn chat in the post_training_v1 template, streamed token by token
+    # interactive multi-turn chat in the checkpoint's chat template, streamed token by token
     python3 -m model.generate --checkpoint checkpoints/<run> --chat --system "Be brief."
 
 Tiny CPU example, after the README's sample pipeline:
@@ -26,12 +26,11 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-from tokenizers import Tokenizer
 
 from common.errors import ArgumentParser, UserError, run_cli
 from model.checkpoint import load_model, unwrap_model
 from model.kv_cache import KVCache
-from tokenizer.encoding import STOP_IDS, encode_document, encode_prompt, load_tokenizer
+from tokenizer.encoding import ChatTokenizer, load_tokenizer
 
 SEEDS = range(-(1 << 63), 1 << 64)  # what torch.Generator.manual_seed takes
 
@@ -91,7 +90,7 @@ class Stream:
     tokens: list[int]  # the prompt, then every generated token
     max_new_tokens: int
     sampling: Sampling = field(default_factory=Sampling)
-    stop_ids: Collection[int] = STOP_IDS  # a stop id ends the stream (it is not part of it)
+    stop_ids: Collection[int] = ()  # a stop id ends the stream (it is not part of it)
     finish_reason: str | None = None  # "stop" (a stop id) or "length"
     next_token: int | None = None  # sampled, not yet taken
     row: int | None = None  # its row of the KV cache while it runs
@@ -234,7 +233,7 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    stop_ids: Iterable[int] = STOP_IDS,
+    stop_ids: Iterable[int] = (),
     seed: int | None = None,
     vocab_size: int | None = None,
 ) -> Iterator[int]:
@@ -247,10 +246,11 @@ def generate(
 
 
 def generate_text(
-    model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, max_new_tokens: int, **kwargs
+    model: torch.nn.Module, tokenizer: ChatTokenizer, prompt: str, max_new_tokens: int, **kwargs
 ) -> str:
     """Continue a plain-text prompt (a pre-training document); returns only the new text."""
-    ids = list(generate(model, encode_document(tokenizer, prompt), max_new_tokens, **kwargs))
+    kwargs.setdefault("stop_ids", tokenizer.stop_ids)
+    ids = list(generate(model, tokenizer.document(prompt), max_new_tokens, **kwargs))
     return tokenizer.decode(ids)
 
 
@@ -262,7 +262,7 @@ class StreamDecoder:
     are decoded, so each token costs one small decode, not one of everything so far.
     """
 
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: ChatTokenizer):
         self.tokenizer = tokenizer
         self.pending: list[int] = []  # ids whose text is not yet complete
 
@@ -280,7 +280,7 @@ class StreamDecoder:
         return text
 
 
-def print_reply(tokens: Iterator[int], tokenizer: Tokenizer) -> str:
+def print_reply(tokens: Iterator[int], tokenizer: ChatTokenizer) -> str:
     """Print tokens as they are generated; return the reply's text."""
     decoder, pieces = StreamDecoder(tokenizer), []
     for token_id in tokens:
@@ -291,7 +291,7 @@ def print_reply(tokens: Iterator[int], tokenizer: Tokenizer) -> str:
     return "".join(pieces)
 
 
-def chat(model, tokenizer: Tokenizer, sampling: dict, system: str | None, input_fn=input) -> None:
+def chat(model, tokenizer: ChatTokenizer, sampling: dict, system: str | None, input_fn=input):
     """Read user turns until EOF or `/quit` (skipping empty lines); `/reset` clears history."""
     base = [{"role": "system", "content": system}] if system else []
     messages, block = list(base), unwrap_model(model).config.block_size
@@ -309,7 +309,7 @@ def chat(model, tokenizer: Tokenizer, sampling: dict, system: str | None, input_
             print("(history cleared)")
         elif user_text.strip():
             messages.append({"role": "user", "content": user_text})
-            prompt_ids = encode_prompt(tokenizer, messages)
+            prompt_ids = tokenizer.prompt(messages)
             if len(prompt_ids) >= block:
                 print(
                     f"(conversation is {len(prompt_ids)} tokens; the model sees the last {block})"
@@ -328,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", required=True, help="run folder (follows its `latest`) or step folder"
     )
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--prompt", help="text to continue (encoded as <|endoftext|> + text)")
-    mode.add_argument("--chat", action="store_true", help="interactive chat (post_training_v1)")
+    mode.add_argument("--prompt", help="text to continue (encoded as a document: BOS + text)")
+    mode.add_argument("--chat", action="store_true", help="interactive chat (its chat template)")
     parser.add_argument("--system", help="system message for --chat")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="at most (default 256)")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
@@ -354,7 +354,9 @@ def check_sampling_args(args: argparse.Namespace) -> None:
         raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
 
 
-def load_for_generation(checkpoint: str, device: str | None) -> tuple[torch.nn.Module, Tokenizer]:
+def load_for_generation(
+    checkpoint: str, device: str | None
+) -> tuple[torch.nn.Module, ChatTokenizer]:
     """The checkpoint's model (on `device`, default cuda when there is one) and its tokenizer,
     or a one-line UserError (model.serve uses it too)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -383,12 +385,12 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer = load_for_generation(args.checkpoint, args.device)
     sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                    vocab_size=tokenizer.get_vocab_size())  # fmt: skip
+                    vocab_size=tokenizer.get_vocab_size(), stop_ids=tokenizer.stop_ids)  # fmt: skip
     if args.chat:
         chat(model, tokenizer, sampling, args.system)
     else:
         print(args.prompt, end="", flush=True)
-        print_reply(generate(model, encode_document(tokenizer, args.prompt), **sampling), tokenizer)
+        print_reply(generate(model, tokenizer.document(args.prompt), **sampling), tokenizer)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     python3 -m model.plan --preset 124m --gpu H100 --micro-batch 32 --block-size 1024
     python3 -m model.plan --preset 15m --n-layer 8 --gpu A100-40GB --json   # overrides, JSON
     python3 -m model.plan --preset 170m --data-dir data/pre_training/tokenized   # + epochs
+    python3 -m model.plan --checkpoint checkpoints/smollm2 --block-size 2048   # a checkpoint's
 
 Prints parameters (total, non-embedding), training FLOPs per token, memory (weights, gradients,
 AdamW state, activations per micro-batch, with and without activation checkpointing), the
@@ -319,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="share the embedding and LM-head matrix",
     )
     parser.add_argument(
+        "--checkpoint",
+        help="plan a checkpoint's model instead (ours or one from model.import_hf); --block-size "
+        "still applies, the other sizes do not",
+    )
+    parser.add_argument(
         "--block-size", type=int, default=None, help="training sequence length (default: preset's)"
     )
     parser.add_argument(
@@ -369,6 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ModelConfig:
+    if args.checkpoint:  # torch is imported only here
+        from model.checkpoint import read_checkpoint_config, resolve_checkpoint
+
+        saved = read_checkpoint_config(resolve_checkpoint(args.checkpoint))["model"]
+        return ModelConfig.from_dict(
+            {**saved, "block_size": args.block_size or saved["block_size"]}
+        )
     overrides = {
         name: getattr(args, name)
         for name in (

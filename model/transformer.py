@@ -36,9 +36,27 @@ from model.config import ModelConfig
 from model.kv_cache import CachePass, KVCache
 
 
-def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables [length, head_dim] in HF Llama's layout (frequencies repeated twice)."""
+def rope_frequencies(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
+    """Rotation frequencies [head_dim / 2]; with Llama 3's scaling, as transformers computes it:
+    long wavelengths slowed down by `factor`, short ones kept, a smooth blend between."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    if scaling is None:
+        return inv_freq
+    factor, old_length = scaling["factor"], scaling["original_max_position_embeddings"]
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    wavelength = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelength > old_length / low, inv_freq / factor, inv_freq)
+    smooth = (old_length / wavelength - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelength >= old_length / high) & (wavelength <= old_length / low)
+    return torch.where(medium, blended, scaled)
+
+
+def rope_tables(
+    head_dim: int, length: int, theta: float, scaling: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables [length, head_dim] in HF Llama's layout (frequencies repeated twice)."""
+    inv_freq = rope_frequencies(head_dim, theta, scaling)  # [head_dim/2]
     positions = torch.arange(length, dtype=torch.float32)
     freqs = torch.outer(positions, inv_freq)  # [length, head_dim/2]
     angles = torch.cat((freqs, freqs), dim=-1)  # [length, head_dim]
@@ -186,7 +204,9 @@ class Transformer(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         # RoPE tables are derived, not learned: not saved with the weights (persistent=False).
-        cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_theta)
+        cos, sin = rope_tables(
+            config.head_dim, config.block_size, config.rope_theta, config.rope_scaling
+        )
         self.register_buffer("rope_cos", cos, persistent=False)  # [block_size, head_dim]
         self.register_buffer("rope_sin", sin, persistent=False)  # [block_size, head_dim]
         # The training engine sets this to trade compute for memory (recompute each block

@@ -26,12 +26,7 @@ import torch
 from tokenizers import Tokenizer
 
 from common.atomic import sha256_file
-from tokenizer.encoding import (
-    encode_conversation,
-    encode_prompt,
-    encode_response,
-    load_tokenizer,
-)
+from tokenizer.encoding import load_tokenizer
 from tokenizer.tokenized_data import SplitWriter
 
 CONVERSATIONS = [
@@ -65,7 +60,7 @@ def write_sft_folder(out: Path, tokenizer_path: Path, conversations=None, splits
     conversations = conversations or CONVERSATIONS
     for split in splits or ("train", "validation", "test"):
         writer = SplitWriter(out / split, "sft", tokenizer.get_vocab_size())
-        encoded = [encode_conversation(tokenizer, c) for c in conversations]
+        encoded = [tokenizer.conversation(c) for c in conversations]
         writer.add_documents([ids for ids, _ in encoded], [mask for _, mask in encoded])
         writer.finish(sha256_file(tokenizer_path))
     return out
@@ -79,9 +74,9 @@ def write_dpo_folder(out: Path, tokenizer_path: Path, pairs, splits=None) -> Pat
         writer.add_pairs(
             [
                 (
-                    encode_prompt(tokenizer, prompt),
-                    encode_response(tokenizer, chosen),
-                    encode_response(tokenizer, rejected),
+                    tokenizer.prompt(prompt),
+                    tokenizer.reply([], chosen),
+                    tokenizer.reply([], rejected),
                 )
                 for prompt, chosen, rejected in pairs
             ]
@@ -307,7 +302,7 @@ def following_rate(
     passed = 0
     answers = []
     for k, (messages, constraints) in enumerate(prompts):
-        ids = encode_prompt(tokenizer, messages)
+        ids = tokenizer.prompt(messages)
         for sample in range(samples):
             new_ids = generate(
                 model, ids, max_new_tokens, temperature=temperature, seed=sample * 1000 + k
@@ -451,7 +446,7 @@ def pair_logps(checkpoint: Path, split_dir: Path, limit: int | None = None) -> n
     from training.dpo_stage import build_batch, load_pairs, sequence_logps
 
     model = load_model(checkpoint)[0]
-    pairs = load_pairs(open_split(split_dir), BLOCK_SIZE)
+    pairs = load_pairs(open_split(split_dir), BLOCK_SIZE, pad_id=1)
     count = min(len(pairs), limit or len(pairs))
     out = []
     for first in range(0, count, 16):

@@ -16,7 +16,7 @@ from serve_fixtures import build_run, live_server, slow_decoding
 
 from model.checkpoint import load_model
 from model.generate import generate
-from tokenizer.encoding import encode_prompt, load_tokenizer
+from tokenizer.encoding import load_tokenizer
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -62,7 +62,7 @@ def page(browser, live):
 def expected_reply(live, messages, max_tokens) -> str:
     model, _, tokenizer_path = load_model(live.run_dir)
     tokenizer = load_tokenizer(tokenizer_path)
-    prompt = encode_prompt(tokenizer, messages)
+    prompt = tokenizer.prompt(messages)
     vocab = tokenizer.get_vocab_size()
     return tokenizer.decode(list(generate(model, prompt, max_tokens, 0.0, vocab_size=vocab)))
 

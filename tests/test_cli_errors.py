@@ -20,6 +20,7 @@ COMMANDS = [
     ("model.serve.cli", "python3 -m model.serve"),
     ("model.export.hf", "python3 -m model.export.hf"),
     ("model.export.gguf", "python3 -m model.export.gguf"),
+    ("model.import_hf", "python3 -m model.import_hf"),
     ("benchmarks.time_to_loss", "python3 -m benchmarks.time_to_loss"),
 ]
 

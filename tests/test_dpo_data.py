@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from common.errors import UserError
-from tokenizer.encoding import PAD_ID
 from tokenizer.tokenized_data import SplitWriter, open_dataset, open_split
 from training.dpo_stage import build_batch, load_pairs, sample_positions, sequence_logps
 from training.stage import IGNORE_INDEX
 
+PAD_ID = 1  # our tokenizer's <|pad|>: fills a row's end
 # (prompt, chosen, rejected) token lists as tokenize_dataset writes them.
 PAIRS = [
     ([0, 3, 10, 11, 5, 4], [20, 21, 5], [30, 5]),
@@ -29,7 +29,7 @@ def write_pairs(directory, pairs, stage="dpo"):
 
 
 def test_targets_cover_exactly_the_reply_tokens(tmp_path):
-    pairs = load_pairs(write_pairs(tmp_path / "train", PAIRS), block_size=32)
+    pairs = load_pairs(write_pairs(tmp_path / "train", PAIRS), 32, PAD_ID)
     batch = build_batch(pairs, np.array([0, 1, 2]))
     inputs, targets = batch["inputs"], batch["targets"]
     longest = max(len(p) + max(len(c), len(r)) for p, c, r in PAIRS)
@@ -48,7 +48,7 @@ def test_targets_cover_exactly_the_reply_tokens(tmp_path):
 
 
 def test_summed_logps_cover_only_reply_tokens(tmp_path):
-    pairs = load_pairs(write_pairs(tmp_path / "train", PAIRS), block_size=32)
+    pairs = load_pairs(write_pairs(tmp_path / "train", PAIRS), 32, PAD_ID)
     batch = build_batch(pairs, np.array([0, 1, 2]))
     inputs, targets = batch["inputs"], batch["targets"]
     logits = torch.randn(*inputs.shape, 300)
@@ -66,7 +66,7 @@ def test_bad_pairs_are_skipped_and_counted(tmp_path):
         ([0, 3] + [9] * 40 + [5, 4], [22, 5], [23, 5]),  # prompt alone fills a 16-token context
         ([0, 3, 12, 5, 4], [40] * 30 + [5], [40] * 30 + [41, 5]),  # identical once cut to 16
     ]
-    pairs = load_pairs(write_pairs(tmp_path / "train", bad), block_size=16)
+    pairs = load_pairs(write_pairs(tmp_path / "train", bad), 16, PAD_ID)
     assert pairs.stats["skipped_identical"] == 2
     assert pairs.stats["skipped_prompt_fills_context"] == 1
     assert pairs.pair_index.tolist() == [0, 1, 2]
@@ -76,7 +76,8 @@ def test_bad_pairs_are_skipped_and_counted(tmp_path):
 def test_long_replies_are_cut_to_the_block(tmp_path):
     pairs = load_pairs(
         write_pairs(tmp_path / "train", [([0, 3, 12, 5, 4], [40] * 30 + [5], [41] * 3 + [5])]),
-        block_size=16,
+        16,
+        PAD_ID,
     )
     assert pairs.stats["replies_truncated"] == 1
     batch = build_batch(pairs, np.array([0]))
@@ -87,16 +88,16 @@ def test_long_replies_are_cut_to_the_block(tmp_path):
 
 def test_nothing_usable_wrong_stage_and_damaged_offsets_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="no usable preference pair"):
-        load_pairs(write_pairs(tmp_path / "same", [([0, 3, 4], [7, 5], [7, 5])]), 16)
+        load_pairs(write_pairs(tmp_path / "same", [([0, 3, 4], [7, 5], [7, 5])]), 16, PAD_ID)
     write_pairs(tmp_path / "sft" / "train", None, stage="pre_training")
     with pytest.raises(UserError, match="holds pre_training data but this step needs dpo data"):
         open_dataset(tmp_path / "sft", "dpo")
     with pytest.raises(UserError, match="holds pre_training data, not dpo data.*--stage dpo`$"):
-        load_pairs(open_split(tmp_path / "sft" / "train"), 16)
+        load_pairs(open_split(tmp_path / "sft" / "train"), 16, PAD_ID)
     split = write_pairs(tmp_path / "bad", PAIRS)
     split.pair_offsets = np.array([[5, 2, 8, 9]], np.uint64)
     with pytest.raises(UserError, match="row 0"):
-        load_pairs(split, 16)
+        load_pairs(split, 16, PAD_ID)
 
 
 def test_sampling_visits_every_pair_once_per_epoch_in_a_seeded_order():

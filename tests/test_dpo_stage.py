@@ -271,7 +271,7 @@ def test_cli_logs_every_metric_and_their_validation_counterparts(root, start, ca
     assert post_training_dpo.main(argv) == 0
     out = capsys.readouterr().out
     assert "reward accuracy" in out and "dpo pairs: train" in out
-    pairs = len(load_pairs(open_split(Path(config.data_dir) / "train"), config.block_size))
+    pairs = len(load_pairs(open_split(Path(config.data_dir) / "train"), config.block_size, 1))
     epochs = config.max_steps * config.micro_batch_size / pairs  # one micro-batch per step
     assert f"{pairs:,} pairs -> read {epochs:.2f} times" in out, "the epoch report, in pairs"
     events = EventAccumulator(str(root / "checkpoints" / "cli" / "tensorboard")).Reload()

@@ -2,6 +2,7 @@
 
 import jinja2
 import pytest
+import tokenizers
 from tiny_tokenizer import train_tiny_tokenizer
 
 from common.errors import UserError
@@ -19,9 +20,10 @@ def tokenizer(tmp_path_factory):
 
 
 def test_literal_special_text_is_plain_bytes(tokenizer):
-    ids = encoding.encode_document(tokenizer, "a <|end|> b <|user|>")
+    ids = tokenizer.document("a <|end|> b <|user|>")
     assert ids[0] == 0
-    assert not set(ids[1:]) & set(range(len(encoding.SPECIAL_TOKENS)))
+    assert tokenizer.special_ids == set(range(len(encoding.SPECIAL_TOKENS)))
+    assert not set(ids[1:]) & tokenizer.special_ids
     assert tokenizer.decode(ids[1:], skip_special_tokens=False) == "a <|end|> b <|user|>"
 
 
@@ -33,21 +35,20 @@ def test_mask_covers_exactly_assistant_content_and_turn_end(tokenizer):
         {"role": "user", "content": "Bye"},
         {"role": "assistant", "content": "Bye"},
     ]
-    ids, mask = encoding.encode_conversation(tokenizer, messages)
+    ids, mask = tokenizer.conversation(messages)
     trained = [i for i, m in zip(ids, mask) if m]
-    expected = encoding.encode_response(tokenizer, "Hello Max") + encoding.encode_response(
-        tokenizer, "Bye"
-    )
+    expected = tokenizer.reply(messages[:2], "Hello Max") + tokenizer.reply(messages[:4], "Bye")
     assert trained == expected
+    assert tokenizer.reply([], "Bye") == tokenizer.encode_text("Bye") + [5]  # content + <|end|>
     assert ids[:2] == [0, 2]
 
 
 def test_prompt_is_the_conversation_prefix(tokenizer):
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
-    ids, _ = encoding.encode_conversation(tokenizer, messages)
-    prompt = encoding.encode_prompt(tokenizer, messages[:1])
+    ids, _ = tokenizer.conversation(messages)
+    prompt = tokenizer.prompt(messages[:1])
     assert ids[: len(prompt)] == prompt and prompt[-1] == 4
-    assert ids[len(prompt) :] == encoding.encode_response(tokenizer, "Yo")
+    assert ids[len(prompt) :] == tokenizer.reply(messages[:1], "Yo")
 
 
 def test_chat_template_renders_the_same_text(tokenizer):
@@ -72,46 +73,42 @@ CONVERSATIONS = [
 
 @pytest.mark.parametrize("messages", CONVERSATIONS)
 @pytest.mark.parametrize("add_generation_prompt", [False, True])
-def test_chat_template_follows_the_renderer(messages, add_generation_prompt):
-    pieces = encoding.chat_pieces(messages, add_generation_prompt)
+def test_the_pieces_are_the_template_rendered(tokenizer, messages, add_generation_prompt):
+    pieces = tokenizer.chat_pieces(messages, add_generation_prompt)
     rendered = jinja2.Template(encoding.CHAT_TEMPLATE).render(
         messages=messages, bos_token="<|endoftext|>", add_generation_prompt=add_generation_prompt
     )
-    assert rendered == encoding.render_text(pieces)
+    assert rendered == "".join(piece.text for piece in pieces)
 
 
 @pytest.mark.parametrize("messages", CONVERSATIONS)
 def test_every_encoder_is_the_renderer(tokenizer, messages):
     # Encoding the rendered pieces gives what decoding must give back: the rendered text.
-    ids, mask = encoding.encode_conversation(tokenizer, messages)
-    text = encoding.render_text(encoding.chat_pieces(messages))
-    assert tokenizer.decode(ids, skip_special_tokens=False) == text
+    ids, mask = tokenizer.conversation(messages)
+    assert tokenizer.decode(ids, skip_special_tokens=False) == tokenizer.render(messages)
     assert len(mask) == len(ids)
-    prompt = encoding.encode_prompt(tokenizer, messages)
-    assert prompt == ids + [encoding.ASSISTANT_ID]
-    reply = encoding.encode_response(tokenizer, "A reply.")
-    assert tokenizer.decode(prompt + reply, skip_special_tokens=False) == encoding.render_text(
-        encoding.chat_pieces(messages, True) + encoding.response_pieces("A reply.")
-    )
+    prompt = tokenizer.prompt(messages)
+    assert prompt == ids + [4]  # <|assistant|>
+    reply = tokenizer.reply(messages, "A reply.")
+    answered = [*messages, {"role": "assistant", "content": "A reply."}]
+    assert prompt + reply == tokenizer.conversation(answered)[0]
 
 
-def test_named_ids_are_the_reserved_ids(tokenizer):
-    names = {
-        "<|endoftext|>": encoding.BOS_ID,
-        "<|pad|>": encoding.PAD_ID,
-        "<|assistant|>": encoding.ASSISTANT_ID,
-        "<|end|>": encoding.END_OF_TURN_ID,
-    }
-    for token, token_id in names.items():
-        assert tokenizer.token_to_id(token) == token_id
-    assert (tokenizer.token_to_id("<|end|>"), 0) == encoding.STOP_IDS
+def test_our_special_ids_are_todays(tokenizer):
+    assert [tokenizer.token_to_id(t) for t in encoding.SPECIAL_TOKENS] == list(range(6))
+    assert (tokenizer.bos_id, tokenizer.pad_id, tokenizer.eos_id) == (0, 1, 5)
+    assert tokenizer.end_of_turn == "<|end|>" and tokenizer.stop_ids == (5, 0)
 
 
 def test_bad_inputs(tmp_path, tokenizer):
     with pytest.raises(UserError, match="role"):
-        encoding.encode_conversation(tokenizer, [{"role": "robot", "content": "x"}])
+        tokenizer.conversation([{"role": "robot", "content": "x"}])
     with pytest.raises(UserError, match="content"):
-        encoding.encode_conversation(tokenizer, [{"role": "user", "content": 3}])
+        tokenizer.conversation([{"role": "user", "content": 3}])
+    plain = tokenizers.Tokenizer(tokenizers.models.BPE())
+    plain.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(UserError, match="does not reserve"):  # not ours, and no config beside
+        encoding.load_tokenizer(tmp_path / "tokenizer.json")
     not_json = tmp_path / "tokenizer.json"
     not_json.write_text("hello")
     with pytest.raises(UserError, match="not a Hugging Face tokenizer"):

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from model_fixtures import build_checkpoint, build_tokenizer
 
 from evaluation.lm import SimpleTransformerLM
-from tokenizer.encoding import BOS_ID
+
+BOS_ID = 0  # <|endoftext|>, our tokenizers' BOS
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import torch
 from model_fixtures import SAMPLE_TEXT, build_checkpoint
 from model_fixtures import build_tokenizer as build_gpt2_split_tokenizer
 from post_training_fixtures import dpo_checkpoint, sample_pipeline
-from tokenizers import Tokenizer, pre_tokenizers, trainers
+from tokenizers import pre_tokenizers, trainers
 
 import model.export.gguf as gguf_export
 from common.errors import UserError
@@ -30,15 +30,7 @@ from model.checkpoint import load_model
 from model.export.gguf import export, main
 from model.export.gguf_tokenizer import gguf_vocab
 from model.generate import generate
-from tokenizer.encoding import (
-    CHAT_TEMPLATE,
-    SPECIAL_TOKENS,
-    STOP_IDS,
-    encode_document,
-    encode_prompt,
-    encode_text,
-    load_tokenizer,
-)
+from tokenizer.encoding import CHAT_TEMPLATE, SPECIAL_TOKENS, load_tokenizer
 from tokenizer.train import build_tokenizer
 
 gguf = pytest.importorskip("gguf")
@@ -181,7 +173,7 @@ def test_llama_cpp_tokenizes_like_ours(trained, llama):
     llm = llama(paths["f32"])
     texts = VARIED_TEXTS + [row["text"] for row in held_out_rows(5)]
     for text in texts:
-        ours = encode_text(tokenizer, text)
+        ours = tokenizer.encode_text(text)
         assert llm.tokenize(text.encode(), add_bos=False, special=False) == ours, text
         assert llm.tokenize(text.encode(), add_bos=True, special=False) == [0, *ours], text
         assert llm.detokenize(ours).decode() == text
@@ -192,7 +184,7 @@ def test_llama_cpp_tokenizes_like_ours(trained, llama):
 def test_f32_logits_and_64_greedy_tokens_match(trained, llama):
     model, tokenizer, paths = trained
     llm = llama(paths["f32"])
-    prompt = encode_prompt(tokenizer, MESSAGES)
+    prompt = tokenizer.prompt(MESSAGES)
     ours, theirs = our_logits(model, prompt), llama_logits(llm, prompt)
     assert np.abs(theirs - ours).max() <= 1e-3 * np.abs(ours).max()
     mine = list(generate(model, prompt, 64, temperature=0.0, stop_ids=()))
@@ -243,8 +235,8 @@ def test_f16_and_q8_0_greedy_text_and_perplexity(trained, llama, capsys):
     the greedy replies are printed for the report (pytest -s)."""
     model, tokenizer, paths = trained
     block = model.config.block_size
-    documents = [encode_document(tokenizer, row["text"])[:block] for row in held_out_rows(20)]
-    prompt = encode_prompt(tokenizer, MESSAGES)
+    documents = [tokenizer.document(row["text"])[:block] for row in held_out_rows(20)]
+    prompt = tokenizer.prompt(MESSAGES)
     ours = perplexity(lambda ids: our_logits(model, ids), documents)
     results = {}
     for dtype, path in paths.items():
@@ -265,11 +257,12 @@ def test_chat_completion_renders_our_prompt_and_stops_at_end_of_turn(trained, ll
     model, tokenizer, paths = trained
     llm = llama(paths["f32"])
     reply = llm.create_chat_completion(MESSAGES, temperature=0.0, max_tokens=150)
-    prompt = encode_prompt(tokenizer, MESSAGES)
+    prompt = tokenizer.prompt(MESSAGES)
     assert llm.input_ids[: len(prompt)].tolist() == prompt
     mine = list(generate(model, prompt, 150, temperature=0.0, stop_ids=()))
-    assert STOP_IDS[0] in mine, "the sample DPO model should close its reply within 150 tokens"
-    mine = mine[: mine.index(STOP_IDS[0])]
+    end = tokenizer.stop_ids[0]  # <|end|>
+    assert end in mine, "the sample DPO model should close its reply within 150 tokens"
+    mine = mine[: mine.index(end)]
     assert reply["choices"][0]["finish_reason"] == "stop"
     assert reply["choices"][0]["message"]["content"] == tokenizer.decode(mine)
 
@@ -294,7 +287,7 @@ def test_llama_cpps_builtin_template_guess_is_not_our_format_so_the_readme_says_
     newlines after the role tokens and drops <|endoftext|>. So the README's commands pass it."""
     import ctypes
 
-    from tokenizer.encoding import CHAT_TEMPLATE, chat_pieces, render_text
+    from tokenizer.encoding import CHAT_TEMPLATE, compile_template
 
     messages = [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello."), ("user", "Go")]
     chat = (llama_cpp.llama_chat_message * len(messages))(
@@ -305,7 +298,11 @@ def test_llama_cpps_builtin_template_guess_is_not_our_format_so_the_readme_says_
         CHAT_TEMPLATE.encode(), chat, len(messages), True, buffer, len(buffer)
     )
     guessed = buffer.raw[:size].decode()
-    ours = render_text(chat_pieces([{"role": r, "content": c} for r, c in messages], True))
+    ours = compile_template(CHAT_TEMPLATE).render(
+        messages=[{"role": r, "content": c} for r, c in messages],
+        add_generation_prompt=True,
+        bos_token="<|endoftext|>",
+    )
     assert size > 0 and guessed != ours and "<|user|>\nHi<|end|>" in guessed
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
     commands = [line for line in readme if line.startswith(("llama-cli ", "llama-server "))]
@@ -324,13 +321,13 @@ def test_a_merge_order_llama_bpe_would_ignore_gets_smaug_bpe(tmp_path, llama):
     data["model"]["merges"] += [["z", "j"], ["q", "z"], ["qz", "j"]]
     path.write_text(json.dumps(data))
     tokenizer = load_tokenizer(path)
-    assert len(encode_text(tokenizer, "qzj")) == 2
+    assert len(tokenizer.encode_text("qzj")) == 2
     _, run = build_checkpoint(tmp_path / "run", path)
     out = export(run, tmp_path / "out")
     reader = gguf.GGUFReader(out)
     assert reader.fields["tokenizer.ggml.pre"].contents() == "smaug-bpe"
     text = "qzj and qz zj"
-    assert llama(out).tokenize(text.encode(), False, False) == encode_text(tokenizer, text)
+    assert llama(out).tokenize(text.encode(), False, False) == tokenizer.encode_text(text)
 
 
 def test_bad_input_is_one_line_and_leaves_nothing_behind(
@@ -368,7 +365,7 @@ def test_refuses_what_llama_cpp_cannot_run(tmp_path):
     export(narrow, tmp_path / "f16", "f16")  # any width works unquantised
     gpt2_split = build_gpt2_split_tokenizer(tmp_path / "gpt2.json")
     _, foreign = build_checkpoint(tmp_path / "foreign", gpt2_split)
-    with pytest.raises(UserError, match="not a tokenizer.train tokenizer"):
+    with pytest.raises(UserError, match="not a byte-level BPE with the GPT-4"):
         export(foreign, tmp_path / "foreign-gguf")
     shutil.rmtree(tmp_path / "f16")
     assert sorted(p.name for p in tmp_path.iterdir() if "gguf" in p.name or p.name == "q8") == []
@@ -377,5 +374,5 @@ def test_refuses_what_llama_cpp_cannot_run(tmp_path):
 def test_tokenizer_merges_reach_every_token_of_a_trained_tokenizer():
     """The sample pipeline's real tokenizer (tokenizer.train) gets llama-bpe: its merges make
     every vocabulary entry from the entry's own text."""
-    tokenizer = Tokenizer.from_file(str(sample_pipeline().tokenizer))
+    tokenizer = load_tokenizer(sample_pipeline().tokenizer)
     assert gguf_vocab(tokenizer, "sample tokenizer").pre == "llama-bpe"

@@ -14,13 +14,7 @@ from model_fixtures import SAMPLE_TEXT, build_checkpoint, build_tokenizer
 from common.errors import UserError
 from model.export.hf import export, main
 from model.generate import generate
-from tokenizer.encoding import (
-    CHAT_TEMPLATE,
-    encode_conversation,
-    encode_document,
-    encode_prompt,
-    load_tokenizer,
-)
+from tokenizer.encoding import CHAT_TEMPLATE, load_tokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -90,14 +84,14 @@ def test_tokenizer_and_chat_template_match_ours(exported, tokenizer_path):
     assert theirs.bos_token == "<|endoftext|>" and theirs.eos_token == "<|end|>"
     assert theirs.pad_token == "<|pad|>"
     for text in [*SAMPLE_TEXT.split(". "), "  leading spaces", "tabs\tand\nnewlines", "🦊"]:
-        assert theirs(text).input_ids == encode_document(ours, text), text
-        assert theirs.decode(encode_document(ours, text), skip_special_tokens=True) == text
+        assert theirs(text).input_ids == ours.document(text), text
+        assert theirs.decode(ours.document(text), skip_special_tokens=True) == text
     prompt = theirs.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True)
     prompt = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
-    assert prompt == encode_prompt(ours, MESSAGES)
+    assert prompt == ours.prompt(MESSAGES)
     full = theirs.apply_chat_template(MESSAGES[:3], tokenize=True)
     full = full["input_ids"] if hasattr(full, "keys") else full
-    assert full == encode_conversation(ours, MESSAGES[:3])[0]
+    assert full == ours.conversation(MESSAGES[:3])[0]
     config = json.loads((out / "tokenizer_config.json").read_text())
     assert config["chat_template"] == CHAT_TEMPLATE
 

@@ -13,9 +13,9 @@ from common.errors import run_cli as common_run_cli
 from model import generate as generation
 from model.checkpoint import load_model
 from model.config import from_preset
-from model.generate import STOP_IDS, Sampling, StreamDecoder, generate, generate_text, sample
+from model.generate import Sampling, StreamDecoder, generate, generate_text, sample
 from model.transformer import Transformer
-from tokenizer.encoding import encode_conversation, encode_document, encode_prompt, load_tokenizer
+from tokenizer.encoding import load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -182,8 +182,9 @@ def test_generate_text_returns_only_the_continuation(tokenizer_path):
     tokenizer = load_tokenizer(tokenizer_path)
     model = model_with_vocab(tokenizer.get_vocab_size())
     text = generate_text(model, tokenizer, "Once upon", 8, temperature=0.0)
-    prompt = encode_document(tokenizer, "Once upon")
-    assert text == tokenizer.decode(greedy_with_context_refill(model, prompt, 8, STOP_IDS))
+    prompt = tokenizer.document("Once upon")
+    ids = greedy_with_context_refill(model, prompt, 8, tokenizer.stop_ids)
+    assert text == tokenizer.decode(ids)
 
 
 def test_chat_prompts_render_exactly_as_the_sft_data(tokenizer_path, monkeypatch):
@@ -211,9 +212,9 @@ def test_chat_prompts_render_exactly_as_the_sft_data(tokenizer_path, monkeypatch
         {"role": "user", "content": "what is 2+2?"},
         {"role": "assistant", "content": "It is 4."},
     ]
-    assert prompts[0] == encode_prompt(tokenizer, history[:2])
-    assert prompts[1] == encode_prompt(tokenizer, history[:4])
-    sft_ids, sft_mask = encode_conversation(tokenizer, history)
+    assert prompts[0] == tokenizer.prompt(history[:2])
+    assert prompts[1] == tokenizer.prompt(history[:4])
+    sft_ids, sft_mask = tokenizer.conversation(history)
     first_reply_start = sft_mask.index(1)
     assert sft_ids[:first_reply_start] == prompts[0]  # prompt = SFT tokens before the reply
     assert "Hello there!" in out.getvalue() and "It is 4." in out.getvalue()
@@ -228,7 +229,7 @@ def test_cli_prompt_end_to_end(run_dir):
     assert result.returncode == 0, result.stderr
     model, _, tokenizer_path = load_model(run_dir)
     tokenizer = load_tokenizer(tokenizer_path)
-    ids = greedy_with_context_refill(model, encode_document(tokenizer, "Once upon"), 5, STOP_IDS)
+    ids = greedy_with_context_refill(model, tokenizer.document("Once upon"), 5, tokenizer.stop_ids)
     assert result.stdout == "Once upon" + tokenizer.decode(ids) + "\n"
 
 
@@ -244,11 +245,12 @@ def test_cli_chat_reads_turns_until_eof(run_dir, monkeypatch, capsys):
     # each reply is what generate() samples (same seed) for the conversation so far
     model, _, tokenizer_path = load_model(run_dir)
     tokenizer = load_tokenizer(tokenizer_path)
-    sampling = dict(temperature=0.8, seed=1, vocab_size=tokenizer.get_vocab_size())
+    sampling = dict(temperature=0.8, seed=1, vocab_size=tokenizer.get_vocab_size(),
+                    stop_ids=tokenizer.stop_ids)  # fmt: skip
     history = []
     for user_text in ("hello", "how are you?"):
         history.append({"role": "user", "content": user_text})
-        ids = generate(model, encode_prompt(tokenizer, history), 4, **sampling)
+        ids = generate(model, tokenizer.prompt(history), 4, **sampling)
         reply = tokenizer.decode(list(ids))
         assert f"assistant> {reply}\n" in out
         history.append({"role": "assistant", "content": reply})

@@ -28,7 +28,7 @@ from model.serve.app import Reply
 from model.serve.cli import bind_warning
 from model.serve.worker import GenerationWorker
 from model.transformer import Transformer
-from tokenizer.encoding import encode_document, encode_prompt, load_tokenizer
+from tokenizer.encoding import load_tokenizer
 
 openai = pytest.importorskip("openai")
 
@@ -69,7 +69,7 @@ def greedy_text(reference, prompt_ids: list[int], max_tokens: int) -> str:
 
 
 def chat_prompt(reference, messages) -> list[int]:
-    return encode_prompt(reference[1], messages)
+    return reference[1].prompt(messages)
 
 
 def stream_chat(client, **kwargs) -> tuple[str, str, list]:
@@ -124,7 +124,7 @@ def test_completions_continue_the_document_streamed_or_not(client, reference):
         model="tiny_chat", prompt="The fox ran to the river", temperature=0, max_tokens=40
     )
     whole = client.completions.create(**kwargs)
-    expected = greedy_text(reference, encode_document(reference[1], kwargs["prompt"]), 40)
+    expected = greedy_text(reference, reference[1].document(kwargs["prompt"]), 40)
     assert whole.choices[0].text == expected
     chunks = list(client.completions.create(stream=True, **kwargs))
     assert "".join(c.choices[0].text for c in chunks) == expected
@@ -417,7 +417,7 @@ def test_an_unexpected_error_is_still_an_openai_style_500(live, monkeypatch):
     def broken(*args):
         raise TypeError("a bug")
 
-    monkeypatch.setattr("model.serve.app.encode_document", broken)
+    monkeypatch.setattr("model.serve.app.checked_stream", broken)
     status, data = raw_request(live, "POST", "/v1/completions", b'{"prompt": "x"}')
     assert status == 500 and data["error"]["type"] == "server_error"
     assert "TypeError: a bug" in data["error"]["message"]

@@ -6,10 +6,11 @@ import torch
 from post_training_fixtures import CONVERSATIONS, train_tiny_tokenizer, write_sft_folder
 
 from common.errors import UserError
-from tokenizer.encoding import PAD_ID, encode_conversation
 from tokenizer.tokenized_data import SplitWriter, open_dataset, open_split
 from training.sft_stage import PackedSFTData, next_fit_rows
 from training.stage import IGNORE_INDEX
+
+PAD_ID = 1  # our tokenizer's <|pad|>: fills a row's end
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def test_mask_covers_exactly_the_assistant_tokens(tokenizer_path):
 
     tokenizer = load_tokenizer(tokenizer_path)
     for messages in CONVERSATIONS:
-        ids, mask = encode_conversation(tokenizer, messages)
+        ids, mask = tokenizer.conversation(messages)
         assert len(ids) == len(mask)
         # Split the trained tokens into runs; each run is one assistant turn + <|end|> (id 5).
         runs, current = [], []
@@ -49,7 +50,7 @@ def test_targets_are_the_masked_tokens_of_whole_conversations(tokenizer_path, tm
     folder = write_sft_folder(tmp_path / "sft", tokenizer_path)
     split = open_dataset(folder, "sft")["train"]
     block = 64
-    data = PackedSFTData(split, block_size=block, seed=0, shuffle=False)
+    data = PackedSFTData(split, block_size=block, seed=0, pad_id=PAD_ID, shuffle=False)
     batch = data.batch(0, data.rows_in_epoch(0))
     inputs, targets = batch["inputs"], batch["targets"]
     assert inputs.shape == targets.shape == (data.rows_in_epoch(0), block)
@@ -71,8 +72,8 @@ def test_targets_are_the_masked_tokens_of_whole_conversations(tokenizer_path, tm
 def test_rows_are_a_pure_function_of_seed_and_position(tokenizer_path, tmp_path):
     folder = write_sft_folder(tmp_path / "sft", tokenizer_path, CONVERSATIONS * 7)
     split = open_split(folder / "train", "sft")
-    a = PackedSFTData(split, block_size=48, seed=3)
-    b = PackedSFTData(split, block_size=48, seed=3)
+    a = PackedSFTData(split, block_size=48, seed=3, pad_id=PAD_ID)
+    b = PackedSFTData(split, block_size=48, seed=3, pad_id=PAD_ID)
     late = a.rows_in_epoch(0) + a.rows_in_epoch(1) + 2  # a row in epoch 2
     # b jumps straight there (a resumed run) and still gets the same rows as a.
     assert torch.equal(b.batch(late, 3)["inputs"], a.batch(late, 3)["inputs"])
@@ -81,7 +82,7 @@ def test_rows_are_a_pure_function_of_seed_and_position(tokenizer_path, tmp_path)
     assert not torch.equal(first_epoch[: len(second_epoch)], second_epoch[: len(first_epoch)])
     # Each epoch holds every conversation exactly once.
     assert int((first_epoch == 0).sum()) == len(CONVERSATIONS) * 7
-    other_seed = PackedSFTData(split, block_size=48, seed=4)
+    other_seed = PackedSFTData(split, block_size=48, seed=4, pad_id=PAD_ID)
     assert not torch.equal(other_seed.batch(0, 4)["inputs"], a.batch(0, 4)["inputs"])
 
 
@@ -97,7 +98,7 @@ def test_over_long_conversation_is_cut_to_the_block_and_counted(tmp_path):
         [[0] * 5 + [1] * 41, [0, 0, 0, 0, 0, 1, 1], [0] * 9 + [1, 1]],
     )
     writer.finish("abc")
-    data = PackedSFTData(open_split(tmp_path / "train"), block_size=8, seed=0)
+    data = PackedSFTData(open_split(tmp_path / "train"), block_size=8, seed=0, pad_id=PAD_ID)
     assert data.stats["truncated_to_block"] == 2
     assert data.stats["skipped_no_trained_tokens"] == 1  # the third: its reply is past token 9
     assert int(data.lengths.max()) == 9
@@ -110,10 +111,10 @@ def test_wrong_stage_and_untrainable_data_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="holds pre_training data but this step needs sft data"):
         open_dataset(tmp_path / "pre", "sft")
     with pytest.raises(UserError, match="holds pre_training data, not sft data.*--stage sft`$"):
-        PackedSFTData(open_split(tmp_path / "pre" / "train"), block_size=8, seed=0)
+        PackedSFTData(open_split(tmp_path / "pre" / "train"), block_size=8, seed=0, pad_id=PAD_ID)
 
     writer = SplitWriter(tmp_path / "none" / "train", "sft", 300)
     writer.add_documents([[0, 3, 7, 5]], [[0, 0, 0, 0]])
     writer.finish("abc")
     with pytest.raises(UserError, match="no conversation"):
-        PackedSFTData(open_split(tmp_path / "none" / "train"), block_size=8, seed=0)
+        PackedSFTData(open_split(tmp_path / "none" / "train"), block_size=8, seed=0, pad_id=PAD_ID)

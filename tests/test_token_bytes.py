@@ -7,7 +7,7 @@ import torch
 from tiny_tokenizer import train_tiny_tokenizer
 from training_fixtures import logged_scalars, make_inputs, tiny_config
 
-from tokenizer.encoding import SPECIAL_TOKENS, encode_document, load_tokenizer
+from tokenizer.encoding import SPECIAL_TOKENS, load_tokenizer
 from tokenizer.token_bytes import token_byte_lengths
 from training.pretraining_stage import PretrainingStage
 from training.stage import language_model_scalars
@@ -24,7 +24,7 @@ def test_token_bytes_add_up_to_the_utf8_length_of_any_text(tmp_path):
     assert lengths.shape == (tokenizer.get_vocab_size(),)
     assert lengths[: len(SPECIAL_TOKENS)].tolist() == [0] * len(SPECIAL_TOKENS)
     for text in [*TEXTS, "unseen words: Ωmega ∑ ☃ and a very long tail " * 3]:
-        ids = encode_document(tokenizer, text)  # <|endoftext|> first: 0 bytes
+        ids = tokenizer.document(text)  # <|endoftext|> first: 0 bytes
         assert int(lengths[ids].sum()) == len(text.encode("utf-8")), text
 
 

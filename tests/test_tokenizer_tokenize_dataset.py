@@ -29,13 +29,7 @@ from tokenizer_helpers import (
 
 from common.errors import UserError
 from tokenizer import tokenize_dataset
-from tokenizer.encoding import (
-    encode_conversation,
-    encode_document,
-    encode_prompt,
-    encode_response,
-    load_tokenizer,
-)
+from tokenizer.encoding import load_tokenizer
 from tokenizer.tokenized_data import open_dataset, open_split
 
 
@@ -127,7 +121,7 @@ def test_pre_training_arrays_decode_back_to_the_raw_text(tmp_path, tokenizer_pat
     assert train.meta["tokenizer_sha256"] and train.meta["stage"] == "pre_training"
     for index, text in enumerate(kept):
         doc = train.document(index).tolist()
-        assert doc == encode_document(tokenizer, text)
+        assert doc == tokenizer.document(text)
         assert tokenizer.decode(doc[1:], skip_special_tokens=False) == text
     rows = np.fromfile(tmp_path / "out" / "train" / "source_rows.bin", np.uint64).tolist()
     assert rows == [i for i, t in enumerate(STORIES * 2) if t]
@@ -158,10 +152,10 @@ def test_sft_mask_is_exactly_assistant_content_and_turn_end(tmp_path, tokenizer_
     for index, messages in enumerate(CONVERSATIONS):
         start, end = split.doc_offsets[index], split.doc_offsets[index + 1]
         ids, mask = split.tokens[start:end].tolist(), split.loss_mask[start:end].tolist()
-        assert (ids, mask) == encode_conversation(tokenizer, messages)
+        assert (ids, mask) == tokenizer.conversation(messages)
         replies = [m["content"] for m in messages if m["role"] == "assistant"]
         trained = [i for i, m in zip(ids, mask) if m]
-        assert trained == sum((encode_response(tokenizer, r) for r in replies), [])
+        assert trained == sum((tokenizer.reply([], r) for r in replies), [])
         trainable += len(trained)
     assert split.meta["stats"]["trainable_tokens"] == trainable
     assert split.meta["stage"] == "sft"
@@ -186,7 +180,7 @@ def test_sft_overlong_truncated_or_dropped_and_counted(tmp_path, tokenizer_path)
     assert stats["skipped_malformed"] == 1 and split.meta["num_documents"] == 2
     assert stats["max_length"] == 20 and stats["overlong"] == "truncate"
     first = split.tokens[split.doc_offsets[0] : split.doc_offsets[1]].tolist()
-    assert first == encode_conversation(tokenizer, long_reply)[0][:20]
+    assert first == tokenizer.conversation(long_reply)[0][:20]
     assert np.fromfile(tmp_path / "cut" / "train" / "source_rows.bin", np.uint64).tolist() == [1, 4]
 
     sft(raw, tmp_path / "drop", tokenizer_path, "--max-length", 20, "--overlong", "drop")
@@ -200,11 +194,9 @@ def test_dpo_spans_match_the_chat_format(tmp_path, tokenizer_path):
     split = open_split(tmp_path / "out" / "validation", "dpo")
     assert split.pair_offsets.shape == (len(PAIRS), 4)
     for (p, c, r, e), row in zip(split.pair_offsets.tolist(), PAIRS):
-        assert split.tokens[p:c].tolist() == encode_prompt(tokenizer, row["prompt"])
-        assert split.tokens[c:r].tolist() == encode_response(tokenizer, row["chosen"][0]["content"])
-        assert split.tokens[r:e].tolist() == encode_response(
-            tokenizer, row["rejected"][0]["content"]
-        )
+        assert split.tokens[p:c].tolist() == tokenizer.prompt(row["prompt"])
+        assert split.tokens[c:r].tolist() == tokenizer.reply([], row["chosen"][0]["content"])
+        assert split.tokens[r:e].tolist() == tokenizer.reply([], row["rejected"][0]["content"])
 
 
 def test_dpo_truncation_policy(tmp_path, tokenizer_path):
@@ -236,8 +228,8 @@ def test_dpo_truncation_policy(tmp_path, tokenizer_path):
         [split.tokens[a:b].tolist() for a, b in zip(row[:-1], row[1:])]
         for row in split.pair_offsets.tolist()
     ]
-    full_prompt = encode_prompt(tokenizer, rows[0]["prompt"])
-    full_chosen = encode_response(tokenizer, "Yes it is.")
+    full_prompt = tokenizer.prompt(rows[0]["prompt"])
+    full_chosen = tokenizer.reply([], "Yes it is.")
     assert 12 < len(full_prompt) < 32 < len(full_prompt) + len(full_chosen)
     assert len(full_chosen) <= 32 - 12
     assert spans[0][0] == [0] + full_prompt[-11:]  # leading <|endoftext|> + the prompt's end
@@ -245,11 +237,11 @@ def test_dpo_truncation_policy(tmp_path, tokenizer_path):
     assert spans[0][1] == full_chosen  # fits after the cut
     prompt, chosen, rejected = spans[1]
     assert len(prompt) + len(chosen) == 32 and chosen[-1] != 5  # cut: no <|end|>
-    assert rejected == encode_response(tokenizer, "no " * 5)
+    assert rejected == tokenizer.reply([], "no " * 5)
     assert spans[2] == [
-        encode_prompt(tokenizer, PAIRS[2]["prompt"]),
-        encode_response(tokenizer, "Hi!"),
-        encode_response(tokenizer, "Goodbye."),
+        tokenizer.prompt(PAIRS[2]["prompt"]),
+        tokenizer.reply([], "Hi!"),
+        tokenizer.reply([], "Goodbye."),
     ]
     for row in split.pair_offsets.tolist():
         assert row[3] - row[0] - min(row[2] - row[1], row[3] - row[2]) <= 32

@@ -18,7 +18,7 @@ from tokenizer_helpers import (
 
 from common.errors import UserError
 from tokenizer import train
-from tokenizer.encoding import SPECIAL_TOKENS, encode_document, load_tokenizer
+from tokenizer.encoding import SPECIAL_TOKENS, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_pre_tokenizer_is_gpt4_style(trained):
 def test_text_that_looks_special_is_plain(trained):
     tokenizer, _ = trained
     for text in ("<|end|>", "hi <|endoftext|><|user|>", "<|assistant|>"):
-        ids = encode_document(tokenizer, text)
+        ids = tokenizer.document(text)
         assert ids[0] == 0 and min(ids[1:]) >= len(SPECIAL_TOKENS)
         assert tokenizer.decode(ids[1:], skip_special_tokens=False) == text
 

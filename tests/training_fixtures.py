@@ -17,7 +17,7 @@ from tiny_tokenizer import train_tiny_tokenizer
 
 import pre_training
 from common.atomic import sha256_file
-from tokenizer.encoding import encode_document, load_tokenizer
+from tokenizer.encoding import load_tokenizer
 from tokenizer.tokenized_data import SplitWriter
 from training.config import TrainConfig
 from training.pretraining_stage import PretrainingStage
@@ -55,7 +55,7 @@ def make_pretraining_data(
     for split_index, (split, count) in enumerate(documents.items()):
         rng = random.Random(100 + split_index)
         writer = SplitWriter(out_dir / split, stage, vocab_size or tokenizer.get_vocab_size())
-        docs = [encode_document(tokenizer, make_text(rng)) for _ in range(count)]
+        docs = [tokenizer.document(make_text(rng)) for _ in range(count)]
         if stage == "sft":
             writer.add_documents(docs, [[1] * len(d) for d in docs])
         elif stage == "dpo":

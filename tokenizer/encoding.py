@@ -1,6 +1,15 @@
-"""Special tokens and the chat format: how documents and conversations become token ids.
+"""The tokenizer in use: its special tokens and its chat template, and how documents,
+conversations and prompts become token ids. Every step asks this one object.
 
-Every tokenizer this project trains reserves all special tokens below, at fixed ids:
+    tokenizer = load_tokenizer("data/tokenizer/tokenizer.json")
+    tokenizer.document("Once upon a time")        # [BOS] + text
+    tokenizer.conversation(messages)              # (ids, SFT loss mask: 1 on assistant turns)
+    tokenizer.prompt(messages)                    # ids the model answers next
+    tokenizer.reply(messages, "Yes.")             # that answer's ids (a DPO response)
+    tokenizer.stop_ids                            # ids that end a reply
+
+A tokenizer.json trained by `tokenizer.train` reserves our special tokens at fixed ids and
+speaks our chat format, `CHAT_TEMPLATE`:
 
 | id | token            | role                                                     |
 |----|------------------|----------------------------------------------------------|
@@ -11,41 +20,33 @@ Every tokenizer this project trains reserves all special tokens below, at fixed 
 | 4  | `<|assistant|>`  | opens an assistant turn; a generation prompt ends here   |
 | 5  | `<|end|>`        | closes every turn                                        |
 
-A document is `<|endoftext|>` + text; a conversation is `<|endoftext|>` then `<|role|>` content
-`<|end|>` per message (the SFT loss mask: 1 on assistant content and its `<|end|>`). The format
-is written once, in `chat_pieces`; every encoder, the inspector and the Jinja `CHAT_TEMPLATE` of
-exported models follow it. Raw text is encoded with special-token matching off: a literal
-"<|end|>" in a user's text is plain bytes and can never forge a turn boundary.
+A tokenizer.json with a tokenizer_config.json beside it (and maybe chat_template.jinja), as
+transformers saves them and model.import_hf copies them, brings its own special tokens and
+template. Templates render as transformers' apply_chat_template renders them (a sandboxed
+Jinja, bos_token/eos_token, add_generation_prompt, raise_exception), but with a placeholder
+for each message's content: the template's own text is encoded with special tokens matched,
+each content with matching off, so a "<|end|>" that a user types stays plain text and can never
+forge a turn boundary. An assistant turn (SFT's loss mask, a DPO reply) is its content and the
+template text after it up to the end-of-turn token: the first special token the template
+writes after an assistant's content (`<|end|>`, `<|im_end|>`, `<|eot_id|>` ...).
 """
 
 import json
+import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
 from common.errors import UserError
 
-DOC_SEPARATOR = "<|endoftext|>"
-PAD = "<|pad|>"
-SYSTEM = "<|system|>"
-USER = "<|user|>"
-ASSISTANT = "<|assistant|>"
-END_OF_TURN = "<|end|>"
-SPECIAL_TOKENS = [DOC_SEPARATOR, PAD, SYSTEM, USER, ASSISTANT, END_OF_TURN]
-SPECIAL_IDS = {token: token_id for token_id, token in enumerate(SPECIAL_TOKENS)}
-ROLE_TOKENS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
-
-# The fixed ids, by name (every tokenizer.train tokenizer has them; load_tokenizer checks).
-BOS_ID = SPECIAL_IDS[DOC_SEPARATOR]  # starts every document and conversation
-PAD_ID = SPECIAL_IDS[PAD]
-ASSISTANT_ID = SPECIAL_IDS[ASSISTANT]
-END_OF_TURN_ID = SPECIAL_IDS[END_OF_TURN]
-STOP_IDS = (END_OF_TURN_ID, BOS_ID)  # a reply ends with <|end|>, a document with <|endoftext|>
-
-# `chat_pieces` for Hugging Face's `tokenizer.apply_chat_template` (shipped by model.export.hf
-# in tokenizer_config.json); tests check it renders the same text.
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+OUR_TOKENS = {"bos_token": "<|endoftext|>", "eos_token": "<|end|>", "pad_token": "<|pad|>"}
+ROLES = ("system", "user", "assistant")
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
@@ -53,66 +54,189 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
+CONFIG_FILE, TEMPLATE_FILE = "tokenizer_config.json", "chat_template.jinja"
+PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")  # stands for message i's content while rendering
 
 
 class Piece(NamedTuple):
     """One piece of a rendered conversation."""
 
-    text: str  # a special token, or a message's content
-    special: bool
-    trained: bool  # an SFT target: assistant content and the <|end|> that closes it
+    text: str
+    content: bool  # a message's content (encoded as plain text), else the template's own text
+    trained: bool  # part of an assistant turn: an SFT target
 
 
-def chat_pieces(messages: list[dict], add_generation_prompt: bool = False) -> list[Piece]:
-    """The chat format: `<|endoftext|>`, then `<|role|>` content `<|end|>` per message, then
-    `<|assistant|>` when the model is to answer next. The one place the format is written."""
-    pieces = [_START]
+def token_text(value) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def compile_template(source: str) -> jinja2.Template:
+    """The template in an environment like transformers' own (its chat_template_utils)."""
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)  # fmt: skip
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.filters["tojson"] = tojson  # without Jinja's HTML escaping
+    env.globals |= {"raise_exception": raise_exception,
+                    "strftime_now": lambda format: datetime.now().strftime(format)}  # fmt: skip
+    return env.from_string(source)
+
+
+def filled(parts: list[str], contents: list[str]) -> str:
+    """The rendered text with each placeholder replaced by its content."""
+    return "".join(contents[k // 2] if k % 2 else part for k, part in enumerate(parts))
+
+
+class ChatTokenizer:
+    """A tokenizers.Tokenizer (matching special tokens off: raw text stays text) with its
+    special tokens and chat template. Its other attributes (decode, get_vocab_size ...) are the
+    Tokenizer's own."""
+
+    def __init__(self, tokenizer: Tokenizer, tokens: dict, template: str | None, where: str):
+        self.tokenizer, self.where, self.chat_template = tokenizer, where, template
+        self.tokens = {name: value for name, value in tokens.items() if value is not None}
+        bos, eos, pad = (self.tokens.get(name, "") for name in OUR_TOKENS)
+        self.bos_id, self.eos_id = tokenizer.token_to_id(bos), tokenizer.token_to_id(eos)
+        pad = tokenizer.token_to_id(pad)
+        self.pad_id = next(i for i in (pad, self.eos_id, 0) if i is not None)
+        self.special_ids = {i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
+        self._matching = Tokenizer.from_str(tokenizer.to_str())  # for the template's own text
+        self._matching.encode_special_tokens = False
+        self._ids: dict[str, list[int]] = {}  # template text -> ids: a handful of strings
+        try:
+            self._template = compile_template(template) if template else None
+        except jinja2.TemplateError as error:
+            raise UserError(f"{where}: the chat template is not valid Jinja ({error})") from None
+        self.end_of_turn = self._end_of_turn() or self.tokens.get("eos_token")
+        turn_end = self.tokenizer.token_to_id(self.end_of_turn or "")
+        self.stop_ids = tuple(dict.fromkeys(i for i in (turn_end, self.eos_id, self.bos_id)
+                                            if i is not None))  # fmt: skip
+
+    def __getattr__(self, name):
+        if name.startswith("_") or "tokenizer" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.tokenizer, name)
+
+    def _end_of_turn(self) -> str | None:
+        """The first special token the template writes after an assistant's content."""
+        mark = "\ue0001\ue001"
+        probe = [
+            {"role": "user", "content": "\ue0000\ue001"},
+            {"role": "assistant", "content": mark},
+        ]
+        try:
+            after = self.render(probe).partition(mark)[2]
+        except Exception:  # no template, or one that wants another conversation: eos
+            return None
+        specials = [t.content for t in self.tokenizer.get_added_tokens_decoder().values()
+                    if t.special and t.content in after]  # fmt: skip
+        return min(specials, key=after.index, default=None)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Plain text to ids, no special tokens added or matched."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_with_special_tokens(self, text: str) -> list[int]:
+        """Text that may hold special tokens (a template's output) to ids."""
+        return self._matching.encode(text, add_special_tokens=False).ids
+
+    def document(self, text: str) -> list[int]:
+        """A pre-training document: BOS (when the tokenizer has one) + text."""
+        return [self.bos_id] * (self.bos_id is not None) + self.encode_text(text)
+
+    def chat_pieces(self, messages: list[dict], add_generation_prompt=False) -> list[Piece]:
+        """The conversation rendered by the chat template, in pieces (module docstring)."""
+        check_messages(messages)
+        if self._template is None:
+            where = Path(self.where).parent / TEMPLATE_FILE
+            raise UserError(f"{self.where} has no chat template, so it cannot render a conversa"
+                            "tion; give one to model.import_hf with --chat-template FILE (or "
+                            f"write it to {where})")  # fmt: skip
+        marked = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
+        parts = PLACEHOLDER.split(self.render(marked, add_generation_prompt))  # text, i, text ...
+        contents = [messages[int(i)]["content"] for i in parts[1::2]]
+        if any(content != content.strip() for content in contents):  # does the template trim?
+            real = self.render(messages, add_generation_prompt)
+            if real != filled(parts, contents):
+                contents = [content.strip() for content in contents]
+            if real != filled(parts, contents):
+                raise UserError(f"{self.where}: the chat template changes message contents "
+                                "beyond trimming them; we cannot render it piecewise")  # fmt: skip
+        pieces, end, in_turn = [], self.end_of_turn or "", False
+        for k, part in enumerate(parts):
+            if k % 2:  # message int(part)'s content
+                in_turn = messages[int(part)]["role"] == "assistant"
+                pieces.append(Piece(contents[k // 2], True, in_turn))
+                continue
+            found = part.find(end) if in_turn and end else -1  # the turn ends in this text
+            cut = found + len(end) if found >= 0 else 0
+            pieces += [Piece(text, False, trained) for text, trained in
+                       ((part[:cut], True), (part[cut:], False)) if text]  # fmt: skip
+        return pieces
+
+    def render(self, messages: list[dict], add_generation_prompt=False) -> str:
+        """The template's text (apply_chat_template(..., tokenize=False))."""
+        try:
+            return self._template.render(
+                messages=messages, tools=None, documents=None,
+                add_generation_prompt=add_generation_prompt, **self.tokens,
+            )  # fmt: skip
+        except jinja2.TemplateError as error:
+            raise UserError(f"{self.where}: the chat template refused it ({error})") from None
+
+    def pieces_to_ids(self, pieces: list[Piece], content_ids: Iterator[list[int]] | None = None):
+        """(ids, loss mask) of the pieces; `content_ids` may yield each content's ids in order
+        (encoded in one batch for many conversations)."""
+        ids, mask = [], []
+        for text, content, trained in pieces:
+            if content:
+                part = next(content_ids) if content_ids else self.encode_text(text)
+            else:
+                part = self._ids.get(text) or self._ids.setdefault(
+                    text, self.encode_with_special_tokens(text)
+                )
+            ids += part
+            mask += [int(trained)] * len(part)
+        return ids, mask
+
+    def conversation(self, messages: list[dict]) -> tuple[list[int], list[int]]:
+        """A conversation: ids and a loss mask that is 1 on the assistant turns."""
+        return self.pieces_to_ids(self.chat_pieces(messages))
+
+    def prompt(self, messages: list[dict]) -> list[int]:
+        """A generation prompt: the conversation so far, then what opens the assistant's turn."""
+        return self.pieces_to_ids(self.chat_pieces(messages, add_generation_prompt=True))[0]
+
+    def reply_pieces(self, messages: list[dict], content: str) -> list[Piece]:
+        """The assistant turn that answers `messages` (prompt(messages) comes before it)."""
+        pieces = self.chat_pieces([*messages, {"role": "assistant", "content": content}])
+        last = max(k for k, piece in enumerate(pieces) if piece.content)
+        return [piece for piece in pieces[last:] if piece.trained]
+
+    def reply(self, messages: list[dict], content: str) -> list[int]:
+        return self.pieces_to_ids(self.reply_pieces(messages, content))[0]
+
+
+def check_messages(messages: list[dict]) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise UserError("a conversation must be a non-empty list of messages")
     for message in messages:
-        trained = message["role"] == "assistant"
-        pieces += (_OPEN[message["role"]], Piece(message["content"], False, trained), _END[trained])
-    if add_generation_prompt:
-        pieces.append(_OPEN["assistant"])
-    return pieces
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise UserError(f"bad message {message!r}: role must be one of {list(ROLES)}")
+        if not isinstance(message.get("content"), str):
+            raise UserError(f"bad message {message!r}: content must be a string")
 
 
-def response_pieces(content: str) -> list[Piece]:
-    """An assistant reply that follows a generation prompt (how a DPO response is stored)."""
-    return [Piece(content, False, True), _END[True]]
-
-
-# The special pieces, made once (tokenizing a corpus renders millions of conversations).
-_START = Piece(DOC_SEPARATOR, True, False)
-_OPEN = {role: Piece(token, True, False) for role, token in ROLE_TOKENS.items()}
-_END = {trained: Piece(END_OF_TURN, True, trained) for trained in (False, True)}
-
-
-def render_text(pieces: list[Piece]) -> str:
-    """The pieces as text: what their token ids decode to."""
-    return "".join(piece.text for piece in pieces)
-
-
-def content_texts(pieces: list[Piece]) -> list[str]:
-    """The texts to encode, in order (special tokens are ids, not text)."""
-    return [piece.text for piece in pieces if not piece.special]
-
-
-def pieces_to_ids(pieces: list[Piece], content_ids: Iterator[list[int]]) -> tuple[list, list]:
-    """(ids, loss mask) of the pieces; `content_ids` yields the encoding of each content piece
-    in order, so a caller may encode the contents of many conversations in one batch."""
-    ids, mask = [], []
-    for text, special, trained in pieces:
-        if special:
-            ids.append(SPECIAL_IDS[text])
-            mask.append(1 if trained else 0)
-        else:
-            content = next(content_ids)
-            ids += content
-            mask += [1 if trained else 0] * len(content)
-    return ids, mask
-
-
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load a tokenizer.json trained by `tokenizer.train`, or raise a one-line UserError."""
+def load_tokenizer(path: str | Path) -> ChatTokenizer:
+    """A tokenizer.json with what describes it (module docstring), or a one-line UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
@@ -120,63 +244,22 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         )
     try:
         tokenizer = Tokenizer.from_file(str(path))
+        settings = path.with_name(CONFIG_FILE)
+        settings = json.loads(settings.read_text()) if settings.is_file() else None
     except Exception as error:  # tokenizers raises plain Exception subclasses with long messages
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{path} is not a Hugging Face tokenizer.json ({first_line})") from None
-    for expected_id, token in enumerate(SPECIAL_TOKENS):
-        if tokenizer.token_to_id(token) != expected_id:
-            raise UserError(f"{path} does not reserve {token} at id {expected_id}; "
-                            "retrain it with `python3 -m tokenizer.train`")  # fmt: skip
+    if settings is None:
+        for expected_id, token in enumerate(SPECIAL_TOKENS):
+            if tokenizer.token_to_id(token) != expected_id:
+                raise UserError(f"{path} does not reserve {token} at id {expected_id}; retrain it "
+                                f"with `python3 -m tokenizer.train` (or keep the {CONFIG_FILE} "
+                                "it came with beside it)")  # fmt: skip
+    tokens = {name: token_text((settings or OUR_TOKENS).get(name)) for name in OUR_TOKENS}
+    template = CHAT_TEMPLATE if settings is None else settings.get("chat_template")
+    if isinstance(template, list):  # several named templates: transformers uses "default"
+        template = {t.get("name"): t.get("template") for t in template}.get("default")
+    if path.with_name(TEMPLATE_FILE).is_file():
+        template = path.with_name(TEMPLATE_FILE).read_text()
     tokenizer.encode_special_tokens = True  # raw text never produces special ids
-    return tokenizer
-
-
-def special_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
-    return {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
-
-
-def encode_text(tokenizer: Tokenizer, text: str) -> list[int]:
-    """Plain text to ids, no special tokens added or matched."""
-    return tokenizer.encode(text, add_special_tokens=False).ids
-
-
-def encode_pieces(tokenizer: Tokenizer, pieces: list[Piece]) -> tuple[list[int], list[int]]:
-    texts = content_texts(pieces)
-    return pieces_to_ids(pieces, (encode_text(tokenizer, text) for text in texts))
-
-
-def encode_document(tokenizer: Tokenizer, text: str) -> list[int]:
-    """A pre-training document: `<|endoftext|>` + text."""
-    return [BOS_ID] + encode_text(tokenizer, text)
-
-
-def _check_messages(messages: list[dict]) -> None:
-    if not isinstance(messages, list) or not messages:
-        raise UserError("a conversation must be a non-empty list of messages")
-    for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in ROLE_TOKENS:
-            raise UserError(f"bad message {message!r}: role must be one of {sorted(ROLE_TOKENS)}")
-        if not isinstance(message.get("content"), str):
-            raise UserError(f"bad message {message!r}: content must be a string")
-
-
-def encode_conversation(tokenizer: Tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """A conversation: ids and a loss mask that is 1 on assistant content and its `<|end|>`."""
-    _check_messages(messages)
-    return encode_pieces(tokenizer, chat_pieces(messages))
-
-
-def encode_prompt(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
-    """A generation prompt: the conversation so far, then `<|assistant|>`."""
-    _check_messages(messages)
-    return encode_pieces(tokenizer, chat_pieces(messages, add_generation_prompt=True))[0]
-
-
-def encode_response(tokenizer: Tokenizer, content: str) -> list[int]:
-    """An assistant reply that follows a generation prompt: content + `<|end|>` (DPO responses)."""
-    return encode_pieces(tokenizer, response_pieces(content))[0]
-
-
-def describe(tokenizer: Tokenizer) -> str:
-    """One line listing the special tokens and their ids, for logs."""
-    return json.dumps(special_token_ids(tokenizer))
+    return ChatTokenizer(tokenizer, tokens, template, str(path))

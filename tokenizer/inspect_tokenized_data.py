@@ -10,8 +10,8 @@ With a terminal on stdin (and no --index/--num) it is interactive: Enter or `n` 
 previous, `j N` (or `N`) jump, `r` random, `q` quit; `--check-all` checks a whole split. Tokens
 show with visible boundaries (`[tok]`, their exact bytes; `{tok}` where SFT trains). A document
 is flagged MISMATCH when its tokens do not decode to its raw text as its stage renders it (a cut
-part must be the start of its answer or the end of its prompt), differ from a fresh encoding,
-or an SFT loss mask is not 1 exactly on assistant content and its `<|end|>`; then it exits 1.
+part must be the start of its answer or the end of its prompt) or differ from a fresh encoding
+(an SFT loss mask included: 1 exactly on the assistant turns); then it exits 1.
 """
 
 import argparse
@@ -20,24 +20,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from common.atomic import sha256_file
 from common.errors import ArgumentParser, UserError, run_cli
 from tokenizer import raw_data
-from tokenizer.encoding import (
-    ASSISTANT_ID,
-    BOS_ID,
-    END_OF_TURN_ID,
-    SPECIAL_TOKENS,
-    chat_pieces,
-    encode_conversation,
-    encode_prompt,
-    encode_response,
-    load_tokenizer,
-    render_text,
-    response_pieces,
-)
+from tokenizer.encoding import ChatTokenizer, load_tokenizer
 from tokenizer.tokenized_data import SPLITS, open_split
 
 RESET, TRAINED, SPECIAL = "\033[0m", "\033[1;32m", "\033[35m"  # bold green, magenta
@@ -57,7 +44,7 @@ class TokenBytes:
     """Token id -> its exact bytes (a special token -> its name): a byte-level BPE token may end
     inside a UTF-8 character, which `tokenizer.decode([id])` would hide."""
 
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: ChatTokenizer):
         self.tokenizer, self.decoder, self.cache = tokenizer, byte_decoder(), {}
 
     def __call__(self, token_id) -> bytes:
@@ -66,7 +53,7 @@ class TokenBytes:
             text = self.tokenizer.id_to_token(token_id)
             if text is None:
                 self.cache[token_id] = f"<unknown id {token_id}>".encode()
-            elif token_id < len(SPECIAL_TOKENS):
+            elif token_id in self.tokenizer.special_ids:
                 self.cache[token_id] = text.encode()
             else:
                 self.cache[token_id] = bytes(self.decoder[char] for char in text)
@@ -83,20 +70,12 @@ class TokenBytes:
             text = text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
             trained = mask is not None and mask[position]
             if color:
-                style = TRAINED if trained else SPECIAL if token_id < len(SPECIAL_TOKENS) else ""
+                special = token_id in self.tokenizer.special_ids
+                style = TRAINED if trained else SPECIAL if special else ""
                 out.append(f"{BACKGROUNDS[position % 2]}{style}{text}{RESET}")
             else:
                 out.append(f"{{{text}}}" if trained else f"[{text}]")
         return "".join(out)
-
-
-def expected_mask(ids: np.ndarray) -> np.ndarray:
-    """1 on tokens inside an assistant turn (after <|assistant|>, up to and including <|end|>)."""
-    mask, inside = np.zeros(len(ids), np.uint8), False
-    for position, token_id in enumerate(ids.tolist()):
-        mask[position] = inside
-        inside = token_id != END_OF_TURN_ID if inside else token_id == ASSISTANT_ID
-    return mask
 
 
 def tokenized_split_folder(path: Path, split: str | None) -> tuple[Path, str]:
@@ -165,26 +144,27 @@ class Inspector:
         return lines + [f"    note: {note}" for note in notes] + self.show(raw, parts), problems
 
     def check_text(self, text: str, ids: np.ndarray, problems: list) -> None:
-        if len(ids) == 0 or ids[0] != BOS_ID:
-            problems.append("does not start with <|endoftext|>")
-        if np.any(ids[1:] < len(SPECIAL_TOKENS)):
+        bos = self.tokenizer.document("")  # [BOS], or nothing
+        if ids[: len(bos)].tolist() != bos:
+            problems.append(f"does not start with {self.tokenizer.tokens.get('bos_token')}")
+        body = ids[len(bos) :].tolist()
+        if set(body) & self.tokenizer.special_ids:
             problems.append("holds a special token inside the text")
-        decoded = self.tokenizer.decode(ids[1:].tolist(), skip_special_tokens=False)
+        decoded = self.tokenizer.decode(body, skip_special_tokens=False)
         if decoded != text:
             problems.append(f"decodes to {decoded[:80]!r}... not the raw text")
-        elif ids[1:].tolist() != self.tokenizer.encode(text, add_special_tokens=False).ids:
+        elif body != self.tokenizer.encode_text(text):
             problems.append("differs from a fresh encoding of the raw text")
 
     def check_conversation(self, messages, ids, mask, problems: list, notes: list) -> None:
-        rendered, decoded = render_text(chat_pieces(messages)).encode(), self.token_bytes.join(ids)
+        rendered, decoded = self.tokenizer.render(messages).encode(), self.token_bytes.join(ids)
         truncated = len(decoded) < len(rendered) and len(ids) == self.max_length
         if decoded != rendered and not (truncated and rendered.startswith(decoded)):
             problems.append("does not decode to the rendered conversation")
-        fresh_ids, fresh_mask = encode_conversation(self.tokenizer, messages)
-        if ids.tolist() != fresh_ids[: len(ids)] or mask.tolist() != fresh_mask[: len(ids)]:
+        fresh_ids, fresh_mask = self.tokenizer.conversation(messages)
+        if ids.tolist() != fresh_ids[: len(ids)]:
             problems.append("differs from a fresh encoding of the conversation")
-        wrong = np.flatnonzero(expected_mask(ids) != mask)
-        if len(wrong):
+        elif len(wrong := np.flatnonzero(mask != fresh_mask[: len(ids)])):  # assistant turns
             problems.append(f"loss mask is wrong from token {int(wrong[0])} on")
         notes += [f"truncated to --max-length {self.max_length}"] if truncated else []
         notes.append(f"{int(mask.sum())} trained tokens of {len(ids)}")
@@ -196,23 +176,24 @@ class Inspector:
         )
         messages = record["prompt"]
         replies = {name: record[name][0]["content"] for name in ("chosen", "rejected")}
-        full = encode_prompt(self.tokenizer, messages)
-        rendered = render_text(chat_pieces(messages, add_generation_prompt=True)).encode()
-        if len(prompt) < len(full):  # truncated: the leading BOS plus the prompt's end
+        full = self.tokenizer.prompt(messages)
+        rendered = self.tokenizer.render(messages, add_generation_prompt=True).encode()
+        if len(prompt) < len(full):  # truncated: the first token plus the prompt's end
             notes.append(f"prompt truncated from {len(full)} to {len(prompt)} tokens")
-            ok = prompt.tolist() == [BOS_ID] + full[len(full) - len(prompt) + 1 :]
+            ok = prompt.tolist() == full[:1] + full[len(full) - len(prompt) + 1 :]
             ok = ok and rendered.endswith(self.token_bytes.join(prompt[1:]))
         else:
             ok = prompt.tolist() == full and self.token_bytes.join(prompt) == rendered
         problems += [] if ok else ["prompt does not match the rendered prompt messages"]
         for name, part in (("chosen", chosen), ("rejected", rejected)):
-            full = encode_response(self.tokenizer, replies[name])
+            full = self.tokenizer.reply(messages, replies[name])
             notes += (
                 [f"{name} truncated from {len(full)} to {len(part)} tokens"]
                 if len(part) < len(full)
                 else []
             )
-            expected = render_text(response_pieces(replies[name])).encode()
+            pieces = self.tokenizer.reply_pieces(messages, replies[name])
+            expected = "".join(piece.text for piece in pieces).encode()
             if part.tolist() != full[: len(part)] or not expected.startswith(
                 self.token_bytes.join(part)
             ):

@@ -29,9 +29,11 @@ looks finished). What is dropped or cut is counted in meta.json's stats:
   one with no trained (assistant) token left is dropped.
 - dpo: prompt + chosen and prompt + rejected must each fit --max-length; a pair whose prompt
   alone fills it is dropped; otherwise `truncate` cuts a prompt longer than --max-prompt-length
-  to its leading <|endoftext|> and its last tokens (the question and <|assistant|> matter most),
-  then both answers to the room left (a cut answer loses its <|end|>). Pairs with identical
-  answers are dropped.
+  to its first token and its last ones (the question and the opening of the answer matter
+  most), then both answers to the room left (a cut answer loses its end of turn). Pairs with
+  identical answers are dropped.
+Conversations are rendered by the tokenizer's chat template (tokenizer/encoding.py): ours for a
+tokenizer.train tokenizer, an imported model's own beside its tokenizer.json.
 """
 
 import argparse
@@ -51,8 +53,8 @@ from tqdm import tqdm
 
 from common.atomic import locked_output_directory, sha256_file
 from common.errors import ArgumentParser, UserError, run_cli
-from tokenizer import encoding, raw_data
-from tokenizer.encoding import BOS_ID, chat_pieces, content_texts, load_tokenizer, pieces_to_ids
+from tokenizer import raw_data
+from tokenizer.encoding import ROLES, load_tokenizer
 from tokenizer.tokenized_data import STAGES, SplitWriter, token_dtype
 
 DEFAULT_MAX_LENGTH = 1024
@@ -69,7 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--dataset-dir", required=True, help="raw DatasetDict folder written by a download step")
-    add("--tokenizer-path", required=True, help="tokenizer.json written by tokenizer.train")
+    add("--tokenizer-path", required=True, help="tokenizer.json written by tokenizer.train, or "
+        "an imported model's (checkpoints/<name>/tokenizer.json)")  # fmt: skip
     add("--output-dir", required=True, help="folder to create, one sub-folder per split")
     add("--overwrite", action="store_true", help="replace an existing --output-dir")
     cores = "worker processes (= CPU cores used; 1: this process). Default: all; same output"
@@ -155,7 +158,7 @@ class Encoded:
 def is_conversation(messages, single_reply: bool = False) -> bool:
     """A non-empty list of {role, content} messages (with single_reply: one assistant message)."""
     ok = isinstance(messages, list) and bool(messages)
-    ok = ok and all(isinstance(m, dict) and m.get("role") in encoding.ROLE_TOKENS
+    ok = ok and all(isinstance(m, dict) and m.get("role") in ROLES
                     and isinstance(m.get("content"), str) for m in messages)  # fmt: skip
     return ok and (not single_reply or [m["role"] for m in messages] == ["assistant"])
 
@@ -200,23 +203,25 @@ class Encoder:
         kept = [(first_row + i, t) for i, t in enumerate(texts) if isinstance(t, str) and t]
         stats["skipped_not_a_string"] = sum(not isinstance(t, str) for t in texts)
         stats["skipped_empty"] = len(texts) - len(kept) - stats["skipped_not_a_string"]
-        docs = [[[BOS_ID], ids] for ids in self.ids([text for _, text in kept])]
+        bos = [self.tokenizer.bos_id] * (self.tokenizer.bos_id is not None)
+        docs = [[bos, ids] for ids in self.ids([text for _, text in kept])]
         stats["documents"] = len(docs)
         stats["text_bytes"] = sum(len(text.encode()) for _, text in kept)
         return self.encoded(docs, [row for row, _ in kept], len(texts), stats)
 
     def conversations(self, first_row: int, conversations: list) -> Encoded:
         max_length, stats = self.settings.max_length, Counter(conversations_in=len(conversations))
+        chat = self.tokenizer
         valid = [
-            (first_row + i, chat_pieces(m))
+            (first_row + i, chat.chat_pieces(m))
             for i, m in enumerate(conversations)
             if is_conversation(m)
         ]
         stats["skipped_malformed"] = len(conversations) - len(valid)
-        contents = iter(self.ids([text for _, pieces in valid for text in content_texts(pieces)]))
+        contents = iter(self.ids([p.text for _, pieces in valid for p in pieces if p.content]))
         docs, masks, rows = [], [], []
         for row, pieces in valid:
-            ids, mask = pieces_to_ids(pieces, contents)
+            ids, mask = chat.pieces_to_ids(pieces, contents)
             if not any(mask):
                 stats["dropped_no_assistant_turn"] += 1
                 continue
@@ -237,14 +242,14 @@ class Encoder:
         return self.encoded(docs, rows, len(conversations), stats, masks)
 
     def pairs(self, first_row: int, triples: list) -> Encoded:
-        stats, docs, rows = Counter(pairs_in=len(triples)), [], []
+        stats, docs, rows, chat = Counter(pairs_in=len(triples)), [], [], self.tokenizer
         valid = [
             (
                 first_row + i,
                 (
-                    chat_pieces(p, add_generation_prompt=True),
-                    encoding.response_pieces(c[0]["content"]),
-                    encoding.response_pieces(r[0]["content"]),
+                    chat.chat_pieces(p, add_generation_prompt=True),
+                    chat.reply_pieces(p, c[0]["content"]),
+                    chat.reply_pieces(p, r[0]["content"]),
                 ),
             )
             for i, (p, c, r) in enumerate(triples)
@@ -253,10 +258,11 @@ class Encoder:
             and is_conversation(r, single_reply=True)
         ]
         stats["skipped_malformed"] = len(triples) - len(valid)
-        texts = [text for _, parts in valid for pieces in parts for text in content_texts(pieces)]
+        texts = [p.text for _, parts in valid for pieces in parts for p in pieces if p.content]
         contents = iter(self.ids(texts))
         for row, parts in valid:
-            fitted = self.fit_pair(*(pieces_to_ids(pieces, contents)[0] for pieces in parts), stats)
+            ids = (chat.pieces_to_ids(pieces, contents)[0] for pieces in parts)
+            fitted = self.fit_pair(*ids, stats)
             if fitted is not None and fitted[0][1] == fitted[0][2]:
                 stats["dropped_identical"] += 1
             elif fitted is not None:
@@ -283,7 +289,7 @@ class Encoder:
             stats["dropped_overlong"] += 1
             return None
         if len(prompt) > keep:
-            prompt = [BOS_ID] + prompt[len(prompt) - (keep - 1) :]  # the leading BOS + the end
+            prompt = prompt[:1] + prompt[len(prompt) - (keep - 1) :]  # the first token + the end
             cuts["prompts_truncated"] += 1
         room = max_length - len(prompt)
         cuts["responses_truncated"] += max(len(chosen), len(rejected)) > room

@@ -12,6 +12,7 @@ message contents of SFT and DPO data, from a DatasetDict folder or one split fol
 """
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from common.atomic import atomic_write_text
 from common.errors import ArgumentParser, UserError, run_cli
 from tokenizer import raw_data
-from tokenizer.encoding import SPECIAL_TOKENS, describe, load_tokenizer
+from tokenizer.encoding import SPECIAL_TOKENS, load_tokenizer
 
 # GPT-4's (cl100k) pre-tokenizer: contractions, words with one leading non-letter, numbers of at
 # most 3 digits, punctuation runs, and whitespace kept with the token that follows it.
@@ -142,9 +143,10 @@ def main(argv=None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, tokenizer.to_str(pretty=True))
     tokenizer = load_tokenizer(output)  # checks the special-token ids, as every later step will
+    special = json.dumps({token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS})
     print(f"trained on {stats['chars']:,} characters from {stats['texts']:,} texts of "
           f"{train_split.name}\nvocab size: {tokenizer.get_vocab_size():,}\nspecial token ids: "
-          f"{describe(tokenizer)}\ntraining time: {seconds:.1f} s")  # fmt: skip
+          f"{special}\ntraining time: {seconds:.1f} s")  # fmt: skip
     measured = splits.get("validation", train_split)
     sizes = [
         (len(text.encode()), len(encoding.ids))

@@ -25,17 +25,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_model as safetensors_load_model
 
-from common.atomic import atomic_directory, atomic_write_text, sha256_file
+from common.atomic import atomic_directory, atomic_write_text
 from common.disk_space import report_full_disk
 from common.errors import UserError
 from common.locking import folder_lock
 from model.checkpoint import (
     CONFIG_FILE,
     LATEST_FILE,
-    SUMS_FILE,
     WEIGHTS_FILE,
     save_model_files,
     verify_checksums,
+    write_checksums,
 )
 from training.device import Distributed, barrier
 
@@ -103,12 +103,6 @@ def fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_checksums(folder: Path) -> None:
-    """folder/SHA256SUMS: the sha256 of every file in it, as `sha256sum` writes them."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != SUMS_FILE)
-    atomic_write_text(folder / SUMS_FILE, "".join(f"{sha256_file(p)}  {p.name}\n" for p in files))
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, config_json: dict,

@@ -27,7 +27,6 @@ from tqdm import tqdm
 from common.atomic import atomic_write_bytes, atomic_write_text, sha256_file
 from common.errors import UserError
 from model.checkpoint import WEIGHTS_FILE, load_model, read_checkpoint_config, resolve_checkpoint
-from tokenizer.encoding import PAD_ID
 from tokenizer.tokenized_data import TokenizedSplit
 from training.config import TrainConfig, option, whole_micro_batches
 from training.data import EpochCounter, open_corpora
@@ -102,12 +101,13 @@ class PreferencePairs:
     rejected_start: np.ndarray  # [K]
     rejected_length: np.ndarray  # [K]
     stats: dict
+    pad_id: int  # fills a row's end: never a target
 
     def __len__(self) -> int:
         return len(self.pair_index)
 
 
-def load_pairs(split: TokenizedSplit, block_size: int) -> PreferencePairs:
+def load_pairs(split: TokenizedSplit, block_size: int, pad_id: int) -> PreferencePairs:
     """Check a split's pair offsets; skip (and count) pairs whose prompt fills the block, with
     an empty side, or identical once cut; cut (and count) replies past block_size + 1."""
     if split.pair_offsets is None:
@@ -143,7 +143,7 @@ def load_pairs(split: TokenizedSplit, block_size: int) -> PreferencePairs:
         )
     k = np.flatnonzero(keep)
     return PreferencePairs(split, k, p[k], prompt_length[k], c[k], cut_chosen[k], r[k],
-                           cut_rejected[k], stats)  # fmt: skip
+                           cut_rejected[k], stats, pad_id)  # fmt: skip
 
 
 def sample_positions(count: int, seed: int, first: int, size: int) -> np.ndarray:
@@ -169,7 +169,7 @@ def build_batch(pairs: PreferencePairs, ks: np.ndarray) -> Batch:
                                                   start, length))  # fmt: skip
             sequences.append((np.concatenate([tokens[ps : ps + pl], tokens[rs : rs + rl]]), pl))
     T = max(len(s) for s, _ in sequences) - 1
-    inputs = torch.full((len(sequences), T), PAD_ID, dtype=torch.long)  # [2B, T]
+    inputs = torch.full((len(sequences), T), pairs.pad_id, dtype=torch.long)  # [2B, T]
     targets = torch.full((len(sequences), T), IGNORE_INDEX, dtype=torch.long)  # [2B, T]
     for row, (sequence, prompt_length) in enumerate(sequences):
         sequence = torch.from_numpy(sequence.astype(np.int64))
@@ -272,7 +272,7 @@ class DPOStage(Stage):
                                  splits=("train", config.eval_split))  # fmt: skip
         for split in corpus.splits.values():
             split.check_token_ids(vocab_size)
-        self.pairs = {name: load_pairs(split, config.block_size)
+        self.pairs = {name: load_pairs(split, config.block_size, context.tokenizer.pad_id)
                       for name, split in corpus.splits.items()}  # fmt: skip
         self.train_pairs, self.eval_pairs = self.pairs["train"], self.pairs[config.eval_split]
         pairs_per_step = context.micro_batches_per_step * config.micro_batch_size
@@ -357,7 +357,7 @@ class DPOStage(Stage):
         return losses.sum(), metrics
 
     def eval_prompt(self, k: int) -> list[int]:
-        """Token ids of held-out usable pair k's prompt (ends with `<|assistant|>`)."""
+        """Token ids of held-out usable pair k's prompt (it opens the answer)."""
         start, length = int(self.eval_pairs.prompt_start[k]), int(self.eval_pairs.prompt_length[k])
         return self.eval_pairs.split.tokens[start : start + length].astype(np.int64).tolist()
 

@@ -4,8 +4,9 @@ tokens only (the tokenized loss mask).
 Each epoch shuffles the conversations (seeded by (seed, epoch)) and packs them in that order:
 one goes into the current row if it fits whole, else the row is padded and a new one begins.
 Attention may cross the conversations of a row (plain causal attention keeps the fast kernels;
-each conversation starts with `<|endoftext|>`). Row r of the run is a pure function of
-(seed, r). A mixture interleaves its corpora's rows by weight (training/data.py).
+each conversation starts as its chat template starts it: ours with `<|endoftext|>`). Row r of
+the run is a pure function of (seed, r). A mixture interleaves its corpora's rows by weight
+(training/data.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import torch
 
 from common.errors import UserError
 from model.generate import generate
-from tokenizer.encoding import PAD_ID
 from tokenizer.tokenized_data import TokenizedSplit
 from training.config import TrainConfig, option
 from training.data import EpochCounter, mixture_of, open_corpora
@@ -51,12 +51,14 @@ def next_fit_rows(lengths: np.ndarray, capacity: int) -> np.ndarray:
 class PackedSFTData:
     """Packed rows over one tokenized sft split (memory-mapped, read lazily)."""
 
-    def __init__(self, split: TokenizedSplit, block_size: int, seed: int, shuffle: bool = True):
+    def __init__(self, split: TokenizedSplit, block_size: int, seed: int, pad_id: int,
+                 shuffle: bool = True):  # fmt: skip
         if split.loss_mask is None or split.doc_offsets is None:
             raise UserError(f"{split.directory} holds {split.stage} data, not sft data (no loss "
                             "mask); make it with `python3 -m tokenizer.tokenize_dataset --stage "
                             "sft`")  # fmt: skip
         self.split, self.block_size, self.seed, self.shuffle = split, block_size, seed, shuffle
+        self.pad_id = pad_id  # fills a row's end: never a target
         offsets = np.asarray(split.doc_offsets, np.int64)
         starts, lengths = offsets[:-1], np.diff(offsets)
         truncated = lengths > block_size + 1
@@ -104,7 +106,7 @@ class PackedSFTData:
         while global_row >= self.rows_in_epoch(epoch):
             global_row, epoch = global_row - self.rows_in_epoch(epoch), epoch + 1
         order, row_starts = self.pack(epoch)
-        tokens = np.full(self.block_size + 1, PAD_ID, np.int64)
+        tokens = np.full(self.block_size + 1, self.pad_id, np.int64)
         mask = np.zeros(self.block_size + 1, np.uint8)
         used = 0
         for conversation in order[row_starts[global_row] : row_starts[global_row + 1]].tolist():
@@ -136,10 +138,11 @@ class SFTStage(LanguageModelStage):
                                splits=("train", config.eval_split))  # fmt: skip
         for split in (split for corpus in corpora for split in corpus.splits.values()):
             split.check_token_ids(vocab_size)
-        self.train_data = [PackedSFTData(c.splits["train"], config.block_size, config.seed)
+        pad = context.tokenizer.pad_id
+        self.train_data = [PackedSFTData(c.splits["train"], config.block_size, config.seed, pad)
                            for c in corpora]  # fmt: skip
-        self.eval_data = [PackedSFTData(c.splits[config.eval_split], config.block_size,
-                                        config.seed, shuffle=False) for c in corpora]  # fmt: skip
+        self.eval_data = [PackedSFTData(c.splits[config.eval_split], config.block_size, config.seed,
+                                        pad, shuffle=False) for c in corpora]  # fmt: skip
         self.eval_split = corpora[0].splits[config.eval_split]
         self.mixture = mixture_of(corpora)
         if self.mixture is not None:
@@ -185,7 +188,7 @@ class SFTStage(LanguageModelStage):
 
 
 def first_assistant_prompt(split: TokenizedSplit, index: int) -> list[int]:
-    """Conversation `index` up to its first trained token (a prompt ending `<|assistant|>`)."""
+    """Conversation `index` up to its first trained token (a prompt that opens the answer)."""
     ids = np.asarray(split.document(index), np.int64)
     mask = np.asarray(split.loss_mask[int(split.doc_offsets[index]) :][: len(ids)])
     trained = np.flatnonzero(mask)
@@ -196,8 +199,8 @@ def answer_samples(model, tokenizer, prompts: list[list[int]], max_new_tokens: i
     """{"answer_k": markdown}: each prompt with its role tokens, then the greedy answer."""
     samples = {}
     for index, prompt in enumerate(prompts if max_new_tokens else []):
-        answer = generate(model, prompt, max_new_tokens=max_new_tokens, temperature=0.0,
-                          vocab_size=tokenizer.get_vocab_size())  # fmt: skip
+        stops, vocab_size = tokenizer.stop_ids, tokenizer.get_vocab_size()
+        answer = generate(model, prompt, max_new_tokens, 0.0, stop_ids=stops, vocab_size=vocab_size)
         samples[f"answer_{index}"] = (
             f"**prompt:** `{tokenizer.decode(prompt, skip_special_tokens=False)}`\n\n"
             f"**answer:** {tokenizer.decode(list(answer))}"

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer
 
 from model.config import ModelConfig
+from tokenizer.encoding import ChatTokenizer
 from tokenizer.token_bytes import token_byte_lengths
 from training.data import EpochCounter
 from training.device import Distributed, autocast
@@ -49,7 +49,7 @@ class RunContext:
 
     config: object  # a training.config.TrainConfig (or a stage's subclass)
     model_config: ModelConfig
-    tokenizer: Tokenizer
+    tokenizer: ChatTokenizer
     tokenizer_path: Path
     tokenizer_sha256: str
     dist: Distributed

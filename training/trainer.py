@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -32,7 +31,7 @@ from model.checkpoint import load_model, read_checkpoint_config, resolve_checkpo
 from model.config import ModelConfig, from_preset
 from model.plan import flops_per_token
 from model.transformer import Transformer
-from tokenizer.encoding import load_tokenizer
+from tokenizer.encoding import ChatTokenizer, load_tokenizer
 from training import checkpoint
 from training.device import (
     Distributed,
@@ -81,7 +80,7 @@ def train(config, build_stage: Callable[[RunContext], Stage]) -> TrainResult:
 @dataclass
 class TrainResult:
     model: Transformer  # the plain module, eval mode, on the training device
-    tokenizer: Tokenizer
+    tokenizer: ChatTokenizer
     stage: Stage
     run_dir: Path
     step: int  # optimizer steps completed, in total
@@ -177,7 +176,7 @@ class TensorBoardLog:
             self.writer.close()
 
 
-def resolve_model(config, tokenizer: Tokenizer, tokenizer_sha256: str):
+def resolve_model(config, tokenizer: ChatTokenizer, tokenizer_sha256: str):
     """(ModelConfig, the --init_from step folder or None): a preset sized by the tokenizer, or
     --init_from's model (the run's own newest checkpoint's, when resuming such a run)."""
     if config.init_from and config.resume:
@@ -189,7 +188,7 @@ def resolve_model(config, tokenizer: Tokenizer, tokenizer_sha256: str):
         step_dir = resolve_checkpoint(config.init_from)
         saved = read_checkpoint_config(step_dir)
         model_config = ModelConfig.from_dict(saved["model"])
-        if model_config.vocab_size != vocab_size:
+        if model_config.vocab_size < vocab_size:
             raise UserError(
                 f"--init_from={config.init_from}: the model's vocabulary has "
                 f"{model_config.vocab_size} tokens but {config.tokenizer_path} has "

@@ -19,9 +19,10 @@ file is written with the `gguf` package (llama.cpp's own writer) as architecture
   rotates adjacent channel pairs (2i, 2i+1) where ours, like Hugging Face's, rotates (i, i+D/2);
   the padded vocabulary rows (ids >= the tokenizer's size) dropped, so they can never be
   sampled; a tied LM head left out (llama.cpp then reads the embedding, as we do);
-- the tokenizer (model/export/gguf_tokenizer.py), our special ids (bos `<|endoftext|>`, eos and
-  end-of-turn `<|end|>`, pad `<|pad|>`; plain text gets `<|endoftext|>` in front, as our
-  pre-training documents do) and the chat template, so llama.cpp's chat renders our format.
+- the tokenizer (model/export/gguf_tokenizer.py), its special ids (ours: bos `<|endoftext|>`,
+  eos and end-of-turn `<|end|>`, pad `<|pad|>`; plain text gets BOS in front, as our
+  pre-training documents do) and its chat template, so llama.cpp's chat renders its format;
+- an imported model's Llama 3 RoPE scaling as llama.cpp's `rope_freqs` tensor.
 Norm weights stay float32 in every --dtype, as llama.cpp's converter does; q8_0 is quantised by
 the gguf package itself (blocks of 32 values share one scale).
 """
@@ -40,8 +41,8 @@ from model.checkpoint import load_model, resolve_checkpoint
 from model.export.gguf_tokenizer import gguf_vocab
 from model.export.llama_names import hf_tensors
 from model.export.ollama import modelfile
-from model.transformer import Transformer
-from tokenizer.encoding import BOS_ID, CHAT_TEMPLATE, END_OF_TURN_ID, PAD_ID, load_tokenizer
+from model.transformer import Transformer, rope_frequencies
+from tokenizer.encoding import ChatTokenizer, load_tokenizer
 
 Q = gguf.GGMLQuantizationType
 # --dtype -> (type of the weight matrices, llama.cpp's file type for the header)
@@ -93,6 +94,10 @@ def llama_cpp_tensors(model: Transformer):
         if name is None:
             raise RuntimeError(f"no llama.cpp name for {hf}")  # a new parameter: add it here
         yield name, tensor.contiguous().numpy()
+    if c.rope_scaling:  # llama.cpp divides each frequency by its factor
+        scaled = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
+        factors = rope_frequencies(c.head_dim, c.rope_theta) / scaled
+        yield gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", factors.numpy()
 
 
 def stored(array: np.ndarray, dtype: str) -> tuple[np.ndarray, gguf.GGMLQuantizationType]:
@@ -119,26 +124,30 @@ def add_hyperparameters(writer: gguf.GGUFWriter, model: Transformer, dtype: str)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def add_tokenizer(writer: gguf.GGUFWriter, tokenizer_path: Path, vocab_size: int) -> str:
+def add_tokenizer(writer: gguf.GGUFWriter, tokenizer: ChatTokenizer, vocab_size: int) -> str:
     """Write the tokenizer metadata; returns llama.cpp's pre-tokenizer name it chose."""
-    vocab = gguf_vocab(load_tokenizer(tokenizer_path), str(tokenizer_path))
-    if len(vocab.tokens) != vocab_size:
+    tokenizer_path = tokenizer.where
+    vocab = gguf_vocab(tokenizer, tokenizer_path)
+    if len(vocab.tokens) > vocab_size:
         raise UserError(
             f"{tokenizer_path} has {len(vocab.tokens)} tokens but the model was built for "
             f"{vocab_size}; is it the run's own tokenizer?"
         )
+    unused = range(len(vocab.tokens), vocab_size)  # an imported model's rows past its tokenizer
     writer.add_tokenizer_model("gpt2")  # llama.cpp's name for byte-level BPE
     writer.add_tokenizer_pre(vocab.pre)
-    writer.add_token_list(vocab.tokens)
-    writer.add_token_types(vocab.token_types)
+    writer.add_token_list(vocab.tokens + [f"[PAD{i}]" for i in unused])
+    writer.add_token_types(vocab.token_types + [int(gguf.TokenType.UNUSED)] * len(unused))
     writer.add_token_merges(vocab.merges)
-    writer.add_bos_token_id(BOS_ID)
-    writer.add_eos_token_id(END_OF_TURN_ID)  # a chat reply ends with <|end|>
-    writer.add_eot_token_id(END_OF_TURN_ID)
-    writer.add_pad_token_id(PAD_ID)
-    writer.add_add_bos_token(True)  # <|endoftext|> starts every document (and a chat prompt)
+    if tokenizer.bos_id is not None:
+        writer.add_bos_token_id(tokenizer.bos_id)
+    writer.add_eos_token_id(tokenizer.eos_id)  # ours: a chat reply ends with <|end|>
+    writer.add_eot_token_id(tokenizer.stop_ids[0])  # the end of a turn
+    writer.add_pad_token_id(tokenizer.pad_id)
+    writer.add_add_bos_token(tokenizer.bos_id is not None)  # BOS starts every document
     writer.add_add_eos_token(False)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    if tokenizer.chat_template:
+        writer.add_chat_template(tokenizer.chat_template)
     return vocab.pre
 
 
@@ -161,7 +170,8 @@ def export(
         writer = gguf.GGUFWriter(tmp / GGUF_FILE, arch="llama")
         writer.add_name(name)
         add_hyperparameters(writer, model, dtype)
-        pre = add_tokenizer(writer, tokenizer_path, model.config.vocab_size)
+        tokenizer = load_tokenizer(tokenizer_path)
+        pre = add_tokenizer(writer, tokenizer, model.config.vocab_size)
         for tensor_name, array in llama_cpp_tensors(model):
             data, qtype = stored(array, dtype)
             writer.add_tensor(tensor_name, data, raw_dtype=qtype)
@@ -169,8 +179,8 @@ def export(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file(progress=True)
         writer.close()
-        (tmp / MODELFILE).write_text(modelfile(GGUF_FILE, model.config.block_size))
-    if pre != "llama-bpe":
+        (tmp / MODELFILE).write_text(modelfile(GGUF_FILE, model.config.block_size, tokenizer))
+    if pre == "smaug-bpe":
         print(
             f"note: some tokens of {tokenizer_path} are not what its merges make of their own "
             f"text, so the file names llama.cpp's {pre!r} pre-tokenizer (merges always run) "

@@ -18,8 +18,10 @@ special tokens), special_tokens_map.json and generation_config.json. Our paramet
 one-to-one onto LlamaForCausalLM's, and our RoPE uses Llama's layout, so the logits are the same.
 config.json keeps the padded vocabulary size (a multiple of 64, like the weights);
 generation_config.json suppresses the padded ids so `generate` never emits them.
-The exported tokenizer adds `<|endoftext|>` in front of plain text (as our pre-training documents
-do); the chat template inserts it itself. transformers is not needed to export.
+The exported tokenizer adds BOS in front of plain text (as our pre-training documents do; an
+imported model's tokenizer keeps its own rule); the chat template inserts it itself. An imported
+model exports with its own tokenizer, special tokens and chat template (and Llama 3's RoPE
+scaling). transformers is not needed to export.
 """
 
 from __future__ import annotations
@@ -36,21 +38,7 @@ from common.errors import ArgumentParser, UserError, run_cli
 from model.checkpoint import load_model
 from model.export.llama_names import hf_tensors
 from model.transformer import Transformer
-from tokenizer.encoding import (
-    ASSISTANT,
-    BOS_ID,
-    CHAT_TEMPLATE,
-    DOC_SEPARATOR,
-    END_OF_TURN,
-    END_OF_TURN_ID,
-    PAD,
-    PAD_ID,
-    SPECIAL_TOKENS,
-    STOP_IDS,
-    SYSTEM,
-    USER,
-    load_tokenizer,
-)
+from tokenizer.encoding import ChatTokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -62,6 +50,7 @@ def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Ten
 
 def llama_config(model: Transformer, dtype_name: str) -> dict:
     c = model.config
+    rope = c.rope_scaling or {"rope_type": "default"}
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -75,80 +64,69 @@ def llama_config(model: Transformer, dtype_name: str) -> dict:
         "hidden_act": "silu",
         "max_position_embeddings": c.block_size,
         "rms_norm_eps": c.norm_eps,
-        # transformers < 5 reads rope_theta; >= 5 reads rope_parameters
+        # transformers < 5 reads rope_theta and rope_scaling; >= 5 reads rope_parameters
         "rope_theta": c.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
-        "rope_scaling": None,
+        "rope_parameters": {**rope, "rope_theta": c.rope_theta},
+        "rope_scaling": c.rope_scaling,
         "attention_bias": False,
         "attention_dropout": 0.0,
         "mlp_bias": False,
         "initializer_range": 0.02,
         "tie_word_embeddings": c.tie_embeddings,
-        "bos_token_id": BOS_ID,
-        "eos_token_id": END_OF_TURN_ID,
-        "pad_token_id": PAD_ID,
         "use_cache": True,
         "torch_dtype": dtype_name,
         "dtype": dtype_name,
     }
 
 
-def generation_config(model: Transformer) -> dict:
+def token_ids(tokenizer: ChatTokenizer) -> dict:
+    return {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
+            "pad_token_id": tokenizer.pad_id}  # fmt: skip
+
+
+def generation_config(model: Transformer, tokenizer: ChatTokenizer) -> dict:
     c = model.config
     return {
-        "bos_token_id": BOS_ID,
-        # a chat reply ends with <|end|>, a plain document with <|endoftext|>
-        "eos_token_id": list(STOP_IDS),
-        "pad_token_id": PAD_ID,
+        **token_ids(tokenizer),
+        "eos_token_id": list(tokenizer.stop_ids),  # the end of a reply or of a document
         # the padded vocabulary rows are not tokens: never generate them (as model.generate)
         "suppress_tokens": list(range(c.vocab_size, c.padded_vocab_size)),
     }
 
 
-def tokenizer_config(block_size: int) -> dict:
-    added = {
-        str(index): {
-            "content": token,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-        for index, token in enumerate(SPECIAL_TOKENS)
-    }
+def special_tokens_map(tokenizer: ChatTokenizer) -> dict:
+    """bos/eos/pad_token and the other special tokens (ours: <|system|>, <|user|> ...)."""
+    added = sorted(tokenizer.get_added_tokens_decoder().items())
+    named = set(tokenizer.tokens.values())
+    others = [t.content for _, t in added if t.special and t.content not in named]
+    return {**tokenizer.tokens, "additional_special_tokens": others}
+
+
+def tokenizer_config(tokenizer: ChatTokenizer, block_size: int) -> dict:
+    fields = ("content", "lstrip", "normalized", "rstrip", "single_word", "special")
+    added = {str(i): {name: getattr(token, name) for name in fields}
+             for i, token in sorted(tokenizer.get_added_tokens_decoder().items())}  # fmt: skip
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": DOC_SEPARATOR,
-        "eos_token": END_OF_TURN,
-        "pad_token": PAD,
         "unk_token": None,
-        "additional_special_tokens": [SYSTEM, USER, ASSISTANT],
+        **special_tokens_map(tokenizer),
         "added_tokens_decoder": added,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": tokenizer.chat_template,
         "model_max_length": block_size,
         "clean_up_tokenization_spaces": False,
         "padding_side": "left",  # batched generation pads on the left
     }
 
 
-def special_tokens_map() -> dict:
-    return {
-        "bos_token": DOC_SEPARATOR,
-        "eos_token": END_OF_TURN,
-        "pad_token": PAD,
-        "additional_special_tokens": [SYSTEM, USER, ASSISTANT],
-    }
-
-
-def hf_tokenizer_json(tokenizer: Tokenizer) -> str:
-    """Our tokenizer with a post-processor that puts <|endoftext|> before plain text, and with
-    special-token matching on (HF renders the chat template to text, then tokenizes it)."""
-    tokenizer = Tokenizer.from_str(tokenizer.to_str())
-    bos = (DOC_SEPARATOR, BOS_ID)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos[0]} $A", pair=f"{bos[0]} $A $B", special_tokens=[bos]
-    )
+def hf_tokenizer_json(chat: ChatTokenizer) -> str:
+    """The tokenizer with special-token matching on (HF renders the chat template to text, then
+    tokenizes it); ours also gets a post-processor that puts BOS before plain text (our
+    documents), where an imported one keeps its own."""
+    tokenizer, bos = Tokenizer.from_str(chat.to_str()), chat.tokens.get("bos_token")
+    if tokenizer.post_processor is None and chat.bos_id is not None:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, chat.bos_id)]
+        )
     tokenizer.encode_special_tokens = False
     return tokenizer.to_str(pretty=True)
 
@@ -178,10 +156,12 @@ def export(
             metadata={"format": "pt"},
         )
         readable_as_umask_allows(tmp / "model.safetensors")
-        write_json(tmp / "config.json", llama_config(model, dtype_name))
-        write_json(tmp / "generation_config.json", generation_config(model))
-        write_json(tmp / "tokenizer_config.json", tokenizer_config(model.config.block_size))
-        write_json(tmp / "special_tokens_map.json", special_tokens_map())
+        write_json(tmp / "config.json", {**llama_config(model, dtype_name), **token_ids(tokenizer)})
+        write_json(tmp / "generation_config.json", generation_config(model, tokenizer))
+        write_json(
+            tmp / "tokenizer_config.json", tokenizer_config(tokenizer, model.config.block_size)
+        )
+        write_json(tmp / "special_tokens_map.json", special_tokens_map(tokenizer))
         (tmp / "tokenizer.json").write_text(hf_tokenizer_json(tokenizer))
     return Path(output_dir)
 

@@ -2,8 +2,8 @@
 
     GET  /                      the chat page (model/serve/chat_page.html)
     GET  /v1/models             the one model this server serves
-    POST /v1/chat/completions   messages -> reply (the chat format of tokenizer/encoding.py)
-    POST /v1/completions        plain text -> continuation (<|endoftext|> + prompt)
+    POST /v1/chat/completions   messages -> reply (rendered by the model's chat template)
+    POST /v1/completions        plain text -> continuation (a document: BOS + prompt)
 
 With "stream": true the replies are server-sent events in OpenAI's chunk format. The worker
 thread generates (worker.py); here the prompt is rendered and token ids become text.
@@ -22,12 +22,11 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
-from tokenizers import Tokenizer
 
 from model.generate import Sampling, Stream, StreamDecoder
 from model.serve.schema import ApiError, ChatCompletionRequest, CompletionRequest, read_request
 from model.serve.worker import GenerationWorker, Job
-from tokenizer.encoding import STOP_IDS, encode_document, encode_prompt
+from tokenizer.encoding import ChatTokenizer
 
 DISCONNECT_POLL_S = 0.25  # how often a request waiting for tokens checks its client is there
 
@@ -35,7 +34,7 @@ DISCONNECT_POLL_S = 0.25  # how often a request waiting for tokens checks its cl
 @dataclass
 class ServedModel:
     name: str
-    tokenizer: Tokenizer
+    tokenizer: ChatTokenizer
     worker: GenerationWorker
     api_key: str | None = None
 
@@ -68,7 +67,7 @@ def create_app(served: ServedModel) -> FastAPI:
     async def chat_completions(request: Request):
         body = await read_request(request, served.api_key, ChatCompletionRequest)
         messages = [message.as_message() for message in body.messages]
-        prompt_ids = encode_prompt(served.tokenizer, messages)  # user text cannot forge a turn
+        prompt_ids = served.tokenizer.prompt(messages)  # user text cannot forge a turn
         max_tokens = body.max_completion_tokens or body.max_tokens
         return await respond(request, served, body, prompt_ids, max_tokens, chat=True)
 
@@ -76,7 +75,7 @@ def create_app(served: ServedModel) -> FastAPI:
     async def completions(request: Request):
         body = await read_request(request, served.api_key, CompletionRequest)
         prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-        prompt_ids = encode_document(served.tokenizer, prompt)
+        prompt_ids = served.tokenizer.document(prompt)
         return await respond(request, served, body, prompt_ids, body.max_tokens, chat=False)
 
     return app
@@ -97,7 +96,7 @@ def checked_stream(served: ServedModel, body, prompt_ids: list[int], max_tokens,
         raise ApiError(400, message, "context_length_exceeded", "max_tokens")
     temperature = 1.0 if body.temperature is None else body.temperature
     sampling = Sampling(temperature, top_p=body.top_p, seed=body.seed)
-    return Stream(prompt_ids, max_tokens or room, sampling, STOP_IDS)
+    return Stream(prompt_ids, max_tokens or room, sampling, served.tokenizer.stop_ids)
 
 
 async def respond(request: Request, served: ServedModel, body, prompt_ids, max_tokens, chat):
@@ -170,7 +169,7 @@ class Reply:
     """One request's reply: token ids -> the text to send (whole UTF-8 characters, cut before
     the first stop string, holding back what may yet start one), in OpenAI's shapes."""
 
-    def __init__(self, model: str, chat: bool, tokenizer: Tokenizer, stops, stream: Stream):
+    def __init__(self, model: str, chat: bool, tokenizer: ChatTokenizer, stops, stream: Stream):
         self.model, self.chat, self.stream = model, chat, stream
         self.stops = [stops] if isinstance(stops, str) else stops or []
         self.decoder = StreamDecoder(tokenizer)
