@@ -24,15 +24,18 @@ import math
 from collections import deque
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from common.atomic import sha256_file
 from common.errors import ArgumentParser, UserError, run_cli
 from model.checkpoint import load_model, unwrap_model
 from model.kv_cache import KVCache
 from tokenizer.encoding import ChatTokenizer, load_tokenizer
 
 SEEDS = range(-(1 << 63), 1 << 64)  # what torch.Generator.manual_seed takes
+SAMPLING_FLAGS = ("max_new_tokens", "temperature", "top_k", "top_p", "seed")  # generate()'s
 
 
 @dataclass
@@ -334,8 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="at most (default 256)")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
     parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens only")
-    parser.add_argument("--top-p", type=float, help="sample among the likeliest tokens that hold "
-                        "this much probability, in (0, 1]")  # fmt: skip
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        help="sample among the likeliest tokens that hold this much probability, in (0, 1]",
+    )
     parser.add_argument("--seed", type=int, help="random seed (same seed, same sample)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     return parser
@@ -354,38 +360,59 @@ def check_sampling_args(args: argparse.Namespace) -> None:
         raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
 
 
-def load_for_generation(
-    checkpoint: str, device: str | None
-) -> tuple[torch.nn.Module, ChatTokenizer]:
-    """The checkpoint's model (on `device`, default cuda when there is one) and its tokenizer,
-    or a one-line UserError (model.serve uses it too)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(name: str | None = None) -> torch.device:
+    """--device: cpu, cuda, cuda:N or mps, when it is here (None or "auto": cuda when there is
+    one, else cpu); anything else is a one-line UserError."""
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        kind = torch.device(device).type
+        device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"--device {device}: not a device (cpu, cuda, cuda:1 ...)") from None
-    available = {"cpu", "cuda"} if torch.cuda.is_available() else {"cpu"}
-    if kind not in available and not (kind == "mps" and torch.backends.mps.is_available()):
-        raise UserError(f"--device {device}: {kind} is not available here; use --device cpu")
-    model, _, tokenizer_path = load_model(checkpoint, device=device)
-    if tokenizer_path is None:
+        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:1, mps)") from None
+    here = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not here.get(device.type):
+        raise UserError(f"--device {name}: {device.type} is not available here; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: there are only {torch.cuda.device_count()} GPUs here")
+    return device
+
+
+def load_for_generation(
+    checkpoint: str, device: str | None = None, tokenizer: str | None = None
+) -> tuple[torch.nn.Module, ChatTokenizer, dict]:
+    """The checkpoint's model on pick_device(device), its tokenizer.json (or `tokenizer`, when its
+    sha256 is the one the checkpoint records) and its config.json, or a one-line UserError."""
+    model, config, path = load_model(checkpoint, device=pick_device(device))
+    if tokenizer is not None:
+        recorded = (config.get("tokenizer") or {}).get("sha256")
+        if not Path(tokenizer).is_file():
+            raise UserError(f"--tokenizer {tokenizer} not found")
+        if recorded and sha256_file(tokenizer) != recorded:
+            raise UserError(
+                f"--tokenizer {tokenizer} is not the tokenizer {checkpoint} was trained with"
+            )
+        path = Path(tokenizer)
+    if path is None:
         raise UserError(f"{checkpoint} has no tokenizer.json next to its weights")
-    tokenizer = load_tokenizer(tokenizer_path)
-    if tokenizer.get_vocab_size() > model.config.vocab_size:
+    loaded = load_tokenizer(path)
+    if loaded.get_vocab_size() > model.config.vocab_size:
         raise UserError(
-            f"{tokenizer_path} has {tokenizer.get_vocab_size()} tokens but the model only "
-            f"{model.config.vocab_size}; the checkpoint is inconsistent"
+            f"{path} has {loaded.get_vocab_size()} tokens but the model of {checkpoint} only "
+            f"{model.config.vocab_size}; the tokenizer does not match the checkpoint"
         )
-    return model, tokenizer
+    return model, loaded, config
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_sampling_args(args)
-    model, tokenizer = load_for_generation(args.checkpoint, args.device)
-    sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                    top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                    vocab_size=tokenizer.get_vocab_size(), stop_ids=tokenizer.stop_ids)  # fmt: skip
+    model, tokenizer, _ = load_for_generation(args.checkpoint, args.device)
+    sampling = {name: getattr(args, name) for name in SAMPLING_FLAGS}
+    sampling |= {"vocab_size": tokenizer.get_vocab_size(), "stop_ids": tokenizer.stop_ids}
     if args.chat:
         chat(model, tokenizer, sampling, args.system)
     else:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from evaluation_fixtures import write_evaluation_data
+from evaluation_fixtures import CORE, write_evaluation_data
 from model_fixtures import build_checkpoint, build_tokenizer
 
 from common.errors import run_cli
@@ -81,15 +81,24 @@ def test_limit_and_no_chat(setup, capsys):
     assert layout["config"]["apply_chat_template"] is False and "plain text" in out
 
 
-def test_core_adds_the_letter_forms_for_chat_models(setup, capsys):
+def test_core_adds_the_letter_forms_for_chat_models_only(setup, capsys, tmp_path):
+    """A plain-text model beside a chat model: ARC's letter forms are scored on the chat one."""
     root = setup["root"]
-    argv = ["--checkpoint", str(root / "sft"), "--tasks", "core", "--limit", "1",
-            "--data-dir", str(setup["data"])]  # fmt: skip
+    argv = ["--checkpoint", str(root / "base"), "--checkpoint", str(root / "sft"),
+            "--tasks", "core", "--limit", "1", "--data-dir", str(setup["data"]),
+            "--json", str(tmp_path / "r.json")]  # fmt: skip
     code, out, err = run(argv, capsys)
     assert code == 0, err
-    for name in ("hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "lambada_openai",
-                 "arc_easy_letters", "arc_challenge_letters"):  # fmt: skip
+    letters = {"arc_easy_letters", "arc_challenge_letters"}
+    base, sft = (json.loads((tmp_path / f"r.{n}.json").read_text()) for n in ("base", "sft"))
+    assert set(base["results"]) == set(CORE) and set(sft["results"]) == {*CORE, *letters}
+    for name in (*CORE, *letters):
         assert f"\n{name} " in out
+    rows = [line.split() for line in out.splitlines()]
+    assert ["arc_easy_letters", "acc"] in [row[:2] for row in rows]
+    for row in rows:
+        if row[:2] == ["arc_easy_letters", "acc"]:  # [2]'s figure (of one example) and random
+            assert len(row) == 4, row  # and none for [1]
 
 
 def test_hf_folder_beside_a_checkpoint(setup, capsys, tmp_path):
@@ -165,6 +174,7 @@ def test_bad_inputs_are_one_line_each(setup, capsys, tmp_path):
     for limit in ("", "0", "x"):
         one_line_error(*run([*base, "--limit", limit], capsys)[::2], "--limit")
     one_line_error(*run([*base, "--num-fewshot", "-1"], capsys)[::2], "--num-fewshot")
+    one_line_error(*run([*base, "--device", "bogus"], capsys)[::2], "not a device")
     one_line_error(*run([*base, "--tasks", " , "], capsys)[::2], "--tasks is empty")
     one_line_error(
         *run([*base, "--tasks", "winogrande", "--num-fewshot", "9"], capsys)[::2], "only 3"
@@ -224,16 +234,26 @@ def test_help_names_every_task(capsys):
 
 def test_lm_evals_own_command_line_scores_our_checkpoint(setup, tmp_path):
     """`python3 -m evaluation.lm` is lm-eval's command line with our model registered as
-    simple-transformer (its default device, cuda:0, falls back to the CPU); the sample world's
-    test needs no copy."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    model_args = f"checkpoint={setup['root'] / 'base'}"
-    result = subprocess.run(
-        [sys.executable, "-m", "evaluation.lm", "--model", "simple-transformer", "--model_args",
-         model_args, "--tasks", "sample_world", "--include_path",
-         str(REPO / "dataset/evaluation/tasks"), "--limit", "8"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    simple-transformer (its default device, cuda:0, falls back to the CPU), its tasks reading
+    the copies in --data-dir (the sample world's test needs none); a missing copy is one line
+    naming the data step, and nothing is fetched."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}  # fmt: skip
+    command = [sys.executable, "-m", "evaluation.lm", "--model", "simple-transformer",
+               "--model_args", f"checkpoint={setup['root'] / 'base'}", "--include_path",
+               str(REPO / "dataset/evaluation/tasks"), "--limit", "8", "--tasks"]  # fmt: skip
+
+    def lm_eval(*args):
+        return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+
+    result = lm_eval("sample_world,piqa", "--data-dir", str(setup["data"]))
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("|sample_world")]
-    assert len(rows) == 1 and "|acc " in rows[0], result.stdout
+    for task in ("sample_world", "piqa"):
+        rows = [line for line in result.stdout.splitlines() if line.startswith(f"|{task}")]
+        assert len(rows) == 1 and "|acc " in rows[0], result.stdout
+    result = lm_eval("piqa", "--data-dir", str(tmp_path / "empty"))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    assert f"download_dataset --tasks piqa --output-dir {tmp_path / 'empty'}" in errors[0]
+    assert "Traceback" not in result.stderr and not (tmp_path / "empty").exists()

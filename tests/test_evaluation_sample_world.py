@@ -92,7 +92,8 @@ def test_the_data_step_copies_what_the_tasks_read(tmp_path, monkeypatch):
     download_dataset.main(["--output-dir", str(tmp_path), "--tasks", "arc_easy_letters"])
     assert asked == [("allenai/ai2_arc", "ARC-Easy"), ("allenai/ai2_arc", "ARC-Challenge")]
     manifest = json.loads((tmp_path / "allenai/ai2_arc/ARC-Easy/manifest.json").read_text())
-    assert manifest["dataset_path"] == "allenai/ai2_arc" and manifest["splits"]["test"] == 4
+    assert manifest["id"] == "allenai/ai2_arc" and manifest["name"] == "ARC-Easy"
+    assert manifest["splits"]["test"] == 4 and "revision" in manifest
     monkeypatch.undo()  # offline again
     tasks, missing = load_tasks(["arc_easy", "arc_easy_letters"], tmp_path)
     assert missing == [] and len(tasks["tasks"]["arc_easy"].test_docs()) == 4

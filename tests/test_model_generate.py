@@ -9,6 +9,7 @@ import pytest
 import torch
 from model_fixtures import build_checkpoint, build_tokenizer
 
+from common.errors import UserError
 from common.errors import run_cli as common_run_cli
 from model import generate as generation
 from model.checkpoint import load_model
@@ -276,3 +277,16 @@ def test_bad_input_is_a_one_line_error(run_dir, args, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_pick_device_is_one_rule_for_every_command():
+    """model.generate, model.serve and the evaluation read --device through pick_device: None
+    and "auto" mean cuda when there is one; a device that is not here is one line."""
+    here = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert generation.pick_device(None) == generation.pick_device("auto") == here
+    assert generation.pick_device("cpu") == torch.device("cpu")
+    for name, message in (("bogus", "not a device"), ("meta", "meta is not available here")):
+        with pytest.raises(UserError, match=f"--device {name}: {message}"):
+            generation.pick_device(name)
+    with pytest.raises(UserError, match="--device cuda:99: "):  # no CUDA, or no 100th GPU
+        generation.pick_device("cuda:99")
