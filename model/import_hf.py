@@ -60,7 +60,9 @@ def model_config(hf: dict, block_size: int | None) -> ModelConfig:
     max_positions = hf["max_position_embeddings"]
     if block_size is not None and not 0 < block_size <= max_positions:
         raise UserError(f"--block-size must be in 1..{max_positions}, the model's context")
-    scaling = {"rope_type": "llama3", **{k: rope[k] for k in LLAMA3_ROPE_KEYS}}
+    scaling = None
+    if kind == "llama3":
+        scaling = {"rope_type": "llama3", **{key: rope[key] for key in LLAMA3_ROPE_KEYS}}
     return ModelConfig(
         vocab_size=hf["vocab_size"],
         block_size=block_size or max_positions,
@@ -73,7 +75,7 @@ def model_config(hf: dict, block_size: int | None) -> ModelConfig:
         rope_theta=float(hf.get("rope_theta") or rope.get("rope_theta") or 10000.0),
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_embeddings=hf.get("tie_word_embeddings", False),
-        rope_scaling=scaling if kind == "llama3" else None,
+        rope_scaling=scaling,
     )
 
 
