@@ -124,12 +124,28 @@ def test_models_the_sample_pipeline_trains_score_far_above_chance(tmp_path, caps
 
     from evaluation.cli import main
 
-    stages = {"pre_training": pretrained_checkpoint(), "sft": sft_checkpoint(),
-              "dpo": dpo_checkpoint()}  # fmt: skip
+    stages = {
+        "pre_training": pretrained_checkpoint(),
+        "sft": sft_checkpoint(),
+        "dpo": dpo_checkpoint(),
+    }
     argv = [arg for path in stages.values() for arg in ("--checkpoint", str(path))]
     capsys.readouterr()
-    assert main([*argv, "--tasks", "sample_world", "--json", str(tmp_path / "r.json"),
-                 "--data-dir", str(tmp_path), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                *argv,
+                "--tasks",
+                "sample_world",
+                "--json",
+                str(tmp_path / "r.json"),
+                "--data-dir",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     print(capsys.readouterr().out)
     for stage, path in stages.items():
         layout = json.loads((tmp_path / f"r.{path.name}.json").read_text())

@@ -77,10 +77,12 @@ def test_a_missing_copy_names_the_command_or_is_left_out(data_dir, tmp_path):
 
 
 def test_metric_values_keep_filters_and_standard_errors():
-    results = {"results": {
-        "piqa": {"alias": "piqa", "acc,none": 0.5, "acc_stderr,none": 0.1, "sample_len": 3},
-        "gsm8k": {"exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": "N/A"},
-    }}  # fmt: skip
+    results = {
+        "results": {
+            "piqa": {"alias": "piqa", "acc,none": 0.5, "acc_stderr,none": 0.1, "sample_len": 3},
+            "gsm8k": {"exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": "N/A"},
+        }
+    }
     assert metric_values(results) == [
         ("piqa", "acc", 0.5, 0.1),
         ("gsm8k", "exact_match,strict-match", 0.25, None),
