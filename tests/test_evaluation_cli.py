@@ -44,19 +44,9 @@ def run(argv, capsys) -> tuple[int, str, str]:
 
 def test_table_and_json_of_two_models(setup, capsys):
     root = setup["root"]
-    argv = [
-        "--checkpoint",
-        str(root / "base"),
-        "--checkpoint",
-        str(root / "sft"),
-        "--tasks",
-        "piqa,lambada_openai",
-        "--data-dir",
-        str(setup["data"]),
-        "--json",
-        str(root / "out" / "results.json"),
-        "--log-samples",
-    ]
+    argv = ["--checkpoint", str(root / "base"), "--checkpoint", str(root / "sft")]
+    argv += ["--tasks", "piqa,lambada_openai", "--data-dir", str(setup["data"])]
+    argv += ["--json", str(root / "out" / "results.json"), "--log-samples"]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     assert "[1] base" in out and "plain text" in out.splitlines()[0]
@@ -82,19 +72,8 @@ def test_table_and_json_of_two_models(setup, capsys):
 
 def test_limit_and_no_chat(setup, capsys):
     root = setup["root"]
-    argv = [
-        "--checkpoint",
-        str(root / "sft"),
-        "--no-chat",
-        "--tasks",
-        "hellaswag",
-        "--limit",
-        "2",
-        "--data-dir",
-        str(setup["data"]),
-        "--json",
-        str(root / "limit.json"),
-    ]
+    argv = ["--checkpoint", str(root / "sft"), "--no-chat", "--tasks", "hellaswag", "--limit", "2"]
+    argv += ["--data-dir", str(setup["data"]), "--json", str(root / "limit.json")]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     layout = json.loads((root / "limit.json").read_text())
@@ -105,20 +84,9 @@ def test_limit_and_no_chat(setup, capsys):
 def test_core_adds_the_letter_forms_for_chat_models_only(setup, capsys, tmp_path):
     """A plain-text model beside a chat model: ARC's letter forms are scored on the chat one."""
     root = setup["root"]
-    argv = [
-        "--checkpoint",
-        str(root / "base"),
-        "--checkpoint",
-        str(root / "sft"),
-        "--tasks",
-        "core",
-        "--limit",
-        "1",
-        "--data-dir",
-        str(setup["data"]),
-        "--json",
-        str(tmp_path / "r.json"),
-    ]
+    argv = ["--checkpoint", str(root / "base"), "--checkpoint", str(root / "sft")]
+    argv += ["--tasks", "core", "--limit", "1", "--data-dir", str(setup["data"])]
+    argv += ["--json", str(tmp_path / "r.json")]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     letters = {"arc_easy_letters", "arc_challenge_letters"}
@@ -138,19 +106,9 @@ def test_hf_folder_beside_a_checkpoint(setup, capsys, tmp_path):
     from model.export.hf import export
 
     export(setup["root"] / "base", tmp_path / "hf")
-    argv = [
-        "--checkpoint",
-        str(setup["root"] / "base"),
-        "--hf",
-        str(tmp_path / "hf"),
-        "--tasks",
-        "winogrande",
-        "--data-dir",
-        str(setup["data"]),
-        "--json",
-        str(tmp_path / "r.json"),
-        "--log-samples",
-    ]
+    argv = ["--checkpoint", str(setup["root"] / "base"), "--hf", str(tmp_path / "hf")]
+    argv += ["--tasks", "winogrande", "--data-dir", str(setup["data"])]
+    argv += ["--json", str(tmp_path / "r.json"), "--log-samples"]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     ours = json.loads((tmp_path / "r.base.json").read_text())
@@ -168,20 +126,9 @@ def test_two_models_of_one_name_keep_their_own_columns_and_files(setup, capsys, 
     root = setup["root"]
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "base").symlink_to(root / "base")  # a/base and base: one short name
-    argv = [
-        "--checkpoint",
-        str(root / "base"),
-        "--checkpoint",
-        str(tmp_path / "a" / "base"),
-        "--checkpoint",
-        str(root / "base"),
-        "--tasks",
-        "piqa",
-        "--data-dir",
-        str(setup["data"]),
-        "--json",
-        str(tmp_path / "r.json"),
-    ]
+    argv = ["--checkpoint", str(root / "base"), "--checkpoint", str(tmp_path / "a" / "base")]
+    argv += ["--checkpoint", str(root / "base"), "--tasks", "piqa"]
+    argv += ["--data-dir", str(setup["data"]), "--json", str(tmp_path / "r.json")]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     written = [line.removeprefix("wrote ") for line in err.splitlines() if line.startswith("wrote")]
@@ -192,19 +139,9 @@ def test_two_models_of_one_name_keep_their_own_columns_and_files(setup, capsys, 
 
 
 def test_bf16_on_a_cpu_is_bf16_for_checkpoints_too(setup, capsys, tmp_path):
-    argv = [
-        "--checkpoint",
-        str(setup["root"] / "base"),
-        "--tasks",
-        "piqa",
-        "--precision",
-        "bf16",
-        "--data-dir",
-        str(setup["data"]),
-        "--json",
-        str(tmp_path / "bf16.json"),
-        "--log-samples",
-    ]
+    argv = ["--checkpoint", str(setup["root"] / "base"), "--tasks", "piqa", "--precision", "bf16"]
+    argv += ["--data-dir", str(setup["data"]), "--json", str(tmp_path / "bf16.json")]
+    argv += ["--log-samples"]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     argv[argv.index("bf16")] = "fp32"
@@ -269,32 +206,14 @@ def test_bad_inputs_are_one_line_each(setup, capsys, tmp_path):
 def test_no_network_and_no_local_copy(setup, tmp_path):
     """The evaluation never fetches: a missing copy is one line naming the data step; the data
     step without a network is one line too (the Hub really is asked, in offline mode)."""
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf_home"),
-        "OMP_NUM_THREADS": "1",
-    }
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = {**os.environ, **offline, "OMP_NUM_THREADS": "1"}
+    empty = str(tmp_path / "empty")
     commands = [
-        [
-            "evaluation",
-            "--checkpoint",
-            str(setup["root"] / "base"),
-            "--tasks",
-            "piqa",
-            "--data-dir",
-            str(tmp_path / "empty"),
-            "--quiet",
-        ],
-        [
-            "dataset.evaluation.download_dataset",
-            "--tasks",
-            "piqa",
-            "--output-dir",
-            str(tmp_path / "empty"),
-        ],
+        ["evaluation", "--checkpoint", str(setup["root"] / "base"), "--tasks", "piqa"],
+        ["dataset.evaluation.download_dataset", "--tasks", "piqa", "--output-dir", empty],
     ]
+    commands[0] += ["--data-dir", empty, "--quiet"]
     for command, words in zip(commands, ("dataset.evaluation.download_dataset", "baber/piqa")):
         result = subprocess.run(
             [sys.executable, "-m", *command],
@@ -324,28 +243,11 @@ def test_lm_evals_own_command_line_scores_our_checkpoint(setup, tmp_path):
     simple-transformer (its default device, cuda:0, falls back to the CPU), its tasks reading
     the copies in --data-dir (the sample world's test needs none); a missing copy is one line
     naming the data step, and nothing is fetched."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf_home"),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "evaluation.lm",
-        "--model",
-        "simple-transformer",
-        "--model_args",
-        f"checkpoint={setup['root'] / 'base'}",
-        "--include_path",
-        str(REPO / "dataset/evaluation/tasks"),
-        "--limit",
-        "8",
-        "--tasks",
-    ]
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = {**os.environ, **offline, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "evaluation.lm", "--model", "simple-transformer"]
+    command += ["--model_args", f"checkpoint={setup['root'] / 'base'}", "--limit", "8"]
+    command += ["--include_path", str(REPO / "dataset/evaluation/tasks"), "--tasks"]
 
     def lm_eval(*args):
         return subprocess.run(

@@ -411,14 +411,12 @@ def test_continued_pretraining_sft_dpo_and_evaluation_take_it(tmp_path):
         compile=False,
         eval_tasks="",
     )
-    init, stages = (
-        tmp_path / "ours",
-        {
-            "pre_training": (pre_training, PretrainingStage),
-            "sft": (post_training_sft, SFTStage),
-            "dpo": (post_training_dpo, DPOStage),
-        },
-    )
+    init = tmp_path / "ours"
+    stages = {
+        "pre_training": (pre_training, PretrainingStage),
+        "sft": (post_training_sft, SFTStage),
+        "dpo": (post_training_dpo, DPOStage),
+    }
     for stage, (script, stage_class) in stages.items():
         extra = {"pairs_per_step": 0} if stage == "dpo" else {}
         data_dir = str(tmp_path / stage / "tokens")
