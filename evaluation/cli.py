@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 from common.errors import ArgumentParser, UserError
-from dataset.evaluation.download_dataset import DEFAULT_OUTPUT, MODULE
+from dataset.evaluation.download_dataset import DEFAULT_OUTPUT
 from evaluation.lm import CHAT_STAGES, SimpleTransformerLM, use_bf16
 from evaluation.tasks import FEWSHOT_SEED, evaluate_tasks, load_tasks, metric_values, resolve_tasks
 from model.generate import pick_device
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--no-chat", dest="chat", action="store_false", help="all on plain text")
     add("--json", metavar="PATH", help="lm-eval's results file (several models: PATH.<model>)")
     add("--log-samples", action="store_true", help="with --json: every example's samples")
-    add("--data-dir", default=DEFAULT_OUTPUT, help=f"the copies of `python3 -m {MODULE}`")
+    add("--data-dir", default=DEFAULT_OUTPUT, help="the datasets' copies (default: %(default)s)")
     add("--batch-size", type=int, default=32, help="continuations per forward pass (default: 32)")
     add("--device", help="cpu, cuda, cuda:1, mps (default: cuda when there is one)")
     add("--precision", choices=PRECISIONS, default="auto", help="auto: bf16 on a GPU that has it")
@@ -201,7 +201,7 @@ def table(models: list[Scored], all_results: list[dict], show_references: bool) 
     rows = []
     for task, metric in keys:
         values = [f.get((task, metric), (None, None)) for f in figures]
-        percent = bool(better[task].get(metric.split(",")[0]))
+        percent = bool(better.get(task, {}).get(metric.split(",")[0]))
         percent = percent and all(value <= 1 for value, _ in values if value is not None)
         row = [task, metric, *(_figure(value, error, percent) for value, error in values)]
         row.append(_figure(baseline.get(task) if metric in ("acc", "acc_norm") else None, None, 1))
