@@ -36,9 +36,10 @@ import datasets  # noqa: E402
 
 from common.errors import ArgumentParser, UserError, run_cli  # noqa: E402
 from dataset.evaluation.download_dataset import copy_folder  # noqa: E402
-from evaluation.lm import SimpleTransformerLM, pick_device, use_bf16  # noqa: E402
+from evaluation.lm import SimpleTransformerLM, use_bf16  # noqa: E402
 from evaluation.tasks import evaluate_tasks, load_tasks  # noqa: E402
 from model.config import PRESETS, from_preset  # noqa: E402
+from model.generate import pick_device  # noqa: E402
 from model.transformer import Transformer  # noqa: E402
 from tokenizer.encoding import SPECIAL_TOKENS, load_tokenizer  # noqa: E402
 

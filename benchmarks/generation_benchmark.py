@@ -58,8 +58,15 @@ from model.transformer import Transformer  # noqa: E402
 from tokenizer.encoding import SPECIAL_TOKENS  # noqa: E402
 
 LLAMA_CPP_MODES = {"llama_cpp_f32": "f32", "llama_cpp_f16": "f16", "llama_cpp_q8_0": "q8_0"}
-MODES = ("eager", "compiled", "cuda_graphs", "batched", "transformers", "recompute",
-         *LLAMA_CPP_MODES)  # fmt: skip
+MODES = (
+    "eager",
+    "compiled",
+    "cuda_graphs",
+    "batched",
+    "transformers",
+    "recompute",
+    *LLAMA_CPP_MODES,
+)
 
 
 def synchronize(device: str) -> None:
@@ -112,9 +119,12 @@ def llama_cpp_runner(model: Transformer, prompts: list[list[int]], dtype: str, t
     save_model_files(model, root / "run" / "step_0000001", {}, tokenizer)
     path = export(root / "run" / "step_0000001", root / "gguf", dtype)
     llm = llama_cpp.Llama(
-        str(path), n_ctx=model.config.block_size, n_threads=threads, n_threads_batch=threads,
+        str(path),
+        n_ctx=model.config.block_size,
+        n_threads=threads,
+        n_threads_batch=threads,
         verbose=False,
-    )  # fmt: skip
+    )
 
     def run_llama(new_tokens):
         llm.reset()  # no prompt prefix kept from the last run: every run encodes its prompt
@@ -153,9 +163,14 @@ def runner(mode: str, model, prompts: list[list[int]], args, device: str):
         def run(new_tokens):
             ids = torch.tensor(prompts[:1], device=device)
             out = hf.generate(
-                ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=1,
-            )  # fmt: skip
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=1,
+            )
             return [out[0, ids.shape[1] :].tolist()]
 
         return run
@@ -195,10 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--streams", type=int, default=8, help="streams in the batched mode")
     parser.add_argument(
-        "--rows", type=int, default=None,
+        "--rows",
+        type=int,
+        default=None,
         help="rows of the generator's KV cache (default: one per stream); more leaves rows "
         "idle, as in a server with fewer requests than --batch-size",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--threads",
         nargs="+",

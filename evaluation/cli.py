@@ -15,9 +15,13 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 from common.errors import ArgumentParser, UserError
-from evaluation.lm import CHAT_STAGES, SimpleTransformerLM, pick_device, use_bf16
+from dataset.evaluation.download_dataset import DEFAULT_OUTPUT
+from evaluation.lm import CHAT_STAGES, SimpleTransformerLM, use_bf16
 from evaluation.tasks import FEWSHOT_SEED, evaluate_tasks, load_tasks, metric_values, resolve_tasks
+from model.generate import pick_device
 
+PRECISIONS = ("auto", "fp32", "bf16")
+AT_LEAST = {"limit": 1, "num_fewshot": 0, "batch_size": 1, "bootstrap_iters": 0}  # flag: minimum
 # Published zero-shot lm-eval figures of small models (their sources: README.md, Evaluate)
 # fmt: off
 REFERENCE_SCORES = {
@@ -41,7 +45,6 @@ class Scored:
     kind: str  # "checkpoint" | "hf"
     stage: str  # "pre_training", "sft", "dpo" or "hf"
     chat: bool
-    dtype: str
 
 
 class ModelArg(argparse.Action):
@@ -52,62 +55,57 @@ class ModelArg(argparse.Action):
         namespace.models = [*(namespace.models or []), (kind, values)]
 
 
-def whole_number(minimum: int):
-    """An argparse type: an int of at least `minimum`."""
-
-    def parse(text: str) -> int:
-        if not text.strip().lstrip("-").isdigit():
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
-        if int(text) < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
-        return int(text)
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python3 -m evaluation",
-        description="Score checkpoints and transformers folders side by side on "
-        "lm-evaluation-harness tasks.",
+        description="Score checkpoints and transformers folders (repeat --checkpoint and --hf) "
+        "side by side on lm-evaluation-harness tasks. Checkpoints of the sft and dpo stages are "
+        "scored as chat models, the others on plain text, unless --chat or --no-chat says.",
         epilog="Tasks: any lm-eval task or group (hellaswag, mmlu, gsm8k, wikitext ...; "
         "`lm-eval ls tasks` lists them) and ours, in dataset/evaluation/tasks/: core (hellaswag, "
         "arc_easy, arc_challenge, piqa, winogrande, lambada_openai; + arc_easy_letters, "
         "arc_challenge_letters when a model is scored as a chat model), sample_world.",
     )
-    parser.set_defaults(models=[])
+    parser.set_defaults(models=[], chat=None)
     add = parser.add_argument
-    # fmt: off
     add("--checkpoint", action=ModelArg, metavar="DIR", help="one of our run (or step) folders")
-    add("--hf", action=ModelArg, metavar="DIR", help="a transformers causal-LM folder, scored by "
-        "lm-eval's own hf model (--checkpoint and --hf: repeat for several, side by side)")
+    add("--hf", action=ModelArg, metavar="DIR", help="a transformers folder: lm-eval's hf model")
     add("--tasks", default="core", help="comma-separated tasks and groups (default: core)")
-    add("--limit", type=whole_number(1), metavar="N", help="the first N examples of each task")
-    add("--num-fewshot", type=whole_number(0), metavar="K",
-        help="solved examples before each question (default: the task's own, 0 for core)")
+    add("--limit", type=int, metavar="N", help="the first N examples of each task")
+    add("--num-fewshot", type=int, metavar="K", help="solved examples first (default: the task's)")
     add("--fewshot-seed", type=int, default=FEWSHOT_SEED, help="lm-eval's default: 1234")
     chat = parser.add_mutually_exclusive_group()
-    chat.add_argument("--chat", action="store_true", default=None, help="score every model "
-                      "through its chat template (default: checkpoints of sft and dpo)")
-    chat.add_argument("--no-chat", dest="chat", action="store_false",
-                      help="score every model on plain text (default: pre-training, HF folders)")
-    add("--json", metavar="PATH", help="lm-eval's results file (several models: one each, "
-        "named PATH's name + the model's)")
-    add("--log-samples", action="store_true", help="with --json: every example's requests, "
-        "responses and metrics (lm-eval's samples)")
-    add("--data-dir", default="data/evaluation", help="the datasets' copies (python3 -m "
-        "dataset.evaluation.download_dataset; default: data/evaluation)")
-    add("--batch-size", type=whole_number(1), default=32, help="continuations per forward pass")
-    add("--device", help="cpu, cuda, cuda:1 ... (default: cuda when there is one)")
-    add("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-        help="auto: bf16 on a GPU that has it, else fp32")
-    add("--tokenizer", metavar="PATH", help="for --checkpoint: the tokenizer.json its run used, "
-        "when it has none")
-    add("--bootstrap-iters", type=whole_number(0), default=1000, help="resamples for the "
-        "standard error of perplexities (lm-eval's default: 100000; 0: no standard errors)")
+    chat.add_argument("--chat", action="store_true", help="every model through its chat template")
+    chat.add_argument("--no-chat", dest="chat", action="store_false", help="all on plain text")
+    add("--json", metavar="PATH", help="lm-eval's results file (several models: PATH.<model>)")
+    add("--log-samples", action="store_true", help="with --json: every example's samples")
+    add("--data-dir", default=DEFAULT_OUTPUT, help="the datasets' copies (default: %(default)s)")
+    add("--batch-size", type=int, default=32, help="continuations per forward pass (default: 32)")
+    add("--device", help="cpu, cuda, cuda:1, mps (default: cuda when there is one)")
+    add("--precision", choices=PRECISIONS, default="auto", help="auto: bf16 on a GPU that has it")
+    add("--tokenizer", metavar="PATH", help="for a --checkpoint without one: its tokenizer.json")
+    add(
+        "--bootstrap-iters",
+        type=int,
+        default=1000,
+        help="resamples for the standard error of perplexities (lm-eval's default: 100000; 0: "
+        "no standard errors)",
+    )
     add("--quiet", action="store_true", help="no progress bars, no lm-eval log lines")
-    # fmt: on
     return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if not args.models:
+        raise UserError("nothing to score: give --checkpoint DIR or --hf DIR (or several)")
+    if args.tokenizer and not any(kind == "checkpoint" for kind, _ in args.models):
+        raise UserError("--tokenizer applies to --checkpoint; an --hf folder has its own")
+    if args.log_samples and not args.json:
+        raise UserError("--log-samples adds to the --json file; give --json PATH too")
+    for name, least in AT_LEAST.items():
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise UserError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
 
 
 def load_hf(path: str, device, bf16: bool, batch_size: int, chat: bool):
@@ -133,23 +131,19 @@ def load_hf(path: str, device, bf16: bool, batch_size: int, chat: bool):
 
 
 def load_models(args, device) -> list[Scored]:
-    if not args.models:
-        raise UserError("nothing to score: give --checkpoint DIR or --hf DIR (or several)")
-    if args.tokenizer and not any(kind == "checkpoint" for kind, _ in args.models):
-        raise UserError("--tokenizer applies to --checkpoint; an --hf folder has its own")
-    bf16 = use_bf16(args.precision, device)
-    dtype, models = "bfloat16" if bf16 else "float32", []
+    models = []
     for kind, path in args.models:
         if kind == "checkpoint":
             lm = SimpleTransformerLM.from_checkpoint(
                 path, args.tokenizer, device, args.batch_size, args.precision
             )
             chat = lm.stage in CHAT_STAGES if args.chat is None else args.chat
-            models.append(Scored(lm, short_name(path), path, kind, lm.stage, chat, dtype))
+            models.append(Scored(lm, short_name(path), path, kind, lm.stage, chat))
         else:
+            bf16 = use_bf16(args.precision, device)
             lm = load_hf(path, device, bf16, args.batch_size, bool(args.chat))
-            models.append(Scored(lm, short_name(path), path, kind, "hf", bool(args.chat), dtype))
-    return distinct_names(models)  # fmt: skip
+            models.append(Scored(lm, short_name(path), path, kind, "hf", bool(args.chat)))
+    return distinct_names(models)
 
 
 def short_name(path: str) -> str:
@@ -195,16 +189,21 @@ def _figure(value: float | None, error: float | None, percent: bool) -> str:
 def table(models: list[Scored], all_results: list[dict], show_references: bool) -> str:
     """Task, metric, each model's figure ± standard error, random guessing, published figures."""
     figures = [{(t, m): (v, e) for t, m, v, e in metric_values(r)} for r in all_results]
-    baseline, tasks = random_baseline(all_results[0]), {task for task, _ in figures[0]}
+    keys = list(dict.fromkeys(key for model_figures in figures for key in model_figures))
+    baseline, better = {}, {}
+    for results in all_results:
+        baseline |= random_baseline(results)
+        better |= results["higher_is_better"]
+    tasks = {task for task, _ in keys}
     references = [name for name, scores in REFERENCE_SCORES.items() if tasks & set(scores)]
     references = references if show_references else []
     header = ["task", "metric", *(f"[{i + 1}]" for i in range(len(models))), "random"]
     rows = []
-    for task, metric in figures[0]:
-        better = all_results[0]["higher_is_better"].get(task, {}).get(metric.split(",")[0])
-        percent = bool(better) and all(f.get((task, metric), (0,))[0] <= 1 for f in figures)
-        row = [task, metric, *(_figure(*f.get((task, metric), (None, None)), percent)
-                               for f in figures)]  # fmt: skip
+    for task, metric in keys:
+        values = [f.get((task, metric), (None, None)) for f in figures]
+        percent = bool(better.get(task, {}).get(metric.split(",")[0]))
+        percent = percent and all(value <= 1 for value, _ in values if value is not None)
+        row = [task, metric, *(_figure(value, error, percent) for value, error in values)]
         row.append(_figure(baseline.get(task) if metric in ("acc", "acc_norm") else None, None, 1))
         for name in references:
             row.append(_figure(REFERENCE_SCORES[name].get(task, {}).get(metric), None, percent))
@@ -213,8 +212,8 @@ def table(models: list[Scored], all_results: list[dict], show_references: bool) 
     for i, (model, results) in enumerate(zip(models, all_results)):
         shots = "/".join(str(k) for k in sorted(set(results["n-shot"].values()))) or "0"
         how = "a chat model" if model.chat else "plain text"
-        lines.append(f"[{i + 1}] {model.name} ({model.source}; {model.kind}, stage "
-                     f"{model.stage}): scored as {how}, {shots}-shot")  # fmt: skip
+        where = f"{model.source}; {model.kind}, stage {model.stage}"
+        lines.append(f"[{i + 1}] {model.name} ({where}): scored as {how}, {shots}-shot")
     lines.append("accuracies in %, ± one standard error; perplexity: lower is better")
     if references:
         lines.append("published zero-shot figures, their sources: README.md, Evaluate")
@@ -237,11 +236,13 @@ def results_file(model: Scored, results: dict, args) -> dict:
         "model_name": model.name,
         "stage": model.stage,
         "apply_chat_template": model.chat,
-        "dtype": model.dtype,
+        "dtype": "bfloat16" if use_bf16(args.precision, model.lm.device) else "float32",
         "device": str(model.lm.device),
-        **{key: getattr(args, key) for key in ("batch_size", "limit", "num_fewshot",
-                                               "fewshot_seed", "bootstrap_iters")},
-    }  # fmt: skip
+        **{
+            key: getattr(args, key)
+            for key in ("batch_size", "limit", "num_fewshot", "fewshot_seed", "bootstrap_iters")
+        },
+    }
     layout["date"] = time.time()
     layout["random_baseline"] = random_baseline(results)
     return layout
@@ -250,10 +251,9 @@ def results_file(model: Scored, results: dict, args) -> dict:
 def write_json(path: str, layouts: list[dict]) -> list[Path]:
     """One model: PATH. Several: one file per model, PATH's name + "." + the model's name."""
     target = Path(path)
-    targets = [target]
-    if len(layouts) > 1:
-        names = [layout["config"]["model_name"].replace("/", "_") for layout in layouts]
-        targets = [target.with_name(f"{target.stem}.{name}{target.suffix}") for name in names]
+    names = [layout["config"]["model_name"].replace("/", "_") for layout in layouts]
+    targets = [target.with_name(f"{target.stem}.{name}{target.suffix}") for name in names]
+    targets = targets if len(layouts) > 1 else [target]
     target.parent.mkdir(parents=True, exist_ok=True)
     for file, layout in zip(targets, layouts):
         atomic_write_text(file, json.dumps(layout, indent=2, default=str) + "\n")
@@ -269,17 +269,26 @@ def quietly():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.log_samples and not args.json:
-        raise UserError("--log-samples adds to the --json file; give --json PATH too")
+    check_args(args)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notes on task configs: not ours
     resolve_tasks(args.tasks)  # a misspelt task is an error before any model loads
     with quietly() if args.quiet else contextlib.nullcontext():
         models = load_models(args, pick_device(args.device))
-        names = resolve_tasks(args.tasks, chat=any(model.chat for model in models))
-        tasks, _ = load_tasks(names, args.data_dir)
-        all_results = [evaluate_tasks(model.lm, tasks, args.limit, args.num_fewshot,
-                                      args.fewshot_seed, model.chat, args.bootstrap_iters)
-                       for model in models]  # fmt: skip
+        tasks = {}  # per chat flag: `core` adds ARC's letter forms for chat models only
+        for chat in {model.chat for model in models}:
+            tasks[chat], _ = load_tasks(resolve_tasks(args.tasks, chat), args.data_dir)
+        all_results = []
+        for model in models:
+            results = evaluate_tasks(
+                model.lm,
+                tasks[model.chat],
+                args.limit,
+                args.num_fewshot,
+                args.fewshot_seed,
+                model.chat,
+                args.bootstrap_iters,
+            )
+            all_results.append(results)
     print(table(models, all_results, show_references=not args.num_fewshot))
     if args.json:
         layouts = [results_file(m, r, args) for m, r in zip(models, all_results)]

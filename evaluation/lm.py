@@ -1,25 +1,21 @@
 """Our checkpoints as an lm-evaluation-harness model: `lm_eval.api.model.LM` "simple-transformer".
 
     python3 -m evaluation.lm --model simple-transformer --model_args checkpoint=checkpoints/sft \
-        --tasks hellaswag --include_path dataset/evaluation/tasks   # lm-eval's own command line
+        --tasks hellaswag --include_path dataset/evaluation/tasks [--data-dir data/evaluation]
 
-Requests become token ids as lm-eval's Hugging Face model (`--model hf`) makes them on the
-exported folder of the same checkpoint, so both score the same: the tokenizer's BOS in front of
-a text that does not start with it, special tokens written in a text matched (a chat template's
-output), a context's trailing spaces moved to its continuation (lm-eval's TemplateLM).
-- loglikelihood: the requests that share a context (a multiple-choice question's choices) run it
-  once into a KV cache, each choice continuing from it; batches of contexts, longest first;
-- loglikelihood_rolling: a text in windows of the model's length, as lm-eval cuts them;
-- generate_until: our generation, greedy unless the task samples, until a stop string.
-bf16 autocast where asked (a GPU with bf16, by default); log-probabilities in float32.
+is lm-eval's own command line with this model registered, its tasks reading the copies in
+--data-dir. Requests become token ids as lm-eval's `hf` model makes them on the exported folder of
+the same checkpoint (BOS in front of a text that does not start with it, special tokens written in
+a text matched), so both score the same. The choices of one question continue one pass over it (a
+KV cache), batches run longest first, generate_until uses our generation; bf16 autocast on asking.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import re
+import sys
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from lm_eval.api.model import TemplateLM
@@ -28,24 +24,14 @@ from lm_eval.models import utils as lm_eval_utils
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
 from tqdm import tqdm
 
-from common.atomic import sha256_file
-from common.errors import UserError
-from model.checkpoint import load_model, unwrap_model
-from model.generate import generate
+from common.errors import UserError, run_cli
+from dataset.evaluation.download_dataset import DEFAULT_OUTPUT, MODULE, MissingCopy, local_copies
+from model.checkpoint import unwrap_model
+from model.generate import Generator, Sampling, Stream, load_for_generation
 from model.kv_cache import KVCache
-from tokenizer.encoding import ChatTokenizer, load_tokenizer
+from tokenizer.encoding import ChatTokenizer
 
 CHAT_STAGES = ("sft", "dpo")  # checkpoints of these stages are scored as chat models by default
-
-
-def pick_device(device: str | torch.device | None) -> torch.device:
-    """`device`, or cuda when there is one; a one-line error for a device that is not here."""
-    name = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
-        raise UserError(f"--device {name}: use cpu, cuda or cuda:N")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return torch.device(name)
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -56,8 +42,14 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 @register_model("simple-transformer")
 class SimpleTransformerLM(TemplateLM):
-    def __init__(self, model: torch.nn.Module, tokenizer: ChatTokenizer, batch_size: int = 32,
-                 bf16: bool = False, stage: str = "pre_training"):  # fmt: skip
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: ChatTokenizer,
+        batch_size: int = 32,
+        bf16: bool = False,
+        stage: str = "pre_training",
+    ):
         super().__init__()
         self.model = unwrap_model(model)
         self._device = next(self.model.parameters()).device
@@ -65,37 +57,14 @@ class SimpleTransformerLM(TemplateLM):
         self.batch_size, self.bf16, self.stage = batch_size, bf16, stage
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str, tokenizer: str | None = None, device=None,
-                        batch_size=None, precision: str = "auto", **kwargs):  # fmt: skip
-        """One of our run or step folders, with its tokenizer.json (or `tokenizer`, when its
-        sha256 is the one the checkpoint records)."""
-        chosen = pick_device(device)
-        model, config, own = load_model(checkpoint, device=chosen)
-        recorded = (config.get("tokenizer") or {}).get("sha256") or ""
-        if tokenizer is not None:
-            if not Path(tokenizer).is_file():
-                raise UserError(f"--tokenizer {tokenizer} not found")
-            if recorded and sha256_file(tokenizer) != recorded:
-                raise UserError(
-                    f"--tokenizer {tokenizer} is not the tokenizer {checkpoint} was trained "
-                    f"with (its sha256 differs from the checkpoint's {recorded[:12]}...); leave "
-                    "--tokenizer out to use the checkpoint's own tokenizer.json"
-                )
-            own = Path(tokenizer)
-        if own is None:
-            raise UserError(
-                f"{checkpoint} has no tokenizer.json next to its weights; pass "
-                "--tokenizer with the tokenizer.json the run was trained with"
-            )
-        loaded = load_tokenizer(own)
-        if loaded.get_vocab_size() > model.config.vocab_size:
-            raise UserError(
-                f"{own} has {loaded.get_vocab_size()} tokens but the model of {checkpoint} "
-                f"only {model.config.vocab_size}; the tokenizer does not match the checkpoint"
-            )
+    def from_checkpoint(
+        cls, checkpoint, tokenizer=None, device=None, batch_size=32, precision="auto"
+    ):
+        """One of our run or step folders (model.generate.load_for_generation loads it)."""
+        model, loaded, config = load_for_generation(checkpoint, device, tokenizer)
+        bf16 = use_bf16(precision, next(model.parameters()).device)
         size = int(batch_size) if str(batch_size).isdigit() else 32  # lm-eval may say "auto"
-        stage = str(config.get("stage") or "pre_training")
-        return cls(model, loaded, size, use_bf16(precision, chosen), stage, **kwargs)
+        return cls(model, loaded, size, bf16, str(config.get("stage") or "pre_training"))
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
@@ -174,10 +143,9 @@ class SimpleTransformerLM(TemplateLM):
         batch, rows, prefix, width = [], 0, 0, 0
         for context, continuations in groups:
             longest = max(len(c) for _, c in continuations)
-            fits = rows + len(continuations) <= self.batch_size
-            if batch and not (
-                fits and max(prefix, len(context) - 1) + max(width, longest) <= self.max_length
-            ):
+            too_many = rows + len(continuations) > self.batch_size
+            too_long = max(prefix, len(context) - 1) + max(width, longest) > self.max_length
+            if batch and (too_many or too_long):
                 yield batch
                 batch, rows, prefix, width = [], 0, 0, 0
             batch.append((context, continuations))
@@ -251,8 +219,10 @@ class SimpleTransformerLM(TemplateLM):
             until = lm_eval_utils.handle_stop_sequences(kwargs.pop("until"), eos=eos)
             max_new = kwargs.pop("max_gen_toks")
             if max_new >= self.max_length:
-                raise UserError(f"{request.task_name} generates up to {max_new} tokens; this "
-                                f"model reads only {self.max_length}")  # fmt: skip
+                raise UserError(
+                    f"{request.task_name} generates up to {max_new} tokens; this "
+                    f"model reads only {self.max_length}"
+                )
             prompt = self.tok_encode(context, left_truncate_len=self.max_length - max_new)
             with self._autocast():
                 text = self._generate(prompt, max_new, until, kwargs)
@@ -263,15 +233,13 @@ class SimpleTransformerLM(TemplateLM):
     def _generate(self, prompt: list[int], max_new: int, until: list[str], kwargs: dict) -> str:
         """The text after prompt until a stop string shows in it (or a stop token, or max_new
         tokens): greedy unless the task samples; padded vocabulary ids never come out."""
-        ids, temperature = [], kwargs.get("temperature") or 0.0
-        sampling = {"top_k": kwargs.get("top_k"), "top_p": kwargs.get("top_p")}
-        stops = self.tokenizer.stop_ids
-        for token in generate(self.model, prompt, max_new, temperature, **sampling,
-                              stop_ids=stops, vocab_size=self.vocab_size):  # fmt: skip
-            ids.append(token)
-            if any(stop in self.tokenizer.decode(ids) for stop in until):
+        temperature = kwargs.get("temperature") or 0.0
+        sampling = Sampling(temperature, kwargs.get("top_k"), kwargs.get("top_p"))
+        stream = Stream(prompt, max_new, sampling, self.tokenizer.stop_ids)
+        for _ in Generator(self.model, vocab_size=self.vocab_size).run([stream]):
+            if any(stop in self.tokenizer.decode(stream.generated) for stop in until):
                 break
-        return self.tokenizer.decode(ids)
+        return self.tokenizer.decode(stream.generated)
 
     def _autocast(self):
         if self.bf16:  # on a CPU too: --precision bf16 means the same for HF folders
@@ -279,12 +247,23 @@ class SimpleTransformerLM(TemplateLM):
         return contextlib.nullcontext()
 
 
-if (
-    __name__ == "__main__"
-):  # lm-eval's command line, this model registered, data/evaluation's copies
+def main() -> None:
+    """lm-eval's command line; --data-dir (ours) is taken out before lm-eval reads the rest."""
     from lm_eval.__main__ import cli_evaluate
 
-    from dataset.evaluation.download_dataset import local_copies
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--data-dir", default=DEFAULT_OUTPUT)
+    parser.add_argument("--tasks", "-t", nargs="+", default=[])
+    ours, rest = parser.parse_known_args()
+    if {"-h", "--help"} & set(rest):
+        print(f"--data-dir DIR: the copies of `python3 -m {MODULE}` (default: {DEFAULT_OUTPUT})")
+    sys.argv[1:] = [*rest, *(["--tasks", *ours.tasks] if ours.tasks else [])]
+    try:
+        with local_copies(ours.data_dir):
+            cli_evaluate()
+    except MissingCopy as missing:
+        raise missing.naming(",".join(ours.tasks), ours.data_dir) from None
 
-    with local_copies("data/evaluation", fetch=True):
-        cli_evaluate()
+
+if __name__ == "__main__":
+    run_cli(main)

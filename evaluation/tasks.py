@@ -4,28 +4,30 @@
     tasks, missing = load_tasks(names, "data/evaluation")
     results = evaluate_tasks(lm, tasks, limit=300)      # lm-eval's results dict
 
-`python3 -m evaluation` and the training scripts' in-run scores (training/task_scores.py) go
-through these three; the data copies are dataset/evaluation/download_dataset.py's.
+Used by `python3 -m evaluation` and the training scripts' in-run scores (training/task_scores.py).
 """
 
 from __future__ import annotations
 
 import functools
+from unittest import mock
 
 import lm_eval.utils
 from lm_eval import evaluator
 
 from common.errors import UserError
-from dataset.evaluation.download_dataset import MODULE, MissingCopy, local_copies, task_manager
+from dataset.evaluation.download_dataset import MissingCopy, local_copies, task_manager
 from dataset.evaluation.download_dataset import task_names as expand_names
 
 FEWSHOT_SEED = 1234  # lm-eval's default --fewshot_random_seed
 LETTER_TASKS = ("arc_easy_letters", "arc_challenge_letters")  # `core` adds them for chat models
+compiled_template = functools.cache(lm_eval.utils.env.from_string)
 
-# lm-eval 0.4.13 compiles a task's Jinja prompt again for every document (a fifth of the suite's
-# time on a CPU); each prompt is compiled once instead, which changes no text.
-compile_template = functools.cache(lm_eval.utils.env.from_string)
-lm_eval.utils.apply_template = lambda template, doc: compile_template(template).render(**doc)
+
+def render_template(template: str, doc: dict) -> str:
+    """lm_eval.utils.apply_template with each Jinja prompt compiled once, not once per document
+    (evaluate_tasks puts it in place while lm-eval evaluates); the text is the same."""
+    return compiled_template(template).render(**doc)
 
 
 def resolve_tasks(spec: str, chat: bool = False) -> list[str]:
@@ -51,10 +53,7 @@ def load_tasks(names: list[str], data_dir, skip_missing: bool = False) -> tuple[
                 loaded = manager.load(name)
             except MissingCopy as error:
                 if not skip_missing:
-                    raise UserError(
-                        f"{name}: {error.folder} not found; make it with `python3 -m {MODULE} "
-                        f"--tasks {name} --output-dir {data_dir}` (where there is a network)"
-                    ) from None
+                    raise error.naming(name, data_dir) from None
                 missing.append(name)
                 continue
             for key in tasks:
@@ -62,9 +61,15 @@ def load_tasks(names: list[str], data_dir, skip_missing: bool = False) -> tuple[
     return tasks, missing
 
 
-def evaluate_tasks(lm, tasks: dict, limit: int | None = None, num_fewshot: int | None = None,
-                   fewshot_seed: int = FEWSHOT_SEED, chat: bool = False,
-                   bootstrap_iters: int = 1000) -> dict:  # fmt: skip
+def evaluate_tasks(
+    lm,
+    tasks: dict,
+    limit: int | None = None,
+    num_fewshot: int | None = None,
+    fewshot_seed: int = FEWSHOT_SEED,
+    chat: bool = False,
+    bootstrap_iters: int = 1000,
+) -> dict:
     """lm-eval's results of `lm` on `tasks` (with every example's samples), the tasks set up as
     lm-eval's simple_evaluate sets them: num_fewshot (None: each task's default), the few-shot
     seed, chat (lm-eval's --apply_chat_template, few-shot examples as turns)."""
@@ -81,9 +86,15 @@ def evaluate_tasks(lm, tasks: dict, limit: int | None = None, num_fewshot: int |
                 f"{task.task_name} is {shots}-shot but has only {len(pool)} examples to draw "
                 "from; give --num-fewshot a smaller K"
             )
-    return evaluator.evaluate(lm, tasks, limit=limit, bootstrap_iters=bootstrap_iters,
-                              log_samples=True, apply_chat_template=chat,
-                              fewshot_as_multiturn=chat)  # fmt: skip
+    with mock.patch.object(lm_eval.utils, "apply_template", render_template):
+        return evaluator.evaluate(
+            lm,
+            tasks,
+            limit=limit,
+            bootstrap_iters=bootstrap_iters,
+            apply_chat_template=chat,
+            fewshot_as_multiturn=chat,
+        )
 
 
 def metric_values(results: dict) -> list[tuple[str, str, float, float | None]]:

@@ -43,6 +43,12 @@ from common.errors import UserError
 
 VOCAB_MULTIPLE = 64
 MLP_MULTIPLE = 64
+LLAMA3_ROPE_KEYS = (
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "original_max_position_embeddings",
+)
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -95,12 +101,13 @@ class ModelConfig:
             )
         if not (self.rope_theta > 0 and self.norm_eps > 0):
             raise UserError("model config: rope_theta and norm_eps must be positive")
-        keys = {"rope_type", "factor", "low_freq_factor", "high_freq_factor",
-                "original_max_position_embeddings"}  # fmt: skip
+        keys = {"rope_type", *LLAMA3_ROPE_KEYS}
         scaling = self.rope_scaling
         if scaling is not None and (scaling.get("rope_type") != "llama3" or set(scaling) != keys):
-            raise UserError(f"model config: rope_scaling must be None or Llama 3's {sorted(keys)}"
-                            f" with rope_type llama3, got {scaling!r}")  # fmt: skip
+            raise UserError(
+                f"model config: rope_scaling must be None or Llama 3's {sorted(keys)}"
+                f" with rope_type llama3, got {scaling!r}"
+            )
         self.padded_vocab_size = round_up(self.vocab_size, VOCAB_MULTIPLE)
         if self.mlp_hidden == 0:
             self.mlp_hidden = round_up(8 * self.n_embd // 3, MLP_MULTIPLE)

@@ -1,9 +1,6 @@
 r"""Generate text from a checkpoint: complete a prompt, or chat with a fine-tuned model.
 
-    # continue a plain prompt (pre-training format: the model sees BOS + prompt)
     python3 -m model.generate --checkpoint checkpoints/<run> --prompt "Once upon a time"
-
-    # interactive multi-turn chat in the checkpoint's chat template, streamed token by token
     python3 -m model.generate --checkpoint checkpoints/<run> --chat --system "Be brief."
 
 Tiny CPU example, after the README's sample pipeline:
@@ -11,10 +8,9 @@ Tiny CPU example, after the README's sample pipeline:
 
 The one way to generate (this command, model.serve, the evaluation, the training samples):
 `Generator(model, batch_size).run(streams)` decodes streams together, each in a row of one KV
-cache with its own sampling and stop ids; a finished stream frees its row for the next. Prompts
-are prefilled one at a time, then each decode step runs every busy row; compile=True compiles
-that step over the whole cache (on CUDA into a CUDA graph: worth its start-up time for a
-server). A stream that outgrows the cache goes on from its most recent block_size // 2 tokens.
+cache with its own sampling and stop ids. Prompts are prefilled one at a time, then each decode
+step runs every busy row; compile=True compiles that step over the whole cache (a CUDA graph on
+CUDA). A stream that outgrows the cache goes on from its most recent block_size // 2 tokens.
 """
 
 from __future__ import annotations
@@ -24,15 +20,19 @@ import math
 from collections import deque
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from torch.backends import mps
 
+from common.atomic import sha256_file
 from common.errors import ArgumentParser, UserError, run_cli
 from model.checkpoint import load_model, unwrap_model
 from model.kv_cache import KVCache
 from tokenizer.encoding import ChatTokenizer, load_tokenizer
 
 SEEDS = range(-(1 << 63), 1 << 64)  # what torch.Generator.manual_seed takes
+SAMPLING_FLAGS = ("max_new_tokens", "temperature", "top_k", "top_p", "seed")  # generate()'s
 
 
 @dataclass
@@ -43,9 +43,7 @@ class Sampling:
     seed: int | None = None  # the same seed gives the same sample
 
 
-def sample(
-    logits: torch.Tensor, rows: list[Sampling], generators: list, vocab_size: int
-) -> torch.Tensor:
+def sample(logits: torch.Tensor, rows: list[Sampling], generators: list, vocab_size: int):
     """Ids [n] (< vocab_size) for logits [n, V_pad], row i drawn with rows[i], generators[i]."""
     logits = logits[:, :vocab_size].float()  # [n, V]: padded ids are not tokens
     greedy = logits.argmax(dim=-1)
@@ -245,9 +243,7 @@ def generate(
             yield token
 
 
-def generate_text(
-    model: torch.nn.Module, tokenizer: ChatTokenizer, prompt: str, max_new_tokens: int, **kwargs
-) -> str:
+def generate_text(model, tokenizer: ChatTokenizer, prompt: str, max_new_tokens: int, **kwargs):
     """Continue a plain-text prompt (a pre-training document); returns only the new text."""
     kwargs.setdefault("stop_ids", tokenizer.stop_ids)
     ids = list(generate(model, tokenizer.document(prompt), max_new_tokens, **kwargs))
@@ -255,12 +251,8 @@ def generate_text(
 
 
 class StreamDecoder:
-    """Token ids -> printable text, never splitting a UTF-8 character.
-
-    A byte-level BPE token may end mid-character (an emoji may span several tokens), whose
-    decoding ends in U+FFFD: such tokens wait for the rest of their character, and only they
-    are decoded, so each token costs one small decode, not one of everything so far.
-    """
+    """Token ids -> printable text, never splitting a UTF-8 character: a byte-level BPE token
+    that ends mid-character (decoded as U+FFFD) waits for the rest of that character."""
 
     def __init__(self, tokenizer: ChatTokenizer):
         self.tokenizer = tokenizer
@@ -311,9 +303,7 @@ def chat(model, tokenizer: ChatTokenizer, sampling: dict, system: str | None, in
             messages.append({"role": "user", "content": user_text})
             prompt_ids = tokenizer.prompt(messages)
             if len(prompt_ids) >= block:
-                print(
-                    f"(conversation is {len(prompt_ids)} tokens; the model sees the last {block})"
-                )
+                print(f"(conversation: {len(prompt_ids)} tokens; the model sees the last {block})")
             print("assistant> ", end="", flush=True)
             reply = print_reply(generate(model, prompt_ids, **sampling), tokenizer)
             messages.append({"role": "assistant", "content": reply})
@@ -324,20 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python3 -m model.generate",
         description="Complete a prompt or chat with a trained checkpoint.",
     )
-    parser.add_argument(
-        "--checkpoint", required=True, help="run folder (follows its `latest`) or step folder"
-    )
+    add = parser.add_argument
+    add("--checkpoint", required=True, help="run folder (follows its `latest`) or step folder")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--prompt", help="text to continue (encoded as a document: BOS + text)")
     mode.add_argument("--chat", action="store_true", help="interactive chat (its chat template)")
-    parser.add_argument("--system", help="system message for --chat")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="at most (default 256)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens only")
-    parser.add_argument("--top-p", type=float, help="sample among the likeliest tokens that hold "
-                        "this much probability, in (0, 1]")  # fmt: skip
-    parser.add_argument("--seed", type=int, help="random seed (same seed, same sample)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add("--system", help="system message for --chat")
+    add("--max-new-tokens", type=int, default=256, help="at most (default 256)")
+    add("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    add("--top-k", type=int, help="sample among the k most likely tokens only")
+    add("--top-p", type=float, help="nucleus: the likeliest tokens that hold this much probability")
+    add("--seed", type=int, help="random seed (same seed, same sample)")
+    add("--device", help="cpu, cuda, cuda:1, mps (default: cuda when there is one)")
     return parser
 
 
@@ -354,38 +342,52 @@ def check_sampling_args(args: argparse.Namespace) -> None:
         raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
 
 
-def load_for_generation(
-    checkpoint: str, device: str | None
-) -> tuple[torch.nn.Module, ChatTokenizer]:
-    """The checkpoint's model (on `device`, default cuda when there is one) and its tokenizer,
-    or a one-line UserError (model.serve uses it too)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(name: str | None = None) -> torch.device:
+    """--device: cpu, cuda, cuda:N or mps, when it is here (None or "auto": cuda when there is
+    one, else cpu); anything else is a one-line UserError."""
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        kind = torch.device(device).type
+        device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"--device {device}: not a device (cpu, cuda, cuda:1 ...)") from None
-    available = {"cpu", "cuda"} if torch.cuda.is_available() else {"cpu"}
-    if kind not in available and not (kind == "mps" and torch.backends.mps.is_available()):
-        raise UserError(f"--device {device}: {kind} is not available here; use --device cpu")
-    model, _, tokenizer_path = load_model(checkpoint, device=device)
-    if tokenizer_path is None:
+        raise UserError(f"--device {name}: not a device (cpu, cuda, cuda:1, mps)") from None
+    here = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps.is_available()}
+    if not here.get(device.type):
+        raise UserError(f"--device {name}: {device.type} is not available here; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: there are only {torch.cuda.device_count()} GPUs here")
+    return device
+
+
+def load_for_generation(
+    checkpoint: str, device: str | None = None, tokenizer: str | None = None
+) -> tuple[torch.nn.Module, ChatTokenizer, dict]:
+    """The checkpoint's model on pick_device(device), its tokenizer.json (or `tokenizer`, when its
+    sha256 is the one the checkpoint records) and its config.json, or a one-line UserError."""
+    model, config, own = load_model(checkpoint, device=pick_device(device))
+    path = own if tokenizer is None else Path(tokenizer)
+    if path is None:
         raise UserError(f"{checkpoint} has no tokenizer.json next to its weights")
-    tokenizer = load_tokenizer(tokenizer_path)
-    if tokenizer.get_vocab_size() > model.config.vocab_size:
+    loaded = load_tokenizer(path)
+    recorded = (config.get("tokenizer") or {}).get("sha256")
+    if tokenizer is not None and recorded and sha256_file(path) != recorded:
         raise UserError(
-            f"{tokenizer_path} has {tokenizer.get_vocab_size()} tokens but the model only "
-            f"{model.config.vocab_size}; the checkpoint is inconsistent"
+            f"--tokenizer {tokenizer} is not the tokenizer {checkpoint} was trained with"
         )
-    return model, tokenizer
+    if loaded.get_vocab_size() > model.config.vocab_size:
+        raise UserError(
+            f"{path} has {loaded.get_vocab_size()} tokens but the model of {checkpoint} only "
+            f"{model.config.vocab_size}; the tokenizer does not match the checkpoint"
+        )
+    return model, loaded, config
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_sampling_args(args)
-    model, tokenizer = load_for_generation(args.checkpoint, args.device)
-    sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                    top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                    vocab_size=tokenizer.get_vocab_size(), stop_ids=tokenizer.stop_ids)  # fmt: skip
+    model, tokenizer, _ = load_for_generation(args.checkpoint, args.device)
+    sampling = {name: getattr(args, name) for name in SAMPLING_FLAGS}
+    sampling |= {"vocab_size": tokenizer.get_vocab_size(), "stop_ids": tokenizer.stop_ids}
     if args.chat:
         chat(model, tokenizer, sampling, args.system)
     else:

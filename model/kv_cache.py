@@ -1,10 +1,9 @@
 """The key/value cache: every layer's keys and values (after RoPE), one row per stream.
 
-Row b holds `lengths[b]` tokens at positions 0 .. lengths[b] - 1; a mask keeps each row's
-queries on its own keys, so streams never see each other. `model(ids, cache)` with ids [B, T]
-appends each row's next T tokens. A forward pass calls `begin` once, then `CachePass.update` in
-every layer; a compiled decode step passes `positions` instead, reads every position (its shapes
-never change) and keeps `lengths` itself.
+Row b holds `lengths[b]` tokens at positions 0 .. lengths[b] - 1, and a mask keeps each row's
+queries on its own keys. `model(ids, cache)` with ids [B, T] appends each row's next T tokens:
+`begin` once per forward pass, then `CachePass.update` in every layer. A compiled decode step
+passes `positions` instead, reads every position (its shapes never change) and keeps `lengths`.
 """
 
 from __future__ import annotations
@@ -52,11 +51,8 @@ class KVCache:
         return new
 
     def begin(self, num_tokens: int, device, positions: torch.Tensor | None = None) -> CachePass:
-        """Where each row's next num_tokens tokens go, and what each may attend to.
-
-        positions [B] (a compiled step): each row's first new position; every key position is
-        read, and lengths are the caller's. Otherwise the rows advance by num_tokens.
-        """
+        """Where each row's next num_tokens tokens go, and what each may attend to; the rows
+        advance by num_tokens, unless a compiled step gives their first new `positions` [B]."""
         T, starts = num_tokens, self.lengths
         offsets = torch.arange(T, device=device)  # [T]
         if positions is not None:
@@ -68,8 +64,8 @@ class KVCache:
         if len(set(starts)) > 1:  # rows at different lengths: each row masks its own future
             return CachePass(self, torch.tensor(starts, device=device)[:, None] + offsets, window)
         positions = (offsets + starts[0]).expand(len(starts), T)  # [B, T]
-        # no mask for one new token (it sees every key) nor from position 0 (the causal triangle)
-        return CachePass(self, positions, window, T > 1 and starts[0] > 0, start=starts[0])
+        needs_mask = T > 1 and starts[0] > 0  # one new token sees every key; from 0: the triangle
+        return CachePass(self, positions, window, needs_mask=needs_mask, start=starts[0])
 
 
 @dataclass

@@ -86,12 +86,9 @@ def sdpa_can_group_heads(q: torch.Tensor, mask: torch.Tensor | None) -> bool:
 
 
 def decoding_backends():
-    """SDPA kernels for generation with a KV cache: every fused one except cuDNN's.
-
-    cuDNN attention builds an execution plan for each new sequence length (about 80 ms each,
-    measured on an H200) and decoding grows the key length by one per token, so a chat reply
-    would pay that for every token of its first use (124m: 17.6 tokens/s instead of 151).
-    """
+    """SDPA kernels for generation with a KV cache: every fused one except cuDNN's, which builds
+    an execution plan for each new key length, and decoding grows the key length by one per token
+    (benchmarks/README.md, GPU figures)."""
     return sdpa_kernel(
         [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     )

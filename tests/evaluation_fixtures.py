@@ -133,8 +133,12 @@ HELLASWAG_TRAIN = [
 
 
 def _arc(qid, question, texts, labels, key):
-    return {"id": qid, "question": question, "choices": {"text": texts, "label": labels},
-            "answerKey": key}  # fmt: skip
+    return {
+        "id": qid,
+        "question": question,
+        "choices": {"text": texts, "label": labels},
+        "answerKey": key,
+    }
 
 
 ARC_EVAL = [
@@ -267,9 +271,11 @@ CORE = ("hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "lambada
 def fixture_dataset(name: str) -> datasets.DatasetDict:
     _, _, layout, splits = DATASETS[name]
     return datasets.DatasetDict(
-        {split: datasets.Dataset.from_list(rows, features=FEATURES[layout])
-         for split, rows in splits.items()}
-    )  # fmt: skip
+        {
+            split: datasets.Dataset.from_list(rows, features=FEATURES[layout])
+            for split, rows in splits.items()
+        }
+    )
 
 
 def write_evaluation_data(data_dir: Path, names=tuple(DATASETS)) -> Path:

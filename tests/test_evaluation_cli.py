@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from evaluation_fixtures import write_evaluation_data
+from evaluation_fixtures import CORE, write_evaluation_data
 from model_fixtures import build_checkpoint, build_tokenizer
 
 from common.errors import run_cli
@@ -44,9 +44,9 @@ def run(argv, capsys) -> tuple[int, str, str]:
 
 def test_table_and_json_of_two_models(setup, capsys):
     root = setup["root"]
-    argv = ["--checkpoint", str(root / "base"), "--checkpoint", str(root / "sft"),
-            "--tasks", "piqa,lambada_openai", "--data-dir", str(setup["data"]),
-            "--json", str(root / "out" / "results.json"), "--log-samples"]  # fmt: skip
+    argv = ["--checkpoint", str(root / "base"), "--checkpoint", str(root / "sft")]
+    argv += ["--tasks", "piqa,lambada_openai", "--data-dir", str(setup["data"])]
+    argv += ["--json", str(root / "out" / "results.json"), "--log-samples"]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     assert "[1] base" in out and "plain text" in out.splitlines()[0]
@@ -72,8 +72,8 @@ def test_table_and_json_of_two_models(setup, capsys):
 
 def test_limit_and_no_chat(setup, capsys):
     root = setup["root"]
-    argv = ["--checkpoint", str(root / "sft"), "--no-chat", "--tasks", "hellaswag", "--limit", "2",
-            "--data-dir", str(setup["data"]), "--json", str(root / "limit.json")]  # fmt: skip
+    argv = ["--checkpoint", str(root / "sft"), "--no-chat", "--tasks", "hellaswag", "--limit", "2"]
+    argv += ["--data-dir", str(setup["data"]), "--json", str(root / "limit.json")]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     layout = json.loads((root / "limit.json").read_text())
@@ -81,15 +81,24 @@ def test_limit_and_no_chat(setup, capsys):
     assert layout["config"]["apply_chat_template"] is False and "plain text" in out
 
 
-def test_core_adds_the_letter_forms_for_chat_models(setup, capsys):
+def test_core_adds_the_letter_forms_for_chat_models_only(setup, capsys, tmp_path):
+    """A plain-text model beside a chat model: ARC's letter forms are scored on the chat one."""
     root = setup["root"]
-    argv = ["--checkpoint", str(root / "sft"), "--tasks", "core", "--limit", "1",
-            "--data-dir", str(setup["data"])]  # fmt: skip
+    argv = ["--checkpoint", str(root / "base"), "--checkpoint", str(root / "sft")]
+    argv += ["--tasks", "core", "--limit", "1", "--data-dir", str(setup["data"])]
+    argv += ["--json", str(tmp_path / "r.json")]
     code, out, err = run(argv, capsys)
     assert code == 0, err
-    for name in ("hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "lambada_openai",
-                 "arc_easy_letters", "arc_challenge_letters"):  # fmt: skip
+    letters = {"arc_easy_letters", "arc_challenge_letters"}
+    base, sft = (json.loads((tmp_path / f"r.{n}.json").read_text()) for n in ("base", "sft"))
+    assert set(base["results"]) == set(CORE) and set(sft["results"]) == {*CORE, *letters}
+    for name in (*CORE, *letters):
         assert f"\n{name} " in out
+    rows = [line.split() for line in out.splitlines()]
+    assert ["arc_easy_letters", "acc"] in [row[:2] for row in rows]
+    for row in rows:
+        if row[:2] == ["arc_easy_letters", "acc"]:  # [2]'s figure (of one example) and random
+            assert len(row) == 4, row  # and none for [1]
 
 
 def test_hf_folder_beside_a_checkpoint(setup, capsys, tmp_path):
@@ -97,9 +106,9 @@ def test_hf_folder_beside_a_checkpoint(setup, capsys, tmp_path):
     from model.export.hf import export
 
     export(setup["root"] / "base", tmp_path / "hf")
-    argv = ["--checkpoint", str(setup["root"] / "base"), "--hf", str(tmp_path / "hf"),
-            "--tasks", "winogrande", "--data-dir", str(setup["data"]),
-            "--json", str(tmp_path / "r.json"), "--log-samples"]  # fmt: skip
+    argv = ["--checkpoint", str(setup["root"] / "base"), "--hf", str(tmp_path / "hf")]
+    argv += ["--tasks", "winogrande", "--data-dir", str(setup["data"])]
+    argv += ["--json", str(tmp_path / "r.json"), "--log-samples"]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     ours = json.loads((tmp_path / "r.base.json").read_text())
@@ -117,9 +126,9 @@ def test_two_models_of_one_name_keep_their_own_columns_and_files(setup, capsys, 
     root = setup["root"]
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "base").symlink_to(root / "base")  # a/base and base: one short name
-    argv = ["--checkpoint", str(root / "base"), "--checkpoint", str(tmp_path / "a" / "base"),
-            "--checkpoint", str(root / "base"), "--tasks", "piqa", "--data-dir",
-            str(setup["data"]), "--json", str(tmp_path / "r.json")]  # fmt: skip
+    argv = ["--checkpoint", str(root / "base"), "--checkpoint", str(tmp_path / "a" / "base")]
+    argv += ["--checkpoint", str(root / "base"), "--tasks", "piqa"]
+    argv += ["--data-dir", str(setup["data"]), "--json", str(tmp_path / "r.json")]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     written = [line.removeprefix("wrote ") for line in err.splitlines() if line.startswith("wrote")]
@@ -130,9 +139,9 @@ def test_two_models_of_one_name_keep_their_own_columns_and_files(setup, capsys, 
 
 
 def test_bf16_on_a_cpu_is_bf16_for_checkpoints_too(setup, capsys, tmp_path):
-    argv = ["--checkpoint", str(setup["root"] / "base"), "--tasks", "piqa", "--precision",
-            "bf16", "--data-dir", str(setup["data"]), "--json", str(tmp_path / "bf16.json"),
-            "--log-samples"]  # fmt: skip
+    argv = ["--checkpoint", str(setup["root"] / "base"), "--tasks", "piqa", "--precision", "bf16"]
+    argv += ["--data-dir", str(setup["data"]), "--json", str(tmp_path / "bf16.json")]
+    argv += ["--log-samples"]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     argv[argv.index("bf16")] = "fp32"
@@ -165,6 +174,7 @@ def test_bad_inputs_are_one_line_each(setup, capsys, tmp_path):
     for limit in ("", "0", "x"):
         one_line_error(*run([*base, "--limit", limit], capsys)[::2], "--limit")
     one_line_error(*run([*base, "--num-fewshot", "-1"], capsys)[::2], "--num-fewshot")
+    one_line_error(*run([*base, "--device", "bogus"], capsys)[::2], "not a device")
     one_line_error(*run([*base, "--tasks", " , "], capsys)[::2], "--tasks is empty")
     one_line_error(
         *run([*base, "--tasks", "winogrande", "--num-fewshot", "9"], capsys)[::2], "only 3"
@@ -196,17 +206,23 @@ def test_bad_inputs_are_one_line_each(setup, capsys, tmp_path):
 def test_no_network_and_no_local_copy(setup, tmp_path):
     """The evaluation never fetches: a missing copy is one line naming the data step; the data
     step without a network is one line too (the Hub really is asked, in offline mode)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = {**os.environ, **offline, "OMP_NUM_THREADS": "1"}
+    empty = str(tmp_path / "empty")
     commands = [
-        ["evaluation", "--checkpoint", str(setup["root"] / "base"), "--tasks", "piqa",
-         "--data-dir", str(tmp_path / "empty"), "--quiet"],
-        ["dataset.evaluation.download_dataset", "--tasks", "piqa", "--output-dir",
-         str(tmp_path / "empty")],
-    ]  # fmt: skip
+        ["evaluation", "--checkpoint", str(setup["root"] / "base"), "--tasks", "piqa"],
+        ["dataset.evaluation.download_dataset", "--tasks", "piqa", "--output-dir", empty],
+    ]
+    commands[0] += ["--data-dir", empty, "--quiet"]
     for command, words in zip(commands, ("dataset.evaluation.download_dataset", "baber/piqa")):
-        result = subprocess.run([sys.executable, "-m", *command], cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", *command],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert result.returncode == 2, result.stderr
         assert len(errors) == 1 and words in errors[0], result.stderr
@@ -224,16 +240,27 @@ def test_help_names_every_task(capsys):
 
 def test_lm_evals_own_command_line_scores_our_checkpoint(setup, tmp_path):
     """`python3 -m evaluation.lm` is lm-eval's command line with our model registered as
-    simple-transformer (its default device, cuda:0, falls back to the CPU); the sample world's
-    test needs no copy."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    model_args = f"checkpoint={setup['root'] / 'base'}"
-    result = subprocess.run(
-        [sys.executable, "-m", "evaluation.lm", "--model", "simple-transformer", "--model_args",
-         model_args, "--tasks", "sample_world", "--include_path",
-         str(REPO / "dataset/evaluation/tasks"), "--limit", "8"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    simple-transformer (its default device, cuda:0, falls back to the CPU), its tasks reading
+    the copies in --data-dir (the sample world's test needs none); a missing copy is one line
+    naming the data step, and nothing is fetched."""
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = {**os.environ, **offline, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "evaluation.lm", "--model", "simple-transformer"]
+    command += ["--model_args", f"checkpoint={setup['root'] / 'base'}", "--limit", "8"]
+    command += ["--include_path", str(REPO / "dataset/evaluation/tasks"), "--tasks"]
+
+    def lm_eval(*args):
+        return subprocess.run(
+            [*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    result = lm_eval("sample_world,piqa", "--data-dir", str(setup["data"]))
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("|sample_world")]
-    assert len(rows) == 1 and "|acc " in rows[0], result.stdout
+    for task in ("sample_world", "piqa"):
+        rows = [line for line in result.stdout.splitlines() if line.startswith(f"|{task}")]
+        assert len(rows) == 1 and "|acc " in rows[0], result.stdout
+    result = lm_eval("piqa", "--data-dir", str(tmp_path / "empty"))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    assert f"download_dataset --tasks piqa --output-dir {tmp_path / 'empty'}" in errors[0]
+    assert "Traceback" not in result.stderr and not (tmp_path / "empty").exists()

@@ -1,11 +1,13 @@
 """Parity with lm-evaluation-harness's own Hugging Face model: on fixtures with the real datasets'
-column layouts, our checkpoint through our LM (evaluation/lm.py) gets the same responses per
-example (log-likelihoods and is-greedy, whole-text log-likelihoods, generated texts), and so the
-same figures, as lm-eval's `hf` model (`lm_eval --model hf`, float32) on the exported folder of
-the same checkpoint: the six core tasks, openbookqa (a task our code never names), wikitext
-(perplexity, in several windows), gsm8k (generate_until, greedy), few-shot, and chat.
+column layouts, our checkpoint through our LM and our task set-up (evaluation/lm.py, tasks.py)
+gets the same responses per example (log-likelihoods and is-greedy, whole-text log-likelihoods,
+generated texts), and so the same figures, as lm-eval's own entry point,
+`lm_eval.evaluator.simple_evaluate(model="hf")` (float32), on the exported folder of the same
+checkpoint: the six core tasks, openbookqa (a task our code never names), wikitext (perplexity,
+in several windows), gsm8k (generate_until, greedy), few-shot, and chat.
 
-No network: both read the fixture copies through dataset/evaluation/download_dataset.py.
+No network: both read the fixture copies (dataset/evaluation/download_dataset.local_copies);
+nothing else of ours runs on lm-eval's side.
 """
 
 import logging
@@ -16,6 +18,7 @@ from evaluation_fixtures import CORE, WIKITEXT_PAGE, all_texts, write_evaluation
 from tiny_tokenizer import train_tiny_tokenizer
 from tokenizers import Tokenizer
 
+from dataset.evaluation.download_dataset import TASKS_DIR, local_copies
 from evaluation.lm import SimpleTransformerLM
 from evaluation.tasks import evaluate_tasks, load_tasks
 from model.checkpoint import save_model_files
@@ -46,22 +49,41 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def models(world):
-    from lm_eval.models.huggingface import HFLM
-
+def ours(world):
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     # batch 3: several contexts per batch, and choices of one context split across batches
-    ours = SimpleTransformerLM.from_checkpoint(str(world["run"]), device="cpu", batch_size=3)
-    theirs = HFLM(pretrained=str(world["hf"]), dtype="float32", batch_size=4, device="cpu")
-    return ours, theirs
+    return SimpleTransformerLM.from_checkpoint(str(world["run"]), device="cpu", batch_size=3)
 
 
 def scores(world, lm, names, generation=None, **settings) -> dict:
+    """Our side: our task set-up (load_tasks, evaluate_tasks) and our LM."""
     tasks, _ = load_tasks(list(names), world["data"])
     for task in tasks["tasks"].values():
         if generation and task.get_config("output_type") == "generate_until":
             task.set_config(key="generation_kwargs", value=generation, update=True)
     return evaluate_tasks(lm, tasks, **settings)
+
+
+def lm_eval_scores(world, names, generation=None, num_fewshot=None, chat=False, limit=None):
+    """lm-eval's side: its own simple_evaluate with its hf model on the export."""
+    from lm_eval.evaluator import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    with local_copies(world["data"]):
+        return simple_evaluate(
+            model="hf",
+            model_args={"pretrained": str(world["hf"]), "dtype": "float32"},
+            tasks=list(names),
+            num_fewshot=num_fewshot,
+            batch_size=4,
+            device="cpu",
+            limit=limit,
+            bootstrap_iters=1000,
+            apply_chat_template=chat,
+            fewshot_as_multiturn=chat,
+            gen_kwargs=generation,
+            task_manager=TaskManager(include_path=str(TASKS_DIR)),
+        )
 
 
 def assert_same(ours: dict, theirs: dict) -> None:
@@ -87,48 +109,50 @@ def doc_id(sample: dict) -> tuple:
     return sample["doc_id"], sample["filter"]
 
 
-def test_zero_shot_tasks_match_lm_eval(world, models):
+def test_zero_shot_tasks_match_lm_eval(world, ours):
     names = (*CORE, "openbookqa", "wikitext")
-    ours, theirs = (scores(world, lm, names) for lm in models)
-    assert_same(ours, theirs)
-    assert len(models[0].tok_encode(WIKITEXT_PAGE)) > BLOCK_SIZE  # several rolling windows
-    assert set(ours["results"]["wikitext"]) >= {"word_perplexity,none", "bits_per_byte,none"}
+    results = scores(world, ours, names)
+    assert_same(results, lm_eval_scores(world, names))
+    assert len(ours.tok_encode(WIKITEXT_PAGE)) > BLOCK_SIZE  # several rolling windows
+    assert set(results["results"]["wikitext"]) >= {"word_perplexity,none", "bits_per_byte,none"}
 
 
-def test_few_shot_matches_lm_eval(world, models):
+def test_few_shot_matches_lm_eval(world, ours):
     """Two solved examples, drawn with lm-eval's seed and sampler; long ones cut on the left."""
     names = ("hellaswag", "arc_easy", "winogrande", "lambada_openai", "openbookqa")
-    assert_same(*(scores(world, lm, names, num_fewshot=2) for lm in models))
+    theirs = lm_eval_scores(world, names, num_fewshot=2)
+    assert_same(scores(world, ours, names, num_fewshot=2), theirs)
 
 
-def test_chat_matches_lm_eval_apply_chat_template(world, models):
+def test_chat_matches_lm_eval_apply_chat_template(world, ours):
     """Our chat renderer (tokenizer/encoding.py) and the export's chat template agree, and so do
     the requests of lm-eval's --apply_chat_template (few-shot examples as turns)."""
     names = ("arc_easy", "piqa", "winogrande", "arc_easy_letters", "sample_world")
-    assert_same(*(scores(world, lm, names, num_fewshot=1, chat=True, limit=6) for lm in models))
+    settings = {"num_fewshot": 1, "chat": True, "limit": 6}
+    assert_same(scores(world, ours, names, **settings), lm_eval_scores(world, names, **settings))
 
 
 @pytest.mark.parametrize("until", [None, ["at"]])
-def test_gsm8k_generation_matches_lm_eval(world, models, until):
+def test_gsm8k_generation_matches_lm_eval(world, ours, until):
     """Greedy generation until gsm8k's stop strings (or a stop string that shows up often),
     within max_gen_toks, with the prompt cut on the left to leave room for them."""
     generation = {"max_gen_toks": 24, **({"until": until} if until else {})}
-    ours, theirs = (scores(world, lm, ["gsm8k"], generation, num_fewshot=2) for lm in models)
-    assert_same(ours, theirs)
-    texts = [sample["resps"][0][0] for sample in ours["samples"]["gsm8k"]]
+    mine = scores(world, ours, ["gsm8k"], generation, num_fewshot=2)
+    theirs = lm_eval_scores(world, ["gsm8k"], generation, num_fewshot=2)
+    assert_same(mine, theirs)
+    texts = [sample["resps"][0][0] for sample in mine["samples"]["gsm8k"]]
     assert any(texts), texts
     if until:
         assert all("at" not in text for text in texts)
     for name in ("exact_match,strict-match", "exact_match,flexible-extract"):
-        assert ours["results"]["gsm8k"][name] == theirs["results"]["gsm8k"][name]
+        assert mine["results"]["gsm8k"][name] == theirs["results"]["gsm8k"][name]
 
 
-def test_a_broken_encoding_rule_is_caught(world, models, monkeypatch):
+def test_a_broken_encoding_rule_is_caught(world, ours, monkeypatch):
     """Each half of lm-eval's HF rule matters: without `<|endoftext|>` in front of a plain text,
     or with the chat template's special tokens read as plain text, parity breaks."""
-    ours, theirs = models
-    plain = scores(world, theirs, ["piqa"])
-    chat = scores(world, theirs, ["arc_easy"], chat=True)
+    plain = lm_eval_scores(world, ["piqa"])
+    chat = lm_eval_scores(world, ["arc_easy"], chat=True)
     encode = SimpleTransformerLM.tok_encode
 
     def without_bos(self, text, **settings):
@@ -141,3 +165,12 @@ def test_a_broken_encoding_rule_is_caught(world, models, monkeypatch):
     monkeypatch.setattr(ours.tokenizer, "encode_with_special_tokens", ours.tokenizer.encode_text)
     with pytest.raises(AssertionError):
         assert_same(scores(world, ours, ["arc_easy"], chat=True), chat)
+
+
+def test_our_task_set_up_is_checked_too(world, ours, monkeypatch):
+    """lm-eval's side runs none of our task code: a fault in it (a wrong few-shot seed here)
+    shows as a difference, not on both sides alike."""
+    names = ("hellaswag", "arc_easy")
+    theirs = lm_eval_scores(world, names, num_fewshot=2)
+    with pytest.raises(AssertionError):
+        assert_same(scores(world, ours, names, num_fewshot=2, fewshot_seed=7), theirs)

@@ -92,7 +92,8 @@ def test_the_data_step_copies_what_the_tasks_read(tmp_path, monkeypatch):
     download_dataset.main(["--output-dir", str(tmp_path), "--tasks", "arc_easy_letters"])
     assert asked == [("allenai/ai2_arc", "ARC-Easy"), ("allenai/ai2_arc", "ARC-Challenge")]
     manifest = json.loads((tmp_path / "allenai/ai2_arc/ARC-Easy/manifest.json").read_text())
-    assert manifest["dataset_path"] == "allenai/ai2_arc" and manifest["splits"]["test"] == 4
+    assert manifest["id"] == "allenai/ai2_arc" and manifest["name"] == "ARC-Easy"
+    assert manifest["splits"]["test"] == 4 and "revision" in manifest
     monkeypatch.undo()  # offline again
     tasks, missing = load_tasks(["arc_easy", "arc_easy_letters"], tmp_path)
     assert missing == [] and len(tasks["tasks"]["arc_easy"].test_docs()) == 4
@@ -123,12 +124,28 @@ def test_models_the_sample_pipeline_trains_score_far_above_chance(tmp_path, caps
 
     from evaluation.cli import main
 
-    stages = {"pre_training": pretrained_checkpoint(), "sft": sft_checkpoint(),
-              "dpo": dpo_checkpoint()}  # fmt: skip
+    stages = {
+        "pre_training": pretrained_checkpoint(),
+        "sft": sft_checkpoint(),
+        "dpo": dpo_checkpoint(),
+    }
     argv = [arg for path in stages.values() for arg in ("--checkpoint", str(path))]
     capsys.readouterr()
-    assert main([*argv, "--tasks", "sample_world", "--json", str(tmp_path / "r.json"),
-                 "--data-dir", str(tmp_path), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                *argv,
+                "--tasks",
+                "sample_world",
+                "--json",
+                str(tmp_path / "r.json"),
+                "--data-dir",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     print(capsys.readouterr().out)
     for stage, path in stages.items():
         layout = json.loads((tmp_path / f"r.{path.name}.json").read_text())

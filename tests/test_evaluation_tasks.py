@@ -2,12 +2,22 @@
 (dataset/evaluation/tasks/): `core`, ARC's letter forms for chat models, unknown names with the
 closest known ones, any lm-eval task or group, missing copies, and the figures read back."""
 
+import lm_eval.utils
 import pytest
 from evaluation_fixtures import ARC_EVAL, CORE, write_evaluation_data
+from lm_eval.api.model import LM
 
 from common.errors import UserError
 from dataset.evaluation.download_dataset import task_manager
-from evaluation.tasks import LETTER_TASKS, load_tasks, metric_values, resolve_tasks
+from evaluation.tasks import (
+    LETTER_TASKS,
+    compiled_template,
+    evaluate_tasks,
+    load_tasks,
+    metric_values,
+    render_template,
+    resolve_tasks,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +77,52 @@ def test_a_missing_copy_names_the_command_or_is_left_out(data_dir, tmp_path):
 
 
 def test_metric_values_keep_filters_and_standard_errors():
-    results = {"results": {
-        "piqa": {"alias": "piqa", "acc,none": 0.5, "acc_stderr,none": 0.1, "sample_len": 3},
-        "gsm8k": {"exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": "N/A"},
-    }}  # fmt: skip
+    results = {
+        "results": {
+            "piqa": {"alias": "piqa", "acc,none": 0.5, "acc_stderr,none": 0.1, "sample_len": 3},
+            "gsm8k": {"exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": "N/A"},
+        }
+    }
     assert metric_values(results) == [
         ("piqa", "acc", 0.5, 0.1),
         ("gsm8k", "exact_match,strict-match", 0.25, None),
     ]
+
+
+class Recorder(LM):
+    """An LM that notes which apply_template lm-eval has while it asks for scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.apply_template = []
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        self.apply_template.append(lm_eval.utils.apply_template)
+        return [(0.0, True)] * len(requests)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+    def generate_until(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+
+def test_prompts_compiled_once_only_while_evaluating_and_the_same_text(data_dir):
+    """evaluate_tasks puts render_template in lm-eval's place while it evaluates (each Jinja
+    prompt compiled once, not per document), puts lm-eval's back after, and the prompts are
+    the text lm-eval's own apply_template makes."""
+    original = lm_eval.utils.apply_template
+    tasks, _ = load_tasks(["piqa"], data_dir)
+    compiled_template.cache_clear()
+    recorder = Recorder()
+    results = evaluate_tasks(recorder, tasks)
+    assert recorder.apply_template == [render_template]
+    assert lm_eval.utils.apply_template is original
+    samples = results["samples"]["piqa"]
+    assert (
+        compiled_template.cache_info().misses < len(samples) < compiled_template.cache_info().hits
+    )
+    task = tasks["tasks"]["piqa"]
+    for sample in samples:
+        context = sample["arguments"][0][0]
+        assert context == original(task.config.doc_to_text, task.eval_docs[sample["doc_id"]])

@@ -107,8 +107,13 @@ def test_bad_settings_are_user_errors(tmp_path, inputs):
 
 
 def test_summary_formats_accuracies_and_perplexity():
-    text = summary({"eval/hellaswag/acc_norm": 0.3114, "eval/lambada_openai/perplexity": 40.05,
-                    "eval/gsm8k/exact_match,strict-match": 0.25})  # fmt: skip
+    text = summary(
+        {
+            "eval/hellaswag/acc_norm": 0.3114,
+            "eval/lambada_openai/perplexity": 40.05,
+            "eval/gsm8k/exact_match,strict-match": 0.25,
+        }
+    )
     assert text == (
         "hellaswag acc_norm 31.1%, lambada_openai perplexity 40.05, "
         "gsm8k exact_match,strict-match 25.0%"
@@ -143,16 +148,41 @@ def test_time_to_loss_reports_the_scores_at_each_recipes_end(tmp_path, capsys):
     from benchmarks import time_to_loss
 
     tokenizer, data = make_inputs(tmp_path)
-    argv = ["--data-dir", str(data), "--tokenizer-path", str(tokenizer), "--block-size", "32",
-            "--micro-batch-size", "4", "--tokens-per-step", "128", "--max-tokens", "512",
-            "--evals", "2", "--eval-batches", "1", "--out-dir", str(tmp_path / "runs"),
-            "--recipes", "baseline", "default", "--eval-tasks", "sample_world",
-            "--eval-tasks-limit", "8", "--json", str(tmp_path / "summary.json")]  # fmt: skip
+    argv = [
+        "--data-dir",
+        str(data),
+        "--tokenizer-path",
+        str(tokenizer),
+        "--block-size",
+        "32",
+        "--micro-batch-size",
+        "4",
+        "--tokens-per-step",
+        "128",
+        "--max-tokens",
+        "512",
+        "--evals",
+        "2",
+        "--eval-batches",
+        "1",
+        "--out-dir",
+        str(tmp_path / "runs"),
+        "--recipes",
+        "baseline",
+        "default",
+        "--eval-tasks",
+        "sample_world",
+        "--eval-tasks-limit",
+        "8",
+        "--json",
+        str(tmp_path / "summary.json"),
+    ]
     assert time_to_loss.main(argv) == 0
     summary_file = json.loads((tmp_path / "summary.json").read_text())
     for recipe in ("baseline", "default"):
         assert set(summary_file[recipe]["task_scores"]) == {
-            "eval/sample_world/acc", "eval/sample_world/acc_norm"
-        }  # fmt: skip
+            "eval/sample_world/acc",
+            "eval/sample_world/acc_norm",
+        }
     out = capsys.readouterr().out
     assert "benchmark scores at the end of each run" in out and "sample_world acc" in out

@@ -104,9 +104,11 @@ def train_split_tokenizer(path, texts, vocab_size: int = 300):
     """A tokenizer.train-style tokenizer (GPT-4 pre-split) trained on `texts` in milliseconds."""
     tokenizer = build_tokenizer()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
+    )
     tokenizer.train_from_iterator(texts, trainer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(path))

@@ -71,9 +71,13 @@ def test_greedy_generation_matches_token_for_token(exported):
     mine = list(generate(ours, prompt, 20, temperature=0.0, stop_ids=()))
     with torch.no_grad():
         theirs = hf.generate(
-            torch.tensor([prompt]), max_new_tokens=20, do_sample=False, eos_token_id=None,
-            pad_token_id=1, min_new_tokens=20,
-        )  # fmt: skip
+            torch.tensor([prompt]),
+            max_new_tokens=20,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=1,
+            min_new_tokens=20,
+        )
     assert theirs[0, len(prompt) :].tolist() == mine
 
 
@@ -101,9 +105,13 @@ def test_cli_writes_folder_and_refuses_to_overwrite(tmp_path, tokenizer_path, ca
     main(["--checkpoint", str(run), "--output-dir", str(tmp_path / "hf"), "--dtype", "bfloat16"])
     names = {path.name for path in (tmp_path / "hf").iterdir()}
     assert names == {
-        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-        "special_tokens_map.json", "generation_config.json",
-    }  # fmt: skip
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    }
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["torch_dtype"] == "bfloat16"
     with pytest.raises(UserError, match="already exists"):
         main(["--checkpoint", str(run), "--output-dir", str(tmp_path / "hf")])

@@ -9,6 +9,7 @@ import pytest
 import torch
 from model_fixtures import build_checkpoint, build_tokenizer
 
+from common.errors import UserError
 from common.errors import run_cli as common_run_cli
 from model import generate as generation
 from model.checkpoint import load_model
@@ -170,8 +171,9 @@ def test_stream_decoder_decodes_each_token_once_and_equals_the_whole_decode(toke
             decoded_lengths.append(len(ids))
             return real_decode(ids)
 
-    ids = torch.randint(0, tokenizer.get_vocab_size(), (500,), generator=torch.Generator()
-                        .manual_seed(0)).tolist()  # fmt: skip
+    ids = torch.randint(
+        0, tokenizer.get_vocab_size(), (500,), generator=torch.Generator().manual_seed(0)
+    ).tolist()
     decoder = StreamDecoder(Spy())
     pieces = [decoder.push(i) for i in ids] + [decoder.finish()]
     assert "".join(pieces) == real_decode(ids)
@@ -222,10 +224,26 @@ def test_chat_prompts_render_exactly_as_the_sft_data(tokenizer_path, monkeypatch
 
 def test_cli_prompt_end_to_end(run_dir):
     result = subprocess.run(
-        [sys.executable, "-m", "model.generate", "--checkpoint", str(run_dir), "--prompt",
-         "Once upon", "--max-new-tokens", "5", "--temperature", "0", "--device", "cpu"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "model.generate",
+            "--checkpoint",
+            str(run_dir),
+            "--prompt",
+            "Once upon",
+            "--max-new-tokens",
+            "5",
+            "--temperature",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     model, _, tokenizer_path = load_model(run_dir)
     tokenizer = load_tokenizer(tokenizer_path)
@@ -237,16 +255,26 @@ def test_cli_chat_reads_turns_until_eof(run_dir, monkeypatch, capsys):
     """An empty line is skipped (it used to end the chat without a word)."""
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n\nhow are you?\n"))
     generation.main(
-        ["--checkpoint", str(run_dir), "--chat", "--max-new-tokens", "4", "--seed", "1",
-         "--device", "cpu"]
-    )  # fmt: skip
+        [
+            "--checkpoint",
+            str(run_dir),
+            "--chat",
+            "--max-new-tokens",
+            "4",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     out = capsys.readouterr().out
     assert out.count("assistant> ") == 2
     # each reply is what generate() samples (same seed) for the conversation so far
     model, _, tokenizer_path = load_model(run_dir)
     tokenizer = load_tokenizer(tokenizer_path)
-    sampling = dict(temperature=0.8, seed=1, vocab_size=tokenizer.get_vocab_size(),
-                    stop_ids=tokenizer.stop_ids)  # fmt: skip
+    sampling = dict(
+        temperature=0.8, seed=1, vocab_size=tokenizer.get_vocab_size(), stop_ids=tokenizer.stop_ids
+    )
     history = []
     for user_text in ("hello", "how are you?"):
         history.append({"role": "user", "content": user_text})
@@ -276,3 +304,16 @@ def test_bad_input_is_a_one_line_error(run_dir, args, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_pick_device_is_one_rule_for_every_command():
+    """model.generate, model.serve and the evaluation read --device through pick_device: None
+    and "auto" mean cuda when there is one; a device that is not here is one line."""
+    here = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert generation.pick_device(None) == generation.pick_device("auto") == here
+    assert generation.pick_device("cpu") == torch.device("cpu")
+    for name, message in (("bogus", "not a device"), ("meta", "meta is not available here")):
+        with pytest.raises(UserError, match=f"--device {name}: {message}"):
+            generation.pick_device(name)
+    with pytest.raises(UserError, match="--device cuda:99: "):  # no CUDA, or no 100th GPU
+        generation.pick_device("cuda:99")

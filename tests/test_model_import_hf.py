@@ -46,21 +46,55 @@ MESSAGES = [
     {"role": "user", "content": "And 12 + 7?"},
     {"role": "assistant", "content": "It is 19."},
 ]
-LLAMA = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-             max_position_embeddings=128, vocab_size=VOCAB, bos_token_id=1,
-             eos_token_id=2)  # fmt: skip
+LLAMA = dict(
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=128,
+    vocab_size=VOCAB,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 MODELS = {  # name -> (transformers class, config, hub-style config.json, shard size)
-    "llama-gqa-tied-theta1e5": ("LlamaForCausalLM", dict(
-        LLAMA, num_key_value_heads=2, rope_theta=1e5, tie_word_embeddings=True), False, None),
-    "llama3-scaled-untied-sharded": ("LlamaForCausalLM", dict(
-        LLAMA, num_key_value_heads=1, head_dim=24, rope_theta=5e5, tie_word_embeddings=False,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 32}),
-        True, "60KB"),
-    "mistral-mha-untied": ("MistralForCausalLM", dict(
-        LLAMA, num_key_value_heads=4, sliding_window=None, tie_word_embeddings=False,
-        vocab_size=300), False, None),
-}  # fmt: skip
+    "llama-gqa-tied-theta1e5": (
+        "LlamaForCausalLM",
+        dict(LLAMA, num_key_value_heads=2, rope_theta=1e5, tie_word_embeddings=True),
+        False,
+        None,
+    ),
+    "llama3-scaled-untied-sharded": (
+        "LlamaForCausalLM",
+        dict(
+            LLAMA,
+            num_key_value_heads=1,
+            head_dim=24,
+            rope_theta=5e5,
+            tie_word_embeddings=False,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32,
+            },
+        ),
+        True,
+        "60KB",
+    ),
+    "mistral-mha-untied": (
+        "MistralForCausalLM",
+        dict(
+            LLAMA,
+            num_key_value_heads=4,
+            sliding_window=None,
+            tie_word_embeddings=False,
+            vocab_size=300,
+        ),
+        False,
+        None,
+    ),
+}
 
 
 def chatml_tokenizer(folder: Path, template: str | None = SMOLLM2_TEMPLATE) -> Path:
@@ -68,8 +102,12 @@ def chatml_tokenizer(folder: Path, template: str | None = SMOLLM2_TEMPLATE) -> P
     the base model: <|endoftext|> for bos/eos and no template, when template is None)."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=SPECIALS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(TEXTS * 50, trainer)
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)  # as SmolLM2's
     tokenizer.save(str(folder / "tokenizer.json"))
@@ -78,9 +116,15 @@ def chatml_tokenizer(folder: Path, template: str | None = SMOLLM2_TEMPLATE) -> P
     tokens = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>"}
     if template is None:
         tokens = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
-    config = {"add_prefix_space": False, "added_tokens_decoder": added, **tokens,
-              "unk_token": "<|endoftext|>", "clean_up_tokenization_spaces": False,
-              "model_max_length": 8192, "tokenizer_class": "GPT2Tokenizer"}  # fmt: skip
+    config = {
+        "add_prefix_space": False,
+        "added_tokens_decoder": added,
+        **tokens,
+        "unk_token": "<|endoftext|>",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 8192,
+        "tokenizer_class": "GPT2Tokenizer",
+    }
     if template is not None:
         config["chat_template"] = template
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
@@ -109,8 +153,9 @@ def hf_folder(folder: Path, name: str) -> Path:
 
 def chat_ids(tokenizer, messages: list[dict], add_generation_prompt=False) -> list[int]:
     """transformers' apply_chat_template, tokenized."""
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                         return_dict=False)  # fmt: skip
+    return tokenizer.apply_chat_template(
+        messages, add_generation_prompt=add_generation_prompt, return_dict=False
+    )
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
@@ -214,17 +259,22 @@ def chatml(tmp_path_factory):
     pairs = {}
     for name, template in (("smollm2", SMOLLM2_TEMPLATE), ("trimming", TRIMMING_TEMPLATE)):
         folder = chatml_tokenizer(tmp_path_factory.mktemp(name), template)
-        pairs[name] = (load_tokenizer(folder / "tokenizer.json"),
-                       transformers.AutoTokenizer.from_pretrained(folder))  # fmt: skip
+        pairs[name] = (
+            load_tokenizer(folder / "tokenizer.json"),
+            transformers.AutoTokenizer.from_pretrained(folder),
+        )
     return pairs
 
 
 SAFE = [  # no special-token text in a message: transformers' ids are ours
     [{"role": "user", "content": "Hi"}],
     [{"role": "system", "content": "Be brief."}, *MESSAGES[2:]],
-    [{"role": "user", "content": "  12 + 7?\n"}, {"role": "assistant", "content": " It is 19. "},
-     {"role": "user", "content": "Thanks!"}],
-]  # fmt: skip
+    [
+        {"role": "user", "content": "  12 + 7?\n"},
+        {"role": "assistant", "content": " It is 19. "},
+        {"role": "user", "content": "Thanks!"},
+    ],
+]
 
 
 @pytest.mark.parametrize("template", ["smollm2", "trimming"])
@@ -296,8 +346,10 @@ def test_chat_renders_the_template_as_transformers_does(imported, monkeypatch):
     generation.main(["--checkpoint", str(ours), "--chat", "--device", "cpu"])
     history = [{"role": "user", "content": "Where does the fox live?"}]
     assert prompts[0] == chat_ids(theirs, history, True)
-    history += [{"role": "assistant", "content": "In the forest."},
-                {"role": "user", "content": "And 12 + 7?"}]  # fmt: skip
+    history += [
+        {"role": "assistant", "content": "In the forest."},
+        {"role": "user", "content": "And 12 + 7?"},
+    ]
     assert prompts[1] == chat_ids(theirs, history, True)
 
 
@@ -318,30 +370,59 @@ def test_continued_pretraining_sft_dpo_and_evaluation_take_it(tmp_path):
     import_model(folder, tmp_path / "ours")
     tokenizer_path = tmp_path / "ours" / "tokenizer.json"
     chats = {"messages": [MESSAGES, SAFE[1]] * 4}
-    pairs = {"prompt": [SAFE[1][:2]] * 8, "chosen": [[MESSAGES[3]]] * 8,
-             "rejected": [[{"role": "assistant", "content": "No idea."}]] * 8}  # fmt: skip
+    pairs = {
+        "prompt": [SAFE[1][:2]] * 8,
+        "chosen": [[MESSAGES[3]]] * 8,
+        "rejected": [[{"role": "assistant", "content": "No idea."}]] * 8,
+    }
     raw = {"pre_training": {"text": TEXTS * 20}, "sft": chats, "dpo": pairs}
     for stage, columns in raw.items():
         splits = dict.fromkeys(("train", "validation", "test"), columns)
         save_splits(tmp_path / stage / "raw", splits)
-        argv = ["--dataset-dir", tmp_path / stage / "raw", "--tokenizer-path", tokenizer_path,
-                "--output-dir", tmp_path / stage / "tokens", "--stage", stage,
-                "--num-proc", 1]  # fmt: skip
+        argv = [
+            "--dataset-dir",
+            tmp_path / stage / "raw",
+            "--tokenizer-path",
+            tokenizer_path,
+            "--output-dir",
+            tmp_path / stage / "tokens",
+            "--stage",
+            stage,
+            "--num-proc",
+            1,
+        ]
         code, _ = run_main(tokenize_dataset.main, argv)
         assert code == 0
-    common = dict(checkpoint_dir=str(tmp_path / "runs"), tokenizer_path=str(tokenizer_path),
-                  block_size=128, micro_batch_size=2, tokens_per_step=0, max_steps=2,
-                  warmup_steps=1, eval_interval=2, eval_batches=1, log_interval=1,
-                  checkpoint_interval=2, sample_max_new_tokens=4, precision="fp32",
-                  device="cpu", compile=False, eval_tasks="")  # fmt: skip
-    init, stages = tmp_path / "ours", {"pre_training": (pre_training, PretrainingStage),
-                                       "sft": (post_training_sft, SFTStage),
-                                       "dpo": (post_training_dpo, DPOStage)}  # fmt: skip
+    common = dict(
+        checkpoint_dir=str(tmp_path / "runs"),
+        tokenizer_path=str(tokenizer_path),
+        block_size=128,
+        micro_batch_size=2,
+        tokens_per_step=0,
+        max_steps=2,
+        warmup_steps=1,
+        eval_interval=2,
+        eval_batches=1,
+        log_interval=1,
+        checkpoint_interval=2,
+        sample_max_new_tokens=4,
+        precision="fp32",
+        device="cpu",
+        compile=False,
+        eval_tasks="",
+    )
+    init = tmp_path / "ours"
+    stages = {
+        "pre_training": (pre_training, PretrainingStage),
+        "sft": (post_training_sft, SFTStage),
+        "dpo": (post_training_dpo, DPOStage),
+    }
     for stage, (script, stage_class) in stages.items():
         extra = {"pairs_per_step": 0} if stage == "dpo" else {}
         data_dir = str(tmp_path / stage / "tokens")
-        config = dataclasses.replace(script.CONFIG, **common, **extra, run_name=stage,
-                                     init_from=str(init), data_dir=data_dir)  # fmt: skip
+        config = dataclasses.replace(
+            script.CONFIG, **common, **extra, run_name=stage, init_from=str(init), data_dir=data_dir
+        )
         result = train(config, stage_class)
         assert result.step == 2 and (result.last_checkpoint / "tokenizer_config.json").is_file()
         init = tmp_path / "runs" / "sft" if stage == "sft" else init  # DPO starts from SFT
@@ -366,8 +447,16 @@ def test_a_base_model_without_a_template_needs_one_for_chat(tmp_path, capsys):
     with pytest.raises(UserError, match="--chat-template FILE"):
         base.prompt([{"role": "user", "content": "Hi"}])
     (tmp_path / "chatml.jinja").write_text(SMOLLM2_TEMPLATE)
-    main(["--hf-dir", str(folder), "--output-dir", str(tmp_path / "chat"),
-          "--chat-template", str(tmp_path / "chatml.jinja")])  # fmt: skip
+    main(
+        [
+            "--hf-dir",
+            str(folder),
+            "--output-dir",
+            str(tmp_path / "chat"),
+            "--chat-template",
+            str(tmp_path / "chatml.jinja"),
+        ]
+    )
     chat = load_tokenizer(tmp_path / "chat" / "tokenizer.json")
     opening = chat.encode_with_special_tokens("<|im_start|>assistant\n")
     assert chat.prompt([{"role": "user", "content": "Hi"}])[-len(opening) :] == opening
@@ -383,15 +472,15 @@ UNSUPPORTED = {
     "a sliding window": (
         lambda c: change(c, architectures=["MistralForCausalLM"], sliding_window=4096),
         "sliding_window=4096",
-    ),  # fmt: skip
+    ),
     "another architecture": (
         lambda c: change(c, architectures=["Qwen2ForCausalLM"]),
         "architecture Qwen2ForCausalLM is not supported",
-    ),  # fmt: skip
+    ),
     "another RoPE": (
         lambda c: change(c, rope_parameters={"rope_type": "yarn", "factor": 4.0}),
         "RoPE scaling 'yarn'",
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -422,20 +511,45 @@ def test_what_we_cannot_represent_is_one_line_and_nothing_written(case, tmp_path
 
 # The Hub's config.json of SmolLM2-135M and Llama-3.2-1B (their fields that we read)
 SMOLLM2_135M = {
-    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "bos_token_id": 0,
-    "eos_token_id": 0, "head_dim": 64, "hidden_act": "silu", "hidden_size": 576,
-    "intermediate_size": 1536, "max_position_embeddings": 8192, "mlp_bias": False,
-    "model_type": "llama", "num_attention_heads": 9, "num_hidden_layers": 30,
-    "num_key_value_heads": 3, "rms_norm_eps": 1e-05, "rope_interleaved": False,
-    "rope_scaling": None, "rope_theta": 100000, "tie_word_embeddings": True, "vocab_size": 49152,
-}  # fmt: skip
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+    "head_dim": 64,
+    "hidden_act": "silu",
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "max_position_embeddings": 8192,
+    "mlp_bias": False,
+    "model_type": "llama",
+    "num_attention_heads": 9,
+    "num_hidden_layers": 30,
+    "num_key_value_heads": 3,
+    "rms_norm_eps": 1e-05,
+    "rope_interleaved": False,
+    "rope_scaling": None,
+    "rope_theta": 100000,
+    "tie_word_embeddings": True,
+    "vocab_size": 49152,
+}
 LLAMA_32_1B = {
-    **SMOLLM2_135M, "hidden_size": 2048, "intermediate_size": 8192, "num_attention_heads": 32,
-    "num_hidden_layers": 16, "num_key_value_heads": 8, "max_position_embeddings": 131072,
-    "rope_theta": 500000.0, "vocab_size": 128256, "rope_scaling": {
-        "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-        "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-}  # fmt: skip
+    **SMOLLM2_135M,
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 16,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 131072,
+    "rope_theta": 500000.0,
+    "vocab_size": 128256,
+    "rope_scaling": {
+        "factor": 32.0,
+        "high_freq_factor": 4.0,
+        "low_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+}
 
 
 def test_the_real_configs_map_and_the_readme_plans_smollm2(tmp_path, capsys):

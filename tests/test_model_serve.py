@@ -176,9 +176,13 @@ def test_concurrent_streams_are_decoded_together_without_mixing(client, live, mo
 
     def request(prompt, seed):
         return stream_chat(
-            client, model="tiny_chat", messages=[{"role": "user", "content": prompt}],
-            temperature=0.8, seed=seed, max_tokens=200,
-        )[0]  # fmt: skip
+            client,
+            model="tiny_chat",
+            messages=[{"role": "user", "content": prompt}],
+            temperature=0.8,
+            seed=seed,
+            max_tokens=200,
+        )[0]
 
     alone = [request(prompt, seed) for seed, prompt in enumerate(prompts)]
     generator, busy_rows = live.served.worker.generator, []
@@ -211,9 +215,13 @@ def test_64_concurrent_streaming_requests_all_finish_with_their_own_text(client,
     def request(n):
         messages = [{"role": "user", "content": prompts[n]}]
         replies[n] = stream_chat(
-            client, model="tiny_chat", messages=messages, temperature=0, max_tokens=12,
+            client,
+            model="tiny_chat",
+            messages=messages,
+            temperature=0,
+            max_tokens=12,
             stream_options={"include_usage": True},
-        )  # fmt: skip
+        )
 
     threads = [threading.Thread(target=request, args=(n,)) for n in range(64)]
     for thread in threads:
@@ -232,9 +240,13 @@ def long_greedy_reply(client, reference, **kwargs):
     max_tokens = BLOCK_SIZE - 20
     assert len(greedy_ids(reference, chat_prompt(reference, messages), max_tokens)) == max_tokens
     return client.chat.completions.create(
-        model="tiny_chat", messages=messages, temperature=0, max_tokens=max_tokens,
-        stream=True, **kwargs
-    )  # fmt: skip
+        model="tiny_chat",
+        messages=messages,
+        temperature=0,
+        max_tokens=max_tokens,
+        stream=True,
+        **kwargs,
+    )
 
 
 def submitted_jobs(monkeypatch, worker) -> list:
@@ -473,10 +485,22 @@ def test_cli_serves_the_page_and_the_api(live):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "model.serve", "--checkpoint", str(live.run_dir), "--port",
-         str(port), "--device", "cpu"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "model.serve",
+            "--checkpoint",
+            str(live.run_dir),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         output = ""
         while "serving" not in output:
@@ -532,8 +556,9 @@ def test_gpu_server_decodes_with_cuda_graphs_in_its_worker_thread(live):
 
         def request(prompt):
             messages = [{"role": "user", "content": prompt}]
-            return stream_chat(gpu_client, model="tiny_chat", messages=messages, temperature=0,
-                               max_tokens=100)[0]  # fmt: skip
+            return stream_chat(
+                gpu_client, model="tiny_chat", messages=messages, temperature=0, max_tokens=100
+            )[0]
 
         alone = [request(prompt) for prompt in prompts]
         together = [None, None]

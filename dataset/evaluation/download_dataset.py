@@ -31,6 +31,7 @@ import yaml
 
 from common.atomic import atomic_write_text, locked_output_directory
 from common.errors import ArgumentParser, UserError, run_cli
+from dataset.pipeline import hub_input, one_line
 from dataset.sample_world.multiple_choice import multiple_choice_rows
 
 MODULE = "dataset.evaluation.download_dataset"
@@ -127,6 +128,11 @@ class MissingCopy(UserError):
         super().__init__(f"{folder} not found")
         self.folder = folder
 
+    def naming(self, tasks: str, data_dir) -> UserError:
+        """The error a user sees: the missing folder and the command that makes it."""
+        command = f"python3 -m {MODULE} --tasks {tasks} --output-dir {data_dir}"
+        return UserError(f"{self.folder} not found; make it with `{command}` (online)")
+
 
 def sample_test(seed: int) -> datasets.DatasetDict:
     """The sample world's multiple-choice test and its few-shot split (items of the same facts)."""
@@ -139,7 +145,6 @@ def write_copy(
 ) -> None:
     """Fetch dataset `path` (config `name`) from the Hub, or generate the sample world's test,
     and save it at `folder` with a manifest, atomically."""
-    started = time.perf_counter()
     with locked_output_directory(folder, overwrite=True, what="evaluation data") as temp:
         if path == SAMPLE:
             loaded = sample_test(seed)
@@ -147,20 +152,15 @@ def write_copy(
             try:
                 loaded = load_dataset(path, name, **kwargs)
             except Exception as error:  # no network, a renamed dataset, an outage: one line
-                first = (str(error).strip().splitlines() or [""])[0][:200]
                 raise UserError(
-                    f"could not fetch {path} ({name}) from the Hugging Face Hub "
-                    f"({type(error).__name__}: {first})"
+                    f"could not fetch {path} ({name}) from the Hub: {one_line(error)}"
                 ) from None
         loaded.save_to_disk(str(temp))
         manifest = {
-            "dataset_path": path,
-            "dataset_name": name,
+            **hub_input(path, loaded, name=name),
             "seed": seed if path == SAMPLE else None,
             "created_by": f"python3 -m {MODULE}",
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "splits": {split: len(rows) for split, rows in loaded.items()},
-            "seconds": round(time.perf_counter() - started, 2),
         }
         atomic_write_text(temp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     print(f"{folder}: " + ", ".join(f"{s} {n}" for s, n in manifest["splits"].items()))

@@ -86,8 +86,10 @@ def gguf_vocab(tokenizer: ChatTokenizer, where: str) -> GGUFVocab:
     if sorted(by_id) != list(range(size)):
         raise UserError(f"{where}: token ids are not 0..{size - 1} without gaps; cannot export")
     tokens = [by_id[i] for i in range(size)]
-    types = [int(TokenType.CONTROL if i in tokenizer.special_ids else TokenType.NORMAL)
-             for i in range(size)]  # fmt: skip
+    types = [
+        int(TokenType.CONTROL if i in tokenizer.special_ids else TokenType.NORMAL)
+        for i in range(size)
+    ]
     # tokenizers >= 0.20 saves a merge as [left, right]; older files as "left right"
     merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
     pre = "smaug-bpe" if merges_reach_every_token(tokenizer, tokens) else "llama-bpe"

@@ -80,8 +80,11 @@ def llama_config(model: Transformer, dtype_name: str) -> dict:
 
 
 def token_ids(tokenizer: ChatTokenizer) -> dict:
-    return {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
-            "pad_token_id": tokenizer.pad_id}  # fmt: skip
+    return {
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": tokenizer.eos_id,
+        "pad_token_id": tokenizer.pad_id,
+    }
 
 
 def generation_config(model: Transformer, tokenizer: ChatTokenizer) -> dict:
@@ -104,8 +107,10 @@ def special_tokens_map(tokenizer: ChatTokenizer) -> dict:
 
 def tokenizer_config(tokenizer: ChatTokenizer, block_size: int) -> dict:
     fields = ("content", "lstrip", "normalized", "rstrip", "single_word", "special")
-    added = {str(i): {name: getattr(token, name) for name in fields}
-             for i, token in sorted(tokenizer.get_added_tokens_decoder().items())}  # fmt: skip
+    added = {
+        str(i): {name: getattr(token, name) for name in fields}
+        for i, token in sorted(tokenizer.get_added_tokens_decoder().items())
+    }
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "unk_token": None,

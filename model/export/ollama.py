@@ -22,8 +22,9 @@ TEMPLATE = "{{ range .Messages }}<|{{ .Role }}|>{{ .Content }}<|end|>{{ end }}<|
 
 def modelfile(gguf_name: str, context_length: int, tokenizer: ChatTokenizer) -> str:
     """The Modelfile text for the GGUF file `gguf_name` (in the same folder)."""
-    stops = "".join(f"PARAMETER stop {json.dumps(tokenizer.id_to_token(i))}\n"
-                    for i in tokenizer.stop_ids)  # fmt: skip
+    stops = "".join(
+        f"PARAMETER stop {json.dumps(tokenizer.id_to_token(i))}\n" for i in tokenizer.stop_ids
+    )
     template = f'TEMPLATE """{TEMPLATE}"""\n' if tokenizer.chat_template == CHAT_TEMPLATE else ""
     return (
         "# Ollama Modelfile written by python3 -m model.export.gguf\n"

@@ -91,8 +91,7 @@ def checked_stream(served: ServedModel, body, prompt_ids: list[int], max_tokens,
         message = f"the prompt is {prompt} tokens; this model's context is {block} tokens"
         raise ApiError(400, message, "context_length_exceeded", "messages" if chat else "prompt")
     if max_tokens is not None and max_tokens > room:
-        message = (f"max_tokens={max_tokens} goes beyond the context: the prompt is {prompt} "
-                   f"tokens of {block}, so at most {room}")  # fmt: skip
+        message = f"max_tokens={max_tokens} goes beyond the context: the prompt leaves {room}"
         raise ApiError(400, message, "context_length_exceeded", "max_tokens")
     temperature = 1.0 if body.temperature is None else body.temperature
     sampling = Sampling(temperature, top_p=body.top_p, seed=body.seed)
@@ -165,6 +164,12 @@ def sse(data: dict) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
+def stop_prefix_length(text: str, stops: list[str]) -> int:
+    """How much of text's end may begin a stop string: held back until the next token tells."""
+    ends = [n for stop in stops for n in range(1, len(stop)) if text.endswith(stop[:n])]
+    return max(ends, default=0)
+
+
 class Reply:
     """One request's reply: token ids -> the text to send (whole UTF-8 characters, cut before
     the first stop string, holding back what may yet start one), in OpenAI's shapes."""
@@ -206,22 +211,20 @@ class Reply:
             found = self.text.find(stop, self.sent)
             if 0 <= found < end:
                 end, self.stopped = found, True
-        if not self.stopped and token_id is not None:  # hold back what may begin a stop string
-            unsent = self.text[self.sent :]
-            end -= max((n for stop in self.stops for n in range(1, len(stop))
-                        if unsent.endswith(stop[:n])), default=0)  # fmt: skip
+        if not self.stopped and token_id is not None:
+            end -= stop_prefix_length(self.text[self.sent :], self.stops)
         new_text, self.sent = self.text[self.sent : end], end
         return new_text
 
     def usage(self) -> dict:
-        prompt = self.stream.prompt_length
-        return {"prompt_tokens": prompt, "completion_tokens": self.tokens,
-                "total_tokens": prompt + self.tokens}  # fmt: skip
+        prompt, completion = self.stream.prompt_length, self.tokens
+        total = prompt + completion
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
 
     def envelope(self, choices: list, chunk: bool = True, **extra) -> dict:
         kind = "text_completion" if not self.chat else "chat.completion" + ".chunk" * chunk
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
-                "choices": choices, **extra}  # fmt: skip
+        head = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+        return {**head, "choices": choices, **extra}
 
     def chunk(self, text: str = "", role: bool = False, finish_reason: str | None = None) -> dict:
         choice = {"index": 0, "finish_reason": finish_reason}

@@ -32,19 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python3 -m model.serve",
         description="Serve a checkpoint: OpenAI-compatible API and a web chat page.",
     )
-    parser.add_argument("--checkpoint", required=True, help="run folder or step folder")
-    parser.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    parser.add_argument("--api-key", help="require this key as `Authorization: Bearer <key>`")
-    parser.add_argument("--model-name", help="model id in the API (default: the run's name)")
-    parser.add_argument("--batch-size", type=int, default=8, help="requests decoded together; "
-                        "more wait in a queue (default: 8)")  # fmt: skip
-    parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds a request "
-                        "may take, waiting included (default: 120)")  # fmt: skip
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                        help="compile the decode step at start-up; auto: on a GPU only (on a "
-                        "CPU it decodes every row and position, busy or not)")  # fmt: skip
+    add = parser.add_argument
+    add("--checkpoint", required=True, help="run folder or step folder")
+    add("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    add("--port", type=int, default=8000, help="port (default: 8000)")
+    add("--api-key", help="require this key as `Authorization: Bearer <key>`")
+    add("--model-name", help="model id in the API (default: the run's name)")
+    add("--batch-size", type=int, default=8, help="requests decoded at once; more wait (default 8)")
+    add("--request-timeout", type=float, default=120, help="seconds per request (default: 120)")
+    add("--device", help="cpu, cuda, cuda:1, mps (default: cuda when there is one)")
+    add(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="compile the decode step at start-up; auto: on a GPU only (on a CPU it decodes "
+        "every row and position, busy or not)",
+    )
     return parser
 
 
@@ -71,7 +74,7 @@ def build_served_model(args: argparse.Namespace) -> ServedModel:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not args.request_timeout > 0:
         raise UserError(f"--request-timeout must be > 0 seconds, got {args.request_timeout}")
-    model, tokenizer = load_for_generation(args.checkpoint, args.device)
+    model, tokenizer, _ = load_for_generation(args.checkpoint, args.device)
     on_gpu = next(model.parameters()).is_cuda
     model = model.to(torch.bfloat16) if on_gpu else model
     compile = args.compile == "on" or (args.compile == "auto" and on_gpu)

@@ -1,9 +1,8 @@
 """What the server accepts: OpenAI-style requests, checked, and OpenAI-style errors.
 
-Fields we do not use (frequency_penalty, user, ...) are ignored, as OpenAI-compatible servers
-do; a wrong type or value in a field we use is a 400 that names it. Roles: system, user,
-assistant, and developer (OpenAI's newer name for system); content is a string or a list of
-{"type": "text", "text": ...} parts.
+Fields we do not use (frequency_penalty, user, ...) are ignored, as OpenAI-compatible servers do;
+a wrong type or value in one we use is a 400 that names it. Roles: system, user, assistant and
+developer (OpenAI's newer system); content: a string or a list of {"type": "text"} parts.
 """
 
 from __future__ import annotations
@@ -24,17 +23,17 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 class ApiError(Exception):
     """An error the client gets as {"error": {message, type, param, code}} with this status."""
 
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-             413: "invalid_request_error", 503: "server_error", 500: "server_error"}  # fmt: skip
+    TYPES = {401: "authentication_error", 404: "not_found_error"}  # else by the status's class
 
     def __init__(self, status: int, message: str, code: str | None = None, param=None):
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param
 
     def body(self) -> dict:
-        kind = self.TYPES.get(self.status, "invalid_request_error")
-        return {"error": {"message": self.message, "type": kind, "param": self.param,
-                          "code": self.code}}  # fmt: skip
+        kind = "server_error" if self.status >= 500 else "invalid_request_error"
+        kind = self.TYPES.get(self.status, kind)
+        error = {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+        return {"error": error}
 
 
 class Strict(BaseModel):
@@ -88,21 +87,18 @@ class CompletionRequest(GenerationRequest):
 
 async def read_request(request: Request, api_key: str | None, schema=None) -> Strict | None:
     """The request's validated body (none without a schema), or an ApiError: 401 without the
-    API key, 413 past MAX_BODY_BYTES (declared or streamed), 400 naming the first bad field."""
+    API key, 413 past MAX_BODY_BYTES, 400 naming the first bad field."""
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if api_key is not None and not secrets.compare_digest(given.encode(), api_key.encode()):
         message = "invalid or missing API key (send the header Authorization: Bearer <key>)"
         raise ApiError(401, message, "invalid_api_key")
     if schema is None:
         return None
-    too_large = ApiError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
-    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-        raise too_large
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise too_large
+            raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -1,9 +1,8 @@
 """The server's generation worker: one thread owns the model and decodes every request.
 
-Requests wait in a queue; each takes a free row of the Generator (model/generate.py), and all
-are decoded together. A finished, cancelled (the client left) or late request frees its row.
-Each job's events go to an asyncio.Queue of the HTTP side (app.py): ("token", id), then
-("done", finish_reason) or ("error", ApiError).
+Requests wait in a queue; each takes a free row of the Generator (model/generate.py) until it
+finishes, is cancelled (the client left) or is late. Its events go to the HTTP side (app.py) as
+("token", id), then ("done", finish_reason) or ("error", ApiError).
 """
 
 from __future__ import annotations
@@ -76,8 +75,8 @@ class GenerationWorker:
             if not self.compile:
                 raise
             reason = (str(error).strip().splitlines() or [repr(error)])[0][:200]
-            print(f"warning: could not compile the decoder ({reason}); decoding eagerly",
-                  file=sys.stderr)  # fmt: skip
+            warning = f"warning: could not compile the decoder ({reason}); decoding eagerly"
+            print(warning, file=sys.stderr)
             self.compile = False
             self._start_generator()
 
