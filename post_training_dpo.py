@@ -123,9 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     prompt = result.stage.eval_prompt(0)
     with torch.no_grad():
         answer = generate(
-            result.model, prompt, max_new_tokens=config.sample_max_new_tokens or 64,
-            temperature=0.0, stop_ids=tokenizer.stop_ids, vocab_size=tokenizer.get_vocab_size(),
-        )  # fmt: skip
+            result.model,
+            prompt,
+            max_new_tokens=config.sample_max_new_tokens or 64,
+            temperature=0.0,
+            stop_ids=tokenizer.stop_ids,
+            vocab_size=tokenizer.get_vocab_size(),
+        )
         answer = tokenizer.decode(list(answer))
     print(f"prompt: {tokenizer.decode(prompt, skip_special_tokens=False)}\nanswer: {answer}")
     if result.task_scores:

@@ -105,9 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     prompt = tokenizer.prompt([{"role": "user", "content": DEMO_INSTRUCTION}])
     with torch.no_grad():
         answer = generate(
-            result.model, prompt, max_new_tokens=config.sample_max_new_tokens or 64,
-            temperature=0.0, stop_ids=tokenizer.stop_ids, vocab_size=tokenizer.get_vocab_size(),
-        )  # fmt: skip
+            result.model,
+            prompt,
+            max_new_tokens=config.sample_max_new_tokens or 64,
+            temperature=0.0,
+            stop_ids=tokenizer.stop_ids,
+            vocab_size=tokenizer.get_vocab_size(),
+        )
         answer = tokenizer.decode(list(answer))
     print(f"\n{result.val_summary} after {result.step} steps; saved {result.last_checkpoint}")
     print(f"user: {DEMO_INSTRUCTION}\nassistant: {answer}")

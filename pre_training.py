@@ -102,10 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         return result.exit_code  # stopped by Ctrl-C/SIGTERM, or not the printing rank
     with torch.no_grad():
         text = generate_text(
-            result.model, result.tokenizer, PROMPT, max_new_tokens=100,
-            temperature=0.8, top_k=50, seed=config.seed,
+            result.model,
+            result.tokenizer,
+            PROMPT,
+            max_new_tokens=100,
+            temperature=0.8,
+            top_k=50,
+            seed=config.seed,
             vocab_size=result.tokenizer.get_vocab_size(),
-        )  # fmt: skip
+        )
     print(f"\n{result.val_summary} after {result.step} steps; checkpoint {result.last_checkpoint}")
     print(f"sample: {PROMPT}{text}")
     if result.task_scores:

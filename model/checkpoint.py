@@ -44,8 +44,10 @@ def verify_checksums(folder: Path, names: list[str] | None = None) -> None:
     if not path.is_file():
         return
     try:
-        sums = {name: digest for digest, name in
-                (line.split("  ", 1) for line in path.read_text().splitlines())}  # fmt: skip
+        sums = {
+            name: digest
+            for digest, name in (line.split("  ", 1) for line in path.read_text().splitlines())
+        }
     except (OSError, UnicodeDecodeError, ValueError):
         raise UserError(f"{path} is unreadable; the checkpoint is damaged") from None
     for name in sums if names is None else names:

@@ -121,8 +121,11 @@ def test_damaged_weights_are_named_by_every_reader(tmp_path, tokenizer_path, com
     }[command]
     completed = subprocess.run(
         [sys.executable, "-m", command, "--checkpoint", str(run), *args],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 2, completed.stderr
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), lines

@@ -89,8 +89,10 @@ def test_model_overrides_may_not_set_the_vocabulary(tmp_path, inputs):
 def test_init_from_a_checkpoint_with_another_vocabulary(tmp_path, inputs):
     other_tokenizer = make_tokenizer(tmp_path / "other" / "tokenizer.json", vocab_size=280)
     other_data = make_pretraining_data(tmp_path / "other" / "tokenized", other_tokenizer)
-    train(tiny_config(tmp_path, other_tokenizer, other_data, run_name="base", max_steps=1),
-          PretrainingStage)  # fmt: skip
+    train(
+        tiny_config(tmp_path, other_tokenizer, other_data, run_name="base", max_steps=1),
+        PretrainingStage,
+    )
     base = str(tmp_path / "checkpoints" / "base")
     message = expect_error(tiny_config(tmp_path, *inputs, init_from=base), "vocabulary")
     assert "280" in message and "300" in message

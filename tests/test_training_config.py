@@ -16,13 +16,14 @@ def test_overrides_are_typed_and_accept_both_spellings():
         [
             "--micro_batch_size=8",
             "--learning-rate=1e-2",
-            "--init-from", "checkpoints/base",
+            "--init-from",
+            "checkpoints/base",
             "--compile",
             "--resume=false",
             "--max_tokens=3.5e9",
             "--model_overrides=n_layer=4,n_embd=256",
         ],
-    )  # fmt: skip
+    )
     assert config.micro_batch_size == 8 and isinstance(config.micro_batch_size, int)
     assert config.learning_rate == 1e-2
     assert config.init_from == "checkpoints/base"

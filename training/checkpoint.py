@@ -53,8 +53,7 @@ def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
     if not run_dir.is_dir():
         return []
     matches = ((STEP_PATTERN.match(path.name), path) for path in run_dir.iterdir())
-    return sorted((int(match.group(1)), path) for match, path in matches
-                  if match and path.is_dir())  # fmt: skip
+    return sorted((int(match.group(1)), path) for match, path in matches if match and path.is_dir())
 
 
 def lock_run_folder(run_dir: Path, is_main: bool):
@@ -66,8 +65,10 @@ def prepare_run_folder(config, run_dir: Path, dist: Distributed) -> None:
     """Refuse to mix two runs in one folder; clear what a killed run left behind."""
     has_checkpoints = (run_dir / LATEST_FILE).exists() or bool(step_dirs(run_dir))
     if config.resume and not has_checkpoints:
-        raise UserError(f"--resume: no checkpoint in {run_dir} to resume from; drop --resume to "
-                        "start a new run (with --overwrite to clear that folder)")  # fmt: skip
+        raise UserError(
+            f"--resume: no checkpoint in {run_dir} to resume from; drop --resume to "
+            "start a new run (with --overwrite to clear that folder)"
+        )
     if not config.resume and not config.overwrite and has_checkpoints:
         raise UserError(
             f"{run_dir} already holds a run; pass --resume=true to continue it, "
@@ -75,8 +76,10 @@ def prepare_run_folder(config, run_dir: Path, dist: Distributed) -> None:
         )
     init = Path(config.init_from).resolve() if config.init_from else None
     if init and run_dir.resolve() in (init, *init.parents):
-        raise UserError(f"--init_from={config.init_from} lies inside this run's own folder "
-                        f"{run_dir}; give the new run another --run_name")  # fmt: skip
+        raise UserError(
+            f"--init_from={config.init_from} lies inside this run's own folder "
+            f"{run_dir}; give the new run another --run_name"
+        )
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file; choose another --run_name or --checkpoint_dir")
     if not config.resume and run_dir.exists():  # nothing in it to resume: start clean
@@ -84,8 +87,10 @@ def prepare_run_folder(config, run_dir: Path, dist: Distributed) -> None:
         if not all(
             p.name in ours or STEP_PATTERN.match(p.name.split(".")[0]) for p in run_dir.iterdir()
         ):
-            raise UserError(f"{run_dir} holds files that are not from a training run; choose "
-                            "another --run_name or --checkpoint_dir")  # fmt: skip
+            raise UserError(
+                f"{run_dir} holds files that are not from a training run; choose "
+                "another --run_name or --checkpoint_dir"
+            )
         if dist.is_main:
             shutil.rmtree(run_dir)
     barrier(dist)  # nobody writes before rank 0 has cleared the folder
@@ -105,8 +110,15 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, config_json: dict,
-                    tokenizer_path: Path, state: dict, keep_last: int) -> Path:  # fmt: skip
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    config_json: dict,
+    tokenizer_path: Path,
+    state: dict,
+    keep_last: int,
+) -> Path:
     """Write step folder `step`, point `latest` at it, prune old ones; returns its path."""
     final = run_dir / step_dir_name(step)
     # report_full_disk inside atomic_directory: it sees the free space before the partial
@@ -175,8 +187,9 @@ def mismatches(saved: dict, expected: dict) -> list[str]:
     return found
 
 
-def load_checkpoint(run_dir: Path, model: torch.nn.Module, expected: dict,
-                    announce: bool = True) -> tuple[Path, dict, dict]:  # fmt: skip
+def load_checkpoint(
+    run_dir: Path, model: torch.nn.Module, expected: dict, announce: bool = True
+) -> tuple[Path, dict, dict]:
     """(step folder, config.json, training state) of the newest readable checkpoint, its
     weights loaded into `model`. One that does not match `expected` (the run's model, data and
     batch shape) is a UserError that names each field."""
@@ -191,9 +204,11 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, expected: dict,
             skip(step_dir, error, candidates[index + 1 :], announce)
             continue
         if differences := mismatches(saved, expected):
-            raise UserError(f"--resume: {step_dir} does not match this run: "
-                            f"{'; '.join(differences)}. Use the checkpoint's values, or start a "
-                            "new run under another --run_name")  # fmt: skip
+            raise UserError(
+                f"--resume: {step_dir} does not match this run: "
+                f"{'; '.join(differences)}. Use the checkpoint's values, or start a "
+                "new run under another --run_name"
+            )
         try:
             state = torch.load(step_dir / STATE_FILE, map_location="cpu", weights_only=True)
             safetensors_load_model(model, str(step_dir / WEIGHTS_FILE), strict=True)
@@ -201,16 +216,19 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, expected: dict,
             skip(step_dir, error, candidates[index + 1 :], announce)
             continue
         return step_dir, saved, state
-    raise UserError(f"--resume: no readable checkpoint in {run_dir} (tried {len(candidates)}); "
-                    "start a new run with --overwrite")  # fmt: skip
+    raise UserError(
+        f"--resume: no readable checkpoint in {run_dir} (tried {len(candidates)}); "
+        "start a new run with --overwrite"
+    )
 
 
 def skip(step_dir: Path, error: Exception, rest: list[Path], announce: bool) -> None:
     if announce:
         reason = (str(error).strip().splitlines() or [repr(error)])[0][:200]
         following = f"falling back to {rest[0].name}" if rest else "no older checkpoint left"
-        print(f"warning: checkpoint {step_dir} is unreadable ({reason}); {following}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: checkpoint {step_dir} is unreadable ({reason}); {following}", file=sys.stderr
+        )
 
 
 def capture_rng_state(device: torch.device) -> dict:

@@ -22,8 +22,16 @@ from evaluation.tasks import resolve_tasks
 from training.data import parse_data_dirs
 
 OPTIMIZERS = ("adamw", "muon")
-BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
-            "false": False, "0": False, "no": False, "off": False}  # fmt: skip
+BOOLEANS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
 
 
 def option(help: str, *, default=MISSING, choices: tuple | None = None):
@@ -76,8 +84,10 @@ class TrainConfig:
     muon_ns_steps: int = option("muon: Newton-Schulz iterations that orthogonalise an update")
     max_nonfinite_steps: int = option("stop after N non-finite steps in a row", default=5)
     # speed and memory
-    precision: str = option("auto: bf16, else fp16 + GradScaler on GPUs, fp32 on CPU",
-                            choices=("auto", "bf16", "fp16", "fp32"))  # fmt: skip
+    precision: str = option(
+        "auto: bf16, else fp16 + GradScaler on GPUs, fp32 on CPU",
+        choices=("auto", "bf16", "fp16", "fp32"),
+    )
     compile: bool = option("torch.compile the model for training (faster on GPU)")
     activation_checkpointing: bool = option("recompute activations: less memory, ~30% slower")
     device: str = option("auto (cuda if available, else cpu), cpu, cuda, cuda:1...", default="auto")
@@ -103,19 +113,39 @@ class TrainConfig:
                 raise UserError(f"--{f.name}={value} must be a finite number")
             if choices and value not in choices:
                 raise UserError(f"--{f.name}={value!r} is not one of {', '.join(choices)}")
-        for name in ("block_size", "micro_batch_size", "max_steps", "eval_interval",
-                     "eval_batches", "log_interval", "checkpoint_interval", "keep_last",
-                     "max_nonfinite_steps", "eval_tasks_interval", "muon_ns_steps"):  # fmt: skip
+        for name in (
+            "block_size",
+            "micro_batch_size",
+            "max_steps",
+            "eval_interval",
+            "eval_batches",
+            "log_interval",
+            "checkpoint_interval",
+            "keep_last",
+            "max_nonfinite_steps",
+            "eval_tasks_interval",
+            "muon_ns_steps",
+        ):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name}={getattr(self, name)} must be a positive integer")
-        for name in ("tokens_per_step", "max_tokens", "warmup_steps", "sample_max_new_tokens",
-                     "eval_tasks_limit", "weight_decay", "grad_clip", "muon_momentum_warmup",
-                     "muon_weight_decay"):  # fmt: skip
+        for name in (
+            "tokens_per_step",
+            "max_tokens",
+            "warmup_steps",
+            "sample_max_new_tokens",
+            "eval_tasks_limit",
+            "weight_decay",
+            "grad_clip",
+            "muon_momentum_warmup",
+            "muon_weight_decay",
+        ):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name}={getattr(self, name)} must be >= 0")
         if not self.learning_rate > 0 or not 0 <= self.min_lr <= self.learning_rate:
-            raise UserError(f"--learning_rate={self.learning_rate} must be > 0 and --min_lr="
-                            f"{self.min_lr} between 0 and it")  # fmt: skip
+            raise UserError(
+                f"--learning_rate={self.learning_rate} must be > 0 and --min_lr="
+                f"{self.min_lr} between 0 and it"
+            )
         for name in ("muon_lr", "embedding_lr", "head_lr"):
             if not getattr(self, name) > 0:
                 raise UserError(f"--{name}={getattr(self, name)} must be > 0")
@@ -132,8 +162,12 @@ class TrainConfig:
 
     def micro_batches_per_step(self, world_size: int) -> int:
         """Micro-batches of all processes in one optimizer step of tokens_per_step."""
-        return whole_micro_batches("tokens_per_step", self.tokens_per_step,
-                                   self.micro_batch_size * self.block_size, world_size)  # fmt: skip
+        return whole_micro_batches(
+            "tokens_per_step",
+            self.tokens_per_step,
+            self.micro_batch_size * self.block_size,
+            world_size,
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,9 +181,11 @@ def whole_micro_batches(flag: str, size: int, per_micro_batch: int, world_size: 
     per_round = per_micro_batch * world_size
     if size % per_round:
         nearest = max(per_round, round(size / per_round) * per_round)
-        raise UserError(f"--{flag}={size} is not a multiple of a micro-batch x processes = "
-                        f"{per_micro_batch} x {world_size} = {per_round}; use e.g. "
-                        f"--{flag}={nearest}")  # fmt: skip
+        raise UserError(
+            f"--{flag}={size} is not a multiple of a micro-batch x processes = "
+            f"{per_micro_batch} x {world_size} = {per_round}; use e.g. "
+            f"--{flag}={nearest}"
+        )
     return size // per_micro_batch
 
 

@@ -18,8 +18,13 @@ from common.errors import UserError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # Dense bf16 peaks, matched in order against torch.cuda.get_device_name()
-PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12),
-                   ("A100", 312e12), ("L4", 121e12))  # fmt: skip
+PEAK_BF16_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L4", 121e12),
+)
 
 
 @dataclass
@@ -135,8 +140,10 @@ def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def batch_to_device(batch: dict, device: torch.device) -> dict:
-    return {key: host_to_device(value, device) if isinstance(value, torch.Tensor) else value
-            for key, value in batch.items()}  # fmt: skip
+    return {
+        key: host_to_device(value, device) if isinstance(value, torch.Tensor) else value
+        for key, value in batch.items()
+    }
 
 
 def to_host(scalars: dict[str, torch.Tensor | float]) -> dict[str, float]:

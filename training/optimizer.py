@@ -55,8 +55,11 @@ def group_settings(name: str, config) -> dict:
     if name == "matrices":  # Muon
         return {"weight_decay": config.muon_weight_decay, "ns_steps": config.muon_ns_steps}
     decayed = name in ("decay", "head")
-    return {"betas": (config.beta1, config.beta2), "eps": 1e-8,
-            "weight_decay": config.weight_decay if decayed else 0.0}  # fmt: skip
+    return {
+        "betas": (config.beta1, config.beta2),
+        "eps": 1e-8,
+        "weight_decay": config.weight_decay if decayed else 0.0,
+    }
 
 
 def parameter_groups(model: nn.Module, config) -> list[dict]:
@@ -68,9 +71,16 @@ def parameter_groups(model: nn.Module, config) -> list[dict]:
         groups = [{"params": decay, "name": "decay"}, {"params": no_decay, "name": "no_decay"}]
     else:
         width_scale = math.sqrt(REFERENCE_WIDTH / model.config.n_embd)
-        groups = [{"params": params, "name": name, "use_muon": name == "matrices",
-                   "lr_scale": width_scale if name in ("embedding", "head") else 1.0}
-                  for name, params in groups.items() if params]  # fmt: skip
+        groups = [
+            {
+                "params": params,
+                "name": name,
+                "use_muon": name == "matrices",
+                "lr_scale": width_scale if name in ("embedding", "head") else 1.0,
+            }
+            for name, params in groups.items()
+            if params
+        ]
     return [group | group_settings(group["name"], config) for group in groups]
 
 
@@ -233,10 +243,21 @@ class MuonWithAdamW(torch.optim.Optimizer):
             return
         beta1, beta2 = group["betas"]
         adamw(
-            params, grads, exp_avgs, exp_avg_sqs, [], steps,
-            fused=group["fused"] or None, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
-            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-        )  # fmt: skip
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            steps,
+            fused=group["fused"] or None,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
 
 
 def orthogonalise_shared(stack: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:

@@ -67,8 +67,9 @@ class PretrainingStage(LanguageModelStage):
         rng = np.random.default_rng([config.seed, step, micro_index])
         if self.mixture is None:
             (windows,) = self.train_windows
-            return windows.windows(rng.integers(0, windows.last_start, config.micro_batch_size,
-                                                endpoint=True))  # fmt: skip
+            return windows.windows(
+                rng.integers(0, windows.last_start, config.micro_batch_size, endpoint=True)
+            )
         first = (step * self.context.micro_batches_per_step + micro_index) * config.micro_batch_size
         corpus = self.mixture.corpus(np.arange(first, first + config.micro_batch_size))  # [B]
         highs = np.array([w.last_start for w in self.train_windows])[corpus]  # [B]
@@ -98,8 +99,17 @@ class PretrainingStage(LanguageModelStage):
         config, tokenizer = self.context.config, self.context.tokenizer
         if config.sample_max_new_tokens == 0:
             return {}
-        return {name: prompt + generate_text(model, tokenizer, prompt,
-                                             config.sample_max_new_tokens, temperature=0.8,
-                                             top_k=50, seed=config.seed,
-                                             vocab_size=tokenizer.get_vocab_size())
-                for name, prompt in SAMPLE_PROMPTS.items()}  # fmt: skip
+        return {
+            name: prompt
+            + generate_text(
+                model,
+                tokenizer,
+                prompt,
+                config.sample_max_new_tokens,
+                temperature=0.8,
+                top_k=50,
+                seed=config.seed,
+                vocab_size=tokenizer.get_vocab_size(),
+            )
+            for name, prompt in SAMPLE_PROMPTS.items()
+        }

@@ -51,12 +51,15 @@ def next_fit_rows(lengths: np.ndarray, capacity: int) -> np.ndarray:
 class PackedSFTData:
     """Packed rows over one tokenized sft split (memory-mapped, read lazily)."""
 
-    def __init__(self, split: TokenizedSplit, block_size: int, seed: int, pad_id: int,
-                 shuffle: bool = True):  # fmt: skip
+    def __init__(
+        self, split: TokenizedSplit, block_size: int, seed: int, pad_id: int, shuffle: bool = True
+    ):
         if split.loss_mask is None or split.doc_offsets is None:
-            raise UserError(f"{split.directory} holds {split.stage} data, not sft data (no loss "
-                            "mask); make it with `python3 -m tokenizer.tokenize_dataset --stage "
-                            "sft`")  # fmt: skip
+            raise UserError(
+                f"{split.directory} holds {split.stage} data, not sft data (no loss "
+                "mask); make it with `python3 -m tokenizer.tokenize_dataset --stage "
+                "sft`"
+            )
         self.split, self.block_size, self.seed, self.shuffle = split, block_size, seed, shuffle
         self.pad_id = pad_id  # fills a row's end: never a target
         offsets = np.asarray(split.doc_offsets, np.int64)
@@ -72,8 +75,11 @@ class PackedSFTData:
             dtype=bool,
         )
         self.starts, self.lengths = starts[trained], lengths[trained]
-        self.stats = {"conversations": len(lengths), "truncated_to_block": int(truncated.sum()),
-                      "skipped_no_trained_tokens": int((~trained).sum())}  # fmt: skip
+        self.stats = {
+            "conversations": len(lengths),
+            "truncated_to_block": int(truncated.sum()),
+            "skipped_no_trained_tokens": int((~trained).sum()),
+        }
         if len(self.starts) == 0:
             raise UserError(
                 f"{split.directory}: no conversation has an assistant token to train "
@@ -134,15 +140,25 @@ class SFTStage(LanguageModelStage):
     def __init__(self, context: RunContext):
         super().__init__(context)
         config, vocab_size = context.config, context.model_config.vocab_size
-        corpora = open_corpora(config, self.name, context.tokenizer_sha256, vocab_size,
-                               splits=("train", config.eval_split))  # fmt: skip
+        corpora = open_corpora(
+            config,
+            self.name,
+            context.tokenizer_sha256,
+            vocab_size,
+            splits=("train", config.eval_split),
+        )
         for split in (split for corpus in corpora for split in corpus.splits.values()):
             split.check_token_ids(vocab_size)
         pad = context.tokenizer.pad_id
-        self.train_data = [PackedSFTData(c.splits["train"], config.block_size, config.seed, pad)
-                           for c in corpora]  # fmt: skip
-        self.eval_data = [PackedSFTData(c.splits[config.eval_split], config.block_size, config.seed,
-                                        pad, shuffle=False) for c in corpora]  # fmt: skip
+        self.train_data = [
+            PackedSFTData(c.splits["train"], config.block_size, config.seed, pad) for c in corpora
+        ]
+        self.eval_data = [
+            PackedSFTData(
+                c.splits[config.eval_split], config.block_size, config.seed, pad, shuffle=False
+            )
+            for c in corpora
+        ]
         self.eval_split = corpora[0].splits[config.eval_split]
         self.mixture = mixture_of(corpora)
         if self.mixture is not None:
@@ -153,9 +169,11 @@ class SFTStage(LanguageModelStage):
         if context.is_main:
             for corpus, train, held_out in zip(corpora, self.train_data, self.eval_data):
                 where = f" {corpus.path}" if self.mixture is not None else ""
-                print(f"sft data{where}: train {train.stats}, {train.rows_in_epoch(0)} packed "
-                      f"rows per epoch ({train.fill_fraction():.0%} tokens, the rest padding); "
-                      f"{config.eval_split} {held_out.stats}")  # fmt: skip
+                print(
+                    f"sft data{where}: train {train.stats}, {train.rows_in_epoch(0)} packed "
+                    f"rows per epoch ({train.fill_fraction():.0%} tokens, the rest padding); "
+                    f"{config.eval_split} {held_out.stats}"
+                )
             print(self.epochs.report(context.max_steps))
 
     def train_micro_batch(self, step: int, micro_index: int) -> Batch:

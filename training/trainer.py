@@ -139,12 +139,17 @@ def signals_caught(announce: bool):
             raise KeyboardInterrupt
         received.append(signum)
         if announce:
-            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (send it "
-                  "again to abort without saving)", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (send it "
+                "again to abort without saving)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     on_main_thread = threading.current_thread() is threading.main_thread()  # only there
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)
-                if on_main_thread}  # fmt: skip
+    previous = {
+        s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM) if on_main_thread
+    }
     try:
         yield received
     finally:
@@ -202,15 +207,18 @@ def resolve_model(config, tokenizer: ChatTokenizer, tokenizer_sha256: str):
                 f"vs {tokenizer_sha256[:12]}...); use the same tokenizer.json"
             )
         if config.block_size > model_config.block_size:
-            raise UserError(f"--block_size={config.block_size} exceeds the context of "
-                            f"--init_from's model ({model_config.block_size}); use "
-                            f"--block_size={model_config.block_size} or less")  # fmt: skip
+            raise UserError(
+                f"--block_size={config.block_size} exceeds the context of "
+                f"--init_from's model ({model_config.block_size}); use "
+                f"--block_size={model_config.block_size} or less"
+            )
         if config.model_overrides:
             raise UserError("--model_overrides cannot change a model loaded with --init_from")
         return model_config, step_dir
     if not config.model_preset:
-        raise UserError("no model: set --model_preset (debug, 15m, 124m, 170m) or "
-                        "--init_from=<checkpoint>")  # fmt: skip
+        raise UserError(
+            "no model: set --model_preset (debug, 15m, 124m, 170m) or --init_from=<checkpoint>"
+        )
     for key, why in (
         ("vocab_size", "it comes from the tokenizer"),
         ("block_size", "use --block_size"),
@@ -231,12 +239,17 @@ def run_context(config, dist: Distributed) -> tuple[RunContext, Path | None]:
     tokens_per_step = micro_batches * config.micro_batch_size * config.block_size
     max_steps = math.ceil(config.max_tokens / tokens_per_step) if config.max_tokens else None
     context = RunContext(
-        config=config, model_config=model_config, tokenizer=tokenizer,
-        tokenizer_path=tokenizer_path, tokenizer_sha256=tokenizer_sha256, dist=dist,
+        config=config,
+        model_config=model_config,
+        tokenizer=tokenizer,
+        tokenizer_path=tokenizer_path,
+        tokenizer_sha256=tokenizer_sha256,
+        dist=dist,
         precision=resolve_precision(config.precision, dist.device),
         accumulation_steps=micro_batches // dist.world_size,
-        micro_batches_per_step=micro_batches, max_steps=max_steps or config.max_steps,
-    )  # fmt: skip
+        micro_batches_per_step=micro_batches,
+        max_steps=max_steps or config.max_steps,
+    )
     return context, init_dir
 
 
@@ -296,9 +309,10 @@ class Trainer:
         self.train_model = self.forward_model
         if dist.enabled:
             self.train_model = DistributedDataParallel(
-                self.forward_model, gradient_as_bucket_view=True,
+                self.forward_model,
+                gradient_as_bucket_view=True,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            )  # fmt: skip
+            )
         self.validation = self.stage.validation_batches()
         self.max_steps = self.context.max_steps
         flops = flops_per_token(self.context.model_config, config.block_size)["total"]
@@ -312,11 +326,23 @@ class Trainer:
     def run(self) -> TrainResult:
         config, loop = self.config, self.loop
         self.print_header()
-        result = TrainResult(self.model, self.context.tokenizer, self.stage, self.run_dir,
-                             loop.step, is_main=self.dist.is_main)  # fmt: skip
-        progress = tqdm(total=self.max_steps, initial=loop.step, disable=not self.dist.is_main,
-                        unit="step", desc=config.run_name, dynamic_ncols=True,
-                        file=sys.stderr)  # fmt: skip
+        result = TrainResult(
+            self.model,
+            self.context.tokenizer,
+            self.stage,
+            self.run_dir,
+            loop.step,
+            is_main=self.dist.is_main,
+        )
+        progress = tqdm(
+            total=self.max_steps,
+            initial=loop.step,
+            disable=not self.dist.is_main,
+            unit="step",
+            desc=config.run_name,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         interval_tokens, interval_seconds = 0, 0.0
         with signals_caught(announce=self.dist.is_main) as received, progress:
             while loop.step < self.max_steps:
@@ -328,8 +354,9 @@ class Trainer:
                 result.losses.append(scalars["train/loss"])
                 tokens_per_s = interval_tokens / max(interval_seconds, 1e-9)
                 progress.update(1)
-                progress.set_postfix(loss=f"{result.losses[-1]:.4f}", tok_s=f"{tokens_per_s:,.0f}",
-                                     refresh=False)  # fmt: skip
+                progress.set_postfix(
+                    loss=f"{result.losses[-1]:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False
+                )
                 last = loop.step == self.max_steps
                 if loop.step % config.log_interval == 0 or last:
                     self.log_train(scalars, tokens_per_s)
@@ -337,33 +364,45 @@ class Trainer:
                 if loop.step % config.eval_interval == 0 or last:
                     result.val_metrics = self.evaluate(progress)
                 if self.task_scores.due(loop.step, self.max_steps):
-                    result.task_scores = self.task_scores.run(self.model, loop.step, self.log,
-                                                              progress)  # fmt: skip
+                    result.task_scores = self.task_scores.run(
+                        self.model, loop.step, self.log, progress
+                    )
                 stopping = self.stop_requested(received)
                 if stopping or loop.step % config.checkpoint_interval == 0 or last:
                     self.save()
                 if stopping:  # (a rank that heard of it from another rank reports SIGTERM)
                     result.stopped_by_signal = received[0] if received else signal.SIGTERM
-                    self.print(f"stopped at step {loop.step}; checkpoint {self.last_checkpoint}."
-                               " Continue with the same options plus --resume=true")  # fmt: skip
+                    self.print(
+                        f"stopped at step {loop.step}; checkpoint {self.last_checkpoint}."
+                        " Continue with the same options plus --resume=true"
+                    )
                     break
         self.model.eval()
-        return dataclasses.replace(result, step=loop.step, val_loss=loop.last_val_loss,
-                                   last_checkpoint=self.last_checkpoint,
-                                   skipped_steps=loop.skipped_steps)  # fmt: skip
+        return dataclasses.replace(
+            result,
+            step=loop.step,
+            val_loss=loop.last_val_loss,
+            last_checkpoint=self.last_checkpoint,
+            skipped_steps=loop.skipped_steps,
+        )
 
     def train_step(self) -> tuple[dict[str, float], int]:
         """One optimizer step. Its only host sync is `to_host` at the end (skipping a step
         needs the loss): nothing in the micro-batch loop waits for the GPU."""
         lr = set_hyperparameters(self.optimizer, self.config, self.loop.step, self.max_steps)
         first = self.dist.rank * self.context.accumulation_steps
-        batches = [self.stage.train_micro_batch(self.loop.step, first + m)
-                   for m in range(self.context.accumulation_steps)]  # fmt: skip
-        totals = {"count": float(sum(map(self.stage.count, batches))),
-                  "tokens": float(sum(map(self.stage.tokens, batches)))}  # fmt: skip
+        batches = [
+            self.stage.train_micro_batch(self.loop.step, first + m)
+            for m in range(self.context.accumulation_steps)
+        ]
+        totals = {
+            "count": float(sum(map(self.stage.count, batches))),
+            "tokens": float(sum(map(self.stage.tokens, batches))),
+        }
         if self.dist.enabled:  # summed on the device: no host sync
-            counts = host_to_device(torch.tensor(list(totals.values()), dtype=torch.float64),
-                                    self.device)  # fmt: skip
+            counts = host_to_device(
+                torch.tensor(list(totals.values()), dtype=torch.float64), self.device
+            )
             totals = dict(zip(totals, all_reduce(counts, self.dist)))
             # DDP averages gradients over ranks; x world_size makes that a sum
             scale = (self.dist.world_size / totals["count"].clamp(min=1.0)).float()
@@ -412,8 +451,10 @@ class Trainer:
             return
         loop.skipped_steps += 1
         loop.nonfinite_streak += 1
-        self.print(f"warning: step {loop.step + 1}: non-finite loss {loss} / grad norm "
-                   f"{grad_norm}; step skipped ({loop.skipped_steps} so far)")  # fmt: skip
+        self.print(
+            f"warning: step {loop.step + 1}: non-finite loss {loss} / grad norm "
+            f"{grad_norm}; step skipped ({loop.skipped_steps} so far)"
+        )
         if loop.nonfinite_streak >= self.config.max_nonfinite_steps:
             raise UserError(
                 f"the loss or gradient was not finite for {loop.nonfinite_streak} steps in a row "
@@ -449,8 +490,10 @@ class Trainer:
         return bool(all_reduce(flag, self.dist, torch.distributed.ReduceOp.MAX).item() > 0)
 
     def log_train(self, scalars: dict[str, float], tokens_per_s: float) -> None:
-        scalars = scalars | {"perf/tokens_per_s": tokens_per_s,
-                             "perf/peak_memory_gb": peak_memory_gb(self.device)}  # fmt: skip
+        scalars = scalars | {
+            "perf/tokens_per_s": tokens_per_s,
+            "perf/peak_memory_gb": peak_memory_gb(self.device),
+        }
         if self.peak_flops:
             per_device = tokens_per_s / self.dist.world_size
             scalars["perf/mfu"] = per_device * self.flops_per_token / self.peak_flops
@@ -464,8 +507,10 @@ class Trainer:
         context, is_main = self.context, self.dist.is_main
         fields = {f"model.{key}": value for key, value in context.model_config.to_dict().items()}
         fields |= {"stage": self.stage.name, "tokenizer.sha256": context.tokenizer_sha256}
-        fields |= {f"train.{key}": getattr(self.config, key)
-                   for key in ("block_size", "micro_batch_size", "seed", "optimizer")}  # fmt: skip
+        fields |= {
+            f"train.{key}": getattr(self.config, key)
+            for key in ("block_size", "micro_batch_size", "seed", "optimizer")
+        }
         fields["run.micro_batches_per_step"] = context.micro_batches_per_step
         step_dir, _, state = checkpoint.load_checkpoint(self.run_dir, self.model, fields, is_main)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -483,22 +528,34 @@ class Trainer:
         self.last_checkpoint = self.run_dir / checkpoint.step_dir_name(loop.step)
         if self.dist.is_main:
             config_json = {
-                "train": self.config.to_dict(), "stage": self.stage.name, "step": loop.step,
+                "train": self.config.to_dict(),
+                "stage": self.stage.name,
+                "step": loop.step,
                 "tokenizer": {"sha256": context.tokenizer_sha256},
                 # a val_loss only if measured on these weights: `best` is chosen by it
-                "metrics": {"val_loss": loop.last_val_loss if loop.last_val_step == loop.step
-                            else None, "tokens_seen": loop.tokens_seen},
-                "run": {"world_size": self.dist.world_size, "max_steps": self.max_steps,
-                        "accumulation_steps": context.accumulation_steps,
-                        "micro_batches_per_step": context.micro_batches_per_step,
-                        "precision": context.precision},
-            }  # fmt: skip
-            state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                     "rng": checkpoint.capture_rng_state(self.device), "loop": asdict(loop),
-                     "stage": self.stage.state_dict()}  # fmt: skip
+                "metrics": {
+                    "val_loss": loop.last_val_loss if loop.last_val_step == loop.step else None,
+                    "tokens_seen": loop.tokens_seen,
+                },
+                "run": {
+                    "world_size": self.dist.world_size,
+                    "max_steps": self.max_steps,
+                    "accumulation_steps": context.accumulation_steps,
+                    "micro_batches_per_step": context.micro_batches_per_step,
+                    "precision": context.precision,
+                },
+            }
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": checkpoint.capture_rng_state(self.device),
+                "loop": asdict(loop),
+                "stage": self.stage.state_dict(),
+            }
             keep_last, tokenizer_path = self.config.keep_last, context.tokenizer_path
-            checkpoint.save_checkpoint(self.run_dir, loop.step, self.model, config_json,
-                                       tokenizer_path, state, keep_last)  # fmt: skip
+            checkpoint.save_checkpoint(
+                self.run_dir, loop.step, self.model, config_json, tokenizer_path, state, keep_last
+            )
         barrier(self.dist)
 
     def print(self, text: str) -> None:
@@ -512,11 +569,16 @@ class Trainer:
         width = max(map(len, config.to_dict()))
         print(f"config ({type(config).__name__}):")
         print("\n".join(f"  {key:<{width}} = {value!r}" for key, value in config.to_dict().items()))
-        print(f"model: {model.num_parameters() / 1e6:.2f}M parameters "
-              f"({model.num_parameters(non_embedding=True) / 1e6:.2f}M non-embedding), "
-              f"{context.model_config.to_dict()}")  # fmt: skip
-        print(f"device {self.device}, precision {context.precision}, {self.dist.world_size} "
-              f"process(es), {context.accumulation_steps} micro-batch(es) of "
-              f"{config.micro_batch_size} x {config.block_size} per process per step = "
-              f"{context.tokens_per_step:,} tokens/step, {self.max_steps} steps; run folder "
-              f"{self.run_dir}", flush=True)  # fmt: skip
+        print(
+            f"model: {model.num_parameters() / 1e6:.2f}M parameters "
+            f"({model.num_parameters(non_embedding=True) / 1e6:.2f}M non-embedding), "
+            f"{context.model_config.to_dict()}"
+        )
+        print(
+            f"device {self.device}, precision {context.precision}, {self.dist.world_size} "
+            f"process(es), {context.accumulation_steps} micro-batch(es) of "
+            f"{config.micro_batch_size} x {config.block_size} per process per step = "
+            f"{context.tokens_per_step:,} tokens/step, {self.max_steps} steps; run folder "
+            f"{self.run_dir}",
+            flush=True,
+        )
