@@ -27,7 +27,7 @@ from safetensors import safe_open
 
 from common.atomic import locked_output_directory, sha256_file
 from common.errors import ArgumentParser, UserError, run_cli
-from model.checkpoint import TOKENIZER_FILE, save_model_files, write_checksums
+from model.checkpoint import TOKENIZER_FILE, save_model_files
 from model.config import ModelConfig
 from model.export.llama_names import hf_name
 from model.transformer import Transformer
@@ -150,7 +150,6 @@ def import_model(hf_dir: Path, output_dir: Path, block_size: int | None = None,
                    "tokenizer": {"sha256": sha256_file(tokenizer_path)}}  # fmt: skip
         with locked_output_directory(output_dir, overwrite, what="import") as tmp:
             save_model_files(model, tmp, summary, tokenizer_path)
-            write_checksums(tmp)
     return tokenizer
 
 

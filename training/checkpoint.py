@@ -35,7 +35,6 @@ from model.checkpoint import (
     WEIGHTS_FILE,
     save_model_files,
     verify_checksums,
-    write_checksums,
 )
 from training.device import Distributed, barrier
 
@@ -124,9 +123,8 @@ def save_checkpoint(
     # report_full_disk inside atomic_directory: it sees the free space before the partial
     # folder is deleted (a torch.save short write says no more than "unexpected pos")
     with atomic_directory(final, overwrite=True) as temp, report_full_disk(run_dir):
-        save_model_files(model, temp, config_json, tokenizer_path)
         torch.save(state, temp / STATE_FILE)
-        write_checksums(temp)
+        save_model_files(model, temp, config_json, tokenizer_path)  # and SHA256SUMS of both
         for path in [*temp.iterdir(), temp]:
             fsync(path)
     fsync(run_dir)  # the rename is durable before `latest` names it
