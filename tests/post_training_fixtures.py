@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -334,23 +336,32 @@ def build_in_background() -> None:
     """Start building the pipeline and its default pre-training, SFT and DPO runs in a second
     process (python3 tests/post_training_fixtures.py ROOT); the functions above wait for it."""
     root = _root()
-    log = (root / "build.log").open("w")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, str(Path(__file__).resolve()), str(root)]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    atexit.register(process.kill)  # (atexit runs it before the rmtree of the root)
+    with (root / "build.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+    atexit.register(_stop, process)  # atexit runs it before the rmtree of the root
     _cache["background"] = process
 
 
+def _stop(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait()
+
+
 def wait_for_background_build() -> None:
-    """Take over what the background build made (a failed build fails the test that waits)."""
+    """Take over what the background build made. A failed build fails every test that waits,
+    each with the build's log (none of them builds again in the half-built folder)."""
+    if "build_failure" in _cache:
+        raise RuntimeError(_cache["build_failure"])
     process = _cache.pop("background", None)
     if process is None:
         return
-    if process.wait() != 0:
-        log = (_root() / "build.log").read_text()[-5000:]
-        raise RuntimeError(f"the background build of the sample pipeline failed:\n{log}")
     root = _root()
+    if process.wait() != 0:
+        log = (root / "build.log").read_text()[-5000:]
+        _cache["build_failure"] = f"the background build of the sample pipeline failed:\n{log}"
+        raise RuntimeError(_cache["build_failure"])
     raw = {name: root / f"raw_{name}" for name in ("pre", "sft", "dpo")}
     tokenized = {name: root / f"tokens_{name}" for name in raw}
     pipeline = SamplePipeline(root, root / "tokenizer.json", raw, tokenized, root / "checkpoints")
@@ -358,6 +369,14 @@ def wait_for_background_build() -> None:
     _cache.update(
         {"pipeline": pipeline, ("pre", ()): pre, ("sft", (), pre): sft, ("dpo", (), sft): dpo}
     )
+
+
+def exit_with_parent() -> None:
+    """Stop this background build as soon as the test process that started it is gone."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def following_rate(
@@ -572,6 +591,7 @@ def pair_logps(checkpoint: Path, split_dir: Path, limit: int | None = None) -> n
 
 
 if __name__ == "__main__":  # the background build (build_in_background)
+    threading.Thread(target=exit_with_parent, daemon=True).start()
     torch.set_num_threads(1)
     _cache["root"] = Path(sys.argv[1])
     dpo_checkpoint()  # the pipeline, pre-training and SFT on the way
