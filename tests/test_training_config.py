@@ -33,6 +33,16 @@ def test_overrides_are_typed_and_accept_both_spellings():
     assert CONFIG.micro_batch_size == 8, "the defaults object must not be modified"
 
 
+def test_a_bool_takes_a_value_after_a_space_or_stands_alone():
+    """Bug guarded: `--compile false` stopped with "unexpected argument 'false'"."""
+    config = parse_config(
+        CONFIG, ["--compile", "false", "--activation_checkpointing", "--seed", "3"]
+    )
+    assert config.compile is False and config.activation_checkpointing is True
+    assert config.seed == 3
+    assert parse_config(CONFIG, ["--compile", "off", "--resume", "On"]).resume is True
+
+
 def test_optional_accepts_none_and_dict_accepts_json():
     config = parse_config(
         dataclasses.replace(CONFIG, init_from="x"),

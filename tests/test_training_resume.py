@@ -14,7 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_model_checkpoint import scramble_middle
-from training_fixtures import make_inputs, signal_at, tiny_config
+from training_fixtures import make_inputs, make_pretraining_data, signal_at, tiny_config
 
 import pre_training
 from common.errors import UserError
@@ -186,6 +186,19 @@ def test_resume_with_an_incompatible_config_lists_the_differences(tmp_path, inpu
         PretrainingStage,
     )
     assert resumed.step == 5
+
+
+def test_resume_on_other_data_names_data_dir(tmp_path, inputs):
+    """Bug guarded: --resume compared the model and the batch but not --data_dir, so a run went
+    on silently with other corpora or other mixture weights."""
+    tokenizer, data = inputs
+    other = make_pretraining_data(tmp_path / "other" / "tokenized", tokenizer)
+    train(
+        tiny_config(tmp_path, tokenizer, f"{data}:0.5,{other}:0.5", max_steps=2), PretrainingStage
+    )
+    for changed in (data, f"{data}:0.8,{other}:0.2"):
+        with pytest.raises(UserError, match=r"data_dir \(checkpoint '.*', now '.*'\)"):
+            train(tiny_config(tmp_path, tokenizer, changed, resume=True), PretrainingStage)
 
 
 def test_a_finished_run_is_not_silently_reused_or_resumed_from_nothing(tmp_path, inputs):

@@ -28,10 +28,10 @@ from common.atomic import atomic_write_bytes, atomic_write_text, sha256_file
 from common.errors import UserError
 from model.checkpoint import WEIGHTS_FILE, load_model, read_checkpoint_config, resolve_checkpoint
 from tokenizer.tokenized_data import TokenizedSplit
-from training.config import TrainConfig, option, whole_micro_batches
+from training.config import option, whole_micro_batches
 from training.data import EpochCounter, open_corpora
 from training.device import barrier
-from training.sft_stage import answer_samples
+from training.sft_stage import SFTConfig, answer_samples
 from training.stage import IGNORE_INDEX, Batch, RunContext, Stage, token_log_probs
 
 LOSS_TYPES = ("sigmoid", "robust", "ipo")
@@ -39,21 +39,19 @@ VALUES_FILE, IDENTITY_FILE = "reference_logps.bin", "reference_logps.json"
 
 
 @dataclass(kw_only=True)
-class DPOConfig(TrainConfig):
-    """TrainConfig plus what DPO adds; micro_batch_size counts PAIRS (2 rows each)."""
+class DPOConfig(SFTConfig):
+    """SFTConfig plus what DPO adds; micro_batch_size counts PAIRS (2 rows each)."""
 
-    pairs_per_step: int = option("pairs per optimizer step (> 0: the step's size)")
-    beta: float = option("DPO temperature: how far the policy may move from the reference")
+    pairs_per_step: int = option("pairs per optimizer step (> 0: the step's size)", at_least=0)
+    beta: float = option("how far the policy may move from the reference", positive=True)
     loss_type: str = option("sigmoid (DPO, cDPO), robust or ipo", choices=LOSS_TYPES)
-    label_smoothing: float = option("assumed share of wrong labels, in [0, 0.5): cDPO, robust")
-    rpo_alpha: float = option("weight of the chosen reply's mean per-token NLL (RPO)")
+    label_smoothing: float = option("assumed share of wrong labels", at_least=0, below=0.5)
+    rpo_alpha: float = option("weight of the chosen reply's mean NLL (RPO)", at_least=0)
     reference: str = option(
         "live: a frozen copy of the model; precomputed: scored once, on disk",
         choices=("live", "precomputed"),
     )
     recompute_reference: bool = option("precomputed: recompute stored reference log-probs")
-    eval_split: str = option("held-out split for val/ metrics and text samples")
-    num_text_samples: int = option("held-out prompts answered in TensorBoard at each eval")
 
     def micro_batches_per_step(self, world_size: int) -> int:
         if self.pairs_per_step:
@@ -64,36 +62,16 @@ class DPOConfig(TrainConfig):
 
     def check(self) -> None:
         super().check()
-        if self.pairs_per_step < 0 or self.pairs_per_step % self.micro_batch_size:
-            raise UserError(
-                f"--pairs_per_step={self.pairs_per_step} must be a multiple of "
-                f"--micro_batch_size={self.micro_batch_size} (pairs per forward pass)"
-            )
         step_tokens = self.pairs_per_step * self.block_size
         if self.pairs_per_step and self.tokens_per_step not in (0, step_tokens):
             raise UserError(
                 f"--pairs_per_step={self.pairs_per_step} and --tokens_per_step="
-                f"{self.tokens_per_step} disagree; set --pairs_per_step=0 to size "
-                "steps in tokens, or leave --tokens_per_step=0"
-            )
-        if not self.beta > 0:
-            raise UserError(f"--beta={self.beta} must be positive (0.1 is the usual value)")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise UserError(
-                f"--label_smoothing={self.label_smoothing} must be in [0, 0.5): it is "
-                "the assumed chance that a preference label is wrong"
+                f"{self.tokens_per_step} disagree; leave --tokens_per_step=0"
             )
         if self.loss_type == "ipo" and self.label_smoothing:
             raise UserError("--label_smoothing applies to the sigmoid and robust losses, not ipo")
-        if self.rpo_alpha < 0:
-            raise UserError(f"--rpo_alpha={self.rpo_alpha} must be >= 0 (1.0 is the paper's)")
         if not self.init_from:
-            raise UserError(
-                "DPO needs --init_from=checkpoints/<sft run>: the starting weights are "
-                "also the frozen reference"
-            )
-        if self.num_text_samples < 0:
-            raise UserError(f"--num_text_samples={self.num_text_samples} must be >= 0")
+            raise UserError("DPO needs --init_from=checkpoints/<sft run>: its weights, frozen")
 
 
 @dataclass

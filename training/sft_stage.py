@@ -26,15 +26,10 @@ from training.stage import IGNORE_INDEX, Batch, LanguageModelStage, RunContext
 
 @dataclass(kw_only=True)
 class SFTConfig(TrainConfig):
-    """TrainConfig plus what SFT adds (the values are in post_training_sft.py's CONFIG)."""
+    """TrainConfig plus the held-out split that SFT and DPO score and answer from."""
 
     eval_split: str = option("held-out split for validation loss and text samples")
-    num_text_samples: int = option("held-out prompts answered in TensorBoard at each eval")
-
-    def check(self) -> None:
-        super().check()
-        if self.num_text_samples < 0:
-            raise UserError(f"--num_text_samples={self.num_text_samples} must be >= 0")
+    num_text_samples: int = option("held-out prompts answered at each evaluation", at_least=0)
 
 
 def next_fit_rows(lengths: np.ndarray, capacity: int) -> np.ndarray:

@@ -509,7 +509,7 @@ class Trainer:
         fields |= {"stage": self.stage.name, "tokenizer.sha256": context.tokenizer_sha256}
         fields |= {
             f"train.{key}": getattr(self.config, key)
-            for key in ("block_size", "micro_batch_size", "seed", "optimizer")
+            for key in ("data_dir", "block_size", "micro_batch_size", "seed", "optimizer")
         }
         fields["run.micro_batches_per_step"] = context.micro_batches_per_step
         step_dir, _, state = checkpoint.load_checkpoint(self.run_dir, self.model, fields, is_main)
