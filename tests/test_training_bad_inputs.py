@@ -104,6 +104,11 @@ def test_init_from_with_a_longer_block_than_the_model(tmp_path, inputs):
     expect_error(tiny_config(tmp_path, *inputs, init_from=base, block_size=64), "exceeds")
 
 
+@pytest.mark.parametrize("device", ["mps", "gpu", "cuda:x", "CPU"])
+def test_a_device_other_than_auto_cpu_or_cuda_is_refused(tmp_path, inputs, device):
+    expect_error(tiny_config(tmp_path, *inputs, device=device), "use auto, cpu, cuda or cuda:N")
+
+
 def test_fp16_on_cpu_and_a_missing_tokenizer(tmp_path, inputs):
     expect_error(tiny_config(tmp_path, *inputs, precision="fp16"), "needs a CUDA GPU")
     _, data = inputs

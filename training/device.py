@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import sys
 from dataclasses import dataclass
@@ -43,23 +44,20 @@ class Distributed:
 
 
 def pick_device(option: str) -> torch.device:
-    """`auto` -> cuda (cuda:LOCAL_RANK under torchrun) when available, else cpu."""
+    """auto (cuda when there is one, else cpu), cpu, cuda or cuda:N; plain cuda is
+    cuda:LOCAL_RANK under torchrun."""
     if option == "auto":
         option = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(option)
-    except RuntimeError:
-        raise UserError(
-            f"--device={option!r} is not a device; use auto, cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device={option}: CUDA is not available here; use --device=cpu")
-        if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        if device.index >= torch.cuda.device_count():
-            raise UserError(f"--device={device}: only {torch.cuda.device_count()} GPU(s) visible")
-        torch.cuda.set_device(device)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", option):
+        raise UserError(f"--device={option}: use auto, cpu, cuda or cuda:N")
+    if option == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device={option}: CUDA is not available here; use --device=cpu")
+    device = torch.device(option if ":" in option else f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
+    if device.index >= torch.cuda.device_count():
+        raise UserError(f"--device={device}: only {torch.cuda.device_count()} GPU(s) visible")
+    torch.cuda.set_device(device)
     return device
 
 
