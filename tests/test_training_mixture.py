@@ -20,7 +20,7 @@ from training.config import parse_config
 from training.data import PERIOD, Interleave, parse_data_dirs, slot_counts
 from training.pretraining_stage import PretrainingStage
 from training.sft_stage import SFTStage
-from training.trainer import evaluate, train
+from training.trainer import train, validation_scalars
 
 RANGES = {"a": (10, 100), "b": (100, 200)}
 
@@ -176,7 +176,9 @@ def test_a_mixture_resumes_exactly_and_reports_validation_per_corpus(tmp_path, c
     for name, folder in folders.items():
         alone = tiny_config(tmp_path, tokenizer, folder, **common)
         stage = PretrainingStage(run_context(alone))
-        scalars = evaluate(stage, straight.model, stage.validation_batches(), stage.context)
+        scalars = validation_scalars(
+            stage, straight.model, stage.validation_batches(), stage.context
+        )
         assert metrics[f"loss/{name}"] == pytest.approx(scalars["loss"], rel=1e-5)
         assert metrics[f"bpb/{name}"] == pytest.approx(scalars["bpb"], rel=1e-5)
     assert (

@@ -5,30 +5,25 @@
 
 A step folder is written under a temporary name, fsynced, renamed into place, and only then
 named by `latest`, so a kill -9 never leaves `latest` on a broken checkpoint. Resume falls back
-past one that is unreadable or differs from its SHA256SUMS. An OS lock (common/locking.py) lets
-one process at a time own a run folder.
+past one that is unreadable or differs from its SHA256SUMS.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import random
 import re
 import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_model as safetensors_load_model
 
 from common.atomic import atomic_directory, atomic_write_text
 from common.disk_space import report_full_disk
 from common.errors import UserError
-from common.locking import folder_lock
 from model.checkpoint import (
     CONFIG_FILE,
     LATEST_FILE,
@@ -53,11 +48,6 @@ def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
         return []
     matches = ((STEP_PATTERN.match(path.name), path) for path in run_dir.iterdir())
     return sorted((int(match.group(1)), path) for match, path in matches if match and path.is_dir())
-
-
-def lock_run_folder(run_dir: Path, is_main: bool):
-    """Rank 0's lock on the run folder: a second process on it stops with a one-line error."""
-    return folder_lock(run_dir, what="training run") if is_main else contextlib.nullcontext()
 
 
 def prepare_run_folder(config, run_dir: Path, dist: Distributed) -> None:
@@ -230,24 +220,15 @@ def skip(step_dir: Path, error: Exception, rest: list[Path], announce: bool) -> 
 
 
 def capture_rng_state(device: torch.device) -> dict:
-    """Python, NumPy, torch and the training GPU's RNG states, in types torch.load's weights-only
-    mode accepts. Only `device`'s CUDA state: asking every GPU's would make rank 0 of a torchrun
-    job create a CUDA context on each of them."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    numpy_state = [kind, torch.from_numpy(keys.copy()), position, has_gauss, cached]
-    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    """torch's RNG state and the training GPU's: only `device`'s, since asking every GPU's
+    would make rank 0 of a torchrun job create a CUDA context on each of them."""
+    state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
 def restore_rng_state(state: dict, device: torch.device) -> None:
-    def as_tuple(value):
-        return tuple(map(as_tuple, value)) if isinstance(value, list | tuple) else value
-
-    random.setstate(as_tuple(state["python"]))
-    kind, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)

@@ -1,11 +1,10 @@
-"""The training loop all three stages share: `train(config, build_stage) -> TrainResult`.
+"""The training loop all three stages share (each supplies a training/stage.py Stage):
 
     result = train(parse_config(CONFIG, sys.argv[1:]), PretrainingStage)
 
-Set-up (tokenizer, model, the stage: training/stage.py, optimizer, DDP, TensorBoard); each step
-accumulates the micro-batches' loss sums over the step's count units, skips a non-finite step,
-clips and steps; validation, text samples, benchmark scores and atomic checkpoints at their
-intervals; the first SIGINT/SIGTERM saves and stops, and --resume continues bitwise.
+Each step accumulates micro-batches, skips a non-finite step, clips and steps; validation, text
+samples, benchmark scores and checkpoints come at their intervals; a SIGINT/SIGTERM saves and
+stops, and --resume continues bitwise.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from common.atomic import sha256_file
 from common.errors import UserError
+from common.locking import folder_lock
 from model.checkpoint import load_model, read_checkpoint_config, resolve_checkpoint
 from model.config import ModelConfig, from_preset
 from model.plan import flops_per_token
@@ -59,7 +59,9 @@ def train(config, build_stage: Callable[[RunContext], Stage]) -> TrainResult:
     dist = setup_distributed(config.device)
     run_dir = Path(config.checkpoint_dir) / config.run_name
     try:
-        with checkpoint.lock_run_folder(run_dir, dist.is_main):
+        # one process per run folder: a second one stops with a one-line error
+        lock = folder_lock(run_dir, "training run") if dist.is_main else contextlib.nullcontext()
+        with lock:
             trainer = Trainer(config, build_stage, dist)
             try:
                 return trainer.run()
@@ -158,14 +160,13 @@ def signals_caught(announce: bool):
 
 
 class TensorBoardLog:
-    """A SummaryWriter on rank 0, no-ops elsewhere. Names: train/loss, train/lr, train/grad_norm,
-    train/epoch, perf/tokens_per_s, perf/mfu (GPUs with a known peak), perf/peak_memory_gb,
-    val/<name>, each stage metric, eval/<task>/<metric>, samples/<name> (text)."""
+    """A SummaryWriter on rank 0, no-ops elsewhere. Names: train/{loss,lr,grad_norm,epoch},
+    perf/{tokens_per_s,mfu,peak_memory_gb}, val/<name>, the stage's metrics,
+    eval/<task>/<metric>, samples/<name> (text). A resumed run purges what followed its step."""
 
     def __init__(self, log_dir: Path, enabled: bool, purge_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step: a resumed run drops what the old one logged after its checkpoint
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step) if enabled else None
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -219,12 +220,11 @@ def resolve_model(config, tokenizer: ChatTokenizer, tokenizer_sha256: str):
         raise UserError(
             "no model: set --model_preset (debug, 15m, 124m, 170m) or --init_from=<checkpoint>"
         )
-    for key, why in (
-        ("vocab_size", "it comes from the tokenizer"),
-        ("block_size", "use --block_size"),
-    ):
-        if key in config.model_overrides:
-            raise UserError(f"--model_overrides may not set {key}: {why}")
+    if {"vocab_size", "block_size"} & set(config.model_overrides):
+        raise UserError(
+            "--model_overrides may not set vocab_size (it comes from the tokenizer) "
+            "or block_size (use --block_size)"
+        )
     sizes = {"vocab_size": vocab_size, "block_size": config.block_size}
     return from_preset(config.model_preset, **{**config.model_overrides, **sizes}), None
 
@@ -254,7 +254,7 @@ def run_context(config, dist: Distributed) -> tuple[RunContext, Path | None]:
 
 
 @torch.no_grad()
-def evaluate(stage: Stage, model, batches: list[Batch], context: RunContext) -> dict[str, float]:
+def validation_scalars(stage: Stage, model, batches: list[Batch], context: RunContext) -> dict:
     """The stage's evaluation scalars over `batches`: rank r runs batches r, r + world_size,
     ...; the sums and counts of all ranks are added in one all-reduce."""
     world, rank, device = context.dist.world_size, context.dist.rank, context.device
@@ -324,27 +324,12 @@ class Trainer:
         self.task_scores = TaskScores(config, self.stage.name, self.context)
 
     def run(self) -> TrainResult:
-        config, loop = self.config, self.loop
+        config, loop, is_main = self.config, self.loop, self.dist.is_main
         self.print_header()
-        result = TrainResult(
-            self.model,
-            self.context.tokenizer,
-            self.stage,
-            self.run_dir,
-            loop.step,
-            is_main=self.dist.is_main,
-        )
-        progress = tqdm(
-            total=self.max_steps,
-            initial=loop.step,
-            disable=not self.dist.is_main,
-            unit="step",
-            desc=config.run_name,
-            dynamic_ncols=True,
-            file=sys.stderr,
-        )
+        result = TrainResult(self.model, self.context.tokenizer, self.stage, self.run_dir, 0)
+        progress = tqdm(total=self.max_steps, initial=loop.step, disable=not is_main, unit="step")
         interval_tokens, interval_seconds = 0, 0.0
-        with signals_caught(announce=self.dist.is_main) as received, progress:
+        with signals_caught(announce=is_main) as received, progress:
             while loop.step < self.max_steps:
                 started = time.perf_counter()
                 scalars, tokens = self.train_step()  # train/loss, train/lr, ... and tokens
@@ -362,7 +347,7 @@ class Trainer:
                     self.log_train(scalars, tokens_per_s)
                     interval_tokens, interval_seconds = 0, 0.0
                 if loop.step % config.eval_interval == 0 or last:
-                    result.val_metrics = self.evaluate(progress)
+                    result.val_metrics = self.validate(progress)
                 if self.task_scores.due(loop.step, self.max_steps):
                     result.task_scores = self.task_scores.run(
                         self.model, loop.step, self.log, progress
@@ -378,13 +363,9 @@ class Trainer:
                     )
                     break
         self.model.eval()
-        return dataclasses.replace(
-            result,
-            step=loop.step,
-            val_loss=loop.last_val_loss,
-            last_checkpoint=self.last_checkpoint,
-            skipped_steps=loop.skipped_steps,
-        )
+        result.step, result.val_loss, result.is_main = loop.step, loop.last_val_loss, is_main
+        result.last_checkpoint, result.skipped_steps = self.last_checkpoint, loop.skipped_steps
+        return result
 
     def train_step(self) -> tuple[dict[str, float], int]:
         """One optimizer step. Its only host sync is `to_host` at the end (skipping a step
@@ -463,9 +444,9 @@ class Trainer:
                 f"{self.last_checkpoint or 'none'}"
             )
 
-    def evaluate(self, progress) -> dict[str, float]:
+    def validate(self, progress) -> dict[str, float]:
         """Validation scalars (logged as val/<name>) and, on rank 0, text samples."""
-        scalars = evaluate(self.stage, self.forward_model, self.validation, self.context)
+        scalars = validation_scalars(self.stage, self.forward_model, self.validation, self.context)
         self.loop.last_val_loss, self.loop.last_val_step = scalars["loss"], self.loop.step
         self.log.scalars({f"val/{name}": value for name, value in scalars.items()}, self.loop.step)
         if self.dist.is_main:
