@@ -136,7 +136,7 @@ class FixedPoolStage(LanguageModelStage):
         return {"inputs": self.inputs[rows], "targets": self.targets[rows]}
 
     def validation_batches(self) -> list[Batch]:
-        return [self.with_target_bytes({"inputs": self.inputs[:4], "targets": self.targets[:4]})]
+        return [self.validation_batch({"inputs": self.inputs[:4], "targets": self.targets[:4]}, 0)]
 
     def loss(self, model, batch: Batch):
         loss_sum, metrics = super().loss(model, batch)

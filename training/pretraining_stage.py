@@ -89,10 +89,8 @@ class PretrainingStage(LanguageModelStage):
             count = self.context.config.eval_batches * size
             starts = np.linspace(0, windows.last_start, num=count).round().astype(np.int64)
             for first in range(0, len(starts), size):
-                batch = self.with_target_bytes(windows.windows(starts[first : first + size]))
-                if self.mixture is not None:
-                    batch["corpus"] = torch.full((len(batch["inputs"]),), index)  # [B]
-                batches.append(batch)
+                batch = windows.windows(starts[first : first + size])
+                batches.append(self.validation_batch(batch, index))
         return batches
 
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:

@@ -186,10 +186,8 @@ class SFTStage(LanguageModelStage):
         for index, data in enumerate(self.eval_data):
             rows = data.rows_in_epoch(0)
             for first in range(0, rows, size)[: self.context.config.eval_batches]:
-                batch = self.with_target_bytes(data.batch(first, min(size, rows - first)))
-                if self.mixture is not None:
-                    batch["corpus"] = torch.full((len(batch["inputs"]),), index)  # [B]
-                batches.append(batch)
+                batch = data.batch(first, min(size, rows - first))
+                batches.append(self.validation_batch(batch, index))
         return batches
 
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:

@@ -149,10 +149,14 @@ class LanguageModelStage(Stage):
         self.cross_entropy_sum = context.compiled(cross_entropy_sum)
         self.token_log_probs = context.compiled(token_log_probs)
 
-    def with_target_bytes(self, batch: Batch) -> Batch:
+    def validation_batch(self, batch: Batch, corpus: int) -> Batch:
+        """`batch` with its target bytes and, in a mixture, its corpus's index."""
         trained = batch["targets"] != IGNORE_INDEX
         target_bytes = self.token_bytes[batch["targets"].masked_fill(~trained, 0)] * trained
-        return {**batch, "target_bytes": target_bytes}  # [B, T]
+        batch = {**batch, "target_bytes": target_bytes}  # [B, T]
+        if self.corpus_tags:
+            batch["corpus"] = torch.full((len(batch["inputs"]),), corpus)  # [B]
+        return batch
 
     def count(self, batch: Batch) -> int:
         return int((batch["targets"] != IGNORE_INDEX).sum())
