@@ -78,16 +78,11 @@ def corpus_names(paths: list[str]) -> list[str]:
     return names
 
 
-def open_corpora(
-    config,
-    stage: str,
-    tokenizer_sha256: str,
-    vocab_size: int,
-    splits: tuple[str, ...] = ("train", "validation"),
-) -> list[Corpus]:
+def open_corpora(context, stage: str, splits: tuple[str, ...]) -> list[Corpus]:
     """Every corpus of --data_dir with its `splits` opened and checked: `stage` data, made by
-    the run's tokenizer, its vocabulary within the model's."""
-    corpora = parse_data_dirs(config.data_dir)
+    the run's tokenizer, its vocabulary within the model's (every token id, past pre-training)."""
+    tokenizer_sha256, vocab_size = context.tokenizer_sha256, context.model_config.vocab_size
+    corpora = parse_data_dirs(context.config.data_dir)
     for corpus in corpora:
         opened = open_dataset(corpus.path, stage)
         for name in splits:
@@ -111,6 +106,8 @@ def open_corpora(
                 f"larger than the model's {vocab_size}; re-tokenize with the run's "
                 "tokenizer"
             )
+        if stage != "pre_training":
+            split.check_token_ids(vocab_size)
     return corpora
 
 

@@ -183,18 +183,11 @@ def sequence_logps(logits: torch.Tensor, targets: torch.Tensor, log_probs=token_
     return log_probs(logits, targets).sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1)
 
 
-def dpo_loss(
-    policy_chosen,
-    policy_rejected,
-    reference_chosen,
-    reference_rejected,
-    beta=0.1,
-    loss_type="sigmoid",
-    label_smoothing=0.0,
-):
-    """(per-pair losses [B], chosen rewards [B], rejected rewards [B]) from log-probs [B] each;
-    the rewards are detached, and no gradient reaches the reference."""
-    z = (policy_chosen - policy_rejected) - (reference_chosen - reference_rejected).detach()
+def dpo_loss(pc, pr, rc, rr, beta=0.1, loss_type="sigmoid", label_smoothing=0.0):
+    """(per-pair losses [B], chosen rewards [B], rejected rewards [B]) from the policy's (pc, pr)
+    and the reference's (rc, rr) log-probs [B] of the chosen and rejected replies; the rewards
+    are detached, and no gradient reaches the reference."""
+    z = (pc - pr) - (rc - rr).detach()
     e = label_smoothing
     if loss_type == "ipo":
         losses = (z - 1 / (2 * beta)) ** 2
@@ -202,8 +195,7 @@ def dpo_loss(
         losses = (-(1 - e) * F.logsigmoid(beta * z) + e * F.logsigmoid(-beta * z)) / (1 - 2 * e)
     else:  # sigmoid
         losses = -(1 - e) * F.logsigmoid(beta * z) - e * F.logsigmoid(-beta * z)
-    chosen_rewards = beta * (policy_chosen - reference_chosen).detach()
-    return losses, chosen_rewards, beta * (policy_rejected - reference_rejected).detach()
+    return losses, beta * (pc - rc).detach(), beta * (pr - rr).detach()
 
 
 def preference_metrics(chosen_rewards, rejected_rewards, policy_chosen, policy_rejected) -> dict:
@@ -273,21 +265,13 @@ class DPOStage(Stage):
     name = "dpo"
 
     def __init__(self, context: RunContext):
-        config, vocab_size = context.config, context.model_config.vocab_size
+        config = context.config
         self.context, self.config = context, config
         if "," in config.data_dir:
             raise UserError(
                 f"--data_dir={config.data_dir}: DPO reads one tokenized folder, not a mixture"
             )
-        (corpus,) = open_corpora(
-            config,
-            self.name,
-            context.tokenizer_sha256,
-            vocab_size,
-            splits=("train", config.eval_split),
-        )
-        for split in corpus.splits.values():
-            split.check_token_ids(vocab_size)
+        (corpus,) = open_corpora(context, self.name, ("train", config.eval_split))
         self.pairs = {
             name: load_pairs(split, config.block_size, context.tokenizer.pad_id)
             for name, split in corpus.splits.items()

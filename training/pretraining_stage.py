@@ -49,7 +49,7 @@ class PretrainingStage(LanguageModelStage):
     def __init__(self, context: RunContext):
         super().__init__(context)
         config, vocab_size = context.config, context.model_config.vocab_size
-        corpora = open_corpora(config, self.name, context.tokenizer_sha256, vocab_size)
+        corpora = open_corpora(context, self.name, ("train", "validation"))
         self.train_windows, self.validation_windows = (
             [WindowSampler(c.splits[name], config.block_size, vocab_size) for c in corpora]
             for name in ("train", "validation")

@@ -134,16 +134,8 @@ class SFTStage(LanguageModelStage):
 
     def __init__(self, context: RunContext):
         super().__init__(context)
-        config, vocab_size = context.config, context.model_config.vocab_size
-        corpora = open_corpora(
-            config,
-            self.name,
-            context.tokenizer_sha256,
-            vocab_size,
-            splits=("train", config.eval_split),
-        )
-        for split in (split for corpus in corpora for split in corpus.splits.values()):
-            split.check_token_ids(vocab_size)
+        config = context.config
+        corpora = open_corpora(context, self.name, ("train", config.eval_split))
         pad = context.tokenizer.pad_id
         self.train_data = [
             PackedSFTData(c.splits["train"], config.block_size, config.seed, pad) for c in corpora
