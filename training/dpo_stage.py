@@ -97,12 +97,6 @@ class PreferencePairs:
 def load_pairs(split: TokenizedSplit, block_size: int, pad_id: int) -> PreferencePairs:
     """Check a split's pair offsets; skip (and count) pairs whose prompt fills the block, with
     an empty side, or identical once cut; cut (and count) replies past block_size + 1."""
-    if split.pair_offsets is None:
-        raise UserError(
-            f"{split.directory} holds {split.stage} data, not dpo data (no "
-            "preference pairs); make it with `python3 -m tokenizer.tokenize_dataset "
-            "--stage dpo`"
-        )
     rows = np.asarray(split.pair_offsets, np.int64).reshape(-1, 4)  # [N, 4]
     p, c, r, e = rows.T
     if not (ordered := (p <= c) & (c <= r) & (r <= e) & (e <= len(split.tokens))).all():
@@ -158,15 +152,15 @@ def build_batch(pairs: PreferencePairs, ks: np.ndarray) -> Batch:
     """Inputs and targets [2B, T] for usable pairs ks: prompt + chosen rows, then prompt +
     rejected, right-padded to the longest (T <= block_size); targets only on reply tokens."""
     tokens, sequences = pairs.split.tokens, []
-    for start, length in (
+    replies = (
         (pairs.chosen_start, pairs.chosen_length),
         (pairs.rejected_start, pairs.rejected_length),
-    ):
+    )
+    for starts, lengths in replies:
         for k in ks.tolist():
-            ps, pl, rs, rl = (
-                int(a[k]) for a in (pairs.prompt_start, pairs.prompt_length, start, length)
-            )
-            sequences.append((np.concatenate([tokens[ps : ps + pl], tokens[rs : rs + rl]]), pl))
+            prompt = tokens[pairs.prompt_start[k] : pairs.prompt_start[k] + pairs.prompt_length[k]]
+            reply = tokens[starts[k] : starts[k] + lengths[k]]
+            sequences.append((np.concatenate([prompt, reply]), len(prompt)))
     T = max(len(s) for s, _ in sequences) - 1
     inputs = torch.full((len(sequences), T), pairs.pad_id, dtype=torch.long)  # [2B, T]
     targets = torch.full((len(sequences), T), IGNORE_INDEX, dtype=torch.long)  # [2B, T]
@@ -304,11 +298,8 @@ class DPOStage(Stage):
             )
 
         if self.context.is_main:
-            missing = [
-                pairs
-                for pairs in self.pairs.values()
-                if self.config.recompute_reference or stored(pairs) is None
-            ]
+            recompute = self.config.recompute_reference
+            missing = [pairs for pairs in self.pairs.values() if recompute or stored(pairs) is None]
             model = load_model(self.config.init_from, self.context.device)[0] if missing else None
             for pairs in missing:
                 write_reference_logps(model, pairs, self.context, self.identity)
@@ -354,16 +345,11 @@ class DPOStage(Stage):
         chosen_nll = -logps[:B] / counts[:B]  # [B] mean NLL per chosen token (RPO)
         if config.loss_type == "ipo":  # on per-token mean log-probs
             logps, reference_logps = logps / counts, reference_logps / counts
+        pc, pr, rc, rr = logps[:B], logps[B:], reference_logps[:B], reference_logps[B:]
         losses, chosen_rewards, rejected_rewards = dpo_loss(
-            logps[:B],
-            logps[B:],
-            reference_logps[:B],
-            reference_logps[B:],
-            config.beta,
-            config.loss_type,
-            config.label_smoothing,
+            pc, pr, rc, rr, config.beta, config.loss_type, config.label_smoothing
         )
-        metrics = preference_metrics(chosen_rewards, rejected_rewards, logps[:B], logps[B:])
+        metrics = preference_metrics(chosen_rewards, rejected_rewards, pc, pr)
         if config.rpo_alpha:
             losses = losses + config.rpo_alpha * chosen_nll
             metrics["nll/chosen"] = chosen_nll.detach().sum()
@@ -376,11 +362,9 @@ class DPOStage(Stage):
 
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
         count = min(self.config.num_text_samples, len(self.eval_pairs))
+        prompts = [self.eval_prompt(k) for k in range(count)]
         return answer_samples(
-            model,
-            self.context.tokenizer,
-            [self.eval_prompt(k) for k in range(count)],
-            self.config.sample_max_new_tokens,
+            model, self.context.tokenizer, prompts, self.config.sample_max_new_tokens
         )
 
     def state_dict(self) -> dict:
@@ -389,7 +373,6 @@ class DPOStage(Stage):
     def load_state_dict(self, state: dict) -> None:
         if state["reference_weights_sha256"] != self.identity["weights_sha256"]:
             raise UserError(
-                f"--init_from={self.config.init_from} holds different weights than "
-                "the reference this run started with; resume with the original "
-                "checkpoint"
+                f"--init_from={self.config.init_from} holds other weights than the reference "
+                "this run started with; resume with the original checkpoint"
             )

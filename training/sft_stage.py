@@ -49,12 +49,6 @@ class PackedSFTData:
     def __init__(
         self, split: TokenizedSplit, block_size: int, seed: int, pad_id: int, shuffle: bool = True
     ):
-        if split.loss_mask is None or split.doc_offsets is None:
-            raise UserError(
-                f"{split.directory} holds {split.stage} data, not sft data (no loss "
-                "mask); make it with `python3 -m tokenizer.tokenize_dataset --stage "
-                "sft`"
-            )
         self.split, self.block_size, self.seed, self.shuffle = split, block_size, seed, shuffle
         self.pad_id = pad_id  # fills a row's end: never a target
         offsets = np.asarray(split.doc_offsets, np.int64)
@@ -62,13 +56,9 @@ class PackedSFTData:
         truncated = lengths > block_size + 1
         lengths = np.minimum(lengths, block_size + 1)
         # useful only if a position after the conversation's first token is trained
-        trained = np.array(
-            [
-                split.loss_mask[s + 1 : s + n].any()
-                for s, n in zip(starts.tolist(), lengths.tolist())
-            ],
-            dtype=bool,
-        )
+        trained = np.zeros(len(starts), bool)
+        for k, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
+            trained[k] = split.loss_mask[start + 1 : start + length].any()
         self.starts, self.lengths = starts[trained], lengths[trained]
         self.stats = {
             "conversations": len(lengths),
