@@ -193,9 +193,8 @@ def load_checkpoint(
             continue
         if differences := mismatches(saved, expected):
             raise UserError(
-                f"--resume: {step_dir} does not match this run: "
-                f"{'; '.join(differences)}. Use the checkpoint's values, or start a "
-                "new run under another --run_name"
+                f"--resume: {step_dir} does not match this run ({'; '.join(differences)}); use "
+                "the checkpoint's values, or another --run_name"
             )
         try:
             state = torch.load(step_dir / STATE_FILE, map_location="cpu", weights_only=True)

@@ -102,9 +102,8 @@ def open_corpora(context, stage: str, splits: tuple[str, ...]) -> list[Corpus]:
             )
         if split.meta["vocab_size"] > vocab_size:
             raise UserError(
-                f"{split.directory} has vocabulary size {split.meta['vocab_size']}, "
-                f"larger than the model's {vocab_size}; re-tokenize with the run's "
-                "tokenizer"
+                f"{split.directory} has vocabulary size {split.meta['vocab_size']}, larger "
+                f"than the model's {vocab_size}; re-tokenize with the run's tokenizer"
             )
         if stage != "pre_training":
             split.check_token_ids(vocab_size)

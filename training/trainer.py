@@ -67,11 +67,9 @@ def train(config, build_stage: Callable[[RunContext], Stage]) -> TrainResult:
                 return trainer.run()
             except torch.cuda.OutOfMemoryError:
                 raise UserError(
-                    f"out of GPU memory with micro_batch_size={config.micro_batch_size}, "
-                    f"block_size={config.block_size}, activation_checkpointing="
-                    f"{config.activation_checkpointing}: lower --micro_batch_size (gradient "
-                    "accumulation keeps tokens_per_step), pass --activation_checkpointing=true, "
-                    "or lower --block_size"
+                    f"out of GPU memory at --micro_batch_size={config.micro_batch_size} "
+                    f"--block_size={config.block_size}: lower either (accumulation keeps "
+                    "tokens_per_step) or pass --activation_checkpointing=true"
                 ) from None
             finally:
                 trainer.log.close()
@@ -194,18 +192,12 @@ def resolve_model(config, tokenizer: ChatTokenizer, tokenizer_sha256: str):
         step_dir = resolve_checkpoint(config.init_from)
         saved = read_checkpoint_config(step_dir)
         model_config = ModelConfig.from_dict(saved["model"])
-        if model_config.vocab_size < vocab_size:
-            raise UserError(
-                f"--init_from={config.init_from}: the model's vocabulary has "
-                f"{model_config.vocab_size} tokens but {config.tokenizer_path} has "
-                f"{vocab_size}; use the tokenizer that model was trained with"
-            )
         saved_sha = (saved.get("tokenizer") or {}).get("sha256")
-        if saved_sha not in (None, tokenizer_sha256):
+        if saved_sha not in (None, tokenizer_sha256) or model_config.vocab_size < vocab_size:
             raise UserError(
-                f"--init_from={config.init_from} was trained with a different "
-                f"tokenizer than {config.tokenizer_path} (sha256 {saved_sha[:12]}... "
-                f"vs {tokenizer_sha256[:12]}...); use the same tokenizer.json"
+                f"--init_from={config.init_from} was trained with another tokenizer than "
+                f"{config.tokenizer_path} (the model's vocabulary has {model_config.vocab_size} "
+                f"tokens, the tokenizer {vocab_size}); use the model's own tokenizer"
             )
         if config.block_size > model_config.block_size:
             raise UserError(
@@ -439,9 +431,8 @@ class Trainer:
         if loop.nonfinite_streak >= self.config.max_nonfinite_steps:
             raise UserError(
                 f"the loss or gradient was not finite for {loop.nonfinite_streak} steps in a row "
-                f"(up to step {loop.step + 1}); lower --learning_rate, use --precision=bf16 or "
-                f"fp32, or check the data; the last good checkpoint is "
-                f"{self.last_checkpoint or 'none'}"
+                f"up to step {loop.step + 1} (last checkpoint: {self.last_checkpoint}); lower "
+                "--learning_rate, use --precision=bf16 or fp32, or check the data"
             )
 
     def validate(self, progress) -> dict[str, float]:
