@@ -54,12 +54,8 @@ def group_settings(name: str, config) -> dict:
     schedule); set at every step, so a resumed run takes the command line's values."""
     if name == "matrices":  # Muon
         return {"weight_decay": config.muon_weight_decay, "ns_steps": config.muon_ns_steps}
-    decayed = name in ("decay", "head")
-    return {
-        "betas": (config.beta1, config.beta2),
-        "eps": 1e-8,
-        "weight_decay": config.weight_decay if decayed else 0.0,
-    }
+    weight_decay = config.weight_decay if name in ("decay", "head") else 0.0
+    return dict(betas=(config.beta1, config.beta2), eps=1e-8, weight_decay=weight_decay)
 
 
 def parameter_groups(model: nn.Module, config) -> list[dict]:
@@ -70,17 +66,10 @@ def parameter_groups(model: nn.Module, config) -> list[dict]:
         decay, no_decay = groups["matrices"] + groups["head"], groups["embedding"] + groups["norms"]
         groups = [{"params": decay, "name": "decay"}, {"params": no_decay, "name": "no_decay"}]
     else:
-        width_scale = math.sqrt(REFERENCE_WIDTH / model.config.n_embd)
-        groups = [
-            {
-                "params": params,
-                "name": name,
-                "use_muon": name == "matrices",
-                "lr_scale": width_scale if name in ("embedding", "head") else 1.0,
-            }
-            for name, params in groups.items()
-            if params
-        ]
+        groups = [dict(params=p, name=n, use_muon=n == "matrices") for n, p in groups.items() if p]
+        for group in groups:
+            if group["name"] in ("embedding", "head"):
+                group["lr_scale"] = math.sqrt(REFERENCE_WIDTH / model.config.n_embd)
     return [group | group_settings(group["name"], config) for group in groups]
 
 
