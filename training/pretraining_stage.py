@@ -95,19 +95,9 @@ class PretrainingStage(LanguageModelStage):
 
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
         config, tokenizer = self.context.config, self.context.tokenizer
-        if config.sample_max_new_tokens == 0:
-            return {}
-        return {
-            name: prompt
-            + generate_text(
-                model,
-                tokenizer,
-                prompt,
-                config.sample_max_new_tokens,
-                temperature=0.8,
-                top_k=50,
-                seed=config.seed,
-                vocab_size=tokenizer.get_vocab_size(),
-            )
-            for name, prompt in SAMPLE_PROMPTS.items()
-        }
+        max_new, vocab_size = config.sample_max_new_tokens, tokenizer.get_vocab_size()
+        samples = {}
+        for name, prompt in SAMPLE_PROMPTS.items() if max_new else ():
+            sampling = dict(temperature=0.8, top_k=50, seed=config.seed, vocab_size=vocab_size)
+            samples[name] = prompt + generate_text(model, tokenizer, prompt, max_new, **sampling)
+        return samples

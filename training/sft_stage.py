@@ -126,16 +126,10 @@ class SFTStage(LanguageModelStage):
         super().__init__(context)
         config = context.config
         corpora = open_corpora(context, self.name, ("train", config.eval_split))
-        pad = context.tokenizer.pad_id
-        self.train_data = [
-            PackedSFTData(c.splits["train"], config.block_size, config.seed, pad) for c in corpora
-        ]
-        self.eval_data = [
-            PackedSFTData(
-                c.splits[config.eval_split], config.block_size, config.seed, pad, shuffle=False
-            )
-            for c in corpora
-        ]
+        block, seed, pad = config.block_size, config.seed, context.tokenizer.pad_id
+        self.train_data = [PackedSFTData(c.splits["train"], block, seed, pad) for c in corpora]
+        held_out = [corpus.splits[config.eval_split] for corpus in corpora]
+        self.eval_data = [PackedSFTData(s, block, seed, pad, shuffle=False) for s in held_out]
         self.eval_split = corpora[0].splits[config.eval_split]
         self.mixture = mixture_of(corpora)
         if self.mixture is not None:
