@@ -147,10 +147,6 @@ def slot_counts(weights: list[float], period: int) -> np.ndarray:
     return counts
 
 
-def mixture_of(corpora: list[Corpus]) -> Interleave | None:
-    return Interleave([c.weight for c in corpora]) if len(corpora) > 1 else None
-
-
 @dataclass
 class EpochCounter:
     """Epochs of corpus k after `step` steps = step x units_per_step x weight_k / size_k, in the

@@ -71,11 +71,6 @@ def setup_distributed(device_option: str) -> Distributed:
     return Distributed(rank=rank, world_size=world_size, device=device)
 
 
-def teardown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def all_reduce(tensor: torch.Tensor, distributed: Distributed, op=dist.ReduceOp.SUM):
     """`tensor` reduced over all ranks, in place (unchanged in one process)."""
     if distributed.enabled:

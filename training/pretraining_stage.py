@@ -11,7 +11,7 @@ import torch
 from common.errors import UserError
 from model.generate import generate_text
 from tokenizer.tokenized_data import TokenizedSplit
-from training.data import EpochCounter, mixture_of, open_corpora
+from training.data import EpochCounter, open_corpora
 from training.stage import Batch, LanguageModelStage, RunContext
 
 # Continued at each evaluation and logged as TensorBoard text (fits TinyStories and WikiText).
@@ -54,9 +54,7 @@ class PretrainingStage(LanguageModelStage):
             [WindowSampler(c.splits[name], config.block_size, vocab_size) for c in corpora]
             for name in ("train", "validation")
         )
-        self.mixture = mixture_of(corpora)
-        if self.mixture is not None:
-            self.corpus_tags = tuple(corpus.name for corpus in corpora)
+        self.mix(corpora)
         sizes = [len(windows.tokens) for windows in self.train_windows]
         self.epochs = EpochCounter(corpora, sizes, context.tokens_per_step, "tokens")
         if context.is_main:

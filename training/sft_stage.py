@@ -20,7 +20,7 @@ from common.errors import UserError
 from model.generate import generate
 from tokenizer.tokenized_data import TokenizedSplit
 from training.config import TrainConfig, option
-from training.data import EpochCounter, mixture_of, open_corpora
+from training.data import EpochCounter, open_corpora
 from training.stage import IGNORE_INDEX, Batch, LanguageModelStage, RunContext
 
 
@@ -131,9 +131,7 @@ class SFTStage(LanguageModelStage):
         held_out = [corpus.splits[config.eval_split] for corpus in corpora]
         self.eval_data = [PackedSFTData(s, block, seed, pad, shuffle=False) for s in held_out]
         self.eval_split = corpora[0].splits[config.eval_split]
-        self.mixture = mixture_of(corpora)
-        if self.mixture is not None:
-            self.corpus_tags = tuple(corpus.name for corpus in corpora)
+        self.mix(corpora)
         rows_per_step = context.micro_batches_per_step * config.micro_batch_size
         sizes = [data.rows_in_epoch(0) for data in self.train_data]
         self.epochs = EpochCounter(corpora, sizes, rows_per_step, "packed rows")

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from model.config import ModelConfig
 from tokenizer.encoding import ChatTokenizer
 from tokenizer.token_bytes import token_byte_lengths
-from training.data import EpochCounter
+from training.data import Corpus, EpochCounter, Interleave
 from training.device import Distributed, autocast
 
 Batch = dict[str, torch.Tensor]
@@ -141,6 +141,7 @@ class LanguageModelStage(Stage):
     target. Validation batches also carry "target_bytes" [B, T] (for bits per byte: special
     tokens left out, as nanochat does) and, for a mixture, "corpus" [B] (val/loss/<name>)."""
 
+    mixture: Interleave | None = None  # which corpus each slot reads (None: one corpus)
     corpus_tags: tuple[str, ...] = ()  # a mixture's corpora, in the order of batch["corpus"]
 
     def __init__(self, context: RunContext):
@@ -148,6 +149,11 @@ class LanguageModelStage(Stage):
         self.token_bytes = torch.from_numpy(token_byte_lengths(context.tokenizer))  # [V]
         self.cross_entropy_sum = context.compiled(cross_entropy_sum)
         self.token_log_probs = context.compiled(token_log_probs)
+
+    def mix(self, corpora: list[Corpus]) -> None:
+        if len(corpora) > 1:
+            self.mixture = Interleave([corpus.weight for corpus in corpora])
+            self.corpus_tags = tuple(corpus.name for corpus in corpora)
 
     def validation_batch(self, batch: Batch, corpus: int) -> Batch:
         """`batch` with its target bytes and, in a mixture, its corpus's index."""

@@ -45,7 +45,6 @@ from training.device import (
     peak_memory_gb,
     resolve_precision,
     setup_distributed,
-    teardown_distributed,
     to_host,
 )
 from training.optimizer import build_optimizer, set_hyperparameters
@@ -74,7 +73,8 @@ def train(config, build_stage: Callable[[RunContext], Stage]) -> TrainResult:
             finally:
                 trainer.log.close()
     finally:
-        teardown_distributed()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 @dataclass
