@@ -207,10 +207,7 @@ def parse_value(key: str, text: str, kind):
 def parse_mapping(text: str) -> dict:
     """`{"n_layer": 4}` (JSON) or `n_layer=4,n_embd=256` (values read as JSON where they parse)."""
     if text.strip().startswith("{"):
-        value = json.loads(text)  # a JSONDecodeError is a ValueError
-        if not isinstance(value, dict):
-            raise ValueError
-        return value
+        return json.loads(text)  # a JSONDecodeError is a ValueError
     result = {}
     for item in filter(None, text.strip().split(",")):
         name, sep, raw = item.partition("=")

@@ -362,21 +362,15 @@ class Trainer:
     def train_step(self) -> tuple[dict[str, float], int]:
         """One optimizer step. Its only host sync is `to_host` at the end (skipping a step
         needs the loss): nothing in the micro-batch loop waits for the GPU."""
-        lr = set_hyperparameters(self.optimizer, self.config, self.loop.step, self.max_steps)
-        first = self.dist.rank * self.context.accumulation_steps
-        batches = [
-            self.stage.train_micro_batch(self.loop.step, first + m)
-            for m in range(self.context.accumulation_steps)
-        ]
-        totals = {
-            "count": float(sum(map(self.stage.count, batches))),
-            "tokens": float(sum(map(self.stage.tokens, batches))),
-        }
+        step, accumulation = self.loop.step, self.context.accumulation_steps
+        lr = set_hyperparameters(self.optimizer, self.config, step, self.max_steps)
+        first = self.dist.rank * accumulation
+        batches = [self.stage.train_micro_batch(step, first + m) for m in range(accumulation)]
+        count = float(sum(map(self.stage.count, batches)))
+        totals = {"count": count, "tokens": float(sum(map(self.stage.tokens, batches)))}
         if self.dist.enabled:  # summed on the device: no host sync
-            counts = host_to_device(
-                torch.tensor(list(totals.values()), dtype=torch.float64), self.device
-            )
-            totals = dict(zip(totals, all_reduce(counts, self.dist)))
+            local = torch.tensor(list(totals.values()), dtype=torch.float64)
+            totals = dict(zip(totals, all_reduce(host_to_device(local, self.device), self.dist)))
             # DDP averages gradients over ranks; x world_size makes that a sum
             scale = (self.dist.world_size / totals["count"].clamp(min=1.0)).float()
         else:
