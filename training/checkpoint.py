@@ -99,17 +99,9 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(
-    run_dir: Path,
-    step: int,
-    model: torch.nn.Module,
-    config_json: dict,
-    tokenizer_path: Path,
-    state: dict,
-    keep_last: int,
-) -> Path:
-    """Write step folder `step`, point `latest` at it, prune old ones; returns its path."""
-    final = run_dir / step_dir_name(step)
+def save_checkpoint(final: Path, model, config_json: dict, tokenizer_path: Path, state: dict):
+    """Write the step folder `final` and point its run folder's `latest` at it."""
+    run_dir = final.parent
     # report_full_disk inside atomic_directory: it sees the free space before the partial
     # folder is deleted (a torch.save short write says no more than "unexpected pos")
     with atomic_directory(final, overwrite=True) as temp, report_full_disk(run_dir):
@@ -121,8 +113,6 @@ def save_checkpoint(
     with report_full_disk(run_dir):
         atomic_write_text(run_dir / LATEST_FILE, final.name + "\n")
     fsync(run_dir)
-    prune(run_dir, keep_last)
-    return final
 
 
 def prune(run_dir: Path, keep_last: int) -> None:

@@ -180,14 +180,19 @@ def first_assistant_prompt(split: TokenizedSplit, index: int) -> list[int]:
     return ids[: int(trained[0])].tolist() if len(trained) else ids.tolist()
 
 
+def greedy_answer(model, tokenizer, prompt: list[int], max_new_tokens: int) -> str:
+    """The model's greedy answer to a prompt's token ids, up to a stop token."""
+    stops, vocab_size = tokenizer.stop_ids, tokenizer.get_vocab_size()
+    answer = generate(model, prompt, max_new_tokens, 0.0, stop_ids=stops, vocab_size=vocab_size)
+    return tokenizer.decode(list(answer))
+
+
 def answer_samples(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> dict:
     """{"answer_k": markdown}: each prompt with its role tokens, then the greedy answer."""
     samples = {}
     for index, prompt in enumerate(prompts if max_new_tokens else []):
-        stops, vocab_size = tokenizer.stop_ids, tokenizer.get_vocab_size()
-        answer = generate(model, prompt, max_new_tokens, 0.0, stop_ids=stops, vocab_size=vocab_size)
         samples[f"answer_{index}"] = (
             f"**prompt:** `{tokenizer.decode(prompt, skip_special_tokens=False)}`\n\n"
-            f"**answer:** {tokenizer.decode(list(answer))}"
+            f"**answer:** {greedy_answer(model, tokenizer, prompt, max_new_tokens)}"
         )
     return samples

@@ -518,10 +518,9 @@ class Trainer:
                 "loop": asdict(loop),
                 "stage": self.stage.state_dict(),
             }
-            keep_last, tokenizer_path = self.config.keep_last, context.tokenizer_path
-            checkpoint.save_checkpoint(
-                self.run_dir, loop.step, self.model, config_json, tokenizer_path, state, keep_last
-            )
+            step_dir, tokenizer_path = self.last_checkpoint, context.tokenizer_path
+            checkpoint.save_checkpoint(step_dir, self.model, config_json, tokenizer_path, state)
+            checkpoint.prune(self.run_dir, self.config.keep_last)
         barrier(self.dist)
 
     def print(self, text: str) -> None:
