@@ -139,17 +139,12 @@ def signals_caught(announce: bool):
             raise KeyboardInterrupt
         received.append(signum)
         if announce:
-            print(
-                f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (send it "
-                "again to abort without saving)",
-                file=sys.stderr,
-                flush=True,
-            )
+            message = f"\n{signal.Signals(signum).name}: saving a checkpoint after this step"
+            print(message + " (send it again to abort without saving)", file=sys.stderr, flush=True)
 
-    on_main_thread = threading.current_thread() is threading.main_thread()  # only there
-    previous = {
-        s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM) if on_main_thread
-    }
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # handlers can be set only there
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
     finally:
