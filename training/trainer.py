@@ -350,8 +350,9 @@ class Trainer:
                     )
                     break
         self.model.eval()
-        result.step, result.val_loss, result.is_main = loop.step, loop.last_val_loss, is_main
+        result.step, result.val_loss = loop.step, loop.last_val_loss
         result.last_checkpoint, result.skipped_steps = self.last_checkpoint, loop.skipped_steps
+        result.is_main = is_main
         return result
 
     def train_step(self) -> tuple[dict[str, float], int]:
