@@ -39,12 +39,10 @@ At the end it prints the held-out reward accuracy and the model's answer to a he
 
 import sys
 
-import torch
-
 from common.errors import run_cli
-from model.generate import generate
 from training.config import parse_config
 from training.dpo_stage import DPOConfig, DPOStage
+from training.sft_stage import greedy_answer
 from training.trainer import train
 
 # The 170m SFT model on one 24 GB L4: UltraFeedback (~61k pairs), 64 pairs per step
@@ -113,20 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer, held_out = result.tokenizer, result.val_metrics  # the evaluation of the last step
     print(f"\nafter {result.step} steps ({result.last_checkpoint})", end="")
     if held_out:  # (none when --resume found the run already finished)
-        print(
-            f", on {config.eval_split}: loss {held_out['loss']:.4f}, reward accuracy "
-            f"{held_out['rewards/accuracies']:.3f}, reward margin "
-            f"{held_out['rewards/margins']:.4f}",
-            end="",
-        )
+        accuracy, margin = held_out["rewards/accuracies"], held_out["rewards/margins"]
+        print(f", on {config.eval_split}: loss {held_out['loss']:.4f}, ", end="")
+        print(f"reward accuracy {accuracy:.3f}, reward margin {margin:.4f}", end="")
     print()
     prompt = result.stage.eval_prompt(0)
-    with torch.no_grad():
-        answer = generate(
-            result.model, prompt, max_new_tokens=config.sample_max_new_tokens or 64,
-            temperature=0.0, stop_ids=tokenizer.stop_ids, vocab_size=tokenizer.get_vocab_size(),
-        )  # fmt: skip
-        answer = tokenizer.decode(list(answer))
+    answer = greedy_answer(result.model, tokenizer, prompt, config.sample_max_new_tokens or 64)
     print(f"prompt: {tokenizer.decode(prompt, skip_special_tokens=False)}\nanswer: {answer}")
     if result.task_scores:
         print(f"benchmarks (eval_tasks): {result.task_summary}")

@@ -34,12 +34,9 @@ At the end it prints the model's answer to a held-out instruction.
 
 import sys
 
-import torch
-
 from common.errors import run_cli
-from model.generate import generate
 from training.config import parse_config
-from training.sft_stage import SFTConfig, SFTStage
+from training.sft_stage import SFTConfig, SFTStage, greedy_answer
 from training.trainer import train
 
 # The 170m pre-trained model on one 24 GB L4: Alpaca-cleaned is ~52k conversations, ~10M
@@ -103,12 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return result.exit_code  # stopped by Ctrl-C/SIGTERM, or not the printing rank
     tokenizer = result.tokenizer
     prompt = tokenizer.prompt([{"role": "user", "content": DEMO_INSTRUCTION}])
-    with torch.no_grad():
-        answer = generate(
-            result.model, prompt, max_new_tokens=config.sample_max_new_tokens or 64,
-            temperature=0.0, stop_ids=tokenizer.stop_ids, vocab_size=tokenizer.get_vocab_size(),
-        )  # fmt: skip
-        answer = tokenizer.decode(list(answer))
+    answer = greedy_answer(result.model, tokenizer, prompt, config.sample_max_new_tokens or 64)
     print(f"\n{result.val_summary} after {result.step} steps; saved {result.last_checkpoint}")
     print(f"user: {DEMO_INSTRUCTION}\nassistant: {answer}")
     if result.task_scores:

@@ -34,8 +34,6 @@ At the end it prints the model's continuation of a fixed prompt.
 
 import sys
 
-import torch
-
 from common.errors import run_cli
 from model.generate import generate_text
 from training.config import TrainConfig, parse_config
@@ -100,12 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     result = train(config, PretrainingStage)
     if not result.should_report:
         return result.exit_code  # stopped by Ctrl-C/SIGTERM, or not the printing rank
-    with torch.no_grad():
-        text = generate_text(
-            result.model, result.tokenizer, PROMPT, max_new_tokens=100,
-            temperature=0.8, top_k=50, seed=config.seed,
-            vocab_size=result.tokenizer.get_vocab_size(),
-        )  # fmt: skip
+    vocab_size = result.tokenizer.get_vocab_size()
+    sampling = dict(temperature=0.8, top_k=50, seed=config.seed, vocab_size=vocab_size)
+    text = generate_text(result.model, result.tokenizer, PROMPT, 100, **sampling)
     print(f"\n{result.val_summary} after {result.step} steps; checkpoint {result.last_checkpoint}")
     print(f"sample: {PROMPT}{text}")
     if result.task_scores:

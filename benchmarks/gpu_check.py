@@ -98,37 +98,120 @@ def parts() -> list[Part]:
     generation = [sys.executable, "benchmarks/generation_benchmark.py", *options.split()]
     return [
         # decoding speed against its goals (graph replay time = the GPU's share)
-        Part("generation", generation + ["--new-tokens", "256", "1024", "--modes", "eager",
-             "cuda_graphs", "batched", "--profile"], 150, 60),
-        Part("gpu_tests", [sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p",
-             "no:cacheprovider", "--continue-on-collection-errors", "-k", "gpu or cuda",
-             *gpu_test_files()], 180, 60, BASE_MODULES + ("pytest", "tensorboard")),
+        Part(
+            "generation",
+            generation
+            + [
+                "--new-tokens",
+                "256",
+                "1024",
+                "--modes",
+                "eager",
+                "cuda_graphs",
+                "batched",
+                "--profile",
+            ],
+            150,
+            60,
+        ),
+        Part(
+            "gpu_tests",
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-s",
+                "-rs",
+                "-p",
+                "no:cacheprovider",
+                "--continue-on-collection-errors",
+                "-k",
+                "gpu or cuda",
+                *gpu_test_files(),
+            ],
+            180,
+            60,
+            BASE_MODULES + ("pytest", "tensorboard"),
+        ),
         # pre_training.py's step (Muon, its work spread over the micro-batches it accumulates;
         # with a profile), AdamW's, and FP8 for the layers torchao's own rule expects to gain
         # (torchao carried as a wheel)
-        Part("train_170m_muon_accumulated", step_170m + ["--optimizer", "muon",
-             "--accumulation", "8", "--profile", "2"], 120, 50),
+        Part(
+            "train_170m_muon_accumulated",
+            step_170m + ["--optimizer", "muon", "--accumulation", "8", "--profile", "2"],
+            120,
+            50,
+        ),
         Part("train_170m_adamw", step_170m, 90, 40),
-        Part("train_170m_fp8", step_170m + ["--fp8", "auto"], 120, 100,
-             BASE_MODULES + ("torchao",)),
-        Part("train_124m_muon_accumulated", step_124m + ["--optimizer", "muon",
-             "--accumulation", "4"], 100, 40),
-        Part("train_124m_fp8", step_124m + ["--fp8", "auto"], 120, 100,
-             BASE_MODULES + ("torchao",)),
+        Part(
+            "train_170m_fp8", step_170m + ["--fp8", "auto"], 120, 100, BASE_MODULES + ("torchao",)
+        ),
+        Part(
+            "train_124m_muon_accumulated",
+            step_124m + ["--optimizer", "muon", "--accumulation", "4"],
+            100,
+            40,
+        ),
+        Part(
+            "train_124m_fp8", step_124m + ["--fp8", "auto"], 120, 100, BASE_MODULES + ("torchao",)
+        ),
         # the decoder of the .baseline tree, for an A/B in one session
-        Part("generation_before", generation + ["--new-tokens", "256", "1024", "--modes",
-             "cuda_graphs", "batched"], 120, 60, root=BEFORE),
+        Part(
+            "generation_before",
+            generation + ["--new-tokens", "256", "1024", "--modes", "cuda_graphs", "batched"],
+            120,
+            60,
+            root=BEFORE,
+        ),
         # The L4 default shape (8 x 1024) next to 16: do the defaults fit 24 GB?
-        Part("train_170m_l4_shape", TRAIN + ["--preset", "170m", "--micro-batch", "8",
-             "--compile", "on", "--optimizer", "muon", "--accumulation", "4", "--steps", "5",
-             "--warmup", "2"], 70, 30),
+        Part(
+            "train_170m_l4_shape",
+            TRAIN
+            + [
+                "--preset",
+                "170m",
+                "--micro-batch",
+                "8",
+                "--compile",
+                "on",
+                "--optimizer",
+                "muon",
+                "--accumulation",
+                "4",
+                "--steps",
+                "5",
+                "--warmup",
+                "2",
+            ],
+            70,
+            30,
+        ),
         Part("train_124m_adamw", step_124m, 90, 40),
-        Part("time_to_loss_124m", [sys.executable, "-m", "benchmarks.time_to_loss", "--mode",
-             "gpu"], 300, 150, BASE_MODULES + ("tensorboard",)),
+        Part(
+            "time_to_loss_124m",
+            [sys.executable, "-m", "benchmarks.time_to_loss", "--mode", "gpu"],
+            300,
+            150,
+            BASE_MODULES + ("tensorboard",),
+        ),
         # the six-task suite at the real splits' sizes, 124m bf16 (goal: under 5 minutes)
-        Part("evaluation_124m", [sys.executable, "benchmarks/evaluation_benchmark.py",
-             "--preset", "124m", "--device", "cuda", "--limit", "full"], 330, 60),
-    ]  # fmt: skip
+        Part(
+            "evaluation_124m",
+            [
+                sys.executable,
+                "benchmarks/evaluation_benchmark.py",
+                "--preset",
+                "124m",
+                "--device",
+                "cuda",
+                "--limit",
+                "full",
+            ],
+            330,
+            60,
+        ),
+    ]
 
 
 def missing_modules(names) -> list[str]:
@@ -169,8 +252,10 @@ def run_part(part: Part, time_left: float, log) -> None:
     limit = min(part.cap_s, time_left)
     path = os.pathsep.join(filter(None, [str(part.root), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **part.env}
-    log.write(f"\n===== {part.name}: {' '.join(part.argv)} in {part.root} {part.env} "
-              f"(limit {limit:.0f}s)\n")  # fmt: skip
+    log.write(
+        f"\n===== {part.name}: {' '.join(part.argv)} in {part.root} {part.env} "
+        f"(limit {limit:.0f}s)\n"
+    )
     log.flush()
     start_offset, started = log.tell(), time.monotonic()
     try:
@@ -276,12 +361,16 @@ def evaluation_table(part: Part) -> list[str]:
     rows = []
     for r in part.records:
         if "task" in r:
-            rows.append(f"{r['task']:16s} {r['examples']:>6} examples {r['seconds']:>8.1f} s "
-                        f"{r['examples_per_s']:>9.1f} examples/s")  # fmt: skip
+            rows.append(
+                f"{r['task']:16s} {r['examples']:>6} examples {r['seconds']:>8.1f} s "
+                f"{r['examples_per_s']:>9.1f} examples/s"
+            )
         elif "suite" in r:
             setting = f"{r['preset']}, batch {r['batch_size']}, bf16 {r['bf16']}"
-            rows.append(f"goal, the suite under 300 s ({setting}): {r['seconds']:.0f} s for "
-                        f"{r['examples']} examples")  # fmt: skip
+            rows.append(
+                f"goal, the suite under 300 s ({setting}): {r['seconds']:.0f} s for "
+                f"{r['examples']} examples"
+            )
     return rows
 
 
@@ -296,11 +385,15 @@ def generation_table(part: Part) -> list[str]:
                 f"{r['new_tokens']:>5} new tokens: {r['tokens_per_s']:>9.1f} tokens/s"
             )
         elif "ours_over_transformers" in r:
-            rows.append(f"  {r['mode']} / transformers, {r['new_tokens']} new tokens: "
-                        f"{r['ours_over_transformers']:.2f}x")  # fmt: skip
+            rows.append(
+                f"  {r['mode']} / transformers, {r['new_tokens']} new tokens: "
+                f"{r['ours_over_transformers']:.2f}x"
+            )
         elif "graph_replay_ms" in r:
-            rows.append(f"  {r['mode']} x{r['streams']}: graph replay alone "
-                        f"{r['graph_replay_ms']:.3f} ms per step")  # fmt: skip
+            rows.append(
+                f"  {r['mode']} x{r['streams']}: graph replay alone "
+                f"{r['graph_replay_ms']:.3f} ms per step"
+            )
         elif "warning" in r:
             rows.append(f"  warning: {r['warning']}")
     for new_tokens in sorted({n for _, n in speed}):
@@ -338,9 +431,15 @@ def summary(env: dict, selected: list[Part]) -> list[str]:
 def save(out_dir: Path, env: dict, selected: list[Part]) -> None:
     """gpu_check.json and the tables (gpu_check.txt), rewritten after every part."""
     parts_summary = [
-        {"name": p.name, "rc": p.rc, "seconds": round(p.seconds, 1), "note": p.note,
-         "records": p.records} for p in selected
-    ]  # fmt: skip
+        {
+            "name": p.name,
+            "rc": p.rc,
+            "seconds": round(p.seconds, 1),
+            "note": p.note,
+            "records": p.records,
+        }
+        for p in selected
+    ]
     report = {"environment": env, "parts": parts_summary}
     (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "gpu_check.txt").write_text("\n".join(summary(env, selected)) + "\n")

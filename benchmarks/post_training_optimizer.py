@@ -39,8 +39,11 @@ import post_training_fixtures as pipeline  # noqa: E402
 from benchmarks.time_to_loss import default_recipe  # noqa: E402
 from common.errors import ArgumentParser, run_cli  # noqa: E402
 
-ARMS = {"adamw": ("adamw", "adamw", "adamw"), "muon_pre": ("muon", "adamw", "adamw"),
-        "muon": ("muon", "muon", "muon")}  # fmt: skip
+ARMS = {
+    "adamw": ("adamw", "adamw", "adamw"),
+    "muon_pre": ("muon", "adamw", "adamw"),
+    "muon": ("muon", "muon", "muon"),
+}
 LR_SCALE = {"pre": 1.0, "sft": 1.0, "dpo": 0.1}  # the tests' AdamW rates: 3e-3, 3e-3, 3e-4
 
 

@@ -54,9 +54,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 # pre_training.py's CONFIG before issue 10: 300 warm-up steps of 6,700.
 BASELINE = dict(
-    optimizer="adamw", learning_rate=6e-4, min_lr=6e-5, schedule="cosine", warmup=300 / 6700,
-    weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0,
-)  # fmt: skip
+    optimizer="adamw",
+    learning_rate=6e-4,
+    min_lr=6e-5,
+    schedule="cosine",
+    warmup=300 / 6700,
+    weight_decay=0.1,
+    beta1=0.9,
+    beta2=0.95,
+    grad_clip=1.0,
+)
 RECIPES = {
     "baseline": BASELINE,
     # AdamW at the learning rate and schedule that measured best for the CPU mode's model
@@ -65,22 +72,53 @@ RECIPES = {
 # The run-length-relative fields of a recipe -> the TrainConfig step counts they set.
 FRACTIONS = {"warmup": "warmup_steps", "momentum_warmup": "muon_momentum_warmup"}
 RECIPE_FIELDS = (
-    "optimizer", "learning_rate", "min_lr", "schedule", "decay_fraction", "weight_decay",
-    "beta1", "beta2", "grad_clip", "muon_lr", "embedding_lr", "head_lr", "muon_momentum",
-    "muon_momentum_start", "muon_weight_decay", "muon_ns_steps",
-)  # fmt: skip
+    "optimizer",
+    "learning_rate",
+    "min_lr",
+    "schedule",
+    "decay_fraction",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "grad_clip",
+    "muon_lr",
+    "embedding_lr",
+    "head_lr",
+    "muon_momentum",
+    "muon_momentum_start",
+    "muon_weight_decay",
+    "muon_ns_steps",
+)
 
 MODES = {
     # The sample corpus at 20 MB is 4.5M training tokens: 2M tokens see each window < once.
-    "cpu": dict(preset="debug", block_size=256, micro_batch_size=16, tokens_per_step=8192,
-                max_tokens=2_000_000, sample_mb=20, device="cpu", precision="fp32",
-                compile=False, recipes=["baseline", "adamw_tuned", "default"]),
+    "cpu": dict(
+        preset="debug",
+        block_size=256,
+        micro_batch_size=16,
+        tokens_per_step=8192,
+        max_tokens=2_000_000,
+        sample_mb=20,
+        device="cpu",
+        precision="fp32",
+        compile=False,
+        recipes=["baseline", "adamw_tuned", "default"],
+    ),
     # 124m on an H100/H200: 32 x 1024 per forward, 2 micro-batches per step, 200 steps (13M
     # tokens of a 9M-token corpus), about 100 s per recipe with compilation.
-    "gpu": dict(preset="124m", block_size=1024, micro_batch_size=32, tokens_per_step=65536,
-                max_tokens=13_107_200, sample_mb=40, device="cuda", precision="bf16",
-                compile=True, recipes=["baseline", "default"]),
-}  # fmt: skip
+    "gpu": dict(
+        preset="124m",
+        block_size=1024,
+        micro_batch_size=32,
+        tokens_per_step=65536,
+        max_tokens=13_107_200,
+        sample_mb=40,
+        device="cuda",
+        precision="bf16",
+        compile=True,
+        recipes=["baseline", "default"],
+    ),
+}
 
 
 def default_recipe() -> dict:
@@ -115,16 +153,32 @@ def run_config(args, recipe: dict, run_name: str, seed: int) -> TrainConfig:
     interval = max(1, steps // args.evals)
     base = dataclasses.replace(
         pre_training.CONFIG,
-        run_name=run_name, checkpoint_dir=str(args.out_dir), data_dir=str(args.data_dir),
-        tokenizer_path=str(args.tokenizer_path), model_preset=args.preset,
+        run_name=run_name,
+        checkpoint_dir=str(args.out_dir),
+        data_dir=str(args.data_dir),
+        tokenizer_path=str(args.tokenizer_path),
+        model_preset=args.preset,
         block_size=args.block_size,
-        micro_batch_size=args.micro_batch_size, tokens_per_step=args.tokens_per_step,
-        max_steps=steps, max_tokens=0, precision=args.precision, compile=args.compile,
-        device=args.device, seed=seed, eval_interval=interval, eval_batches=args.eval_batches,
-        log_interval=1, checkpoint_interval=steps, keep_last=1, sample_max_new_tokens=0,
-        overwrite=True, eval_tasks=args.eval_tasks or "", eval_tasks_interval=steps,
-        eval_tasks_limit=args.eval_tasks_limit, eval_data_dir=args.eval_data_dir,
-    )  # fmt: skip
+        micro_batch_size=args.micro_batch_size,
+        tokens_per_step=args.tokens_per_step,
+        max_steps=steps,
+        max_tokens=0,
+        precision=args.precision,
+        compile=args.compile,
+        device=args.device,
+        seed=seed,
+        eval_interval=interval,
+        eval_batches=args.eval_batches,
+        log_interval=1,
+        checkpoint_interval=steps,
+        keep_last=1,
+        sample_max_new_tokens=0,
+        overwrite=True,
+        eval_tasks=args.eval_tasks or "",
+        eval_tasks_interval=steps,
+        eval_tasks_limit=args.eval_tasks_limit,
+        eval_data_dir=args.eval_data_dir,
+    )
     flags = [f"--model_overrides={args.model_overrides}"]
     for key, value in recipe.items():
         if key in FRACTIONS:
@@ -254,12 +308,39 @@ def build_sample_data(megabytes: float) -> tuple[Path, Path]:
     from tokenizer import tokenize_dataset
     from tokenizer import train as tokenizer_train
 
-    download_dataset.main(["--source", "sample", "--output-dir", str(raw), "--overwrite",
-                           "--sample-size-mb", str(megabytes)])  # fmt: skip
-    tokenizer_train.main(["--dataset-dir", str(raw), "--output-path", str(tokenizer),
-                          "--vocab-size", "2048", "--overwrite"])  # fmt: skip
-    tokenize_dataset.main(["--dataset-dir", str(raw), "--tokenizer-path", str(tokenizer),
-                           "--output-dir", str(tokenized), "--overwrite"])  # fmt: skip
+    download_dataset.main(
+        [
+            "--source",
+            "sample",
+            "--output-dir",
+            str(raw),
+            "--overwrite",
+            "--sample-size-mb",
+            str(megabytes),
+        ]
+    )
+    tokenizer_train.main(
+        [
+            "--dataset-dir",
+            str(raw),
+            "--output-path",
+            str(tokenizer),
+            "--vocab-size",
+            "2048",
+            "--overwrite",
+        ]
+    )
+    tokenize_dataset.main(
+        [
+            "--dataset-dir",
+            str(raw),
+            "--tokenizer-path",
+            str(tokenizer),
+            "--output-dir",
+            str(tokenized),
+            "--overwrite",
+        ]
+    )
     return tokenized, tokenizer
 
 
@@ -269,14 +350,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tokens and seconds each recipe needs to reach the baseline's final "
         "validation loss (same model, data, seed and token budget).",
     )
-    parser.add_argument("--mode", choices=sorted(MODES), default="cpu",
-                        help="defaults for every option below: cpu (debug model, sample corpus, "
-                        "2M tokens) or gpu (124m, bf16, compiled, ~13M tokens)")  # fmt: skip
-    parser.add_argument("--recipes", nargs="+",
-                        help="the first is the baseline; name or name:key=value,... (names: "
-                        f"{', '.join([*RECIPES, 'default'])})")  # fmt: skip
-    parser.add_argument("--data-dir", help="tokenized pre-training folder (default: build the "
-                        "sample corpus under data/time_to_loss/)")  # fmt: skip
+    parser.add_argument(
+        "--mode",
+        choices=sorted(MODES),
+        default="cpu",
+        help="defaults for every option below: cpu (debug model, sample corpus, "
+        "2M tokens) or gpu (124m, bf16, compiled, ~13M tokens)",
+    )
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        help="the first is the baseline; name or name:key=value,... (names: "
+        f"{', '.join([*RECIPES, 'default'])})",
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="tokenized pre-training folder (default: build the "
+        "sample corpus under data/time_to_loss/)",
+    )
     parser.add_argument("--tokenizer-path", help="its tokenizer.json (with --data-dir)")
     parser.add_argument("--sample-mb", type=float, help="size of the sample corpus to build")
     parser.add_argument("--preset", help="model preset (model/config.py)")
@@ -291,13 +382,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cpu, cuda, ...")
     parser.add_argument("--precision", help="fp32, bf16, ...")
     parser.add_argument("--compile", choices=("on", "off"), help="torch.compile the model")
-    parser.add_argument("--eval-tasks", help="benchmark tasks scored at the end of each run, "
-                        "beside val loss (default: sample_world on the sample corpus, none "
-                        "with --data-dir; core needs the evaluation data step)")  # fmt: skip
-    parser.add_argument("--eval-tasks-limit", type=int, default=0,
-                        help="examples per task (0: all; the sample world has 280)")  # fmt: skip
-    parser.add_argument("--eval-data-dir", default="data/evaluation",
-                        help="the tasks' copies (dataset.evaluation.download_dataset)")  # fmt: skip
+    parser.add_argument(
+        "--eval-tasks",
+        help="benchmark tasks scored at the end of each run, "
+        "beside val loss (default: sample_world on the sample corpus, none "
+        "with --data-dir; core needs the evaluation data step)",
+    )
+    parser.add_argument(
+        "--eval-tasks-limit",
+        type=int,
+        default=0,
+        help="examples per task (0: all; the sample world has 280)",
+    )
+    parser.add_argument(
+        "--eval-data-dir",
+        default="data/evaluation",
+        help="the tasks' copies (dataset.evaluation.download_dataset)",
+    )
     parser.add_argument("--out-dir", default="checkpoints/time_to_loss", help="run folders")
     parser.add_argument("--json", help="also write the summary to this file")
     return parser

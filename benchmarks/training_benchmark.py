@@ -57,28 +57,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--block-size", type=int, default=1024, help="tokens per sequence")
     parser.add_argument(
-        "--compile", choices=("off", "on", "both"), default="both",
+        "--compile",
+        choices=("off", "on", "both"),
+        default="both",
         help="torch.compile the model: off, on, or both (two lines per micro-batch)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--accumulation", type=int, default=1,
+        "--accumulation",
+        type=int,
+        default=1,
         help="micro-batches per optimizer step (pre_training.py accumulates 64 of 8 x 1024)",
-    )  # fmt: skip
+    )
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (and compile)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument(
-        "--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+        "--precision",
+        default="auto",
+        choices=("auto", "bf16", "fp16", "fp32"),
         help="auto = bf16 on a GPU that has it, fp32 on CPU",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--optimizer", default="adamw", choices=OPTIMIZERS,
+        "--optimizer",
+        default="adamw",
+        choices=OPTIMIZERS,
         help="adamw (fused), or muon (Newton-Schulz on the block matrices + AdamW)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--profile", type=int, default=0, metavar="STEPS",
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
         help="on a GPU: also time the step's phases and list its top kernels over STEPS steps",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--activation-checkpointing",
         action="store_true",
@@ -247,10 +258,13 @@ def profile_step(step, steps: int) -> dict:
     kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
     total = sum(e.self_device_time_total for e in kernels) or 1.0
     top = [
-        {"name": e.key[:90], "ms_per_step": round(e.self_device_time_total / 1e3 / steps, 3),
-         "share": round(e.self_device_time_total / total, 3)}
+        {
+            "name": e.key[:90],
+            "ms_per_step": round(e.self_device_time_total / 1e3 / steps, 3),
+            "share": round(e.self_device_time_total / total, 3),
+        }
         for e in kernels[:12]
-    ]  # fmt: skip
+    ]
     return {"phase_ms": per_phase, "top_kernels": top}
 
 

@@ -9,7 +9,7 @@ checksums), write them.
                                            SHA256SUMS (+ training's files: training/checkpoint.py)
 
 `load_model` takes a run folder (follows `latest`) or a step folder; a file that differs from
-its SHA256SUMS line is a one-line error that names it.
+its SHA256SUMS line, or a missing SHA256SUMS, is a one-line error.
 """
 
 from __future__ import annotations
@@ -38,14 +38,16 @@ SUMS_FILE = "SHA256SUMS"
 
 
 def verify_checksums(folder: Path, names: list[str] | None = None) -> None:
-    """UserError naming the first file of `names` (default: all recorded) whose sha256 differs
-    from folder/SHA256SUMS; a folder without SHA256SUMS is not checked."""
+    """UserError if folder/SHA256SUMS is missing or unreadable, or names the first file of
+    `names` (default: every file it lists) whose sha256 differs from its line."""
     path = folder / SUMS_FILE
     if not path.is_file():
-        return
+        raise UserError(f"{path} is missing, so {folder} cannot be checked for damage")
+    sums = {}
     try:
-        sums = {name: digest for digest, name in
-                (line.split("  ", 1) for line in path.read_text().splitlines())}  # fmt: skip
+        for line in path.read_text().splitlines():
+            digest, name = line.split("  ", 1)
+            sums[name] = digest
     except (OSError, UnicodeDecodeError, ValueError):
         raise UserError(f"{path} is unreadable; the checkpoint is damaged") from None
     for name in sums if names is None else names:
@@ -102,7 +104,8 @@ def save_model_files(
     tokenizer_path: str | Path | None = None,
 ) -> None:
     """Write model.safetensors, config.json (with "model" set from the model), tokenizer.json
-    and the files that describe it beside it (tokenizer/encoding.py).
+    and the files that describe it beside it (tokenizer/encoding.py), then SHA256SUMS of every
+    file in the folder (a caller's own files, written before, included).
 
     `step_dir` should be a temporary folder the caller renames into place when all files are in.
     """
@@ -120,6 +123,7 @@ def save_model_files(
         for name in (TOKENIZER_CONFIG_FILE, TEMPLATE_FILE):
             if Path(tokenizer_path).with_name(name).is_file():
                 shutil.copyfile(Path(tokenizer_path).with_name(name), step_dir / name)
+    write_checksums(step_dir)
 
 
 def read_checkpoint_config(step_dir: Path) -> dict:

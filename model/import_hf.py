@@ -23,7 +23,7 @@ from safetensors import safe_open
 
 from common.atomic import locked_output_directory, sha256_file
 from common.errors import ArgumentParser, UserError, run_cli
-from model.checkpoint import TOKENIZER_FILE, save_model_files, write_checksums
+from model.checkpoint import TOKENIZER_FILE, save_model_files
 from model.config import LLAMA3_ROPE_KEYS, ModelConfig
 from model.export.llama_names import hf_name
 from model.transformer import Transformer
@@ -172,7 +172,6 @@ def import_model(
         }
         with locked_output_directory(output_dir, overwrite, what="import") as tmp:
             save_model_files(model, tmp, summary, tokenizer_path)
-            write_checksums(tmp)
     return tokenizer
 
 

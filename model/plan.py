@@ -327,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--block-size", type=int, default=None, help="training sequence length (default: preset's)"
     )
+    add_training_options(parser)
+    return parser
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The GPU, precision, batch and time budget the plan is for."""
     parser.add_argument(
         "--gpu",
         default="L4",
@@ -371,7 +377,6 @@ def build_parser() -> argparse.ArgumentParser:
         "budget reads its train split",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> ModelConfig:

@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +99,14 @@ MODEL = "--model_overrides=n_layer=2,n_embd=96,n_head=4,n_kv_head=2"
 # AdamW (and pre-training's cosine schedule, below), as when the tests' thresholds were set
 # (benchmarks/post_training_optimizer.py runs the pipeline with Muon); pinned so that a
 # script's CONFIG default does not change what the tests see.
-ENGINE_FLAGS = ["--compile=false", "--device=cpu", "--log_interval=10", "--keep_last=1",
-                "--optimizer=adamw", "--eval_tasks="]  # fmt: skip
+ENGINE_FLAGS = [
+    "--compile=false",
+    "--device=cpu",
+    "--log_interval=10",
+    "--keep_last=1",
+    "--optimizer=adamw",
+    "--eval_tasks=",
+]
 PRETRAIN_STEPS = 200
 SFT_STEPS = 300  # name/place copying emerges between ~200 and ~300 steps
 SFT_LEARNING_RATE = 3e-3
@@ -137,23 +145,52 @@ def sample_pipeline() -> SamplePipeline:
     root = _root()
     seed = ["--seed", str(PIPELINE_SEED)]
     raw = {name: root / f"raw_{name}" for name in ("pre", "sft", "dpo")}
-    pre_download.main(["--output-dir", str(raw["pre"]), "--source", "sample",
-                       "--sample-size-mb", "1", *seed])  # fmt: skip
-    sft_download.main(["--output-dir", str(raw["sft"]), "--source", "sample",
-                       "--sample-size", "2000", *seed])  # fmt: skip
-    dpo_download.main(["--output-dir", str(raw["dpo"]), "--source", "sample",
-                       "--sample-size", str(DPO_PAIRS), *seed])  # fmt: skip
+    pre_download.main(
+        ["--output-dir", str(raw["pre"]), "--source", "sample", "--sample-size-mb", "1", *seed]
+    )
+    sft_download.main(
+        ["--output-dir", str(raw["sft"]), "--source", "sample", "--sample-size", "2000", *seed]
+    )
+    dpo_download.main(
+        [
+            "--output-dir",
+            str(raw["dpo"]),
+            "--source",
+            "sample",
+            "--sample-size",
+            str(DPO_PAIRS),
+            *seed,
+        ]
+    )
     tokenizer = root / "tokenizer.json"
-    tokenizer_train.main(["--dataset-dir", str(raw["pre"]), "--output-path", str(tokenizer),
-                          "--vocab-size", str(VOCAB_SIZE)])  # fmt: skip
+    tokenizer_train.main(
+        [
+            "--dataset-dir",
+            str(raw["pre"]),
+            "--output-path",
+            str(tokenizer),
+            "--vocab-size",
+            str(VOCAB_SIZE),
+        ]
+    )
     tokenized = {name: root / f"tokens_{name}" for name in raw}
     for name, stage in (("pre", "pre_training"), ("sft", "sft"), ("dpo", "dpo")):
         post = ["--max-length", str(BLOCK_SIZE + 1)]
         tokenize_dataset.main(
-            ["--dataset-dir", str(raw[name]), "--tokenizer-path", str(tokenizer),
-             "--output-dir", str(tokenized[name]), "--stage", stage, "--num-proc", "1"]
+            [
+                "--dataset-dir",
+                str(raw[name]),
+                "--tokenizer-path",
+                str(tokenizer),
+                "--output-dir",
+                str(tokenized[name]),
+                "--stage",
+                stage,
+                "--num-proc",
+                "1",
+            ]
             + ([] if name == "pre" else post)
-        )  # fmt: skip
+        )
     pipeline = SamplePipeline(root, tokenizer, raw, tokenized, root / "checkpoints")
     _cache["pipeline"] = pipeline
     return pipeline
@@ -173,8 +210,13 @@ def _run_name(kind: str, default: bool) -> str:
 
 
 def _common_flags(pipeline: SamplePipeline, run_name: str) -> list[str]:
-    return [f"--tokenizer_path={pipeline.tokenizer}", f"--checkpoint_dir={pipeline.checkpoints}",
-            f"--run_name={run_name}", f"--block_size={BLOCK_SIZE}", *ENGINE_FLAGS]  # fmt: skip
+    return [
+        f"--tokenizer_path={pipeline.tokenizer}",
+        f"--checkpoint_dir={pipeline.checkpoints}",
+        f"--run_name={run_name}",
+        f"--block_size={BLOCK_SIZE}",
+        *ENGINE_FLAGS,
+    ]
 
 
 def _run(script, argv: list[str]) -> None:
@@ -191,14 +233,27 @@ def pretrained_checkpoint(*extra: str) -> Path:
 
         pipeline = sample_pipeline()
         run_name = _run_name("pre", not extra)
-        _run(pre_training, [
-            f"--data_dir={pipeline.tokenized['pre']}", *_common_flags(pipeline, run_name),
-            "--model_preset=debug", MODEL, "--micro_batch_size=16", "--tokens_per_step=0",
-            f"--max_steps={PRETRAIN_STEPS}", "--warmup_steps=20", "--learning_rate=3e-3",
-            "--schedule=cosine",
-            "--min_lr=3e-4", f"--eval_interval={PRETRAIN_STEPS}", "--eval_batches=2",
-            f"--checkpoint_interval={PRETRAIN_STEPS}", "--sample_max_new_tokens=0", *extra,
-        ])  # fmt: skip
+        _run(
+            pre_training,
+            [
+                f"--data_dir={pipeline.tokenized['pre']}",
+                *_common_flags(pipeline, run_name),
+                "--model_preset=debug",
+                MODEL,
+                "--micro_batch_size=16",
+                "--tokens_per_step=0",
+                f"--max_steps={PRETRAIN_STEPS}",
+                "--warmup_steps=20",
+                "--learning_rate=3e-3",
+                "--schedule=cosine",
+                "--min_lr=3e-4",
+                f"--eval_interval={PRETRAIN_STEPS}",
+                "--eval_batches=2",
+                f"--checkpoint_interval={PRETRAIN_STEPS}",
+                "--sample_max_new_tokens=0",
+                *extra,
+            ],
+        )
         _cache[key] = pipeline.checkpoints / run_name
     return _cache[key]
 
@@ -213,14 +268,25 @@ def sft_checkpoint(*extra: str, init: Path | None = None) -> Path:
 
         pipeline = sample_pipeline()
         run_name = _run_name("sft", default)
-        _run(post_training_sft, [
-            f"--data_dir={pipeline.tokenized['sft']}", *_common_flags(pipeline, run_name),
-            f"--init_from={init}", "--micro_batch_size=16",
-            "--tokens_per_step=0", f"--max_steps={SFT_STEPS}", "--warmup_steps=10",
-            f"--learning_rate={SFT_LEARNING_RATE}", f"--min_lr={SFT_LEARNING_RATE / 10}",
-            f"--eval_interval={SFT_STEPS}", "--eval_batches=2",
-            f"--checkpoint_interval={SFT_STEPS}", "--sample_max_new_tokens=0", *extra,
-        ])  # fmt: skip
+        _run(
+            post_training_sft,
+            [
+                f"--data_dir={pipeline.tokenized['sft']}",
+                *_common_flags(pipeline, run_name),
+                f"--init_from={init}",
+                "--micro_batch_size=16",
+                "--tokens_per_step=0",
+                f"--max_steps={SFT_STEPS}",
+                "--warmup_steps=10",
+                f"--learning_rate={SFT_LEARNING_RATE}",
+                f"--min_lr={SFT_LEARNING_RATE / 10}",
+                f"--eval_interval={SFT_STEPS}",
+                "--eval_batches=2",
+                f"--checkpoint_interval={SFT_STEPS}",
+                "--sample_max_new_tokens=0",
+                *extra,
+            ],
+        )
         _cache[key] = pipeline.checkpoints / run_name
     return _cache[key]
 
@@ -236,15 +302,26 @@ def dpo_checkpoint(*extra: str, init: Path | None = None) -> Path:
 
         pipeline = sample_pipeline()
         run_name = _run_name("dpo", default)
-        _run(post_training_dpo, [
-            f"--data_dir={pipeline.tokenized['dpo']}", *_common_flags(pipeline, run_name),
-            f"--init_from={init}", "--micro_batch_size=8", "--pairs_per_step=8",
-            f"--max_steps={DPO_STEPS}", "--warmup_steps=5",
-            f"--learning_rate={DPO_LEARNING_RATE}", f"--min_lr={DPO_LEARNING_RATE / 10}",
-            f"--eval_interval={DPO_STEPS}", "--eval_batches=4",
-            f"--checkpoint_interval={DPO_STEPS}", "--sample_max_new_tokens=0",
-            f"--rpo_alpha={DPO_RPO_ALPHA}", *extra,
-        ])  # fmt: skip
+        _run(
+            post_training_dpo,
+            [
+                f"--data_dir={pipeline.tokenized['dpo']}",
+                *_common_flags(pipeline, run_name),
+                f"--init_from={init}",
+                "--micro_batch_size=8",
+                "--pairs_per_step=8",
+                f"--max_steps={DPO_STEPS}",
+                "--warmup_steps=5",
+                f"--learning_rate={DPO_LEARNING_RATE}",
+                f"--min_lr={DPO_LEARNING_RATE / 10}",
+                f"--eval_interval={DPO_STEPS}",
+                "--eval_batches=4",
+                f"--checkpoint_interval={DPO_STEPS}",
+                "--sample_max_new_tokens=0",
+                f"--rpo_alpha={DPO_RPO_ALPHA}",
+                *extra,
+            ],
+        )
         _cache[key] = pipeline.checkpoints / run_name
     return _cache[key]
 
@@ -259,29 +336,47 @@ def build_in_background() -> None:
     """Start building the pipeline and its default pre-training, SFT and DPO runs in a second
     process (python3 tests/post_training_fixtures.py ROOT); the functions above wait for it."""
     root = _root()
-    log = (root / "build.log").open("w")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, str(Path(__file__).resolve()), str(root)]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    atexit.register(process.kill)  # (atexit runs it before the rmtree of the root)
+    with (root / "build.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+    atexit.register(_stop, process)  # atexit runs it before the rmtree of the root
     _cache["background"] = process
 
 
+def _stop(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait()
+
+
 def wait_for_background_build() -> None:
-    """Take over what the background build made (a failed build fails the test that waits)."""
+    """Take over what the background build made. A failed build fails every test that waits,
+    each with the build's log (none of them builds again in the half-built folder)."""
+    if "build_failure" in _cache:
+        raise RuntimeError(_cache["build_failure"])
     process = _cache.pop("background", None)
     if process is None:
         return
-    if process.wait() != 0:
-        log = (_root() / "build.log").read_text()[-5000:]
-        raise RuntimeError(f"the background build of the sample pipeline failed:\n{log}")
     root = _root()
+    if process.wait() != 0:
+        log = (root / "build.log").read_text()[-5000:]
+        _cache["build_failure"] = f"the background build of the sample pipeline failed:\n{log}"
+        raise RuntimeError(_cache["build_failure"])
     raw = {name: root / f"raw_{name}" for name in ("pre", "sft", "dpo")}
     tokenized = {name: root / f"tokens_{name}" for name in raw}
     pipeline = SamplePipeline(root, root / "tokenizer.json", raw, tokenized, root / "checkpoints")
     pre, sft, dpo = (pipeline.checkpoints / name for name in ("pre", "sft", "dpo"))
-    _cache.update({"pipeline": pipeline, ("pre", ()): pre, ("sft", (), pre): sft,
-                   ("dpo", (), sft): dpo})  # fmt: skip
+    _cache.update(
+        {"pipeline": pipeline, ("pre", ()): pre, ("sft", (), pre): sft, ("dpo", (), sft): dpo}
+    )
+
+
+def exit_with_parent() -> None:
+    """Stop this background build as soon as the test process that started it is gone."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def following_rate(
@@ -390,13 +485,32 @@ def tiny_sft_config(root: Path, **overrides):
     tokenizer_path, sft_dir, _ = tiny_inputs(root)
     base = dataclasses.replace(
         post_training_sft.CONFIG,
-        run_name="sft", checkpoint_dir=str(root / "checkpoints"), data_dir=str(sft_dir),
-        tokenizer_path=str(tokenizer_path), init_from=None, model_preset="debug", block_size=48,
-        micro_batch_size=2, tokens_per_step=0, max_steps=6, learning_rate=3e-3, min_lr=3e-4,
-        warmup_steps=1, eval_interval=3, eval_batches=2, log_interval=1,
-        checkpoint_interval=3, keep_last=2, sample_max_new_tokens=4, num_text_samples=1,
-        precision="fp32", device="cpu", seed=5, compile=False, eval_tasks="",
-    )  # fmt: skip
+        run_name="sft",
+        checkpoint_dir=str(root / "checkpoints"),
+        data_dir=str(sft_dir),
+        tokenizer_path=str(tokenizer_path),
+        init_from=None,
+        model_preset="debug",
+        block_size=48,
+        micro_batch_size=2,
+        tokens_per_step=0,
+        max_steps=6,
+        learning_rate=3e-3,
+        min_lr=3e-4,
+        warmup_steps=1,
+        eval_interval=3,
+        eval_batches=2,
+        log_interval=1,
+        checkpoint_interval=3,
+        keep_last=2,
+        sample_max_new_tokens=4,
+        num_text_samples=1,
+        precision="fp32",
+        device="cpu",
+        seed=5,
+        compile=False,
+        eval_tasks="",
+    )
     return dataclasses.replace(base, **overrides)
 
 
@@ -406,14 +520,33 @@ def tiny_dpo_config(root: Path, init_from: Path, **overrides):
     tokenizer_path, _, dpo_dir = tiny_inputs(root)
     base = dataclasses.replace(
         post_training_dpo.CONFIG,
-        run_name="dpo", checkpoint_dir=str(root / "checkpoints"), data_dir=str(dpo_dir),
-        tokenizer_path=str(tokenizer_path), init_from=str(init_from), block_size=48,
-        micro_batch_size=2, tokens_per_step=0, max_steps=6, learning_rate=3e-3, min_lr=3e-4,
-        warmup_steps=1, eval_interval=3, eval_batches=2, log_interval=1,
-        checkpoint_interval=3, keep_last=2, sample_max_new_tokens=4, num_text_samples=1,
-        precision="fp32", device="cpu", seed=5, compile=False, eval_split="test", pairs_per_step=0,
+        run_name="dpo",
+        checkpoint_dir=str(root / "checkpoints"),
+        data_dir=str(dpo_dir),
+        tokenizer_path=str(tokenizer_path),
+        init_from=str(init_from),
+        block_size=48,
+        micro_batch_size=2,
+        tokens_per_step=0,
+        max_steps=6,
+        learning_rate=3e-3,
+        min_lr=3e-4,
+        warmup_steps=1,
+        eval_interval=3,
+        eval_batches=2,
+        log_interval=1,
+        checkpoint_interval=3,
+        keep_last=2,
+        sample_max_new_tokens=4,
+        num_text_samples=1,
+        precision="fp32",
+        device="cpu",
+        seed=5,
+        compile=False,
+        eval_split="test",
+        pairs_per_step=0,
         eval_tasks="",
-    )  # fmt: skip
+    )
     return dataclasses.replace(base, **overrides)
 
 
@@ -458,6 +591,7 @@ def pair_logps(checkpoint: Path, split_dir: Path, limit: int | None = None) -> n
 
 
 if __name__ == "__main__":  # the background build (build_in_background)
+    threading.Thread(target=exit_with_parent, daemon=True).start()
     torch.set_num_threads(1)
     _cache["root"] = Path(sys.argv[1])
     dpo_checkpoint()  # the pipeline, pre-training and SFT on the way

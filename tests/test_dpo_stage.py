@@ -31,9 +31,13 @@ from training.sft_stage import SFTStage
 from training.trainer import train
 
 METRICS = (
-    "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-    "logps/chosen", "logps/rejected",
-)  # fmt: skip
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +103,14 @@ def test_stage_loss_is_the_papers_loss_of_its_settings(
     rpo_alpha not reaching the loss."""
     from test_dpo_loss import reference_loss
 
-    config = tiny_dpo_config(root, start, loss_type=loss_type, beta=0.3,
-                             label_smoothing=label_smoothing, rpo_alpha=rpo_alpha)  # fmt: skip
+    config = tiny_dpo_config(
+        root,
+        start,
+        loss_type=loss_type,
+        beta=0.3,
+        label_smoothing=label_smoothing,
+        rpo_alpha=rpo_alpha,
+    )
     stage = DPOStage(run_context(config))
     policy = load_model(start)[0]
     with torch.no_grad():
@@ -114,11 +124,18 @@ def test_stage_loss_is_the_papers_loss_of_its_settings(
     if loss_type == "ipo":  # IPO compares log-probs averaged over each reply's tokens
         policy_logps, reference_logps = policy_logps / counts, reference_logps / counts
     expected = sum(
-        reference_loss(policy_logps[i].item(), policy_logps[B + i].item(),
-                       reference_logps[i].item(), reference_logps[B + i].item(), 0.3, loss_type,
-                       label_smoothing) + rpo_alpha * nll[i].item()
+        reference_loss(
+            policy_logps[i].item(),
+            policy_logps[B + i].item(),
+            reference_logps[i].item(),
+            reference_logps[B + i].item(),
+            0.3,
+            loss_type,
+            label_smoothing,
+        )
+        + rpo_alpha * nll[i].item()
         for i in range(B)
-    )  # fmt: skip
+    )
     assert counts[:B].ne(counts[B:]).any(), "replies of different lengths, or IPO is untested"
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
@@ -245,9 +262,12 @@ def test_two_gloo_processes_match_one_process_with_double_accumulation(root, sta
     tokenizer_path, _, _ = tiny_inputs(root)
     options = dict(reference="precomputed", pairs_per_step=4, max_steps=4)
     single = tiny_dpo_config(
-        root, start, run_name="single", data_dir=str(write_dpo_folder(
-            tmp_path / "single", tokenizer_path, json_pairs(None))), **options,
-    )  # fmt: skip
+        root,
+        start,
+        run_name="single",
+        data_dir=str(write_dpo_folder(tmp_path / "single", tokenizer_path, json_pairs(None))),
+        **options,
+    )
     reference = train(single, DPOStage)
     ddp_data = write_dpo_folder(tmp_path / "ddp", tokenizer_path, json_pairs(None))
     ddp = tiny_dpo_config(root, start, run_name="ddp", data_dir=str(ddp_data), **options)
@@ -311,14 +331,16 @@ def test_prompts_that_fill_the_context_and_identical_pairs(root, start, tmp_path
     data = write_dpo_folder(
         tmp_path / "bad", tokenizer_path, [(long_prompt, "Blue.", "Red."), (same, "Meow.", "Meow.")]
     )
-    with pytest.raises(UserError, match="no usable preference pair.*prompt_fills_context': 1.*"
-                                        "identical': 1"):  # fmt: skip
+    with pytest.raises(
+        UserError, match="no usable preference pair.*prompt_fills_context': 1.*identical': 1"
+    ):
         train(tiny_dpo_config(root, start, run_name="bad2", data_dir=str(data)), DPOStage)
     # Mixed with good pairs, the bad ones are skipped and counted.
     data = write_dpo_folder(
-        tmp_path / "mixed", tokenizer_path,
+        tmp_path / "mixed",
+        tokenizer_path,
         [(long_prompt, "Blue.", "Red."), (same, "Meow.", "Meow.")] + json_pairs(None),
-    )  # fmt: skip
+    )
     stage = DPOStage(run_context(tiny_dpo_config(root, start, data_dir=str(data))))
     assert stage.train_pairs.stats["skipped_prompt_fills_context"] == 1
     assert stage.train_pairs.stats["skipped_identical"] == 1
@@ -352,9 +374,16 @@ def test_gpu_bf16_compiled_dpo_starts_at_ln2_and_learns(root, start, tmp_path, r
     tokenizer_path, _, _ = tiny_inputs(root)
     data = write_dpo_folder(tmp_path / "dpo", tokenizer_path, json_pairs(None))
     config = tiny_dpo_config(
-        root, start, run_name=f"gpu_{reference}", data_dir=str(data), reference=reference,
-        device="cuda", precision="bf16", compile=True, max_steps=8,
-    )  # fmt: skip
+        root,
+        start,
+        run_name=f"gpu_{reference}",
+        data_dir=str(data),
+        reference=reference,
+        device="cuda",
+        precision="bf16",
+        compile=True,
+        max_steps=8,
+    )
     result = train(config, DPOStage)
     assert result.losses[0] == pytest.approx(math.log(2), abs=2e-2)
     assert all(math.isfinite(loss) for loss in result.losses)

@@ -14,7 +14,7 @@ from model_fixtures import build_checkpoint, build_tokenizer
 
 from common.errors import run_cli
 from evaluation.cli import main
-from model.checkpoint import CONFIG_FILE
+from model.checkpoint import CONFIG_FILE, write_checksums
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
     config = json.loads(config_path.read_text())
     config["stage"] = "sft"
     config_path.write_text(json.dumps(config))
-    (sft / "step_0000001" / "SHA256SUMS").unlink(missing_ok=True)  # we edited a checked file
+    write_checksums(sft / "step_0000001")  # we edited a checked file
     write_evaluation_data(root / "data")
     return {"root": root, "tokenizer": tokenizer, "data": root / "data"}
 
@@ -186,14 +186,14 @@ def test_bad_inputs_are_one_line_each(setup, capsys, tmp_path):
     config = json.loads(config_path.read_text())
     config["tokenizer"]["sha256"] = "0" * 64
     config_path.write_text(json.dumps(config))
-    (run_dir / "step_0000001" / "SHA256SUMS").unlink(missing_ok=True)
+    write_checksums(run_dir / "step_0000001")
     argv = ["--checkpoint", str(run_dir), "--tokenizer", str(other), "--data-dir", data]
     one_line_error(*run(argv, capsys)[::2], "not the tokenizer")
     # a tokenizer with more tokens than the model has embeddings
     big = build_tokenizer(tmp_path / "big" / "tokenizer.json", vocab_size=400)
     _, small = build_checkpoint(tmp_path / "small", setup["tokenizer"])
     (small / "step_0000001" / "tokenizer.json").write_bytes(big.read_bytes())
-    (small / "step_0000001" / "SHA256SUMS").unlink(missing_ok=True)
+    write_checksums(small / "step_0000001")
     one_line_error(*run(["--checkpoint", str(small)], capsys)[::2], "does not match")
     # an HF folder that is not a causal LM, and one that is no model at all
     pytest.importorskip("transformers")

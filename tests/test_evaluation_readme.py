@@ -16,7 +16,7 @@ from model_fixtures import build_checkpoint, build_tokenizer
 
 import evaluation.cli
 from dataset.evaluation import download_dataset
-from model.checkpoint import CONFIG_FILE
+from model.checkpoint import CONFIG_FILE, write_checksums
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 HUB = {(path, config): name for name, (path, config, _, _) in DATASETS.items()}
@@ -52,6 +52,7 @@ def test_every_command_runs_as_written(tmp_path, monkeypatch):
         config = json.loads(config_path.read_text())
         config["stage"] = stage
         config_path.write_text(json.dumps(config))
+        write_checksums(config_path.parent)  # we edited a checked file
     export(Path("checkpoints/dpo"), Path("exports/dpo-hf"))
     asked = []
 

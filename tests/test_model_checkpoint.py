@@ -8,7 +8,7 @@ from model_fixtures import build_checkpoint, build_tokenizer
 from safetensors import safe_open
 
 from common.errors import UserError
-from model.checkpoint import load_model, resolve_checkpoint, save_model_files
+from model.checkpoint import load_model, resolve_checkpoint, save_model_files, write_checksums
 from model.config import from_preset
 from model.transformer import Transformer
 
@@ -67,6 +67,7 @@ def test_corrupt_weights_are_reported(tmp_path, tokenizer_path):
     _, run = build_checkpoint(tmp_path / "run", tokenizer_path)
     weights = run / "step_0000001" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
+    write_checksums(weights.parent)  # past the checksum, to the loader's own check
     with pytest.raises(UserError, match="corrupt or does not match") as error:
         load_model(run)
     assert "\n" not in str(error.value)
@@ -79,10 +80,20 @@ def test_weights_that_do_not_match_the_config_are_reported(tmp_path, tokenizer_p
     config = json.loads(config_path.read_text())
     config["model"]["n_layer"] += 1
     config_path.write_text(json.dumps(config))
+    write_checksums(config_path.parent)
     with pytest.raises(UserError, match="corrupt or does not match"):
         load_model(run)
     config_path.write_text("{not json")
+    write_checksums(config_path.parent)
     with pytest.raises(UserError, match="not JSON"):
+        load_model(run)
+
+
+def test_a_checkpoint_without_its_checksums_is_refused(tmp_path, tokenizer_path):
+    """Bug guarded: deleting SHA256SUMS silently turned the damage check off."""
+    _, run = build_checkpoint(tmp_path / "run", tokenizer_path)
+    (run / "step_0000001" / "SHA256SUMS").unlink()
+    with pytest.raises(UserError, match="SHA256SUMS is missing"):
         load_model(run)
 
 
@@ -102,10 +113,7 @@ def test_damaged_weights_are_named_by_every_reader(tmp_path, tokenizer_path, com
     import sys
     from pathlib import Path
 
-    from training.checkpoint import write_checksums
-
     _, run = build_checkpoint(tmp_path / "run", tokenizer_path)
-    write_checksums(run / "step_0000001")
     load_model(run)  # intact: loads
     weights = run / "step_0000001" / "model.safetensors"
     scramble_middle(weights)
@@ -121,8 +129,11 @@ def test_damaged_weights_are_named_by_every_reader(tmp_path, tokenizer_path, com
     }[command]
     completed = subprocess.run(
         [sys.executable, "-m", command, "--checkpoint", str(run), *args],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 2, completed.stderr
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), lines

@@ -16,7 +16,7 @@ from tokenizers import pre_tokenizers, processors, trainers
 
 from common.errors import UserError, run_cli
 from model import generate as generation
-from model.checkpoint import load_model
+from model.checkpoint import load_model, write_checksums
 from model.export.hf import export
 from model.import_hf import import_model, main
 from tokenizer.encoding import load_tokenizer
@@ -563,6 +563,7 @@ def test_the_real_configs_map_and_the_readme_plans_smollm2(tmp_path, capsys):
     assert (smollm.n_layer, smollm.head_dim, smollm.tie_embeddings) == (30, 64, True)
     (tmp_path / "config.json").write_text(json.dumps({"model": smollm.to_dict()}))
     (tmp_path / "model.safetensors").touch()  # the planner reads only the config
+    write_checksums(tmp_path)
     plan.main(["--checkpoint", str(tmp_path), "--block-size", "1024", "--gpu", "L4"])
     printed = capsys.readouterr().out.splitlines()
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()

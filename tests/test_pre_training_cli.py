@@ -43,8 +43,11 @@ def test_defaults_point_at_the_readme_paths():
 def test_bad_input_is_one_line_and_exit_2():
     completed = subprocess.run(
         [sys.executable, "pre_training.py", "--max_step=5"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in completed.stderr

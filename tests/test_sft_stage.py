@@ -117,16 +117,27 @@ def test_init_from_a_checkpoint_with_another_vocabulary_is_a_user_error(root, tm
     train_tiny_tokenizer(other_tokenizer, vocab_size=280)
     other_data = write_sft_folder(tmp_path / "other_sft", other_tokenizer)
     other = tiny_sft_config(
-        root, run_name="other", tokenizer_path=str(other_tokenizer), data_dir=str(other_data),
-        max_steps=1, checkpoint_dir=str(tmp_path / "ck"),
-    )  # fmt: skip
+        root,
+        run_name="other",
+        tokenizer_path=str(other_tokenizer),
+        data_dir=str(other_data),
+        max_steps=1,
+        checkpoint_dir=str(tmp_path / "ck"),
+    )
     other_run = train(other, SFTStage).run_dir
     with pytest.raises(UserError, match="vocabulary has 280 tokens"):
         post_training_sft.main(
-            [f"--tokenizer_path={root / 'tokenizer.json'}", f"--data_dir={root / 'sft'}",
-             f"--init_from={other_run}", f"--checkpoint_dir={tmp_path / 'ck'}",
-             "--device=cpu", "--block_size=48", "--micro_batch_size=2", "--tokens_per_step=0"]
-        )  # fmt: skip
+            [
+                f"--tokenizer_path={root / 'tokenizer.json'}",
+                f"--data_dir={root / 'sft'}",
+                f"--init_from={other_run}",
+                f"--checkpoint_dir={tmp_path / 'ck'}",
+                "--device=cpu",
+                "--block_size=48",
+                "--micro_batch_size=2",
+                "--tokens_per_step=0",
+            ]
+        )
 
 
 def test_data_of_another_tokenizer_is_a_user_error(root, tmp_path):

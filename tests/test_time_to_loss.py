@@ -57,19 +57,48 @@ def test_every_recipe_is_checked_before_the_first_one_trains(tmp_path, monkeypat
 
     monkeypatch.setattr(time_to_loss, "run_recipe", no_training)
     tokenizer, data = make_inputs(tmp_path)
-    argv = ["--data-dir", str(data), "--tokenizer-path", str(tokenizer), "--out-dir",
-            str(tmp_path / "runs"), "--recipes", "baseline", "default:muon_lrr=0.04"]  # fmt: skip
+    argv = [
+        "--data-dir",
+        str(data),
+        "--tokenizer-path",
+        str(tokenizer),
+        "--out-dir",
+        str(tmp_path / "runs"),
+        "--recipes",
+        "baseline",
+        "default:muon_lrr=0.04",
+    ]
     with pytest.raises(UserError, match="muon_lrr"):
         time_to_loss.main(argv)
 
 
 def test_two_recipes_through_the_engine(tmp_path, capsys):
     tokenizer, data = make_inputs(tmp_path)
-    argv = ["--data-dir", str(data), "--tokenizer-path", str(tokenizer), "--block-size", "32",
-            "--micro-batch-size", "4", "--tokens-per-step", "128", "--max-tokens", "1024",
-            "--evals", "4", "--eval-batches", "2", "--out-dir", str(tmp_path / "runs"),
-            "--recipes", "baseline", "default",
-            "--json", str(tmp_path / "summary.json")]  # fmt: skip
+    argv = [
+        "--data-dir",
+        str(data),
+        "--tokenizer-path",
+        str(tokenizer),
+        "--block-size",
+        "32",
+        "--micro-batch-size",
+        "4",
+        "--tokens-per-step",
+        "128",
+        "--max-tokens",
+        "1024",
+        "--evals",
+        "4",
+        "--eval-batches",
+        "2",
+        "--out-dir",
+        str(tmp_path / "runs"),
+        "--recipes",
+        "baseline",
+        "default",
+        "--json",
+        str(tmp_path / "summary.json"),
+    ]
     assert time_to_loss.main(argv) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     baseline, muon = summary["baseline"], summary["default"]

@@ -89,8 +89,10 @@ def test_model_overrides_may_not_set_the_vocabulary(tmp_path, inputs):
 def test_init_from_a_checkpoint_with_another_vocabulary(tmp_path, inputs):
     other_tokenizer = make_tokenizer(tmp_path / "other" / "tokenizer.json", vocab_size=280)
     other_data = make_pretraining_data(tmp_path / "other" / "tokenized", other_tokenizer)
-    train(tiny_config(tmp_path, other_tokenizer, other_data, run_name="base", max_steps=1),
-          PretrainingStage)  # fmt: skip
+    train(
+        tiny_config(tmp_path, other_tokenizer, other_data, run_name="base", max_steps=1),
+        PretrainingStage,
+    )
     base = str(tmp_path / "checkpoints" / "base")
     message = expect_error(tiny_config(tmp_path, *inputs, init_from=base), "vocabulary")
     assert "280" in message and "300" in message
@@ -100,6 +102,11 @@ def test_init_from_with_a_longer_block_than_the_model(tmp_path, inputs):
     train(tiny_config(tmp_path, *inputs, run_name="base", max_steps=1), PretrainingStage)
     base = str(tmp_path / "checkpoints" / "base")
     expect_error(tiny_config(tmp_path, *inputs, init_from=base, block_size=64), "exceeds")
+
+
+@pytest.mark.parametrize("device", ["mps", "gpu", "cuda:x", "CPU"])
+def test_a_device_other_than_auto_cpu_or_cuda_is_refused(tmp_path, inputs, device):
+    expect_error(tiny_config(tmp_path, *inputs, device=device), "use auto, cpu, cuda or cuda:N")
 
 
 def test_fp16_on_cpu_and_a_missing_tokenizer(tmp_path, inputs):

@@ -84,5 +84,7 @@ def test_fp8_auto_converts_only_the_layers_torchaos_rule_expects_to_gain():
     assert converted == 2 * model.config.n_layer
     mlp = model.layers[0].mlp
     assert [type(m).__name__ for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj)] == [
-        "Float8Linear", "Float8Linear", "Linear"
-    ]  # fmt: skip
+        "Float8Linear",
+        "Float8Linear",
+        "Linear",
+    ]

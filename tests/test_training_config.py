@@ -16,13 +16,14 @@ def test_overrides_are_typed_and_accept_both_spellings():
         [
             "--micro_batch_size=8",
             "--learning-rate=1e-2",
-            "--init-from", "checkpoints/base",
+            "--init-from",
+            "checkpoints/base",
             "--compile",
             "--resume=false",
             "--max_tokens=3.5e9",
             "--model_overrides=n_layer=4,n_embd=256",
         ],
-    )  # fmt: skip
+    )
     assert config.micro_batch_size == 8 and isinstance(config.micro_batch_size, int)
     assert config.learning_rate == 1e-2
     assert config.init_from == "checkpoints/base"
@@ -30,6 +31,16 @@ def test_overrides_are_typed_and_accept_both_spellings():
     assert config.max_tokens == 3_500_000_000 and isinstance(config.max_tokens, int)
     assert config.model_overrides == {"n_layer": 4, "n_embd": 256}
     assert CONFIG.micro_batch_size == 8, "the defaults object must not be modified"
+
+
+def test_a_bool_takes_a_value_after_a_space_or_stands_alone():
+    """Bug guarded: `--compile false` stopped with "unexpected argument 'false'"."""
+    config = parse_config(
+        CONFIG, ["--compile", "false", "--activation_checkpointing", "--seed", "3"]
+    )
+    assert config.compile is False and config.activation_checkpointing is True
+    assert config.seed == 3
+    assert parse_config(CONFIG, ["--compile", "off", "--resume", "On"]).resume is True
 
 
 def test_optional_accepts_none_and_dict_accepts_json():

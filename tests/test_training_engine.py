@@ -83,10 +83,16 @@ def test_tensorboard_holds_every_promised_scalar_and_text(tmp_path, inputs):
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     expected = {
-        "train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s",
-        "perf/peak_memory_gb", "val/loss", "val/ppl",
-        "debug/first_target_sum", "val/debug/first_target_sum",  # the stage's own metrics
-    }  # fmt: skip
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "perf/tokens_per_s",
+        "perf/peak_memory_gb",
+        "val/loss",
+        "val/ppl",
+        "debug/first_target_sum",
+        "val/debug/first_target_sum",  # the stage's own metrics
+    }
     assert expected | {"val/bpb"} <= scalars, expected - scalars
     if torch.cuda.is_available():
         assert "perf/mfu" in scalars
@@ -121,8 +127,9 @@ def test_text_samples_are_logged_for_the_pretraining_stage(tmp_path, inputs):
 
 
 @pytest.mark.parametrize("grad_clip", [0.05, 0.0])
-def test_the_optimizer_steps_on_gradients_clipped_to_grad_clip(tmp_path, inputs, monkeypatch,
-                                                               grad_clip):  # fmt: skip
+def test_the_optimizer_steps_on_gradients_clipped_to_grad_clip(
+    tmp_path, inputs, monkeypatch, grad_clip
+):
     """Bug guarded: a grad_clip that never reaches the gradients. AdamW (and Muon) hardly
     change when every gradient is scaled alike, so the loss cannot show it: look at the norm
     of the gradients the optimizer steps on."""
@@ -220,9 +227,17 @@ def test_out_of_memory_names_the_knobs(tmp_path, inputs):
 def test_init_from_loads_weights_only(tmp_path, inputs):
     base = train(tiny_config(tmp_path, *inputs, run_name="base", max_steps=4), FixedPoolStage)
     config = tiny_config(
-        tmp_path, *inputs, run_name="tuned", init_from=str(base.run_dir), max_steps=1,
-        learning_rate=1e-12, min_lr=0.0, warmup_steps=0, weight_decay=0.0, model_preset="15m",
-    )  # fmt: skip
+        tmp_path,
+        *inputs,
+        run_name="tuned",
+        init_from=str(base.run_dir),
+        max_steps=1,
+        learning_rate=1e-12,
+        min_lr=0.0,
+        warmup_steps=0,
+        weight_decay=0.0,
+        model_preset="15m",
+    )
     tuned = train(config, FixedPoolStage)
     assert tuned.step == 1, "a fresh loop, not the base run's step 4"
     assert tuned.model.config == base.model.config, "the architecture comes from the checkpoint"
@@ -236,9 +251,15 @@ def test_init_from_loads_weights_only(tmp_path, inputs):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_gpu_mixed_precision_with_compile(tmp_path, inputs, precision):
     config = tiny_config(
-        tmp_path, *inputs, device="cuda", precision=precision, compile=True, max_steps=6,
-        eval_interval=3, checkpoint_interval=3,
-    )  # fmt: skip
+        tmp_path,
+        *inputs,
+        device="cuda",
+        precision=precision,
+        compile=True,
+        max_steps=6,
+        eval_interval=3,
+        checkpoint_interval=3,
+    )
     result = train(config, FixedPoolStage)
     assert all(math.isfinite(loss) for loss in result.losses)
     assert result.losses[-1] < result.losses[0]
@@ -264,8 +285,12 @@ def test_gpu_a_training_step_waits_for_the_gpu_only_once(tmp_path, inputs):
     assert moved.is_contiguous() and torch.equal(moved.cpu(), inputs_view)
 
     config = tiny_config(
-        tmp_path, *inputs, device="cuda", precision="bf16", tokens_per_step=4 * 4 * 32,
-    )  # fmt: skip
+        tmp_path,
+        *inputs,
+        device="cuda",
+        precision="bf16",
+        tokens_per_step=4 * 4 * 32,
+    )
     trainer = Trainer(config, FixedPoolStage, setup_distributed(config.device))
     assert trainer.context.accumulation_steps == 4
     for _ in range(2):  # warm up: AdamW creates its state (one-off syncs) on its first step

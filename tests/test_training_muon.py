@@ -149,9 +149,15 @@ def test_muon_momentum_warms_up_linearly():
 
 @pytest.mark.parametrize(
     "flag",
-    ["--optimizer=sgd", "--muon_lr=0", "--muon_momentum=1.0", "--muon_ns_steps=0",
-     "--muon_weight_decay=-1", "--embedding_lr=-1"],
-)  # fmt: skip
+    [
+        "--optimizer=sgd",
+        "--muon_lr=0",
+        "--muon_momentum=1.0",
+        "--muon_ns_steps=0",
+        "--muon_weight_decay=-1",
+        "--embedding_lr=-1",
+    ],
+)
 def test_bad_muon_options_are_user_errors(flag):
     with pytest.raises(UserError):
         parse_config(CONFIG, [flag])
@@ -167,9 +173,14 @@ def test_a_tiny_model_with_muon_overfits_one_batch(tmp_path, inputs):
 def test_gpu_bf16_compiled_muon_overfits_one_batch(tmp_path, inputs):
     """On a GPU: bf16 autocast, torch.compile, Newton-Schulz in bf16, the fused AdamW kernel."""
     losses = overfit_one_batch(
-        tmp_path, inputs, **MUON, muon_momentum_warmup=5, device="cuda", precision="bf16",
+        tmp_path,
+        inputs,
+        **MUON,
+        muon_momentum_warmup=5,
+        device="cuda",
+        precision="bf16",
         compile=True,
-    )  # fmt: skip
+    )
     assert losses[-1] < 0.05, losses[-5:]
     gradient = torch.randn(768, 3072, device="cuda")
     fp32 = newton_schulz(gradient, 5, torch.float32)
@@ -180,10 +191,14 @@ def test_gpu_bf16_compiled_muon_overfits_one_batch(tmp_path, inputs):
 def test_muon_with_activation_checkpointing_trains_as_without(tmp_path, inputs):
     """Recomputing activations in the backward pass must not change Muon's gradients."""
     runs = [
-        train(tiny_config(tmp_path / str(flag), *inputs, **MUON, max_steps=4,
-                          activation_checkpointing=flag), PretrainingStage)
+        train(
+            tiny_config(
+                tmp_path / str(flag), *inputs, **MUON, max_steps=4, activation_checkpointing=flag
+            ),
+            PretrainingStage,
+        )
         for flag in (False, True)
-    ]  # fmt: skip
+    ]
     assert runs[0].losses == pytest.approx(runs[1].losses, rel=1e-5)
     for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
@@ -237,10 +252,17 @@ def test_muon_under_ddp_matches_one_process_and_every_rank_ends_identical(tmp_pa
     interleave after the all-gather gives a matrix another's update, on every rank alike."""
     tokenizer, data = make_inputs(tmp_path)
     # n_layer=3: 3 q_proj, a stack that 2 ranks split 2 + 1
-    common = dict(MUON, max_steps=4, tokens_per_step=256, eval_interval=2, checkpoint_interval=2,
-                  model_overrides={"n_layer": 3})  # fmt: skip
-    reference = train(tiny_config(tmp_path, tokenizer, data, run_name="single", **common),
-                      PretrainingStage)  # fmt: skip
+    common = dict(
+        MUON,
+        max_steps=4,
+        tokens_per_step=256,
+        eval_interval=2,
+        checkpoint_interval=2,
+        model_overrides={"n_layer": 3},
+    )
+    reference = train(
+        tiny_config(tmp_path, tokenizer, data, run_name="single", **common), PretrainingStage
+    )
     script = tmp_path / "ddp_script.py"
     script.write_text(DDP_SCRIPT)
     config = tiny_config(tmp_path, tokenizer, data, run_name="ddp", **common)
@@ -261,8 +283,9 @@ def test_a_resumed_optimizer_takes_the_command_lines_hyperparameters(optimizer):
     saved_config = dataclasses.replace(CONFIG, **(MUON | {"optimizer": optimizer}))
     model = Transformer(from_preset("debug"))
     saved = build_optimizer(model, saved_config, torch.device("cpu"))
-    config = dataclasses.replace(saved_config, weight_decay=0.3, beta2=0.99,
-                                 muon_weight_decay=0.05, muon_ns_steps=3)  # fmt: skip
+    config = dataclasses.replace(
+        saved_config, weight_decay=0.3, beta2=0.99, muon_weight_decay=0.05, muon_ns_steps=3
+    )
     resumed = build_optimizer(model, config, torch.device("cpu"))
     resumed.load_state_dict(saved.state_dict())
     set_hyperparameters(resumed, config, step=1, max_steps=10)
@@ -309,8 +332,18 @@ def test_muon_step_launches_do_not_grow_with_the_number_of_matrices():
     for n_layer in (2, 6):
         model = Transformer(from_preset("debug", n_layer=n_layer))
         matrices = named_parameter_groups(model)["matrices"]
-        optimizer = MuonWithAdamW([dict(params=matrices, use_muon=True, lr=0.02, momentum=0.9,
-                                        weight_decay=0.1, ns_steps=5)])  # fmt: skip
+        optimizer = MuonWithAdamW(
+            [
+                dict(
+                    params=matrices,
+                    use_muon=True,
+                    lr=0.02,
+                    momentum=0.9,
+                    weight_decay=0.1,
+                    ns_steps=5,
+                )
+            ]
+        )
         for p in matrices:
             p.grad = torch.randn_like(p)
         optimizer.step()  # the first step creates the momentum buffers
@@ -360,13 +393,15 @@ def test_a_step_that_fp16_skips_leaves_muon_untouched():
 
 
 def test_init_from_starts_muon_afresh(tmp_path, inputs):
-    base = train(tiny_config(tmp_path, *inputs, run_name="base", max_steps=4, **MUON),
-                 FixedPoolStage)  # fmt: skip
+    base = train(
+        tiny_config(tmp_path, *inputs, run_name="base", max_steps=4, **MUON), FixedPoolStage
+    )
     tuned = train(
-        tiny_config(tmp_path, *inputs, run_name="tuned", init_from=str(base.run_dir),
-                    max_steps=1, **MUON),
+        tiny_config(
+            tmp_path, *inputs, run_name="tuned", init_from=str(base.run_dir), max_steps=1, **MUON
+        ),
         FixedPoolStage,
-    )  # fmt: skip
+    )
     state = torch.load(tuned.last_checkpoint / "training_state.pt", weights_only=True)
     optimizer = state["optimizer"]
     adamw_steps = [s["step"].item() for s in optimizer["state"].values() if "step" in s]

@@ -125,8 +125,11 @@ def test_rng_state_touches_only_the_training_gpu(monkeypatch):
     asked = []
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", every_gpu)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", every_gpu)
-    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: asked.append(device) or
-                        torch.zeros(8, dtype=torch.uint8))  # fmt: skip
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_rng_state",
+        lambda device: asked.append(device) or torch.zeros(8, dtype=torch.uint8),
+    )
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: asked.append(device))
     device = torch.device("cuda", 1)
     state = ckpt.capture_rng_state(device)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_model_checkpoint import scramble_middle
-from training_fixtures import make_inputs, signal_at, tiny_config
+from training_fixtures import make_inputs, make_pretraining_data, signal_at, tiny_config
 
 import pre_training
 from common.errors import UserError
@@ -93,8 +93,12 @@ train(tiny_config(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])), Pret
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-c", script, str(tmp_path), *map(str, inputs)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         for line in process.stdout:
@@ -152,10 +156,17 @@ def test_resume_with_an_incompatible_config_lists_the_differences(tmp_path, inpu
     train(tiny_config(tmp_path, *inputs, max_steps=4), PretrainingStage)
     with pytest.raises(UserError) as error:
         train(
-            tiny_config(tmp_path, *inputs, resume=True, micro_batch_size=2, seed=8,
-                        model_overrides={"n_layer": 3}, optimizer="muon"),
+            tiny_config(
+                tmp_path,
+                *inputs,
+                resume=True,
+                micro_batch_size=2,
+                seed=8,
+                model_overrides={"n_layer": 3},
+                optimizer="muon",
+            ),
             PretrainingStage,
-        )  # fmt: skip
+        )
     message = str(error.value)
     assert "\n" not in message
     for key in (
@@ -170,9 +181,24 @@ def test_resume_with_an_incompatible_config_lists_the_differences(tmp_path, inpu
     with pytest.raises(UserError, match=r"micro_batches_per_step \(checkpoint 1, now 2\)"):
         train(tiny_config(tmp_path, *inputs, resume=True, tokens_per_step=256), PretrainingStage)
     # what changes neither the model, the data nor the batch may change
-    resumed = train(tiny_config(tmp_path, *inputs, resume=True, max_steps=5, learning_rate=1e-3),
-                    PretrainingStage)  # fmt: skip
+    resumed = train(
+        tiny_config(tmp_path, *inputs, resume=True, max_steps=5, learning_rate=1e-3),
+        PretrainingStage,
+    )
     assert resumed.step == 5
+
+
+def test_resume_on_other_data_names_data_dir(tmp_path, inputs):
+    """Bug guarded: --resume compared the model and the batch but not --data_dir, so a run went
+    on silently with other corpora or other mixture weights."""
+    tokenizer, data = inputs
+    other = make_pretraining_data(tmp_path / "other" / "tokenized", tokenizer)
+    train(
+        tiny_config(tmp_path, tokenizer, f"{data}:0.5,{other}:0.5", max_steps=2), PretrainingStage
+    )
+    for changed in (data, f"{data}:0.8,{other}:0.2"):
+        with pytest.raises(UserError, match=r"data_dir \(checkpoint '.*', now '.*'\)"):
+            train(tiny_config(tmp_path, tokenizer, changed, resume=True), PretrainingStage)
 
 
 def test_a_finished_run_is_not_silently_reused_or_resumed_from_nothing(tmp_path, inputs):
@@ -193,8 +219,10 @@ def test_resume_with_another_block_size_names_it_and_nothing_misleading(tmp_path
     blamed the GPU count and suggested --tokens_per_step=0."""
     train(tiny_config(tmp_path, *inputs, max_steps=2, tokens_per_step=256), PretrainingStage)
     with pytest.raises(UserError) as error:
-        train(tiny_config(tmp_path, *inputs, resume=True, tokens_per_step=256, block_size=16),
-              PretrainingStage)  # fmt: skip
+        train(
+            tiny_config(tmp_path, *inputs, resume=True, tokens_per_step=256, block_size=16),
+            PretrainingStage,
+        )
     message = str(error.value)
     assert "block_size (checkpoint 32, now 16)" in message
     assert "tokens_per_step=0" not in message and "processes" not in message
@@ -266,11 +294,18 @@ def test_a_second_process_on_the_same_run_is_refused_before_it_touches_anything(
     run_dir = tmp_path / "checkpoints" / "run"
     before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
     holder = subprocess.Popen(  # another process holding the run, as a training run would
-        [sys.executable, "-c", "import sys, time\nfrom common.locking import folder_lock\n"
-         "with folder_lock(sys.argv[1], 'training run'):\n    print('LOCKED', flush=True)\n"
-         "    time.sleep(60)", str(run_dir)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom common.locking import folder_lock\n"
+            "with folder_lock(sys.argv[1], 'training run'):\n    print('LOCKED', flush=True)\n"
+            "    time.sleep(60)",
+            str(run_dir),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "LOCKED"
         with pytest.raises(UserError) as error:

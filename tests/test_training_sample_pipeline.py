@@ -18,15 +18,27 @@ def test_loss_falls_on_the_sample_corpus(tmp_path):
     raw, tokenizer, tokens = tmp_path / "raw", tmp_path / "tok.json", tmp_path / "tokens"
     download_dataset.main([f"--output-dir={raw}", "--source=sample", "--sample-size-mb=0.5"])
     train_tokenizer.main([f"--dataset-dir={raw}", f"--output-path={tokenizer}", "--vocab-size=512"])
-    tokenize_dataset.main([
-        f"--dataset-dir={raw}", f"--tokenizer-path={tokenizer}", f"--output-dir={tokens}",
-        "--num-proc=1",
-    ])  # fmt: skip
+    tokenize_dataset.main(
+        [
+            f"--dataset-dir={raw}",
+            f"--tokenizer-path={tokenizer}",
+            f"--output-dir={tokens}",
+            "--num-proc=1",
+        ]
+    )
     config = tiny_config(
-        tmp_path, tokenizer, tokens, block_size=64, micro_batch_size=8, max_steps=60,
-        learning_rate=3e-3, warmup_steps=6, eval_interval=60, eval_batches=4,
+        tmp_path,
+        tokenizer,
+        tokens,
+        block_size=64,
+        micro_batch_size=8,
+        max_steps=60,
+        learning_rate=3e-3,
+        warmup_steps=6,
+        eval_interval=60,
+        eval_batches=4,
         checkpoint_interval=60,
-    )  # fmt: skip
+    )
     result = train(config, PretrainingStage)
     start, end = result.losses[0], sum(result.losses[-5:]) / 5
     assert start > 5.5  # ~ln(512) before training

@@ -136,7 +136,7 @@ class FixedPoolStage(LanguageModelStage):
         return {"inputs": self.inputs[rows], "targets": self.targets[rows]}
 
     def validation_batches(self) -> list[Batch]:
-        return [self.with_target_bytes({"inputs": self.inputs[:4], "targets": self.targets[:4]})]
+        return [self.validation_batch({"inputs": self.inputs[:4], "targets": self.targets[:4]}, 0)]
 
     def loss(self, model, batch: Batch):
         loss_sum, metrics = super().loss(model, batch)
@@ -161,14 +161,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 def torchrun(script: str, config, processes: int = 2) -> subprocess.CompletedProcess:
     """Run a training script under torchrun (gloo on CPU) with `config` as --key=value flags."""
-    argv = [f"--{key}={json.dumps(value) if isinstance(value, dict) else value}"
-            for key, value in config.to_dict().items() if value is not None]  # fmt: skip
+    argv = [
+        f"--{key}={json.dumps(value) if isinstance(value, dict) else value}"
+        for key, value in config.to_dict().items()
+        if value is not None
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc_per_node={processes}", script, *argv],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            script,
+            *argv,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def overfit_one_batch(tmp_path: Path, inputs, **overrides) -> list[float]:
@@ -178,9 +192,14 @@ def overfit_one_batch(tmp_path: Path, inputs, **overrides) -> list[float]:
     from training.trainer import train
 
     config = tiny_config(
-        tmp_path, *inputs, max_steps=60, warmup_steps=5, eval_interval=1000,
-        checkpoint_interval=1000, **overrides,
-    )  # fmt: skip
+        tmp_path,
+        *inputs,
+        max_steps=60,
+        warmup_steps=5,
+        eval_interval=1000,
+        checkpoint_interval=1000,
+        **overrides,
+    )
     stage = functools.partial(FixedPoolStage, pool_size=4, mask_fraction=0.0)
     return train(config, stage).losses
 

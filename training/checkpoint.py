@@ -5,37 +5,31 @@
 
 A step folder is written under a temporary name, fsynced, renamed into place, and only then
 named by `latest`, so a kill -9 never leaves `latest` on a broken checkpoint. Resume falls back
-past one that is unreadable or differs from its SHA256SUMS. An OS lock (common/locking.py) lets
-one process at a time own a run folder.
+past one that is unreadable or differs from its SHA256SUMS.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import random
 import re
 import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_model as safetensors_load_model
 
 from common.atomic import atomic_directory, atomic_write_text
 from common.disk_space import report_full_disk
 from common.errors import UserError
-from common.locking import folder_lock
 from model.checkpoint import (
     CONFIG_FILE,
     LATEST_FILE,
     WEIGHTS_FILE,
     save_model_files,
     verify_checksums,
-    write_checksums,
 )
 from training.device import Distributed, barrier
 
@@ -53,21 +47,17 @@ def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
     if not run_dir.is_dir():
         return []
     matches = ((STEP_PATTERN.match(path.name), path) for path in run_dir.iterdir())
-    return sorted((int(match.group(1)), path) for match, path in matches
-                  if match and path.is_dir())  # fmt: skip
-
-
-def lock_run_folder(run_dir: Path, is_main: bool):
-    """Rank 0's lock on the run folder: a second process on it stops with a one-line error."""
-    return folder_lock(run_dir, what="training run") if is_main else contextlib.nullcontext()
+    return sorted((int(match.group(1)), path) for match, path in matches if match and path.is_dir())
 
 
 def prepare_run_folder(config, run_dir: Path, dist: Distributed) -> None:
     """Refuse to mix two runs in one folder; clear what a killed run left behind."""
     has_checkpoints = (run_dir / LATEST_FILE).exists() or bool(step_dirs(run_dir))
     if config.resume and not has_checkpoints:
-        raise UserError(f"--resume: no checkpoint in {run_dir} to resume from; drop --resume to "
-                        "start a new run (with --overwrite to clear that folder)")  # fmt: skip
+        raise UserError(
+            f"--resume: no checkpoint in {run_dir} to resume from; drop --resume to "
+            "start a new run (with --overwrite to clear that folder)"
+        )
     if not config.resume and not config.overwrite and has_checkpoints:
         raise UserError(
             f"{run_dir} already holds a run; pass --resume=true to continue it, "
@@ -75,8 +65,10 @@ def prepare_run_folder(config, run_dir: Path, dist: Distributed) -> None:
         )
     init = Path(config.init_from).resolve() if config.init_from else None
     if init and run_dir.resolve() in (init, *init.parents):
-        raise UserError(f"--init_from={config.init_from} lies inside this run's own folder "
-                        f"{run_dir}; give the new run another --run_name")  # fmt: skip
+        raise UserError(
+            f"--init_from={config.init_from} lies inside this run's own folder "
+            f"{run_dir}; give the new run another --run_name"
+        )
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file; choose another --run_name or --checkpoint_dir")
     if not config.resume and run_dir.exists():  # nothing in it to resume: start clean
@@ -84,8 +76,10 @@ def prepare_run_folder(config, run_dir: Path, dist: Distributed) -> None:
         if not all(
             p.name in ours or STEP_PATTERN.match(p.name.split(".")[0]) for p in run_dir.iterdir()
         ):
-            raise UserError(f"{run_dir} holds files that are not from a training run; choose "
-                            "another --run_name or --checkpoint_dir")  # fmt: skip
+            raise UserError(
+                f"{run_dir} holds files that are not from a training run; choose "
+                "another --run_name or --checkpoint_dir"
+            )
         if dist.is_main:
             shutil.rmtree(run_dir)
     barrier(dist)  # nobody writes before rank 0 has cleared the folder
@@ -105,24 +99,20 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, config_json: dict,
-                    tokenizer_path: Path, state: dict, keep_last: int) -> Path:  # fmt: skip
-    """Write step folder `step`, point `latest` at it, prune old ones; returns its path."""
-    final = run_dir / step_dir_name(step)
+def save_checkpoint(final: Path, model, config_json: dict, tokenizer_path: Path, state: dict):
+    """Write the step folder `final` and point its run folder's `latest` at it."""
+    run_dir = final.parent
     # report_full_disk inside atomic_directory: it sees the free space before the partial
     # folder is deleted (a torch.save short write says no more than "unexpected pos")
     with atomic_directory(final, overwrite=True) as temp, report_full_disk(run_dir):
-        save_model_files(model, temp, config_json, tokenizer_path)
         torch.save(state, temp / STATE_FILE)
-        write_checksums(temp)
+        save_model_files(model, temp, config_json, tokenizer_path)  # and SHA256SUMS of both
         for path in [*temp.iterdir(), temp]:
             fsync(path)
     fsync(run_dir)  # the rename is durable before `latest` names it
     with report_full_disk(run_dir):
         atomic_write_text(run_dir / LATEST_FILE, final.name + "\n")
     fsync(run_dir)
-    prune(run_dir, keep_last)
-    return final
 
 
 def prune(run_dir: Path, keep_last: int) -> None:
@@ -175,8 +165,9 @@ def mismatches(saved: dict, expected: dict) -> list[str]:
     return found
 
 
-def load_checkpoint(run_dir: Path, model: torch.nn.Module, expected: dict,
-                    announce: bool = True) -> tuple[Path, dict, dict]:  # fmt: skip
+def load_checkpoint(
+    run_dir: Path, model: torch.nn.Module, expected: dict, announce: bool = True
+) -> tuple[Path, dict, dict]:
     """(step folder, config.json, training state) of the newest readable checkpoint, its
     weights loaded into `model`. One that does not match `expected` (the run's model, data and
     batch shape) is a UserError that names each field."""
@@ -191,9 +182,10 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, expected: dict,
             skip(step_dir, error, candidates[index + 1 :], announce)
             continue
         if differences := mismatches(saved, expected):
-            raise UserError(f"--resume: {step_dir} does not match this run: "
-                            f"{'; '.join(differences)}. Use the checkpoint's values, or start a "
-                            "new run under another --run_name")  # fmt: skip
+            raise UserError(
+                f"--resume: {step_dir} does not match this run ({'; '.join(differences)}); use "
+                "the checkpoint's values, or another --run_name"
+            )
         try:
             state = torch.load(step_dir / STATE_FILE, map_location="cpu", weights_only=True)
             safetensors_load_model(model, str(step_dir / WEIGHTS_FILE), strict=True)
@@ -201,37 +193,31 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, expected: dict,
             skip(step_dir, error, candidates[index + 1 :], announce)
             continue
         return step_dir, saved, state
-    raise UserError(f"--resume: no readable checkpoint in {run_dir} (tried {len(candidates)}); "
-                    "start a new run with --overwrite")  # fmt: skip
+    raise UserError(
+        f"--resume: no readable checkpoint in {run_dir} (tried {len(candidates)}); "
+        "start a new run with --overwrite"
+    )
 
 
 def skip(step_dir: Path, error: Exception, rest: list[Path], announce: bool) -> None:
     if announce:
         reason = (str(error).strip().splitlines() or [repr(error)])[0][:200]
         following = f"falling back to {rest[0].name}" if rest else "no older checkpoint left"
-        print(f"warning: checkpoint {step_dir} is unreadable ({reason}); {following}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: checkpoint {step_dir} is unreadable ({reason}); {following}", file=sys.stderr
+        )
 
 
 def capture_rng_state(device: torch.device) -> dict:
-    """Python, NumPy, torch and the training GPU's RNG states, in types torch.load's weights-only
-    mode accepts. Only `device`'s CUDA state: asking every GPU's would make rank 0 of a torchrun
-    job create a CUDA context on each of them."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    numpy_state = [kind, torch.from_numpy(keys.copy()), position, has_gauss, cached]
-    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    """torch's RNG state and the training GPU's: only `device`'s, since asking every GPU's
+    would make rank 0 of a torchrun job create a CUDA context on each of them."""
+    state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
 def restore_rng_state(state: dict, device: torch.device) -> None:
-    def as_tuple(value):
-        return tuple(map(as_tuple, value)) if isinstance(value, list | tuple) else value
-
-    random.setstate(as_tuple(state["python"]))
-    kind, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)

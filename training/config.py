@@ -22,13 +22,14 @@ from evaluation.tasks import resolve_tasks
 from training.data import parse_data_dirs
 
 OPTIMIZERS = ("adamw", "muon")
-BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
-            "false": False, "0": False, "no": False, "off": False}  # fmt: skip
+BOOLEANS = dict.fromkeys(("true", "1", "yes", "on"), True)
+BOOLEANS |= dict.fromkeys(("false", "0", "no", "off"), False)
 
 
-def option(help: str, *, default=MISSING, choices: tuple | None = None):
-    """A field with its --help text. Without a default the scripts' CONFIG must set it."""
-    metadata = {"help": help, "choices": choices}
+def option(help: str, *, default=MISSING, choices=None, positive=False, at_least=None, below=None):
+    """A field with its --help text and the values check() accepts (`at_least`, `below` are
+    bounds). Without a default the scripts' CONFIG must set it."""
+    metadata = dict(help=help, choices=choices, positive=positive, at_least=at_least, below=below)
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -50,80 +51,72 @@ class TrainConfig:
     resume: bool = option("continue checkpoint_dir/run_name from its latest step", default=False)
     overwrite: bool = option("delete a run folder of the same name and start over", default=False)
     # batch and budget
-    block_size: int = option("tokens per training sequence (context length)")
-    micro_batch_size: int = option("sequences per forward pass per GPU (lower it on OOM)")
-    tokens_per_step: int = option("tokens per optimizer step (0 = one micro-batch per GPU)")
-    max_steps: int = option("optimizer steps to train (ignored when max_tokens > 0)")
-    max_tokens: int = option("token budget; > 0 sets max_steps to what reads it", default=0)
+    block_size: int = option("tokens per training sequence (context length)", positive=True)
+    micro_batch_size: int = option("sequences per forward pass per GPU (OOM: lower)", positive=True)
+    tokens_per_step: int = option("tokens per step (0: one micro-batch per GPU)", at_least=0)
+    max_steps: int = option("optimizer steps to train (unless max_tokens > 0)", positive=True)
+    max_tokens: int = option("token budget; > 0 sets max_steps", default=0, at_least=0)
     # optimizer and schedule (training/optimizer.py)
-    learning_rate: float = option("peak learning rate of the norm gains (adamw: of everything)")
-    min_lr: float = option("learning rate at the end of the decay")
-    warmup_steps: int = option("steps of linear warmup from 0 to the peak")
+    learning_rate: float = option("peak lr of the norm gains (adamw: of all)", positive=True)
+    min_lr: float = option("learning rate at the end of the decay", at_least=0)
+    warmup_steps: int = option("steps of linear warmup from 0 to the peak", at_least=0)
     schedule: str = option("cosine or wsd (warmup-stable-decay)", choices=("cosine", "wsd"))
-    decay_fraction: float = option("wsd only: fraction of steps spent in the final decay")
-    weight_decay: float = option("AdamW weight decay (never on norms and embeddings)")
-    beta1: float = option("AdamW beta1")
-    beta2: float = option("AdamW beta2")
-    grad_clip: float = option("clip the global gradient norm to this (0 = off)")
+    decay_fraction: float = option("wsd: fraction of steps in the final decay", positive=True)
+    weight_decay: float = option("AdamW weight decay (never on norms, embeddings)", at_least=0)
+    beta1: float = option("AdamW beta1", at_least=0, below=1)
+    beta2: float = option("AdamW beta2", at_least=0, below=1)
+    grad_clip: float = option("clip the global gradient norm to this (0 = off)", at_least=0)
     optimizer: str = option("muon (+ AdamW off the blocks' matrices) or adamw", choices=OPTIMIZERS)
-    muon_lr: float = option("muon: peak learning rate of the blocks' matrices (any width)")
-    embedding_lr: float = option("muon: peak learning rate of the embedding at width 768")
-    head_lr: float = option("muon: peak learning rate of an untied LM head at width 768")
-    muon_momentum: float = option("muon: momentum after its warm-up")
-    muon_momentum_start: float = option("muon: momentum at step 0")
-    muon_momentum_warmup: int = option("muon: steps of the momentum's linear warm-up")
-    muon_weight_decay: float = option("muon: decoupled weight decay of the matrices")
-    muon_ns_steps: int = option("muon: Newton-Schulz iterations that orthogonalise an update")
-    max_nonfinite_steps: int = option("stop after N non-finite steps in a row", default=5)
+    muon_lr: float = option("muon: peak lr of the blocks' matrices (any width)", positive=True)
+    embedding_lr: float = option("muon: peak lr of the embedding at width 768", positive=True)
+    head_lr: float = option("muon: peak lr of an untied LM head at width 768", positive=True)
+    muon_momentum: float = option("muon: momentum after its warm-up", at_least=0, below=1)
+    muon_momentum_start: float = option("muon: momentum at step 0", at_least=0, below=1)
+    muon_momentum_warmup: int = option("muon: steps of the momentum's warm-up", at_least=0)
+    muon_weight_decay: float = option("muon: decoupled weight decay", at_least=0)
+    muon_ns_steps: int = option("muon: Newton-Schulz iterations per update", positive=True)
+    max_nonfinite_steps: int = option("stop after N non-finite steps", default=5, positive=True)
     # speed and memory
-    precision: str = option("auto: bf16, else fp16 + GradScaler on GPUs, fp32 on CPU",
-                            choices=("auto", "bf16", "fp16", "fp32"))  # fmt: skip
+    precision: str = option(
+        "auto: bf16, else fp16 + GradScaler on GPUs, fp32 on CPU",
+        choices=("auto", "bf16", "fp16", "fp32"),
+    )
     compile: bool = option("torch.compile the model for training (faster on GPU)")
     activation_checkpointing: bool = option("recompute activations: less memory, ~30% slower")
-    device: str = option("auto (cuda if available, else cpu), cpu, cuda, cuda:1...", default="auto")
+    device: str = option("auto (cuda if available, else cpu), cpu, cuda or cuda:N", default="auto")
     seed: int = option("seed of the model init and of the data order")
     # evaluation, logging, checkpoints
-    eval_interval: int = option("evaluate (validation loss + text samples) every N steps")
-    eval_batches: int = option("validation micro-batches per evaluation (a fixed set)")
-    log_interval: int = option("write train scalars to TensorBoard every N steps")
-    sample_max_new_tokens: int = option("tokens generated for each text sample")
-    checkpoint_interval: int = option("save a checkpoint every N steps (and at the end)")
-    keep_last: int = option("checkpoints to keep (the best by validation loss is also kept)")
+    eval_interval: int = option("validation loss and text samples every N steps", positive=True)
+    eval_batches: int = option("validation micro-batches (a fixed set)", positive=True)
+    log_interval: int = option("write train scalars to TensorBoard every N steps", positive=True)
+    sample_max_new_tokens: int = option("tokens generated for each text sample", at_least=0)
+    checkpoint_interval: int = option("checkpoint every N steps and at the end", positive=True)
+    keep_last: int = option("checkpoints kept (and the best by validation loss)", positive=True)
     # benchmark scores during the run (training/task_scores.py): eval/<task>/<metric>
     eval_tasks: str = option("tasks scored during the run, e.g. core (empty: none)")
-    eval_tasks_interval: int = option("score eval_tasks every N steps (and at the last step)")
-    eval_tasks_limit: int = option("examples scored per task, the first N (0 = all of them)")
+    eval_tasks_interval: int = option("score them every N steps and at the end", positive=True)
+    eval_tasks_limit: int = option("examples scored per task, the first N (0: all)", at_least=0)
     eval_data_dir: str = option("the tasks' datasets (a missing one is left out, with a warning)")
 
     def check(self) -> None:
         """UserError for values no run can use (subclasses extend it); it only reads."""
         for f in dataclasses.fields(self):
-            value, choices = getattr(self, f.name), f.metadata.get("choices")
+            name, value, rule = f.name, getattr(self, f.name), f.metadata
             if isinstance(value, float) and not math.isfinite(value):
-                raise UserError(f"--{f.name}={value} must be a finite number")
-            if choices and value not in choices:
-                raise UserError(f"--{f.name}={value!r} is not one of {', '.join(choices)}")
-        for name in ("block_size", "micro_batch_size", "max_steps", "eval_interval",
-                     "eval_batches", "log_interval", "checkpoint_interval", "keep_last",
-                     "max_nonfinite_steps", "eval_tasks_interval", "muon_ns_steps"):  # fmt: skip
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name}={getattr(self, name)} must be a positive integer")
-        for name in ("tokens_per_step", "max_tokens", "warmup_steps", "sample_max_new_tokens",
-                     "eval_tasks_limit", "weight_decay", "grad_clip", "muon_momentum_warmup",
-                     "muon_weight_decay"):  # fmt: skip
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name}={getattr(self, name)} must be >= 0")
-        if not self.learning_rate > 0 or not 0 <= self.min_lr <= self.learning_rate:
-            raise UserError(f"--learning_rate={self.learning_rate} must be > 0 and --min_lr="
-                            f"{self.min_lr} between 0 and it")  # fmt: skip
-        for name in ("muon_lr", "embedding_lr", "head_lr"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"--{name}={getattr(self, name)} must be > 0")
-        if not 0 < self.decay_fraction <= 1:
-            raise UserError(f"--decay_fraction={self.decay_fraction} must be in (0, 1]")
-        for name in ("beta1", "beta2", "muon_momentum", "muon_momentum_start"):
-            if not 0 <= getattr(self, name) < 1:
-                raise UserError(f"--{name}={getattr(self, name)} must be in [0, 1)")
+                raise UserError(f"--{name}={value} must be a finite number")
+            if rule["choices"] and value not in rule["choices"]:
+                raise UserError(f"--{name}={value!r} is not one of {', '.join(rule['choices'])}")
+            if rule["positive"] and not value > 0:
+                raise UserError(f"--{name}={value} must be positive")
+            if rule["at_least"] is not None and not value >= rule["at_least"]:
+                raise UserError(f"--{name}={value} must be >= {rule['at_least']}")
+            if rule["below"] is not None and not value < rule["below"]:
+                raise UserError(f"--{name}={value} must be below {rule['below']}")
+        if self.min_lr > self.learning_rate:
+            raise UserError(f"--min_lr={self.min_lr} must not exceed --learning_rate")
+        if self.decay_fraction > 1:
+            raise UserError(f"--decay_fraction={self.decay_fraction} must be at most 1")
+        self.micro_batches_per_step(world_size=1)  # a step of whole micro-batches
         if self.resume and self.overwrite:
             raise UserError("--resume and --overwrite contradict each other; pick one")
         if self.eval_tasks.strip():
@@ -132,8 +125,12 @@ class TrainConfig:
 
     def micro_batches_per_step(self, world_size: int) -> int:
         """Micro-batches of all processes in one optimizer step of tokens_per_step."""
-        return whole_micro_batches("tokens_per_step", self.tokens_per_step,
-                                   self.micro_batch_size * self.block_size, world_size)  # fmt: skip
+        return whole_micro_batches(
+            "tokens_per_step",
+            self.tokens_per_step,
+            self.micro_batch_size * self.block_size,
+            world_size,
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,9 +144,11 @@ def whole_micro_batches(flag: str, size: int, per_micro_batch: int, world_size: 
     per_round = per_micro_batch * world_size
     if size % per_round:
         nearest = max(per_round, round(size / per_round) * per_round)
-        raise UserError(f"--{flag}={size} is not a multiple of a micro-batch x processes = "
-                        f"{per_micro_batch} x {world_size} = {per_round}; use e.g. "
-                        f"--{flag}={nearest}")  # fmt: skip
+        raise UserError(
+            f"--{flag}={size} is not a multiple of a micro-batch x processes = "
+            f"{per_micro_batch} x {world_size} = {per_round}; use e.g. "
+            f"--{flag}={nearest}"
+        )
     return size // per_micro_batch
 
 
@@ -172,10 +171,12 @@ def parse_config(default_config, argv: list[str], description: str | None = None
             close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else ""
             raise UserError(f"unknown option --{key}{hint} (see --help for the list)")
-        if not has_value and hints[key] is not bool and not args:
-            raise UserError(f"--{key} needs a value (--{key}=VALUE)")
-        if not has_value:
-            value = "true" if hints[key] is bool else args.pop(0)
+        if not has_value and hints[key] is bool:  # --flag, --flag=false or --flag false
+            value = args.pop(0) if args and args[0].lower() in BOOLEANS else "true"
+        elif not has_value:
+            if not args:
+                raise UserError(f"--{key} needs a value (--{key}=VALUE)")
+            value = args.pop(0)
         values[key] = parse_value(key, value, hints[key])
     config = dataclasses.replace(default_config, **values)
     config.check()
@@ -206,10 +207,7 @@ def parse_value(key: str, text: str, kind):
 def parse_mapping(text: str) -> dict:
     """`{"n_layer": 4}` (JSON) or `n_layer=4,n_embd=256` (values read as JSON where they parse)."""
     if text.strip().startswith("{"):
-        value = json.loads(text)  # a JSONDecodeError is a ValueError
-        if not isinstance(value, dict):
-            raise ValueError
-        return value
+        return json.loads(text)  # a JSONDecodeError is a ValueError
     result = {}
     for item in filter(None, text.strip().split(",")):
         name, sep, raw = item.partition("=")

@@ -40,8 +40,10 @@ def parse_data_dirs(text: str) -> list[Corpus]:
     for item in items:
         path, colon, weight = item.rpartition(":")
         if not colon and len(items) > 1:
-            raise UserError(f"--data_dir: {item} has no weight; give every corpus of a mixture "
-                            "one, e.g. --data_dir=a:0.8,b:0.2")  # fmt: skip
+            raise UserError(
+                f"--data_dir: {item} has no weight; give every corpus of a mixture "
+                "one, e.g. --data_dir=a:0.8,b:0.2"
+            )
         try:
             value = float(weight) if colon else 1.0
         except ValueError:
@@ -53,8 +55,10 @@ def parse_data_dirs(text: str) -> list[Corpus]:
     seen: dict[str, str] = {}
     for path in paths:
         if (real := os.path.realpath(path)) in seen:
-            raise UserError(f"--data_dir names the same folder twice ({seen[real]} and {path}); "
-                            "give each corpus once, with its whole weight")  # fmt: skip
+            raise UserError(
+                f"--data_dir names the same folder twice ({seen[real]} and {path}); "
+                "give each corpus once, with its whole weight"
+            )
         seen[real] = path
     names = corpus_names(paths)
     return [Corpus(p, w / sum(weights), n) for p, w, n in zip(paths, weights, names)]
@@ -74,11 +78,11 @@ def corpus_names(paths: list[str]) -> list[str]:
     return names
 
 
-def open_corpora(config, stage: str, tokenizer_sha256: str, vocab_size: int,
-                 splits: tuple[str, ...] = ("train", "validation")) -> list[Corpus]:  # fmt: skip
+def open_corpora(context, stage: str, splits: tuple[str, ...]) -> list[Corpus]:
     """Every corpus of --data_dir with its `splits` opened and checked: `stage` data, made by
-    the run's tokenizer, its vocabulary within the model's."""
-    corpora = parse_data_dirs(config.data_dir)
+    the run's tokenizer, its vocabulary within the model's (every token id, past pre-training)."""
+    tokenizer_sha256, vocab_size = context.tokenizer_sha256, context.model_config.vocab_size
+    corpora = parse_data_dirs(context.config.data_dir)
     for corpus in corpora:
         opened = open_dataset(corpus.path, stage)
         for name in splits:
@@ -88,15 +92,6 @@ def open_corpora(config, stage: str, tokenizer_sha256: str, vocab_size: int,
                     f"{', '.join(splits)} splits (re-run tokenizer.tokenize_dataset)"
                 )
         corpus.splits = {name: opened[name] for name in splits}
-    first = corpora[0]
-    for other in corpora[1:]:
-        a, b = (c.splits["train"].meta.get("tokenizer_sha256") for c in (first, other))
-        if a != b:
-            raise UserError(
-                f"{first.path} and {other.path} were tokenized with different "
-                f"tokenizers (sha256 {str(a)[:12]}... and {str(b)[:12]}...); tokenize both with "
-                "the run's tokenizer.json"
-            )
     for split in (split for corpus in corpora for split in corpus.splits.values()):
         data_sha = split.meta.get("tokenizer_sha256")
         if data_sha != tokenizer_sha256:
@@ -106,9 +101,12 @@ def open_corpora(config, stage: str, tokenizer_sha256: str, vocab_size: int,
                 "with this --tokenizer_path or point --tokenizer_path at the one the data used"
             )
         if split.meta["vocab_size"] > vocab_size:
-            raise UserError(f"{split.directory} has vocabulary size {split.meta['vocab_size']}, "
-                            f"larger than the model's {vocab_size}; re-tokenize with the run's "
-                            "tokenizer")  # fmt: skip
+            raise UserError(
+                f"{split.directory} has vocabulary size {split.meta['vocab_size']}, larger "
+                f"than the model's {vocab_size}; re-tokenize with the run's tokenizer"
+            )
+        if stage != "pre_training":
+            split.check_token_ids(vocab_size)
     return corpora
 
 
@@ -123,8 +121,9 @@ class Interleave:
             corpus = int(np.argmax((slot + 1) * self.counts / PERIOD - used))
             self.pattern[slot], used[corpus] = corpus, used[corpus] + 1
         hits = self.pattern[None, :] == np.arange(len(weights))[:, None]  # [K, PERIOD]
-        self.before = np.concatenate([np.zeros((len(weights), 1), np.int64),
-                                      np.cumsum(hits, axis=1)], axis=1)  # fmt: skip
+        self.before = np.concatenate(
+            [np.zeros((len(weights), 1), np.int64), np.cumsum(hits, axis=1)], axis=1
+        )
         # [K, PERIOD + 1]: corpus k's slots among the pattern's first i
 
     def corpus(self, slots: np.ndarray) -> np.ndarray:
@@ -148,10 +147,6 @@ def slot_counts(weights: list[float], period: int) -> np.ndarray:
     return counts
 
 
-def mixture_of(corpora: list[Corpus]) -> Interleave | None:
-    return Interleave([c.weight for c in corpora]) if len(corpora) > 1 else None
-
-
 @dataclass
 class EpochCounter:
     """Epochs of corpus k after `step` steps = step x units_per_step x weight_k / size_k, in the
@@ -163,8 +158,10 @@ class EpochCounter:
     unit: str
 
     def epochs(self, step: int) -> list[float]:
-        return [step * self.units_per_step * corpus.weight / max(size, 1)
-                for corpus, size in zip(self.corpora, self.sizes)]  # fmt: skip
+        return [
+            step * self.units_per_step * corpus.weight / max(size, 1)
+            for corpus, size in zip(self.corpora, self.sizes)
+        ]
 
     def scalars(self, step: int) -> dict[str, float]:
         """train/epoch (the most-read corpus's) and, for a mixture, train/epoch/<name>."""
@@ -184,8 +181,10 @@ class EpochCounter:
             share = f"weight {corpus.weight:.2f}, " if len(self.corpora) > 1 else ""
             lines.append(f"  {corpus.path}: {share}{size:,} {self.unit} -> read {value:.2f} times")
             if value > MANY_EPOCHS:
-                lines.append(f"warning: the run reads {corpus.path} {value:.1f} times (more than "
-                             f"{MANY_EPOCHS:g} epochs, where repeated data stops being worth new "
-                             "data); add data (a larger download, or a mixture: --data_dir=a:0.8,"
-                             "b:0.2) or train fewer steps")  # fmt: skip
+                lines.append(
+                    f"warning: the run reads {corpus.path} {value:.1f} times (more than "
+                    f"{MANY_EPOCHS:g} epochs, where repeated data stops being worth new "
+                    "data); add data (a larger download, or a mixture: --data_dir=a:0.8,"
+                    "b:0.2) or train fewer steps"
+                )
         return "\n".join(lines)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import sys
 from dataclasses import dataclass
@@ -18,8 +19,13 @@ from common.errors import UserError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # Dense bf16 peaks, matched in order against torch.cuda.get_device_name()
-PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12),
-                   ("A100", 312e12), ("L4", 121e12))  # fmt: skip
+PEAK_BF16_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L4", 121e12),
+)
 
 
 @dataclass
@@ -38,23 +44,20 @@ class Distributed:
 
 
 def pick_device(option: str) -> torch.device:
-    """`auto` -> cuda (cuda:LOCAL_RANK under torchrun) when available, else cpu."""
+    """auto (cuda when there is one, else cpu), cpu, cuda or cuda:N; plain cuda is
+    cuda:LOCAL_RANK under torchrun."""
     if option == "auto":
         option = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(option)
-    except RuntimeError:
-        raise UserError(
-            f"--device={option!r} is not a device; use auto, cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device={option}: CUDA is not available here; use --device=cpu")
-        if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        if device.index >= torch.cuda.device_count():
-            raise UserError(f"--device={device}: only {torch.cuda.device_count()} GPU(s) visible")
-        torch.cuda.set_device(device)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", option):
+        raise UserError(f"--device={option}: use auto, cpu, cuda or cuda:N")
+    if option == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device={option}: CUDA is not available here; use --device=cpu")
+    device = torch.device(option if ":" in option else f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
+    if device.index >= torch.cuda.device_count():
+        raise UserError(f"--device={device}: only {torch.cuda.device_count()} GPU(s) visible")
+    torch.cuda.set_device(device)
     return device
 
 
@@ -66,11 +69,6 @@ def setup_distributed(device_option: str) -> Distributed:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if backend == "nccl" else None)
     return Distributed(rank=rank, world_size=world_size, device=device)
-
-
-def teardown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def all_reduce(tensor: torch.Tensor, distributed: Distributed, op=dist.ReduceOp.SUM):
@@ -135,8 +133,10 @@ def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def batch_to_device(batch: dict, device: torch.device) -> dict:
-    return {key: host_to_device(value, device) if isinstance(value, torch.Tensor) else value
-            for key, value in batch.items()}  # fmt: skip
+    return {
+        key: host_to_device(value, device) if isinstance(value, torch.Tensor) else value
+        for key, value in batch.items()
+    }
 
 
 def to_host(scalars: dict[str, torch.Tensor | float]) -> dict[str, float]:

@@ -28,10 +28,10 @@ from common.atomic import atomic_write_bytes, atomic_write_text, sha256_file
 from common.errors import UserError
 from model.checkpoint import WEIGHTS_FILE, load_model, read_checkpoint_config, resolve_checkpoint
 from tokenizer.tokenized_data import TokenizedSplit
-from training.config import TrainConfig, option, whole_micro_batches
+from training.config import option, whole_micro_batches
 from training.data import EpochCounter, open_corpora
 from training.device import barrier
-from training.sft_stage import answer_samples
+from training.sft_stage import SFTConfig, answer_samples
 from training.stage import IGNORE_INDEX, Batch, RunContext, Stage, token_log_probs
 
 LOSS_TYPES = ("sigmoid", "robust", "ipo")
@@ -39,52 +39,39 @@ VALUES_FILE, IDENTITY_FILE = "reference_logps.bin", "reference_logps.json"
 
 
 @dataclass(kw_only=True)
-class DPOConfig(TrainConfig):
-    """TrainConfig plus what DPO adds; micro_batch_size counts PAIRS (2 rows each)."""
+class DPOConfig(SFTConfig):
+    """SFTConfig plus what DPO adds; micro_batch_size counts PAIRS (2 rows each)."""
 
-    pairs_per_step: int = option("pairs per optimizer step (> 0: the step's size)")
-    beta: float = option("DPO temperature: how far the policy may move from the reference")
+    pairs_per_step: int = option("pairs per optimizer step (> 0: the step's size)", at_least=0)
+    beta: float = option("how far the policy may move from the reference", positive=True)
     loss_type: str = option("sigmoid (DPO, cDPO), robust or ipo", choices=LOSS_TYPES)
-    label_smoothing: float = option("assumed share of wrong labels, in [0, 0.5): cDPO, robust")
-    rpo_alpha: float = option("weight of the chosen reply's mean per-token NLL (RPO)")
-    reference: str = option("live: a frozen copy of the model; precomputed: scored once, on disk",
-                            choices=("live", "precomputed"))  # fmt: skip
+    label_smoothing: float = option("assumed share of wrong labels", at_least=0, below=0.5)
+    rpo_alpha: float = option("weight of the chosen reply's mean NLL (RPO)", at_least=0)
+    reference: str = option(
+        "live: a frozen copy of the model; precomputed: scored once, on disk",
+        choices=("live", "precomputed"),
+    )
     recompute_reference: bool = option("precomputed: recompute stored reference log-probs")
-    eval_split: str = option("held-out split for val/ metrics and text samples")
-    num_text_samples: int = option("held-out prompts answered in TensorBoard at each eval")
 
     def micro_batches_per_step(self, world_size: int) -> int:
         if self.pairs_per_step:
-            return whole_micro_batches("pairs_per_step", self.pairs_per_step,
-                                       self.micro_batch_size, world_size)  # fmt: skip
+            return whole_micro_batches(
+                "pairs_per_step", self.pairs_per_step, self.micro_batch_size, world_size
+            )
         return super().micro_batches_per_step(world_size)
 
     def check(self) -> None:
         super().check()
-        if self.pairs_per_step < 0 or self.pairs_per_step % self.micro_batch_size:
-            raise UserError(
-                f"--pairs_per_step={self.pairs_per_step} must be a multiple of "
-                f"--micro_batch_size={self.micro_batch_size} (pairs per forward pass)"
-            )
         step_tokens = self.pairs_per_step * self.block_size
         if self.pairs_per_step and self.tokens_per_step not in (0, step_tokens):
-            raise UserError(f"--pairs_per_step={self.pairs_per_step} and --tokens_per_step="
-                            f"{self.tokens_per_step} disagree; set --pairs_per_step=0 to size "
-                            "steps in tokens, or leave --tokens_per_step=0")  # fmt: skip
-        if not self.beta > 0:
-            raise UserError(f"--beta={self.beta} must be positive (0.1 is the usual value)")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise UserError(f"--label_smoothing={self.label_smoothing} must be in [0, 0.5): it is "
-                            "the assumed chance that a preference label is wrong")  # fmt: skip
+            raise UserError(
+                f"--pairs_per_step={self.pairs_per_step} and --tokens_per_step="
+                f"{self.tokens_per_step} disagree; leave --tokens_per_step=0"
+            )
         if self.loss_type == "ipo" and self.label_smoothing:
             raise UserError("--label_smoothing applies to the sigmoid and robust losses, not ipo")
-        if self.rpo_alpha < 0:
-            raise UserError(f"--rpo_alpha={self.rpo_alpha} must be >= 0 (1.0 is the paper's)")
         if not self.init_from:
-            raise UserError("DPO needs --init_from=checkpoints/<sft run>: the starting weights are "
-                            "also the frozen reference")  # fmt: skip
-        if self.num_text_samples < 0:
-            raise UserError(f"--num_text_samples={self.num_text_samples} must be >= 0")
+            raise UserError("DPO needs --init_from=checkpoints/<sft run>: its weights, frozen")
 
 
 @dataclass
@@ -110,17 +97,15 @@ class PreferencePairs:
 def load_pairs(split: TokenizedSplit, block_size: int, pad_id: int) -> PreferencePairs:
     """Check a split's pair offsets; skip (and count) pairs whose prompt fills the block, with
     an empty side, or identical once cut; cut (and count) replies past block_size + 1."""
-    if split.pair_offsets is None:
-        raise UserError(f"{split.directory} holds {split.stage} data, not dpo data (no "
-                        "preference pairs); make it with `python3 -m tokenizer.tokenize_dataset "
-                        "--stage dpo`")  # fmt: skip
     rows = np.asarray(split.pair_offsets, np.int64).reshape(-1, 4)  # [N, 4]
     p, c, r, e = rows.T
     if not (ordered := (p <= c) & (c <= r) & (r <= e) & (e <= len(split.tokens))).all():
         bad = int(np.flatnonzero(~ordered)[0])
-        raise UserError(f"{split.directory}/pair_offsets.bin row {bad} = {rows[bad].tolist()} is "
-                        "not [prompt_start <= chosen_start <= rejected_start <= end]; "
-                        "re-tokenize this dataset")  # fmt: skip
+        raise UserError(
+            f"{split.directory}/pair_offsets.bin row {bad} = {rows[bad].tolist()} is "
+            "not [prompt_start <= chosen_start <= rejected_start <= end]; "
+            "re-tokenize this dataset"
+        )
     prompt_length, chosen_length, rejected_length = c - p, r - c, e - r
     room = np.maximum(block_size + 1 - prompt_length, 0)  # reply tokens that fit
     too_long = prompt_length >= block_size
@@ -132,18 +117,23 @@ def load_pairs(split: TokenizedSplit, block_size: int, pad_id: int) -> Preferenc
         a, b, n = int(c[k]), int(r[k]), int(cut_chosen[k])
         identical[k] = np.array_equal(split.tokens[a : a + n], split.tokens[b : b + n])
     keep = ~too_long & ~empty & ~identical
-    stats = {"pairs": len(rows), "skipped_prompt_fills_context": int(too_long.sum()),
-             "skipped_empty": int((empty & ~too_long).sum()),
-             "skipped_identical": int(identical.sum()), "usable": int(keep.sum()),
-             "replies_truncated": int((truncated & keep).sum())}  # fmt: skip
+    stats = {
+        "pairs": len(rows),
+        "skipped_prompt_fills_context": int(too_long.sum()),
+        "skipped_empty": int((empty & ~too_long).sum()),
+        "skipped_identical": int(identical.sum()),
+        "usable": int(keep.sum()),
+        "replies_truncated": int((truncated & keep).sum()),
+    }
     if not keep.any():
         raise UserError(
             f"{split.directory}: no usable preference pair at block_size "
             f"{block_size} ({stats}); use a larger block_size or shorter prompts"
         )
     k = np.flatnonzero(keep)
-    return PreferencePairs(split, k, p[k], prompt_length[k], c[k], cut_chosen[k], r[k],
-                           cut_rejected[k], stats, pad_id)  # fmt: skip
+    return PreferencePairs(
+        split, k, p[k], prompt_length[k], c[k], cut_chosen[k], r[k], cut_rejected[k], stats, pad_id
+    )
 
 
 def sample_positions(count: int, seed: int, first: int, size: int) -> np.ndarray:
@@ -162,12 +152,15 @@ def build_batch(pairs: PreferencePairs, ks: np.ndarray) -> Batch:
     """Inputs and targets [2B, T] for usable pairs ks: prompt + chosen rows, then prompt +
     rejected, right-padded to the longest (T <= block_size); targets only on reply tokens."""
     tokens, sequences = pairs.split.tokens, []
-    for start, length in ((pairs.chosen_start, pairs.chosen_length),
-                          (pairs.rejected_start, pairs.rejected_length)):  # fmt: skip
+    replies = (
+        (pairs.chosen_start, pairs.chosen_length),
+        (pairs.rejected_start, pairs.rejected_length),
+    )
+    for starts, lengths in replies:
         for k in ks.tolist():
-            ps, pl, rs, rl = (int(a[k]) for a in (pairs.prompt_start, pairs.prompt_length,
-                                                  start, length))  # fmt: skip
-            sequences.append((np.concatenate([tokens[ps : ps + pl], tokens[rs : rs + rl]]), pl))
+            prompt = tokens[pairs.prompt_start[k] : pairs.prompt_start[k] + pairs.prompt_length[k]]
+            reply = tokens[starts[k] : starts[k] + lengths[k]]
+            sequences.append((np.concatenate([prompt, reply]), len(prompt)))
     T = max(len(s) for s, _ in sequences) - 1
     inputs = torch.full((len(sequences), T), pairs.pad_id, dtype=torch.long)  # [2B, T]
     targets = torch.full((len(sequences), T), IGNORE_INDEX, dtype=torch.long)  # [2B, T]
@@ -184,11 +177,11 @@ def sequence_logps(logits: torch.Tensor, targets: torch.Tensor, log_probs=token_
     return log_probs(logits, targets).sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1)
 
 
-def dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected,
-             beta=0.1, loss_type="sigmoid", label_smoothing=0.0):  # fmt: skip
-    """(per-pair losses [B], chosen rewards [B], rejected rewards [B]) from log-probs [B] each;
-    the rewards are detached, and no gradient reaches the reference."""
-    z = (policy_chosen - policy_rejected) - (reference_chosen - reference_rejected).detach()
+def dpo_loss(pc, pr, rc, rr, beta=0.1, loss_type="sigmoid", label_smoothing=0.0):
+    """(per-pair losses [B], chosen rewards [B], rejected rewards [B]) from the policy's (pc, pr)
+    and the reference's (rc, rr) log-probs [B] of the chosen and rejected replies; the rewards
+    are detached, and no gradient reaches the reference."""
+    z = (pc - pr) - (rc - rr).detach()
     e = label_smoothing
     if loss_type == "ipo":
         losses = (z - 1 / (2 * beta)) ** 2
@@ -196,8 +189,7 @@ def dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejecte
         losses = (-(1 - e) * F.logsigmoid(beta * z) + e * F.logsigmoid(-beta * z)) / (1 - 2 * e)
     else:  # sigmoid
         losses = -(1 - e) * F.logsigmoid(beta * z) - e * F.logsigmoid(-beta * z)
-    chosen_rewards = beta * (policy_chosen - reference_chosen).detach()
-    return losses, chosen_rewards, beta * (policy_rejected - reference_rejected).detach()
+    return losses, beta * (pc - rc).detach(), beta * (pr - rr).detach()
 
 
 def preference_metrics(chosen_rewards, rejected_rewards, policy_chosen, policy_rejected) -> dict:
@@ -215,9 +207,13 @@ def preference_metrics(chosen_rewards, rejected_rewards, policy_chosen, policy_r
 def reference_identity(init_from: str, block_size: int, precision: str) -> dict:
     """What makes stored reference values valid for a run: same weights, cut and precision."""
     step_dir = resolve_checkpoint(init_from)
-    return {"checkpoint": str(step_dir), "weights_sha256": sha256_file(step_dir / WEIGHTS_FILE),
-            "step": read_checkpoint_config(step_dir).get("step"), "block_size": block_size,
-            "precision": precision}  # fmt: skip
+    return {
+        "checkpoint": str(step_dir),
+        "weights_sha256": sha256_file(step_dir / WEIGHTS_FILE),
+        "step": read_checkpoint_config(step_dir).get("step"),
+        "block_size": block_size,
+        "precision": precision,
+    }
 
 
 def read_reference_logps(split_dir: Path, identity: dict, num_pairs: int) -> np.ndarray | None:
@@ -263,17 +259,17 @@ class DPOStage(Stage):
     name = "dpo"
 
     def __init__(self, context: RunContext):
-        config, vocab_size = context.config, context.model_config.vocab_size
+        config = context.config
         self.context, self.config = context, config
         if "," in config.data_dir:
-            raise UserError(f"--data_dir={config.data_dir}: DPO reads one tokenized folder, "
-                            "not a mixture")  # fmt: skip
-        (corpus,) = open_corpora(config, self.name, context.tokenizer_sha256, vocab_size,
-                                 splits=("train", config.eval_split))  # fmt: skip
-        for split in corpus.splits.values():
-            split.check_token_ids(vocab_size)
-        self.pairs = {name: load_pairs(split, config.block_size, context.tokenizer.pad_id)
-                      for name, split in corpus.splits.items()}  # fmt: skip
+            raise UserError(
+                f"--data_dir={config.data_dir}: DPO reads one tokenized folder, not a mixture"
+            )
+        (corpus,) = open_corpora(context, self.name, ("train", config.eval_split))
+        self.pairs = {
+            name: load_pairs(split, config.block_size, context.tokenizer.pad_id)
+            for name, split in corpus.splits.items()
+        }
         self.train_pairs, self.eval_pairs = self.pairs["train"], self.pairs[config.eval_split]
         pairs_per_step = context.micro_batches_per_step * config.micro_batch_size
         self.epochs = EpochCounter([corpus], [len(self.train_pairs)], pairs_per_step, "pairs")
@@ -297,12 +293,13 @@ class DPOStage(Stage):
         """Stored reference log-probs per split, computed first (on rank 0) where missing."""
 
         def stored(pairs: PreferencePairs) -> np.ndarray | None:
-            return read_reference_logps(pairs.split.directory, self.identity,
-                                        len(pairs.split.pair_offsets))  # fmt: skip
+            return read_reference_logps(
+                pairs.split.directory, self.identity, len(pairs.split.pair_offsets)
+            )
 
         if self.context.is_main:
-            missing = [pairs for pairs in self.pairs.values()
-                       if self.config.recompute_reference or stored(pairs) is None]  # fmt: skip
+            recompute = self.config.recompute_reference
+            missing = [pairs for pairs in self.pairs.values() if recompute or stored(pairs) is None]
             model = load_model(self.config.init_from, self.context.device)[0] if missing else None
             for pairs in missing:
                 write_reference_logps(model, pairs, self.context, self.identity)
@@ -322,14 +319,17 @@ class DPOStage(Stage):
     def train_micro_batch(self, step: int, micro_index: int) -> Batch:
         size = self.config.micro_batch_size
         first = (step * self.context.micro_batches_per_step + micro_index) * size
-        return self.batch("train", sample_positions(len(self.train_pairs), self.config.seed,
-                                                    first, size))  # fmt: skip
+        return self.batch(
+            "train", sample_positions(len(self.train_pairs), self.config.seed, first, size)
+        )
 
     def validation_batches(self) -> list[Batch]:
         size = self.config.micro_batch_size
         count = min(len(self.eval_pairs), self.config.eval_batches * size)
-        return [self.batch(self.config.eval_split, np.arange(first, min(first + size, count)))
-                for first in range(0, count, size)]  # fmt: skip
+        return [
+            self.batch(self.config.eval_split, np.arange(first, min(first + size, count)))
+            for first in range(0, count, size)
+        ]
 
     def count(self, batch: Batch) -> int:
         return batch["inputs"].shape[0] // 2  # pairs
@@ -340,17 +340,16 @@ class DPOStage(Stage):
         reference_logps = batch.get("reference_logps")
         if reference_logps is None:
             with torch.no_grad():
-                reference_logps = sequence_logps(self.reference(inputs), targets,
-                                                 self.log_probs)[0]  # fmt: skip
+                reference_logps = sequence_logps(self.reference(inputs), targets, self.log_probs)[0]
         B = len(logps) // 2
         chosen_nll = -logps[:B] / counts[:B]  # [B] mean NLL per chosen token (RPO)
         if config.loss_type == "ipo":  # on per-token mean log-probs
             logps, reference_logps = logps / counts, reference_logps / counts
+        pc, pr, rc, rr = logps[:B], logps[B:], reference_logps[:B], reference_logps[B:]
         losses, chosen_rewards, rejected_rewards = dpo_loss(
-            logps[:B], logps[B:], reference_logps[:B], reference_logps[B:], config.beta,
-            config.loss_type, config.label_smoothing,
-        )  # fmt: skip
-        metrics = preference_metrics(chosen_rewards, rejected_rewards, logps[:B], logps[B:])
+            pc, pr, rc, rr, config.beta, config.loss_type, config.label_smoothing
+        )
+        metrics = preference_metrics(chosen_rewards, rejected_rewards, pc, pr)
         if config.rpo_alpha:
             losses = losses + config.rpo_alpha * chosen_nll
             metrics["nll/chosen"] = chosen_nll.detach().sum()
@@ -363,14 +362,17 @@ class DPOStage(Stage):
 
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
         count = min(self.config.num_text_samples, len(self.eval_pairs))
-        return answer_samples(model, self.context.tokenizer, [self.eval_prompt(k) for k in
-                              range(count)], self.config.sample_max_new_tokens)  # fmt: skip
+        prompts = [self.eval_prompt(k) for k in range(count)]
+        return answer_samples(
+            model, self.context.tokenizer, prompts, self.config.sample_max_new_tokens
+        )
 
     def state_dict(self) -> dict:
         return {"reference_weights_sha256": self.identity["weights_sha256"]}
 
     def load_state_dict(self, state: dict) -> None:
         if state["reference_weights_sha256"] != self.identity["weights_sha256"]:
-            raise UserError(f"--init_from={self.config.init_from} holds different weights than "
-                            "the reference this run started with; resume with the original "
-                            "checkpoint")  # fmt: skip
+            raise UserError(
+                f"--init_from={self.config.init_from} holds other weights than the reference "
+                "this run started with; resume with the original checkpoint"
+            )

@@ -54,9 +54,8 @@ def group_settings(name: str, config) -> dict:
     schedule); set at every step, so a resumed run takes the command line's values."""
     if name == "matrices":  # Muon
         return {"weight_decay": config.muon_weight_decay, "ns_steps": config.muon_ns_steps}
-    decayed = name in ("decay", "head")
-    return {"betas": (config.beta1, config.beta2), "eps": 1e-8,
-            "weight_decay": config.weight_decay if decayed else 0.0}  # fmt: skip
+    weight_decay = config.weight_decay if name in ("decay", "head") else 0.0
+    return dict(betas=(config.beta1, config.beta2), eps=1e-8, weight_decay=weight_decay)
 
 
 def parameter_groups(model: nn.Module, config) -> list[dict]:
@@ -67,10 +66,10 @@ def parameter_groups(model: nn.Module, config) -> list[dict]:
         decay, no_decay = groups["matrices"] + groups["head"], groups["embedding"] + groups["norms"]
         groups = [{"params": decay, "name": "decay"}, {"params": no_decay, "name": "no_decay"}]
     else:
-        width_scale = math.sqrt(REFERENCE_WIDTH / model.config.n_embd)
-        groups = [{"params": params, "name": name, "use_muon": name == "matrices",
-                   "lr_scale": width_scale if name in ("embedding", "head") else 1.0}
-                  for name, params in groups.items() if params]  # fmt: skip
+        groups = [dict(params=p, name=n, use_muon=n == "matrices") for n, p in groups.items() if p]
+        for group in groups:
+            if group["name"] in ("embedding", "head"):
+                group["lr_scale"] = math.sqrt(REFERENCE_WIDTH / model.config.n_embd)
     return [group | group_settings(group["name"], config) for group in groups]
 
 
@@ -143,11 +142,6 @@ def newton_schulz(matrices: torch.Tensor, steps: int, dtype: torch.dtype) -> tor
     return x.mT if tall else x
 
 
-def _wide(matrix: torch.Tensor) -> torch.Tensor:
-    """The matrix, transposed if it is tall (a view): [m, n] with m <= n."""
-    return matrix.mT if matrix.size(0) > matrix.size(1) else matrix
-
-
 def shape_scale(shape: torch.Size) -> float:
     """sqrt(max(1, fan_out / fan_in)): tall matrices (e.g. the MLP's up projections) take a
     proportionally larger step, so each output unit's change has the same size."""
@@ -189,23 +183,16 @@ class MuonWithAdamW(torch.optim.Optimizer):
         updates = torch._foreach_lerp(grads, buffers, momentum)
         if group["weight_decay"]:
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
-        # One stack per wide shape for Newton-Schulz (tall matrices are orthogonalised
-        # transposed, so q [C, C] and the MLP's gate/up [H, C] and down [C, H] make two stacks).
-        stacks: dict[tuple, list[int]] = defaultdict(list)
-        for i, update in enumerate(updates):
-            stacks[tuple(_wide(update).shape)].append(i)
-        by_shape: dict[tuple, tuple[list, list]] = defaultdict(lambda: ([], []))
-        for indices in stacks.values():
-            stack = torch.stack([_wide(updates[i]) for i in indices])  # [k, m, n], m <= n
+        # One Newton-Schulz run per shape, on all the matrices of that shape at once
+        by_shape: dict[tuple, list[int]] = defaultdict(list)
+        for i, p in enumerate(params):
+            by_shape[tuple(p.shape)].append(i)
+        for shape, indices in by_shape.items():
+            stack = torch.stack([updates[i] for i in indices])  # [k, fan_out, fan_in]
             orthogonal = orthogonalise_shared(stack, group["ns_steps"], self.ns_dtype)
-            orthogonal = orthogonal.to(params[indices[0]].dtype)
-            for i, o in zip(indices, orthogonal.unbind(0)):
-                tall = params[i].size(0) > params[i].size(1)
-                same_shape = by_shape[tuple(params[i].shape)]
-                same_shape[0].append(params[i])
-                same_shape[1].append(o.mT if tall else o)  # back to [fan_out, fan_in]
-        for shape, (same_params, orthogonals) in by_shape.items():
-            torch._foreach_add_(same_params, orthogonals, alpha=-lr * shape_scale(shape))
+            same_shape = [params[i] for i in indices]
+            orthogonal = list(orthogonal.to(same_shape[0].dtype).unbind(0))
+            torch._foreach_add_(same_shape, orthogonal, alpha=-lr * shape_scale(shape))
 
     def _momentum_buffer(self, p: torch.nn.Parameter) -> torch.Tensor:
         state = self.state[p]
@@ -233,10 +220,21 @@ class MuonWithAdamW(torch.optim.Optimizer):
             return
         beta1, beta2 = group["betas"]
         adamw(
-            params, grads, exp_avgs, exp_avg_sqs, [], steps,
-            fused=group["fused"] or None, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
-            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-        )  # fmt: skip
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            steps,
+            fused=group["fused"] or None,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
 
 
 def orthogonalise_shared(stack: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from common.errors import UserError
 from model.generate import generate_text
 from tokenizer.tokenized_data import TokenizedSplit
-from training.data import EpochCounter, mixture_of, open_corpora
+from training.data import EpochCounter, open_corpora
 from training.stage import Batch, LanguageModelStage, RunContext
 
 # Continued at each evaluation and logged as TensorBoard text (fits TinyStories and WikiText).
@@ -49,14 +49,12 @@ class PretrainingStage(LanguageModelStage):
     def __init__(self, context: RunContext):
         super().__init__(context)
         config, vocab_size = context.config, context.model_config.vocab_size
-        corpora = open_corpora(config, self.name, context.tokenizer_sha256, vocab_size)
+        corpora = open_corpora(context, self.name, ("train", "validation"))
         self.train_windows, self.validation_windows = (
             [WindowSampler(c.splits[name], config.block_size, vocab_size) for c in corpora]
             for name in ("train", "validation")
         )
-        self.mixture = mixture_of(corpora)
-        if self.mixture is not None:
-            self.corpus_tags = tuple(corpus.name for corpus in corpora)
+        self.mix(corpora)
         sizes = [len(windows.tokens) for windows in self.train_windows]
         self.epochs = EpochCounter(corpora, sizes, context.tokens_per_step, "tokens")
         if context.is_main:
@@ -67,8 +65,9 @@ class PretrainingStage(LanguageModelStage):
         rng = np.random.default_rng([config.seed, step, micro_index])
         if self.mixture is None:
             (windows,) = self.train_windows
-            return windows.windows(rng.integers(0, windows.last_start, config.micro_batch_size,
-                                                endpoint=True))  # fmt: skip
+            return windows.windows(
+                rng.integers(0, windows.last_start, config.micro_batch_size, endpoint=True)
+            )
         first = (step * self.context.micro_batches_per_step + micro_index) * config.micro_batch_size
         corpus = self.mixture.corpus(np.arange(first, first + config.micro_batch_size))  # [B]
         highs = np.array([w.last_start for w in self.train_windows])[corpus]  # [B]
@@ -88,18 +87,15 @@ class PretrainingStage(LanguageModelStage):
             count = self.context.config.eval_batches * size
             starts = np.linspace(0, windows.last_start, num=count).round().astype(np.int64)
             for first in range(0, len(starts), size):
-                batch = self.with_target_bytes(windows.windows(starts[first : first + size]))
-                if self.mixture is not None:
-                    batch["corpus"] = torch.full((len(batch["inputs"]),), index)  # [B]
-                batches.append(batch)
+                batch = windows.windows(starts[first : first + size])
+                batches.append(self.validation_batch(batch, index))
         return batches
 
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
         config, tokenizer = self.context.config, self.context.tokenizer
-        if config.sample_max_new_tokens == 0:
-            return {}
-        return {name: prompt + generate_text(model, tokenizer, prompt,
-                                             config.sample_max_new_tokens, temperature=0.8,
-                                             top_k=50, seed=config.seed,
-                                             vocab_size=tokenizer.get_vocab_size())
-                for name, prompt in SAMPLE_PROMPTS.items()}  # fmt: skip
+        max_new, vocab_size = config.sample_max_new_tokens, tokenizer.get_vocab_size()
+        samples = {}
+        for name, prompt in SAMPLE_PROMPTS.items() if max_new else ():
+            sampling = dict(temperature=0.8, top_k=50, seed=config.seed, vocab_size=vocab_size)
+            samples[name] = prompt + generate_text(model, tokenizer, prompt, max_new, **sampling)
+        return samples

@@ -20,21 +20,16 @@ from common.errors import UserError
 from model.generate import generate
 from tokenizer.tokenized_data import TokenizedSplit
 from training.config import TrainConfig, option
-from training.data import EpochCounter, mixture_of, open_corpora
+from training.data import EpochCounter, open_corpora
 from training.stage import IGNORE_INDEX, Batch, LanguageModelStage, RunContext
 
 
 @dataclass(kw_only=True)
 class SFTConfig(TrainConfig):
-    """TrainConfig plus what SFT adds (the values are in post_training_sft.py's CONFIG)."""
+    """TrainConfig plus the held-out split that SFT and DPO score and answer from."""
 
     eval_split: str = option("held-out split for validation loss and text samples")
-    num_text_samples: int = option("held-out prompts answered in TensorBoard at each eval")
-
-    def check(self) -> None:
-        super().check()
-        if self.num_text_samples < 0:
-            raise UserError(f"--num_text_samples={self.num_text_samples} must be >= 0")
+    num_text_samples: int = option("held-out prompts answered at each evaluation", at_least=0)
 
 
 def next_fit_rows(lengths: np.ndarray, capacity: int) -> np.ndarray:
@@ -51,12 +46,9 @@ def next_fit_rows(lengths: np.ndarray, capacity: int) -> np.ndarray:
 class PackedSFTData:
     """Packed rows over one tokenized sft split (memory-mapped, read lazily)."""
 
-    def __init__(self, split: TokenizedSplit, block_size: int, seed: int, pad_id: int,
-                 shuffle: bool = True):  # fmt: skip
-        if split.loss_mask is None or split.doc_offsets is None:
-            raise UserError(f"{split.directory} holds {split.stage} data, not sft data (no loss "
-                            "mask); make it with `python3 -m tokenizer.tokenize_dataset --stage "
-                            "sft`")  # fmt: skip
+    def __init__(
+        self, split: TokenizedSplit, block_size: int, seed: int, pad_id: int, shuffle: bool = True
+    ):
         self.split, self.block_size, self.seed, self.shuffle = split, block_size, seed, shuffle
         self.pad_id = pad_id  # fills a row's end: never a target
         offsets = np.asarray(split.doc_offsets, np.int64)
@@ -64,16 +56,15 @@ class PackedSFTData:
         truncated = lengths > block_size + 1
         lengths = np.minimum(lengths, block_size + 1)
         # useful only if a position after the conversation's first token is trained
-        trained = np.array(
-            [
-                split.loss_mask[s + 1 : s + n].any()
-                for s, n in zip(starts.tolist(), lengths.tolist())
-            ],
-            dtype=bool,
-        )
+        trained = np.zeros(len(starts), bool)
+        for k, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
+            trained[k] = split.loss_mask[start + 1 : start + length].any()
         self.starts, self.lengths = starts[trained], lengths[trained]
-        self.stats = {"conversations": len(lengths), "truncated_to_block": int(truncated.sum()),
-                      "skipped_no_trained_tokens": int((~trained).sum())}  # fmt: skip
+        self.stats = {
+            "conversations": len(lengths),
+            "truncated_to_block": int(truncated.sum()),
+            "skipped_no_trained_tokens": int((~trained).sum()),
+        }
         if len(self.starts) == 0:
             raise UserError(
                 f"{split.directory}: no conversation has an assistant token to train "
@@ -133,29 +124,25 @@ class SFTStage(LanguageModelStage):
 
     def __init__(self, context: RunContext):
         super().__init__(context)
-        config, vocab_size = context.config, context.model_config.vocab_size
-        corpora = open_corpora(config, self.name, context.tokenizer_sha256, vocab_size,
-                               splits=("train", config.eval_split))  # fmt: skip
-        for split in (split for corpus in corpora for split in corpus.splits.values()):
-            split.check_token_ids(vocab_size)
-        pad = context.tokenizer.pad_id
-        self.train_data = [PackedSFTData(c.splits["train"], config.block_size, config.seed, pad)
-                           for c in corpora]  # fmt: skip
-        self.eval_data = [PackedSFTData(c.splits[config.eval_split], config.block_size, config.seed,
-                                        pad, shuffle=False) for c in corpora]  # fmt: skip
+        config = context.config
+        corpora = open_corpora(context, self.name, ("train", config.eval_split))
+        block, seed, pad = config.block_size, config.seed, context.tokenizer.pad_id
+        self.train_data = [PackedSFTData(c.splits["train"], block, seed, pad) for c in corpora]
+        held_out = [corpus.splits[config.eval_split] for corpus in corpora]
+        self.eval_data = [PackedSFTData(s, block, seed, pad, shuffle=False) for s in held_out]
         self.eval_split = corpora[0].splits[config.eval_split]
-        self.mixture = mixture_of(corpora)
-        if self.mixture is not None:
-            self.corpus_tags = tuple(corpus.name for corpus in corpora)
+        self.mix(corpora)
         rows_per_step = context.micro_batches_per_step * config.micro_batch_size
         sizes = [data.rows_in_epoch(0) for data in self.train_data]
         self.epochs = EpochCounter(corpora, sizes, rows_per_step, "packed rows")
         if context.is_main:
             for corpus, train, held_out in zip(corpora, self.train_data, self.eval_data):
                 where = f" {corpus.path}" if self.mixture is not None else ""
-                print(f"sft data{where}: train {train.stats}, {train.rows_in_epoch(0)} packed "
-                      f"rows per epoch ({train.fill_fraction():.0%} tokens, the rest padding); "
-                      f"{config.eval_split} {held_out.stats}")  # fmt: skip
+                print(
+                    f"sft data{where}: train {train.stats}, {train.rows_in_epoch(0)} packed "
+                    f"rows per epoch ({train.fill_fraction():.0%} tokens, the rest padding); "
+                    f"{config.eval_split} {held_out.stats}"
+                )
             print(self.epochs.report(context.max_steps))
 
     def train_micro_batch(self, step: int, micro_index: int) -> Batch:
@@ -173,10 +160,8 @@ class SFTStage(LanguageModelStage):
         for index, data in enumerate(self.eval_data):
             rows = data.rows_in_epoch(0)
             for first in range(0, rows, size)[: self.context.config.eval_batches]:
-                batch = self.with_target_bytes(data.batch(first, min(size, rows - first)))
-                if self.mixture is not None:
-                    batch["corpus"] = torch.full((len(batch["inputs"]),), index)  # [B]
-                batches.append(batch)
+                batch = data.batch(first, min(size, rows - first))
+                batches.append(self.validation_batch(batch, index))
         return batches
 
     def text_samples(self, model: torch.nn.Module) -> dict[str, str]:
@@ -195,14 +180,19 @@ def first_assistant_prompt(split: TokenizedSplit, index: int) -> list[int]:
     return ids[: int(trained[0])].tolist() if len(trained) else ids.tolist()
 
 
+def greedy_answer(model, tokenizer, prompt: list[int], max_new_tokens: int) -> str:
+    """The model's greedy answer to a prompt's token ids, up to a stop token."""
+    stops, vocab_size = tokenizer.stop_ids, tokenizer.get_vocab_size()
+    answer = generate(model, prompt, max_new_tokens, 0.0, stop_ids=stops, vocab_size=vocab_size)
+    return tokenizer.decode(list(answer))
+
+
 def answer_samples(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> dict:
     """{"answer_k": markdown}: each prompt with its role tokens, then the greedy answer."""
     samples = {}
     for index, prompt in enumerate(prompts if max_new_tokens else []):
-        stops, vocab_size = tokenizer.stop_ids, tokenizer.get_vocab_size()
-        answer = generate(model, prompt, max_new_tokens, 0.0, stop_ids=stops, vocab_size=vocab_size)
         samples[f"answer_{index}"] = (
             f"**prompt:** `{tokenizer.decode(prompt, skip_special_tokens=False)}`\n\n"
-            f"**answer:** {tokenizer.decode(list(answer))}"
+            f"**answer:** {greedy_answer(model, tokenizer, prompt, max_new_tokens)}"
         )
     return samples

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from model.config import ModelConfig
 from tokenizer.encoding import ChatTokenizer
 from tokenizer.token_bytes import token_byte_lengths
-from training.data import EpochCounter
+from training.data import Corpus, EpochCounter, Interleave
 from training.device import Distributed, autocast
 
 Batch = dict[str, torch.Tensor]
@@ -123,8 +123,9 @@ class Stage(abc.ABC):
 
 def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Summed next-token cross-entropy in fp32; logits [B, T, V_pad], targets [B, T]."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
-                           ignore_index=IGNORE_INDEX, reduction="sum")  # fmt: skip
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
 
 
 def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -140,6 +141,7 @@ class LanguageModelStage(Stage):
     target. Validation batches also carry "target_bytes" [B, T] (for bits per byte: special
     tokens left out, as nanochat does) and, for a mixture, "corpus" [B] (val/loss/<name>)."""
 
+    mixture: Interleave | None = None  # which corpus each slot reads (None: one corpus)
     corpus_tags: tuple[str, ...] = ()  # a mixture's corpora, in the order of batch["corpus"]
 
     def __init__(self, context: RunContext):
@@ -148,10 +150,19 @@ class LanguageModelStage(Stage):
         self.cross_entropy_sum = context.compiled(cross_entropy_sum)
         self.token_log_probs = context.compiled(token_log_probs)
 
-    def with_target_bytes(self, batch: Batch) -> Batch:
+    def mix(self, corpora: list[Corpus]) -> None:
+        if len(corpora) > 1:
+            self.mixture = Interleave([corpus.weight for corpus in corpora])
+            self.corpus_tags = tuple(corpus.name for corpus in corpora)
+
+    def validation_batch(self, batch: Batch, corpus: int) -> Batch:
+        """`batch` with its target bytes and, in a mixture, its corpus's index."""
         trained = batch["targets"] != IGNORE_INDEX
         target_bytes = self.token_bytes[batch["targets"].masked_fill(~trained, 0)] * trained
-        return {**batch, "target_bytes": target_bytes}  # [B, T]
+        batch = {**batch, "target_bytes": target_bytes}  # [B, T]
+        if self.corpus_tags:
+            batch["corpus"] = torch.full((len(batch["inputs"]),), corpus)  # [B]
+        return batch
 
     def count(self, batch: Batch) -> int:
         return int((batch["targets"] != IGNORE_INDEX).sum())

@@ -1,21 +1,8 @@
-"""Benchmark scores during training: every `eval_tasks_interval` steps (and at the last one), the
-run's model on the first `eval_tasks_limit` examples of each task of `eval_tasks`, through
-lm-eval with our model as its LM (evaluation/), logged to TensorBoard as eval/<task>/<metric>
-(eval/hellaswag/acc_norm ...) and given in the run's closing summary.
-
-    --eval_tasks=core --eval_tasks_interval=1000 --eval_tasks_limit=300   # pre_training.py's
-    --eval_tasks=sample_world --eval_data_dir=data/sample/evaluation      # the sample pipeline's
-    --eval_tasks=                                                          # off
-
-- The tasks are built once, at the start, from the copies in eval_data_dir (written by `python3
-  -m dataset.evaluation.download_dataset`); a task without a copy there is left out, with one
-  warning line at the start: a run never fetches data or stops because of a benchmark.
-- SFT and DPO runs are scored as chat models (the chat template they train on), pre-training
-  on plain text, as `python3 -m evaluation` scores their checkpoints by default.
-- Rank 0 scores, with the plain model (not compiled, not DDP), in eval mode under no_grad,
-  bf16 when the run is bf16; the other ranks wait at the next step's first collective.
-- Nothing random runs (no dropout, no sampling, few-shot off, no bootstrap), and the random
-  generators are put back as they were: a resumed run stays exactly the run that never stopped.
+"""Benchmark scores during training (--eval_tasks=core; empty: off): rank 0 scores the plain
+model on the first eval_tasks_limit examples of each task every eval_tasks_interval steps,
+through lm-eval (evaluation/), as eval/<task>/<metric>. SFT and DPO are scored as chat models.
+A task without a copy in eval_data_dir is left out with a warning; the random generators are
+put back afterwards, so a resumed run stays bitwise the same.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
-"""The training loop all three stages share: `train(config, build_stage) -> TrainResult`.
+"""The training loop all three stages share (each supplies a training/stage.py Stage):
 
     result = train(parse_config(CONFIG, sys.argv[1:]), PretrainingStage)
 
-Set-up (tokenizer, model, the stage: training/stage.py, optimizer, DDP, TensorBoard); each step
-accumulates the micro-batches' loss sums over the step's count units, skips a non-finite step,
-clips and steps; validation, text samples, benchmark scores and atomic checkpoints at their
-intervals; the first SIGINT/SIGTERM saves and stops, and --resume continues bitwise.
+Each step accumulates micro-batches, skips a non-finite step, clips and steps; validation, text
+samples, benchmark scores and checkpoints come at their intervals; a SIGINT/SIGTERM saves and
+stops, and --resume continues bitwise.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from common.atomic import sha256_file
 from common.errors import UserError
+from common.locking import folder_lock
 from model.checkpoint import load_model, read_checkpoint_config, resolve_checkpoint
 from model.config import ModelConfig, from_preset
 from model.plan import flops_per_token
@@ -45,7 +45,6 @@ from training.device import (
     peak_memory_gb,
     resolve_precision,
     setup_distributed,
-    teardown_distributed,
     to_host,
 )
 from training.optimizer import build_optimizer, set_hyperparameters
@@ -59,22 +58,23 @@ def train(config, build_stage: Callable[[RunContext], Stage]) -> TrainResult:
     dist = setup_distributed(config.device)
     run_dir = Path(config.checkpoint_dir) / config.run_name
     try:
-        with checkpoint.lock_run_folder(run_dir, dist.is_main):
+        # one process per run folder: a second one stops with a one-line error
+        lock = folder_lock(run_dir, "training run") if dist.is_main else contextlib.nullcontext()
+        with lock:
             trainer = Trainer(config, build_stage, dist)
             try:
                 return trainer.run()
             except torch.cuda.OutOfMemoryError:
                 raise UserError(
-                    f"out of GPU memory with micro_batch_size={config.micro_batch_size}, "
-                    f"block_size={config.block_size}, activation_checkpointing="
-                    f"{config.activation_checkpointing}: lower --micro_batch_size (gradient "
-                    "accumulation keeps tokens_per_step), pass --activation_checkpointing=true, "
-                    "or lower --block_size"
+                    f"out of GPU memory at --micro_batch_size={config.micro_batch_size} "
+                    f"--block_size={config.block_size}: lower either (accumulation keeps "
+                    "tokens_per_step) or pass --activation_checkpointing=true"
                 ) from None
             finally:
                 trainer.log.close()
     finally:
-        teardown_distributed()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 @dataclass
@@ -139,12 +139,12 @@ def signals_caught(announce: bool):
             raise KeyboardInterrupt
         received.append(signum)
         if announce:
-            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (send it "
-                  "again to abort without saving)", file=sys.stderr, flush=True)  # fmt: skip
+            message = f"\n{signal.Signals(signum).name}: saving a checkpoint after this step"
+            print(message + " (send it again to abort without saving)", file=sys.stderr, flush=True)
 
-    on_main_thread = threading.current_thread() is threading.main_thread()  # only there
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)
-                if on_main_thread}  # fmt: skip
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # handlers can be set only there
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
     finally:
@@ -153,14 +153,13 @@ def signals_caught(announce: bool):
 
 
 class TensorBoardLog:
-    """A SummaryWriter on rank 0, no-ops elsewhere. Names: train/loss, train/lr, train/grad_norm,
-    train/epoch, perf/tokens_per_s, perf/mfu (GPUs with a known peak), perf/peak_memory_gb,
-    val/<name>, each stage metric, eval/<task>/<metric>, samples/<name> (text)."""
+    """A SummaryWriter on rank 0, no-ops elsewhere. Names: train/{loss,lr,grad_norm,epoch},
+    perf/{tokens_per_s,mfu,peak_memory_gb}, val/<name>, the stage's metrics,
+    eval/<task>/<metric>, samples/<name> (text). A resumed run purges what followed its step."""
 
     def __init__(self, log_dir: Path, enabled: bool, purge_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step: a resumed run drops what the old one logged after its checkpoint
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step) if enabled else None
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -188,35 +187,31 @@ def resolve_model(config, tokenizer: ChatTokenizer, tokenizer_sha256: str):
         step_dir = resolve_checkpoint(config.init_from)
         saved = read_checkpoint_config(step_dir)
         model_config = ModelConfig.from_dict(saved["model"])
-        if model_config.vocab_size < vocab_size:
-            raise UserError(
-                f"--init_from={config.init_from}: the model's vocabulary has "
-                f"{model_config.vocab_size} tokens but {config.tokenizer_path} has "
-                f"{vocab_size}; use the tokenizer that model was trained with"
-            )
         saved_sha = (saved.get("tokenizer") or {}).get("sha256")
-        if saved_sha not in (None, tokenizer_sha256):
+        if saved_sha not in (None, tokenizer_sha256) or model_config.vocab_size < vocab_size:
             raise UserError(
-                f"--init_from={config.init_from} was trained with a different "
-                f"tokenizer than {config.tokenizer_path} (sha256 {saved_sha[:12]}... "
-                f"vs {tokenizer_sha256[:12]}...); use the same tokenizer.json"
+                f"--init_from={config.init_from} was trained with another tokenizer than "
+                f"{config.tokenizer_path} (the model's vocabulary has {model_config.vocab_size} "
+                f"tokens, the tokenizer {vocab_size}); use the model's own tokenizer"
             )
         if config.block_size > model_config.block_size:
-            raise UserError(f"--block_size={config.block_size} exceeds the context of "
-                            f"--init_from's model ({model_config.block_size}); use "
-                            f"--block_size={model_config.block_size} or less")  # fmt: skip
+            raise UserError(
+                f"--block_size={config.block_size} exceeds the context of "
+                f"--init_from's model ({model_config.block_size}); use "
+                f"--block_size={model_config.block_size} or less"
+            )
         if config.model_overrides:
             raise UserError("--model_overrides cannot change a model loaded with --init_from")
         return model_config, step_dir
     if not config.model_preset:
-        raise UserError("no model: set --model_preset (debug, 15m, 124m, 170m) or "
-                        "--init_from=<checkpoint>")  # fmt: skip
-    for key, why in (
-        ("vocab_size", "it comes from the tokenizer"),
-        ("block_size", "use --block_size"),
-    ):
-        if key in config.model_overrides:
-            raise UserError(f"--model_overrides may not set {key}: {why}")
+        raise UserError(
+            "no model: set --model_preset (debug, 15m, 124m, 170m) or --init_from=<checkpoint>"
+        )
+    if {"vocab_size", "block_size"} & set(config.model_overrides):
+        raise UserError(
+            "--model_overrides may not set vocab_size (it comes from the tokenizer) "
+            "or block_size (use --block_size)"
+        )
     sizes = {"vocab_size": vocab_size, "block_size": config.block_size}
     return from_preset(config.model_preset, **{**config.model_overrides, **sizes}), None
 
@@ -231,17 +226,22 @@ def run_context(config, dist: Distributed) -> tuple[RunContext, Path | None]:
     tokens_per_step = micro_batches * config.micro_batch_size * config.block_size
     max_steps = math.ceil(config.max_tokens / tokens_per_step) if config.max_tokens else None
     context = RunContext(
-        config=config, model_config=model_config, tokenizer=tokenizer,
-        tokenizer_path=tokenizer_path, tokenizer_sha256=tokenizer_sha256, dist=dist,
+        config=config,
+        model_config=model_config,
+        tokenizer=tokenizer,
+        tokenizer_path=tokenizer_path,
+        tokenizer_sha256=tokenizer_sha256,
+        dist=dist,
         precision=resolve_precision(config.precision, dist.device),
         accumulation_steps=micro_batches // dist.world_size,
-        micro_batches_per_step=micro_batches, max_steps=max_steps or config.max_steps,
-    )  # fmt: skip
+        micro_batches_per_step=micro_batches,
+        max_steps=max_steps or config.max_steps,
+    )
     return context, init_dir
 
 
 @torch.no_grad()
-def evaluate(stage: Stage, model, batches: list[Batch], context: RunContext) -> dict[str, float]:
+def validation_scalars(stage: Stage, model, batches: list[Batch], context: RunContext) -> dict:
     """The stage's evaluation scalars over `batches`: rank r runs batches r, r + world_size,
     ...; the sums and counts of all ranks are added in one all-reduce."""
     world, rank, device = context.dist.world_size, context.dist.rank, context.device
@@ -296,9 +296,10 @@ class Trainer:
         self.train_model = self.forward_model
         if dist.enabled:
             self.train_model = DistributedDataParallel(
-                self.forward_model, gradient_as_bucket_view=True,
+                self.forward_model,
+                gradient_as_bucket_view=True,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            )  # fmt: skip
+            )
         self.validation = self.stage.validation_batches()
         self.max_steps = self.context.max_steps
         flops = flops_per_token(self.context.model_config, config.block_size)["total"]
@@ -310,15 +311,12 @@ class Trainer:
         self.task_scores = TaskScores(config, self.stage.name, self.context)
 
     def run(self) -> TrainResult:
-        config, loop = self.config, self.loop
+        config, loop, is_main = self.config, self.loop, self.dist.is_main
         self.print_header()
-        result = TrainResult(self.model, self.context.tokenizer, self.stage, self.run_dir,
-                             loop.step, is_main=self.dist.is_main)  # fmt: skip
-        progress = tqdm(total=self.max_steps, initial=loop.step, disable=not self.dist.is_main,
-                        unit="step", desc=config.run_name, dynamic_ncols=True,
-                        file=sys.stderr)  # fmt: skip
+        result = TrainResult(self.model, self.context.tokenizer, self.stage, self.run_dir, 0)
+        progress = tqdm(total=self.max_steps, initial=loop.step, disable=not is_main, unit="step")
         interval_tokens, interval_seconds = 0, 0.0
-        with signals_caught(announce=self.dist.is_main) as received, progress:
+        with signals_caught(announce=is_main) as received, progress:
             while loop.step < self.max_steps:
                 started = time.perf_counter()
                 scalars, tokens = self.train_step()  # train/loss, train/lr, ... and tokens
@@ -328,43 +326,47 @@ class Trainer:
                 result.losses.append(scalars["train/loss"])
                 tokens_per_s = interval_tokens / max(interval_seconds, 1e-9)
                 progress.update(1)
-                progress.set_postfix(loss=f"{result.losses[-1]:.4f}", tok_s=f"{tokens_per_s:,.0f}",
-                                     refresh=False)  # fmt: skip
+                progress.set_postfix(
+                    loss=f"{result.losses[-1]:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False
+                )
                 last = loop.step == self.max_steps
                 if loop.step % config.log_interval == 0 or last:
                     self.log_train(scalars, tokens_per_s)
                     interval_tokens, interval_seconds = 0, 0.0
                 if loop.step % config.eval_interval == 0 or last:
-                    result.val_metrics = self.evaluate(progress)
+                    result.val_metrics = self.validate(progress)
                 if self.task_scores.due(loop.step, self.max_steps):
-                    result.task_scores = self.task_scores.run(self.model, loop.step, self.log,
-                                                              progress)  # fmt: skip
+                    result.task_scores = self.task_scores.run(
+                        self.model, loop.step, self.log, progress
+                    )
                 stopping = self.stop_requested(received)
                 if stopping or loop.step % config.checkpoint_interval == 0 or last:
                     self.save()
                 if stopping:  # (a rank that heard of it from another rank reports SIGTERM)
                     result.stopped_by_signal = received[0] if received else signal.SIGTERM
-                    self.print(f"stopped at step {loop.step}; checkpoint {self.last_checkpoint}."
-                               " Continue with the same options plus --resume=true")  # fmt: skip
+                    self.print(
+                        f"stopped at step {loop.step}; checkpoint {self.last_checkpoint}."
+                        " Continue with the same options plus --resume=true"
+                    )
                     break
         self.model.eval()
-        return dataclasses.replace(result, step=loop.step, val_loss=loop.last_val_loss,
-                                   last_checkpoint=self.last_checkpoint,
-                                   skipped_steps=loop.skipped_steps)  # fmt: skip
+        result.step, result.val_loss = loop.step, loop.last_val_loss
+        result.last_checkpoint, result.skipped_steps = self.last_checkpoint, loop.skipped_steps
+        result.is_main = is_main
+        return result
 
     def train_step(self) -> tuple[dict[str, float], int]:
         """One optimizer step. Its only host sync is `to_host` at the end (skipping a step
         needs the loss): nothing in the micro-batch loop waits for the GPU."""
-        lr = set_hyperparameters(self.optimizer, self.config, self.loop.step, self.max_steps)
-        first = self.dist.rank * self.context.accumulation_steps
-        batches = [self.stage.train_micro_batch(self.loop.step, first + m)
-                   for m in range(self.context.accumulation_steps)]  # fmt: skip
-        totals = {"count": float(sum(map(self.stage.count, batches))),
-                  "tokens": float(sum(map(self.stage.tokens, batches)))}  # fmt: skip
+        step, accumulation = self.loop.step, self.context.accumulation_steps
+        lr = set_hyperparameters(self.optimizer, self.config, step, self.max_steps)
+        first = self.dist.rank * accumulation
+        batches = [self.stage.train_micro_batch(step, first + m) for m in range(accumulation)]
+        count = float(sum(map(self.stage.count, batches)))
+        totals = {"count": count, "tokens": float(sum(map(self.stage.tokens, batches)))}
         if self.dist.enabled:  # summed on the device: no host sync
-            counts = host_to_device(torch.tensor(list(totals.values()), dtype=torch.float64),
-                                    self.device)  # fmt: skip
-            totals = dict(zip(totals, all_reduce(counts, self.dist)))
+            local = torch.tensor(list(totals.values()), dtype=torch.float64)
+            totals = dict(zip(totals, all_reduce(host_to_device(local, self.device), self.dist)))
             # DDP averages gradients over ranks; x world_size makes that a sum
             scale = (self.dist.world_size / totals["count"].clamp(min=1.0)).float()
         else:
@@ -412,19 +414,20 @@ class Trainer:
             return
         loop.skipped_steps += 1
         loop.nonfinite_streak += 1
-        self.print(f"warning: step {loop.step + 1}: non-finite loss {loss} / grad norm "
-                   f"{grad_norm}; step skipped ({loop.skipped_steps} so far)")  # fmt: skip
+        self.print(
+            f"warning: step {loop.step + 1}: non-finite loss {loss} / grad norm "
+            f"{grad_norm}; step skipped ({loop.skipped_steps} so far)"
+        )
         if loop.nonfinite_streak >= self.config.max_nonfinite_steps:
             raise UserError(
                 f"the loss or gradient was not finite for {loop.nonfinite_streak} steps in a row "
-                f"(up to step {loop.step + 1}); lower --learning_rate, use --precision=bf16 or "
-                f"fp32, or check the data; the last good checkpoint is "
-                f"{self.last_checkpoint or 'none'}"
+                f"up to step {loop.step + 1} (last checkpoint: {self.last_checkpoint}); lower "
+                "--learning_rate, use --precision=bf16 or fp32, or check the data"
             )
 
-    def evaluate(self, progress) -> dict[str, float]:
+    def validate(self, progress) -> dict[str, float]:
         """Validation scalars (logged as val/<name>) and, on rank 0, text samples."""
-        scalars = evaluate(self.stage, self.forward_model, self.validation, self.context)
+        scalars = validation_scalars(self.stage, self.forward_model, self.validation, self.context)
         self.loop.last_val_loss, self.loop.last_val_step = scalars["loss"], self.loop.step
         self.log.scalars({f"val/{name}": value for name, value in scalars.items()}, self.loop.step)
         if self.dist.is_main:
@@ -449,8 +452,10 @@ class Trainer:
         return bool(all_reduce(flag, self.dist, torch.distributed.ReduceOp.MAX).item() > 0)
 
     def log_train(self, scalars: dict[str, float], tokens_per_s: float) -> None:
-        scalars = scalars | {"perf/tokens_per_s": tokens_per_s,
-                             "perf/peak_memory_gb": peak_memory_gb(self.device)}  # fmt: skip
+        scalars = scalars | {
+            "perf/tokens_per_s": tokens_per_s,
+            "perf/peak_memory_gb": peak_memory_gb(self.device),
+        }
         if self.peak_flops:
             per_device = tokens_per_s / self.dist.world_size
             scalars["perf/mfu"] = per_device * self.flops_per_token / self.peak_flops
@@ -464,8 +469,10 @@ class Trainer:
         context, is_main = self.context, self.dist.is_main
         fields = {f"model.{key}": value for key, value in context.model_config.to_dict().items()}
         fields |= {"stage": self.stage.name, "tokenizer.sha256": context.tokenizer_sha256}
-        fields |= {f"train.{key}": getattr(self.config, key)
-                   for key in ("block_size", "micro_batch_size", "seed", "optimizer")}  # fmt: skip
+        fields |= {
+            f"train.{key}": getattr(self.config, key)
+            for key in ("data_dir", "block_size", "micro_batch_size", "seed", "optimizer")
+        }
         fields["run.micro_batches_per_step"] = context.micro_batches_per_step
         step_dir, _, state = checkpoint.load_checkpoint(self.run_dir, self.model, fields, is_main)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -483,22 +490,33 @@ class Trainer:
         self.last_checkpoint = self.run_dir / checkpoint.step_dir_name(loop.step)
         if self.dist.is_main:
             config_json = {
-                "train": self.config.to_dict(), "stage": self.stage.name, "step": loop.step,
+                "train": self.config.to_dict(),
+                "stage": self.stage.name,
+                "step": loop.step,
                 "tokenizer": {"sha256": context.tokenizer_sha256},
                 # a val_loss only if measured on these weights: `best` is chosen by it
-                "metrics": {"val_loss": loop.last_val_loss if loop.last_val_step == loop.step
-                            else None, "tokens_seen": loop.tokens_seen},
-                "run": {"world_size": self.dist.world_size, "max_steps": self.max_steps,
-                        "accumulation_steps": context.accumulation_steps,
-                        "micro_batches_per_step": context.micro_batches_per_step,
-                        "precision": context.precision},
-            }  # fmt: skip
-            state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                     "rng": checkpoint.capture_rng_state(self.device), "loop": asdict(loop),
-                     "stage": self.stage.state_dict()}  # fmt: skip
-            keep_last, tokenizer_path = self.config.keep_last, context.tokenizer_path
-            checkpoint.save_checkpoint(self.run_dir, loop.step, self.model, config_json,
-                                       tokenizer_path, state, keep_last)  # fmt: skip
+                "metrics": {
+                    "val_loss": loop.last_val_loss if loop.last_val_step == loop.step else None,
+                    "tokens_seen": loop.tokens_seen,
+                },
+                "run": {
+                    "world_size": self.dist.world_size,
+                    "max_steps": self.max_steps,
+                    "accumulation_steps": context.accumulation_steps,
+                    "micro_batches_per_step": context.micro_batches_per_step,
+                    "precision": context.precision,
+                },
+            }
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": checkpoint.capture_rng_state(self.device),
+                "loop": asdict(loop),
+                "stage": self.stage.state_dict(),
+            }
+            step_dir, tokenizer_path = self.last_checkpoint, context.tokenizer_path
+            checkpoint.save_checkpoint(step_dir, self.model, config_json, tokenizer_path, state)
+            checkpoint.prune(self.run_dir, self.config.keep_last)
         barrier(self.dist)
 
     def print(self, text: str) -> None:
@@ -512,11 +530,16 @@ class Trainer:
         width = max(map(len, config.to_dict()))
         print(f"config ({type(config).__name__}):")
         print("\n".join(f"  {key:<{width}} = {value!r}" for key, value in config.to_dict().items()))
-        print(f"model: {model.num_parameters() / 1e6:.2f}M parameters "
-              f"({model.num_parameters(non_embedding=True) / 1e6:.2f}M non-embedding), "
-              f"{context.model_config.to_dict()}")  # fmt: skip
-        print(f"device {self.device}, precision {context.precision}, {self.dist.world_size} "
-              f"process(es), {context.accumulation_steps} micro-batch(es) of "
-              f"{config.micro_batch_size} x {config.block_size} per process per step = "
-              f"{context.tokens_per_step:,} tokens/step, {self.max_steps} steps; run folder "
-              f"{self.run_dir}", flush=True)  # fmt: skip
+        print(
+            f"model: {model.num_parameters() / 1e6:.2f}M parameters "
+            f"({model.num_parameters(non_embedding=True) / 1e6:.2f}M non-embedding), "
+            f"{context.model_config.to_dict()}"
+        )
+        print(
+            f"device {self.device}, precision {context.precision}, {self.dist.world_size} "
+            f"process(es), {context.accumulation_steps} micro-batch(es) of "
+            f"{config.micro_batch_size} x {config.block_size} per process per step = "
+            f"{context.tokens_per_step:,} tokens/step, {self.max_steps} steps; run folder "
+            f"{self.run_dir}",
+            flush=True,
+        )
