@@ -39,8 +39,8 @@ from training.device import (
     enable_fast_fp32_matmuls,
     grad_scaler,
     peak_flops,
-    pick_device,
     resolve_precision,
+    training_device,
 )
 from training.optimizer import build_optimizer
 from training.stage import cross_entropy_sum
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.fp8:
         float8_converter()  # missing torchao: say so once, before any configuration runs
-    device = pick_device(args.device)
+    device = training_device(args.device)
     precision = resolve_precision(args.precision, device)
     if device.type == "cuda":
         enable_fast_fp32_matmuls()

@@ -106,7 +106,7 @@ def test_init_from_with_a_longer_block_than_the_model(tmp_path, inputs):
 
 @pytest.mark.parametrize("device", ["mps", "gpu", "cuda:x", "CPU"])
 def test_a_device_other_than_auto_cpu_or_cuda_is_refused(tmp_path, inputs, device):
-    expect_error(tiny_config(tmp_path, *inputs, device=device), "use auto, cpu, cuda or cuda:N")
+    expect_error(tiny_config(tmp_path, *inputs, device=device), f"--device[= ]{device}")
 
 
 def test_fp16_on_cpu_and_a_missing_tokenizer(tmp_path, inputs):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import resource
 import sys
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from common.errors import UserError
+from model.generate import pick_device
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # Dense bf16 peaks, matched in order against torch.cuda.get_device_name()
@@ -43,28 +43,23 @@ class Distributed:
         return self.world_size > 1
 
 
-def pick_device(option: str) -> torch.device:
-    """auto (cuda when there is one, else cpu), cpu, cuda or cuda:N; plain cuda is
+def training_device(option: str) -> torch.device:
+    """--device as model.generate.pick_device reads it, for cpu or cuda; plain cuda is
     cuda:LOCAL_RANK under torchrun."""
-    if option == "auto":
-        option = "cuda" if torch.cuda.is_available() else "cpu"
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", option):
-        raise UserError(f"--device={option}: use auto, cpu, cuda or cuda:N")
-    if option == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError(f"--device={option}: CUDA is not available here; use --device=cpu")
-    device = torch.device(option if ":" in option else f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
-    if device.index >= torch.cuda.device_count():
-        raise UserError(f"--device={device}: only {torch.cuda.device_count()} GPU(s) visible")
-    torch.cuda.set_device(device)
+    if option == "cuda":
+        option = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    device = pick_device(option)
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device={option}: training runs on cpu or cuda")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     return device
 
 
 def setup_distributed(device_option: str) -> Distributed:
     """Join the torchrun process group if there is one; pick this process's device."""
     world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    device = pick_device(device_option)
+    device = training_device(device_option)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if backend == "nccl" else None)
