@@ -81,9 +81,10 @@ def passages_of(path: Path) -> list[str]:
             tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
             nodes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
             return [
-                doc for node in ast.walk(tree) if isinstance(node, nodes)
-                and (doc := ast.get_docstring(node)) and len(doc) >= 200
-            ]  # fmt: skip
+                doc
+                for node in ast.walk(tree)
+                if isinstance(node, nodes) and (doc := ast.get_docstring(node)) and len(doc) >= 200
+            ]
         if path.stat().st_size > MAX_FILE_BYTES:
             return []
         if path.suffix == ".gz":
@@ -219,31 +220,57 @@ def python(*args) -> list[str]:
 
 def download(files: list[str], output: Path, log: Path) -> dict:
     run = run_measured(
-        python("-m", "dataset.pre_training.download_dataset", "--dataset", "fineweb-edu",
-               "--source", "local", "--data-files", *files, "--output-dir", output,
-               "--overwrite"),
+        python(
+            "-m",
+            "dataset.pre_training.download_dataset",
+            "--dataset",
+            "fineweb-edu",
+            "--source",
+            "local",
+            "--data-files",
+            *files,
+            "--output-dir",
+            output,
+            "--overwrite",
+        ),
         log,
-    )  # fmt: skip
+    )
     manifest = json.loads((output / "manifest.json").read_text())
     splits = manifest["splits"].values()
     docs, tokens = sum(s["rows"] for s in splits), sum(s["tokens"] for s in splits)
     seconds = run["seconds"]
     return {
-        "step": "download", "text_mb": manifest["text_bytes"] / 1e6, "documents": docs,
-        "seconds": seconds, "reading_seconds": manifest["seconds"],
-        "docs_per_s": docs / seconds, "mb_per_s": manifest["text_bytes"] / 1e6 / seconds,
+        "step": "download",
+        "text_mb": manifest["text_bytes"] / 1e6,
+        "documents": docs,
+        "seconds": seconds,
+        "reading_seconds": manifest["seconds"],
+        "docs_per_s": docs / seconds,
+        "mb_per_s": manifest["text_bytes"] / 1e6 / seconds,
         "estimated_gpt2_tokens_per_s": tokens / seconds,
         "peak_rss_mb": run["largest_process_peak_rss_mb"],
-        "tree_peak_rss_mb": run["tree_peak_rss_mb"], "cpu_seconds": run["tree_cpu_seconds"],
-    }  # fmt: skip
+        "tree_peak_rss_mb": run["tree_peak_rss_mb"],
+        "cpu_seconds": run["tree_cpu_seconds"],
+    }
 
 
 def tokenize(raw: Path, tokenizer: Path, output: Path, num_proc: int, log: Path) -> dict:
     run = run_measured(
-        python("-m", "tokenizer.tokenize_dataset", "--dataset-dir", raw, "--tokenizer-path",
-               tokenizer, "--output-dir", output, "--overwrite", "--num-proc", num_proc),
+        python(
+            "-m",
+            "tokenizer.tokenize_dataset",
+            "--dataset-dir",
+            raw,
+            "--tokenizer-path",
+            tokenizer,
+            "--output-dir",
+            output,
+            "--overwrite",
+            "--num-proc",
+            num_proc,
+        ),
         log,
-    )  # fmt: skip
+    )
     metas = [json.loads(p.read_text()) for p in sorted(output.glob("*/meta.json"))]
     shutil.rmtree(output)
     tokens = sum(meta["num_tokens"] for meta in metas)
@@ -251,14 +278,21 @@ def tokenize(raw: Path, tokenizer: Path, output: Path, num_proc: int, log: Path)
     text_bytes = sum(meta["stats"]["text_bytes"] for meta in metas)
     seconds = run["seconds"]
     return {
-        "step": f"tokenize --num-proc {num_proc}", "text_mb": text_bytes / 1e6,
-        "documents": docs, "tokens": tokens, "seconds": seconds,
-        "docs_per_s": docs / seconds, "tokens_per_s": tokens / seconds,
+        "step": f"tokenize --num-proc {num_proc}",
+        "text_mb": text_bytes / 1e6,
+        "documents": docs,
+        "tokens": tokens,
+        "seconds": seconds,
+        "docs_per_s": docs / seconds,
+        "tokens_per_s": tokens / seconds,
         "tokens_per_s_per_core": tokens / seconds / num_proc,
-        "mb_per_s": text_bytes / 1e6 / seconds, "peak_rss_mb": run["largest_process_peak_rss_mb"],
-        "tree_peak_rss_mb": run["tree_peak_rss_mb"], "parent_cpu_seconds": run["main_cpu_seconds"],
-        "cpu_seconds": run["tree_cpu_seconds"], "num_proc": num_proc,
-    }  # fmt: skip
+        "mb_per_s": text_bytes / 1e6 / seconds,
+        "peak_rss_mb": run["largest_process_peak_rss_mb"],
+        "tree_peak_rss_mb": run["tree_peak_rss_mb"],
+        "parent_cpu_seconds": run["main_cpu_seconds"],
+        "cpu_seconds": run["tree_cpu_seconds"],
+        "num_proc": num_proc,
+    }
 
 
 def marginal(small: dict, large: dict, key: str = "seconds") -> float:
@@ -331,18 +365,37 @@ def main() -> None:
         tokenizer = work / "tokenizer.json"
         if not tokenizer.exists():
             run_measured(
-                python("-m", "tokenizer.train", "--dataset-dir", raw, "--output-path",
-                       tokenizer, "--vocab-size", 32768, "--max-chars", 50_000_000),
+                python(
+                    "-m",
+                    "tokenizer.train",
+                    "--dataset-dir",
+                    raw,
+                    "--output-path",
+                    tokenizer,
+                    "--vocab-size",
+                    32768,
+                    "--max-chars",
+                    50_000_000,
+                ),
                 work / "train.log",
-            )  # fmt: skip
-        rows.append(tokenize(raw, tokenizer, work / f"tokens_{name}", args.num_proc,
-                             work / f"tokenize_{name}.log"))  # fmt: skip
+            )
+        rows.append(
+            tokenize(
+                raw,
+                tokenizer,
+                work / f"tokens_{name}",
+                args.num_proc,
+                work / f"tokenize_{name}.log",
+            )
+        )
         print(json.dumps(rows[-1]), flush=True)
         shutil.rmtree(raw)
     load = " ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"\ncores: {os.cpu_count()}, load average {load}, tokenize --num-proc {args.num_proc}")
-    print("| step | text MB | documents | seconds | CPU seconds | docs/s | MB/s | tokens/s | "
-          "peak RSS MB (largest process / tree) |")  # fmt: skip
+    print(
+        "| step | text MB | documents | seconds | CPU seconds | docs/s | MB/s | tokens/s | "
+        "peak RSS MB (largest process / tree) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         tokens = row.get("tokens_per_s", row.get("estimated_gpt2_tokens_per_s"))

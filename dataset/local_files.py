@@ -35,8 +35,10 @@ def resolve_data_files(patterns: list[str] | None, kinds: tuple[str, ...]) -> li
                 raise UserError(f"--data-files: {match} is empty")
             if KINDS.get(match.suffix.lower()) not in kinds:
                 suffixes = sorted(suffix for suffix, kind in KINDS.items() if kind in kinds)
-                raise UserError(f"--data-files: {match} has an unsupported extension; use one "
-                                f"of {', '.join(suffixes)}")  # fmt: skip
+                raise UserError(
+                    f"--data-files: {match} has an unsupported extension; use one "
+                    f"of {', '.join(suffixes)}"
+                )
             files.append(match)
     found = {file_kind(file) for file in files}
     if len(found) > 1:

@@ -66,19 +66,39 @@ def fraction(text: str) -> float:
 
 
 def parse_args(step: Step, argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(prog=f"python3 -m {step.module}", description=step.doc.split("\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    parser = ArgumentParser(
+        prog=f"python3 -m {step.module}",
+        description=step.doc.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add = parser.add_argument
-    add("--output-dir", default=step.default_output, help="where the DatasetDict (train/ "
-        "validation/ test/) and manifest.json go")  # fmt: skip
-    add("--source", choices=("hub", "sample", "local"), default="hub", help="hub: the Hugging "
+    add(
+        "--output-dir",
+        default=step.default_output,
+        help="where the DatasetDict (train/ validation/ test/) and manifest.json go",
+    )
+    add(
+        "--source",
+        choices=("hub", "sample", "local"),
+        default="hub",
+        help="hub: the Hugging "
         "Face Hub; sample: the embedded sample world (no network, seconds); local: your own "
-        "files, given with --data-files")  # fmt: skip
+        "files, given with --data-files",
+    )
     add("--overwrite", action="store_true", help="replace an existing --output-dir")
-    add("--seed", type=int, default=0, help="seed of the split carving and the sample world; "
-        "use one seed for the pre-training, SFT and DPO sample data (one world)")  # fmt: skip
-    add("--num-proc", type=int, default=min(8, os.cpu_count() or 1), help="worker processes "
-        "for converting large datasets (min(8, cores))")  # fmt: skip
+    add(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the split carving and the sample world; "
+        "use one seed for the pre-training, SFT and DPO sample data (one world)",
+    )
+    add(
+        "--num-proc",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="worker processes for converting large datasets (min(8, cores))",
+    )
     add("--cache-dir", help="Hugging Face datasets cache (None: the library's own)")
     add("--data-files", nargs="+", metavar="FILE", help="--source local: files or globs to read")
     step.add_arguments(parser)
@@ -97,10 +117,17 @@ def parse_args(step: Step, argv: list[str] | None) -> argparse.Namespace:
 def new_manifest(stage: str, module: str, args: argparse.Namespace) -> dict:
     """manifest.json's fields; a step fills in inputs, filters (rows in and out of each) and
     splits."""
-    return {"format_version": 1, "stage": stage, "created_by": f"python3 -m {module}",
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "arguments": vars(args), "source": args.source, "inputs": [], "filters": {},
-            "splits": {}}  # fmt: skip
+    return {
+        "format_version": 1,
+        "stage": stage,
+        "created_by": f"python3 -m {module}",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "arguments": vars(args),
+        "source": args.source,
+        "inputs": [],
+        "filters": {},
+        "splits": {},
+    }
 
 
 class Run:
@@ -126,8 +153,10 @@ class Run:
                 raise UserError(f"{repo_id} has no {name} split (it has {', '.join(loaded)})")
             missing = [c for c in columns if c not in loaded[name].column_names]
             if missing:
-                raise UserError(f"{repo_id} {name} has no column {', '.join(map(repr, missing))} "
-                                f"(it has {', '.join(loaded[name].column_names)})")  # fmt: skip
+                raise UserError(
+                    f"{repo_id} {name} has no column {', '.join(map(repr, missing))} "
+                    f"(it has {', '.join(loaded[name].column_names)})"
+                )
         details = {k: v for k, v in kwargs.items() if v is not None}
         self.manifest["inputs"].append(hub_input(repo_id, loaded, **details))
         return loaded
@@ -158,9 +187,11 @@ class Run:
 
         try:
             return datasets.Dataset.from_generator(
-                counted, features=features, cache_dir=str(self.work / _safe(group)),
+                counted,
+                features=features,
+                cache_dir=str(self.work / _safe(group)),
                 fingerprint=_safe(group),
-            )  # fmt: skip
+            )
         except Exception as error:  # datasets wraps our errors, and fails on zero rows
             cause = _cause(error, UserError)
             if cause is not None:

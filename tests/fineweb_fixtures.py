@@ -106,8 +106,10 @@ class FakeHub:
 
     def dataset_info(self, repo_id, revision=None, **kwargs):
         self.calls.append(("dataset_info", repo_id, revision))
-        siblings = [SimpleNamespace(rfilename=name, size=path.stat().st_size)
-                    for name, path in self.paths.items()]  # fmt: skip
+        siblings = [
+            SimpleNamespace(rfilename=name, size=path.stat().st_size)
+            for name, path in self.paths.items()
+        ]
         return SimpleNamespace(sha=COMMIT, siblings=siblings)
 
     def hf_hub_download(self, repo_id, filename, repo_type=None, revision=None, local_dir=None):
@@ -131,8 +133,9 @@ def install_fake_hub(monkeypatch, paths: list[Path]) -> FakeHub:
     monkeypatch.setattr(fineweb_edu, "BATCH_ROWS", 16)
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", hub.dataset_info)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
-    monkeypatch.setattr(huggingface_hub, "HfFileSystem",
-                        lambda: SimpleNamespace(open=hub.open_remote))  # fmt: skip
+    monkeypatch.setattr(
+        huggingface_hub, "HfFileSystem", lambda: SimpleNamespace(open=hub.open_remote)
+    )
     return hub
 
 

@@ -344,12 +344,27 @@ def test_ctrl_c_to_a_running_cli_leaves_nothing_finished(tmp_path, tokenizer_pat
     texts = [f"{story} {i}" for i, story in enumerate(STORIES * 3000)]
     raw = pre_training_dataset(tmp_path / "raw", texts, copies=1)
     process = subprocess.Popen(
-        [sys.executable, "-m", "tokenizer.tokenize_dataset", "--dataset-dir", str(raw),
-         "--tokenizer-path", str(tokenizer_path), "--output-dir", str(tmp_path / "out"),
-         "--num-proc", "2", "--batch-size", "10"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tokenizer.tokenize_dataset",
+            "--dataset-dir",
+            str(raw),
+            "--tokenizer-path",
+            str(tokenizer_path),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--num-proc",
+            "2",
+            "--batch-size",
+            "10",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,  # its own process group, like a job in a terminal
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + 30
     while not list(tmp_path.glob("out.tmp-*")) and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()

@@ -84,14 +84,18 @@ def tokenized_split_folder(path: Path, split: str | None) -> tuple[Path, str]:
     README has it; the split is then the folder's name)."""
     if (path / "meta.json").is_file():
         if split not in (None, path.name):
-            raise UserError(f"--tokenized-dataset-dir {path} is the {path.name!r} split folder, "
-                            f"but --split is {split!r}; pass its parent folder with --split "
-                            f"{split}, or leave --split out")  # fmt: skip
+            raise UserError(
+                f"--tokenized-dataset-dir {path} is the {path.name!r} split folder, "
+                f"but --split is {split!r}; pass its parent folder with --split "
+                f"{split}, or leave --split out"
+            )
         return path, path.name
     if not (path / (split or "train")).is_dir():
-        raise UserError(f"{path / (split or 'train')} not found; --tokenized-dataset-dir must be "
-                        "a tokenize_dataset output folder (and --split one of its splits) or one "
-                        "of its split folders")  # fmt: skip
+        raise UserError(
+            f"{path / (split or 'train')} not found; --tokenized-dataset-dir must be "
+            "a tokenize_dataset output folder (and --split one of its splits) or one "
+            "of its split folders"
+        )
     return path / (split or "train"), split or "train"
 
 
@@ -105,22 +109,28 @@ class Inspector:
         self.split = open_split(directory)
         self.stage, self.size = self.split.stage, int(self.split.meta["num_documents"])
         if self.split.meta.get("tokenizer_sha256") != sha256_file(args.tokenizer_path):
-            raise UserError(f"{args.tokenizer_path} is not the tokenizer {directory} was made "
-                            "with (sha256 differs); pass the same --tokenizer-path as to "
-                            "tokenize_dataset")  # fmt: skip
+            raise UserError(
+                f"{args.tokenizer_path} is not the tokenizer {directory} was made "
+                "with (sha256 differs); pass the same --tokenizer-path as to "
+                "tokenize_dataset"
+            )
         raw = raw_data.load_datasets(args.raw_dataset_dir)
         folder = Path(args.raw_dataset_dir)
         renamed = (folder / "state.json").is_file() and folder.name not in SPLITS  # a split folder
         if self.name not in raw and not renamed:
-            raise UserError(f"--raw-dataset-dir {folder} has no split {self.name!r} (it has "
-                            f"{', '.join(raw)}); pass the raw split tokenized")  # fmt: skip
+            raise UserError(
+                f"--raw-dataset-dir {folder} has no split {self.name!r} (it has "
+                f"{', '.join(raw)}); pass the raw split tokenized"
+            )
         self.raw = raw.get(self.name) or raw[folder.name]  # a split folder by another name
         raw_data.check_columns({self.name: self.raw}, self.stage, args.raw_dataset_dir)
         self.max_length = self.split.meta.get("stats", {}).get("max_length")
         self.rows = self.split.source_rows  # the raw row of each document
         if self.rows is None or (len(self.rows) and int(self.rows.max()) >= len(self.raw)):
-            raise UserError(f"{directory}'s source_rows.bin does not fit the {len(self.raw)} "
-                            "raw rows; is --raw-dataset-dir the one tokenized?")  # fmt: skip
+            raise UserError(
+                f"{directory}'s source_rows.bin does not fit the {len(self.raw)} "
+                "raw rows; is --raw-dataset-dir the one tokenized?"
+            )
 
     def document(self, index: int) -> tuple[list[str], list[str]]:
         """The lines that show document `index`, and what is wrong with it."""
@@ -254,8 +264,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="View tokenized documents beside their raw text; flag any that differ.",
     )
     add = parser.add_argument
-    folders = {"--raw-dataset-dir": "the raw dataset that was tokenized",
-               "--tokenized-dataset-dir": "tokenize_dataset's output folder"}  # fmt: skip
+    folders = {
+        "--raw-dataset-dir": "the raw dataset that was tokenized",
+        "--tokenized-dataset-dir": "tokenize_dataset's output folder",
+    }
     for flag, what in folders.items():
         add(flag, required=True, help=what + ", or one of its split folders")
     add("--tokenizer-path", required=True, help="the tokenizer.json used to tokenize it")

@@ -81,8 +81,10 @@ def split_folders(path: Path, allow_single_split: bool = True) -> dict[str, Path
     if (path / "state.json").is_file() and allow_single_split:
         return {path.name: path}
     if (path / "state.json").is_file():
-        raise UserError(f"{path} is a single split folder; pass the dataset folder that holds "
-                        "train/ validation/ test/ (its parent)")  # fmt: skip
+        raise UserError(
+            f"{path} is a single split folder; pass the dataset folder that holds "
+            "train/ validation/ test/ (its parent)"
+        )
     what = "is empty" if not any(path.iterdir()) else "holds no saved dataset"
     raise UserError(
         f"dataset folder {path} {what} (no dataset_dict.json or state.json); {DOWNLOAD_HINT}"

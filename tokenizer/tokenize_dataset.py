@@ -59,8 +59,11 @@ from tokenizer.tokenized_data import STAGES, SplitWriter, token_dtype
 
 DEFAULT_MAX_LENGTH = 1024
 # The original README's spellings, accepted on the command line and nowhere else.
-STAGE_OF_MODE = {"pre_training": "pre_training", "post_training_sft": "sft",
-                 "post_training_dpo": "dpo"}  # fmt: skip
+STAGE_OF_MODE = {
+    "pre_training": "pre_training",
+    "post_training_sft": "sft",
+    "post_training_dpo": "dpo",
+}
 STAGES_OF_PROFILE = {"pre_training": ("pre_training",), "post_training_v1": ("sft", "dpo")}
 
 
@@ -71,8 +74,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--dataset-dir", required=True, help="raw DatasetDict folder written by a download step")
-    add("--tokenizer-path", required=True, help="tokenizer.json written by tokenizer.train, or "
-        "an imported model's (checkpoints/<name>/tokenizer.json)")  # fmt: skip
+    add(
+        "--tokenizer-path",
+        required=True,
+        help="tokenizer.json written by tokenizer.train, or "
+        "an imported model's (checkpoints/<name>/tokenizer.json)",
+    )
     add("--output-dir", required=True, help="folder to create, one sub-folder per split")
     add("--overwrite", action="store_true", help="replace an existing --output-dir")
     cores = "worker processes (= CPU cores used; 1: this process). Default: all; same output"
@@ -114,12 +121,16 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--num-proc and --batch-size must be at least 1")
     stage = STAGE_OF_MODE.get(args.tokenizer_mode) or args.stage or "pre_training"
     if args.tokenizer_mode and args.stage not in (None, stage):
-        parser.error(f"--tokenizer-mode {args.tokenizer_mode} means --stage {stage}, not --stage "
-                     f"{args.stage}; give only --stage")  # fmt: skip
+        parser.error(
+            f"--tokenizer-mode {args.tokenizer_mode} means --stage {stage}, not --stage "
+            f"{args.stage}; give only --stage"
+        )
     allowed = STAGES_OF_PROFILE.get(args.tokenizer_profile, (stage,))
     if stage not in allowed:
-        parser.error(f"--tokenizer-profile {args.tokenizer_profile} goes with --stage "
-                     f"{' or '.join(allowed)}, not --stage {stage}; leave it out")  # fmt: skip
+        parser.error(
+            f"--tokenizer-profile {args.tokenizer_profile} goes with --stage "
+            f"{' or '.join(allowed)}, not --stage {stage}; leave it out"
+        )
     args.stage = stage
     del args.tokenizer_mode, args.tokenizer_profile  # spellings only: --stage says it all
     post = ("--max-length", "--overlong", "--max-prompt-length")
@@ -158,8 +169,10 @@ class Encoded:
 def is_conversation(messages, single_reply: bool = False) -> bool:
     """A non-empty list of {role, content} messages (with single_reply: one assistant message)."""
     ok = isinstance(messages, list) and bool(messages)
-    ok = ok and all(isinstance(m, dict) and m.get("role") in ROLES
-                    and isinstance(m.get("content"), str) for m in messages)  # fmt: skip
+    ok = ok and all(
+        isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
+        for m in messages
+    )
     return ok and (not single_reply or [m["role"] for m in messages] == ["assistant"])
 
 
@@ -387,8 +400,9 @@ def main(argv=None) -> int:
     splits = raw_data.open_splits(args.dataset_dir, allow_single_split=False)
     raw_data.check_columns(splits, args.stage, args.dataset_dir)
     if "train" not in splits or len(splits["train"]) == 0:
-        raise UserError(f"{args.dataset_dir} has no train split with rows (it has "
-                        f"{', '.join(splits)})")  # fmt: skip
+        raise UserError(
+            f"{args.dataset_dir} has no train split with rows (it has {', '.join(splits)})"
+        )
     output = Path(args.output_dir)
     if output.exists() and not args.overwrite:  # checked early, before any work
         raise UserError(f"{output} already exists; pass --overwrite to replace it")
@@ -408,8 +422,10 @@ def main(argv=None) -> int:
         sizes = f"{meta['num_documents']:,} documents, {meta['num_tokens']:,} tokens"
         print(f"{name}: {sizes} ({counts})")
     total = sum(meta["num_tokens"] for meta in metas.values())
-    print(f"wrote {output} ({args.stage}, {total:,} tokens in {seconds:.1f} s, "
-          f"{total / max(seconds, 1e-9):,.0f} tokens/s)")  # fmt: skip
+    print(
+        f"wrote {output} ({args.stage}, {total:,} tokens in {seconds:.1f} s, "
+        f"{total / max(seconds, 1e-9):,.0f} tokens/s)"
+    )
     return 0
 
 

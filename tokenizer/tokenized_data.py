@@ -50,8 +50,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def _layout(name: str, tokens: np.dtype) -> tuple[np.dtype, int]:
     """(element dtype, elements per row) of a named array."""
-    layouts = {"tokens.bin": (tokens, 1), "loss_mask.bin": (np.dtype(np.uint8), 1),
-               "pair_offsets.bin": (np.dtype(np.uint64), 4)}  # fmt: skip
+    layouts = {
+        "tokens.bin": (tokens, 1),
+        "loss_mask.bin": (np.dtype(np.uint8), 1),
+        "pair_offsets.bin": (np.dtype(np.uint64), 4),
+    }
     return layouts.get(name, (np.dtype(np.uint64), 1))
 
 
@@ -120,11 +123,16 @@ class SplitWriter:
             shape = [size // (dtype.itemsize * row)] + ([row] if row > 1 else [])
             arrays[name] = {"dtype": dtype.name, "shape": shape, "bytes": size}
         meta = {
-            "format_version": FORMAT_VERSION, "stage": self.stage, "dtype": self.dtype.name,
-            "vocab_size": self.vocab_size, "tokenizer_sha256": tokenizer_sha256,
-            "num_tokens": self.num_tokens, "num_documents": self.num_documents, "arrays": arrays,
+            "format_version": FORMAT_VERSION,
+            "stage": self.stage,
+            "dtype": self.dtype.name,
+            "vocab_size": self.vocab_size,
+            "tokenizer_sha256": tokenizer_sha256,
+            "num_tokens": self.num_tokens,
+            "num_documents": self.num_documents,
+            "arrays": arrays,
             "stats": stats or {},
-        }  # fmt: skip
+        }
         atomic_write_text(self.directory / "meta.json", json.dumps(meta, indent=2) + "\n")
         return meta
 
@@ -190,8 +198,10 @@ def read_meta(directory: str | Path, stage: str | None = None) -> dict:
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise UserError(f"{meta_path} is missing; tokenize the data with "
-                        "`python3 -m tokenizer.tokenize_dataset`")  # fmt: skip
+        raise UserError(
+            f"{meta_path} is missing; tokenize the data with "
+            "`python3 -m tokenizer.tokenize_dataset`"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as error:
@@ -200,8 +210,10 @@ def read_meta(directory: str | Path, stage: str | None = None) -> dict:
         if key not in meta:
             raise UserError(f"{meta_path} lacks {key!r}; re-tokenize this dataset")
     if meta["format_version"] != FORMAT_VERSION:
-        raise UserError(f"{meta_path} has format version {meta['format_version']}, this code reads "
-                        f"{FORMAT_VERSION}; re-tokenize this dataset")  # fmt: skip
+        raise UserError(
+            f"{meta_path} has format version {meta['format_version']}, this code reads "
+            f"{FORMAT_VERSION}; re-tokenize this dataset"
+        )
     if meta["stage"] not in STAGES:
         raise UserError(f"{meta_path}: unknown stage {meta['stage']!r}; re-tokenize this dataset")
     if stage is not None and meta["stage"] != stage:
@@ -270,8 +282,10 @@ def open_dataset(directory: str | Path, stage: str | None = None) -> dict[str, T
     `stage` data if a stage is given."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise UserError(f"tokenized dataset folder {directory} not found; create it with "
-                        "`python3 -m tokenizer.tokenize_dataset`")  # fmt: skip
+        raise UserError(
+            f"tokenized dataset folder {directory} not found; create it with "
+            "`python3 -m tokenizer.tokenize_dataset`"
+        )
     splits = {
         name: open_split(directory / name, stage) for name in SPLITS if (directory / name).is_dir()
     }

@@ -51,9 +51,11 @@ def text_columns(split: raw_data.RawSplit) -> tuple[str, ...]:
     names = split.column_names
     found = ("text",) if "text" in names else tuple(c for c in TEXT_COLUMNS if c in names)
     if not found:
-        raise UserError(f"{split.directory} has columns {names} but no 'text' column (nor "
-                        "'messages' or 'prompt'/'chosen'/'rejected'); pass a dataset made by "
-                        "dataset/*/download_dataset")  # fmt: skip
+        raise UserError(
+            f"{split.directory} has columns {names} but no 'text' column (nor "
+            "'messages' or 'prompt'/'chosen'/'rejected'); pass a dataset made by "
+            "dataset/*/download_dataset"
+        )
     for column in found:
         raw_data.check_type(split.schema.field(column).type, column, split.directory)
     return found
@@ -92,18 +94,39 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Train the byte-level BPE tokenizer (all special tokens reserved).",
     )
     add = parser.add_argument
-    add("--dataset-dir", required=True, help="raw dataset: the DatasetDict folder a download step "
-        "wrote (train is used, validation measures bytes/token) or one split folder")  # fmt: skip
+    add(
+        "--dataset-dir",
+        required=True,
+        help="raw dataset: the DatasetDict folder a download step "
+        "wrote (train is used, validation measures bytes/token) or one split folder",
+    )
     add("--output-path", required=True, help="where to write tokenizer.json (atomically)")
-    add("--vocab-size", type=int, default=32768, help=f"total vocabulary size with the "
+    add(
+        "--vocab-size",
+        type=int,
+        default=32768,
+        help=f"total vocabulary size with the "
         f"{len(SPECIAL_TOKENS)} special tokens (at least {MIN_VOCAB_SIZE}; <= 65536 keeps token "
-        "arrays uint16). Default 32768")  # fmt: skip
-    add("--max-chars", type=int, help="train on at most this many characters, from evenly spaced "
-        "rows of the train split (deterministic), to bound memory and time")  # fmt: skip
-    add("--min-frequency", type=int, default=2, help="a pair must occur at least this often to "
-        "be merged. Default 2")  # fmt: skip
-    add("--eval-chars", type=int, default=10_000_000, help="characters of the validation split "
-        "that measure bytes per token. Default 1e7")  # fmt: skip
+        "arrays uint16). Default 32768",
+    )
+    add(
+        "--max-chars",
+        type=int,
+        help="train on at most this many characters, from evenly spaced "
+        "rows of the train split (deterministic), to bound memory and time",
+    )
+    add(
+        "--min-frequency",
+        type=int,
+        default=2,
+        help="a pair must occur at least this often to be merged. Default 2",
+    )
+    add(
+        "--eval-chars",
+        type=int,
+        default=10_000_000,
+        help="characters of the validation split that measure bytes per token. Default 1e7",
+    )
     add("--overwrite", action="store_true", help="replace an existing --output-path")
     args = parser.parse_args(argv)
     if not MIN_VOCAB_SIZE <= args.vocab_size <= 2**31:
@@ -144,9 +167,11 @@ def main(argv=None) -> int:
     atomic_write_text(output, tokenizer.to_str(pretty=True))
     tokenizer = load_tokenizer(output)  # checks the special-token ids, as every later step will
     special = json.dumps({token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS})
-    print(f"trained on {stats['chars']:,} characters from {stats['texts']:,} texts of "
-          f"{train_split.name}\nvocab size: {tokenizer.get_vocab_size():,}\nspecial token ids: "
-          f"{special}\ntraining time: {seconds:.1f} s")  # fmt: skip
+    print(
+        f"trained on {stats['chars']:,} characters from {stats['texts']:,} texts of "
+        f"{train_split.name}\nvocab size: {tokenizer.get_vocab_size():,}\nspecial token ids: "
+        f"{special}\ntraining time: {seconds:.1f} s"
+    )
     measured = splits.get("validation", train_split)
     sizes = [
         (len(text.encode()), len(encoding.ids))
@@ -156,8 +181,10 @@ def main(argv=None) -> int:
         )
     ]
     total_bytes, total_tokens = sum(b for b, _ in sizes), sum(t for _, t in sizes)
-    print(f"bytes per token on {measured.name}: {total_bytes / max(total_tokens, 1):.3f} "
-          f"(over {total_bytes:,} bytes)\nwrote {output}")  # fmt: skip
+    print(
+        f"bytes per token on {measured.name}: {total_bytes / max(total_tokens, 1):.3f} "
+        f"(over {total_bytes:,} bytes)\nwrote {output}"
+    )
     return 0
 
 

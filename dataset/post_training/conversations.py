@@ -174,17 +174,39 @@ def add_arguments(parser: argparse.ArgumentParser, unit: str) -> None:
     """--max-chars, --sample-size, the held-out shares and the original README's
     --tokenizer-profile; `unit` names a row ("conversations", "pairs")."""
     add = parser.add_argument
-    add("--tokenizer-profile", choices=("post_training_v1",), default=argparse.SUPPRESS,
-        help="older flag, accepted and unused (the one chat format there is)")  # fmt: skip
-    add("--max-chars", type=int, default=8000, help=f"skip {unit} with more characters than "
-        "this (a conversation's messages; a pair's prompt and longer answer)")  # fmt: skip
-    add("--sample-size", type=int, default=10_000, help=f"sample: train {unit}; validation and "
+    add(
+        "--tokenizer-profile",
+        choices=("post_training_v1",),
+        default=argparse.SUPPRESS,
+        help="older flag, accepted and unused (the one chat format there is)",
+    )
+    add(
+        "--max-chars",
+        type=int,
+        default=8000,
+        help=f"skip {unit} with more characters than "
+        "this (a conversation's messages; a pair's prompt and longer answer)",
+    )
+    add(
+        "--sample-size",
+        type=int,
+        default=10_000,
+        help=f"sample: train {unit}; validation and "
         f"test get a {SAMPLE_HELD_OUT_SHARE}th of it each (at least {SAMPLE_MIN_HELD_OUT}), "
-        "with instructions train never shows")  # fmt: skip
-    add("--validation-fraction", type=fraction, default=0.02, help=f"share of the {unit} held "
-        "out (seeded) for validation")  # fmt: skip
-    add("--test-fraction", type=fraction, default=0.02, help=f"share of the {unit} held out "
-        "(seeded) for test, when the source has no test split")  # fmt: skip
+        "with instructions train never shows",
+    )
+    add(
+        "--validation-fraction",
+        type=fraction,
+        default=0.02,
+        help=f"share of the {unit} held out (seeded) for validation",
+    )
+    add(
+        "--test-fraction",
+        type=fraction,
+        default=0.02,
+        help=f"share of the {unit} held out (seeded) for test, when the source has no test split",
+    )
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -206,12 +228,16 @@ def step(stage: str, module: str, doc: str, hub: dict, what: str, unit: str, sam
     flags, and the three sources; `local` is (convert, features, row unit, what a row needs)."""
 
     def add(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--dataset", choices=list(hub), default=next(iter(hub)),
-                            help=f"--source hub: {what}")  # fmt: skip
+        parser.add_argument(
+            "--dataset", choices=list(hub), default=next(iter(hub)), help=f"--source hub: {what}"
+        )
         add_arguments(parser, unit)
 
-    sources = {"hub": lambda args, run: hub_parts(args, run, hub[args.dataset]), "sample": sample,
-               "local": lambda args, run: local_parts(args, run, *local)}  # fmt: skip
+    sources = {
+        "hub": lambda args, run: hub_parts(args, run, hub[args.dataset]),
+        "sample": sample,
+        "local": lambda args, run: local_parts(args, run, *local),
+    }
     return Step(stage, module, doc, f"data/post_training/{stage}/raw", sources, add, check)
 
 
@@ -238,8 +264,14 @@ def sample_parts(args, run: Run, rows: Callable[[int, str, int], list], features
     sizes = {"train": args.sample_size, "validation": held_out, "test": held_out}
     run.manifest["inputs"].append({"id": "sample_world", "seed": args.seed, "sizes": sizes})
     generate = run.generate
-    return [Part(f"sample/{name}", generate(f"sample-{name}", lambda n=name, c=count: rows(
-        args.seed, n, c), features), name) for name, count in sizes.items()]  # fmt: skip
+    return [
+        Part(
+            f"sample/{name}",
+            generate(f"sample-{name}", lambda n=name, c=count: rows(args.seed, n, c), features),
+            name,
+        )
+        for name, count in sizes.items()
+    ]
 
 
 def local_parts(args, run: Run, convert: Callable, features, unit: str, needs: str) -> list[Part]:
@@ -260,7 +292,9 @@ def local_parts(args, run: Run, convert: Callable, features, unit: str, needs: s
     usable = run.generate("local", rows, with_reason(features))
     reasons = Counter(usable["reason"])
     if not reasons.pop("", 0):
-        raise UserError(f"--data-files: no usable {unit} in {len(usable)} rows "
-                        f"({dict(reasons)}); each line {needs}")  # fmt: skip
+        raise UserError(
+            f"--data-files: no usable {unit} in {len(usable)} rows "
+            f"({dict(reasons)}); each line {needs}"
+        )
     shares = {"validation": args.validation_fraction, "test": args.test_fraction}
     return [Part("local", usable, "train", shares)]

@@ -45,32 +45,63 @@ def cap(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=("tinystories-wikitext", "fineweb-edu"),
-                        default="tinystories-wikitext", help="the stories and articles below, "
-                        "or educational web pages, in resumable shards (hub or local)")  # fmt: skip
+    parser.add_argument(
+        "--dataset",
+        choices=("tinystories-wikitext", "fineweb-edu"),
+        default="tinystories-wikitext",
+        help="the stories and articles below, "
+        "or educational web pages, in resumable shards (hub or local)",
+    )
     for split in ("validation", "test"):
-        parser.add_argument(f"--{split}-fraction", type=pipeline.fraction, help=f"share of the "
-                            f"documents held out for {split}; none: {LOCAL_HELD_OUT_FRACTION} for "
-                            f"--source local (seeded), {fineweb_edu.DEFAULT_HELD_OUT_FRACTION} "
-                            "for fineweb-edu (evenly spaced)")  # fmt: skip
+        parser.add_argument(
+            f"--{split}-fraction",
+            type=pipeline.fraction,
+            help=f"share of the "
+            f"documents held out for {split}; none: {LOCAL_HELD_OUT_FRACTION} for "
+            f"--source local (seeded), {fineweb_edu.DEFAULT_HELD_OUT_FRACTION} "
+            "for fineweb-edu (evenly spaced)",
+        )
     fineweb_edu.add_arguments(parser)
     add = parser.add_argument_group("--source hub (tinystories-wikitext)").add_argument
-    add("--tinystories-version", choices=("v1", "v2"), default="v1", help="v1: the Hub's "
-        "parquet data; v2: the TinyStoriesV2-GPT4 text files (GPT-4 stories only)")  # fmt: skip
+    add(
+        "--tinystories-version",
+        choices=("v1", "v2"),
+        default="v1",
+        help="v1: the Hub's "
+        "parquet data; v2: the TinyStoriesV2-GPT4 text files (GPT-4 stories only)",
+    )
     add("--wikitext-config", default=wikitext.DEFAULT_CONFIG, help="e.g. wikitext-2-raw-v1")
-    add("--max-tinystories-docs", type=cap, help="at most this many stories per split (0 "
-        "leaves TinyStories out; None: all)")  # fmt: skip
-    add("--max-wikitext-docs", type=cap, help="at most this many articles per split (0 leaves "
-        "WikiText out; None: all)")  # fmt: skip
-    add("--tinystories-test-fraction", type=pipeline.fraction, default=0.5, help="share of "
-        "TinyStories' validation split carved off (seeded) as its test split")  # fmt: skip
+    add(
+        "--max-tinystories-docs",
+        type=cap,
+        help="at most this many stories per split (0 leaves TinyStories out; None: all)",
+    )
+    add(
+        "--max-wikitext-docs",
+        type=cap,
+        help="at most this many articles per split (0 leaves WikiText out; None: all)",
+    )
+    add(
+        "--tinystories-test-fraction",
+        type=pipeline.fraction,
+        default=0.5,
+        help="share of TinyStories' validation split carved off (seeded) as its test split",
+    )
     parser.add_argument_group("--source sample").add_argument(
-        "--sample-size-mb", type=float, default=6.0, help="about this many megabytes of text "
-        "over all splits (95%% train, 2.5%% validation, 2.5%% test)")  # fmt: skip
+        "--sample-size-mb",
+        type=float,
+        default=6.0,
+        help="about this many megabytes of text "
+        "over all splits (95%% train, 2.5%% validation, 2.5%% test)",
+    )
     add = parser.add_argument_group("--source local (--data-files)").add_argument
     add("--text-column", default="text", help="the text field of .jsonl / .parquet rows")
-    add("--txt-documents", choices=("blank_line", "file"), default="blank_line",
-        help=".txt files: one document per blank-line-separated block, or per file")  # fmt: skip
+    add(
+        "--txt-documents",
+        choices=("blank_line", "file"),
+        default="blank_line",
+        help=".txt files: one document per blank-line-separated block, or per file",
+    )
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -148,15 +179,18 @@ def local_parts(args, run: pipeline.Run) -> list[Part]:
     documents = run.generate("local", rows, pipeline.with_reason(FEATURES))
     if not any(reason == "" for reason in documents["reason"]):
         reasons = sorted(set(documents["reason"])) or ["no documents"]
-        raise UserError(f"--data-files: no usable documents ({', '.join(reasons)}); is "
-                        f"--text-column {column!r} the right field?")  # fmt: skip
+        raise UserError(
+            f"--data-files: no usable documents ({', '.join(reasons)}); is "
+            f"--text-column {column!r} the right field?"
+        )
     shares = {"validation": args.validation_fraction, "test": args.test_fraction}
     return [Part("local", documents, "train", shares, dedupe=True)]
 
 
 SOURCES = {"hub": hub_parts, "sample": sample_parts, "local": local_parts}
-STEP = pipeline.Step("pre_training", MODULE, __doc__, "data/pre_training/raw", SOURCES,
-                     add_arguments, check)  # fmt: skip
+STEP = pipeline.Step(
+    "pre_training", MODULE, __doc__, "data/pre_training/raw", SOURCES, add_arguments, check
+)
 
 
 def main(argv: list[str] | None = None) -> int:

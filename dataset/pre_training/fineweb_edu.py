@@ -72,14 +72,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument_group("--dataset fineweb-edu (file by file; resumable)").add_argument
     configs = ", ".join(CONFIG_TOKENS)
     add("--config", help=f"{configs} or a dump like CC-MAIN-2024-10; none: {DEFAULT_CONFIG}")
-    add("--max-tokens", type=token_count, help="stop once the kept documents hold this many "
-        "GPT-2 tokens (the dataset's token_count), e.g. 4e9; none: the whole config")  # fmt: skip
-    add("--min-int-score", type=int, choices=range(6), help="keep only pages whose int_score "
-        "(educational value, 0-5) is at least this; the dataset holds >= 3 only")  # fmt: skip
-    add("--shard-size-mb", type=float, default=256, help="text per shard (MB): what an "
-        "interruption can lose, and the size of train's Arrow files")  # fmt: skip
-    add("--revision", help="Hub branch, tag or commit; none means the newest, resolved once "
-        "and kept for resumes")  # fmt: skip
+    add(
+        "--max-tokens",
+        type=token_count,
+        help="stop once the kept documents hold this many "
+        "GPT-2 tokens (the dataset's token_count), e.g. 4e9; none: the whole config",
+    )
+    add(
+        "--min-int-score",
+        type=int,
+        choices=range(6),
+        help="keep only pages whose int_score "
+        "(educational value, 0-5) is at least this; the dataset holds >= 3 only",
+    )
+    add(
+        "--shard-size-mb",
+        type=float,
+        default=256,
+        help="text per shard (MB): what an "
+        "interruption can lose, and the size of train's Arrow files",
+    )
+    add(
+        "--revision",
+        help="Hub branch, tag or commit; none means the newest, resolved once and kept for resumes",
+    )
 
 
 def token_count(text: str) -> int:
@@ -96,12 +112,16 @@ def token_count(text: str) -> int:
 def check_args(args: argparse.Namespace) -> None:
     """One-line errors for flags no FineWeb-Edu download can use, before any network."""
     if args.source == "sample":
-        raise UserError("--dataset fineweb-edu reads --source hub or --source local (FineWeb-"
-                        "shaped parquet files); the sample world has no FineWeb form")  # fmt: skip
+        raise UserError(
+            "--dataset fineweb-edu reads --source hub or --source local (FineWeb-"
+            "shaped parquet files); the sample world has no FineWeb form"
+        )
     config = args.config or DEFAULT_CONFIG
     if args.source == "hub" and config not in CONFIG_TOKENS and not DUMP_CONFIG.fullmatch(config):
-        raise UserError(f"--config {config!r} is not a FineWeb-Edu config; choose one of "
-                        f"{', '.join(CONFIG_TOKENS)} or a dump like CC-MAIN-2024-10")  # fmt: skip
+        raise UserError(
+            f"--config {config!r} is not a FineWeb-Edu config; choose one of "
+            f"{', '.join(CONFIG_TOKENS)} or a dump like CC-MAIN-2024-10"
+        )
     if args.source == "local" and (args.config or args.revision):
         raise UserError("--config and --revision name Hub data; --source local reads --data-files")
     size = CONFIG_TOKENS.get(config) if args.source == "hub" else None
@@ -109,9 +129,11 @@ def check_args(args: argparse.Namespace) -> None:
         larger = [
             f"--config {n}" for n, tokens in CONFIG_TOKENS.items() if tokens >= args.max_tokens
         ]
-        raise UserError(f"--max-tokens {args.max_tokens:.3g} is more than FineWeb-Edu {config} "
-                        f"holds (about {size:.3g} tokens); lower it or use "
-                        f"{(larger or ['several configs'])[0]}")  # fmt: skip
+        raise UserError(
+            f"--max-tokens {args.max_tokens:.3g} is more than FineWeb-Edu {config} "
+            f"holds (about {size:.3g} tokens); lower it or use "
+            f"{(larger or ['several configs'])[0]}"
+        )
     if args.shard_size_mb <= 0:
         raise UserError(f"--shard-size-mb must be positive, got {args.shard_size_mb}")
 
@@ -150,8 +172,14 @@ class HubFiles:
         if size / PARQUET_BYTES_PER_TOKEN > tokens_left:  # the budget ends in it: read parts
             remote = f"datasets/{REPO_ID}@{self.revision}/{name}"
             return pq.ParquetFile(hub_call(huggingface_hub.HfFileSystem().open, remote))
-        path = hub_call(huggingface_hub.hf_hub_download, REPO_ID, name, repo_type="dataset",
-                        revision=self.revision, local_dir=self.download)  # fmt: skip
+        path = hub_call(
+            huggingface_hub.hf_hub_download,
+            REPO_ID,
+            name,
+            repo_type="dataset",
+            revision=self.revision,
+            local_dir=self.download,
+        )
         return pq.ParquetFile(path)
 
 
@@ -224,10 +252,12 @@ class Progress:
             raise UserError(f"{folder}/progress.json is damaged; pass --overwrite") from None
         differs = sorted(n for n in key if progress.key and key[n] != progress.key.get(n))
         if differs and not overwrite:
-            raise UserError(f"{folder} holds an unfinished download with other settings: "
-                            f"{differs[0]} {progress.key.get(differs[0])!r} (this run: "
-                            f"{key[differs[0]]!r}); run the same command as before to finish "
-                            "it, or pass --overwrite to start over")  # fmt: skip
+            raise UserError(
+                f"{folder} holds an unfinished download with other settings: "
+                f"{differs[0]} {progress.key.get(differs[0])!r} (this run: "
+                f"{key[differs[0]]!r}); run the same command as before to finish "
+                "it, or pass --overwrite to start over"
+            )
         if progress.key is None or differs:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
@@ -377,8 +407,13 @@ class Download:
         """Read to the end or the budget, closing a shard every --shard-size-mb of text."""
         progress, started, budget = self.progress, time.perf_counter(), self.args.max_tokens
         total = budget or self.files.known_tokens
-        bar = tqdm(total=total, initial=min(progress.total_tokens, total or 0), unit="tok",
-                   unit_scale=True, desc=f"downloading {self.files.name}")  # fmt: skip
+        bar = tqdm(
+            total=total,
+            initial=min(progress.total_tokens, total or 0),
+            unit="tok",
+            unit_scale=True,
+            desc=f"downloading {self.files.name}",
+        )
         with bar:
             for position, table in self.batches():
                 if table is None:  # the files ran out
@@ -406,8 +441,17 @@ def download(args: argparse.Namespace, module: str) -> int:
     output = Path(args.output_dir)
     if output.exists() and not args.overwrite:
         raise UserError(f"{output} already exists; pass --overwrite to replace it")
-    names = ("source", "config", "revision", "max_tokens", "min_int_score", "shard_size_mb",
-             "validation_fraction", "test_fraction", "text_column")  # fmt: skip
+    names = (
+        "source",
+        "config",
+        "revision",
+        "max_tokens",
+        "min_int_score",
+        "shard_size_mb",
+        "validation_fraction",
+        "test_fraction",
+        "text_column",
+    )
     key = {name: getattr(args, name) for name in names} | {"batch_rows": BATCH_ROWS}
     if args.source == "local":
         files = LocalFiles(args.data_files)
@@ -424,9 +468,11 @@ def download(args: argparse.Namespace, module: str) -> int:
             if not progress.done:
                 continue_download(Download(args, files, folder, progress))
             if not all(progress.rows.values()):
-                raise UserError(f"the download ended with {progress.rows} documents per split;"
-                                " train, validation and test each need some: pass --overwrite "
-                                "with a larger --max-tokens (or other fractions)")  # fmt: skip
+                raise UserError(
+                    f"the download ended with {progress.rows} documents per split;"
+                    " train, validation and test each need some: pass --overwrite "
+                    "with a larger --max-tokens (or other fractions)"
+                )
         except BaseException:
             if progress.shards == 0:  # nothing finished: nothing to resume, leave nothing
                 shutil.rmtree(folder, ignore_errors=True)
@@ -434,9 +480,11 @@ def download(args: argparse.Namespace, module: str) -> int:
         finish(args, module, files, folder, progress)
         move_into_place(folder, output)
     counts = ", ".join(f"{name} {progress.rows[name]:,}" for name in SPLITS)
-    print(f"wrote {output} ({counts} documents, {progress.total_tokens:,} tokens, "
-          f"{progress.text_bytes / 1e6:,.1f} MB of text in {progress.shards} shards; "
-          f"{progress.seconds:.0f} s reading)")  # fmt: skip
+    print(
+        f"wrote {output} ({counts} documents, {progress.total_tokens:,} tokens, "
+        f"{progress.text_bytes / 1e6:,.1f} MB of text in {progress.shards} shards; "
+        f"{progress.seconds:.0f} s reading)"
+    )
     return 0
 
 
@@ -470,33 +518,50 @@ def finish(args, module: str, files, folder: Path, progress: Progress) -> None:
     """Give the folder what `load_from_disk` reads, and manifest.json."""
     shutil.rmtree(folder / "download", ignore_errors=True)
     for name in SPLITS:
-        state = {"_data_files": [{"filename": f} for f in progress.files[name]], "_split": name,
-                 "_fingerprint": f"{name}-{progress.kept}", "_format_columns": None,
-                 "_format_kwargs": {}, "_format_type": None,
-                 "_output_all_columns": False}  # fmt: skip
+        state = {
+            "_data_files": [{"filename": f} for f in progress.files[name]],
+            "_split": name,
+            "_fingerprint": f"{name}-{progress.kept}",
+            "_format_columns": None,
+            "_format_kwargs": {},
+            "_format_type": None,
+            "_output_all_columns": False,
+        }
         atomic_write_text(folder / name / "state.json", json.dumps(state, indent=2))
         datasets.DatasetInfo(features=FEATURES).write_to_directory(str(folder / name))
     atomic_write_text(folder / "dataset_dict.json", json.dumps({"splits": list(SPLITS)}))
     manifest = new_manifest("pre_training", module, args)
     source = {"id": REPO_ID, "config": args.config or DEFAULT_CONFIG, "revision": files.revision}
-    manifest["inputs"].append((source if args.source == "hub" else {"id": "local"})
-                              | {"files": [name for name, _ in files.files]})  # fmt: skip
+    manifest["inputs"].append(
+        (source if args.source == "hub" else {"id": "local"})
+        | {"files": [name for name, _ in files.files]}
+    )
     steps, rows = [], progress.drops["read"]
     for reason, count in progress.drops.items():  # in the order the filters run
         if reason != "read":
-            steps.append({"step": f"drop_{reason}", "rows_in": rows, "rows_out": rows - count,
-                          "dropped": count})  # fmt: skip
+            steps.append(
+                {
+                    "step": f"drop_{reason}",
+                    "rows_in": rows,
+                    "rows_out": rows - count,
+                    "dropped": count,
+                }
+            )
             rows -= count
     kept = sum(progress.rows.values())
     if kept < rows:  # the budget stopped it: the rest of what was read is left out
-        steps.append({"step": "max_tokens", "rows_in": rows, "rows_out": kept,
-                      "dropped": rows - kept})  # fmt: skip
+        steps.append(
+            {"step": "max_tokens", "rows_in": rows, "rows_out": kept, "dropped": rows - kept}
+        )
     manifest["filters"][files.name] = steps
     for name in SPLITS:
-        manifest["splits"][name] = {"rows": progress.rows[name], "columns": list(FEATURES),
-                                    "rows_by_source": {files.name: progress.rows[name]},
-                                    "tokens": progress.tokens[name],
-                                    "shards": len(progress.files[name])}  # fmt: skip
+        manifest["splits"][name] = {
+            "rows": progress.rows[name],
+            "columns": list(FEATURES),
+            "rows_by_source": {files.name: progress.rows[name]},
+            "tokens": progress.tokens[name],
+            "shards": len(progress.files[name]),
+        }
     manifest |= {"text_bytes": progress.text_bytes, "seconds": round(progress.seconds, 2)}
     if progress.budget_short:
         manifest["budget_not_reached"] = progress.budget_short

@@ -42,25 +42,47 @@ def story_slots(rng: random.Random, hero: Character, friend: Character, place2: 
     feature, feature2 = rng.sample(place.features, 2)
     adjective = rng.choice(place.adjectives)
     return {
-        "name": hero.name, **pronouns(hero.gender),
-        "friend": friend.name, **pronouns(friend.gender, prefix="f"),
-        "animal": hero.animal.word, "a_animal": with_article(hero.animal.word),
+        "name": hero.name,
+        **pronouns(hero.gender),
+        "friend": friend.name,
+        **pronouns(friend.gender, prefix="f"),
+        "animal": hero.animal.word,
+        "a_animal": with_article(hero.animal.word),
         "adj_animal": with_article(f"{rng.choice(ANIMAL_ADJECTIVES)} {hero.animal.word}"),
-        "fanimal": friend.animal.word, "a_fanimal": with_article(friend.animal.word),
-        "sound": hero.animal.sound, "move": hero.animal.move, "fmove": friend.animal.move,
-        "body": hero.animal.body, "color": hero.color, "trait": hero.trait,
-        "hobby": hero.hobby, "food": hero.food, "object": hero.object,
-        "obj": hero.obj, "a_obj": with_article(hero.obj),
-        "place": place.word, "at_place": at(place),
+        "fanimal": friend.animal.word,
+        "a_fanimal": with_article(friend.animal.word),
+        "sound": hero.animal.sound,
+        "move": hero.animal.move,
+        "fmove": friend.animal.move,
+        "body": hero.animal.body,
+        "color": hero.color,
+        "trait": hero.trait,
+        "hobby": hero.hobby,
+        "food": hero.food,
+        "object": hero.object,
+        "obj": hero.obj,
+        "a_obj": with_article(hero.obj),
+        "place": place.word,
+        "at_place": at(place),
         "At_a_place": f"{place.preposition} {with_article(adjective)} {place.word}".capitalize(),
-        "feature": feature, "feature2": feature2,
-        "place2": place2.word, "feature3": rng.choice(place2.features),
+        "feature": feature,
+        "feature2": feature2,
+        "place2": place2.word,
+        "feature3": rng.choice(place2.features),
         "time": rng.choice(WORDS["times"]),
-    }  # fmt: skip
+    }
 
 
-def write_story(rng: random.Random, hero: Character, friend: Character, *, feeling=None,
-                require_object=False, detail=0.6, max_sentences=MAX_SENTENCES) -> str:  # fmt: skip
+def write_story(
+    rng: random.Random,
+    hero: Character,
+    friend: Character,
+    *,
+    feeling=None,
+    require_object=False,
+    detail=0.6,
+    max_sentences=MAX_SENTENCES,
+) -> str:
     """One story about `hero` (and `friend`); every random choice comes from `rng`.
 
     feeling: end with a sentence saying the hero felt this (an ending_feelings word).
@@ -97,15 +119,26 @@ def fact_slots(world: World, hero: Character) -> dict[str, str]:
     """The slots of the article templates: a world character's facts."""
     friend = world.character(hero.friend)
     return {
-        "name": hero.name, **pronouns(hero.gender),
-        "animal": hero.animal.word, "a_animal": with_article(hero.animal.word),
+        "name": hero.name,
+        **pronouns(hero.gender),
+        "animal": hero.animal.word,
+        "a_animal": with_article(hero.animal.word),
         "a_color_animal": with_article(f"{hero.color} {hero.animal.word}"),
-        "color": hero.color, "body": hero.animal.body, "call": hero.animal.call,
-        "at_place": at(hero.home), "place": hero.home.word, "feature": hero.home.features[0],
-        "friend": friend.name, "a_fanimal": with_article(friend.animal.word),
-        "fat_place": at(friend.home), "a_obj": with_article(hero.obj), "obj": hero.obj,
-        "food": hero.food, "hobby": hero.hobby, "trait": hero.trait,
-    }  # fmt: skip
+        "color": hero.color,
+        "body": hero.animal.body,
+        "call": hero.animal.call,
+        "at_place": at(hero.home),
+        "place": hero.home.word,
+        "feature": hero.home.features[0],
+        "friend": friend.name,
+        "a_fanimal": with_article(friend.animal.word),
+        "fat_place": at(friend.home),
+        "a_obj": with_article(hero.obj),
+        "obj": hero.obj,
+        "food": hero.food,
+        "hobby": hero.hobby,
+        "trait": hero.trait,
+    }
 
 
 def character_article(rng: random.Random, world: World, hero: Character) -> str:
@@ -127,8 +160,11 @@ def place_article(rng: random.Random, world: World, place: Place) -> str:
         f"The {place.word} is {with_article(rng.choice(place.adjectives))} place. Visitors to "
         f"the {place.word} can see {features[0]}, {features[1]} and {features[2]}.",
     ]
-    residents = [f"{c.name} is {with_article(c.animal.word)} who lives {at(place)}."
-                 for c in world.characters if c.home == place]  # fmt: skip
+    residents = [
+        f"{c.name} is {with_article(c.animal.word)} who lives {at(place)}."
+        for c in world.characters
+        if c.home == place
+    ]
     if residents:
         rng.shuffle(residents)
         lines += ["= = Residents = =", " ".join(residents)]

@@ -56,12 +56,16 @@ class StorySpec:
     def prompt_slots(self) -> dict:
         hero = self.hero
         return {
-            "name": hero.name, **pronouns(hero.gender), "animal": hero.animal.word,
+            "name": hero.name,
+            **pronouns(hero.gender),
+            "animal": hero.animal.word,
             "a_animal": with_article(hero.animal.word),
             "in_a_place": f"{hero.home.preposition} {with_article(hero.home.word)}",
-            "obj": hero.obj, "a_obj": with_article(hero.obj), "feeling": self.feeling,
+            "obj": hero.obj,
+            "a_obj": with_article(hero.obj),
+            "feeling": self.feeling,
             "max_sentences": self.max_sentences,
-        }  # fmt: skip
+        }
 
 
 def draw_story_spec(rng: random.Random, world: World, split: str) -> StorySpec:
@@ -102,10 +106,15 @@ def story_constraints(spec: StorySpec) -> dict:
 def story_answer(spec: StorySpec, *, long: bool = False) -> str:
     """A short story meeting `spec` (or, with long=True, the same story with every beat)."""
     rng = random.Random(spec.story_seed)
-    return write_story(rng, spec.hero, spec.friend, feeling=spec.feeling,
-                       require_object=spec.require_object,
-                       detail=1.0 if long else rng.uniform(0.15, 0.5),
-                       max_sentences=10 if long else (spec.max_sentences or 7))  # fmt: skip
+    return write_story(
+        rng,
+        spec.hero,
+        spec.friend,
+        feeling=spec.feeling,
+        require_object=spec.require_object,
+        detail=1.0 if long else rng.uniform(0.15, 0.5),
+        max_sentences=10 if long else (spec.max_sentences or 7),
+    )
 
 
 def rejected_answers(rng: random.Random, world: World, spec: StorySpec) -> dict[str, callable]:
@@ -115,14 +124,19 @@ def rejected_answers(rng: random.Random, world: World, spec: StorySpec) -> dict[
     name = rng.choice([n for n in same_gender if n not in (hero.name, spec.friend.name)])
     animal = rng.choice([a for a in vocab.ANIMALS if a not in (hero.animal, spec.friend.animal)])
     place = rng.choice([p for p in vocab.PLACES if p != hero.home])
-    wrong = {"wrong_name": replace(hero, name=name), "wrong_animal": replace(hero, animal=animal),
-             "wrong_place": replace(hero, home=place),
-             "other_request": replace(hero, name=name, animal=animal, home=place)}  # fmt: skip
+    wrong = {
+        "wrong_name": replace(hero, name=name),
+        "wrong_animal": replace(hero, animal=animal),
+        "wrong_place": replace(hero, home=place),
+        "other_request": replace(hero, name=name, animal=animal, home=place),
+    }
     if spec.require_object:
         objects = [o for o in vocab.OBJECTS if o != hero.object]
         wrong["wrong_object"] = replace(hero, object=rng.choice(objects))
-    makers = {kind: functools.partial(story_answer, replace(spec, hero=wrong_hero))
-              for kind, wrong_hero in wrong.items()}  # fmt: skip
+    makers = {
+        kind: functools.partial(story_answer, replace(spec, hero=wrong_hero))
+        for kind, wrong_hero in wrong.items()
+    }
     if spec.feeling:
         feeling = rng.choice([f for f in vocab.ENDING_FEELINGS if f != spec.feeling])
         makers["wrong_feeling"] = functools.partial(story_answer, replace(spec, feeling=feeling))

@@ -57,15 +57,26 @@ def hub(layout, train: str, test: str | None) -> HubDataset:
 
 
 STEP = conversations.step(
-    "dpo", MODULE, __doc__,
-    {"HuggingFaceH4/ultrafeedback_binarized": hub(conversations.from_messages, "train_prefs",
-                                                  "test_prefs"),
-     "Intel/orca_dpo_pairs": hub(conversations.from_strings, "train", None),
-     "Anthropic/hh-rlhf": hub(conversations.from_transcripts, "train", "test")},
-    "which preference dataset", "pairs", sample=sample_parts,
-    local=(partial(pair, layout=conversations.pair_from_any), FEATURES, "preference pair",
-           "needs chosen, rejected and a prompt (see dataset/post_training/conversations.py)"),
-)  # fmt: skip
+    "dpo",
+    MODULE,
+    __doc__,
+    {
+        "HuggingFaceH4/ultrafeedback_binarized": hub(
+            conversations.from_messages, "train_prefs", "test_prefs"
+        ),
+        "Intel/orca_dpo_pairs": hub(conversations.from_strings, "train", None),
+        "Anthropic/hh-rlhf": hub(conversations.from_transcripts, "train", "test"),
+    },
+    "which preference dataset",
+    "pairs",
+    sample=sample_parts,
+    local=(
+        partial(pair, layout=conversations.pair_from_any),
+        FEATURES,
+        "preference pair",
+        "needs chosen, rejected and a prompt (see dataset/post_training/conversations.py)",
+    ),
+)
 
 
 def main(argv: list[str] | None = None) -> int:

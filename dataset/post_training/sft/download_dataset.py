@@ -41,19 +41,37 @@ def conversation(row: dict, layout, max_chars: int, keep_source: bool = False) -
 
 
 HUB = {
-    "yahma/alpaca-cleaned": HubDataset(partial(conversation, layout=from_instruction), FEATURES,
-                                       ["instruction", "output"], "train", None),
+    "yahma/alpaca-cleaned": HubDataset(
+        partial(conversation, layout=from_instruction),
+        FEATURES,
+        ["instruction", "output"],
+        "train",
+        None,
+    ),
     "HuggingFaceTB/smol-smoltalk": HubDataset(
-        partial(conversation, layout=from_conversation, keep_source=True), SOURCE_FEATURES,
-        ["messages"], "train", "test"),
-}  # fmt: skip
+        partial(conversation, layout=from_conversation, keep_source=True),
+        SOURCE_FEATURES,
+        ["messages"],
+        "train",
+        "test",
+    ),
+}
 STEP = conversations.step(
-    "sft", MODULE, __doc__, HUB, "which instruction dataset (alpaca-cleaned: single "
-    "instructions; smol-smoltalk: multi-turn conversations with system prompts)", "conversations",
+    "sft",
+    MODULE,
+    __doc__,
+    HUB,
+    "which instruction dataset (alpaca-cleaned: single "
+    "instructions; smol-smoltalk: multi-turn conversations with system prompts)",
+    "conversations",
     sample=lambda args, run: conversations.sample_parts(args, run, sft_rows, SAMPLE_FEATURES),
-    local=(partial(conversation, layout=conversations.conversation_from_any), FEATURES,
-           "conversation", 'needs "messages" or "instruction"/"output"'),
-)  # fmt: skip
+    local=(
+        partial(conversation, layout=conversations.conversation_from_any),
+        FEATURES,
+        "conversation",
+        'needs "messages" or "instruction"/"output"',
+    ),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
