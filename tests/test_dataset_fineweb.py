@@ -125,40 +125,16 @@ def test_the_files_become_a_load_from_disk_dataset_dict(reference, parquet_files
     assert not partial_path(reference).exists() and not (reference / PROGRESS_NAME).exists()
 
 
-def test_whole_files_are_downloaded_and_the_last_one_read_where_it_lies(tmp_path, hub):
-    """The budget ends in the second file: the first is downloaded whole (at the commit the
-    first call resolved), the second read from the Hub. Without a budget every file is
-    downloaded, each one after the last was deleted; none stays on disk."""
+def test_every_file_is_read_where_it_lies_at_the_resolved_commit(tmp_path, hub):
+    """The commit is resolved once and every file is read from it; the budget ends in the
+    second file, so the third is never opened. Nothing but the shards is written."""
     download(tmp_path / "raw", "--max-tokens", BUDGET)
     assert hub.calls == [
         ("dataset_info", fineweb_edu.REPO_ID, None),
-        ("download", "sample/10BT/000_00000.parquet", COMMIT, []),
+        ("remote", "sample/10BT/000_00000.parquet"),
         ("remote", "sample/10BT/001_00000.parquet"),
     ]
-    hub.calls.clear()
-    download(tmp_path / "all")
-    downloads = [call for call in hub.calls if call[0] == "download"]
-    assert [(call[1][-17:], call[3]) for call in downloads] == [
-        (f"{index:03d}_00000.parquet", []) for index in range(3)
-    ]
     assert not list(tmp_path.rglob("*.parquet"))
-
-
-def test_what_a_killed_download_left_is_removed_before_the_next_file(tmp_path, hub):
-    """hf_hub_download leaves its `.incomplete` file when killed, and a finished file stays
-    until the next one is opened: neither may pile up on disk over a long download."""
-    args = download_dataset.pipeline.parse_args(download_dataset.STEP, ["--dataset", "fineweb-edu"])
-    files = fineweb_edu.HubFiles(args, None, tmp_path)
-    stale = [
-        tmp_path / "download/.cache/huggingface/download/sample/10BT/x.incomplete",
-        tmp_path / "download/sample/10BT/000_00000.parquet",
-    ]
-    for path in stale:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"partial")
-    files.open(1, float("inf"))
-    assert [p.exists() for p in stale] == [False, False]
-    assert (tmp_path / "download/sample/10BT/001_00000.parquet").exists()
 
 
 def test_min_int_score_keeps_only_higher_scored_pages_and_counts_the_rest(
