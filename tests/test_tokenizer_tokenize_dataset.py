@@ -325,15 +325,15 @@ def test_overwrite_replaces_a_finished_output(tmp_path, tokenizer_path):
 def test_interrupt_mid_write_leaves_nothing_finished(tmp_path, tokenizer_path, monkeypatch):
     raw = pre_training_dataset(tmp_path / "raw", copies=10)
     calls = []
-    original = tokenize_dataset.Encoder.__call__
+    original = tokenize_dataset.encode_batch
 
-    def interrupted(self, first_row, rows):
+    def interrupted(first_row, batch):
         calls.append(first_row)
         if len(calls) == 3:  # two batches are already written to the temporary folder
             raise KeyboardInterrupt
-        return original(self, first_row, rows)
+        return original(first_row, batch)
 
-    monkeypatch.setattr(tokenize_dataset.Encoder, "__call__", interrupted)
+    monkeypatch.setattr(tokenize_dataset, "encode_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tokenize(raw, tmp_path / "out", tokenizer_path, "--batch-size", 5)
     assert len(calls) == 3

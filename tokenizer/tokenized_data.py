@@ -113,6 +113,17 @@ class SplitWriter:
         write_array(self.files["pair_offsets.bin"], rows, np.uint64)
         self.num_tokens, self.num_documents = int(ends[-1]), self.num_documents + len(pairs)
 
+    def add_rows(self, rows: list) -> None:
+        """Append encoded rows, each (raw row, parts): parts are (tokens,) for pre_training,
+        (tokens, loss mask) for sft, (prompt, chosen, rejected) for dpo."""
+        source_rows = [row for row, _ in rows]
+        parts = [parts for _, parts in rows]
+        if self.stage == "dpo":
+            self.add_pairs(parts, source_rows)
+            return
+        masks = [mask for _, mask in parts] if self.stage == "sft" else None
+        self.add_documents([part[0] for part in parts], masks, source_rows)
+
     def finish(self, tokenizer_sha256: str, stats: dict | None = None) -> dict:
         """Close the arrays and write `meta.json` describing them."""
         arrays = {}
