@@ -52,52 +52,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--dataset-dir", required=True, help="raw DatasetDict folder written by a download step")
-    add(
-        "--tokenizer-path",
-        required=True,
-        help="tokenizer.json written by tokenizer.train, or an imported model's",
-    )
+    add("--tokenizer-path", required=True, help="tokenizer.json of tokenizer.train or a model's")
     add("--output-dir", required=True, help="folder to create, one sub-folder per split")
     add("--overwrite", action="store_true", help="replace an existing --output-dir")
+    cores = os.cpu_count() or 1
     add(
-        "--num-proc",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="worker processes that encode (1: this process). Default: the CPU cores",
+        "--num-proc", type=int, default=cores, help="worker processes (1: this one). Default: cores"
     )
-    add(
-        "--batch-size",
-        type=int,
-        default=1000,
-        help="rows per work item (memory holds about 2 x num-proc of them). Default 1000",
-    )
+    add("--batch-size", type=int, default=1000, help="rows per work item. Default 1000")
     add(
         "--stage",
         choices=STAGES,
-        help="the training stage the data is for: pre_training (column text, the default), sft "
-        "(messages, + a loss mask) or dpo (prompt/chosen/rejected)",
+        help="the training stage the data is for: pre_training (column text; the default), sft "
+        "(messages, + a loss mask) or dpo (prompt, chosen, rejected)",
     )
-    add(
-        "--tokenizer-mode",
-        choices=STAGE_OF_MODE,
-        help="older spelling of --stage: post_training_sft (= sft), post_training_dpo (= dpo)",
-    )
-    add(
-        "--tokenizer-profile",
-        choices=STAGES_OF_PROFILE,
-        help="older flag, only checked: pre_training for pre_training, post_training_v1 for sft/dpo",
-    )
+    mode = "older spelling of --stage: post_training_sft (= sft), post_training_dpo (= dpo)"
+    add("--tokenizer-mode", choices=STAGE_OF_MODE, help=mode)
+    profile = "older flag, only checked: pre_training, or post_training_v1 for sft and dpo"
+    add("--tokenizer-profile", choices=STAGES_OF_PROFILE, help=profile)
     add(
         "--max-length",
         type=int,
         help="sft and dpo: most tokens in one sequence (an SFT conversation; a DPO prompt + its "
-        f"longer answer). Default {DEFAULT_MAX_LENGTH}",
+        f"longer reply). Default {DEFAULT_MAX_LENGTH}",
     )
-    add(
-        "--overlong",
-        choices=("truncate", "drop"),
-        help="sft and dpo: what happens to a longer one (counted in meta.json). Default truncate",
-    )
+    overlong = "sft and dpo: cut a longer one, or drop it. Default truncate"
+    add("--overlong", choices=("truncate", "drop"), help=overlong)
     add(
         "--max-prompt-length",
         type=int,
