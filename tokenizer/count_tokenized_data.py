@@ -1,6 +1,6 @@
 r"""Count the tokens of a tokenized dataset, per split and in total, after validating it.
 
-    python3 -m tokenizer.count_tokenized_data --tokenized-dir data/tokens/pre_training
+    python3 -m tokenizer.count_tokenized_data --tokenized-dir data/pre_training/tokenized
     python3 -m tokenizer.count_tokenized_data --tokenized-dir data/sample/pre_training/tokenized \
         --json   # tiny CPU example, machine-readable
 
@@ -17,23 +17,12 @@ import numpy as np
 from common.errors import ArgumentParser, UserError, run_cli
 from tokenizer.tokenized_data import TokenizedSplit, open_dataset
 
+DOCUMENT_COLUMNS = ["tokens", "documents", "mean_document_length", "max_document_length"]
+PAIR_COLUMNS = ["mean_prompt_length", "mean_chosen_length", "mean_rejected_length"]
 COLUMNS = {
-    "pre_training": ["tokens", "documents", "mean_document_length", "max_document_length"],
-    "sft": [
-        "tokens",
-        "documents",
-        "mean_document_length",
-        "max_document_length",
-        "trainable_tokens",
-    ],
-    "dpo": [
-        "tokens",
-        "pairs",
-        "mean_prompt_length",
-        "mean_chosen_length",
-        "mean_rejected_length",
-        "max_pair_length",
-    ],
+    "pre_training": DOCUMENT_COLUMNS,
+    "sft": [*DOCUMENT_COLUMNS, "trainable_tokens"],
+    "dpo": ["tokens", "pairs", *PAIR_COLUMNS, "max_pair_length"],
 }
 
 
@@ -83,11 +72,11 @@ def format_table(stage: str, per_split: dict[str, dict]) -> str:
         values = [counts[column] for column in COLUMNS[stage]]
         rows.append([name] + [f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" for v in values])
     widths = [max(map(len, column)) for column in zip(*rows)]
-    cells = (
-        [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
-        for row in rows
-    )
-    return "\n".join("  ".join(row) for row in cells)
+    lines = []
+    for name, *cells in rows:
+        cells = [cell.rjust(width) for cell, width in zip(cells, widths[1:])]
+        lines.append("  ".join([name.ljust(widths[0]), *cells]))
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

@@ -234,15 +234,16 @@ def step(stage: str, module: str, doc: str, hub: dict, what: str, unit: str, sam
         add_arguments(parser, unit)
 
     sources = {
-        "hub": lambda args, run: hub_parts(args, run, hub[args.dataset]),
+        "hub": functools.partial(hub_parts, hub=hub),
         "sample": sample,
-        "local": lambda args, run: local_parts(args, run, *local),
+        "local": functools.partial(local_parts, local=local),
     }
     return Step(stage, module, doc, f"data/post_training/{stage}/raw", sources, add, check)
 
 
-def hub_parts(args, run: Run, spec: HubDataset) -> list[Part]:
+def hub_parts(args, run: Run, hub: dict[str, HubDataset]) -> list[Part]:
     """The --dataset's train split less the held-out shares, and its test split if it has one."""
+    spec = hub[args.dataset]
     loaded = run.hub(args.dataset, [spec.train] + ([spec.test] if spec.test else []), spec.columns)
     short = args.dataset.split("/")[-1].removesuffix("-cleaned")  # "alpaca/train"
     convert = functools.partial(spec.convert, max_chars=args.max_chars)
@@ -263,19 +264,18 @@ def sample_parts(args, run: Run, rows: Callable[[int, str, int], list], features
     held_out = max(SAMPLE_MIN_HELD_OUT, args.sample_size // SAMPLE_HELD_OUT_SHARE)
     sizes = {"train": args.sample_size, "validation": held_out, "test": held_out}
     run.manifest["inputs"].append({"id": "sample_world", "seed": args.seed, "sizes": sizes})
-    generate = run.generate
-    return [
-        Part(
-            f"sample/{name}",
-            generate(f"sample-{name}", lambda n=name, c=count: rows(args.seed, n, c), features),
-            name,
+    parts = []
+    for name, count in sizes.items():
+        generate = functools.partial(rows, args.seed, name, count)
+        parts.append(
+            Part(f"sample/{name}", run.generate(f"sample-{name}", generate, features), name)
         )
-        for name, count in sizes.items()
-    ]
+    return parts
 
 
-def local_parts(args, run: Run, convert: Callable, features, unit: str, needs: str) -> list[Part]:
+def local_parts(args, run: Run, local: tuple) -> list[Part]:
     """The --data-files jsonl rows, converted; lines that are not JSON objects are counted."""
+    convert, features, unit, needs = local
     files = resolve_data_files(args.data_files, ("jsonl",))
     run.manifest["inputs"].append({"id": "local", "files": [str(f) for f in files]})
     convert = functools.partial(convert, max_chars=args.max_chars)

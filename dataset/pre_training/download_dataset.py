@@ -15,6 +15,8 @@ out of every filter; exact duplicates dropped, the first kept), complete or not 
 """
 
 import argparse
+import functools
+from collections.abc import Iterator
 
 import datasets
 
@@ -139,13 +141,17 @@ def sample_parts(args, run: pipeline.Run) -> list[Part]:
     )
     parts = []
     for name, share in SAMPLE_SPLIT_SHARES.items():
-
-        def rows(name=name, size=int(total * share)):
-            for text, source in pretraining_documents(args.seed, name, max(2_000, size), seen):
-                yield {"text": text, "source": source}
-
-        parts.append(Part(f"sample/{name}", run.generate(f"sample-{name}", rows, FEATURES), name))
+        size = max(2_000, int(total * share))
+        documents = functools.partial(sample_documents, args.seed, name, size, seen)
+        parts.append(
+            Part(f"sample/{name}", run.generate(f"sample-{name}", documents, FEATURES), name)
+        )
     return parts
+
+
+def sample_documents(seed: int, split: str, size: int, seen: set) -> Iterator[dict]:
+    for text, source in pretraining_documents(seed, split, size, seen):
+        yield {"text": text, "source": source}
 
 
 def local_document(row, column: str) -> dict:
@@ -166,6 +172,8 @@ def local_parts(args, run: pipeline.Run) -> list[Part]:
     column, kind = args.text_column, file_kind(files[0])
     run.manifest["inputs"].append({"id": "local", "files": list(map(str, files)), "kind": kind})
 
+    convert = functools.partial(local_document, column=column)
+
     def rows():
         for path in files:
             if kind == "text":
@@ -174,7 +182,7 @@ def local_parts(args, run: pipeline.Run) -> list[Part]:
             else:
                 raw = jsonl_rows(path) if kind == "jsonl" else parquet_rows(path, [column])
             for row in raw:
-                yield pipeline.converted(lambda r: local_document(r, column), row, FEATURES)
+                yield pipeline.converted(convert, row, FEATURES)
 
     documents = run.generate("local", rows, pipeline.with_reason(FEATURES))
     if not any(reason == "" for reason in documents["reason"]):

@@ -12,10 +12,13 @@ stories at their `<|endoftext|>` lines. TinyStories has no test split: a seeded 
 validation split (--tinystories-test-fraction) becomes test.
 """
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 
-from dataset.pipeline import Drop, Part
+import datasets
+
+from dataset.pipeline import Drop, Part, texts
 
 REPO_ID = "roneneldan/TinyStories"
 V2_FILES = {"train": "TinyStoriesV2-GPT4-train.txt", "validation": "TinyStoriesV2-GPT4-valid.txt"}
@@ -88,6 +91,11 @@ def v2_stories(lines: Iterable[str]) -> Iterator[str]:
         yield "\n".join(story_lines)
 
 
+def v2_rows(lines: datasets.Dataset) -> Iterator[dict]:
+    for story in v2_stories(texts(lines)):
+        yield {"text": story}
+
+
 def parts(args, run, features) -> list[Part]:
     """Train (all of it) and validation (a share carved off into test), capped per split."""
     v2 = args.tinystories_version == "v2"
@@ -97,12 +105,8 @@ def parts(args, run, features) -> list[Part]:
     for name in ("train", "validation"):
         rows = loaded[name]
         if v2:
-            lines = (text for batch in rows.iter(batch_size=10_000) for text in batch["text"])
-            rows = run.generate(
-                f"tinystories-v2-{name}",
-                lambda lines=lines: ({"text": s} for s in v2_stories(lines)),
-                {"text": features["text"]},
-            )
+            stories = functools.partial(v2_rows, rows)
+            rows = run.generate(f"tinystories-v2-{name}", stories, {"text": features["text"]})
         carve = {"test": args.tinystories_test_fraction} if name == "validation" else {}
         group = f"tinystories/{name}"
         converted = run.convert(group, rows, story, features)

@@ -64,7 +64,7 @@ STEP = conversations.step(
     "which instruction dataset (alpaca-cleaned: single "
     "instructions; smol-smoltalk: multi-turn conversations with system prompts)",
     "conversations",
-    sample=lambda args, run: conversations.sample_parts(args, run, sft_rows, SAMPLE_FEATURES),
+    sample=partial(conversations.sample_parts, rows=sft_rows, features=SAMPLE_FEATURES),
     local=(
         partial(conversation, layout=conversations.conversation_from_any),
         FEATURES,
