@@ -61,7 +61,7 @@ BATCH_ROWS = 1000  # rows per batch read: shards close between batches
 DEFAULT_HELD_OUT_FRACTION = 0.001  # 4e9 tokens: ~4,000 documents (~4M tokens) each
 DISK_MARGIN = 1.05  # Arrow offsets, the source column and metadata, on top of the text
 FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")})
-KEY_FLAGS = (
+KEY_FLAGS = [  # what a resumed download must share with the one it continues
     "source",
     "config",
     "revision",
@@ -71,31 +71,19 @@ KEY_FLAGS = (
     "validation_fraction",
     "test_fraction",
     "text_column",
-)
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument_group("--dataset fineweb-edu (file by file; resumable)").add_argument
     configs = ", ".join(CONFIG_TOKENS)
     add("--config", help=f"{configs} or a dump like CC-MAIN-2024-10; none: {DEFAULT_CONFIG}")
-    add(
-        "--max-tokens",
-        type=token_count,
-        help="stop once the kept documents hold this many GPT-2 tokens (the dataset's "
-        "token_count), e.g. 4e9; none: the whole config",
-    )
-    add(
-        "--min-int-score",
-        type=int,
-        choices=range(6),
-        help="keep only pages whose int_score (educational value, 0-5) is at least this",
-    )
-    add(
-        "--shard-size-mb",
-        type=float,
-        default=256,
-        help="text per shard (MB): what an interruption can make it read again",
-    )
+    budget = "stop once the kept documents hold this many GPT-2 tokens (the dataset's "
+    add("--max-tokens", type=token_count, help=budget + "token_count), e.g. 4e9; none: all")
+    score = "keep only pages whose int_score (educational value, 0-5) is at least this"
+    add("--min-int-score", type=int, choices=range(6), help=score)
+    shard = "text per shard (MB): what an interruption can make it read again"
+    add("--shard-size-mb", type=float, default=256, help=shard)
     add("--revision", help="Hub branch, tag or commit; none: the newest, resolved once")
 
 
@@ -380,9 +368,13 @@ class Download:
                 for group in range(start, parquet.num_row_groups):
                     skip = first_batch if (index, group) == (first_file, first_group) else 0
                     reader = parquet.iter_batches(BATCH_ROWS, row_groups=[group], columns=columns)
-                    for number, batch in enumerate(self.read(reader, index), start=1):
-                        if number > skip:
-                            yield [index, group, number], pa.Table.from_batches([batch])
+                    try:
+                        for number, batch in enumerate(reader, start=1):
+                            if number > skip:
+                                yield [index, group, number], pa.Table.from_batches([batch])
+                    except Exception as error:  # network, Hub, a damaged file: shards are kept
+                        name = self.files.files[index][0]
+                        raise UserError(f"reading {name} failed ({one_line(error)})") from error
         yield [len(self.files.files), 0, 0], None
 
     def present_columns(self, index: int, names: list[str]) -> list[str]:
@@ -393,18 +385,6 @@ class Download:
                 f"(it has {', '.join(names)}); check --text-column / --min-int-score"
             )
         return [column for column in self.columns if column in names]
-
-    def read(self, reader, index: int):
-        """The batches of `reader`; a failed read (network, Hub, damaged file) is a UserError."""
-        while True:
-            try:
-                batch = next(reader, None)
-            except Exception as error:
-                name = self.files.files[index][0]
-                raise UserError(f"reading {name} failed ({one_line(error)})") from error
-            if batch is None:
-                return
-            yield batch
 
     def run(self) -> None:
         """Read to the end or the budget, closing a shard every --shard-size-mb of text."""
