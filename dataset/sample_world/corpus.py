@@ -41,29 +41,13 @@ def story_slots(rng: random.Random, hero: Character, friend: Character, place2: 
     place = hero.home
     feature, feature2 = rng.sample(place.features, 2)
     adjective = rng.choice(place.adjectives)
-    return {
-        "name": hero.name,
-        **pronouns(hero.gender),
+    return hero.slots | {
         "friend": friend.name,
         **pronouns(friend.gender, prefix="f"),
-        "animal": hero.animal.word,
-        "a_animal": with_article(hero.animal.word),
         "adj_animal": with_article(f"{rng.choice(ANIMAL_ADJECTIVES)} {hero.animal.word}"),
         "fanimal": friend.animal.word,
         "a_fanimal": with_article(friend.animal.word),
-        "sound": hero.animal.sound,
-        "move": hero.animal.move,
         "fmove": friend.animal.move,
-        "body": hero.animal.body,
-        "color": hero.color,
-        "trait": hero.trait,
-        "hobby": hero.hobby,
-        "food": hero.food,
-        "object": hero.object,
-        "obj": hero.obj,
-        "a_obj": with_article(hero.obj),
-        "place": place.word,
-        "at_place": at(place),
         "At_a_place": f"{place.preposition} {with_article(adjective)} {place.word}".capitalize(),
         "feature": feature,
         "feature2": feature2,
@@ -118,26 +102,12 @@ def write_story(
 def fact_slots(world: World, hero: Character) -> dict[str, str]:
     """The slots of the article templates: a world character's facts."""
     friend = world.character(hero.friend)
-    return {
-        "name": hero.name,
-        **pronouns(hero.gender),
-        "animal": hero.animal.word,
-        "a_animal": with_article(hero.animal.word),
+    return hero.slots | {
         "a_color_animal": with_article(f"{hero.color} {hero.animal.word}"),
-        "color": hero.color,
-        "body": hero.animal.body,
-        "call": hero.animal.call,
-        "at_place": at(hero.home),
-        "place": hero.home.word,
         "feature": hero.home.features[0],
         "friend": friend.name,
         "a_fanimal": with_article(friend.animal.word),
         "fat_place": at(friend.home),
-        "a_obj": with_article(hero.obj),
-        "obj": hero.obj,
-        "food": hero.food,
-        "hobby": hero.hobby,
-        "trait": hero.trait,
     }
 
 

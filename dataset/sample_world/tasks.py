@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from dataset.sample_world import world as vocab
 from dataset.sample_world.check import satisfies
 from dataset.sample_world.corpus import write_story
-from dataset.sample_world.world import Character, World, at, build_world, pronouns, with_article
+from dataset.sample_world.world import Character, World, at, build_world, with_article
 
 HELD_OUT_PERCENT = 5  # per held-out split
 QUESTION_SHARE = 0.3  # of SFT tasks; the rest are story requests
@@ -52,15 +52,9 @@ class StorySpec:
 
     @property
     def prompt_slots(self) -> dict:
-        hero = self.hero
-        return {
-            "name": hero.name,
-            **pronouns(hero.gender),
-            "animal": hero.animal.word,
-            "a_animal": with_article(hero.animal.word),
-            "in_a_place": f"{hero.home.preposition} {with_article(hero.home.word)}",
-            "obj": hero.obj,
-            "a_obj": with_article(hero.obj),
+        home = self.hero.home
+        return self.hero.slots | {
+            "in_a_place": f"{home.preposition} {with_article(home.word)}",
             "feeling": self.feeling,
             "max_sentences": self.max_sentences,
         }

@@ -94,6 +94,29 @@ class Character:
     def obj(self) -> str:
         return f"{self.object_adjective} {self.object}"
 
+    @property
+    def slots(self) -> dict[str, str]:
+        """What templates say about the character (world.yaml's {name}, {he}, {a_animal} ...)."""
+        return {
+            "name": self.name,
+            **pronouns(self.gender),
+            "animal": self.animal.word,
+            "a_animal": with_article(self.animal.word),
+            "sound": self.animal.sound,
+            "call": self.animal.call,
+            "move": self.animal.move,
+            "body": self.animal.body,
+            "color": self.color,
+            "trait": self.trait,
+            "hobby": self.hobby,
+            "food": self.food,
+            "object": self.object,
+            "obj": self.obj,
+            "a_obj": with_article(self.obj),
+            "place": self.home.word,
+            "at_place": at(self.home),
+        }
+
 
 @dataclass(frozen=True)
 class World:
