@@ -265,12 +265,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--check-all", action="store_true", help="check every document; print only mismatches")
     add("--max-tokens", type=int, default=300, help="tokens shown per part. Default 300")
     add("--max-chars", type=int, default=3000, help="raw characters shown per text. Default 3000")
-    add(
-        "--color",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="color the tokens (auto: when stdout is a terminal). Default auto",
-    )
+    color = "color the tokens (auto: when stdout is a terminal). Default auto"
+    add("--color", choices=("auto", "always", "never"), default="auto", help=color)
     args = parser.parse_args(argv)
     for flag, low in (("index", 0), ("num", 1), ("max_tokens", 1), ("max_chars", 1)):
         if getattr(args, flag) is not None and getattr(args, flag) < low:

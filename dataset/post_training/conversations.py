@@ -174,39 +174,19 @@ def add_arguments(parser: argparse.ArgumentParser, unit: str) -> None:
     """--max-chars, --sample-size, the held-out shares and the original README's
     --tokenizer-profile; `unit` names a row ("conversations", "pairs")."""
     add = parser.add_argument
+    profile = "older flag, accepted and unused (the one chat format there is)"
     add(
-        "--tokenizer-profile",
-        choices=("post_training_v1",),
-        default=argparse.SUPPRESS,
-        help="older flag, accepted and unused (the one chat format there is)",
+        "--tokenizer-profile", choices=["post_training_v1"], default=argparse.SUPPRESS, help=profile
     )
-    add(
-        "--max-chars",
-        type=int,
-        default=8000,
-        help=f"skip {unit} with more characters than "
-        "this (a conversation's messages; a pair's prompt and longer answer)",
-    )
-    add(
-        "--sample-size",
-        type=int,
-        default=10_000,
-        help=f"sample: train {unit}; validation and "
-        f"test get a {SAMPLE_HELD_OUT_SHARE}th of it each (at least {SAMPLE_MIN_HELD_OUT}), "
-        "with instructions train never shows",
-    )
-    add(
-        "--validation-fraction",
-        type=fraction,
-        default=0.02,
-        help=f"share of the {unit} held out (seeded) for validation",
-    )
-    add(
-        "--test-fraction",
-        type=fraction,
-        default=0.02,
-        help=f"share of the {unit} held out (seeded) for test, when the source has no test split",
-    )
+    longest = f"skip {unit} with more characters than this (a conversation's messages; a pair's "
+    add("--max-chars", type=int, default=8000, help=longest + "prompt and longer answer)")
+    size = f"sample: train {unit}; validation and test get a {SAMPLE_HELD_OUT_SHARE}th of it "
+    size += f"each (at least {SAMPLE_MIN_HELD_OUT}), with instructions train never shows"
+    add("--sample-size", type=int, default=10_000, help=size)
+    held_out = f"share of the {unit} held out (seeded) for"
+    add("--validation-fraction", type=fraction, default=0.02, help=f"{held_out} validation")
+    test = f"{held_out} test, when the source has no test split"
+    add("--test-fraction", type=fraction, default=0.02, help=test)
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -47,55 +47,28 @@ def cap(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dataset",
-        choices=("tinystories-wikitext", "fineweb-edu"),
-        default="tinystories-wikitext",
-        help="the stories and articles below, "
-        "or educational web pages, in resumable shards (hub or local)",
-    )
+    datasets_help = "the stories and articles below, or educational web pages in resumable shards"
+    choices = ("tinystories-wikitext", "fineweb-edu")
+    parser.add_argument("--dataset", choices=choices, default=choices[0], help=datasets_help)
     for split in ("validation", "test"):
-        parser.add_argument(
-            f"--{split}-fraction",
-            type=pipeline.fraction,
-            help=f"share of the "
-            f"documents held out for {split}; none: {LOCAL_HELD_OUT_FRACTION} for "
-            f"--source local (seeded), {fineweb_edu.DEFAULT_HELD_OUT_FRACTION} "
-            "for fineweb-edu (evenly spaced)",
-        )
+        held_out = f"share of the documents held out for {split}; none: "
+        held_out += f"{LOCAL_HELD_OUT_FRACTION} for --source local (seeded), "
+        held_out += f"{fineweb_edu.DEFAULT_HELD_OUT_FRACTION} for fineweb-edu (evenly spaced)"
+        parser.add_argument(f"--{split}-fraction", type=pipeline.fraction, help=held_out)
     fineweb_edu.add_arguments(parser)
     add = parser.add_argument_group("--source hub (tinystories-wikitext)").add_argument
-    add(
-        "--tinystories-version",
-        choices=("v1", "v2"),
-        default="v1",
-        help="v1: the Hub's "
-        "parquet data; v2: the TinyStoriesV2-GPT4 text files (GPT-4 stories only)",
-    )
+    version = "v1: the Hub's parquet data; v2: the TinyStoriesV2-GPT4 text files (GPT-4 only)"
+    add("--tinystories-version", choices=("v1", "v2"), default="v1", help=version)
     add("--wikitext-config", default=wikitext.DEFAULT_CONFIG, help="e.g. wikitext-2-raw-v1")
-    add(
-        "--max-tinystories-docs",
-        type=cap,
-        help="at most this many stories per split (0 leaves TinyStories out; None: all)",
-    )
-    add(
-        "--max-wikitext-docs",
-        type=cap,
-        help="at most this many articles per split (0 leaves WikiText out; None: all)",
-    )
-    add(
-        "--tinystories-test-fraction",
-        type=pipeline.fraction,
-        default=0.5,
-        help="share of TinyStories' validation split carved off (seeded) as its test split",
-    )
-    parser.add_argument_group("--source sample").add_argument(
-        "--sample-size-mb",
-        type=float,
-        default=6.0,
-        help="about this many megabytes of text "
-        "over all splits (95%% train, 2.5%% validation, 2.5%% test)",
-    )
+    stories = "at most this many stories per split (0 leaves TinyStories out; None: all)"
+    add("--max-tinystories-docs", type=cap, help=stories)
+    articles = "at most this many articles per split (0 leaves WikiText out; None: all)"
+    add("--max-wikitext-docs", type=cap, help=articles)
+    test = "share of TinyStories' validation split carved off (seeded) as its test split"
+    add("--tinystories-test-fraction", type=pipeline.fraction, default=0.5, help=test)
+    add = parser.add_argument_group("--source sample").add_argument
+    size = "about this many megabytes of text (95%% train, 2.5%% validation, 2.5%% test)"
+    add("--sample-size-mb", type=float, default=6.0, help=size)
     add = parser.add_argument_group("--source local (--data-files)").add_argument
     add("--text-column", default="text", help="the text field of .jsonl / .parquet rows")
     add(
