@@ -20,15 +20,12 @@ speaks our chat format, `CHAT_TEMPLATE`:
 | 4  | `<|assistant|>`  | opens an assistant turn; a generation prompt ends here   |
 | 5  | `<|end|>`        | closes every turn                                        |
 
-A tokenizer.json with a tokenizer_config.json beside it (and maybe chat_template.jinja), as
-transformers saves them and model.import_hf copies them, brings its own special tokens and
-template. Templates render as transformers' apply_chat_template renders them (a sandboxed
-Jinja, bos_token/eos_token, add_generation_prompt, raise_exception), but with a placeholder
-for each message's content: the template's own text is encoded with special tokens matched,
-each content with matching off, so a "<|end|>" that a user types stays plain text and can never
-forge a turn boundary. An assistant turn (SFT's loss mask, a DPO reply) is its content and the
-template text after it up to the end-of-turn token: the first special token the template
-writes after an assistant's content (`<|end|>`, `<|im_end|>`, `<|eot_id|>` ...).
+A tokenizer_config.json beside tokenizer.json (and maybe chat_template.jinja), as transformers
+saves them, brings its own special tokens and template. Templates render as transformers'
+apply_chat_template does, with a placeholder for each message's content: the template's text is
+encoded with special tokens matched, each content with matching off, so a "<|end|>" a user types
+can never forge a turn boundary. An assistant turn (SFT's loss mask, a DPO reply) is its content
+and the template's text after it up to the first special token it writes there.
 """
 
 import json

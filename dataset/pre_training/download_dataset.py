@@ -6,12 +6,9 @@
     python3 -m dataset.pre_training.download_dataset --output-dir=data/sample/pre_training/raw \\
         --source sample   # tiny CPU example, no network
 
---source hub (default): TinyStories and WikiText (wikitext-103-raw-v1) from the Hugging Face Hub,
-cleaned (tinystories.py, wikitext.py), or with --dataset fineweb-edu FineWeb-Edu, resumable
-(fineweb_edu.py); sample: the sample world's stories and articles; local: your .txt, .jsonl or
-.parquet files (--data-files; with fineweb-edu, FineWeb-shaped parquet files). Output: train/
-validation/ test/ (columns text, source) and manifest.json (inputs, Hub revisions, rows in and
-out of every filter; exact duplicates dropped, the first kept), complete or not at all.
+Sources: TinyStories + WikiText, cleaned (tinystories.py, wikitext.py), or FineWeb-Edu
+(fineweb_edu.py); the sample world; your .txt, .jsonl or .parquet files. Output: train/
+validation/ test/ (columns text, source; exact duplicates dropped) and manifest.json.
 """
 
 import argparse

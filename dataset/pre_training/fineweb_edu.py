@@ -523,18 +523,13 @@ def filter_steps(progress: Progress) -> list[dict]:
     steps, rows = [], progress.drops["read"]
     for reason, dropped in progress.drops.items():
         if reason != "read":
-            steps.append(
-                {
-                    "step": f"drop_{reason}",
-                    "rows_in": rows,
-                    "rows_out": rows - dropped,
-                    "dropped": dropped,
-                }
-            )
+            steps.append(filter_step(f"drop_{reason}", rows, rows - dropped))
             rows -= dropped
     kept = sum(progress.rows.values())
     if kept < rows:  # the budget stopped it: the rest of what was read is left out
-        steps.append(
-            {"step": "max_tokens", "rows_in": rows, "rows_out": kept, "dropped": rows - kept}
-        )
+        steps.append(filter_step("max_tokens", rows, kept))
     return steps
+
+
+def filter_step(name: str, rows_in: int, rows_out: int) -> dict:
+    return {"step": name, "rows_in": rows_in, "rows_out": rows_out, "dropped": rows_in - rows_out}

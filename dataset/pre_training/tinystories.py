@@ -1,14 +1,9 @@
 """TinyStories (roneneldan/TinyStories): stories with their mojibake repaired.
 
-Some stories hold UTF-8 that was once decoded as Windows-1252 ("mojibake"): "donâ€™t" for
-"don’t", "â€œHi!â€" for "“Hi!”", "cafÃ©" for "café". `repair_mojibake` re-encodes each such
-run to bytes and decodes it as UTF-8 again; a run whose last byte was lost (a lone "â€", once
-the closing quote ”) becomes ”; text garbled twice gets a second pass. Stories that still hold
-mojibake afterwards are dropped and counted, as are empty ones.
-
-v1 (default) is the Hub's parquet data, one story per row. v2 (`--tinystories-version v2`) is
-the TinyStoriesV2-GPT4 text files (GPT-4 stories only), read line by line and regrouped into
-stories at their `<|endoftext|>` lines. TinyStories has no test split: a seeded share of its
+Some stories hold UTF-8 once decoded as Windows-1252 ("donâ€™t" for "don’t"): `repair_mojibake`
+decodes each such run again (a lone "â€" that lost its last byte becomes ”); stories still holding
+mojibake are dropped and counted. v2 (`--tinystories-version v2`) reads the TinyStoriesV2-GPT4
+text files, regrouped into stories at their `<|endoftext|>` lines. A seeded share of the
 validation split (--tinystories-test-fraction) becomes test.
 """
 

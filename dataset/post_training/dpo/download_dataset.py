@@ -4,12 +4,10 @@
     python3 -m dataset.post_training.dpo.download_dataset \\
         --output-dir=data/sample/post_training/dpo/raw --source sample --sample-size 2000
 
---source hub: HuggingFaceH4/ultrafeedback_binarized (default), Intel/orca_dpo_pairs or
-Anthropic/hh-rlhf (layouts: conversations.py); sample: pairs about the sample world whose chosen
-answer meets the request and whose rejected one breaks it checkably; local: .jsonl pairs in any
-of those layouts. Output: train/ validation/ test/ with prompt, chosen and rejected (message
-lists; one assistant message each) and manifest.json; identical, empty and over-long pairs are
-counted and skipped.
+Sources: HuggingFaceH4/ultrafeedback_binarized, Intel/orca_dpo_pairs or Anthropic/hh-rlhf
+(layouts: conversations.py); the sample world's pairs (the rejected answer breaks the request
+checkably); .jsonl pairs in any of those layouts. Output: train/ validation/ test/ with prompt,
+chosen and rejected message lists, and manifest.json.
 """
 
 from functools import partial

@@ -6,12 +6,10 @@
     python3 -m dataset.post_training.sft.download_dataset \\
         --output-dir=data/sample/post_training/sft/raw --source sample --sample-size 2000
 
---source hub: yahma/alpaca-cleaned (default; instruction + input -> user, output -> assistant)
-or HuggingFaceTB/smol-smoltalk (multi-turn, system prompts and each row's `source` kept; its test
-split is test); sample: instructions about the sample world, with `constraints` for
-`dataset.sample_world.check.satisfies`; local: .jsonl lines of {"messages": [...]} or
-{"instruction", "input", "output"}. Output: train/ validation/ test/ with column `messages`
-and manifest.json; unusable or over-long (--max-chars) rows are counted and skipped.
+Sources: yahma/alpaca-cleaned or HuggingFaceTB/smol-smoltalk (layouts: conversations.py); the
+sample world's instructions (with `constraints` for dataset.sample_world.check); .jsonl lines of
+{"messages"} or {"instruction", "input", "output"}. Output: train/ validation/ test/ with column
+`messages`, and manifest.json.
 """
 
 from functools import partial
