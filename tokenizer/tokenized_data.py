@@ -96,8 +96,6 @@ class SplitWriter:
         self._append(documents, source_rows)
         write_array(self.files["doc_offsets.bin"], ends, np.uint64)
         if self.stage == "sft":
-            if masks is None:
-                raise ValueError("sft documents need loss masks")
             write_array(self.files["loss_mask.bin"], np.concatenate(masks), np.uint8)
         self.num_tokens, self.num_documents = int(ends[-1]), self.num_documents + len(documents)
 
@@ -191,10 +189,6 @@ def open_split(directory: str | Path, stage: str | None = None) -> TokenizedSpli
     for name in ("doc_offsets.bin", "pair_offsets.bin"):
         if name in arrays:
             _check_offsets(directory / name, arrays[name], len(tokens))
-    if meta.get("num_tokens", len(tokens)) != len(tokens):
-        raise UserError(
-            f"{directory}/meta.json says {meta['num_tokens']} tokens, tokens.bin has {len(tokens)}"
-        )
     if "loss_mask.bin" in arrays and len(arrays["loss_mask.bin"]) != len(tokens):
         raise UserError(f"{directory}: loss_mask.bin and tokens.bin differ in length; re-tokenize")
     if SOURCE_ROWS in arrays and len(arrays[SOURCE_ROWS]) != meta.get("num_documents"):
@@ -210,8 +204,7 @@ def read_meta(directory: str | Path, stage: str | None = None) -> dict:
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise UserError(
-            f"{meta_path} is missing; tokenize the data with "
-            "`python3 -m tokenizer.tokenize_dataset`"
+            f"{meta_path} is missing; make it with python3 -m tokenizer.tokenize_dataset"
         )
     try:
         meta = json.loads(meta_path.read_text())
@@ -221,9 +214,9 @@ def read_meta(directory: str | Path, stage: str | None = None) -> dict:
         if key not in meta:
             raise UserError(f"{meta_path} lacks {key!r}; re-tokenize this dataset")
     if meta["format_version"] != FORMAT_VERSION:
+        version = meta["format_version"]
         raise UserError(
-            f"{meta_path} has format version {meta['format_version']}, this code reads "
-            f"{FORMAT_VERSION}; re-tokenize this dataset"
+            f"{meta_path} has format version {version}, not {FORMAT_VERSION}; re-tokenize"
         )
     if meta["stage"] not in STAGES:
         raise UserError(f"{meta_path}: unknown stage {meta['stage']!r}; re-tokenize this dataset")
@@ -247,10 +240,7 @@ def _open_array(path: Path, dtype: np.dtype, row: int, meta: dict) -> np.ndarray
         )
     expected = meta["arrays"].get(path.name, {}).get("bytes")
     if expected != size:
-        raise UserError(
-            f"{path} holds {size} bytes but meta.json says {expected}; "
-            "the folder is damaged or half-written, re-tokenize this dataset"
-        )
+        raise UserError(f"{path} holds {size} bytes, meta.json says {expected}; re-tokenize")
     count = size // dtype.itemsize
     if count == 0:
         return np.zeros((0, row) if row > 1 else 0, dtype)
@@ -293,10 +283,7 @@ def open_dataset(directory: str | Path, stage: str | None = None) -> dict[str, T
     `stage` data if a stage is given."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise UserError(
-            f"tokenized dataset folder {directory} not found; create it with "
-            "`python3 -m tokenizer.tokenize_dataset`"
-        )
+        raise UserError(f"tokenized dataset folder {directory} not found; run tokenize_dataset")
     splits = {
         name: open_split(directory / name, stage) for name in SPLITS if (directory / name).is_dir()
     }
