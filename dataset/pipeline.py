@@ -54,7 +54,7 @@ class Step:
     default_output: str
     sources: dict[str, Callable]  # --source -> parts(args, run) -> list[Part]
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    check: Callable[[argparse.ArgumentParser, argparse.Namespace], None] = lambda *_: None
+    check: Callable[[argparse.ArgumentParser, argparse.Namespace], None]
 
 
 def fraction(text: str) -> float:
@@ -116,7 +116,7 @@ class Run:
     """What a step's source function works with: the flags, the manifest and a work folder."""
 
     def __init__(self, step: Step, args: argparse.Namespace, work: Path):
-        self.step, self.args, self.work = step, args, work
+        self.args, self.work = args, work
         work.mkdir(parents=True, exist_ok=True)
         self.manifest = new_manifest(step.stage, step.module, args)
 
@@ -185,7 +185,9 @@ class Run:
                 fingerprint=_safe(group),
             )
         except Exception as error:  # datasets wraps our errors, and fails on zero rows
-            cause = _cause(error, UserError)
+            cause = error
+            while cause is not None and not isinstance(cause, UserError):
+                cause = cause.__cause__ or cause.__context__
             if cause is not None:
                 raise cause from None
             if yielded:
@@ -217,12 +219,6 @@ def converted(convert: Callable, row: dict, features) -> dict:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def _cause(error: BaseException | None, kind: type) -> BaseException | None:
-    while error is not None and not isinstance(error, kind):
-        error = error.__cause__ or error.__context__
-    return error
 
 
 def one_line(error: BaseException) -> str:

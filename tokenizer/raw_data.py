@@ -32,7 +32,7 @@ class RawSplit:
             raise UserError(f"{directory} lists no data files; {DOWNLOAD_HINT}")
         self.schema = next(self.batches(schema_only=True))
         self.column_names = self.schema.names
-        self._num_rows = self._text_bytes = None
+        self._num_rows = None
 
     def batches(self, schema_only: bool = False):
         """The record batches of every file in order (or, with schema_only, the schema)."""
@@ -47,9 +47,7 @@ class RawSplit:
                         return
                     yield from reader
             except (OSError, pa.ArrowException) as error:
-                raise UserError(
-                    f"cannot read {path} ({error}); download the dataset again"
-                ) from None
+                raise UserError(f"cannot read {path} ({error}); download it again") from None
 
     def __len__(self) -> int:
         if self._num_rows is None:
