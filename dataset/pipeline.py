@@ -326,7 +326,11 @@ def write(step: Step, args: argparse.Namespace) -> int:
                 raise UserError(f"no usable rows are left for the {name} split ({lines})")
         datasets.DatasetDict(splits).save_to_disk(str(temp))
         shutil.rmtree(run.work, ignore_errors=True)
-        run.manifest["splits"] = {name: split_entry(rows) for name, rows in splits.items()}
+        for name, rows in splits.items():
+            run.manifest["splits"][name] = {"rows": len(rows), "columns": rows.column_names}
+            if "source" in rows.column_names:
+                sources = dict(sorted(Counter(rows["source"]).items()))
+                run.manifest["splits"][name]["rows_by_source"] = sources
         run.manifest["seconds"] = round(time.perf_counter() - started, 2)
         atomic_write_text(temp / "manifest.json", json.dumps(run.manifest, indent=2, default=str))
     for line in summary(run):
@@ -334,13 +338,6 @@ def write(step: Step, args: argparse.Namespace) -> int:
     rows = ", ".join(f"{name} {entry['rows']}" for name, entry in run.manifest["splits"].items())
     print(f"wrote {output} ({rows} rows) in {run.manifest['seconds']} s")
     return 0
-
-
-def split_entry(rows: datasets.Dataset) -> dict:
-    entry = {"rows": len(rows), "columns": rows.column_names}
-    if "source" in rows.column_names:
-        entry["rows_by_source"] = dict(sorted(Counter(rows["source"]).items()))
-    return entry
 
 
 def summary(run: Run) -> list[str]:

@@ -162,9 +162,8 @@ class ChatTokenizer:
         if self._template is None:
             where = Path(self.where).parent / TEMPLATE_FILE
             raise UserError(
-                f"{self.where} has no chat template, so it cannot render a conversa"
-                "tion; give one to model.import_hf with --chat-template FILE (or "
-                f"write it to {where})"
+                f"{self.where} has no chat template to render a conversation; give one to "
+                f"model.import_hf with --chat-template FILE, or write it to {where}"
             )
         marked = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
         parts = PLACEHOLDER.split(self.render(marked, add_generation_prompt))  # text, i, text ...
@@ -174,10 +173,8 @@ class ChatTokenizer:
             if real != filled(parts, contents):
                 contents = [content.strip() for content in contents]
             if real != filled(parts, contents):
-                raise UserError(
-                    f"{self.where}: the chat template changes message contents "
-                    "beyond trimming them; we cannot render it piecewise"
-                )
+                what = "the chat template changes message contents beyond trimming them"
+                raise UserError(f"{self.where}: {what}; we cannot render it piecewise")
         pieces, end, in_turn = [], self.end_of_turn or "", False
         for k, part in enumerate(parts):
             if k % 2:  # message int(part)'s content
@@ -186,11 +183,10 @@ class ChatTokenizer:
                 continue
             found = part.find(end) if in_turn and end else -1  # the turn ends in this text
             cut = found + len(end) if found >= 0 else 0
-            pieces += [
-                Piece(text, False, trained)
-                for text, trained in ((part[:cut], True), (part[cut:], False))
-                if text
-            ]
+            if part[:cut]:  # the end of an assistant turn: trained
+                pieces.append(Piece(part[:cut], False, True))
+            if part[cut:]:
+                pieces.append(Piece(part[cut:], False, False))
         return pieces
 
     def render(self, messages: list[dict], add_generation_prompt=False) -> str:

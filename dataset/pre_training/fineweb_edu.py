@@ -133,7 +133,11 @@ class HubFiles:
     def __init__(self, config: str, revision: str | None):
         import huggingface_hub
 
-        folder = config_folder(config)
+        folder = f"data/{config}/"
+        if config == "default":
+            folder = "data/"
+        elif config.startswith("sample-"):
+            folder = f"sample/{config.removeprefix('sample-')}/"
         api = huggingface_hub.HfApi()
         info = hub_call(api.dataset_info, REPO_ID, revision=revision, files_metadata=True)
         self.revision = info.sha
@@ -153,14 +157,6 @@ class HubFiles:
         return pq.ParquetFile(hub_call(huggingface_hub.HfFileSystem().open, remote))
 
 
-def config_folder(config: str) -> str:
-    if config == "default":
-        return "data/"
-    if config.startswith("sample-"):
-        return f"sample/{config.removeprefix('sample-')}/"
-    return f"data/{config}/"
-
-
 class LocalFiles:
     """FineWeb-shaped parquet files of the user's (--source local --data-files)."""
 
@@ -174,9 +170,7 @@ class LocalFiles:
         try:
             return pq.ParquetFile(self.paths[index])
         except Exception as error:
-            raise UserError(
-                f"{self.paths[index]} is not a readable Parquet file ({error})"
-            ) from None
+            raise UserError(f"{self.paths[index]} is not a Parquet file ({error})") from None
 
 
 def hub_call(function, *args, **kwargs):
@@ -185,8 +179,7 @@ def hub_call(function, *args, **kwargs):
     except Exception as error:
         raise UserError(
             f"could not reach {REPO_ID} on the Hugging Face Hub ({one_line(error)}); check the "
-            "network and --revision, or read local files with --source local --data-files "
-            "'dir/*.parquet'"
+            "network and --revision, or use --source local --data-files 'dir/*.parquet'"
         ) from error
 
 
