@@ -195,6 +195,18 @@ class Run:
             return datasets.Dataset.from_dict({key: [] for key in features}, features=features)
 
 
+def local_parts(run: Run, rows: Callable, features, unit: str, hint: str, dedupe=False) -> list:
+    """The user's rows (`rows()` yields them converted), held-out shares carved off (seeded);
+    a UserError when none is usable."""
+    usable = run.generate("local", rows, with_reason(features))
+    reasons = Counter(usable["reason"])
+    if not reasons.pop("", 0):
+        counts = f"{len(usable)} rows ({dict(reasons)})"
+        raise UserError(f"--data-files: no usable {unit} in {counts}; {hint}")
+    shares = {"validation": run.args.validation_fraction, "test": run.args.test_fraction}
+    return [Part("local", usable, "train", shares, dedupe=dedupe)]
+
+
 def with_reason(features: dict) -> datasets.Features:
     """The columns of converted rows: the output's, and `reason` ("" for a usable row)."""
     return datasets.Features({**features, "reason": datasets.Value("string")})

@@ -16,13 +16,12 @@ import argparse
 import functools
 import os
 import re
-from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple
 
-from common.errors import UserError
+from dataset import pipeline
 from dataset.local_files import jsonl_rows, resolve_data_files
-from dataset.pipeline import Drop, Part, Run, Step, converted, fraction, with_reason
+from dataset.pipeline import Drop, Part, Run, Step, converted, fraction
 
 ROLES = ("system", "user", "assistant")
 ASSISTANT = "\n\nAssistant:"
@@ -269,12 +268,4 @@ def local_parts(args, run: Run, local: tuple) -> list[Part]:
                 else:
                     yield converted(convert, row, features)
 
-    usable = run.generate("local", rows, with_reason(features))
-    reasons = Counter(usable["reason"])
-    if not reasons.pop("", 0):
-        raise UserError(
-            f"--data-files: no usable {unit} in {len(usable)} rows "
-            f"({dict(reasons)}); each line {needs}"
-        )
-    shares = {"validation": args.validation_fraction, "test": args.test_fraction}
-    return [Part("local", usable, "train", shares)]
+    return pipeline.local_parts(run, rows, features, unit, f"each line {needs}")

@@ -154,15 +154,8 @@ def local_parts(args, run: pipeline.Run) -> list[Part]:
             for row in raw:
                 yield pipeline.converted(convert, row, FEATURES)
 
-    documents = run.generate("local", rows, pipeline.with_reason(FEATURES))
-    if not any(reason == "" for reason in documents["reason"]):
-        reasons = sorted(set(documents["reason"])) or ["no documents"]
-        raise UserError(
-            f"--data-files: no usable documents ({', '.join(reasons)}); is "
-            f"--text-column {column!r} the right field?"
-        )
-    shares = {"validation": args.validation_fraction, "test": args.test_fraction}
-    return [Part("local", documents, "train", shares, dedupe=True)]
+    hint = f"is --text-column {column!r} the right field?"
+    return pipeline.local_parts(run, rows, FEATURES, "documents", hint, dedupe=True)
 
 
 SOURCES = {"hub": hub_parts, "sample": sample_parts, "local": local_parts}
