@@ -93,9 +93,6 @@ def parse_args(step: Step, argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-# ---------------------------------------------------------------- rows in
-
-
 def new_manifest(stage: str, module: str, args: argparse.Namespace) -> dict:
     """manifest.json's fields; a step fills in inputs, filters (rows in and out of each) and
     splits."""
@@ -253,9 +250,6 @@ def hub_revision(dataset: datasets.Dataset) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------- rows out
-
-
 def keep(run: Run, parts: list[Part]) -> dict[str, datasets.Dataset]:
     """Drop the unusable rows and the duplicates (counted), cap, carve; the splits in order."""
     usable = {}
@@ -321,9 +315,6 @@ def carve(dataset, into: str, shares: dict[str, float], seed: int) -> dict:
         start += count
     result[into] = dataset.select(np.sort(order[start:]))
     return result
-
-
-# ---------------------------------------------------------------- the command
 
 
 def write(step: Step, args: argparse.Namespace) -> int:

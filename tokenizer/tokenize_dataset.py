@@ -261,8 +261,6 @@ def content_ids(tokenizer, conversations: list) -> Iterator[list[int]]:
 STAGE_ROWS = {"pre_training": document_rows, "sft": conversation_rows, "dpo": pair_rows}
 
 
-# ---------------------------------------------------------------- the worker processes
-
 _worker = None  # (tokenizer, settings) of this process
 
 
@@ -314,9 +312,6 @@ def batch_encoder(settings: argparse.Namespace):
 
     with pool:
         yield encode_all
-
-
-# ---------------------------------------------------------------- the command
 
 
 def tokenize_split(split, directory: Path, encode_all, args, vocab_size: int, sha256: str) -> dict:

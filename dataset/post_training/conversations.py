@@ -163,8 +163,6 @@ def pair_from_any(row: dict) -> dict:
     return from_strings(row)
 
 
-# ---------------------------------------------------------------- what the SFT and DPO steps share
-
 SAMPLE_HELD_OUT_SHARE = 20  # validation and test get a 20th of --sample-size each...
 SAMPLE_MIN_HELD_OUT = 20  # ...but at least this many
 

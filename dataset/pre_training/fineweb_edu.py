@@ -122,9 +122,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--shard-size-mb must be positive, got {args.shard_size_mb}")
 
 
-# ---------------------------------------------------------------- the files
-
-
 class HubFiles:
     """The config's parquet files at one commit, each read where it lies."""
 
@@ -181,9 +178,6 @@ def hub_call(function, *args, **kwargs):
             f"could not reach {REPO_ID} on the Hugging Face Hub ({one_line(error)}); check the "
             "network and --revision, or use --source local --data-files 'dir/*.parquet'"
         ) from error
-
-
-# ---------------------------------------------------------------- progress
 
 
 @dataclass
@@ -259,9 +253,6 @@ def assign_splits(progress: Progress, count: int, fractions: tuple[float, float]
     progress.kept += count
     progress.not_validation += others
     return split
-
-
-# ---------------------------------------------------------------- reading
 
 
 class Download:
@@ -401,9 +392,6 @@ class Download:
                     started = time.perf_counter()
                 if progress.done:
                     return
-
-
-# ---------------------------------------------------------------- the download
 
 
 def download(args: argparse.Namespace, module: str) -> int:

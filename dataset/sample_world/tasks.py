@@ -34,9 +34,6 @@ def split_of(seed: int, key: str) -> str:
     return "validation" if bucket < 2 * HELD_OUT_PERCENT else "train"
 
 
-# ---------------------------------------------------------------- story requests
-
-
 @dataclass(frozen=True)
 class StorySpec:
     hero: Character
@@ -129,9 +126,6 @@ def rejected_answers(rng: random.Random, world: World, spec: StorySpec) -> dict[
     return answers
 
 
-# ---------------------------------------------------------------- questions about the world
-
-
 @dataclass(frozen=True)
 class QuestionSpec:
     character: Character
@@ -184,9 +178,6 @@ def _question_specs(seed: int, split: str) -> tuple[QuestionSpec, ...]:
     world = build_world(seed)
     specs = [QuestionSpec(character, kind) for character in world.characters for kind in QUESTIONS]
     return tuple([s for s in specs if split_of(seed, s.key) == split] or specs)
-
-
-# ---------------------------------------------------------------- rows
 
 
 def _message(role: str, content: str) -> list[dict]:
