@@ -59,11 +59,13 @@ class RawSplit:
         return sum(batch.column(c).nbytes for batch in self.batches() for c in columns)
 
     def iter_rows(self, columns, batch_rows: int):
-        """{column: values} for consecutive batches of at most `batch_rows` rows, in order."""
+        """(first row, {column: values}) of consecutive batches of at most `batch_rows` rows."""
+        first_row = 0
         for batch in self.batches():
             for start in range(0, batch.num_rows, batch_rows):
                 chunk = batch.slice(start, batch_rows)
-                yield {name: chunk.column(name).to_pylist() for name in columns}
+                yield first_row, {name: chunk.column(name).to_pylist() for name in columns}
+                first_row += chunk.num_rows
 
 
 def split_folders(path: Path, allow_single_split: bool = True) -> dict[str, Path]:

@@ -318,15 +318,9 @@ def tokenize_split(split, directory: Path, encode_all, args, vocab_size: int, sh
     """Write one split's arrays and meta.json; returns the meta."""
     columns = raw_data.COLUMNS[args.stage]
     writer, stats = SplitWriter(directory, args.stage, vocab_size, source_rows=True), Counter()
-
-    def jobs():
-        first_row = 0
-        for batch in split.iter_rows(columns, args.batch_size):
-            yield first_row, batch
-            first_row += len(batch[columns[0]])
-
+    jobs = split.iter_rows(columns, args.batch_size)
     with tqdm(total=len(split), desc=f"tokenizing {split.name}", unit="rows") as progress:
-        for rows, batch_stats, num_rows in encode_all(jobs()):
+        for rows, batch_stats, num_rows in encode_all(jobs):
             writer.add_rows(rows)
             stats.update(batch_stats)
             progress.update(num_rows)

@@ -65,15 +65,14 @@ def texts(split: raw_data.RawSplit, max_chars: int | None, stats: dict):
     """Batches of strings: texts or message contents. With max_chars, those of every k-th row
     (k from the size of the text columns, so the sample spans the whole split, and depends only
     on the data) until max_chars characters are taken."""
-    columns, row = text_columns(split), 0
+    columns = text_columns(split)
     stride = max(1, split.column_bytes(columns) // max_chars) if max_chars else 1
-    for rows in split.iter_rows(columns, 1000):
+    for row, rows in split.iter_rows(columns, 1000):
         batch = []
         for column in columns:
             for value in rows[column][-row % stride :: stride]:
                 contents = [value] if column == "text" else [m.get("content") for m in value or []]
                 batch += [text for text in contents if isinstance(text, str)]
-        row += len(rows[columns[0]])
         if max_chars is not None:
             batch = cut(batch, max_chars - stats["chars"])
         stats["chars"] += sum(map(len, batch))
