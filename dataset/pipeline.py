@@ -139,10 +139,8 @@ class Run:
                 raise UserError(f"{repo_id} has no {name} split (it has {', '.join(loaded)})")
             missing = [c for c in columns if c not in loaded[name].column_names]
             if missing:
-                raise UserError(
-                    f"{repo_id} {name} has no column {', '.join(map(repr, missing))} "
-                    f"(it has {', '.join(loaded[name].column_names)})"
-                )
+                has = ", ".join(loaded[name].column_names)
+                raise UserError(f"{repo_id} {name} has no column {missing[0]!r} (it has {has})")
         details = {key: value for key, value in kwargs.items() if value is not None}
         revision = hub_revision(next(iter(loaded.values())))
         rows = {name: len(split) for name, split in loaded.items()}

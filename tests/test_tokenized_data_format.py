@@ -135,7 +135,7 @@ def test_only_the_dtype_the_writer_writes_is_read(tmp_path, dtype):
     with pytest.raises(
         UserError,
         match=f"dtype {dtype!r} is not what tokenize_dataset writes .*"
-        r"\(uint16\); .* re-tokenize",
+        r"\(uint16\); re-tokenize",
     ):
         open_split(tmp_path / "train")
     meta["dtype"], meta["vocab_size"] = "uint16", "1000"

@@ -272,7 +272,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tokenizer_path):
     (tmp_path / "empty").mkdir()
     fails("is empty", raw=tmp_path / "empty")
     fails("single split folder", raw=raw / "train")
-    fails(r"sft data needs 'messages'.*Check --stage", "--stage", "sft")
+    fails(r"sft data needs 'messages'.*check --stage", "--stage", "sft")
     save_splits(tmp_path / "no_text", {"train": {"body": ["x"]}})
     fails(r"pre_training data needs 'text'.*missing \['text'\]", raw=tmp_path / "no_text")
     not_tokenizer = tmp_path / "tokenizer.json"

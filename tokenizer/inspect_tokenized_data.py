@@ -45,10 +45,7 @@ def tokenized_split_folder(path: Path, split: str | None) -> tuple[Path, str]:
         return path, path.name
     split = split or "train"
     if not (path / split).is_dir():
-        raise UserError(
-            f"{path / split} not found; --tokenized-dataset-dir must be a tokenize_dataset "
-            "output folder (and --split one of its splits) or one of its split folders"
-        )
+        raise UserError(f"{path / split} not found; is --tokenized-dataset-dir tokenized data?")
     return path / split, split
 
 
@@ -59,10 +56,7 @@ def raw_split(folder: Path, name: str):
         return raw[name]
     if (folder / "state.json").is_file() and folder.name not in SPLITS:
         return raw[folder.name]  # a split folder by another name
-    raise UserError(
-        f"--raw-dataset-dir {folder} has no split {name!r} (it has {', '.join(raw)}); pass the "
-        "raw split that was tokenized"
-    )
+    raise UserError(f"--raw-dataset-dir {folder} has no split {name!r} (it has {', '.join(raw)})")
 
 
 class Inspector:
@@ -79,19 +73,13 @@ class Inspector:
         self.split = open_split(directory)
         self.stage, self.size = self.split.stage, int(self.split.meta["num_documents"])
         if self.split.meta.get("tokenizer_sha256") != sha256_file(args.tokenizer_path):
-            raise UserError(
-                f"{args.tokenizer_path} is not the tokenizer {directory} was made with (sha256 "
-                "differs); pass the --tokenizer-path given to tokenize_dataset"
-            )
+            raise UserError(f"{directory} was made with another tokenizer (sha256 differs)")
         self.raw = raw_split(Path(args.raw_dataset_dir), self.name)
         raw_data.check_columns({self.name: self.raw}, self.stage, args.raw_dataset_dir)
         self.max_length = self.split.meta.get("stats", {}).get("max_length")
         self.rows = self.split.source_rows  # the raw row of each document
         if self.rows is None or (len(self.rows) and int(self.rows.max()) >= len(self.raw)):
-            raise UserError(
-                f"{directory}'s source_rows.bin does not fit the {len(self.raw)} raw rows; is "
-                "--raw-dataset-dir the one tokenized?"
-            )
+            raise UserError(f"{directory} does not match --raw-dataset-dir (source rows differ)")
 
     def token_text(self, token_id) -> bytes:
         """A token's exact bytes; an added token's name."""

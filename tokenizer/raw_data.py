@@ -81,10 +81,7 @@ def split_folders(path: Path, allow_single_split: bool = True) -> dict[str, Path
     if (path / "state.json").is_file() and allow_single_split:
         return {path.name: path}
     if (path / "state.json").is_file():
-        raise UserError(
-            f"{path} is a single split folder; pass the dataset folder that holds "
-            "train/ validation/ test/ (its parent)"
-        )
+        raise UserError(f"{path} is a single split folder; pass the dataset folder above it")
     what = "is empty" if not any(path.iterdir()) else "holds no saved dataset"
     raise UserError(
         f"dataset folder {path} {what} (no dataset_dict.json or state.json); {DOWNLOAD_HINT}"
@@ -116,10 +113,10 @@ def check_columns(splits: dict, stage: str, path) -> None:
         schema = split.schema if isinstance(split, RawSplit) else split.data.schema
         missing = [column for column in COLUMNS[stage] if column not in schema.names]
         if missing:
+            needs = ", ".join(map(repr, COLUMNS[stage]))
             raise UserError(
-                f"{Path(path) / name} has columns {schema.names} but {stage} data needs "
-                f"{', '.join(map(repr, COLUMNS[stage]))}; missing {missing}. Check --stage and "
-                "--dataset-dir"
+                f"{Path(path) / name} has columns {schema.names} but {stage} data needs {needs} "
+                f"(missing {missing}); check --stage and --dataset-dir"
             )
         for column in COLUMNS[stage]:
             check_type(schema.field(column).type, column, Path(path) / name)
@@ -144,7 +141,4 @@ def check_type(column_type, column: str, where: Path) -> None:
         )
         wanted = "lists of {role, content} messages with string fields"
     if not ok:
-        raise UserError(
-            f"{where}: column {column!r} holds {column_type} values, not {wanted}; "
-            "make the dataset with a download_dataset step, or fix that column"
-        )
+        raise UserError(f"{where}: column {column!r} holds {column_type} values, not {wanted}")

@@ -234,10 +234,8 @@ def _open_array(path: Path, dtype: np.dtype, row: int, meta: dict) -> np.ndarray
         raise UserError(f"{path} is missing; re-tokenize this dataset")
     size = path.stat().st_size
     if size % (dtype.itemsize * row):
-        raise UserError(
-            f"{path} holds {size} bytes, not a multiple of {dtype.itemsize * row} "
-            f"({dtype.name}); the file is damaged, re-tokenize this dataset"
-        )
+        item = f"{dtype.itemsize * row} ({dtype.name})"
+        raise UserError(f"{path} holds {size} bytes, not a multiple of {item}; re-tokenize")
     expected = meta["arrays"].get(path.name, {}).get("bytes")
     if expected != size:
         raise UserError(f"{path} holds {size} bytes, meta.json says {expected}; re-tokenize")
@@ -258,8 +256,7 @@ def _check_dtype(meta: dict, meta_path: Path) -> np.dtype:
     if meta["dtype"] != expected.name:
         raise UserError(
             f"{meta_path}: dtype {meta['dtype']!r} is not what tokenize_dataset writes for a "
-            f"vocabulary of {vocab_size:,} ({expected.name}); the folder is damaged or foreign, "
-            "re-tokenize this dataset"
+            f"vocabulary of {vocab_size:,} ({expected.name}); re-tokenize this dataset"
         )
     return expected
 
@@ -272,10 +269,7 @@ def _check_offsets(path: Path, offsets: np.ndarray, num_tokens: int) -> None:
     flat = np.asarray(offsets, np.int64).reshape(-1)
     contiguous = offsets.ndim == 1 or bool(np.all(offsets[1:, 0] == offsets[:-1, -1]))
     if flat[0] != 0 or flat[-1] != num_tokens or np.any(np.diff(flat) < 0) or not contiguous:
-        raise UserError(
-            f"{path} does not delimit tokens.bin (offsets must rise from 0 to {num_tokens} "
-            "without gaps); the folder is damaged, re-tokenize this dataset"
-        )
+        raise UserError(f"{path} does not delimit tokens.bin from 0 to {num_tokens}; re-tokenize")
 
 
 def open_dataset(directory: str | Path, stage: str | None = None) -> dict[str, TokenizedSplit]:

@@ -52,9 +52,8 @@ def text_columns(split: raw_data.RawSplit) -> tuple[str, ...]:
     found = ("text",) if "text" in names else tuple(c for c in TEXT_COLUMNS if c in names)
     if not found:
         raise UserError(
-            f"{split.directory} has columns {names} but no 'text' column (nor "
-            "'messages' or 'prompt'/'chosen'/'rejected'); pass a dataset made by "
-            "dataset/*/download_dataset"
+            f"{split.directory} has columns {names} but no 'text' column (nor 'messages' or "
+            "'prompt'/'chosen'/'rejected'); pass a dataset made by a download_dataset step"
         )
     for column in found:
         raw_data.check_type(split.schema.field(column).type, column, split.directory)

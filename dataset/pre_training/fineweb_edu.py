@@ -104,10 +104,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--dataset fineweb-edu reads --source hub or --source local, not sample")
     config = args.config or DEFAULT_CONFIG
     if args.source == "hub" and config not in CONFIG_TOKENS and not DUMP_CONFIG.fullmatch(config):
-        raise UserError(
-            f"--config {config!r} is not a FineWeb-Edu config; choose one of "
-            f"{', '.join(CONFIG_TOKENS)} or a dump like CC-MAIN-2024-10"
-        )
+        configs = ", ".join(CONFIG_TOKENS)
+        raise UserError(f"--config {config!r} is not a FineWeb-Edu config ({configs}, CC-MAIN-...)")
     if args.source == "local" and (args.config or args.revision):
         raise UserError("--config and --revision name Hub data; --source local reads --data-files")
     size = CONFIG_TOKENS.get(config) if args.source == "hub" else None
@@ -364,10 +362,8 @@ class Download:
     def present_columns(self, index: int, names: list[str]) -> list[str]:
         missing = [c for c in self.columns if c not in names and c != "token_count"]
         if missing:
-            raise UserError(
-                f"{self.files.files[index][0]} has no column {', '.join(map(repr, missing))} "
-                f"(it has {', '.join(names)}); check --text-column / --min-int-score"
-            )
+            name = self.files.files[index][0]
+            raise UserError(f"{name} has no column {missing[0]!r}; check --text-column")
         return [column for column in self.columns if column in names]
 
     def run(self) -> None:
@@ -420,9 +416,10 @@ def download(args: argparse.Namespace, module: str) -> int:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
         if not all(progress.rows.values()):
+            counts = f"{progress.rows} documents"
             raise UserError(
-                f"the download ended with {progress.rows} documents per split; train, validation "
-                "and test each need some: pass --overwrite with a larger --max-tokens"
+                f"train, validation and test each need some, not {counts}; pass a "
+                "larger --max-tokens with --overwrite"
             )
         finish(args, module, files, folder, progress)
         replace_directory(folder, output)
@@ -442,10 +439,8 @@ def continue_download(download: Download) -> None:
     need = ((budget or 0) - progress.total_tokens) * BYTES_PER_TOKEN * DISK_MARGIN
     free = free_bytes(folder)
     if free is not None and free < need:
-        raise UserError(
-            f"the download needs about {need / 1e9:.1f} GB more at {folder}, but only "
-            f"{free / 1e9:.1f} GB are free; lower --max-tokens or free some space"
-        )
+        gigabytes = f"about {need / 1e9:.1f} GB more at {folder}, but only {free / 1e9:.1f} GB"
+        raise UserError(f"the download needs {gigabytes} are free; lower --max-tokens")
     try:
         with report_full_disk(folder):
             download.run()
