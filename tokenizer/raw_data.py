@@ -130,15 +130,10 @@ def check_type(column_type, column: str, where: Path) -> None:
     if column == "text":
         ok, wanted = column_type in strings, "strings (one document per row)"
     else:
-        item = getattr(column_type, "value_type", None)
-        ok = (
-            item is not None
-            and pa.types.is_struct(item)
-            and all(
-                item.get_field_index(name) >= 0 and item.field(name).type in strings
-                for name in ("role", "content")
-            )
-        )
+        item = getattr(column_type, "value_type", None)  # what a list holds
+        is_struct = item is not None and pa.types.is_struct(item)
+        fields = {field.name: field.type for field in item} if is_struct else {}
+        ok = fields.get("role") in strings and fields.get("content") in strings
         wanted = "lists of {role, content} messages with string fields"
     if not ok:
         raise UserError(f"{where}: column {column!r} holds {column_type} values, not {wanted}")
