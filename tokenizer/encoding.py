@@ -154,7 +154,8 @@ class ChatTokenizer:
 
     def document(self, text: str) -> list[int]:
         """A pre-training document: BOS (when the tokenizer has one) + text."""
-        return [self.bos_id] * (self.bos_id is not None) + self.encode_text(text)
+        bos = [self.bos_id] if self.bos_id is not None else []
+        return bos + self.encode_text(text)
 
     def chat_pieces(self, messages: list[dict], add_generation_prompt=False) -> list[Piece]:
         """The conversation rendered by the chat template, in pieces (module docstring)."""

@@ -2,9 +2,6 @@ r"""Tokenize every split of a raw dataset into memory-mapped arrays (tokenizer/t
 
     python3 -m tokenizer.tokenize_dataset --dataset-dir data/pre_training/raw \
         --tokenizer-path data/tokenizer/tokenizer.json --output-dir data/pre_training/tokenized
-    python3 -m tokenizer.tokenize_dataset --dataset-dir data/post_training/sft/raw \
-        --tokenizer-path data/tokenizer/tokenizer.json \
-        --output-dir data/post_training/sft/tokenized --stage sft --max-length 1025
     python3 -m tokenizer.tokenize_dataset --dataset-dir data/sample/pre_training/raw \
         --tokenizer-path data/sample/tokenizer/tokenizer.json \
         --output-dir data/sample/pre_training/tokenized --num-proc 2   # tiny CPU example
@@ -55,10 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--tokenizer-path", required=True, help="tokenizer.json of tokenizer.train or a model's")
     add("--output-dir", required=True, help="folder to create, one sub-folder per split")
     add("--overwrite", action="store_true", help="replace an existing --output-dir")
-    cores = os.cpu_count() or 1
-    add(
-        "--num-proc", type=int, default=cores, help="worker processes (1: this one). Default: cores"
-    )
+    workers = "worker processes (1: this one). Default: the CPU cores"
+    add("--num-proc", type=int, default=os.cpu_count() or 1, help=workers)
     add("--batch-size", type=int, default=1000, help="rows per work item. Default 1000")
     add(
         "--stage",

@@ -65,11 +65,8 @@ def write_array(file, values, dtype) -> None:
 
 
 class SplitWriter:
-    """Streams one split to disk: arrays grow by appending, so memory stays flat.
-
-    Use inside `common.atomic.atomic_directory` so an interrupted write never looks finished.
-    source_rows: also write source_rows.bin, the raw row each document came from.
-    """
+    """Streams one split to disk (memory stays flat), inside `common.atomic.atomic_directory` so
+    an interrupted write never looks finished; with source_rows, also source_rows.bin."""
 
     def __init__(self, directory, stage: str, vocab_size: int, source_rows: bool = False):
         self.directory, self.stage, self.vocab_size = Path(directory), stage, vocab_size

@@ -67,13 +67,9 @@ def write_story(
     detail=0.6,
     max_sentences=MAX_SENTENCES,
 ) -> str:
-    """One story about `hero` (and `friend`); every random choice comes from `rng`.
-
-    feeling: end with a sentence saying the hero felt this (an ending_feelings word).
-    require_object: introduce the hero's object right after the opening.
-    detail: the chance of each optional beat; 0 gives the shortest form of the plot.
-    max_sentences: optional beats are dropped from the end until the story fits.
-    """
+    """One story about `hero` (and `friend`), every choice drawn from `rng`: it ends saying the
+    hero felt `feeling`, shows the hero's object if `require_object`, has each optional beat with
+    the chance `detail`, and drops optional beats from the end to fit `max_sentences`."""
     slots = story_slots(rng, hero, friend, rng.choice([p for p in PLACES if p != hero.home]))
     parts = [(rng.choice(WORDS["openings"]), True)]  # (template, core)
     if require_object:
@@ -179,11 +175,8 @@ def _story(rng: random.Random, world: World) -> str:
 def pretraining_documents(
     seed: int, split: str, size_bytes: int, exclude: set[bytes] | None = None
 ) -> Iterator[tuple[str, str]]:
-    """Yield (text, source) until about `size_bytes` of UTF-8 text.
-
-    exclude: digests of documents already used (by another split); they are skipped and the
-    digests of new documents are added, so no document appears twice across splits.
-    """
+    """Yield (text, source) until about `size_bytes` of UTF-8 text, skipping documents whose
+    digests are in `exclude` and adding new ones: no document is in two splits."""
     world = build_world(seed)
     rng = random.Random(f"sample-pretraining-{seed}-{split}")
     seen = exclude if exclude is not None else set()
