@@ -74,7 +74,9 @@ def write_story(
     parts = [(rng.choice(WORDS["openings"]), True)]  # (template, core)
     if require_object:
         parts.append((rng.choice(WORDS["object_intros"]), True))
-    parts += [(rng.choice(e), False) for e in WORDS["intro_extras"] if rng.random() < detail * 0.3]
+    for extra in WORDS["intro_extras"]:
+        if rng.random() < detail * 0.3:
+            parts.append((rng.choice(extra), False))
     for beat in rng.choice(WORDS["plots"]):
         ((kind, alternatives),) = beat.items()
         if kind == "core" or rng.random() < detail:
