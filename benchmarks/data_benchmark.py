@@ -178,14 +178,16 @@ def documents(passages, total_bytes: int):
             parts, size, target = [], 0, rng.randint(500, 6000)
 
 
-def build_corpus(folder: Path, size_gb: float, work: Path) -> dict:
-    """Parquet files of about FILE_TEXT_BYTES of text each, `size_gb` in all (kept)."""
+def build_corpus(folder: Path, size_gb: float, file_bytes: int, work: Path) -> dict:
+    """Parquet files of about `file_bytes` of text each, `size_gb` in all (kept)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     done = folder / "corpus.json"
-    if done.is_file() and json.loads(done.read_text())["size_gb"] == size_gb:
-        return json.loads(done.read_text())
+    if done.is_file():
+        info = json.loads(done.read_text())
+        if (info["size_gb"], info.get("file_bytes")) == (size_gb, file_bytes):
+            return info
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     passages = collect_passages(work / "passages.jsonl")
@@ -194,13 +196,14 @@ def build_corpus(folder: Path, size_gb: float, work: Path) -> dict:
     for row in documents(passages, int(size_gb * 1e9)):
         rows.append(row)
         size += len(row["text"].encode())
-        if size >= FILE_TEXT_BYTES:
+        if size >= file_bytes:
             files.append(write_file(folder, len(files), rows, size, pa, pq))
             total, rows, size = total + size, [], 0
     if rows:
         files.append(write_file(folder, len(files), rows, size, pa, pq))
         total += size
-    info = {"size_gb": size_gb, "files": files, "text_bytes": total, "unique_bytes": unique}
+    info = {"size_gb": size_gb, "file_bytes": file_bytes, "files": files, "text_bytes": total}
+    info["unique_bytes"] = unique
     done.write_text(json.dumps(info, indent=1))
     return info
 
@@ -343,7 +346,9 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work_dir)
     started = time.perf_counter()
-    corpus = build_corpus(work / "corpus", args.size_gb, work)
+    # at least two files in the small corpus, so the two sizes differ
+    file_bytes = min(FILE_TEXT_BYTES, int(args.small_gb * 1e9 / 2))
+    corpus = build_corpus(work / "corpus", args.size_gb, file_bytes, work)
     print(
         f"corpus: {len(corpus['files'])} files, {corpus['text_bytes'] / 1e9:.2f} GB of text "
         f"({corpus['unique_bytes'] / 1e9:.2f} GB unique), built in "
