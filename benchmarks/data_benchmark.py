@@ -81,9 +81,10 @@ def passages_of(path: Path) -> list[str]:
             tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
             nodes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
             return [
-                doc for node in ast.walk(tree) if isinstance(node, nodes)
-                and (doc := ast.get_docstring(node)) and len(doc) >= 200
-            ]  # fmt: skip
+                doc
+                for node in ast.walk(tree)
+                if isinstance(node, nodes) and (doc := ast.get_docstring(node)) and len(doc) >= 200
+            ]
         if path.stat().st_size > MAX_FILE_BYTES:
             return []
         if path.suffix == ".gz":
@@ -177,14 +178,16 @@ def documents(passages, total_bytes: int):
             parts, size, target = [], 0, rng.randint(500, 6000)
 
 
-def build_corpus(folder: Path, size_gb: float, work: Path) -> dict:
-    """Parquet files of about FILE_TEXT_BYTES of text each, `size_gb` in all (kept)."""
+def build_corpus(folder: Path, size_gb: float, file_bytes: int, work: Path) -> dict:
+    """Parquet files of about `file_bytes` of text each, `size_gb` in all (kept)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     done = folder / "corpus.json"
-    if done.is_file() and json.loads(done.read_text())["size_gb"] == size_gb:
-        return json.loads(done.read_text())
+    if done.is_file():
+        info = json.loads(done.read_text())
+        if (info["size_gb"], info.get("file_bytes")) == (size_gb, file_bytes):
+            return info
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     passages = collect_passages(work / "passages.jsonl")
@@ -193,13 +196,14 @@ def build_corpus(folder: Path, size_gb: float, work: Path) -> dict:
     for row in documents(passages, int(size_gb * 1e9)):
         rows.append(row)
         size += len(row["text"].encode())
-        if size >= FILE_TEXT_BYTES:
+        if size >= file_bytes:
             files.append(write_file(folder, len(files), rows, size, pa, pq))
             total, rows, size = total + size, [], 0
     if rows:
         files.append(write_file(folder, len(files), rows, size, pa, pq))
         total += size
-    info = {"size_gb": size_gb, "files": files, "text_bytes": total, "unique_bytes": unique}
+    info = {"size_gb": size_gb, "file_bytes": file_bytes, "files": files, "text_bytes": total}
+    info["unique_bytes"] = unique
     done.write_text(json.dumps(info, indent=1))
     return info
 
@@ -219,31 +223,57 @@ def python(*args) -> list[str]:
 
 def download(files: list[str], output: Path, log: Path) -> dict:
     run = run_measured(
-        python("-m", "dataset.pre_training.download_dataset", "--dataset", "fineweb-edu",
-               "--source", "local", "--data-files", *files, "--output-dir", output,
-               "--overwrite"),
+        python(
+            "-m",
+            "dataset.pre_training.download_dataset",
+            "--dataset",
+            "fineweb-edu",
+            "--source",
+            "local",
+            "--data-files",
+            *files,
+            "--output-dir",
+            output,
+            "--overwrite",
+        ),
         log,
-    )  # fmt: skip
+    )
     manifest = json.loads((output / "manifest.json").read_text())
     splits = manifest["splits"].values()
     docs, tokens = sum(s["rows"] for s in splits), sum(s["tokens"] for s in splits)
     seconds = run["seconds"]
     return {
-        "step": "download", "text_mb": manifest["text_bytes"] / 1e6, "documents": docs,
-        "seconds": seconds, "reading_seconds": manifest["seconds"],
-        "docs_per_s": docs / seconds, "mb_per_s": manifest["text_bytes"] / 1e6 / seconds,
+        "step": "download",
+        "text_mb": manifest["text_bytes"] / 1e6,
+        "documents": docs,
+        "seconds": seconds,
+        "reading_seconds": manifest["seconds"],
+        "docs_per_s": docs / seconds,
+        "mb_per_s": manifest["text_bytes"] / 1e6 / seconds,
         "estimated_gpt2_tokens_per_s": tokens / seconds,
         "peak_rss_mb": run["largest_process_peak_rss_mb"],
-        "tree_peak_rss_mb": run["tree_peak_rss_mb"], "cpu_seconds": run["tree_cpu_seconds"],
-    }  # fmt: skip
+        "tree_peak_rss_mb": run["tree_peak_rss_mb"],
+        "cpu_seconds": run["tree_cpu_seconds"],
+    }
 
 
 def tokenize(raw: Path, tokenizer: Path, output: Path, num_proc: int, log: Path) -> dict:
     run = run_measured(
-        python("-m", "tokenizer.tokenize_dataset", "--dataset-dir", raw, "--tokenizer-path",
-               tokenizer, "--output-dir", output, "--overwrite", "--num-proc", num_proc),
+        python(
+            "-m",
+            "tokenizer.tokenize_dataset",
+            "--dataset-dir",
+            raw,
+            "--tokenizer-path",
+            tokenizer,
+            "--output-dir",
+            output,
+            "--overwrite",
+            "--num-proc",
+            num_proc,
+        ),
         log,
-    )  # fmt: skip
+    )
     metas = [json.loads(p.read_text()) for p in sorted(output.glob("*/meta.json"))]
     shutil.rmtree(output)
     tokens = sum(meta["num_tokens"] for meta in metas)
@@ -251,14 +281,21 @@ def tokenize(raw: Path, tokenizer: Path, output: Path, num_proc: int, log: Path)
     text_bytes = sum(meta["stats"]["text_bytes"] for meta in metas)
     seconds = run["seconds"]
     return {
-        "step": f"tokenize --num-proc {num_proc}", "text_mb": text_bytes / 1e6,
-        "documents": docs, "tokens": tokens, "seconds": seconds,
-        "docs_per_s": docs / seconds, "tokens_per_s": tokens / seconds,
+        "step": f"tokenize --num-proc {num_proc}",
+        "text_mb": text_bytes / 1e6,
+        "documents": docs,
+        "tokens": tokens,
+        "seconds": seconds,
+        "docs_per_s": docs / seconds,
+        "tokens_per_s": tokens / seconds,
         "tokens_per_s_per_core": tokens / seconds / num_proc,
-        "mb_per_s": text_bytes / 1e6 / seconds, "peak_rss_mb": run["largest_process_peak_rss_mb"],
-        "tree_peak_rss_mb": run["tree_peak_rss_mb"], "parent_cpu_seconds": run["main_cpu_seconds"],
-        "cpu_seconds": run["tree_cpu_seconds"], "num_proc": num_proc,
-    }  # fmt: skip
+        "mb_per_s": text_bytes / 1e6 / seconds,
+        "peak_rss_mb": run["largest_process_peak_rss_mb"],
+        "tree_peak_rss_mb": run["tree_peak_rss_mb"],
+        "parent_cpu_seconds": run["main_cpu_seconds"],
+        "cpu_seconds": run["tree_cpu_seconds"],
+        "num_proc": num_proc,
+    }
 
 
 def marginal(small: dict, large: dict, key: str = "seconds") -> float:
@@ -309,7 +346,9 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work_dir)
     started = time.perf_counter()
-    corpus = build_corpus(work / "corpus", args.size_gb, work)
+    # at least two files in the small corpus, so the two sizes differ
+    file_bytes = min(FILE_TEXT_BYTES, int(args.small_gb * 1e9 / 2))
+    corpus = build_corpus(work / "corpus", args.size_gb, file_bytes, work)
     print(
         f"corpus: {len(corpus['files'])} files, {corpus['text_bytes'] / 1e9:.2f} GB of text "
         f"({corpus['unique_bytes'] / 1e9:.2f} GB unique), built in "
@@ -331,18 +370,37 @@ def main() -> None:
         tokenizer = work / "tokenizer.json"
         if not tokenizer.exists():
             run_measured(
-                python("-m", "tokenizer.train", "--dataset-dir", raw, "--output-path",
-                       tokenizer, "--vocab-size", 32768, "--max-chars", 50_000_000),
+                python(
+                    "-m",
+                    "tokenizer.train",
+                    "--dataset-dir",
+                    raw,
+                    "--output-path",
+                    tokenizer,
+                    "--vocab-size",
+                    32768,
+                    "--max-chars",
+                    50_000_000,
+                ),
                 work / "train.log",
-            )  # fmt: skip
-        rows.append(tokenize(raw, tokenizer, work / f"tokens_{name}", args.num_proc,
-                             work / f"tokenize_{name}.log"))  # fmt: skip
+            )
+        rows.append(
+            tokenize(
+                raw,
+                tokenizer,
+                work / f"tokens_{name}",
+                args.num_proc,
+                work / f"tokenize_{name}.log",
+            )
+        )
         print(json.dumps(rows[-1]), flush=True)
         shutil.rmtree(raw)
     load = " ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"\ncores: {os.cpu_count()}, load average {load}, tokenize --num-proc {args.num_proc}")
-    print("| step | text MB | documents | seconds | CPU seconds | docs/s | MB/s | tokens/s | "
-          "peak RSS MB (largest process / tree) |")  # fmt: skip
+    print(
+        "| step | text MB | documents | seconds | CPU seconds | docs/s | MB/s | tokens/s | "
+        "peak RSS MB (largest process / tree) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         tokens = row.get("tokens_per_s", row.get("estimated_gpt2_tokens_per_s"))

@@ -108,10 +108,22 @@ def make_corpus(directory: Path, size_mb: float) -> str:
         return "cached"
     if importlib.util.find_spec("dataset.pre_training.download_dataset"):
         subprocess.run(
-            [sys.executable, "-m", "dataset.pre_training.download_dataset", "--output-dir",
-             str(directory), "--source", "sample", "--sample-size-mb", str(size_mb), "--overwrite"],
-            cwd=REPO, check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "dataset.pre_training.download_dataset",
+                "--output-dir",
+                str(directory),
+                "--source",
+                "sample",
+                "--sample-size-mb",
+                str(size_mb),
+                "--overwrite",
+            ],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         return "sample world (dataset.pre_training.download_dataset --source sample)"
     import datasets
 
@@ -153,11 +165,22 @@ def measure(corpus: Path, tokenizer_path: Path, work: Path, num_proc: int) -> di
     raw = json.loads(raw_run["stdout"].strip().splitlines()[-1])
     out = work / f"tokens_{corpus.name}"
     run = run_measured(
-        [sys.executable, "-m", "tokenizer.tokenize_dataset", "--dataset-dir", str(corpus),
-         "--tokenizer-path", str(tokenizer_path), "--output-dir", str(out), "--overwrite",
-         "--num-proc", str(num_proc)],
+        [
+            sys.executable,
+            "-m",
+            "tokenizer.tokenize_dataset",
+            "--dataset-dir",
+            str(corpus),
+            "--tokenizer-path",
+            str(tokenizer_path),
+            "--output-dir",
+            str(out),
+            "--overwrite",
+            "--num-proc",
+            str(num_proc),
+        ],
         work / "tokenize.log",
-    )  # fmt: skip
+    )
     metas = [json.loads(p.read_text()) for p in sorted(out.glob("*/meta.json"))]
     shutil.rmtree(out)
     inner = float(re.search(r"tokens in ([\d.]+) s", run["stdout"]).group(1))

@@ -41,8 +41,14 @@ def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False) -> 
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+    replace_directory(temp, final)
+
+
+def replace_directory(temp: Path, final: Path) -> None:
+    """Rename the finished folder `temp` to `final`. An old `final` is moved aside first and
+    removed after, so `final` is never missing for long (`remove_leftovers` puts it back if a
+    run is killed in between)."""
     if final.exists():
-        # Move the old output aside first so the swap never leaves `final` missing for long.
         old = final.with_name(f"{final.name}.old-{os.getpid()}")
         os.replace(final, old)
         os.replace(temp, final)

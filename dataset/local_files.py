@@ -23,10 +23,8 @@ def resolve_data_files(patterns: list[str] | None, kinds: tuple[str, ...]) -> li
         raise UserError("--source local needs --data-files FILE [FILE ...]")
     files: list[Path] = []
     for pattern in patterns:
-        matches = (
-            sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        )
-        if not matches or not Path(matches[0]).exists():
+        matches = sorted(glob.glob(pattern, recursive=True))
+        if not matches:
             raise UserError(f"--data-files: {pattern} does not exist (no file matches it)")
         for match in map(Path, matches):
             if not match.is_file():
@@ -34,15 +32,14 @@ def resolve_data_files(patterns: list[str] | None, kinds: tuple[str, ...]) -> li
             if match.stat().st_size == 0:
                 raise UserError(f"--data-files: {match} is empty")
             if KINDS.get(match.suffix.lower()) not in kinds:
-                suffixes = sorted(suffix for suffix, kind in KINDS.items() if kind in kinds)
-                raise UserError(f"--data-files: {match} has an unsupported extension; use one "
-                                f"of {', '.join(suffixes)}")  # fmt: skip
+                suffixes = ", ".join(sorted(s for s, kind in KINDS.items() if kind in kinds))
+                raise UserError(
+                    f"--data-files: {match} has an unsupported extension (use {suffixes})"
+                )
             files.append(match)
     found = {file_kind(file) for file in files}
     if len(found) > 1:
-        raise UserError(
-            f"--data-files mixes file kinds ({', '.join(sorted(found))}); pass one kind"
-        )
+        raise UserError(f"--data-files mixes file kinds ({', '.join(sorted(found))})")
     return files
 
 

@@ -6,8 +6,7 @@ off, seeded, into the held-out splits). A row is converted by the step's functio
 the output columns or raises `Drop(reason)`; every reason is counted in manifest.json. Then come
 exact duplicates (pre-training), caps, the carving, and the write: the DatasetDict (train/
 validation/ test/) and manifest.json are built in a temporary folder that becomes --output-dir
-only when complete, under the folder's lock. FineWeb-Edu, too big for one pass, has its own
-resumable path (dataset/pre_training/fineweb_edu.py) with the same output.
+only when complete. FineWeb-Edu has its own resumable path (dataset/pre_training/fineweb_edu.py).
 """
 
 import argparse
@@ -18,7 +17,7 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +54,7 @@ class Step:
     default_output: str
     sources: dict[str, Callable]  # --source -> parts(args, run) -> list[Part]
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    check: Callable[[argparse.ArgumentParser, argparse.Namespace], None] = lambda *_: None
+    check: Callable[[argparse.ArgumentParser, argparse.Namespace], None]
 
 
 def fraction(text: str) -> float:
@@ -66,19 +65,22 @@ def fraction(text: str) -> float:
 
 
 def parse_args(step: Step, argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(prog=f"python3 -m {step.module}", description=step.doc.split("\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    parser = ArgumentParser(
+        prog=f"python3 -m {step.module}",
+        description=step.doc.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add = parser.add_argument
-    add("--output-dir", default=step.default_output, help="where the DatasetDict (train/ "
-        "validation/ test/) and manifest.json go")  # fmt: skip
-    add("--source", choices=("hub", "sample", "local"), default="hub", help="hub: the Hugging "
-        "Face Hub; sample: the embedded sample world (no network, seconds); local: your own "
-        "files, given with --data-files")  # fmt: skip
+    output = "where the DatasetDict (train/ validation/ test/) and manifest.json go"
+    add("--output-dir", default=step.default_output, help=output)
+    sources = "hub: the Hugging Face Hub; sample: the embedded sample world (no network, seconds); "
+    sources += "local: your own files, given with --data-files"
+    add("--source", choices=("hub", "sample", "local"), default="hub", help=sources)
     add("--overwrite", action="store_true", help="replace an existing --output-dir")
-    add("--seed", type=int, default=0, help="seed of the split carving and the sample world; "
-        "use one seed for the pre-training, SFT and DPO sample data (one world)")  # fmt: skip
-    add("--num-proc", type=int, default=min(8, os.cpu_count() or 1), help="worker processes "
-        "for converting large datasets (min(8, cores))")  # fmt: skip
+    seed = "seed of the split carving and the sample world (one seed for all sample data)"
+    add("--seed", type=int, default=0, help=seed)
+    cores = min(8, os.cpu_count() or 1)
+    add("--num-proc", type=int, default=cores, help="worker processes converting large datasets")
     add("--cache-dir", help="Hugging Face datasets cache (None: the library's own)")
     add("--data-files", nargs="+", metavar="FILE", help="--source local: files or globs to read")
     step.add_arguments(parser)
@@ -91,23 +93,27 @@ def parse_args(step: Step, argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-# ---------------------------------------------------------------- rows in
-
-
 def new_manifest(stage: str, module: str, args: argparse.Namespace) -> dict:
     """manifest.json's fields; a step fills in inputs, filters (rows in and out of each) and
     splits."""
-    return {"format_version": 1, "stage": stage, "created_by": f"python3 -m {module}",
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "arguments": vars(args), "source": args.source, "inputs": [], "filters": {},
-            "splits": {}}  # fmt: skip
+    return {
+        "format_version": 1,
+        "stage": stage,
+        "created_by": f"python3 -m {module}",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "arguments": vars(args),
+        "source": args.source,
+        "inputs": [],
+        "filters": {},
+        "splits": {},
+    }
 
 
 class Run:
     """What a step's source function works with: the flags, the manifest and a work folder."""
 
     def __init__(self, step: Step, args: argparse.Namespace, work: Path):
-        self.step, self.args, self.work = step, args, work
+        self.args, self.work = args, work
         work.mkdir(parents=True, exist_ok=True)
         self.manifest = new_manifest(step.stage, step.module, args)
 
@@ -119,17 +125,27 @@ class Run:
         )
 
     def hub(self, repo_id: str, splits: Iterable[str], columns: Iterable[str] = (), **kwargs):
-        """`load_hub(repo_id, **kwargs)` with the splits and columns checked, recorded."""
-        loaded = load_hub(repo_id, cache_dir=self.args.cache_dir, **kwargs)
+        """`datasets.load_dataset(repo_id, **kwargs)`, its splits and columns checked, recorded
+        in the manifest (with the Hub commit it came from)."""
+        try:
+            loaded = datasets.load_dataset(repo_id, cache_dir=self.args.cache_dir, **kwargs)
+        except Exception as error:  # no network, unknown name, Hub outage: the same to a user
+            raise UserError(
+                f"could not load {repo_id!r} from the Hugging Face Hub ({one_line(error)}); "
+                "check the network, or use --source sample or --source local --data-files FILE..."
+            ) from error
         for name in splits:
             if name not in loaded:
                 raise UserError(f"{repo_id} has no {name} split (it has {', '.join(loaded)})")
             missing = [c for c in columns if c not in loaded[name].column_names]
             if missing:
-                raise UserError(f"{repo_id} {name} has no column {', '.join(map(repr, missing))} "
-                                f"(it has {', '.join(loaded[name].column_names)})")  # fmt: skip
-        details = {k: v for k, v in kwargs.items() if v is not None}
-        self.manifest["inputs"].append(hub_input(repo_id, loaded, **details))
+                has = ", ".join(loaded[name].column_names)
+                raise UserError(f"{repo_id} {name} has no column {missing[0]!r} (it has {has})")
+        details = {key: value for key, value in kwargs.items() if value is not None}
+        revision = hub_revision(next(iter(loaded.values())))
+        rows = {name: len(split) for name, split in loaded.items()}
+        entry = {"id": repo_id, **details, "revision": revision, "splits": rows}
+        self.manifest["inputs"].append(entry)
         return loaded
 
     def convert(self, group: str, dataset, convert: Callable, features) -> datasets.Dataset:
@@ -158,16 +174,32 @@ class Run:
 
         try:
             return datasets.Dataset.from_generator(
-                counted, features=features, cache_dir=str(self.work / _safe(group)),
+                counted,
+                features=features,
+                cache_dir=str(self.work / _safe(group)),
                 fingerprint=_safe(group),
-            )  # fmt: skip
+            )
         except Exception as error:  # datasets wraps our errors, and fails on zero rows
-            cause = _cause(error, UserError)
+            cause = error
+            while cause is not None and not isinstance(cause, UserError):
+                cause = cause.__cause__ or cause.__context__
             if cause is not None:
                 raise cause from None
             if yielded:
                 raise
             return datasets.Dataset.from_dict({key: [] for key in features}, features=features)
+
+
+def local_parts(run: Run, rows: Callable, features, unit: str, hint: str, dedupe=False) -> list:
+    """The user's rows (`rows()` yields them converted), held-out shares carved off (seeded);
+    a UserError when none is usable."""
+    usable = run.generate("local", rows, with_reason(features))
+    reasons = Counter(usable["reason"])
+    if not reasons.pop("", 0):
+        counts = f"{len(usable)} rows ({dict(reasons)})"
+        raise UserError(f"--data-files: no usable {unit} in {counts}; {hint}")
+    shares = {"validation": run.args.validation_fraction, "test": run.args.test_fraction}
+    return [Part("local", usable, "train", shares, dedupe=dedupe)]
 
 
 def with_reason(features: dict) -> datasets.Features:
@@ -196,34 +228,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _cause(error: BaseException | None, kind: type) -> BaseException | None:
-    while error is not None and not isinstance(error, kind):
-        error = error.__cause__ or error.__context__
-    return error
-
-
 def one_line(error: BaseException) -> str:
     """'ConnectionError: Connection reset by peer': an error's type and first line."""
     return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:300]}"
-
-
-def load_hub(repo_id: str, **kwargs) -> datasets.DatasetDict:
-    """`datasets.load_dataset(repo_id, **kwargs)`, any failure one line naming the way out."""
-    try:
-        return datasets.load_dataset(repo_id, **kwargs)
-    except Exception as error:  # no network, unknown name, Hub outage: the same to a user
-        raise UserError(
-            f"could not load {repo_id!r} from the Hugging Face Hub ({one_line(error)}); "
-            "check the network, or run without it: --source sample (the embedded sample "
-            "data) or --source local --data-files FILE... (your own files)"
-        ) from error
-
-
-def hub_input(repo_id: str, loaded: datasets.DatasetDict, **details) -> dict:
-    """The manifest entry of a Hub dataset: id, config/files, revision and rows per split."""
-    first = next(iter(loaded.values()))
-    splits = {name: len(split) for name, split in loaded.items()}
-    return {"id": repo_id, **details, "revision": hub_revision(first), "splits": splits}
 
 
 _COMMIT = re.compile(r"(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])")
@@ -234,12 +241,11 @@ def hub_revision(dataset: datasets.Dataset) -> str | None:
     (`hf://datasets/<repo>@<commit>/...`, or its cache folder `.../<commit>/`), or None."""
     names = list((dataset.info.download_checksums or {}).keys())
     names += [entry.get("filename", "") for entry in dataset.cache_files]
-    return next(
-        (match.group(0) for name in names for match in [_COMMIT.search(name)] if match), None
-    )
-
-
-# ---------------------------------------------------------------- rows out
+    for name in names:
+        match = _COMMIT.search(name)
+        if match:
+            return match.group(0)
+    return None
 
 
 def keep(run: Run, parts: list[Part]) -> dict[str, datasets.Dataset]:
@@ -265,19 +271,21 @@ def keep(run: Run, parts: list[Part]) -> dict[str, datasets.Dataset]:
                 run.count(group, f"cap_{part.limit}", len(rows), part.limit)
                 rows = rows.select(range(part.limit))
             splits[name].append(rows)
-    return {name: _concatenate(rows) for name, rows in splits.items()}
+    return {name: datasets.concatenate_datasets(rows) for name, rows in splits.items()}
 
 
-def _digest(text: str) -> int:
-    """A text's 64-bit fingerprint (8 bytes of blake2b), as an int64."""
-    return int.from_bytes(
-        hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
-    )
+def texts(rows: datasets.Dataset) -> Iterator[str]:
+    """The `text` column, read in batches."""
+    for batch in rows.select_columns(["text"]).iter(batch_size=10_000):
+        yield from batch["text"]
 
 
 def _digests(rows: datasets.Dataset) -> np.ndarray:
-    texts = (t for b in rows.select_columns(["text"]).iter(batch_size=10_000) for t in b["text"])
-    return np.fromiter(map(_digest, texts), np.int64, len(rows))
+    """[rows] a 64-bit fingerprint (8 bytes of blake2b) of each row's text."""
+    digests = b"".join(
+        hashlib.blake2b(text.encode(), digest_size=8).digest() for text in texts(rows)
+    )
+    return np.frombuffer(digests, np.int64)
 
 
 def _drop_duplicates(run: Run, usable: dict) -> dict:
@@ -307,47 +315,33 @@ def carve(dataset, into: str, shares: dict[str, float], seed: int) -> dict:
     return result
 
 
-def _concatenate(parts: list[datasets.Dataset]) -> datasets.Dataset:
-    if len(parts) == 1:
-        return parts[0]
-    return datasets.concatenate_datasets(parts) if parts else datasets.Dataset.from_dict({})
-
-
-# ---------------------------------------------------------------- the command
-
-
 def write(step: Step, args: argparse.Namespace) -> int:
     """Build the splits of --source and write them with their manifest; returns 0."""
-    output = Path(args.output_dir)
-    if output.exists() and not args.overwrite:
-        raise UserError(f"{output} already exists; pass --overwrite to replace it")
-    started = time.perf_counter()
+    output, started = Path(args.output_dir), time.perf_counter()
     with locked_output_directory(output, args.overwrite, what="download output") as temp:
         run = Run(step, args, temp / "_work")
         splits = keep(run, step.sources[args.source](args, run))
         for name, rows in splits.items():  # (`load_from_disk` cannot read an empty split)
             if len(rows) == 0:
-                raise UserError(f"no usable rows are left for the {name} split ({summary(run)})")
+                lines = "; ".join(summary(run)) or "no rows were read"
+                raise UserError(f"no usable rows are left for the {name} split ({lines})")
         datasets.DatasetDict(splits).save_to_disk(str(temp))
         shutil.rmtree(run.work, ignore_errors=True)
-        run.manifest["splits"] = {name: split_entry(rows) for name, rows in splits.items()}
+        for name, rows in splits.items():
+            run.manifest["splits"][name] = {"rows": len(rows), "columns": rows.column_names}
+            if "source" in rows.column_names:
+                sources = dict(sorted(Counter(rows["source"]).items()))
+                run.manifest["splits"][name]["rows_by_source"] = sources
         run.manifest["seconds"] = round(time.perf_counter() - started, 2)
         atomic_write_text(temp / "manifest.json", json.dumps(run.manifest, indent=2, default=str))
-    for line in summary(run).split("; ") if run.manifest["filters"] else []:
+    for line in summary(run):
         print(line)
     rows = ", ".join(f"{name} {entry['rows']}" for name, entry in run.manifest["splits"].items())
     print(f"wrote {output} ({rows} rows) in {run.manifest['seconds']} s")
     return 0
 
 
-def split_entry(rows: datasets.Dataset) -> dict:
-    entry = {"rows": len(rows), "columns": rows.column_names}
-    if "source" in rows.column_names:
-        entry["rows_by_source"] = dict(sorted(Counter(rows["source"]).items()))
-    return entry
-
-
-def summary(run: Run) -> str:
+def summary(run: Run) -> list[str]:
     """One line per data group: rows in, rows out, and what each filter dropped."""
     lines = []
     for group, steps in run.manifest["filters"].items():
@@ -356,4 +350,4 @@ def summary(run: Run) -> str:
             f"{group}: {steps[0]['rows_in']} {steps[0].get('unit_in', 'rows')} in, "
             f"{steps[-1]['rows_out']} out" + (f" ({dropped})" if dropped else "")
         )
-    return "; ".join(lines) or "no rows were read"
+    return lines

@@ -4,7 +4,6 @@ groups each) and a stand-in for the Hub that serves those files."""
 from __future__ import annotations
 
 import random
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -97,8 +96,8 @@ def expected_documents(paths: list[Path], min_int_score: int | None = None) -> l
 
 class FakeHub:
     """Stands in for the Hub's FineWeb-Edu: `HfApi.dataset_info` lists the local parquet files
-    under sample/10BT/ at a fixed commit, `hf_hub_download` copies one into its local_dir, and
-    `HfFileSystem().open` opens one where it lies. Records every call."""
+    under sample/10BT/ at a fixed commit and `HfFileSystem().open` opens one where it lies.
+    Records every call."""
 
     def __init__(self, paths: list[Path]):
         self.paths = {f"sample/10BT/{path.name}": path for path in paths}
@@ -106,17 +105,11 @@ class FakeHub:
 
     def dataset_info(self, repo_id, revision=None, **kwargs):
         self.calls.append(("dataset_info", repo_id, revision))
-        siblings = [SimpleNamespace(rfilename=name, size=path.stat().st_size)
-                    for name, path in self.paths.items()]  # fmt: skip
+        siblings = [
+            SimpleNamespace(rfilename=name, size=path.stat().st_size)
+            for name, path in self.paths.items()
+        ]
         return SimpleNamespace(sha=COMMIT, siblings=siblings)
-
-    def hf_hub_download(self, repo_id, filename, repo_type=None, revision=None, local_dir=None):
-        present = [p.name for p in Path(local_dir).rglob("*.parquet")]
-        self.calls.append(("download", filename, revision, present))
-        target = Path(local_dir) / filename
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.paths[filename], target)
-        return str(target)
 
     def open_remote(self, path: str, mode: str = "rb"):
         prefix = f"datasets/{fineweb_edu.REPO_ID}@{COMMIT}/"
@@ -130,9 +123,9 @@ def install_fake_hub(monkeypatch, paths: list[Path]) -> FakeHub:
     hub = FakeHub(paths)
     monkeypatch.setattr(fineweb_edu, "BATCH_ROWS", 16)
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", hub.dataset_info)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
-    monkeypatch.setattr(huggingface_hub, "HfFileSystem",
-                        lambda: SimpleNamespace(open=hub.open_remote))  # fmt: skip
+    monkeypatch.setattr(
+        huggingface_hub, "HfFileSystem", lambda: SimpleNamespace(open=hub.open_remote)
+    )
     return hub
 
 

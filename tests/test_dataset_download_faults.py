@@ -71,9 +71,13 @@ def test_full_disk_is_one_line_and_keeps_the_previous_output(tmp_path, module, m
 def test_a_killed_download_leaves_nothing_the_next_run_keeps(tmp_path):
     output = tmp_path / "raw"
     process = start_cli(
-        pre_download.__name__, f"--output-dir={output}", "--source", "sample",
-        "--sample-size-mb", 20,
-    )  # fmt: skip
+        pre_download.__name__,
+        f"--output-dir={output}",
+        "--source",
+        "sample",
+        "--sample-size-mb",
+        20,
+    )
     kill_when(process, lambda: list(tmp_path.glob("raw.tmp-*")))
     assert [p.name for p in tmp_path.glob("raw.tmp-*")] == [f"raw.tmp-{process.pid}"]
 

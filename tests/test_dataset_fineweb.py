@@ -36,8 +36,18 @@ from tokenizer.encoding import load_tokenizer
 from tokenizer.tokenized_data import open_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-FLAGS = ["--dataset", "fineweb-edu", "--config", "sample-10BT", "--shard-size-mb", "0.05",
-         "--validation-fraction", "0.02", "--test-fraction", "0.02"]  # fmt: skip
+FLAGS = [
+    "--dataset",
+    "fineweb-edu",
+    "--config",
+    "sample-10BT",
+    "--shard-size-mb",
+    "0.05",
+    "--validation-fraction",
+    "0.02",
+    "--test-fraction",
+    "0.02",
+]
 BUDGET = 60_000  # GPT-2 tokens: about 2/3 of the fixture, in ~12 shards
 PROGRESS_NAME = "progress.json"
 
@@ -99,9 +109,11 @@ def test_the_files_become_a_load_from_disk_dataset_dict(reference, parquet_files
 
     manifest = json.loads((reference / "manifest.json").read_text())
     assert manifest["inputs"][0] == {
-        "id": fineweb_edu.REPO_ID, "config": "sample-10BT", "revision": COMMIT,
+        "id": fineweb_edu.REPO_ID,
+        "config": "sample-10BT",
+        "revision": COMMIT,
         "files": [f"sample/10BT/{path.name}" for path in parquet_files],
-    }  # fmt: skip
+    }
     assert sum(split["tokens"] for split in manifest["splits"].values()) == tokens
     assert {name: s["rows"] for name, s in manifest["splits"].items()} == {
         name: len(texts) for name, texts in got.items()
@@ -113,38 +125,16 @@ def test_the_files_become_a_load_from_disk_dataset_dict(reference, parquet_files
     assert not partial_path(reference).exists() and not (reference / PROGRESS_NAME).exists()
 
 
-def test_whole_files_are_downloaded_and_the_last_one_read_where_it_lies(tmp_path, hub):
-    """The budget ends in the second file: the first is downloaded whole (at the commit the
-    first call resolved), the second read from the Hub. Without a budget every file is
-    downloaded, each one after the last was deleted; none stays on disk."""
+def test_every_file_is_read_where_it_lies_at_the_resolved_commit(tmp_path, hub):
+    """The commit is resolved once and every file is read from it; the budget ends in the
+    second file, so the third is never opened. Nothing but the shards is written."""
     download(tmp_path / "raw", "--max-tokens", BUDGET)
     assert hub.calls == [
         ("dataset_info", fineweb_edu.REPO_ID, None),
-        ("download", "sample/10BT/000_00000.parquet", COMMIT, []),
+        ("remote", "sample/10BT/000_00000.parquet"),
         ("remote", "sample/10BT/001_00000.parquet"),
     ]
-    hub.calls.clear()
-    download(tmp_path / "all")
-    downloads = [call for call in hub.calls if call[0] == "download"]
-    assert [(call[1][-17:], call[3]) for call in downloads] == [
-        (f"{index:03d}_00000.parquet", []) for index in range(3)
-    ]
     assert not list(tmp_path.rglob("*.parquet"))
-
-
-def test_what_a_killed_download_left_is_removed_before_the_next_file(tmp_path, hub):
-    """hf_hub_download leaves its `.incomplete` file when killed, and a finished file stays
-    until the next one is opened: neither may pile up on disk over a long download."""
-    args = download_dataset.pipeline.parse_args(download_dataset.STEP, ["--dataset", "fineweb-edu"])
-    files = fineweb_edu.HubFiles(args, None, tmp_path)
-    stale = [tmp_path / "download/.cache/huggingface/download/sample/10BT/x.incomplete",
-             tmp_path / "download/sample/10BT/000_00000.parquet"]  # fmt: skip
-    for path in stale:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"partial")
-    files.open(1, float("inf"))
-    assert [p.exists() for p in stale] == [False, False]
-    assert (tmp_path / "download/sample/10BT/001_00000.parquet").exists()
 
 
 def test_min_int_score_keeps_only_higher_scored_pages_and_counts_the_rest(
@@ -176,8 +166,18 @@ def test_local_fineweb_shaped_files_give_the_same_documents(tmp_path, reference,
     """--source local on the same files gives the same documents, labelled local."""
     output = tmp_path / "raw"
     files = str(parquet_files[0].parent / "*.parquet")
-    argv = ["--output-dir", str(output), *FLAGS[:2], *FLAGS[4:], "--source", "local",
-            "--data-files", files, "--max-tokens", BUDGET]  # fmt: skip
+    argv = [
+        "--output-dir",
+        str(output),
+        *FLAGS[:2],
+        *FLAGS[4:],
+        "--source",
+        "local",
+        "--data-files",
+        files,
+        "--max-tokens",
+        BUDGET,
+    ]
     assert download_dataset.main(list(map(str, argv))) == 0
     for name in ("train", "validation", "test"):
         ours, hubs = rows(output, name), rows(reference, name)
@@ -189,9 +189,22 @@ def test_local_files_without_token_count_estimate_tokens_from_bytes(tmp_path):
     texts = [f"Document number {i} about photosynthesis. " * (i % 7 + 1) for i in range(40)]
     path = tmp_path / "docs.parquet"
     datasets.Dataset.from_dict({"content": texts}).to_parquet(str(path))
-    argv = ["--output-dir", tmp_path / "raw", "--dataset", "fineweb-edu", "--source", "local",
-            "--data-files", path, "--text-column", "content", "--validation-fraction", "0.1",
-            "--test-fraction", "0.1"]  # fmt: skip
+    argv = [
+        "--output-dir",
+        tmp_path / "raw",
+        "--dataset",
+        "fineweb-edu",
+        "--source",
+        "local",
+        "--data-files",
+        path,
+        "--text-column",
+        "content",
+        "--validation-fraction",
+        "0.1",
+        "--test-fraction",
+        "0.1",
+    ]
     assert download_dataset.main(list(map(str, argv))) == 0
     manifest = json.loads((tmp_path / "raw" / "manifest.json").read_text())
     estimate = sum(-(-len(text.strip().encode()) // fineweb_edu.BYTES_PER_TOKEN) for text in texts)
@@ -230,8 +243,12 @@ def test_kill_9_mid_download_then_the_same_command_gives_an_identical_result(
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-c", KILLED_RUN, str(parquet_files[0].parent), *argv],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         for line in process.stdout:
@@ -322,8 +339,10 @@ def test_resuming_with_other_settings_is_refused_until_overwrite(tmp_path, hub, 
     break_the_stream_once(monkeypatch, 10, ConnectionError("gone"))
     with pytest.raises(UserError):
         download(output, "--max-tokens", BUDGET)
-    with pytest.raises(UserError, match="unfinished download with other settings: max_tokens "
-                                        "60000 \\(this run: 50000\\)"):  # fmt: skip
+    with pytest.raises(
+        UserError,
+        match="unfinished download with other settings: max_tokens 60000 \\(this run: 50000\\)",
+    ):
         download(output, "--max-tokens", 50_000)
     manifest = download(output, "--max-tokens", 50_000, "--overwrite")
     assert sum(split["tokens"] for split in manifest["splits"].values()) >= 50_000
@@ -362,7 +381,7 @@ def test_too_little_free_space_for_the_budget_is_refused_before_streaming(
             ["--max-tokens", "2e10"],
             "--max-tokens 2e\\+10 is more than FineWeb-Edu sample-10BT "
             "holds .* --config sample-100BT",
-        ),  # fmt: skip
+        ),
         (["--source", "sample"], "reads --source hub or --source local"),
     ],
 )
@@ -389,9 +408,19 @@ def test_bad_fineweb_settings_are_one_line_errors_before_any_network(
 )
 def test_bad_flags_exit_2_with_one_line(tmp_path, flags, message):
     result = subprocess.run(
-        [sys.executable, "-m", download_dataset.MODULE, "--output-dir", str(tmp_path / "x"),
-         *flags], cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            download_dataset.MODULE,
+            "--output-dir",
+            str(tmp_path / "x"),
+            *flags,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr

@@ -134,22 +134,28 @@ def test_sft_hub_smoltalk_keeps_multi_turn_conversations_and_trains_every_reply(
 ):
     requested = patch_hub(
         monkeypatch,
-        {"HuggingFaceTB/smol-smoltalk": {
-            "train": smoltalk_columns(60, "train"), "test": smoltalk_columns(12, "test"),
-        }},
-    )  # fmt: skip
+        {
+            "HuggingFaceTB/smol-smoltalk": {
+                "train": smoltalk_columns(60, "train"),
+                "test": smoltalk_columns(12, "test"),
+            }
+        },
+    )
     output = tmp_path / "sft"
     manifest = run(sft_download, output, "--dataset", "HuggingFaceTB/smol-smoltalk")
     assert requested == ["HuggingFaceTB/smol-smoltalk"]
     assert reasons(manifest, "smol-smoltalk/train") == {
-        "bad_role": 1, "last_message_not_assistant": 1, "no_user_message": 1,
-    }  # fmt: skip
+        "bad_role": 1,
+        "last_message_not_assistant": 1,
+        "no_user_message": 1,
+    }
     assert [manifest["splits"][s]["rows"] for s in SPLITS] == [56, 1, 9], "test is the Hub's"
     assert all("test question" in row["messages"][-4]["content"] for row in rows(output, "test"))
     train = {row["messages"][-4]["content"]: row for row in all_rows(output)}
     assert train["train question 5"]["messages"][0] == {
-        "role": "system", "content": "You are a concise assistant.",
-    }  # fmt: skip
+        "role": "system",
+        "content": "You are a concise assistant.",
+    }
     assert train["train question 5"]["source"] == "smol-magpie-ultra"
     assert manifest["splits"]["train"]["rows_by_source"]["everyday-conversations"] > 0
 

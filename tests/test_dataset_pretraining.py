@@ -235,11 +235,15 @@ def test_hub_mix_flags_v2_files_config_and_caps(tmp_path, fake_hub):
     output = tmp_path / "raw"
     manifest = run(
         output,
-        "--tinystories-version", "v2",
-        "--wikitext-config", "wikitext-2-raw-v1",
-        "--max-wikitext-docs", "1",
-        "--max-tinystories-docs", "2",
-    )  # fmt: skip
+        "--tinystories-version",
+        "v2",
+        "--wikitext-config",
+        "wikitext-2-raw-v1",
+        "--max-wikitext-docs",
+        "1",
+        "--max-tinystories-docs",
+        "2",
+    )
     tiny_call, wiki_call = fake_hub.calls
     assert tiny_call[1]["data_files"] == {
         "train": "TinyStoriesV2-GPT4-train.txt",
@@ -318,8 +322,12 @@ def test_cli_offline_prints_one_line_and_exits_non_zero(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "dataset.pre_training.download_dataset"]
         + ["--output-dir", str(tmp_path / "raw")],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--source sample" in errors[0], result.stderr
@@ -395,9 +403,18 @@ def test_local_jsonl_skips_and_counts_unusable_rows(tmp_path):
     lines += ["{not json", json.dumps({"other": "x"}), json.dumps({"body": 7}), "[1, 2]"]
     (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
     manifest = run(
-        tmp_path / "raw", "--source", "local", "--data-files", str(tmp_path / "docs.jsonl"),
-        "--text-column", "body", "--validation-fraction", "0.2", "--test-fraction", "0.2",
-    )  # fmt: skip
+        tmp_path / "raw",
+        "--source",
+        "local",
+        "--data-files",
+        str(tmp_path / "docs.jsonl"),
+        "--text-column",
+        "body",
+        "--validation-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.2",
+    )
     read = steps(manifest, "local")["drop_unusable"]
     assert read["rows_in"] == 14 and read["rows_out"] == 10
     assert read["reasons"] == {"invalid_json": 1, "missing_body": 2, "non_string_body": 1}
@@ -410,9 +427,16 @@ def test_local_parquet(tmp_path):
         str(tmp_path / "docs.parquet")
     )
     run(
-        tmp_path / "raw", "--source", "local", "--data-files", str(tmp_path / "docs.parquet"),
-        "--text-column", "content", "--seed", "5",
-    )  # fmt: skip
+        tmp_path / "raw",
+        "--source",
+        "local",
+        "--data-files",
+        str(tmp_path / "docs.parquet"),
+        "--text-column",
+        "content",
+        "--seed",
+        "5",
+    )
     every = [t for s in ("train", "validation", "test") for t in texts(tmp_path / "raw", s)]
     assert sorted(every) == sorted(f"Row {i}." for i in range(20))
 

@@ -55,11 +55,21 @@ SFT = {
         --tokenized-dir /home/lucas/data/v1/tokenized/post_training/sft""",
 }
 
-STORIES = [f"Once upon a time, a {animal} named {name} found a {thing}. The end." for animal, name,
-           thing in zip(["cat", "dog", "fox", "owl"] * 10, ["Tom", "Lily", "Max", "Sue"] * 10,
-                        ["ball", "hat", "key", "cake", "kite"] * 8)]  # fmt: skip
-WIKITEXT = [" = Rock Arsenal = \n", " The arsenal is a building . \n", "", " = Other = \n",
-            " It has @-@ many rooms . \n"]  # fmt: skip
+STORIES = [
+    f"Once upon a time, a {animal} named {name} found a {thing}. The end."
+    for animal, name, thing in zip(
+        ["cat", "dog", "fox", "owl"] * 10,
+        ["Tom", "Lily", "Max", "Sue"] * 10,
+        ["ball", "hat", "key", "cake", "kite"] * 8,
+    )
+]
+WIKITEXT = [
+    " = Rock Arsenal = \n",
+    " The arsenal is a building . \n",
+    "",
+    " = Other = \n",
+    " It has @-@ many rooms . \n",
+]
 
 
 def fake_hub(path, name=None, **kwargs) -> datasets.DatasetDict:
@@ -137,8 +147,9 @@ def test_pre_training_download_as_written(readme):
     manifest = json.loads((readme[0] / "data/v1/raw/pre_training/manifest.json").read_text())
     assert manifest["source"] == "hub"
     assert {entry["id"] for entry in manifest["inputs"]} == {
-        "roneneldan/TinyStories", "Salesforce/wikitext"
-    }  # fmt: skip
+        "roneneldan/TinyStories",
+        "Salesforce/wikitext",
+    }
 
 
 def test_tokenizer_train_on_a_split_folder_as_written(readme):
@@ -164,8 +175,11 @@ def test_pre_training_inspect_split_folders_as_written(readme):
 def test_pre_training_count_on_the_tokenized_root_as_written(readme):
     _, stdout = result(readme, "pre_training", "count")
     assert [line.split()[0] for line in stdout.splitlines()[2:]] == [
-        "train", "validation", "test", "total"
-    ]  # fmt: skip
+        "train",
+        "validation",
+        "test",
+        "total",
+    ]
 
 
 def test_sft_download_with_the_profile_flag_as_written(readme):

@@ -132,8 +132,11 @@ def test_only_the_dtype_the_writer_writes_is_read(tmp_path, dtype):
     meta = json.loads(meta_path.read_text())
     meta["dtype"] = dtype
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(UserError, match=f"dtype {dtype!r} is not what tokenize_dataset writes .*"
-                       r"\(uint16\); .* re-tokenize"):  # fmt: skip
+    with pytest.raises(
+        UserError,
+        match=f"dtype {dtype!r} is not what tokenize_dataset writes .*"
+        r"\(uint16\); re-tokenize",
+    ):
         open_split(tmp_path / "train")
     meta["dtype"], meta["vocab_size"] = "uint16", "1000"
     meta_path.write_text(json.dumps(meta))

@@ -37,9 +37,18 @@ def raw(tmp_path_factory):
 
 def tokenize_cli(raw, out, tokenizer_path, *extra) -> subprocess.CompletedProcess:
     return run_cli(
-        "tokenizer.tokenize_dataset", "--dataset-dir", raw, "--tokenizer-path", tokenizer_path,
-        "--output-dir", out, "--num-proc", 1, *extra, timeout=300,
-    )  # fmt: skip
+        "tokenizer.tokenize_dataset",
+        "--dataset-dir",
+        raw,
+        "--tokenizer-path",
+        tokenizer_path,
+        "--output-dir",
+        out,
+        "--num-proc",
+        1,
+        *extra,
+        timeout=300,
+    )
 
 
 def test_a_second_run_on_the_same_output_names_the_first(tmp_path, raw, tokenizer_path):
@@ -81,9 +90,18 @@ def test_the_leftovers_of_a_killed_run_are_removed_by_the_next(tmp_path, tokeniz
     raw = pre_training_dataset(tmp_path / "raw", texts, copies=1)
     out = tmp_path / "out"
     process = start_cli(
-        "tokenizer.tokenize_dataset", "--dataset-dir", raw, "--tokenizer-path", tokenizer_path,
-        "--output-dir", out, "--num-proc", 1, "--batch-size", 10,
-    )  # fmt: skip
+        "tokenizer.tokenize_dataset",
+        "--dataset-dir",
+        raw,
+        "--tokenizer-path",
+        tokenizer_path,
+        "--output-dir",
+        out,
+        "--num-proc",
+        1,
+        "--batch-size",
+        10,
+    )
     kill_when(process, lambda: list(tmp_path.glob("out.tmp-*/train/tokens.bin")))
     leftover = tmp_path / f"out.tmp-{process.pid}"
     assert leftover.is_dir() and not out.exists()
@@ -100,10 +118,13 @@ def test_the_leftovers_of_a_killed_run_are_removed_by_the_next(tmp_path, tokeniz
         ({"text": [1, 2, 3]}, "pre_training", "column 'text' holds int64 values, not strings"),
         ({"text": [[1.5], [2.5]]}, "pre_training", "column 'text' holds list<item: double>"),
         ({"messages": ["hi", "yo"]}, "sft", "'messages' holds string values"),
-        ({"prompt": [[{"role": "user", "content": 1}]], "chosen": [[]], "rejected": [[]]},
-         "dpo", "'prompt' holds list<item: struct<role: string, content: int64>>"),
+        (
+            {"prompt": [[{"role": "user", "content": 1}]], "chosen": [[]], "rejected": [[]]},
+            "dpo",
+            "'prompt' holds list<item: struct<role: string, content: int64>>",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_column_of_the_wrong_type_is_an_error_not_zero_tokens(
     tmp_path, tokenizer_path, columns, stage, message
 ):

@@ -21,7 +21,7 @@ from tokenizer_helpers import (
 from common.errors import UserError
 from tokenizer import count_tokenized_data, inspect_tokenized_data
 from tokenizer.encoding import load_tokenizer
-from tokenizer.inspect_tokenized_data import byte_decoder
+from tokenizer.token_bytes import byte_decoder
 from tokenizer.tokenized_data import open_split
 
 STAGE_DATASETS = {"pre_training": pre_training_dataset, "sft": sft_dataset, "dpo": dpo_dataset}

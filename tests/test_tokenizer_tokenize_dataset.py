@@ -272,7 +272,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tokenizer_path):
     (tmp_path / "empty").mkdir()
     fails("is empty", raw=tmp_path / "empty")
     fails("single split folder", raw=raw / "train")
-    fails(r"sft data needs 'messages'.*Check --stage", "--stage", "sft")
+    fails(r"sft data needs 'messages'.*check --stage", "--stage", "sft")
     save_splits(tmp_path / "no_text", {"train": {"body": ["x"]}})
     fails(r"pre_training data needs 'text'.*missing \['text'\]", raw=tmp_path / "no_text")
     not_tokenizer = tmp_path / "tokenizer.json"
@@ -325,15 +325,15 @@ def test_overwrite_replaces_a_finished_output(tmp_path, tokenizer_path):
 def test_interrupt_mid_write_leaves_nothing_finished(tmp_path, tokenizer_path, monkeypatch):
     raw = pre_training_dataset(tmp_path / "raw", copies=10)
     calls = []
-    original = tokenize_dataset.Encoder.__call__
+    original = tokenize_dataset.encode_batch
 
-    def interrupted(self, first_row, rows):
+    def interrupted(first_row, batch):
         calls.append(first_row)
         if len(calls) == 3:  # two batches are already written to the temporary folder
             raise KeyboardInterrupt
-        return original(self, first_row, rows)
+        return original(first_row, batch)
 
-    monkeypatch.setattr(tokenize_dataset.Encoder, "__call__", interrupted)
+    monkeypatch.setattr(tokenize_dataset, "encode_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tokenize(raw, tmp_path / "out", tokenizer_path, "--batch-size", 5)
     assert len(calls) == 3
@@ -344,12 +344,27 @@ def test_ctrl_c_to_a_running_cli_leaves_nothing_finished(tmp_path, tokenizer_pat
     texts = [f"{story} {i}" for i, story in enumerate(STORIES * 3000)]
     raw = pre_training_dataset(tmp_path / "raw", texts, copies=1)
     process = subprocess.Popen(
-        [sys.executable, "-m", "tokenizer.tokenize_dataset", "--dataset-dir", str(raw),
-         "--tokenizer-path", str(tokenizer_path), "--output-dir", str(tmp_path / "out"),
-         "--num-proc", "2", "--batch-size", "10"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tokenizer.tokenize_dataset",
+            "--dataset-dir",
+            str(raw),
+            "--tokenizer-path",
+            str(tokenizer_path),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--num-proc",
+            "2",
+            "--batch-size",
+            "10",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,  # its own process group, like a job in a terminal
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + 30
     while not list(tmp_path.glob("out.tmp-*")) and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()

@@ -160,9 +160,12 @@ def start_cli(module: str, *argv) -> subprocess.Popen:
     """Start `python -m module argv` in its own process group (like a job in a terminal)."""
     return subprocess.Popen(
         [sys.executable, "-m", module, *map(str, argv)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
 
 
 def kill_when(process: subprocess.Popen, condition, timeout: float = 60) -> None:

@@ -1,6 +1,6 @@
 r"""Count the tokens of a tokenized dataset, per split and in total, after validating it.
 
-    python3 -m tokenizer.count_tokenized_data --tokenized-dir data/tokens/pre_training
+    python3 -m tokenizer.count_tokenized_data --tokenized-dir data/pre_training/tokenized
     python3 -m tokenizer.count_tokenized_data --tokenized-dir data/sample/pre_training/tokenized \
         --json   # tiny CPU example, machine-readable
 
@@ -17,64 +17,41 @@ import numpy as np
 from common.errors import ArgumentParser, UserError, run_cli
 from tokenizer.tokenized_data import TokenizedSplit, open_dataset
 
+DOCUMENT_COLUMNS = ["tokens", "documents", "mean_document_length", "max_document_length"]
+PAIR_COLUMNS = ["mean_prompt_length", "mean_chosen_length", "mean_rejected_length"]
 COLUMNS = {
-    "pre_training": ["tokens", "documents", "mean_document_length", "max_document_length"],
-    "sft": [
-        "tokens",
-        "documents",
-        "mean_document_length",
-        "max_document_length",
-        "trainable_tokens",
-    ],
-    "dpo": [
-        "tokens",
-        "pairs",
-        "mean_prompt_length",
-        "mean_chosen_length",
-        "mean_rejected_length",
-        "max_pair_length",
-    ],
+    "pre_training": DOCUMENT_COLUMNS,
+    "sft": [*DOCUMENT_COLUMNS, "trainable_tokens"],
+    "dpo": ["tokens", "pairs", *PAIR_COLUMNS, "max_pair_length"],
 }
 
 
-def count_split(split: TokenizedSplit) -> dict:
+def lengths_of(split: TokenizedSplit) -> np.ndarray:
+    """[documents] document lengths, or [pairs, 3] prompt, chosen and rejected lengths, of a
+    split whose token ids were checked against its vocabulary."""
     split.check_token_ids(int(split.meta["vocab_size"]))
-    counts = {"tokens": len(split.tokens)}
-    if split.stage == "dpo":
-        rows = np.asarray(split.pair_offsets, np.int64).reshape(-1, 4)
-        lengths = np.diff(rows, axis=1)  # (pairs, 3): prompt, chosen, rejected
-        counts["pairs"] = counts["documents"] = len(rows)
-        for column, name in enumerate(("prompt", "chosen", "rejected")):
-            counts[f"mean_{name}_length"] = float(lengths[:, column].mean()) if len(rows) else 0.0
-        longest = lengths[:, 0] + lengths[:, 1:].max(axis=1, initial=0)
-        counts["max_pair_length"] = int(longest.max(initial=0))
-    else:
-        offsets = np.asarray(split.doc_offsets, np.int64)
-        lengths = np.diff(offsets)
-        counts["documents"] = len(lengths)
-        counts["mean_document_length"] = float(lengths.mean()) if len(lengths) else 0.0
-        counts["max_document_length"] = int(lengths.max(initial=0))
-        if split.stage == "sft":
-            counts["trainable_tokens"] = int(np.asarray(split.loss_mask).sum(dtype=np.int64))
-    if counts["documents"] != split.meta.get("num_documents"):
+    offsets = split.pair_offsets if split.stage == "dpo" else split.doc_offsets
+    lengths = np.diff(np.asarray(offsets, np.int64), axis=-1)  # a pair row: p, c, r, end
+    if len(lengths) != split.meta.get("num_documents"):
         said = f"{split.directory}/meta.json says {split.meta.get('num_documents')} documents"
-        raise UserError(f"{said}, the offsets hold {counts['documents']}; re-tokenize")
-    return counts
+        raise UserError(f"{said}, the offsets hold {len(lengths)}; re-tokenize")
+    return lengths
 
 
-def total(per_split: dict[str, dict]) -> dict:
-    """Sums of counts, maxima of maxima, and means weighted by each split's documents."""
-    documents, summed = sum(counts["documents"] for counts in per_split.values()), {}
-    for counts in per_split.values():
-        for key, value in counts.items():
-            if key.startswith("max_"):
-                summed[key] = max(summed.get(key, 0), value)
-            elif key.startswith("mean_"):
-                share = counts["documents"] / documents if documents else 0.0
-                summed[key] = summed.get(key, 0.0) + value * share
-            else:
-                summed[key] = summed.get(key, 0) + value
-    return summed
+def counts(stage: str, lengths: np.ndarray, trainable: int) -> dict:
+    """The counts of documents (or pairs) of these lengths."""
+    result = {"tokens": int(lengths.sum()), "documents": len(lengths)}
+    if stage == "dpo":
+        means = lengths.mean(axis=0) if len(lengths) else np.zeros(3)
+        for column, name in enumerate(("prompt", "chosen", "rejected")):
+            result[f"mean_{name}_length"] = float(means[column])
+        longest = lengths[:, 0] + lengths[:, 1:].max(axis=1, initial=0)
+        return result | {"pairs": len(lengths), "max_pair_length": int(longest.max(initial=0))}
+    result["mean_document_length"] = float(lengths.mean()) if len(lengths) else 0.0
+    result["max_document_length"] = int(lengths.max(initial=0))
+    if stage == "sft":
+        result["trainable_tokens"] = trainable
+    return result
 
 
 def format_table(stage: str, per_split: dict[str, dict]) -> str:
@@ -83,11 +60,11 @@ def format_table(stage: str, per_split: dict[str, dict]) -> str:
         values = [counts[column] for column in COLUMNS[stage]]
         rows.append([name] + [f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" for v in values])
     widths = [max(map(len, column)) for column in zip(*rows)]
-    cells = (
-        [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
-        for row in rows
-    )
-    return "\n".join("  ".join(row) for row in cells)
+    lines = []
+    for name, *cells in rows:
+        cells = [cell.rjust(width) for cell, width in zip(cells, widths[1:])]
+        lines.append("  ".join([name.ljust(widths[0]), *cells]))
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -103,8 +80,14 @@ def main(argv=None) -> int:
     if len(stages) > 1:
         raise UserError(f"{args.tokenized_dir} mixes stages {sorted(stages)}; re-tokenize")
     stage, meta = stages.pop(), splits["train"].meta
-    per_split = {name: count_split(split) for name, split in splits.items()}
-    per_split["total"] = total(per_split)
+    per_split, all_lengths, all_trainable = {}, [], 0
+    for name, split in splits.items():
+        lengths = lengths_of(split)
+        trainable = int(np.sum(split.loss_mask, dtype=np.int64)) if stage == "sft" else 0
+        per_split[name] = counts(stage, lengths, trainable)
+        all_lengths.append(lengths)
+        all_trainable += trainable
+    per_split["total"] = counts(stage, np.concatenate(all_lengths), all_trainable)
     if args.json:
         result = {"tokenized_dir": args.tokenized_dir, "stage": stage, "splits": per_split}
         print(json.dumps(result, indent=2))

@@ -20,15 +20,12 @@ speaks our chat format, `CHAT_TEMPLATE`:
 | 4  | `<|assistant|>`  | opens an assistant turn; a generation prompt ends here   |
 | 5  | `<|end|>`        | closes every turn                                        |
 
-A tokenizer.json with a tokenizer_config.json beside it (and maybe chat_template.jinja), as
-transformers saves them and model.import_hf copies them, brings its own special tokens and
-template. Templates render as transformers' apply_chat_template renders them (a sandboxed
-Jinja, bos_token/eos_token, add_generation_prompt, raise_exception), but with a placeholder
-for each message's content: the template's own text is encoded with special tokens matched,
-each content with matching off, so a "<|end|>" that a user types stays plain text and can never
-forge a turn boundary. An assistant turn (SFT's loss mask, a DPO reply) is its content and the
-template text after it up to the end-of-turn token: the first special token the template
-writes after an assistant's content (`<|end|>`, `<|im_end|>`, `<|eot_id|>` ...).
+A tokenizer_config.json beside tokenizer.json (and maybe chat_template.jinja), as transformers
+saves them, brings its own special tokens and template. Templates render as transformers'
+apply_chat_template does, with a placeholder for each message's content: the template's text is
+encoded with special tokens matched, each content with matching off, so a "<|end|>" a user types
+can never forge a turn boundary. An assistant turn (SFT's loss mask, a DPO reply) is its content
+and the template's text after it up to the first special token it writes there.
 """
 
 import json
@@ -78,15 +75,18 @@ def compile_template(source: str) -> jinja2.Template:
         raise jinja2.exceptions.TemplateError(message)
 
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                          sort_keys=sort_keys)  # fmt: skip
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
 
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
     )
     env.filters["tojson"] = tojson  # without Jinja's HTML escaping
-    env.globals |= {"raise_exception": raise_exception,
-                    "strftime_now": lambda format: datetime.now().strftime(format)}  # fmt: skip
+    env.globals |= {
+        "raise_exception": raise_exception,
+        "strftime_now": lambda format: datetime.now().strftime(format),
+    }
     return env.from_string(source)
 
 
@@ -117,8 +117,9 @@ class ChatTokenizer:
             raise UserError(f"{where}: the chat template is not valid Jinja ({error})") from None
         self.end_of_turn = self._end_of_turn() or self.tokens.get("eos_token")
         turn_end = self.tokenizer.token_to_id(self.end_of_turn or "")
-        self.stop_ids = tuple(dict.fromkeys(i for i in (turn_end, self.eos_id, self.bos_id)
-                                            if i is not None))  # fmt: skip
+        self.stop_ids = tuple(
+            dict.fromkeys(i for i in (turn_end, self.eos_id, self.bos_id) if i is not None)
+        )
 
     def __getattr__(self, name):
         if name.startswith("_") or "tokenizer" not in self.__dict__:
@@ -136,8 +137,11 @@ class ChatTokenizer:
             after = self.render(probe).partition(mark)[2]
         except Exception:  # no template, or one that wants another conversation: eos
             return None
-        specials = [t.content for t in self.tokenizer.get_added_tokens_decoder().values()
-                    if t.special and t.content in after]  # fmt: skip
+        specials = [
+            t.content
+            for t in self.tokenizer.get_added_tokens_decoder().values()
+            if t.special and t.content in after
+        ]
         return min(specials, key=after.index, default=None)
 
     def encode_text(self, text: str) -> list[int]:
@@ -150,16 +154,18 @@ class ChatTokenizer:
 
     def document(self, text: str) -> list[int]:
         """A pre-training document: BOS (when the tokenizer has one) + text."""
-        return [self.bos_id] * (self.bos_id is not None) + self.encode_text(text)
+        bos = [self.bos_id] if self.bos_id is not None else []
+        return bos + self.encode_text(text)
 
     def chat_pieces(self, messages: list[dict], add_generation_prompt=False) -> list[Piece]:
         """The conversation rendered by the chat template, in pieces (module docstring)."""
         check_messages(messages)
         if self._template is None:
             where = Path(self.where).parent / TEMPLATE_FILE
-            raise UserError(f"{self.where} has no chat template, so it cannot render a conversa"
-                            "tion; give one to model.import_hf with --chat-template FILE (or "
-                            f"write it to {where})")  # fmt: skip
+            raise UserError(
+                f"{self.where} has no chat template to render a conversation; give one to "
+                f"model.import_hf with --chat-template FILE, or write it to {where}"
+            )
         marked = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
         parts = PLACEHOLDER.split(self.render(marked, add_generation_prompt))  # text, i, text ...
         contents = [messages[int(i)]["content"] for i in parts[1::2]]
@@ -168,8 +174,8 @@ class ChatTokenizer:
             if real != filled(parts, contents):
                 contents = [content.strip() for content in contents]
             if real != filled(parts, contents):
-                raise UserError(f"{self.where}: the chat template changes message contents "
-                                "beyond trimming them; we cannot render it piecewise")  # fmt: skip
+                what = "the chat template changes message contents beyond trimming them"
+                raise UserError(f"{self.where}: {what}; we cannot render it piecewise")
         pieces, end, in_turn = [], self.end_of_turn or "", False
         for k, part in enumerate(parts):
             if k % 2:  # message int(part)'s content
@@ -178,17 +184,22 @@ class ChatTokenizer:
                 continue
             found = part.find(end) if in_turn and end else -1  # the turn ends in this text
             cut = found + len(end) if found >= 0 else 0
-            pieces += [Piece(text, False, trained) for text, trained in
-                       ((part[:cut], True), (part[cut:], False)) if text]  # fmt: skip
+            if part[:cut]:  # the end of an assistant turn: trained
+                pieces.append(Piece(part[:cut], False, True))
+            if part[cut:]:
+                pieces.append(Piece(part[cut:], False, False))
         return pieces
 
     def render(self, messages: list[dict], add_generation_prompt=False) -> str:
         """The template's text (apply_chat_template(..., tokenize=False))."""
         try:
             return self._template.render(
-                messages=messages, tools=None, documents=None,
-                add_generation_prompt=add_generation_prompt, **self.tokens,
-            )  # fmt: skip
+                messages=messages,
+                tools=None,
+                documents=None,
+                add_generation_prompt=add_generation_prompt,
+                **self.tokens,
+            )
         except jinja2.TemplateError as error:
             raise UserError(f"{self.where}: the chat template refused it ({error})") from None
 
@@ -252,9 +263,11 @@ def load_tokenizer(path: str | Path) -> ChatTokenizer:
     if settings is None:
         for expected_id, token in enumerate(SPECIAL_TOKENS):
             if tokenizer.token_to_id(token) != expected_id:
-                raise UserError(f"{path} does not reserve {token} at id {expected_id}; retrain it "
-                                f"with `python3 -m tokenizer.train` (or keep the {CONFIG_FILE} "
-                                "it came with beside it)")  # fmt: skip
+                raise UserError(
+                    f"{path} does not reserve {token} at id {expected_id}; retrain it "
+                    f"with `python3 -m tokenizer.train` (or keep the {CONFIG_FILE} "
+                    "it came with beside it)"
+                )
     tokens = {name: token_text((settings or OUR_TOKENS).get(name)) for name in OUR_TOKENS}
     template = CHAT_TEMPLATE if settings is None else settings.get("chat_template")
     if isinstance(template, list):  # several named templates: transformers uses "default"

@@ -32,7 +32,7 @@ class RawSplit:
             raise UserError(f"{directory} lists no data files; {DOWNLOAD_HINT}")
         self.schema = next(self.batches(schema_only=True))
         self.column_names = self.schema.names
-        self._num_rows = self._text_bytes = None
+        self._num_rows = None
 
     def batches(self, schema_only: bool = False):
         """The record batches of every file in order (or, with schema_only, the schema)."""
@@ -47,9 +47,7 @@ class RawSplit:
                         return
                     yield from reader
             except (OSError, pa.ArrowException) as error:
-                raise UserError(
-                    f"cannot read {path} ({error}); download the dataset again"
-                ) from None
+                raise UserError(f"cannot read {path} ({error}); download it again") from None
 
     def __len__(self) -> int:
         if self._num_rows is None:
@@ -61,11 +59,13 @@ class RawSplit:
         return sum(batch.column(c).nbytes for batch in self.batches() for c in columns)
 
     def iter_rows(self, columns, batch_rows: int):
-        """{column: values} for consecutive batches of at most `batch_rows` rows, in order."""
+        """(first row, {column: values}) of consecutive batches of at most `batch_rows` rows."""
+        first_row = 0
         for batch in self.batches():
             for start in range(0, batch.num_rows, batch_rows):
                 chunk = batch.slice(start, batch_rows)
-                yield {name: chunk.column(name).to_pylist() for name in columns}
+                yield first_row, {name: chunk.column(name).to_pylist() for name in columns}
+                first_row += chunk.num_rows
 
 
 def split_folders(path: Path, allow_single_split: bool = True) -> dict[str, Path]:
@@ -81,8 +81,7 @@ def split_folders(path: Path, allow_single_split: bool = True) -> dict[str, Path
     if (path / "state.json").is_file() and allow_single_split:
         return {path.name: path}
     if (path / "state.json").is_file():
-        raise UserError(f"{path} is a single split folder; pass the dataset folder that holds "
-                        "train/ validation/ test/ (its parent)")  # fmt: skip
+        raise UserError(f"{path} is a single split folder; pass the dataset folder above it")
     what = "is empty" if not any(path.iterdir()) else "holds no saved dataset"
     raise UserError(
         f"dataset folder {path} {what} (no dataset_dict.json or state.json); {DOWNLOAD_HINT}"
@@ -114,10 +113,10 @@ def check_columns(splits: dict, stage: str, path) -> None:
         schema = split.schema if isinstance(split, RawSplit) else split.data.schema
         missing = [column for column in COLUMNS[stage] if column not in schema.names]
         if missing:
+            needs = ", ".join(map(repr, COLUMNS[stage]))
             raise UserError(
-                f"{Path(path) / name} has columns {schema.names} but {stage} data needs "
-                f"{', '.join(map(repr, COLUMNS[stage]))}; missing {missing}. Check --stage and "
-                "--dataset-dir"
+                f"{Path(path) / name} has columns {schema.names} but {stage} data needs {needs} "
+                f"(missing {missing}); check --stage and --dataset-dir"
             )
         for column in COLUMNS[stage]:
             check_type(schema.field(column).type, column, Path(path) / name)
@@ -131,18 +130,10 @@ def check_type(column_type, column: str, where: Path) -> None:
     if column == "text":
         ok, wanted = column_type in strings, "strings (one document per row)"
     else:
-        item = getattr(column_type, "value_type", None)
-        ok = (
-            item is not None
-            and pa.types.is_struct(item)
-            and all(
-                item.get_field_index(name) >= 0 and item.field(name).type in strings
-                for name in ("role", "content")
-            )
-        )
+        item = getattr(column_type, "value_type", None)  # what a list holds
+        is_struct = item is not None and pa.types.is_struct(item)
+        fields = {field.name: field.type for field in item} if is_struct else {}
+        ok = fields.get("role") in strings and fields.get("content") in strings
         wanted = "lists of {role, content} messages with string fields"
     if not ok:
-        raise UserError(
-            f"{where}: column {column!r} holds {column_type} values, not {wanted}; "
-            "make the dataset with a download_dataset step, or fix that column"
-        )
+        raise UserError(f"{where}: column {column!r} holds {column_type} values, not {wanted}")

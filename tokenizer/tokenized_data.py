@@ -50,8 +50,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def _layout(name: str, tokens: np.dtype) -> tuple[np.dtype, int]:
     """(element dtype, elements per row) of a named array."""
-    layouts = {"tokens.bin": (tokens, 1), "loss_mask.bin": (np.dtype(np.uint8), 1),
-               "pair_offsets.bin": (np.dtype(np.uint64), 4)}  # fmt: skip
+    layouts = {
+        "tokens.bin": (tokens, 1),
+        "loss_mask.bin": (np.dtype(np.uint8), 1),
+        "pair_offsets.bin": (np.dtype(np.uint64), 4),
+    }
     return layouts.get(name, (np.dtype(np.uint64), 1))
 
 
@@ -62,11 +65,8 @@ def write_array(file, values, dtype) -> None:
 
 
 class SplitWriter:
-    """Streams one split to disk: arrays grow by appending, so memory stays flat.
-
-    Use inside `common.atomic.atomic_directory` so an interrupted write never looks finished.
-    source_rows: also write source_rows.bin, the raw row each document came from.
-    """
+    """Streams one split to disk (memory stays flat), inside `common.atomic.atomic_directory` so
+    an interrupted write never looks finished; with source_rows, also source_rows.bin."""
 
     def __init__(self, directory, stage: str, vocab_size: int, source_rows: bool = False):
         self.directory, self.stage, self.vocab_size = Path(directory), stage, vocab_size
@@ -93,8 +93,6 @@ class SplitWriter:
         self._append(documents, source_rows)
         write_array(self.files["doc_offsets.bin"], ends, np.uint64)
         if self.stage == "sft":
-            if masks is None:
-                raise ValueError("sft documents need loss masks")
             write_array(self.files["loss_mask.bin"], np.concatenate(masks), np.uint8)
         self.num_tokens, self.num_documents = int(ends[-1]), self.num_documents + len(documents)
 
@@ -110,6 +108,17 @@ class SplitWriter:
         write_array(self.files["pair_offsets.bin"], rows, np.uint64)
         self.num_tokens, self.num_documents = int(ends[-1]), self.num_documents + len(pairs)
 
+    def add_rows(self, rows: list) -> None:
+        """Append encoded rows, each (raw row, parts): parts are (tokens,) for pre_training,
+        (tokens, loss mask) for sft, (prompt, chosen, rejected) for dpo."""
+        source_rows = [row for row, _ in rows]
+        parts = [parts for _, parts in rows]
+        if self.stage == "dpo":
+            self.add_pairs(parts, source_rows)
+            return
+        masks = [mask for _, mask in parts] if self.stage == "sft" else None
+        self.add_documents([part[0] for part in parts], masks, source_rows)
+
     def finish(self, tokenizer_sha256: str, stats: dict | None = None) -> dict:
         """Close the arrays and write `meta.json` describing them."""
         arrays = {}
@@ -120,11 +129,16 @@ class SplitWriter:
             shape = [size // (dtype.itemsize * row)] + ([row] if row > 1 else [])
             arrays[name] = {"dtype": dtype.name, "shape": shape, "bytes": size}
         meta = {
-            "format_version": FORMAT_VERSION, "stage": self.stage, "dtype": self.dtype.name,
-            "vocab_size": self.vocab_size, "tokenizer_sha256": tokenizer_sha256,
-            "num_tokens": self.num_tokens, "num_documents": self.num_documents, "arrays": arrays,
+            "format_version": FORMAT_VERSION,
+            "stage": self.stage,
+            "dtype": self.dtype.name,
+            "vocab_size": self.vocab_size,
+            "tokenizer_sha256": tokenizer_sha256,
+            "num_tokens": self.num_tokens,
+            "num_documents": self.num_documents,
+            "arrays": arrays,
             "stats": stats or {},
-        }  # fmt: skip
+        }
         atomic_write_text(self.directory / "meta.json", json.dumps(meta, indent=2) + "\n")
         return meta
 
@@ -172,10 +186,6 @@ def open_split(directory: str | Path, stage: str | None = None) -> TokenizedSpli
     for name in ("doc_offsets.bin", "pair_offsets.bin"):
         if name in arrays:
             _check_offsets(directory / name, arrays[name], len(tokens))
-    if meta.get("num_tokens", len(tokens)) != len(tokens):
-        raise UserError(
-            f"{directory}/meta.json says {meta['num_tokens']} tokens, tokens.bin has {len(tokens)}"
-        )
     if "loss_mask.bin" in arrays and len(arrays["loss_mask.bin"]) != len(tokens):
         raise UserError(f"{directory}: loss_mask.bin and tokens.bin differ in length; re-tokenize")
     if SOURCE_ROWS in arrays and len(arrays[SOURCE_ROWS]) != meta.get("num_documents"):
@@ -190,8 +200,9 @@ def read_meta(directory: str | Path, stage: str | None = None) -> dict:
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise UserError(f"{meta_path} is missing; tokenize the data with "
-                        "`python3 -m tokenizer.tokenize_dataset`")  # fmt: skip
+        raise UserError(
+            f"{meta_path} is missing; make it with python3 -m tokenizer.tokenize_dataset"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as error:
@@ -200,8 +211,10 @@ def read_meta(directory: str | Path, stage: str | None = None) -> dict:
         if key not in meta:
             raise UserError(f"{meta_path} lacks {key!r}; re-tokenize this dataset")
     if meta["format_version"] != FORMAT_VERSION:
-        raise UserError(f"{meta_path} has format version {meta['format_version']}, this code reads "
-                        f"{FORMAT_VERSION}; re-tokenize this dataset")  # fmt: skip
+        version = meta["format_version"]
+        raise UserError(
+            f"{meta_path} has format version {version}, not {FORMAT_VERSION}; re-tokenize"
+        )
     if meta["stage"] not in STAGES:
         raise UserError(f"{meta_path}: unknown stage {meta['stage']!r}; re-tokenize this dataset")
     if stage is not None and meta["stage"] != stage:
@@ -218,16 +231,11 @@ def _open_array(path: Path, dtype: np.dtype, row: int, meta: dict) -> np.ndarray
         raise UserError(f"{path} is missing; re-tokenize this dataset")
     size = path.stat().st_size
     if size % (dtype.itemsize * row):
-        raise UserError(
-            f"{path} holds {size} bytes, not a multiple of {dtype.itemsize * row} "
-            f"({dtype.name}); the file is damaged, re-tokenize this dataset"
-        )
+        item = f"{dtype.itemsize * row} ({dtype.name})"
+        raise UserError(f"{path} holds {size} bytes, not a multiple of {item}; re-tokenize")
     expected = meta["arrays"].get(path.name, {}).get("bytes")
     if expected != size:
-        raise UserError(
-            f"{path} holds {size} bytes but meta.json says {expected}; "
-            "the folder is damaged or half-written, re-tokenize this dataset"
-        )
+        raise UserError(f"{path} holds {size} bytes, meta.json says {expected}; re-tokenize")
     count = size // dtype.itemsize
     if count == 0:
         return np.zeros((0, row) if row > 1 else 0, dtype)
@@ -245,8 +253,7 @@ def _check_dtype(meta: dict, meta_path: Path) -> np.dtype:
     if meta["dtype"] != expected.name:
         raise UserError(
             f"{meta_path}: dtype {meta['dtype']!r} is not what tokenize_dataset writes for a "
-            f"vocabulary of {vocab_size:,} ({expected.name}); the folder is damaged or foreign, "
-            "re-tokenize this dataset"
+            f"vocabulary of {vocab_size:,} ({expected.name}); re-tokenize this dataset"
         )
     return expected
 
@@ -259,10 +266,7 @@ def _check_offsets(path: Path, offsets: np.ndarray, num_tokens: int) -> None:
     flat = np.asarray(offsets, np.int64).reshape(-1)
     contiguous = offsets.ndim == 1 or bool(np.all(offsets[1:, 0] == offsets[:-1, -1]))
     if flat[0] != 0 or flat[-1] != num_tokens or np.any(np.diff(flat) < 0) or not contiguous:
-        raise UserError(
-            f"{path} does not delimit tokens.bin (offsets must rise from 0 to {num_tokens} "
-            "without gaps); the folder is damaged, re-tokenize this dataset"
-        )
+        raise UserError(f"{path} does not delimit tokens.bin from 0 to {num_tokens}; re-tokenize")
 
 
 def open_dataset(directory: str | Path, stage: str | None = None) -> dict[str, TokenizedSplit]:
@@ -270,8 +274,7 @@ def open_dataset(directory: str | Path, stage: str | None = None) -> dict[str, T
     `stage` data if a stage is given."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise UserError(f"tokenized dataset folder {directory} not found; create it with "
-                        "`python3 -m tokenizer.tokenize_dataset`")  # fmt: skip
+        raise UserError(f"tokenized dataset folder {directory} not found; run tokenize_dataset")
     splits = {
         name: open_split(directory / name, stage) for name in SPLITS if (directory / name).is_dir()
     }

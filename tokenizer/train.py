@@ -51,39 +51,45 @@ def text_columns(split: raw_data.RawSplit) -> tuple[str, ...]:
     names = split.column_names
     found = ("text",) if "text" in names else tuple(c for c in TEXT_COLUMNS if c in names)
     if not found:
-        raise UserError(f"{split.directory} has columns {names} but no 'text' column (nor "
-                        "'messages' or 'prompt'/'chosen'/'rejected'); pass a dataset made by "
-                        "dataset/*/download_dataset")  # fmt: skip
+        raise UserError(
+            f"{split.directory} has columns {names} but no 'text' column (nor 'messages' or "
+            "'prompt'/'chosen'/'rejected'); pass a dataset made by a download_dataset step"
+        )
     for column in found:
         raw_data.check_type(split.schema.field(column).type, column, split.directory)
     return found
 
 
 def texts(split: raw_data.RawSplit, max_chars: int | None, stats: dict):
-    """Batches of strings: texts or message contents. With max_chars, every k-th row (k chosen
-    from the size of the text columns, so the sample spans the whole split) until the budget is
-    used up; the choice depends only on the data, so training is repeatable."""
-    columns, row = text_columns(split), 0
+    """Batches of strings: texts or message contents. With max_chars, those of every k-th row
+    (k from the size of the text columns, so the sample spans the whole split, and depends only
+    on the data) until max_chars characters are taken."""
+    columns = text_columns(split)
     stride = max(1, split.column_bytes(columns) // max_chars) if max_chars else 1
-    for rows in split.iter_rows(columns, 1000):
-        batch, taken = [], range(-row % stride, len(rows[columns[0]]), stride)
-        row += len(rows[columns[0]])
+    for row, rows in split.iter_rows(columns, 1000):
+        batch = []
         for column in columns:
-            for value in (rows[column][i] for i in taken):
+            for value in rows[column][-row % stride :: stride]:
                 contents = [value] if column == "text" else [m.get("content") for m in value or []]
                 batch += [text for text in contents if isinstance(text, str)]
-        if max_chars is not None:  # cut at the budget
-            room, batch, cut = max_chars - stats["chars"], [], batch
-            for text in cut:
-                batch.append(text[:room])
-                room -= len(batch[-1])
-                if room <= 0:
-                    break
+        if max_chars is not None:
+            batch = cut(batch, max_chars - stats["chars"])
         stats["chars"] += sum(map(len, batch))
         stats["texts"] += len(batch)
         yield batch
         if max_chars is not None and stats["chars"] >= max_chars:
             return
+
+
+def cut(texts: list[str], room: int) -> list[str]:
+    """The texts up to `room` characters, the last one cut."""
+    kept = []
+    for text in texts:
+        kept.append(text[:room])
+        room -= len(kept[-1])
+        if room <= 0:
+            break
+    return kept
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -92,18 +98,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Train the byte-level BPE tokenizer (all special tokens reserved).",
     )
     add = parser.add_argument
-    add("--dataset-dir", required=True, help="raw dataset: the DatasetDict folder a download step "
-        "wrote (train is used, validation measures bytes/token) or one split folder")  # fmt: skip
+    dataset = "raw DatasetDict folder of a download step (train trains, validation measures "
+    add("--dataset-dir", required=True, help=dataset + "bytes per token), or one split folder")
     add("--output-path", required=True, help="where to write tokenizer.json (atomically)")
-    add("--vocab-size", type=int, default=32768, help=f"total vocabulary size with the "
-        f"{len(SPECIAL_TOKENS)} special tokens (at least {MIN_VOCAB_SIZE}; <= 65536 keeps token "
-        "arrays uint16). Default 32768")  # fmt: skip
-    add("--max-chars", type=int, help="train on at most this many characters, from evenly spaced "
-        "rows of the train split (deterministic), to bound memory and time")  # fmt: skip
-    add("--min-frequency", type=int, default=2, help="a pair must occur at least this often to "
-        "be merged. Default 2")  # fmt: skip
-    add("--eval-chars", type=int, default=10_000_000, help="characters of the validation split "
-        "that measure bytes per token. Default 1e7")  # fmt: skip
+    vocab = f"vocabulary size with the special tokens (at least {MIN_VOCAB_SIZE}; <= 65536 "
+    add(
+        "--vocab-size",
+        type=int,
+        default=32768,
+        help=vocab + "keeps token arrays uint16). Default 32768",
+    )
+    max_chars = "train on at most this many characters, from evenly spaced rows (deterministic)"
+    add("--max-chars", type=int, help=max_chars)
+    add("--min-frequency", type=int, default=2, help="least count of a merged pair. Default 2")
+    eval_chars = "characters of the validation split that measure bytes per token. Default 1e7"
+    add("--eval-chars", type=int, default=10_000_000, help=eval_chars)
     add("--overwrite", action="store_true", help="replace an existing --output-path")
     args = parser.parse_args(argv)
     if not MIN_VOCAB_SIZE <= args.vocab_size <= 2**31:
@@ -144,20 +153,20 @@ def main(argv=None) -> int:
     atomic_write_text(output, tokenizer.to_str(pretty=True))
     tokenizer = load_tokenizer(output)  # checks the special-token ids, as every later step will
     special = json.dumps({token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS})
-    print(f"trained on {stats['chars']:,} characters from {stats['texts']:,} texts of "
-          f"{train_split.name}\nvocab size: {tokenizer.get_vocab_size():,}\nspecial token ids: "
-          f"{special}\ntraining time: {seconds:.1f} s")  # fmt: skip
-    measured = splits.get("validation", train_split)
-    sizes = [
-        (len(text.encode()), len(encoding.ids))
-        for batch in texts(measured, args.eval_chars, {"chars": 0, "texts": 0})
-        for text, encoding in zip(
-            batch, tokenizer.encode_batch_fast(batch, add_special_tokens=False)
-        )
-    ]
-    total_bytes, total_tokens = sum(b for b, _ in sizes), sum(t for _, t in sizes)
-    print(f"bytes per token on {measured.name}: {total_bytes / max(total_tokens, 1):.3f} "
-          f"(over {total_bytes:,} bytes)\nwrote {output}")  # fmt: skip
+    print(
+        f"trained on {stats['chars']:,} characters from {stats['texts']:,} texts of "
+        f"{train_split.name}\nvocab size: {tokenizer.get_vocab_size():,}\nspecial token ids: "
+        f"{special}\ntraining time: {seconds:.1f} s"
+    )
+    measured, total_bytes, total_tokens = splits.get("validation", train_split), 0, 0
+    for batch in texts(measured, args.eval_chars, {"chars": 0, "texts": 0}):
+        total_bytes += sum(len(text.encode()) for text in batch)
+        encoded = tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+        total_tokens += sum(len(encoding.ids) for encoding in encoded)
+    print(
+        f"bytes per token on {measured.name}: {total_bytes / max(total_tokens, 1):.3f} "
+        f"(over {total_bytes:,} bytes)\nwrote {output}"
+    )
     return 0
 
 

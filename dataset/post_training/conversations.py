@@ -16,13 +16,12 @@ import argparse
 import functools
 import os
 import re
-from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple
 
-from common.errors import UserError
+from dataset import pipeline
 from dataset.local_files import jsonl_rows, resolve_data_files
-from dataset.pipeline import Drop, Part, Run, Step, converted, fraction, with_reason
+from dataset.pipeline import Drop, Part, Run, Step, converted, fraction
 
 ROLES = ("system", "user", "assistant")
 ASSISTANT = "\n\nAssistant:"
@@ -164,8 +163,6 @@ def pair_from_any(row: dict) -> dict:
     return from_strings(row)
 
 
-# ---------------------------------------------------------------- what the SFT and DPO steps share
-
 SAMPLE_HELD_OUT_SHARE = 20  # validation and test get a 20th of --sample-size each...
 SAMPLE_MIN_HELD_OUT = 20  # ...but at least this many
 
@@ -174,17 +171,19 @@ def add_arguments(parser: argparse.ArgumentParser, unit: str) -> None:
     """--max-chars, --sample-size, the held-out shares and the original README's
     --tokenizer-profile; `unit` names a row ("conversations", "pairs")."""
     add = parser.add_argument
-    add("--tokenizer-profile", choices=("post_training_v1",), default=argparse.SUPPRESS,
-        help="older flag, accepted and unused (the one chat format there is)")  # fmt: skip
-    add("--max-chars", type=int, default=8000, help=f"skip {unit} with more characters than "
-        "this (a conversation's messages; a pair's prompt and longer answer)")  # fmt: skip
-    add("--sample-size", type=int, default=10_000, help=f"sample: train {unit}; validation and "
-        f"test get a {SAMPLE_HELD_OUT_SHARE}th of it each (at least {SAMPLE_MIN_HELD_OUT}), "
-        "with instructions train never shows")  # fmt: skip
-    add("--validation-fraction", type=fraction, default=0.02, help=f"share of the {unit} held "
-        "out (seeded) for validation")  # fmt: skip
-    add("--test-fraction", type=fraction, default=0.02, help=f"share of the {unit} held out "
-        "(seeded) for test, when the source has no test split")  # fmt: skip
+    profile = "older flag, accepted and unused (the one chat format there is)"
+    add(
+        "--tokenizer-profile", choices=["post_training_v1"], default=argparse.SUPPRESS, help=profile
+    )
+    longest = f"skip {unit} with more characters than this (a conversation's messages; a pair's "
+    add("--max-chars", type=int, default=8000, help=longest + "prompt and longer answer)")
+    size = f"sample: train {unit}; validation and test get a {SAMPLE_HELD_OUT_SHARE}th of it "
+    size += f"each (at least {SAMPLE_MIN_HELD_OUT}), with instructions train never shows"
+    add("--sample-size", type=int, default=10_000, help=size)
+    held_out = f"share of the {unit} held out (seeded) for"
+    add("--validation-fraction", type=fraction, default=0.02, help=f"{held_out} validation")
+    test = f"{held_out} test, when the source has no test split"
+    add("--test-fraction", type=fraction, default=0.02, help=test)
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -206,17 +205,22 @@ def step(stage: str, module: str, doc: str, hub: dict, what: str, unit: str, sam
     flags, and the three sources; `local` is (convert, features, row unit, what a row needs)."""
 
     def add(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--dataset", choices=list(hub), default=next(iter(hub)),
-                            help=f"--source hub: {what}")  # fmt: skip
+        parser.add_argument(
+            "--dataset", choices=list(hub), default=next(iter(hub)), help=f"--source hub: {what}"
+        )
         add_arguments(parser, unit)
 
-    sources = {"hub": lambda args, run: hub_parts(args, run, hub[args.dataset]), "sample": sample,
-               "local": lambda args, run: local_parts(args, run, *local)}  # fmt: skip
+    sources = {
+        "hub": functools.partial(hub_parts, hub=hub),
+        "sample": sample,
+        "local": functools.partial(local_parts, local=local),
+    }
     return Step(stage, module, doc, f"data/post_training/{stage}/raw", sources, add, check)
 
 
-def hub_parts(args, run: Run, spec: HubDataset) -> list[Part]:
+def hub_parts(args, run: Run, hub: dict[str, HubDataset]) -> list[Part]:
     """The --dataset's train split less the held-out shares, and its test split if it has one."""
+    spec = hub[args.dataset]
     loaded = run.hub(args.dataset, [spec.train] + ([spec.test] if spec.test else []), spec.columns)
     short = args.dataset.split("/")[-1].removesuffix("-cleaned")  # "alpaca/train"
     convert = functools.partial(spec.convert, max_chars=args.max_chars)
@@ -237,13 +241,18 @@ def sample_parts(args, run: Run, rows: Callable[[int, str, int], list], features
     held_out = max(SAMPLE_MIN_HELD_OUT, args.sample_size // SAMPLE_HELD_OUT_SHARE)
     sizes = {"train": args.sample_size, "validation": held_out, "test": held_out}
     run.manifest["inputs"].append({"id": "sample_world", "seed": args.seed, "sizes": sizes})
-    generate = run.generate
-    return [Part(f"sample/{name}", generate(f"sample-{name}", lambda n=name, c=count: rows(
-        args.seed, n, c), features), name) for name, count in sizes.items()]  # fmt: skip
+    parts = []
+    for name, count in sizes.items():
+        generate = functools.partial(rows, args.seed, name, count)
+        parts.append(
+            Part(f"sample/{name}", run.generate(f"sample-{name}", generate, features), name)
+        )
+    return parts
 
 
-def local_parts(args, run: Run, convert: Callable, features, unit: str, needs: str) -> list[Part]:
+def local_parts(args, run: Run, local: tuple) -> list[Part]:
     """The --data-files jsonl rows, converted; lines that are not JSON objects are counted."""
+    convert, features, unit, needs = local
     files = resolve_data_files(args.data_files, ("jsonl",))
     run.manifest["inputs"].append({"id": "local", "files": [str(f) for f in files]})
     convert = functools.partial(convert, max_chars=args.max_chars)
@@ -257,10 +266,4 @@ def local_parts(args, run: Run, convert: Callable, features, unit: str, needs: s
                 else:
                     yield converted(convert, row, features)
 
-    usable = run.generate("local", rows, with_reason(features))
-    reasons = Counter(usable["reason"])
-    if not reasons.pop("", 0):
-        raise UserError(f"--data-files: no usable {unit} in {len(usable)} rows "
-                        f"({dict(reasons)}); each line {needs}")  # fmt: skip
-    shares = {"validation": args.validation_fraction, "test": args.test_fraction}
-    return [Part("local", usable, "train", shares)]
+    return pipeline.local_parts(run, rows, features, unit, f"each line {needs}")

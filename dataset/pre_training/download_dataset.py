@@ -6,15 +6,14 @@
     python3 -m dataset.pre_training.download_dataset --output-dir=data/sample/pre_training/raw \\
         --source sample   # tiny CPU example, no network
 
---source hub (default): TinyStories and WikiText (wikitext-103-raw-v1) from the Hugging Face Hub,
-cleaned (tinystories.py, wikitext.py), or with --dataset fineweb-edu FineWeb-Edu, resumable
-(fineweb_edu.py); sample: the sample world's stories and articles; local: your .txt, .jsonl or
-.parquet files (--data-files; with fineweb-edu, FineWeb-shaped parquet files). Output: train/
-validation/ test/ (columns text, source) and manifest.json (inputs, Hub revisions, rows in and
-out of every filter; exact duplicates dropped, the first kept), complete or not at all.
+Sources: TinyStories + WikiText, cleaned (tinystories.py, wikitext.py), or FineWeb-Edu
+(fineweb_edu.py); the sample world; your .txt, .jsonl or .parquet files. Output: train/
+validation/ test/ (columns text, source; exact duplicates dropped) and manifest.json.
 """
 
 import argparse
+import functools
+from collections.abc import Iterator
 
 import datasets
 
@@ -45,32 +44,36 @@ def cap(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=("tinystories-wikitext", "fineweb-edu"),
-                        default="tinystories-wikitext", help="the stories and articles below, "
-                        "or educational web pages, in resumable shards (hub or local)")  # fmt: skip
+    datasets_help = "the stories and articles below, or educational web pages in resumable shards"
+    choices = ("tinystories-wikitext", "fineweb-edu")
+    parser.add_argument("--dataset", choices=choices, default=choices[0], help=datasets_help)
     for split in ("validation", "test"):
-        parser.add_argument(f"--{split}-fraction", type=pipeline.fraction, help=f"share of the "
-                            f"documents held out for {split}; none: {LOCAL_HELD_OUT_FRACTION} for "
-                            f"--source local (seeded), {fineweb_edu.DEFAULT_HELD_OUT_FRACTION} "
-                            "for fineweb-edu (evenly spaced)")  # fmt: skip
+        held_out = f"share of the documents held out for {split}; none: "
+        held_out += f"{LOCAL_HELD_OUT_FRACTION} for --source local (seeded), "
+        held_out += f"{fineweb_edu.DEFAULT_HELD_OUT_FRACTION} for fineweb-edu (evenly spaced)"
+        parser.add_argument(f"--{split}-fraction", type=pipeline.fraction, help=held_out)
     fineweb_edu.add_arguments(parser)
     add = parser.add_argument_group("--source hub (tinystories-wikitext)").add_argument
-    add("--tinystories-version", choices=("v1", "v2"), default="v1", help="v1: the Hub's "
-        "parquet data; v2: the TinyStoriesV2-GPT4 text files (GPT-4 stories only)")  # fmt: skip
+    version = "v1: the Hub's parquet data; v2: the TinyStoriesV2-GPT4 text files (GPT-4 only)"
+    add("--tinystories-version", choices=("v1", "v2"), default="v1", help=version)
     add("--wikitext-config", default=wikitext.DEFAULT_CONFIG, help="e.g. wikitext-2-raw-v1")
-    add("--max-tinystories-docs", type=cap, help="at most this many stories per split (0 "
-        "leaves TinyStories out; None: all)")  # fmt: skip
-    add("--max-wikitext-docs", type=cap, help="at most this many articles per split (0 leaves "
-        "WikiText out; None: all)")  # fmt: skip
-    add("--tinystories-test-fraction", type=pipeline.fraction, default=0.5, help="share of "
-        "TinyStories' validation split carved off (seeded) as its test split")  # fmt: skip
-    parser.add_argument_group("--source sample").add_argument(
-        "--sample-size-mb", type=float, default=6.0, help="about this many megabytes of text "
-        "over all splits (95%% train, 2.5%% validation, 2.5%% test)")  # fmt: skip
+    stories = "at most this many stories per split (0 leaves TinyStories out; None: all)"
+    add("--max-tinystories-docs", type=cap, help=stories)
+    articles = "at most this many articles per split (0 leaves WikiText out; None: all)"
+    add("--max-wikitext-docs", type=cap, help=articles)
+    test = "share of TinyStories' validation split carved off (seeded) as its test split"
+    add("--tinystories-test-fraction", type=pipeline.fraction, default=0.5, help=test)
+    add = parser.add_argument_group("--source sample").add_argument
+    size = "about this many megabytes of text (95%% train, 2.5%% validation, 2.5%% test)"
+    add("--sample-size-mb", type=float, default=6.0, help=size)
     add = parser.add_argument_group("--source local (--data-files)").add_argument
     add("--text-column", default="text", help="the text field of .jsonl / .parquet rows")
-    add("--txt-documents", choices=("blank_line", "file"), default="blank_line",
-        help=".txt files: one document per blank-line-separated block, or per file")  # fmt: skip
+    add(
+        "--txt-documents",
+        choices=("blank_line", "file"),
+        default="blank_line",
+        help=".txt files: one document per blank-line-separated block, or per file",
+    )
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -108,13 +111,17 @@ def sample_parts(args, run: pipeline.Run) -> list[Part]:
     )
     parts = []
     for name, share in SAMPLE_SPLIT_SHARES.items():
-
-        def rows(name=name, size=int(total * share)):
-            for text, source in pretraining_documents(args.seed, name, max(2_000, size), seen):
-                yield {"text": text, "source": source}
-
-        parts.append(Part(f"sample/{name}", run.generate(f"sample-{name}", rows, FEATURES), name))
+        size = max(2_000, int(total * share))
+        documents = functools.partial(sample_documents, args.seed, name, size, seen)
+        parts.append(
+            Part(f"sample/{name}", run.generate(f"sample-{name}", documents, FEATURES), name)
+        )
     return parts
+
+
+def sample_documents(seed: int, split: str, size: int, seen: set) -> Iterator[dict]:
+    for text, source in pretraining_documents(seed, split, size, seen):
+        yield {"text": text, "source": source}
 
 
 def local_document(row, column: str) -> dict:
@@ -135,6 +142,8 @@ def local_parts(args, run: pipeline.Run) -> list[Part]:
     column, kind = args.text_column, file_kind(files[0])
     run.manifest["inputs"].append({"id": "local", "files": list(map(str, files)), "kind": kind})
 
+    convert = functools.partial(local_document, column=column)
+
     def rows():
         for path in files:
             if kind == "text":
@@ -143,20 +152,16 @@ def local_parts(args, run: pipeline.Run) -> list[Part]:
             else:
                 raw = jsonl_rows(path) if kind == "jsonl" else parquet_rows(path, [column])
             for row in raw:
-                yield pipeline.converted(lambda r: local_document(r, column), row, FEATURES)
+                yield pipeline.converted(convert, row, FEATURES)
 
-    documents = run.generate("local", rows, pipeline.with_reason(FEATURES))
-    if not any(reason == "" for reason in documents["reason"]):
-        reasons = sorted(set(documents["reason"])) or ["no documents"]
-        raise UserError(f"--data-files: no usable documents ({', '.join(reasons)}); is "
-                        f"--text-column {column!r} the right field?")  # fmt: skip
-    shares = {"validation": args.validation_fraction, "test": args.test_fraction}
-    return [Part("local", documents, "train", shares, dedupe=True)]
+    hint = f"is --text-column {column!r} the right field?"
+    return pipeline.local_parts(run, rows, FEATURES, "documents", hint, dedupe=True)
 
 
 SOURCES = {"hub": hub_parts, "sample": sample_parts, "local": local_parts}
-STEP = pipeline.Step("pre_training", MODULE, __doc__, "data/pre_training/raw", SOURCES,
-                     add_arguments, check)  # fmt: skip
+STEP = pipeline.Step(
+    "pre_training", MODULE, __doc__, "data/pre_training/raw", SOURCES, add_arguments, check
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,31 +3,26 @@
     python3 -m dataset.pre_training.download_dataset --dataset fineweb-edu \\
         --config sample-10BT --max-tokens 4e9 --output-dir data/fineweb/raw
 
-The Hub keeps each config as parquet files (`sample/10BT/*.parquet`; `default` is `data/*/*`, a
-dump like CC-MAIN-2024-10 `data/CC-MAIN-2024-10/*`) with the columns text, token_count (GPT-2
-tokens), int_score (educational value; the dataset holds 3 and up) and more. The files are read
-in order, at a commit resolved once and kept for resumes: a file the budget uses whole is fetched
-by `huggingface_hub.hf_hub_download` (retried over a lost connection, its size checked), read,
-then deleted; the file the budget ends in is read where it lies (`HfFileSystem`: only the
-columns and row groups used). `--source local --data-files 'dir/*.parquet'` reads such files.
+The config's parquet files (`sample/10BT/*.parquet`; `default` is `data/*/*`, a dump like
+CC-MAIN-2024-10 `data/CC-MAIN-2024-10/*`) are read in order, at a commit resolved once, where they
+lie on the Hub (`HfFileSystem`): only the columns used, row group by row group, each read retried
+over a brief network loss. Nothing but the shards is written to disk. `--source local --data-files
+'dir/*.parquet'` reads such files from disk.
 
-Texts are stripped; missing, empty and (--min-int-score) lower-scored ones are dropped and
-counted; tokens are token_count (or UTF-8 bytes / 4.6 without that column). Kept document k goes
-to validation when ceil((k + 1) f) > ceil(k f), f = --validation-fraction (evenly spaced, so
-even a tiny download holds some), test likewise over the rest; the document that reaches
---max-tokens is the last. Until the end, everything is in `<output>.partial/`: progress.json
-(the settings, where reading stands: file, row group, batch, and every counter) and the finished
-shards (Arrow streams, as `save_to_disk` writes them). Shards close between batches after
---shard-size-mb of text, and progress.json is replaced (atomically) right after, so after
-Ctrl-C, kill -9, a lost network or a full disk the same command continues from the last shard
-and writes the same bytes as an uninterrupted run. Memory holds one batch.
+Texts are stripped; missing, empty and (--min-int-score) lower-scored ones are dropped and counted;
+tokens are token_count (or UTF-8 bytes / 4.6). Kept document k goes to validation when
+ceil((k + 1) f) > ceil(k f), f = --validation-fraction (evenly spaced), test likewise over the rest;
+the document that reaches --max-tokens is the last. Until the end everything is in
+`<output>.partial/`: the finished shards and progress.json (where reading stands: file, row group,
+batch; and every counter), replaced after each shard. After Ctrl-C, kill -9, a lost network or a
+full disk, the same command continues from the last finished shard: the text read after it (at
+most --shard-size-mb) is read again, and the result is byte-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import os
 import re
@@ -44,7 +39,7 @@ import pyarrow.parquet as pq
 from datasets.arrow_writer import ArrowWriter
 from tqdm import tqdm
 
-from common.atomic import atomic_write_text, remove_leftovers
+from common.atomic import atomic_write_text, remove_leftovers, replace_directory
 from common.disk_space import free_bytes, report_full_disk
 from common.errors import UserError
 from common.locking import folder_lock
@@ -60,26 +55,36 @@ CONFIG_TOKENS = {
 }
 DUMP_CONFIG = re.compile(r"CC-MAIN-\d{4}-\d{2}")
 DEFAULT_CONFIG = "sample-10BT"
-BYTES_PER_TOKEN = 4.6  # FineWeb-Edu's UTF-8 bytes per GPT-2 token: the disk estimate, and tokens
-PARQUET_BYTES_PER_TOKEN = 3.0  # ...and its parquet files' (compressed): which file to download
+BYTES_PER_TOKEN = 4.6  # FineWeb-Edu's UTF-8 bytes per GPT-2 token
+PARQUET_BYTES_PER_TOKEN = 3.0  # ...and its parquet files' (compressed): a dump's size in tokens
 BATCH_ROWS = 1000  # rows per batch read: shards close between batches
 DEFAULT_HELD_OUT_FRACTION = 0.001  # 4e9 tokens: ~4,000 documents (~4M tokens) each
 DISK_MARGIN = 1.05  # Arrow offsets, the source column and metadata, on top of the text
 FEATURES = datasets.Features({"text": datasets.Value("string"), "source": datasets.Value("string")})
+KEY_FLAGS = [  # what a resumed download must share with the one it continues
+    "source",
+    "config",
+    "revision",
+    "max_tokens",
+    "min_int_score",
+    "shard_size_mb",
+    "validation_fraction",
+    "test_fraction",
+    "text_column",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument_group("--dataset fineweb-edu (file by file; resumable)").add_argument
     configs = ", ".join(CONFIG_TOKENS)
     add("--config", help=f"{configs} or a dump like CC-MAIN-2024-10; none: {DEFAULT_CONFIG}")
-    add("--max-tokens", type=token_count, help="stop once the kept documents hold this many "
-        "GPT-2 tokens (the dataset's token_count), e.g. 4e9; none: the whole config")  # fmt: skip
-    add("--min-int-score", type=int, choices=range(6), help="keep only pages whose int_score "
-        "(educational value, 0-5) is at least this; the dataset holds >= 3 only")  # fmt: skip
-    add("--shard-size-mb", type=float, default=256, help="text per shard (MB): what an "
-        "interruption can lose, and the size of train's Arrow files")  # fmt: skip
-    add("--revision", help="Hub branch, tag or commit; none means the newest, resolved once "
-        "and kept for resumes")  # fmt: skip
+    budget = "stop once the kept documents hold this many GPT-2 tokens (the dataset's "
+    add("--max-tokens", type=token_count, help=budget + "token_count), e.g. 4e9; none: all")
+    score = "keep only pages whose int_score (educational value, 0-5) is at least this"
+    add("--min-int-score", type=int, choices=range(6), help=score)
+    shard = "text per shard (MB): what an interruption can make it read again"
+    add("--shard-size-mb", type=float, default=256, help=shard)
+    add("--revision", help="Hub branch, tag or commit; none: the newest, resolved once")
 
 
 def token_count(text: str) -> int:
@@ -96,63 +101,55 @@ def token_count(text: str) -> int:
 def check_args(args: argparse.Namespace) -> None:
     """One-line errors for flags no FineWeb-Edu download can use, before any network."""
     if args.source == "sample":
-        raise UserError("--dataset fineweb-edu reads --source hub or --source local (FineWeb-"
-                        "shaped parquet files); the sample world has no FineWeb form")  # fmt: skip
+        raise UserError("--dataset fineweb-edu reads --source hub or --source local, not sample")
     config = args.config or DEFAULT_CONFIG
     if args.source == "hub" and config not in CONFIG_TOKENS and not DUMP_CONFIG.fullmatch(config):
-        raise UserError(f"--config {config!r} is not a FineWeb-Edu config; choose one of "
-                        f"{', '.join(CONFIG_TOKENS)} or a dump like CC-MAIN-2024-10")  # fmt: skip
+        configs = ", ".join(CONFIG_TOKENS)
+        raise UserError(f"--config {config!r} is not a FineWeb-Edu config ({configs}, CC-MAIN-...)")
     if args.source == "local" and (args.config or args.revision):
         raise UserError("--config and --revision name Hub data; --source local reads --data-files")
     size = CONFIG_TOKENS.get(config) if args.source == "hub" else None
     if args.max_tokens and size and args.max_tokens > size:
-        larger = [
-            f"--config {n}" for n, tokens in CONFIG_TOKENS.items() if tokens >= args.max_tokens
-        ]
-        raise UserError(f"--max-tokens {args.max_tokens:.3g} is more than FineWeb-Edu {config} "
-                        f"holds (about {size:.3g} tokens); lower it or use "
-                        f"{(larger or ['several configs'])[0]}")  # fmt: skip
+        larger = [name for name, tokens in CONFIG_TOKENS.items() if tokens >= args.max_tokens]
+        hint = f" or use --config {larger[0]}" if larger else ""
+        raise UserError(
+            f"--max-tokens {args.max_tokens:.3g} is more than FineWeb-Edu {config} holds "
+            f"(about {size:.3g} tokens); lower it{hint}"
+        )
     if args.shard_size_mb <= 0:
         raise UserError(f"--shard-size-mb must be positive, got {args.shard_size_mb}")
 
 
-# ---------------------------------------------------------------- the files
-
-
 class HubFiles:
-    """The config's parquet files at one commit: each downloaded whole, or read where it lies."""
+    """The config's parquet files at one commit, each read where it lies."""
 
     name = "fineweb-edu"
 
-    def __init__(self, args, revision: str | None, folder: Path):
+    def __init__(self, config: str, revision: str | None):
         import huggingface_hub
 
-        config = args.config or DEFAULT_CONFIG
-        prefix = f"sample/{config[7:]}/" if config.startswith("sample-") else f"data/{config}/"
-        prefix = "data/" if config == "default" else prefix
+        folder = f"data/{config}/"
+        if config == "default":
+            folder = "data/"
+        elif config.startswith("sample-"):
+            folder = f"sample/{config.removeprefix('sample-')}/"
         api = huggingface_hub.HfApi()
         info = hub_call(api.dataset_info, REPO_ID, revision=revision, files_metadata=True)
-        self.revision, self.download = info.sha, folder / "download"
+        self.revision = info.sha
         names = [(s.rfilename, s.size or 0) for s in info.siblings]
-        self.files = sorted(f for f in names if re.fullmatch(f"{prefix}.*\\.parquet", f[0]))
+        self.files = sorted(
+            f for f in names if f[0].startswith(folder) and f[0].endswith(".parquet")
+        )
         if not self.files:
-            raise UserError(f"{REPO_ID} holds no parquet files under {prefix} at {info.sha}")
-        sizes = sum(size for _, size in self.files) / PARQUET_BYTES_PER_TOKEN
-        self.known_tokens = int(CONFIG_TOKENS.get(config, sizes))
+            raise UserError(f"{REPO_ID} holds no parquet files under {folder} at {info.sha}")
+        size = sum(size for _, size in self.files) / PARQUET_BYTES_PER_TOKEN
+        self.known_tokens = int(CONFIG_TOKENS.get(config, size))
 
-    def open(self, index: int, tokens_left: float) -> pq.ParquetFile:
+    def open(self, index: int) -> pq.ParquetFile:
         import huggingface_hub
 
-        name, size = self.files[index]
-        for other in self.download.rglob("*.*"):  # files read to their end, and a killed download
-            if other.suffix in (".parquet", ".incomplete") and not str(other).endswith(name):
-                other.unlink()
-        if size / PARQUET_BYTES_PER_TOKEN > tokens_left:  # the budget ends in it: read parts
-            remote = f"datasets/{REPO_ID}@{self.revision}/{name}"
-            return pq.ParquetFile(hub_call(huggingface_hub.HfFileSystem().open, remote))
-        path = hub_call(huggingface_hub.hf_hub_download, REPO_ID, name, repo_type="dataset",
-                        revision=self.revision, local_dir=self.download)  # fmt: skip
-        return pq.ParquetFile(path)
+        remote = f"datasets/{REPO_ID}@{self.revision}/{self.files[index][0]}"
+        return pq.ParquetFile(hub_call(huggingface_hub.HfFileSystem().open, remote))
 
 
 class LocalFiles:
@@ -164,13 +161,11 @@ class LocalFiles:
         self.paths = resolve_data_files(patterns, ("parquet",))
         self.files = [(str(path), path.stat().st_size) for path in self.paths]
 
-    def open(self, index: int, tokens_left: float) -> pq.ParquetFile:
+    def open(self, index: int) -> pq.ParquetFile:
         try:
             return pq.ParquetFile(self.paths[index])
         except Exception as error:
-            raise UserError(
-                f"{self.paths[index]} is not a readable Parquet file ({error})"
-            ) from None
+            raise UserError(f"{self.paths[index]} is not a Parquet file ({error})") from None
 
 
 def hub_call(function, *args, **kwargs):
@@ -179,12 +174,8 @@ def hub_call(function, *args, **kwargs):
     except Exception as error:
         raise UserError(
             f"could not reach {REPO_ID} on the Hugging Face Hub ({one_line(error)}); check the "
-            "network and --revision, or read local files with --source local --data-files "
-            "'dir/*.parquet'"
+            "network and --revision, or use --source local --data-files 'dir/*.parquet'"
         ) from error
-
-
-# ---------------------------------------------------------------- progress
 
 
 @dataclass
@@ -213,28 +204,33 @@ class Progress:
     def save(self, folder: Path) -> None:
         atomic_write_text(folder / "progress.json", json.dumps(asdict(self), indent=1) + "\n")
 
-    @classmethod
-    def open(cls, folder: Path, key: dict, overwrite: bool) -> Progress:
-        """The progress of an unfinished download with these settings, or a new one."""
-        try:
-            progress = cls(**json.loads((folder / "progress.json").read_text()))
-        except FileNotFoundError:
-            progress = cls(key=None)
-        except (OSError, ValueError, TypeError):
-            raise UserError(f"{folder}/progress.json is damaged; pass --overwrite") from None
-        differs = sorted(n for n in key if progress.key and key[n] != progress.key.get(n))
-        if differs and not overwrite:
-            raise UserError(f"{folder} holds an unfinished download with other settings: "
-                            f"{differs[0]} {progress.key.get(differs[0])!r} (this run: "
-                            f"{key[differs[0]]!r}); run the same command as before to finish "
-                            "it, or pass --overwrite to start over")  # fmt: skip
-        if progress.key is None or differs:
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            return cls(key=key)
-        counts = f"{sum(progress.rows.values()):,} documents, {progress.total_tokens:,} tokens"
-        print(f"resuming {folder}: {progress.shards} finished shards, {counts}")
-        return progress
+
+def open_progress(folder: Path, key: dict, overwrite: bool) -> Progress:
+    """The progress of an unfinished download with these settings, or a new one."""
+    try:
+        progress = Progress(**json.loads((folder / "progress.json").read_text()))
+    except FileNotFoundError:
+        progress = None
+    except (OSError, ValueError, TypeError):
+        raise UserError(f"{folder}/progress.json is damaged; pass --overwrite") from None
+    differs = [name for name in key if progress and key[name] != progress.key.get(name)]
+    if differs and not overwrite:
+        name = differs[0]
+        raise UserError(
+            f"{folder} holds an unfinished download with other settings: {name} "
+            f"{progress.key.get(name)!r} (this run: {key[name]!r}); run the same command as "
+            "before to finish it, or pass --overwrite to start over"
+        )
+    if progress is None or differs:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return Progress(key=key)
+    documents = sum(progress.rows.values())
+    print(
+        f"resuming {folder}: {progress.shards} finished shards, {documents:,} documents, "
+        f"{progress.total_tokens:,} tokens"
+    )
+    return progress
 
 
 def held_out(first: int, count: int, fraction: float) -> np.ndarray:
@@ -257,16 +253,14 @@ def assign_splits(progress: Progress, count: int, fractions: tuple[float, float]
     return split
 
 
-# ---------------------------------------------------------------- reading
-
-
 class Download:
     """One run: the files, the shards being written, the progress."""
 
     def __init__(self, args, files, folder: Path, progress: Progress):
         self.args, self.files, self.folder, self.progress = args, files, folder, progress
         self.columns = [args.text_column, "token_count"]
-        self.columns += ["int_score"] if args.min_int_score is not None else []
+        if args.min_int_score is not None:
+            self.columns.append("int_score")
         self.writers: dict[str, tuple[ArrowWriter, Path]] = {}
         self.shard_text = 0
 
@@ -297,9 +291,10 @@ class Download:
 
     def add(self, table: pa.Table) -> None:
         """Write one batch's documents (up to the budget) into the open shards."""
-        progress, budget = self.progress, self.args.max_tokens
+        progress = self.progress
         tokens = np.asarray(table.column("tokens"))
-        reached = np.flatnonzero(progress.total_tokens + np.cumsum(tokens) >= (budget or np.inf))
+        budget = self.args.max_tokens or np.inf
+        reached = np.flatnonzero(progress.total_tokens + np.cumsum(tokens) >= budget)
         if len(reached):  # the document that reaches the budget is the last one
             last = reached[0] + 1
             table, tokens, progress.done = table.slice(0, last), tokens[:last], True
@@ -329,8 +324,9 @@ class Download:
         for split, (writer, temp) in self.writers.items():
             writer.finalize()
             writer.close()
-            os.replace(temp, temp.with_name(temp.name[1:].removesuffix(".tmp")))
-            progress.files[split].append(temp.name[1:].removesuffix(".tmp"))
+            name = temp.name[1:].removesuffix(".tmp")
+            os.replace(temp, temp.with_name(name))
+            progress.files[split].append(name)
         self.writers, self.shard_text = {}, 0
         progress.shards += 1
         progress.position = position
@@ -346,40 +342,37 @@ class Download:
 
     def batches(self):
         """(position after it, batch) of every batch from where progress.json stands on."""
-        first, first_group, first_batch = self.progress.position
-        for index in range(first, len(self.files.files)):
-            name = self.files.files[index][0]
-            left = (self.args.max_tokens or np.inf) - self.progress.total_tokens
-            parquet = self.files.open(index, left)
-            names = parquet.schema_arrow.names
-            missing = [c for c in self.columns if c not in names and c != "token_count"]
-            if missing:
-                raise UserError(
-                    f"{name} has no column {', '.join(map(repr, missing))} (it has "
-                    f"{', '.join(names)}); check --text-column / --min-int-score"
-                )
-            columns = [column for column in self.columns if column in names]
-            for group in range(first_group if index == first else 0, parquet.num_row_groups):
-                skip = first_batch if (index, group) == (first, first_group) else 0
-                reader = parquet.iter_batches(BATCH_ROWS, row_groups=[group], columns=columns)
-                for number in itertools.count():
+        first_file, first_group, first_batch = self.progress.position
+        for index in range(first_file, len(self.files.files)):
+            with self.files.open(index) as parquet:
+                columns = self.present_columns(index, parquet.schema_arrow.names)
+                start = first_group if index == first_file else 0
+                for group in range(start, parquet.num_row_groups):
+                    skip = first_batch if (index, group) == (first_file, first_group) else 0
+                    reader = parquet.iter_batches(BATCH_ROWS, row_groups=[group], columns=columns)
                     try:
-                        batch = next(reader, None)
+                        for number, batch in enumerate(reader, start=1):
+                            if number > skip:
+                                yield [index, group, number], pa.Table.from_batches([batch])
                     except Exception as error:  # network, Hub, a damaged file: shards are kept
+                        name = self.files.files[index][0]
                         raise UserError(f"reading {name} failed ({one_line(error)})") from error
-                    if batch is None:
-                        break
-                    if number >= skip:
-                        yield [index, group, number + 1], pa.Table.from_batches([batch])
         yield [len(self.files.files), 0, 0], None
+
+    def present_columns(self, index: int, names: list[str]) -> list[str]:
+        missing = [c for c in self.columns if c not in names and c != "token_count"]
+        if missing:
+            name = self.files.files[index][0]
+            raise UserError(f"{name} has no column {missing[0]!r}; check --text-column")
+        return [column for column in self.columns if column in names]
 
     def run(self) -> None:
         """Read to the end or the budget, closing a shard every --shard-size-mb of text."""
         progress, started, budget = self.progress, time.perf_counter(), self.args.max_tokens
         total = budget or self.files.known_tokens
-        bar = tqdm(total=total, initial=min(progress.total_tokens, total or 0), unit="tok",
-                   unit_scale=True, desc=f"downloading {self.files.name}")  # fmt: skip
-        with bar:
+        initial = min(progress.total_tokens, total or 0)
+        desc = f"downloading {self.files.name}"
+        with tqdm(total=total, initial=initial, unit="tok", unit_scale=True, desc=desc) as bar:
             for position, table in self.batches():
                 if table is None:  # the files ran out
                     progress.done = True
@@ -397,18 +390,13 @@ class Download:
                     return
 
 
-# ---------------------------------------------------------------- the download
-
-
 def download(args: argparse.Namespace, module: str) -> int:
     """The `--dataset fineweb-edu` download (module docstring); returns 0."""
     check_args(args)
     output = Path(args.output_dir)
     if output.exists() and not args.overwrite:
         raise UserError(f"{output} already exists; pass --overwrite to replace it")
-    names = ("source", "config", "revision", "max_tokens", "min_int_score", "shard_size_mb",
-             "validation_fraction", "test_fraction", "text_column")  # fmt: skip
-    key = {name: getattr(args, name) for name in names} | {"batch_rows": BATCH_ROWS}
+    key = {name: getattr(args, name) for name in KEY_FLAGS} | {"batch_rows": BATCH_ROWS}
     if args.source == "local":
         files = LocalFiles(args.data_files)
         key["files"] = [list(file) for file in files.files]
@@ -416,27 +404,31 @@ def download(args: argparse.Namespace, module: str) -> int:
     with folder_lock(output, what="download output"):
         for leftover in remove_leftovers(output):
             print(f"removed {leftover}, left behind by an interrupted run")
-        progress = Progress.open(folder, key, args.overwrite)
+        progress = open_progress(folder, key, args.overwrite)
         try:
             if args.source == "hub":
-                files = HubFiles(args, progress.revision or args.revision, folder)
+                files = HubFiles(args.config or DEFAULT_CONFIG, progress.revision or args.revision)
                 progress.revision = files.revision
             if not progress.done:
                 continue_download(Download(args, files, folder, progress))
-            if not all(progress.rows.values()):
-                raise UserError(f"the download ended with {progress.rows} documents per split;"
-                                " train, validation and test each need some: pass --overwrite "
-                                "with a larger --max-tokens (or other fractions)")  # fmt: skip
         except BaseException:
             if progress.shards == 0:  # nothing finished: nothing to resume, leave nothing
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+        if not all(progress.rows.values()):
+            counts = f"{progress.rows} documents"
+            raise UserError(
+                f"train, validation and test each need some, not {counts}; pass a "
+                "larger --max-tokens with --overwrite"
+            )
         finish(args, module, files, folder, progress)
-        move_into_place(folder, output)
+        replace_directory(folder, output)
     counts = ", ".join(f"{name} {progress.rows[name]:,}" for name in SPLITS)
-    print(f"wrote {output} ({counts} documents, {progress.total_tokens:,} tokens, "
-          f"{progress.text_bytes / 1e6:,.1f} MB of text in {progress.shards} shards; "
-          f"{progress.seconds:.0f} s reading)")  # fmt: skip
+    print(
+        f"wrote {output} ({counts} documents, {progress.total_tokens:,} tokens, "
+        f"{progress.text_bytes / 1e6:,.1f} MB of text in {progress.shards} shards; "
+        f"{progress.seconds:.0f} s reading)"
+    )
     return 0
 
 
@@ -444,13 +436,11 @@ def continue_download(download: Download) -> None:
     """Check the disk, then read; an interruption says what is kept and how to go on."""
     progress, folder = download.progress, download.folder
     budget = download.args.max_tokens or download.files.known_tokens
-    free, need = free_bytes(folder), (budget or 0) - progress.total_tokens
-    if free is not None and free < need * BYTES_PER_TOKEN * DISK_MARGIN:
-        raise UserError(
-            f"the download needs about {need * BYTES_PER_TOKEN * DISK_MARGIN / 1e9:.1f} GB more "
-            f"at {folder} ({need:,} tokens x {BYTES_PER_TOKEN} bytes), but only "
-            f"{free / 1e9:.1f} GB are free; lower --max-tokens or free some space"
-        )
+    need = ((budget or 0) - progress.total_tokens) * BYTES_PER_TOKEN * DISK_MARGIN
+    free = free_bytes(folder)
+    if free is not None and free < need:
+        gigabytes = f"about {need / 1e9:.1f} GB more at {folder}, but only {free / 1e9:.1f} GB"
+        raise UserError(f"the download needs {gigabytes} are free; lower --max-tokens")
     try:
         with report_full_disk(folder):
             download.run()
@@ -468,35 +458,34 @@ def continue_download(download: Download) -> None:
 
 def finish(args, module: str, files, folder: Path, progress: Progress) -> None:
     """Give the folder what `load_from_disk` reads, and manifest.json."""
-    shutil.rmtree(folder / "download", ignore_errors=True)
     for name in SPLITS:
-        state = {"_data_files": [{"filename": f} for f in progress.files[name]], "_split": name,
-                 "_fingerprint": f"{name}-{progress.kept}", "_format_columns": None,
-                 "_format_kwargs": {}, "_format_type": None,
-                 "_output_all_columns": False}  # fmt: skip
+        state = {
+            "_data_files": [{"filename": f} for f in progress.files[name]],
+            "_split": name,
+            "_fingerprint": f"{name}-{progress.kept}",
+            "_format_columns": None,
+            "_format_kwargs": {},
+            "_format_type": None,
+            "_output_all_columns": False,
+        }
         atomic_write_text(folder / name / "state.json", json.dumps(state, indent=2))
         datasets.DatasetInfo(features=FEATURES).write_to_directory(str(folder / name))
     atomic_write_text(folder / "dataset_dict.json", json.dumps({"splits": list(SPLITS)}))
     manifest = new_manifest("pre_training", module, args)
-    source = {"id": REPO_ID, "config": args.config or DEFAULT_CONFIG, "revision": files.revision}
-    manifest["inputs"].append((source if args.source == "hub" else {"id": "local"})
-                              | {"files": [name for name, _ in files.files]})  # fmt: skip
-    steps, rows = [], progress.drops["read"]
-    for reason, count in progress.drops.items():  # in the order the filters run
-        if reason != "read":
-            steps.append({"step": f"drop_{reason}", "rows_in": rows, "rows_out": rows - count,
-                          "dropped": count})  # fmt: skip
-            rows -= count
-    kept = sum(progress.rows.values())
-    if kept < rows:  # the budget stopped it: the rest of what was read is left out
-        steps.append({"step": "max_tokens", "rows_in": rows, "rows_out": kept,
-                      "dropped": rows - kept})  # fmt: skip
-    manifest["filters"][files.name] = steps
+    source = {"id": "local"}
+    if args.source == "hub":
+        config = args.config or DEFAULT_CONFIG
+        source = {"id": REPO_ID, "config": config, "revision": files.revision}
+    manifest["inputs"].append(source | {"files": [name for name, _ in files.files]})
+    manifest["filters"][files.name] = filter_steps(progress)
     for name in SPLITS:
-        manifest["splits"][name] = {"rows": progress.rows[name], "columns": list(FEATURES),
-                                    "rows_by_source": {files.name: progress.rows[name]},
-                                    "tokens": progress.tokens[name],
-                                    "shards": len(progress.files[name])}  # fmt: skip
+        manifest["splits"][name] = {
+            "rows": progress.rows[name],
+            "columns": list(FEATURES),
+            "rows_by_source": {files.name: progress.rows[name]},
+            "tokens": progress.tokens[name],
+            "shards": len(progress.files[name]),
+        }
     manifest |= {"text_bytes": progress.text_bytes, "seconds": round(progress.seconds, 2)}
     if progress.budget_short:
         manifest["budget_not_reached"] = progress.budget_short
@@ -505,13 +494,18 @@ def finish(args, module: str, files, folder: Path, progress: Progress) -> None:
     (folder / "progress.json").unlink()
 
 
-def move_into_place(folder: Path, output: Path) -> None:
-    """Rename the finished folder to `output`; an old output is moved aside first and removed
-    after (a run killed in between gets it back from `common.atomic.remove_leftovers`)."""
-    if output.exists():
-        old = output.with_name(f"{output.name}.old-{os.getpid()}")
-        os.replace(output, old)
-        os.replace(folder, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(folder, output)
+def filter_steps(progress: Progress) -> list[dict]:
+    """The manifest's rows in and out of each filter, in the order they ran, then the budget."""
+    steps, rows = [], progress.drops["read"]
+    for reason, dropped in progress.drops.items():
+        if reason != "read":
+            steps.append(filter_step(f"drop_{reason}", rows, rows - dropped))
+            rows -= dropped
+    kept = sum(progress.rows.values())
+    if kept < rows:  # the budget stopped it: the rest of what was read is left out
+        steps.append(filter_step("max_tokens", rows, kept))
+    return steps
+
+
+def filter_step(name: str, rows_in: int, rows_out: int) -> dict:
+    return {"step": name, "rows_in": rows_in, "rows_out": rows_out, "dropped": rows_in - rows_out}

@@ -1,21 +1,19 @@
 """TinyStories (roneneldan/TinyStories): stories with their mojibake repaired.
 
-Some stories hold UTF-8 that was once decoded as Windows-1252 ("mojibake"): "donâ€™t" for
-"don’t", "â€œHi!â€" for "“Hi!”", "cafÃ©" for "café". `repair_mojibake` re-encodes each such
-run to bytes and decodes it as UTF-8 again; a run whose last byte was lost (a lone "â€", once
-the closing quote ”) becomes ”; text garbled twice gets a second pass. Stories that still hold
-mojibake afterwards are dropped and counted, as are empty ones.
-
-v1 (default) is the Hub's parquet data, one story per row. v2 (`--tinystories-version v2`) is
-the TinyStoriesV2-GPT4 text files (GPT-4 stories only), read line by line and regrouped into
-stories at their `<|endoftext|>` lines. TinyStories has no test split: a seeded share of its
+Some stories hold UTF-8 once decoded as Windows-1252 ("donâ€™t" for "don’t"): `repair_mojibake`
+decodes each such run again (a lone "â€" that lost its last byte becomes ”); stories still holding
+mojibake are dropped and counted. v2 (`--tinystories-version v2`) reads the TinyStoriesV2-GPT4
+text files, regrouped into stories at their `<|endoftext|>` lines. A seeded share of the
 validation split (--tinystories-test-fraction) becomes test.
 """
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 
-from dataset.pipeline import Drop, Part
+import datasets
+
+from dataset.pipeline import Drop, Part, texts
 
 REPO_ID = "roneneldan/TinyStories"
 V2_FILES = {"train": "TinyStoriesV2-GPT4-train.txt", "validation": "TinyStoriesV2-GPT4-valid.txt"}
@@ -88,6 +86,11 @@ def v2_stories(lines: Iterable[str]) -> Iterator[str]:
         yield "\n".join(story_lines)
 
 
+def v2_rows(lines: datasets.Dataset) -> Iterator[dict]:
+    for story in v2_stories(texts(lines)):
+        yield {"text": story}
+
+
 def parts(args, run, features) -> list[Part]:
     """Train (all of it) and validation (a share carved off into test), capped per split."""
     v2 = args.tinystories_version == "v2"
@@ -97,12 +100,8 @@ def parts(args, run, features) -> list[Part]:
     for name in ("train", "validation"):
         rows = loaded[name]
         if v2:
-            lines = (text for batch in rows.iter(batch_size=10_000) for text in batch["text"])
-            rows = run.generate(
-                f"tinystories-v2-{name}",
-                lambda lines=lines: ({"text": s} for s in v2_stories(lines)),
-                {"text": features["text"]},
-            )
+            stories = functools.partial(v2_rows, rows)
+            rows = run.generate(f"tinystories-v2-{name}", stories, {"text": features["text"]})
         carve = {"test": args.tinystories_test_fraction} if name == "validation" else {}
         group = f"tinystories/{name}"
         converted = run.convert(group, rows, story, features)

@@ -8,11 +8,14 @@ first title, are dropped and counted. `detokenize` undoes WikiText's tokenizatio
 or after ( [. Quotes are left alone (which side one attaches to is ambiguous).
 """
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from dataset.pipeline import Drop, Part
+import datasets
+
+from dataset.pipeline import Drop, Part, texts
 
 REPO_ID = "Salesforce/wikitext"
 DEFAULT_CONFIG = "wikitext-103-raw-v1"
@@ -49,6 +52,11 @@ def rebuild_articles(rows: Iterable[str], counts: Counter) -> Iterator[str]:
         yield "\n".join(article)
 
 
+def article_rows(lines: datasets.Dataset, counts: Counter) -> Iterator[dict]:
+    for text in rebuild_articles(texts(lines), counts):
+        yield {"text": text}
+
+
 def article(row: dict) -> dict:
     if all(_HEADING.match(line) for line in row["text"].split("\n")):
         raise Drop("no_text_under_headings")
@@ -61,21 +69,10 @@ def parts(args, run, features) -> list[Part]:
     result = []
     for name in ("train", "validation", "test"):
         group, counts, lines = f"wikitext/{name}", Counter(), loaded[name]
-
-        def articles(lines=lines, counts=counts):
-            rows = (text for batch in lines.iter(batch_size=10_000) for text in batch["text"])
-            yield from ({"text": text} for text in rebuild_articles(rows, counts))
-
+        articles = functools.partial(article_rows, lines, counts)
         rebuilt = run.generate(group, articles, {"text": features["text"]})
-        run.count(
-            group,
-            "rebuild_articles",
-            len(lines),
-            len(rebuilt),
-            unit_in="lines",
-            unit_out="articles",
-            **counts,
-        )
+        units = {"unit_in": "lines", "unit_out": "articles"}
+        run.count(group, "rebuild_articles", len(lines), len(rebuilt), **units, **counts)
         converted = run.convert(group, rebuilt, article, features)
         result.append(Part(group, converted, name, limit=args.max_wikitext_docs))
     return result

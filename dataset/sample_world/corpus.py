@@ -41,38 +41,42 @@ def story_slots(rng: random.Random, hero: Character, friend: Character, place2: 
     place = hero.home
     feature, feature2 = rng.sample(place.features, 2)
     adjective = rng.choice(place.adjectives)
-    return {
-        "name": hero.name, **pronouns(hero.gender),
-        "friend": friend.name, **pronouns(friend.gender, prefix="f"),
-        "animal": hero.animal.word, "a_animal": with_article(hero.animal.word),
+    return hero.slots | {
+        "friend": friend.name,
+        **pronouns(friend.gender, prefix="f"),
         "adj_animal": with_article(f"{rng.choice(ANIMAL_ADJECTIVES)} {hero.animal.word}"),
-        "fanimal": friend.animal.word, "a_fanimal": with_article(friend.animal.word),
-        "sound": hero.animal.sound, "move": hero.animal.move, "fmove": friend.animal.move,
-        "body": hero.animal.body, "color": hero.color, "trait": hero.trait,
-        "hobby": hero.hobby, "food": hero.food, "object": hero.object,
-        "obj": hero.obj, "a_obj": with_article(hero.obj),
-        "place": place.word, "at_place": at(place),
+        "fanimal": friend.animal.word,
+        "a_fanimal": with_article(friend.animal.word),
+        "fmove": friend.animal.move,
         "At_a_place": f"{place.preposition} {with_article(adjective)} {place.word}".capitalize(),
-        "feature": feature, "feature2": feature2,
-        "place2": place2.word, "feature3": rng.choice(place2.features),
+        "feature": feature,
+        "feature2": feature2,
+        "place2": place2.word,
+        "feature3": rng.choice(place2.features),
         "time": rng.choice(WORDS["times"]),
-    }  # fmt: skip
+    }
 
 
-def write_story(rng: random.Random, hero: Character, friend: Character, *, feeling=None,
-                require_object=False, detail=0.6, max_sentences=MAX_SENTENCES) -> str:  # fmt: skip
-    """One story about `hero` (and `friend`); every random choice comes from `rng`.
-
-    feeling: end with a sentence saying the hero felt this (an ending_feelings word).
-    require_object: introduce the hero's object right after the opening.
-    detail: the chance of each optional beat; 0 gives the shortest form of the plot.
-    max_sentences: optional beats are dropped from the end until the story fits.
-    """
+def write_story(
+    rng: random.Random,
+    hero: Character,
+    friend: Character,
+    *,
+    feeling=None,
+    require_object=False,
+    detail=0.6,
+    max_sentences=MAX_SENTENCES,
+) -> str:
+    """One story about `hero` (and `friend`), every choice drawn from `rng`: it ends saying the
+    hero felt `feeling`, shows the hero's object if `require_object`, has each optional beat with
+    the chance `detail`, and drops optional beats from the end to fit `max_sentences`."""
     slots = story_slots(rng, hero, friend, rng.choice([p for p in PLACES if p != hero.home]))
     parts = [(rng.choice(WORDS["openings"]), True)]  # (template, core)
     if require_object:
         parts.append((rng.choice(WORDS["object_intros"]), True))
-    parts += [(rng.choice(e), False) for e in WORDS["intro_extras"] if rng.random() < detail * 0.3]
+    for extra in WORDS["intro_extras"]:
+        if rng.random() < detail * 0.3:
+            parts.append((rng.choice(extra), False))
     for beat in rng.choice(WORDS["plots"]):
         ((kind, alternatives),) = beat.items()
         if kind == "core" or rng.random() < detail:
@@ -96,16 +100,13 @@ def write_story(rng: random.Random, hero: Character, friend: Character, *, feeli
 def fact_slots(world: World, hero: Character) -> dict[str, str]:
     """The slots of the article templates: a world character's facts."""
     friend = world.character(hero.friend)
-    return {
-        "name": hero.name, **pronouns(hero.gender),
-        "animal": hero.animal.word, "a_animal": with_article(hero.animal.word),
+    return hero.slots | {
         "a_color_animal": with_article(f"{hero.color} {hero.animal.word}"),
-        "color": hero.color, "body": hero.animal.body, "call": hero.animal.call,
-        "at_place": at(hero.home), "place": hero.home.word, "feature": hero.home.features[0],
-        "friend": friend.name, "a_fanimal": with_article(friend.animal.word),
-        "fat_place": at(friend.home), "a_obj": with_article(hero.obj), "obj": hero.obj,
-        "food": hero.food, "hobby": hero.hobby, "trait": hero.trait,
-    }  # fmt: skip
+        "feature": hero.home.features[0],
+        "friend": friend.name,
+        "a_fanimal": with_article(friend.animal.word),
+        "fat_place": at(friend.home),
+    }
 
 
 def character_article(rng: random.Random, world: World, hero: Character) -> str:
@@ -127,8 +128,11 @@ def place_article(rng: random.Random, world: World, place: Place) -> str:
         f"The {place.word} is {with_article(rng.choice(place.adjectives))} place. Visitors to "
         f"the {place.word} can see {features[0]}, {features[1]} and {features[2]}.",
     ]
-    residents = [f"{c.name} is {with_article(c.animal.word)} who lives {at(place)}."
-                 for c in world.characters if c.home == place]  # fmt: skip
+    residents = [
+        f"{c.name} is {with_article(c.animal.word)} who lives {at(place)}."
+        for c in world.characters
+        if c.home == place
+    ]
     if residents:
         rng.shuffle(residents)
         lines += ["= = Residents = =", " ".join(residents)]
@@ -173,11 +177,8 @@ def _story(rng: random.Random, world: World) -> str:
 def pretraining_documents(
     seed: int, split: str, size_bytes: int, exclude: set[bytes] | None = None
 ) -> Iterator[tuple[str, str]]:
-    """Yield (text, source) until about `size_bytes` of UTF-8 text.
-
-    exclude: digests of documents already used (by another split); they are skipped and the
-    digests of new documents are added, so no document appears twice across splits.
-    """
+    """Yield (text, source) until about `size_bytes` of UTF-8 text, skipping documents whose
+    digests are in `exclude` and adding new ones: no document is in two splits."""
     world = build_world(seed)
     rng = random.Random(f"sample-pretraining-{seed}-{split}")
     seen = exclude if exclude is not None else set()

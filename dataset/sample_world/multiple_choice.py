@@ -47,17 +47,27 @@ def multiple_choice_rows(seed: int, split: str) -> list[dict]:
     for hero in world.characters:
         for kind in QUESTIONS:
             spec = QuestionSpec(hero, kind)
-            wrong = [question_answer(world, spec, value)
-                     for value in question_constraints(world, spec)["exclude"]]  # fmt: skip
+            wrong = [
+                question_answer(world, spec, value)
+                for value in question_constraints(world, spec)["exclude"]
+            ]
             item = choices(question_answer(world, spec), wrong)
-            rows.append({"question": question_prompt(rng, spec), **item, "kind": kind,
-                         "character": hero.name})  # fmt: skip
+            rows.append(
+                {
+                    "question": question_prompt(rng, spec),
+                    **item,
+                    "kind": kind,
+                    "character": hero.name,
+                }
+            )
     for hero in world.characters:
         place2 = rng.choice([place for place in PLACES if place != hero.home])
         slots = story_slots(rng, hero, world.character(hero.friend), place2)
         question = f"{rng.choice(WORDS['openings'])} {rng.choice(LOST)}".format(**slots)
-        endings = {thing: FOUND.format(**slots | {"obj": f"{hero.object_adjective} {thing}"})
-                   for thing in OBJECTS}  # fmt: skip
+        endings = {
+            thing: FOUND.format(**slots | {"obj": f"{hero.object_adjective} {thing}"})
+            for thing in OBJECTS
+        }
         item = choices(endings.pop(hero.object), list(endings.values()))
         rows.append({"question": question, **item, "kind": "story", "character": hero.name})
     return rows

@@ -5,8 +5,7 @@ an object, an ending feeling or a sentence limit) about made-up heroes, and ques
 world's characters ("Where does Lily live?") answered in the articles' words. Every task has a
 key (name, animal, place; or character, question); `split_of` puts ~5% of keys in test and 5% in
 validation, so held-out splits ask what train never shows. A DPO pair's rejected answer is the
-same story with one checkable fault (wrong name or home, another request's story, too long); a wrong
-fact, animal, object or feeling (also made) taught nothing measurable (benchmarks/README.md).
+same story with one checkable fault: a wrong name or home, another request's story, too long.
 """
 
 import functools
@@ -19,13 +18,12 @@ from dataclasses import dataclass, replace
 from dataset.sample_world import world as vocab
 from dataset.sample_world.check import satisfies
 from dataset.sample_world.corpus import write_story
-from dataset.sample_world.world import Character, World, at, build_world, pronouns, with_article
+from dataset.sample_world.world import Character, World, at, build_world, with_article
 
 HELD_OUT_PERCENT = 5  # per held-out split
 QUESTION_SHARE = 0.3  # of SFT tasks; the rest are story requests
 QUESTIONS: dict[str, list[str]] = vocab.WORDS["questions"]  # kind -> phrasings ("home": ...)
 ANSWERS: dict[str, str] = vocab.WORDS["answers"]
-VIOLATIONS = ("wrong_name", "wrong_place", "other_request", "too_long")
 
 
 def split_of(seed: int, key: str) -> str:
@@ -34,9 +32,6 @@ def split_of(seed: int, key: str) -> str:
     if bucket < HELD_OUT_PERCENT:
         return "test"
     return "validation" if bucket < 2 * HELD_OUT_PERCENT else "train"
-
-
-# ---------------------------------------------------------------- story requests
 
 
 @dataclass(frozen=True)
@@ -54,14 +49,12 @@ class StorySpec:
 
     @property
     def prompt_slots(self) -> dict:
-        hero = self.hero
-        return {
-            "name": hero.name, **pronouns(hero.gender), "animal": hero.animal.word,
-            "a_animal": with_article(hero.animal.word),
-            "in_a_place": f"{hero.home.preposition} {with_article(hero.home.word)}",
-            "obj": hero.obj, "a_obj": with_article(hero.obj), "feeling": self.feeling,
+        home = self.hero.home
+        return self.hero.slots | {
+            "in_a_place": f"{home.preposition} {with_article(home.word)}",
+            "feeling": self.feeling,
             "max_sentences": self.max_sentences,
-        }  # fmt: skip
+        }
 
 
 def draw_story_spec(rng: random.Random, world: World, split: str) -> StorySpec:
@@ -102,36 +95,35 @@ def story_constraints(spec: StorySpec) -> dict:
 def story_answer(spec: StorySpec, *, long: bool = False) -> str:
     """A short story meeting `spec` (or, with long=True, the same story with every beat)."""
     rng = random.Random(spec.story_seed)
-    return write_story(rng, spec.hero, spec.friend, feeling=spec.feeling,
-                       require_object=spec.require_object,
-                       detail=1.0 if long else rng.uniform(0.15, 0.5),
-                       max_sentences=10 if long else (spec.max_sentences or 7))  # fmt: skip
+    return write_story(
+        rng,
+        spec.hero,
+        spec.friend,
+        feeling=spec.feeling,
+        require_object=spec.require_object,
+        detail=1.0 if long else rng.uniform(0.15, 0.5),
+        max_sentences=10 if long else (spec.max_sentences or 7),
+    )
 
 
-def rejected_answers(rng: random.Random, world: World, spec: StorySpec) -> dict[str, callable]:
-    """{violation: maker of an answer that breaks `spec` in that one way} (made lazily)."""
+def rejected_answers(rng: random.Random, world: World, spec: StorySpec) -> dict[str, str]:
+    """{violation: the story of `spec` told with that one fault}."""
     hero = spec.hero
     same_gender = world.free_girl_names if hero.gender == "girl" else world.free_boy_names
     name = rng.choice([n for n in same_gender if n not in (hero.name, spec.friend.name)])
     animal = rng.choice([a for a in vocab.ANIMALS if a not in (hero.animal, spec.friend.animal)])
     place = rng.choice([p for p in vocab.PLACES if p != hero.home])
-    wrong = {"wrong_name": replace(hero, name=name), "wrong_animal": replace(hero, animal=animal),
-             "wrong_place": replace(hero, home=place),
-             "other_request": replace(hero, name=name, animal=animal, home=place)}  # fmt: skip
-    if spec.require_object:
-        objects = [o for o in vocab.OBJECTS if o != hero.object]
-        wrong["wrong_object"] = replace(hero, object=rng.choice(objects))
-    makers = {kind: functools.partial(story_answer, replace(spec, hero=wrong_hero))
-              for kind, wrong_hero in wrong.items()}  # fmt: skip
-    if spec.feeling:
-        feeling = rng.choice([f for f in vocab.ENDING_FEELINGS if f != spec.feeling])
-        makers["wrong_feeling"] = functools.partial(story_answer, replace(spec, feeling=feeling))
+    wrong_heroes = {
+        "wrong_name": replace(hero, name=name),
+        "wrong_place": replace(hero, home=place),
+        "other_request": replace(hero, name=name, animal=animal, home=place),
+    }
+    answers = {
+        kind: story_answer(replace(spec, hero=wrong)) for kind, wrong in wrong_heroes.items()
+    }
     if spec.max_sentences:
-        makers["too_long"] = functools.partial(story_answer, spec, long=True)
-    return makers
-
-
-# ---------------------------------------------------------------- questions about the world
+        answers["too_long"] = story_answer(spec, long=True)
+    return answers
 
 
 @dataclass(frozen=True)
@@ -188,9 +180,6 @@ def _question_specs(seed: int, split: str) -> tuple[QuestionSpec, ...]:
     return tuple([s for s in specs if split_of(seed, s.key) == split] or specs)
 
 
-# ---------------------------------------------------------------- rows
-
-
 def _message(role: str, content: str) -> list[dict]:
     return [{"role": role, "content": content}]
 
@@ -205,12 +194,10 @@ def sft_rows(seed: int, split: str, count: int) -> list[dict]:
             question = rng.choice(_question_specs(seed, split))
             prompt, answer = question_prompt(rng, question), question_answer(world, question)
             constraints = question_constraints(world, question)
-            rng.choice(constraints["exclude"])  # a wrong answer's draw: a seed keeps its data
         else:
             story = draw_story_spec(rng, world, split)
             prompt, answer = story_prompt(rng, story), story_answer(story)
             constraints = story_constraints(story)
-            rejected_answers(rng, world, story)  # (likewise)
         constraints = json.dumps(constraints)
         if satisfies(constraints, answer):  # never teach an answer that fails
             messages = _message("user", prompt) + _message("assistant", answer)
@@ -224,25 +211,24 @@ def dpo_rows(seed: int, split: str, count: int) -> tuple[list[dict], Counter]:
     rng = random.Random(f"sample-dpo-{seed}-{split}")
     rows, kinds = [], Counter()
     while len(rows) < count:
-        rng.random()  # (the draw of the task's kind: a seed keeps its data)
         story = draw_story_spec(rng, world, split)
         prompt, chosen = story_prompt(rng, story), story_answer(story)
         constraints = json.dumps(story_constraints(story))
-        makers = [m for m in rejected_answers(rng, world, story).items() if m[0] in VIOLATIONS]
-        if not satisfies(constraints, chosen):
-            continue
-        rng.shuffle(makers)
-        # the first violation the checker really rejects (a random friend could, say, carry the
+        rejected = list(rejected_answers(rng, world, story).items())
+        rng.shuffle(rejected)
+        # the first fault the checker really rejects (a random friend could, say, carry the
         # requested name and so save a "wrong name" answer)
-        broken = ((kind, make()) for kind, make in makers)
-        kind, rejected = next(
-            ((k, t) for k, t in broken if not satisfies(constraints, t)), (None, None)
-        )
-        if rejected is None:
+        broken = [(kind, text) for kind, text in rejected if not satisfies(constraints, text)]
+        if not broken or not satisfies(constraints, chosen):
             continue
+        kind, text = broken[0]
         kinds[kind] += 1
-        pair = {"prompt": _message("user", prompt), "chosen": _message("assistant", chosen)}
         rows.append(
-            pair | {"rejected": _message("assistant", rejected), "constraints": constraints}
+            {
+                "prompt": _message("user", prompt),
+                "chosen": _message("assistant", chosen),
+                "rejected": _message("assistant", text),
+                "constraints": constraints,
+            }
         )
     return rows, kinds

@@ -39,19 +39,21 @@ def _fields(text: str) -> list[str]:
     return [field.strip() for field in text.split("|")]
 
 
-ANIMALS = tuple(Animal(word, *_fields(rest)) for word, rest in WORDS["animals"].items())
-PLACES = tuple(
-    Place(word, preposition, tuple(adjectives.split(", ")), tuple(features.split(", ")))
-    for word, (preposition, adjectives, features) in (
-        (word, _fields(rest)) for word, rest in WORDS["places"].items()
-    )
-)
-BOY_NAMES, GIRL_NAMES = tuple(WORDS["boy_names"].split()), tuple(WORDS["girl_names"].split())
-OBJECTS, FOODS, HOBBIES = (tuple(WORDS[key].split()) for key in ("objects", "foods", "hobbies"))
-OBJECT_ADJECTIVES, TRAITS, COLORS, ANIMAL_ADJECTIVES, ENDING_FEELINGS = (
-    tuple(WORDS[key].split())
-    for key in ("object_adjectives", "traits", "colors", "animal_adjectives", "ending_feelings")
-)
+def _place(word: str, fields: str) -> Place:
+    preposition, adjectives, features = _fields(fields)
+    return Place(word, preposition, tuple(adjectives.split(", ")), tuple(features.split(", ")))
+
+
+def _words(key: str) -> tuple[str, ...]:
+    return tuple(WORDS[key].split())
+
+
+ANIMALS = tuple(Animal(word, *_fields(fields)) for word, fields in WORDS["animals"].items())
+PLACES = tuple(_place(word, fields) for word, fields in WORDS["places"].items())
+BOY_NAMES, GIRL_NAMES = _words("boy_names"), _words("girl_names")
+OBJECTS, FOODS, HOBBIES = _words("objects"), _words("foods"), _words("hobbies")
+TRAITS, COLORS, OBJECT_ADJECTIVES = _words("traits"), _words("colors"), _words("object_adjectives")
+ANIMAL_ADJECTIVES, ENDING_FEELINGS = _words("animal_adjectives"), _words("ending_feelings")
 PLACES_BY_WORD = {place.word: place for place in PLACES}
 
 
@@ -93,6 +95,29 @@ class Character:
     @property
     def obj(self) -> str:
         return f"{self.object_adjective} {self.object}"
+
+    @property
+    def slots(self) -> dict[str, str]:
+        """What templates say about the character (world.yaml's {name}, {he}, {a_animal} ...)."""
+        return {
+            "name": self.name,
+            **pronouns(self.gender),
+            "animal": self.animal.word,
+            "a_animal": with_article(self.animal.word),
+            "sound": self.animal.sound,
+            "call": self.animal.call,
+            "move": self.animal.move,
+            "body": self.animal.body,
+            "color": self.color,
+            "trait": self.trait,
+            "hobby": self.hobby,
+            "food": self.food,
+            "object": self.object,
+            "obj": self.obj,
+            "a_obj": with_article(self.obj),
+            "place": self.home.word,
+            "at_place": at(self.home),
+        }
 
 
 @dataclass(frozen=True)

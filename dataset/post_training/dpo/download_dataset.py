@@ -4,12 +4,10 @@
     python3 -m dataset.post_training.dpo.download_dataset \\
         --output-dir=data/sample/post_training/dpo/raw --source sample --sample-size 2000
 
---source hub: HuggingFaceH4/ultrafeedback_binarized (default), Intel/orca_dpo_pairs or
-Anthropic/hh-rlhf (layouts: conversations.py); sample: pairs about the sample world whose chosen
-answer meets the request and whose rejected one breaks it checkably; local: .jsonl pairs in any
-of those layouts. Output: train/ validation/ test/ with prompt, chosen and rejected (message
-lists; one assistant message each) and manifest.json; identical, empty and over-long pairs are
-counted and skipped.
+Sources: HuggingFaceH4/ultrafeedback_binarized, Intel/orca_dpo_pairs or Anthropic/hh-rlhf
+(layouts: conversations.py); the sample world's pairs (the rejected answer breaks the request
+checkably); .jsonl pairs in any of those layouts. Output: train/ validation/ test/ with prompt,
+chosen and rejected message lists, and manifest.json.
 """
 
 from functools import partial
@@ -57,15 +55,26 @@ def hub(layout, train: str, test: str | None) -> HubDataset:
 
 
 STEP = conversations.step(
-    "dpo", MODULE, __doc__,
-    {"HuggingFaceH4/ultrafeedback_binarized": hub(conversations.from_messages, "train_prefs",
-                                                  "test_prefs"),
-     "Intel/orca_dpo_pairs": hub(conversations.from_strings, "train", None),
-     "Anthropic/hh-rlhf": hub(conversations.from_transcripts, "train", "test")},
-    "which preference dataset", "pairs", sample=sample_parts,
-    local=(partial(pair, layout=conversations.pair_from_any), FEATURES, "preference pair",
-           "needs chosen, rejected and a prompt (see dataset/post_training/conversations.py)"),
-)  # fmt: skip
+    "dpo",
+    MODULE,
+    __doc__,
+    {
+        "HuggingFaceH4/ultrafeedback_binarized": hub(
+            conversations.from_messages, "train_prefs", "test_prefs"
+        ),
+        "Intel/orca_dpo_pairs": hub(conversations.from_strings, "train", None),
+        "Anthropic/hh-rlhf": hub(conversations.from_transcripts, "train", "test"),
+    },
+    "which preference dataset",
+    "pairs",
+    sample=sample_parts,
+    local=(
+        partial(pair, layout=conversations.pair_from_any),
+        FEATURES,
+        "preference pair",
+        "needs chosen, rejected and a prompt (see dataset/post_training/conversations.py)",
+    ),
+)
 
 
 def main(argv: list[str] | None = None) -> int:

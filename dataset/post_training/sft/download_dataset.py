@@ -6,12 +6,10 @@
     python3 -m dataset.post_training.sft.download_dataset \\
         --output-dir=data/sample/post_training/sft/raw --source sample --sample-size 2000
 
---source hub: yahma/alpaca-cleaned (default; instruction + input -> user, output -> assistant)
-or HuggingFaceTB/smol-smoltalk (multi-turn, system prompts and each row's `source` kept; its test
-split is test); sample: instructions about the sample world, with `constraints` for
-`dataset.sample_world.check.satisfies`; local: .jsonl lines of {"messages": [...]} or
-{"instruction", "input", "output"}. Output: train/ validation/ test/ with column `messages`
-and manifest.json; unusable or over-long (--max-chars) rows are counted and skipped.
+Sources: yahma/alpaca-cleaned or HuggingFaceTB/smol-smoltalk (layouts: conversations.py); the
+sample world's instructions (with `constraints` for dataset.sample_world.check); .jsonl lines of
+{"messages"} or {"instruction", "input", "output"}. Output: train/ validation/ test/ with column
+`messages`, and manifest.json.
 """
 
 from functools import partial
@@ -41,19 +39,37 @@ def conversation(row: dict, layout, max_chars: int, keep_source: bool = False) -
 
 
 HUB = {
-    "yahma/alpaca-cleaned": HubDataset(partial(conversation, layout=from_instruction), FEATURES,
-                                       ["instruction", "output"], "train", None),
+    "yahma/alpaca-cleaned": HubDataset(
+        partial(conversation, layout=from_instruction),
+        FEATURES,
+        ["instruction", "output"],
+        "train",
+        None,
+    ),
     "HuggingFaceTB/smol-smoltalk": HubDataset(
-        partial(conversation, layout=from_conversation, keep_source=True), SOURCE_FEATURES,
-        ["messages"], "train", "test"),
-}  # fmt: skip
+        partial(conversation, layout=from_conversation, keep_source=True),
+        SOURCE_FEATURES,
+        ["messages"],
+        "train",
+        "test",
+    ),
+}
 STEP = conversations.step(
-    "sft", MODULE, __doc__, HUB, "which instruction dataset (alpaca-cleaned: single "
-    "instructions; smol-smoltalk: multi-turn conversations with system prompts)", "conversations",
-    sample=lambda args, run: conversations.sample_parts(args, run, sft_rows, SAMPLE_FEATURES),
-    local=(partial(conversation, layout=conversations.conversation_from_any), FEATURES,
-           "conversation", 'needs "messages" or "instruction"/"output"'),
-)  # fmt: skip
+    "sft",
+    MODULE,
+    __doc__,
+    HUB,
+    "which instruction dataset (alpaca-cleaned: single "
+    "instructions; smol-smoltalk: multi-turn conversations with system prompts)",
+    "conversations",
+    sample=partial(conversations.sample_parts, rows=sft_rows, features=SAMPLE_FEATURES),
+    local=(
+        partial(conversation, layout=conversations.conversation_from_any),
+        FEATURES,
+        "conversation",
+        'needs "messages" or "instruction"/"output"',
+    ),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
