@@ -142,10 +142,7 @@ class Run:
                 has = ", ".join(loaded[name].column_names)
                 raise UserError(f"{repo_id} {name} has no column {missing[0]!r} (it has {has})")
         details = {key: value for key, value in kwargs.items() if value is not None}
-        revision = hub_revision(next(iter(loaded.values())))
-        rows = {name: len(split) for name, split in loaded.items()}
-        entry = {"id": repo_id, **details, "revision": revision, "splits": rows}
-        self.manifest["inputs"].append(entry)
+        self.manifest["inputs"].append(hub_input(repo_id, loaded, **details))
         return loaded
 
     def convert(self, group: str, dataset, convert: Callable, features) -> datasets.Dataset:
@@ -234,6 +231,13 @@ def one_line(error: BaseException) -> str:
 
 
 _COMMIT = re.compile(r"(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])")
+
+
+def hub_input(repo_id: str, loaded: datasets.DatasetDict, **details) -> dict:
+    """The manifest entry of a Hub dataset: id, config/files, revision and rows per split."""
+    first = next(iter(loaded.values()))
+    splits = {name: len(split) for name, split in loaded.items()}
+    return {"id": repo_id, **details, "revision": hub_revision(first), "splits": splits}
 
 
 def hub_revision(dataset: datasets.Dataset) -> str | None:
