@@ -479,6 +479,29 @@ def tiny_inputs(root: Path) -> tuple[Path, Path, Path]:
     return tokenizer_path, root / "sft", root / "dpo"
 
 
+TINY_RUN = dict(  # the settings the tiny SFT and DPO runs share: six CPU steps, no in-run scores
+    block_size=48,
+    micro_batch_size=2,
+    tokens_per_step=0,
+    max_steps=6,
+    learning_rate=3e-3,
+    min_lr=3e-4,
+    warmup_steps=1,
+    eval_interval=3,
+    eval_batches=2,
+    log_interval=1,
+    checkpoint_interval=3,
+    keep_last=2,
+    sample_max_new_tokens=4,
+    num_text_samples=1,
+    precision="fp32",
+    device="cpu",
+    seed=5,
+    compile=False,
+    eval_tasks="",
+)
+
+
 def tiny_sft_config(root: Path, **overrides):
     import post_training_sft
 
@@ -491,25 +514,7 @@ def tiny_sft_config(root: Path, **overrides):
         tokenizer_path=str(tokenizer_path),
         init_from=None,
         model_preset="debug",
-        block_size=48,
-        micro_batch_size=2,
-        tokens_per_step=0,
-        max_steps=6,
-        learning_rate=3e-3,
-        min_lr=3e-4,
-        warmup_steps=1,
-        eval_interval=3,
-        eval_batches=2,
-        log_interval=1,
-        checkpoint_interval=3,
-        keep_last=2,
-        sample_max_new_tokens=4,
-        num_text_samples=1,
-        precision="fp32",
-        device="cpu",
-        seed=5,
-        compile=False,
-        eval_tasks="",
+        **TINY_RUN,
     )
     return dataclasses.replace(base, **overrides)
 
@@ -525,27 +530,9 @@ def tiny_dpo_config(root: Path, init_from: Path, **overrides):
         data_dir=str(dpo_dir),
         tokenizer_path=str(tokenizer_path),
         init_from=str(init_from),
-        block_size=48,
-        micro_batch_size=2,
-        tokens_per_step=0,
-        max_steps=6,
-        learning_rate=3e-3,
-        min_lr=3e-4,
-        warmup_steps=1,
-        eval_interval=3,
-        eval_batches=2,
-        log_interval=1,
-        checkpoint_interval=3,
-        keep_last=2,
-        sample_max_new_tokens=4,
-        num_text_samples=1,
-        precision="fp32",
-        device="cpu",
-        seed=5,
-        compile=False,
+        **TINY_RUN,
         eval_split="test",
         pairs_per_step=0,
-        eval_tasks="",
     )
     return dataclasses.replace(base, **overrides)
 
